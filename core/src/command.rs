@@ -1,0 +1,103 @@
+//! What a client asks for, independent of how a dialect spells it.
+//!
+//! A dialect's parser turns a line into a [`Command`]; names inside are
+//! already validated newtypes.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::ids::{Nick, RoomName};
+
+/// One request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Chat to the current room.
+    Say(&'a str),
+    /// Show help, for all commands or one.
+    Help(Option<&'a str>),
+    /// Change nickname.
+    Nick(Nick),
+    /// Leave the current room and join (creating if absent) another.
+    Join(RoomName),
+    /// Create a room, public or private, and switch to it.
+    Create {
+        /// The new room.
+        room: RoomName,
+        /// Invitation only.
+        private: bool,
+    },
+    /// Invite someone to the current (private) room.
+    Invite(Nick),
+    /// Go back to the default room.
+    Leave,
+    /// List rooms.
+    Rooms,
+    /// List the members of the current room.
+    Who,
+    /// Private message.
+    Msg {
+        /// The recipient.
+        to: Nick,
+        /// The text.
+        text: &'a str,
+    },
+    /// An action in the current room.
+    Me(&'a str),
+    /// Show (None) or set the current room's topic.
+    Topic(Option<&'a str>),
+    /// Show recent messages of the current room.
+    History(Option<usize>),
+    /// Turn acknowledgements on or off.
+    Ack(bool),
+    /// An urgent message to the current room.
+    Urgent(&'a str),
+    /// Ask for a pong carrying the token.
+    Ping(Option<&'a str>),
+    /// Answer to the server's idle check (any line does, this one is silent).
+    Pong,
+    /// Become a server operator.
+    Oper {
+        /// Operator account name.
+        name: &'a str,
+        /// Its password.
+        password: &'a str,
+    },
+    /// Remove someone from the current room (from the server, in the default room).
+    Kick {
+        /// Whom.
+        target: Nick,
+        /// Why.
+        reason: Option<&'a str>,
+    },
+    /// Ban a user's address or an address, from the room (owner) or the server (operator).
+    Ban {
+        /// Whom.
+        target: BanTarget,
+        /// How long; forever if absent.
+        duration: Option<Duration>,
+        /// Why.
+        reason: Option<&'a str>,
+    },
+    /// Lift a ban.
+    Unban(IpAddr),
+    /// Silence someone in the current room for a while.
+    Mute {
+        /// Whom.
+        target: Nick,
+        /// How long.
+        duration: Duration,
+    },
+    /// Lift a mute.
+    Unmute(Nick),
+    /// Leave the server.
+    Quit(Option<&'a str>),
+}
+
+/// Whom a ban names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BanTarget {
+    /// A connected user, banned by their address.
+    Nick(Nick),
+    /// An address.
+    Ip(IpAddr),
+}

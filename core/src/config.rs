@@ -1,0 +1,289 @@
+//! Every setting of the core, with the defaults a public server should run.
+//!
+//! The same struct is read from the TOML config file (`chatd serve --config`)
+//! and from a transcript's `config` lines, so tests exercise the real format.
+
+use std::time::Duration;
+
+use argon2::PasswordHash;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::serde_human;
+use crate::ids::{NameError, Nick};
+use crate::rate_limit::Budget;
+
+/// The core's settings. Every field has a default; see [`Config::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Longest accepted line in bytes, without its line ending.
+    pub max_line_bytes: usize,
+    /// Most connections the server holds at once.
+    pub max_connections: usize,
+    /// Most connections from one IP address (0 = no limit).
+    pub max_connections_per_ip: usize,
+    /// Most rooms that may exist at once, #general included.
+    pub max_rooms: usize,
+    /// Joins, leaves, quits and nick changes are announced only in rooms
+    /// of at most this many members (huge rooms would drown in them);
+    /// moderation is always announced.
+    pub presence_announce_limit: usize,
+    /// Messages kept per room for `#history`.
+    pub history_size: usize,
+    /// How many messages `#history` shows when no count is given.
+    pub history_default: usize,
+    /// Whether private messages (`#msg`) are written to history logs.
+    pub persist_private_messages: bool,
+    /// Bytes a backend may queue for one connection before it is cut off as
+    /// a slow consumer.
+    pub max_outbound_bytes: usize,
+    /// Message rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Idle connection checks.
+    pub idle: IdleConfig,
+    /// Server operators and their password hashes.
+    pub operators: Vec<OperatorConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 4096,
+            max_connections: 20_000,
+            max_connections_per_ip: 100,
+            max_rooms: 10_000,
+            presence_announce_limit: 500,
+            history_size: 100,
+            history_default: 20,
+            persist_private_messages: false,
+            max_outbound_bytes: 1 << 20,
+            rate_limit: RateLimitConfig::default(),
+            idle: IdleConfig::default(),
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// Sliding-window rate limits on the lines a client sends (commands
+/// included: a flood of `#nick` is as disruptive as a flood of chat).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Whether lines are rate limited at all.
+    pub enabled: bool,
+    /// Lines one connection may send per window.
+    pub messages: u32,
+    /// The per-connection window.
+    #[serde(with = "serde_human")]
+    pub window: Duration,
+    /// Lines all connections from one IP address may send per window.
+    pub ip_messages: u32,
+    /// The per-IP window.
+    #[serde(with = "serde_human")]
+    pub ip_window: Duration,
+    /// Rejected lines within one window after which the client is
+    /// disconnected for flooding (0 = never disconnect).
+    pub flood_disconnect_after: u32,
+}
+
+impl RateLimitConfig {
+    /// The per-connection budget.
+    pub fn connection_budget(&self) -> Budget {
+        Budget {
+            messages: self.messages,
+            window: self.window,
+        }
+    }
+
+    /// The per-IP budget.
+    pub fn ip_budget(&self) -> Budget {
+        Budget {
+            messages: self.ip_messages,
+            window: self.ip_window,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            messages: 20,
+            window: Duration::from_secs(10),
+            ip_messages: 60,
+            ip_window: Duration::from_secs(10),
+            flood_disconnect_after: 20,
+        }
+    }
+}
+
+/// How silent connections are checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdleConfig {
+    /// Whether idle connections are pinged and dropped at all.
+    pub enabled: bool,
+    /// Silence after which the server sends a ping.
+    #[serde(with = "serde_human")]
+    pub ping_after: Duration,
+    /// Time a pinged client has to send any line before it is disconnected.
+    #[serde(with = "serde_human")]
+    pub timeout: Duration,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ping_after: Duration::from_secs(300),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One server operator: `#oper NAME PASSWORD` checks the password against
+/// the Argon2 hash in PHC string form (as `chatd hash-password` prints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The operator account's name (not a nickname; any valid nick syntax).
+    pub name: String,
+    /// Argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$...`.
+    pub password_hash: String,
+}
+
+/// A setting that makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A numeric setting is outside what the server can work with.
+    #[error("{setting} must be {rule}")]
+    OutOfRange {
+        /// The setting's name as written in the config file.
+        setting: &'static str,
+        /// What it must be.
+        rule: &'static str,
+    },
+    /// An operator's name is not a valid name.
+    #[error("operator name {name:?} is invalid: {source}")]
+    BadOperatorName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// An operator's password hash is not a PHC string.
+    #[error("operator {name:?} has a password_hash that is not an Argon2 PHC string ({reason})")]
+    BadPasswordHash {
+        /// The operator's name.
+        name: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Two operators share a name.
+    #[error("operator {0:?} is listed twice")]
+    DuplicateOperator(String),
+}
+
+impl Config {
+    /// Checks that the settings are usable; the server refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |ok: bool, setting, rule| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange { setting, rule })
+            }
+        };
+        range(
+            (64..=1 << 20).contains(&self.max_line_bytes),
+            "max_line_bytes",
+            "between 64 and 1048576",
+        )?;
+        range(self.max_connections >= 1, "max_connections", "at least 1")?;
+        range(self.max_rooms >= 1, "max_rooms", "at least 1")?;
+        range(
+            (1..=100_000).contains(&self.history_size),
+            "history_size",
+            "between 1 and 100000",
+        )?;
+        range(self.history_default >= 1, "history_default", "at least 1")?;
+        range(
+            self.max_outbound_bytes >= self.max_line_bytes * 4,
+            "max_outbound_bytes",
+            "at least four times max_line_bytes",
+        )?;
+        let limits = &self.rate_limit;
+        range(
+            !limits.enabled || (limits.messages >= 1 && limits.ip_messages >= 1),
+            "rate_limit.messages and rate_limit.ip_messages",
+            "at least 1 while rate limiting is enabled",
+        )?;
+        range(
+            !limits.enabled || (!limits.window.is_zero() && !limits.ip_window.is_zero()),
+            "rate_limit.window and rate_limit.ip_window",
+            "longer than zero while rate limiting is enabled",
+        )?;
+        range(
+            !self.idle.enabled || (!self.idle.ping_after.is_zero() && !self.idle.timeout.is_zero()),
+            "idle.ping_after and idle.timeout",
+            "longer than zero while idle checks are enabled",
+        )?;
+        let mut seen = std::collections::BTreeSet::new();
+        for operator in &self.operators {
+            Nick::parse(&operator.name).map_err(|source| ConfigError::BadOperatorName {
+                name: operator.name.clone(),
+                source,
+            })?;
+            PasswordHash::new(&operator.password_hash).map_err(|error| {
+                ConfigError::BadPasswordHash {
+                    name: operator.name.clone(),
+                    reason: error.to_string(),
+                }
+            })?;
+            if !seen.insert(operator.name.to_ascii_lowercase()) {
+                return Err(ConfigError::DuplicateOperator(operator.name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn tiny_line_limit_is_refused() {
+        let config = Config {
+            max_line_bytes: 10,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::OutOfRange {
+                setting: "max_line_bytes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn plain_text_password_is_refused() {
+        let config = Config {
+            operators: vec![OperatorConfig {
+                name: "admin".into(),
+                password_hash: "hunter2".into(),
+            }],
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::BadPasswordHash { .. })
+        ));
+    }
+}

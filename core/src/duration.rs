@@ -1,0 +1,157 @@
+//! Human-readable durations: `500ms`, `1.5s`, `30s`, `10m`, `2h`, `1d`, `1h30m`.
+//!
+//! One syntax for config files, moderation commands and replies: what
+//! [`format`] prints, [`parse`] reads back.
+
+use std::time::Duration;
+
+/// Why a duration was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing to parse.
+    #[error("empty duration")]
+    Empty,
+    /// Not of the form NUMBER UNIT ..., with units ms, s, m, h, d.
+    #[error("{0:?} is not a duration (use e.g. 30s, 10m, 2h, 1d, 1h30m)")]
+    Malformed(String),
+    /// Too large to represent.
+    #[error("duration {0:?} is too long")]
+    Overflow(String),
+}
+
+/// Parses a duration. A bare number means seconds.
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    if text.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    let malformed = || DurationError::Malformed(text.to_owned());
+    let overflow = || DurationError::Overflow(text.to_owned());
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text.parse().map_err(|_| overflow())?;
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(malformed());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| overflow())?;
+        rest = &rest[digits..];
+        let mut fraction = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+            if len == 0 {
+                return Err(malformed());
+            }
+            fraction = &after_dot[..len.min(6)];
+            rest = &after_dot[len..];
+        }
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(malformed()),
+        };
+        rest = &rest[unit_len..];
+        let mut part = number.checked_mul(unit_ms).ok_or_else(overflow)?;
+        if !fraction.is_empty() {
+            let scale = 10u64.pow(fraction.len() as u32);
+            let digits: u64 = fraction.parse().map_err(|_| malformed())?;
+            part = part
+                .checked_add(digits * unit_ms / scale)
+                .ok_or_else(overflow)?;
+        }
+        total_ms = total_ms.checked_add(part).ok_or_else(overflow)?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+/// Formats a duration for people, compactly and in a form [`parse`] reads.
+///
+/// Below a minute, tenths of a second are shown when present (rounded up,
+/// so a retry-after is never too early); from a minute up, whole seconds.
+pub fn format(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        let tenths = ms.div_ceil(100);
+        return if tenths % 10 == 0 {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        };
+    }
+    let mut secs = ms.div_ceil(1_000);
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// Serde support for `Duration` fields written as human durations.
+pub(crate) mod serde_human {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format(*value))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_combinations() {
+        assert_eq!(parse("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1_500)));
+    }
+
+    #[test]
+    fn rejects_garbage_and_overflow() {
+        assert!(matches!(parse("10x"), Err(DurationError::Malformed(_))));
+        assert!(matches!(parse("m"), Err(DurationError::Malformed(_))));
+        assert!(matches!(parse("-5s"), Err(DurationError::Malformed(_))));
+        assert!(matches!(parse("1.s"), Err(DurationError::Malformed(_))));
+        assert_eq!(parse(""), Err(DurationError::Empty));
+        assert!(matches!(
+            parse("99999999999999999999d"),
+            Err(DurationError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn format_round_trips_through_parse() {
+        for ms in [
+            0u64, 1, 999, 1_000, 1_234, 59_999, 60_000, 299_500, 90_061_000,
+        ] {
+            let shown = format(Duration::from_millis(ms));
+            let back = parse(&shown).unwrap();
+            assert!(back.as_millis() >= u128::from(ms), "{ms} -> {shown}");
+        }
+        assert_eq!(format(Duration::from_millis(1_201)), "1.3s");
+        assert_eq!(format(Duration::from_secs(299)), "4m59s");
+        assert_eq!(format(Duration::from_secs(3_600)), "1h");
+    }
+}

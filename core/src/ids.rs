@@ -1,0 +1,291 @@
+//! Identifiers and validated names.
+//!
+//! Every name that crosses the edge of the core is parsed into one of these
+//! newtypes first: if a [`Nick`] or [`RoomName`] exists, it is valid.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One connection, for its whole life.
+///
+/// Allocated by the core in increasing order and never reused, so every
+/// backend and the in-memory driver see the same ids for the same script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    pub(crate) fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number, for backend maps and log lines.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn{}", self.0)
+    }
+}
+
+/// A chat message's id: increasing across the server's life and across
+/// restarts (the next id follows the largest one recovered from history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(u64);
+
+impl MessageId {
+    /// Wraps a raw id, as read back from a history record.
+    pub fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name was empty.
+    #[error("it is empty")]
+    Empty,
+    /// The name was longer than allowed.
+    #[error("it is longer than {max} characters")]
+    TooLong {
+        /// The maximum length in characters.
+        max: usize,
+    },
+    /// The name held a character that is not allowed.
+    #[error("{found:?} is not allowed{where_}")]
+    BadChar {
+        /// The offending character.
+        found: char,
+        /// Whether it was the first character (some characters may not start a name).
+        where_: &'static str,
+    },
+    /// The name is one the server hands out itself (guest names).
+    #[error("names of the form guestN are reserved for the server")]
+    Reserved,
+}
+
+/// A user's nickname: 1 to 24 ASCII characters, letters, digits and
+/// `_-[]{}\|^`, not starting with a digit or `-`.
+///
+/// Comparison and uniqueness ignore ASCII case ([`Nick::folded`]); the
+/// spelling the user chose is kept for display.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Nick(Box<str>);
+
+impl Nick {
+    /// The longest nickname, in characters.
+    pub const MAX_LEN: usize = 24;
+
+    /// Parses any syntactically valid nickname, guest names included
+    /// (used for targets such as `#msg guest3 hi` and for history records).
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        check_chars(text, Self::MAX_LEN, is_nick_start, is_nick_char)?;
+        Ok(Self(text.into()))
+    }
+
+    /// Parses a nickname a user asks for: like [`Nick::parse`], but the
+    /// server's own guest names are refused.
+    pub fn parse_chosen(text: &str) -> Result<Self, NameError> {
+        let nick = Self::parse(text)?;
+        if nick.is_guest_name() {
+            return Err(NameError::Reserved);
+        }
+        Ok(nick)
+    }
+
+    /// The guest nickname the server gives a new connection.
+    pub(crate) fn guest(conn: ConnId) -> Self {
+        Self(format!("guest{}", conn.get()).into())
+    }
+
+    /// The nickname as the user spelled it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The case-folded form used for uniqueness and lookups.
+    pub fn folded(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+
+    fn is_guest_name(&self) -> bool {
+        let lower = self.folded();
+        lower
+            .strip_prefix("guest")
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
+impl fmt::Display for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Nick {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Nick> for String {
+    fn from(value: Nick) -> Self {
+        value.0.into()
+    }
+}
+
+/// A room's name, without any dialect's prefix (the native dialect shows
+/// `#general`; the model stores `general`).
+///
+/// 1 to 32 characters: lowercase ASCII letters, digits, `_`, `-` and `.`,
+/// starting with a letter or digit. Upper case is folded to lower case on
+/// parse, so `General` and `general` are the same room. The rules also make
+/// every room name a safe file name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RoomName(Box<str>);
+
+impl RoomName {
+    /// The longest room name, in characters.
+    pub const MAX_LEN: usize = 32;
+
+    /// Parses and normalises a room name.
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let lower = text.to_ascii_lowercase();
+        check_chars(&lower, Self::MAX_LEN, is_room_start, is_room_char)?;
+        Ok(Self(lower.into()))
+    }
+
+    /// The room every connection lands in.
+    pub fn general() -> Self {
+        Self("general".into())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for RoomName {
+    type Error = NameError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<RoomName> for String {
+    fn from(value: RoomName) -> Self {
+        value.0.into()
+    }
+}
+
+fn check_chars(
+    text: &str,
+    max: usize,
+    start_ok: fn(char) -> bool,
+    char_ok: fn(char) -> bool,
+) -> Result<(), NameError> {
+    let mut chars = text.chars();
+    let first = chars.next().ok_or(NameError::Empty)?;
+    if !start_ok(first) {
+        return Err(NameError::BadChar {
+            found: first,
+            where_: " at the start",
+        });
+    }
+    if let Some(bad) = chars.clone().find(|&c| !char_ok(c)) {
+        return Err(NameError::BadChar {
+            found: bad,
+            where_: "",
+        });
+    }
+    if text.chars().count() > max {
+        return Err(NameError::TooLong { max });
+    }
+    Ok(())
+}
+
+fn is_nick_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || "_[]{}\\|^".contains(c)
+}
+
+fn is_nick_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-[]{}\\|^".contains(c)
+}
+
+fn is_room_start(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+fn is_room_char(c: char) -> bool {
+    is_room_start(c) || "_-.".contains(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nick_accepts_irc_style_names_and_keeps_case() {
+        let nick = Nick::parse("Alice_[away]").unwrap();
+        assert_eq!(nick.as_str(), "Alice_[away]");
+        assert_eq!(nick.folded(), "alice_[away]");
+    }
+
+    #[test]
+    fn nick_rejects_leading_digit_spaces_and_length() {
+        assert!(matches!(
+            Nick::parse("1abc"),
+            Err(NameError::BadChar { .. })
+        ));
+        assert!(matches!(Nick::parse("a b"), Err(NameError::BadChar { .. })));
+        assert_eq!(Nick::parse(""), Err(NameError::Empty));
+        assert_eq!(
+            Nick::parse(&"a".repeat(25)),
+            Err(NameError::TooLong { max: 24 })
+        );
+        assert!(Nick::parse(&"a".repeat(24)).is_ok());
+    }
+
+    #[test]
+    fn chosen_nick_cannot_be_a_guest_name() {
+        assert_eq!(Nick::parse_chosen("Guest12"), Err(NameError::Reserved));
+        assert!(Nick::parse_chosen("guest").is_ok());
+        assert!(Nick::parse_chosen("guestx1").is_ok());
+        assert!(Nick::parse("guest12").is_ok());
+    }
+
+    #[test]
+    fn room_names_fold_case_and_refuse_dot_start() {
+        assert_eq!(RoomName::parse("Rust-Lang").unwrap().as_str(), "rust-lang");
+        assert!(RoomName::parse(".hidden").is_err());
+        assert!(RoomName::parse("..").is_err());
+        assert!(RoomName::parse("a/b").is_err());
+        assert!(RoomName::parse("#general").is_err());
+    }
+}

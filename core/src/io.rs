@@ -1,0 +1,89 @@
+//! What the core asks its driver to do.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::ErrorCode;
+use crate::history::Record;
+use crate::ids::ConnId;
+
+/// How urgently bytes should go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Ordinary traffic, delivered in order.
+    Normal,
+    /// Overtakes queued normal traffic for the connection (`#urgent`, and
+    /// moderation notices to their target). Never splits a line: it goes in
+    /// before the first queued line not yet started.
+    Urgent,
+}
+
+/// One thing the driver must do, drained with [`crate::Server::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send bytes (one or more complete lines) to one connection.
+    Send {
+        /// The connection.
+        to: ConnId,
+        /// Complete lines, each ending in LF.
+        bytes: Bytes,
+        /// Queue position.
+        priority: Priority,
+    },
+    /// Send the same bytes to many connections. The bytes were encoded once;
+    /// the recipient list is shared (usually a room's cached member list).
+    Broadcast {
+        /// Recipients in increasing id order.
+        to: Arc<[ConnId]>,
+        /// A recipient to skip (the sender of a chat line).
+        except: Option<ConnId>,
+        /// Complete lines, each ending in LF.
+        bytes: Bytes,
+        /// Queue position.
+        priority: Priority,
+    },
+    /// Flush what is queued for the connection, then close it. The core has
+    /// already forgotten it: later input for it is ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the driver's log.
+        reason: CloseReason,
+    },
+    /// Append a record to its room's log. When the record is durable (under
+    /// the fsync policy), call [`crate::Server::handle_persisted`]; when
+    /// it cannot be stored, [`crate::Server::handle_persist_failed`].
+    Persist(Arc<Record>),
+}
+
+/// Why the core closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent `#quit`.
+    Quit,
+    /// Kicked off the server by an operator.
+    Kicked,
+    /// Banned from the server.
+    Banned,
+    /// Did not answer the idle check.
+    IdleTimeout,
+    /// Kept flooding past the rate limit.
+    Flooding,
+    /// Could not keep up with its output.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Why [`crate::Server::accept`] turned a connection away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The error code (server-full, too-many-connections or banned).
+    pub code: ErrorCode,
+    /// The peer's address.
+    pub peer: IpAddr,
+    /// The reply line to send before closing, LF included.
+    pub line: Bytes,
+}

@@ -1,0 +1,184 @@
+//! The native dialect's command table: names, usage and help text.
+
+/// One command of the native dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The name without `#`, lowercase.
+    pub name: &'static str,
+    /// Other names for it.
+    pub aliases: &'static [&'static str],
+    /// Usage, e.g. `#msg NAME TEXT`.
+    pub usage: &'static str,
+    /// What it does, one sentence.
+    pub summary: &'static str,
+}
+
+/// Every command, in help order.
+pub const COMMANDS: &[CommandSpec] = &[
+    spec(
+        "help",
+        &[],
+        "#help [COMMAND]",
+        "list commands, or explain one",
+    ),
+    spec("nick", &[], "#nick NAME", "change your nickname"),
+    spec(
+        "join",
+        &[],
+        "#join ROOM",
+        "leave your room and join ROOM, creating it (and owning it) if absent",
+    ),
+    spec(
+        "create",
+        &[],
+        "#create ROOM [private]",
+        "create ROOM, owned by you, and switch to it; a private room admits only invited users",
+    ),
+    spec(
+        "invite",
+        &[],
+        "#invite NAME",
+        "invite NAME to your private room (owner only)",
+    ),
+    spec(
+        "leave",
+        &[],
+        "#leave",
+        "leave your room and go back to #general",
+    ),
+    spec(
+        "rooms",
+        &[],
+        "#rooms",
+        "list rooms with member count and topic",
+    ),
+    spec(
+        "who",
+        &[],
+        "#who",
+        "list the members of your room (@ marks the owner)",
+    ),
+    spec("msg", &["w"], "#msg NAME TEXT", "send a private message"),
+    spec("me", &[], "#me ACTION", "describe an action in your room"),
+    spec(
+        "topic",
+        &[],
+        "#topic [TEXT]",
+        "show your room's topic, or set it (owner or operator)",
+    ),
+    spec(
+        "history",
+        &[],
+        "#history [N]",
+        "show the last N messages of your room (default 20)",
+    ),
+    spec(
+        "ack",
+        &[],
+        "#ack on|off",
+        "acknowledge each chat line you send once it is stored and delivered",
+    ),
+    spec(
+        "urgent",
+        &[],
+        "#urgent TEXT",
+        "send a message that overtakes queued traffic (owner or operator)",
+    ),
+    spec(
+        "ping",
+        &[],
+        "#ping [TOKEN]",
+        "ask the server for a pong carrying TOKEN",
+    ),
+    spec(
+        "pong",
+        &[],
+        "#pong [TOKEN]",
+        "answer the server's idle check (any line does)",
+    ),
+    spec(
+        "oper",
+        &[],
+        "#oper NAME PASSWORD",
+        "become a server operator",
+    ),
+    spec(
+        "kick",
+        &[],
+        "#kick NAME [REASON]",
+        "remove NAME from your room; in #general an operator's kick disconnects (owner or operator)",
+    ),
+    spec(
+        "ban",
+        &[],
+        "#ban NAME|IP [DURATION] [REASON]",
+        "ban an address from your room (owner) or the server (operator), forever or for DURATION such as 10m",
+    ),
+    spec(
+        "unban",
+        &[],
+        "#unban IP",
+        "lift a ban on an address, in your room (owner) or on the server (operator)",
+    ),
+    spec(
+        "mute",
+        &[],
+        "#mute NAME DURATION",
+        "silence NAME in your room for DURATION such as 30s or 10m (owner or operator)",
+    ),
+    spec(
+        "unmute",
+        &[],
+        "#unmute NAME",
+        "lift a mute in your room (owner or operator)",
+    ),
+    spec("quit", &[], "#quit [MESSAGE]", "leave the server"),
+];
+
+const fn spec(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    usage: &'static str,
+    summary: &'static str,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        aliases,
+        usage,
+        summary,
+    }
+}
+
+/// Finds a command by name or alias, ignoring case and a leading `#`.
+pub fn find(name: &str) -> Option<&'static CommandSpec> {
+    let name = name.strip_prefix('#').unwrap_or(name);
+    COMMANDS.iter().find(|spec| {
+        spec.name.eq_ignore_ascii_case(name)
+            || spec
+                .aliases
+                .iter()
+                .any(|alias| alias.eq_ignore_ascii_case(name))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_ignores_case_hash_and_finds_aliases() {
+        assert_eq!(find("MSG").map(|s| s.name), Some("msg"));
+        assert_eq!(find("#w").map(|s| s.name), Some("msg"));
+        assert_eq!(find("nope"), None);
+    }
+
+    #[test]
+    fn every_usage_starts_with_its_name() {
+        for spec in COMMANDS {
+            assert!(
+                spec.usage.starts_with(&format!("#{}", spec.name)),
+                "{spec:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Parsing native-dialect lines into [`Command`]s.
+//!
+//! A line starting with `#` is a command; `##` starts chat text whose first
+//! character is a literal `#`; anything else is chat to the current room.
+//! Command names ignore case. Arguments are separated by spaces or tabs;
+//! the last text argument (message, reason, topic) takes the rest of the line.
+
+use std::net::IpAddr;
+
+use crate::command::{BanTarget, Command};
+use crate::duration;
+use crate::error::ErrorCode;
+use crate::ids::{NameError, Nick, RoomName};
+use crate::native::help::{self, CommandSpec};
+
+/// A line that is not a valid command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// No command of that name.
+    #[error("#{0} is not a command; type #help for the list")]
+    UnknownCommand(String),
+    /// Arguments missing, extra or malformed.
+    #[error("usage: {}", .0.usage)]
+    Usage(&'static CommandSpec),
+    /// A nickname argument is not a valid nickname.
+    #[error("invalid nickname {name:?}: {reason}")]
+    BadNick {
+        /// The text given.
+        name: String,
+        /// What is wrong with it.
+        reason: NameError,
+    },
+    /// A room argument is not a valid room name.
+    #[error("invalid room name {name:?}: {reason} (letters, digits, _ - . up to 32)")]
+    BadRoom {
+        /// The text given.
+        name: String,
+        /// What is wrong with it.
+        reason: NameError,
+    },
+    /// A duration argument did not parse.
+    #[error("{0}")]
+    BadDuration(duration::DurationError),
+    /// An argument that must be an IP address is not one.
+    #[error("{0:?} is not an IP address")]
+    BadIp(String),
+}
+
+impl ParseError {
+    /// The stable error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            Self::Usage(_) | Self::BadDuration(_) | Self::BadIp(_) => ErrorCode::BadSyntax,
+            Self::BadNick { .. } => ErrorCode::BadNick,
+            Self::BadRoom { .. } => ErrorCode::BadRoom,
+        }
+    }
+}
+
+/// Parses one line (without its ending; never empty).
+pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
+    if line.starts_with("##") {
+        return Ok(Command::Say(&line[1..]));
+    }
+    let Some(body) = line.strip_prefix('#') else {
+        return Ok(Command::Say(line));
+    };
+    let (name, args) = split_word(body);
+    let Some(spec) = help::find(name) else {
+        return Err(ParseError::UnknownCommand(name.to_owned()));
+    };
+    let usage = || ParseError::Usage(spec);
+    let command = match spec.name {
+        "help" => Command::Help(optional(args)),
+        "nick" => Command::Nick(chosen_nick(single(args).ok_or_else(usage)?)?),
+        "join" => Command::Join(room(single(args).ok_or_else(usage)?)?),
+        "create" => {
+            let (name, rest) = split_word(args);
+            if name.is_empty() {
+                return Err(usage());
+            }
+            let private = match rest {
+                "" => false,
+                flag if flag.eq_ignore_ascii_case("private") => true,
+                _ => return Err(usage()),
+            };
+            Command::Create {
+                room: room(name)?,
+                private,
+            }
+        }
+        "invite" => Command::Invite(nick(single(args).ok_or_else(usage)?)?),
+        "leave" => none(args, Command::Leave).ok_or_else(usage)?,
+        "rooms" => none(args, Command::Rooms).ok_or_else(usage)?,
+        "who" => none(args, Command::Who).ok_or_else(usage)?,
+        "msg" => {
+            let (to, text) = split_word(args);
+            if to.is_empty() || text.is_empty() {
+                return Err(usage());
+            }
+            Command::Msg {
+                to: nick(to)?,
+                text,
+            }
+        }
+        "me" => Command::Me(required(args).ok_or_else(usage)?),
+        "topic" => Command::Topic(optional(args)),
+        "history" => match optional(args) {
+            None => Command::History(None),
+            Some(count) => match count.parse::<usize>() {
+                Ok(n) if n > 0 => Command::History(Some(n)),
+                _ => return Err(usage()),
+            },
+        },
+        "ack" => match single(args) {
+            Some(flag) if flag.eq_ignore_ascii_case("on") => Command::Ack(true),
+            Some(flag) if flag.eq_ignore_ascii_case("off") => Command::Ack(false),
+            _ => return Err(usage()),
+        },
+        "urgent" => Command::Urgent(required(args).ok_or_else(usage)?),
+        "ping" => Command::Ping(optional(args)),
+        "pong" => Command::Pong,
+        "oper" => {
+            let (name, password) = split_word(args);
+            if name.is_empty() || password.is_empty() {
+                return Err(usage());
+            }
+            Command::Oper { name, password }
+        }
+        "kick" => {
+            let (target, reason) = split_word(args);
+            if target.is_empty() {
+                return Err(usage());
+            }
+            Command::Kick {
+                target: nick(target)?,
+                reason: optional(reason),
+            }
+        }
+        "ban" => parse_ban(args).map_err(|error| match error {
+            ParseError::Usage(_) => usage(),
+            other => other,
+        })?,
+        "unban" => Command::Unban(ip(single(args).ok_or_else(usage)?)?),
+        "mute" => {
+            let (target, rest) = split_word(args);
+            let (length, extra) = split_word(rest);
+            if target.is_empty() || length.is_empty() || !extra.is_empty() {
+                return Err(usage());
+            }
+            Command::Mute {
+                target: nick(target)?,
+                duration: duration::parse(length).map_err(ParseError::BadDuration)?,
+            }
+        }
+        "unmute" => Command::Unmute(nick(single(args).ok_or_else(usage)?)?),
+        "quit" => Command::Quit(optional(args)),
+        other => {
+            debug_assert!(false, "command {other} is in the table but not parsed");
+            return Err(ParseError::UnknownCommand(other.to_owned()));
+        }
+    };
+    Ok(command)
+}
+
+fn parse_ban(args: &str) -> Result<Command<'_>, ParseError> {
+    let (target, rest) = split_word(args);
+    if target.is_empty() {
+        return Err(ParseError::Usage(&help::COMMANDS[0]));
+    }
+    let target = match target.parse::<IpAddr>() {
+        Ok(address) => BanTarget::Ip(address),
+        Err(_) => BanTarget::Nick(nick(target)?),
+    };
+    // The second word is a duration if it reads as one; otherwise it starts
+    // the reason ("#ban bob spamming links").
+    let (word, after) = split_word(rest);
+    let (duration, reason) = match duration::parse(word) {
+        Ok(length) if !word.is_empty() => (Some(length), after),
+        _ => (None, rest),
+    };
+    Ok(Command::Ban {
+        target,
+        duration,
+        reason: optional(reason),
+    })
+}
+
+/// Splits off the first word; the rest has its leading blanks removed.
+fn split_word(text: &str) -> (&str, &str) {
+    let text = text.trim_start_matches([' ', '\t']);
+    match text.find([' ', '\t']) {
+        Some(end) => (&text[..end], text[end..].trim_start_matches([' ', '\t'])),
+        None => (text, ""),
+    }
+}
+
+fn trimmed(text: &str) -> &str {
+    text.trim_matches([' ', '\t'])
+}
+
+fn optional(text: &str) -> Option<&str> {
+    Some(trimmed(text)).filter(|t| !t.is_empty())
+}
+
+fn required(text: &str) -> Option<&str> {
+    optional(text)
+}
+
+fn single(text: &str) -> Option<&str> {
+    let (word, rest) = split_word(text);
+    (!word.is_empty() && trimmed(rest).is_empty()).then_some(word)
+}
+
+fn none<'a>(text: &str, command: Command<'a>) -> Option<Command<'a>> {
+    trimmed(text).is_empty().then_some(command)
+}
+
+fn nick(text: &str) -> Result<Nick, ParseError> {
+    Nick::parse(text).map_err(|reason| ParseError::BadNick {
+        name: text.to_owned(),
+        reason,
+    })
+}
+
+fn chosen_nick(text: &str) -> Result<Nick, ParseError> {
+    Nick::parse_chosen(text).map_err(|reason| ParseError::BadNick {
+        name: text.to_owned(),
+        reason,
+    })
+}
+
+fn room(text: &str) -> Result<RoomName, ParseError> {
+    let bare = text.strip_prefix('#').unwrap_or(text);
+    RoomName::parse(bare).map_err(|reason| ParseError::BadRoom {
+        name: text.to_owned(),
+        reason,
+    })
+}
+
+fn ip(text: &str) -> Result<IpAddr, ParseError> {
+    text.parse().map_err(|_| ParseError::BadIp(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn plain_and_double_hash_lines_are_chat() {
+        assert_eq!(parse("hello"), Ok(Command::Say("hello")));
+        assert_eq!(parse("##tag"), Ok(Command::Say("#tag")));
+    }
+
+    #[test]
+    fn command_names_ignore_case_and_w_is_msg() {
+        let expected = Command::Msg {
+            to: Nick::parse("bob").unwrap(),
+            text: "hi  there",
+        };
+        assert_eq!(parse("#MSG bob hi  there"), Ok(expected.clone()));
+        assert_eq!(parse("#w\tbob hi  there"), Ok(expected));
+    }
+
+    #[test]
+    fn join_accepts_a_leading_hash_and_folds_case() {
+        assert_eq!(
+            parse("#join #Rust"),
+            Ok(Command::Join(RoomName::parse("rust").unwrap()))
+        );
+    }
+
+    #[test]
+    fn ban_reads_an_optional_duration_then_a_reason() {
+        assert_eq!(
+            parse("#ban 10.0.0.1 1h spam"),
+            Ok(Command::Ban {
+                target: BanTarget::Ip("10.0.0.1".parse().unwrap()),
+                duration: Some(Duration::from_secs(3600)),
+                reason: Some("spam"),
+            })
+        );
+        assert_eq!(
+            parse("#ban bob spamming links"),
+            Ok(Command::Ban {
+                target: BanTarget::Nick(Nick::parse("bob").unwrap()),
+                duration: None,
+                reason: Some("spamming links"),
+            })
+        );
+    }
+
+    #[test]
+    fn bad_arguments_name_the_usage() {
+        assert_eq!(
+            parse("#msg bob").unwrap_err().to_string(),
+            "usage: #msg NAME TEXT"
+        );
+        assert_eq!(
+            parse("#ban").unwrap_err().to_string(),
+            "usage: #ban NAME|IP [DURATION] [REASON]"
+        );
+        assert_eq!(
+            parse("#who extra").unwrap_err().code(),
+            ErrorCode::BadSyntax
+        );
+        assert_eq!(
+            parse("#history 0").unwrap_err().code(),
+            ErrorCode::BadSyntax
+        );
+        assert_eq!(
+            parse("#mute bob soon").unwrap_err().code(),
+            ErrorCode::BadSyntax
+        );
+        assert_eq!(
+            parse("#nick 9lives").unwrap_err().code(),
+            ErrorCode::BadNick
+        );
+        assert_eq!(
+            parse("#join bad/room").unwrap_err().code(),
+            ErrorCode::BadRoom
+        );
+        assert_eq!(
+            parse("#dance").unwrap_err().code(),
+            ErrorCode::UnknownCommand
+        );
+    }
+}

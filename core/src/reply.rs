@@ -1,0 +1,302 @@
+//! What the server tells clients, independent of how a dialect spells it.
+//!
+//! The state machine produces [`Reply`] values; a dialect's renderer turns
+//! each into bytes (see `native::render`). Keeping this layer separate lets
+//! an IRC dialect reuse the same state machine later.
+
+use std::time::Duration;
+
+use crate::error::ErrorCode;
+use crate::history::Record;
+use crate::ids::{MessageId, Nick, RoomName};
+
+/// One member in a `#who` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoEntry<'a> {
+    /// The member's nickname.
+    pub nick: &'a Nick,
+    /// Whether they own the room.
+    pub owner: bool,
+}
+
+/// One room in a `#rooms` listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEntry<'a> {
+    /// The room.
+    pub room: &'a RoomName,
+    /// How many members it has.
+    pub members: usize,
+    /// Invitation only.
+    pub private: bool,
+    /// Its topic.
+    pub topic: Option<&'a str>,
+}
+
+/// Where a moderation action applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One room.
+    Room(&'a RoomName),
+    /// The whole server.
+    Server,
+}
+
+/// A line (or, for listings, a block of lines) to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// First line on a new connection.
+    Welcome {
+        /// The guest nickname given.
+        nick: &'a Nick,
+        /// The room joined.
+        room: &'a RoomName,
+    },
+    /// Your nickname changed.
+    NickChangedYou {
+        /// The new nickname.
+        new: &'a Nick,
+    },
+    /// Someone's nickname changed.
+    NickChanged {
+        /// Before.
+        old: &'a Nick,
+        /// After.
+        new: &'a Nick,
+    },
+    /// You joined a room.
+    YouJoined {
+        /// The room.
+        room: &'a RoomName,
+    },
+    /// You created (and own) a room.
+    YouCreated {
+        /// The room.
+        room: &'a RoomName,
+        /// Invitation only.
+        private: bool,
+    },
+    /// Someone joined your room.
+    Joined {
+        /// The room.
+        room: &'a RoomName,
+        /// Who.
+        nick: &'a Nick,
+    },
+    /// You left a room.
+    YouLeft {
+        /// The room.
+        room: &'a RoomName,
+    },
+    /// Someone left your room.
+    Left {
+        /// The room.
+        room: &'a RoomName,
+        /// Who.
+        nick: &'a Nick,
+    },
+    /// Someone left the server.
+    Quit {
+        /// Who.
+        nick: &'a Nick,
+        /// Their message or the reason.
+        message: Option<&'a str>,
+    },
+    /// The room's owner changed because the owner left.
+    OwnerChanged {
+        /// The room.
+        room: &'a RoomName,
+        /// The new owner.
+        nick: &'a Nick,
+    },
+    /// Chat in a room.
+    Chat {
+        /// The room.
+        room: &'a RoomName,
+        /// The sender.
+        from: &'a Nick,
+        /// The text.
+        text: &'a str,
+    },
+    /// An action in a room.
+    Action {
+        /// The room.
+        room: &'a RoomName,
+        /// The sender.
+        from: &'a Nick,
+        /// The action.
+        text: &'a str,
+    },
+    /// An urgent message in a room.
+    Urgent {
+        /// The room.
+        room: &'a RoomName,
+        /// The sender.
+        from: &'a Nick,
+        /// The text.
+        text: &'a str,
+    },
+    /// A private message to you.
+    Whisper {
+        /// The sender.
+        from: &'a Nick,
+        /// The text.
+        text: &'a str,
+    },
+    /// Echo of a private message you sent.
+    WhisperSent {
+        /// The recipient.
+        to: &'a Nick,
+        /// The text.
+        text: &'a str,
+    },
+    /// Heads a history listing.
+    HistoryHeader {
+        /// The room.
+        room: &'a RoomName,
+        /// How many entries follow.
+        count: usize,
+    },
+    /// One history entry.
+    HistoryEntry(&'a Record),
+    /// The current topic.
+    Topic {
+        /// The room.
+        room: &'a RoomName,
+        /// The topic, if any.
+        topic: Option<&'a str>,
+    },
+    /// Someone set the topic.
+    TopicChanged {
+        /// The room.
+        room: &'a RoomName,
+        /// Who set it.
+        by: &'a Nick,
+        /// The new topic.
+        topic: &'a str,
+    },
+    /// Heads a room listing.
+    RoomsHeader {
+        /// How many entries follow.
+        count: usize,
+    },
+    /// One room of a listing.
+    RoomEntry(RoomEntry<'a>),
+    /// The members of a room.
+    Who {
+        /// The room.
+        room: &'a RoomName,
+        /// Members sorted by nickname.
+        members: &'a [WhoEntry<'a>],
+    },
+    /// Help for one command.
+    Help {
+        /// Usage line.
+        usage: &'a str,
+        /// What it does.
+        summary: &'a str,
+    },
+    /// Answer to `#ping`.
+    Pong {
+        /// The token, if one was given.
+        token: Option<&'a str>,
+    },
+    /// The server's idle check.
+    IdlePing {
+        /// How long the client has to answer.
+        timeout: Duration,
+    },
+    /// A chat line you sent is stored and delivered.
+    Ack(MessageId),
+    /// Acknowledgement mode changed.
+    AckMode(bool),
+    /// You are now a server operator.
+    OperUp,
+    /// You invited someone.
+    InviteSent {
+        /// The room.
+        room: &'a RoomName,
+        /// Whom.
+        nick: &'a Nick,
+    },
+    /// Someone invited you.
+    Invited {
+        /// The room.
+        room: &'a RoomName,
+        /// Who invited you.
+        by: &'a Nick,
+    },
+    /// Someone was kicked from a room (or, in scope Server, the server).
+    Kicked {
+        /// Where from.
+        scope: Scope<'a>,
+        /// Who.
+        nick: &'a Nick,
+        /// By whom.
+        by: &'a Nick,
+        /// Why.
+        reason: Option<&'a str>,
+    },
+    /// Someone was banned from a room (their address is not shown).
+    BannedFromRoom {
+        /// The room.
+        room: &'a RoomName,
+        /// Who.
+        nick: &'a Nick,
+        /// By whom.
+        by: &'a Nick,
+        /// For how long; forever if absent.
+        duration: Option<Duration>,
+        /// Why.
+        reason: Option<&'a str>,
+    },
+    /// Confirms a ban to the moderator who set it.
+    BanSet {
+        /// Where.
+        scope: Scope<'a>,
+        /// The address.
+        address: std::net::IpAddr,
+        /// For how long; forever if absent.
+        duration: Option<Duration>,
+    },
+    /// A ban was lifted.
+    Unbanned {
+        /// Where.
+        scope: Scope<'a>,
+        /// The address.
+        address: std::net::IpAddr,
+    },
+    /// Someone was muted in a room.
+    Muted {
+        /// The room.
+        room: &'a RoomName,
+        /// Who.
+        nick: &'a Nick,
+        /// By whom.
+        by: &'a Nick,
+        /// For how long.
+        duration: Duration,
+    },
+    /// A mute was lifted (by someone, or by expiry when `by` is None).
+    Unmuted {
+        /// The room.
+        room: &'a RoomName,
+        /// Who.
+        nick: &'a Nick,
+        /// By whom, if not expiry.
+        by: Option<&'a Nick>,
+    },
+    /// Your goodbye after `#quit`.
+    Goodbye,
+    /// The server is going down.
+    ShuttingDown {
+        /// Why.
+        reason: &'a str,
+    },
+    /// An error.
+    Error {
+        /// The stable code.
+        code: ErrorCode,
+        /// A sentence for people.
+        text: &'a str,
+    },
+}

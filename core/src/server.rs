@@ -1,0 +1,381 @@
+//! The chat server state machine.
+
+mod chat;
+mod dispatch;
+mod invariants;
+mod liveness;
+mod moderation;
+mod outbox;
+mod presence;
+mod room;
+mod rooms;
+mod session;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+
+use crate::config::{Config, ConfigError};
+use crate::error::ErrorCode;
+use crate::history::{HistoryRing, Record};
+use crate::ids::{ConnId, MessageId, Nick, RoomName};
+use crate::io::{CloseReason, Output, Priority, Refused};
+use crate::native;
+use crate::rate_limit::SlidingWindow;
+use crate::reply::Reply;
+use crate::timers::{Timer, Timers};
+use crate::wall_clock::WallClock;
+
+use self::outbox::Outbox;
+use self::presence::Entry;
+use self::room::{Ban, Room};
+use self::session::Session;
+
+/// The whole chat server as a pure state machine.
+///
+/// It never reads a clock, sleeps, spawns, locks or does I/O: time comes in
+/// with every input, and everything it wants done comes out of
+/// [`Server::poll_output`]. A driver (backend or test) runs this loop:
+///
+/// 1. Feed one input: [`Server::accept`] a connection (on refusal, send
+///    [`Refused::line`] and close), [`Server::handle`] bytes read from a
+///    connection, [`Server::handle_closed`] when a peer hung up,
+///    [`Server::handle_persisted`] / [`Server::handle_persist_failed`] when
+///    the history writer finished a record, or [`Server::handle_timeout`]
+///    once the deadline from step 3 has passed.
+/// 2. Drain [`Server::poll_output`] until it returns `None`, doing each
+///    output in order: send or broadcast bytes, close after flushing, append
+///    a record to the room's log.
+/// 3. Ask [`Server::poll_timeout`] for the next deadline and wait for input
+///    until then.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use chatd_core::{Config, Output, Server};
+///
+/// let start = Instant::now();
+/// let mut server = Server::new(Config::default(), start, 1_795_000_000_000).unwrap();
+/// let alice = server.accept(start, "127.0.0.1:40000".parse().unwrap()).unwrap();
+/// server.handle(start, alice, b"#nick alice\n");
+///
+/// let mut lines = Vec::new();
+/// while let Some(output) = server.poll_output() {
+///     if let Output::Send { to, bytes, .. } = output {
+///         assert_eq!(to, alice);
+///         lines.push(String::from_utf8(bytes.to_vec()).unwrap());
+///     }
+/// }
+/// assert_eq!(lines, [
+///     "* welcome, you are guest1 in #general; type #help for commands\n",
+///     "* you are now alice\n",
+/// ]);
+/// // Nothing to do until the idle check is due.
+/// assert_eq!(server.poll_timeout(), Some(start + Duration::from_secs(300)));
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    wall: WallClock,
+    next_conn: u64,
+    next_message: u64,
+    sessions: BTreeMap<ConnId, Session>,
+    /// Folded nickname to connection.
+    nicks: AHashMap<String, ConnId>,
+    rooms: BTreeMap<RoomName, Room>,
+    histories: AHashMap<RoomName, HistoryRing>,
+    addresses: AHashMap<IpAddr, Address>,
+    server_bans: BTreeMap<IpAddr, Ban>,
+    /// Messages whose sender waits for an acknowledgement.
+    pending_acks: AHashMap<MessageId, ConnId>,
+    timers: Timers,
+    out: Outbox,
+    shutting_down: bool,
+}
+
+/// How a departing connection's room learns of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Farewell<'a> {
+    /// Not at all (a kick already said it).
+    Silent,
+    /// "* nick quit[: message]".
+    Quit(Option<&'a str>),
+}
+
+/// Per-IP state shared by all connections from one address.
+#[derive(Debug, Default)]
+struct Address {
+    connections: usize,
+    admitted: SlidingWindow,
+}
+
+impl Server {
+    /// Builds a server; `unix_ms` is the wall-clock time at `now`
+    /// (milliseconds since the Unix epoch), used to timestamp history.
+    pub fn new(config: Config, now: Instant, unix_ms: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rooms = BTreeMap::new();
+        rooms.insert(RoomName::general(), Room::new(None, false));
+        Ok(Self {
+            config,
+            wall: WallClock::new(now, unix_ms),
+            next_conn: 1,
+            next_message: 1,
+            sessions: BTreeMap::new(),
+            nicks: AHashMap::new(),
+            rooms,
+            histories: AHashMap::new(),
+            addresses: AHashMap::new(),
+            server_bans: BTreeMap::new(),
+            pending_acks: AHashMap::new(),
+            timers: Timers::default(),
+            out: Outbox::default(),
+            shutting_down: false,
+        })
+    }
+
+    /// Rebuilds rooms' recent history from stored records (call before
+    /// accepting connections). Records of private rooms and whispers are
+    /// skipped; message ids continue after the largest id seen.
+    pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
+        let capacity = self.config.history_size;
+        for record in records {
+            self.next_message = self.next_message.max(record.id.get() + 1);
+            if record.is_restorable() {
+                self.histories
+                    .entry(record.room.clone())
+                    .or_default()
+                    .push(Arc::new(record), capacity);
+            }
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Re-anchors wall-clock time (`unix_ms` at `now`), e.g. after the
+    /// system clock was corrected.
+    pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall = WallClock::new(now, unix_ms);
+    }
+
+    /// Decides whether to admit a new connection from `peer`.
+    ///
+    /// Admitted connections get a guest nickname, join #general and receive
+    /// a welcome line. Refused ones get no id; the driver sends
+    /// [`Refused::line`] and closes.
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refused> {
+        let address = peer.ip();
+        self.check_admission(now, address)?;
+        let conn = ConnId::new(self.next_conn);
+        self.next_conn += 1;
+        let nick = Nick::guest(conn);
+        let general = RoomName::general();
+        self.nicks.insert(nick.folded(), conn);
+        self.sessions
+            .insert(conn, Session::new(peer, nick, general.clone(), now));
+        self.addresses.entry(address).or_default().connections += 1;
+        if self.config.idle.enabled {
+            self.timers
+                .schedule(now + self.config.idle.ping_after, Timer::Idle(conn));
+        }
+        let session = &self.sessions[&conn];
+        self.out.send(
+            conn,
+            &Reply::Welcome {
+                nick: &session.nick,
+                room: &general,
+            },
+        );
+        self.enter_room(conn, &general, Entry::Welcomed);
+        Ok(conn)
+    }
+
+    /// Bytes read from a connection, split at any point.
+    pub fn handle(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.handle_bytes(now, conn, bytes);
+    }
+
+    /// The peer closed the connection (or the socket failed).
+    pub fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
+        if self.sessions.contains_key(&conn) {
+            self.remove_session(conn, Farewell::Quit(Some("connection closed")));
+        }
+    }
+
+    /// The driver could not deliver to this connection fast enough (its
+    /// outbound queue passed [`Config::max_outbound_bytes`]): it is closed.
+    pub fn handle_slow_consumer(&mut self, _now: Instant, conn: ConnId) {
+        if self.sessions.contains_key(&conn) {
+            self.remove_session(conn, Farewell::Quit(Some("too slow to receive")));
+            self.out.close(conn, CloseReason::SlowConsumer);
+        }
+    }
+
+    /// A record from [`Output::Persist`] is durable: acknowledge it if its
+    /// sender asked for acknowledgements.
+    pub fn handle_persisted(&mut self, _now: Instant, id: MessageId) {
+        if let Some(conn) = self.pending_acks.remove(&id)
+            && self.sessions.contains_key(&conn)
+        {
+            self.out.send(conn, &Reply::Ack(id));
+        }
+    }
+
+    /// A record from [`Output::Persist`] could not be stored: tell its
+    /// sender if they wait for an acknowledgement (they never get one).
+    pub fn handle_persist_failed(&mut self, _now: Instant, id: MessageId) {
+        if let Some(conn) = self.pending_acks.remove(&id)
+            && self.sessions.contains_key(&conn)
+        {
+            let text = format!("message {id} was delivered but could not be stored");
+            self.out.error(conn, ErrorCode::NotStored, &text);
+        }
+    }
+
+    /// Time has reached a deadline from [`Server::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Idle(conn) => self.check_idle(now, conn),
+                Timer::MuteExpiry { room, conn } => self.expire_mute(at, &room, conn),
+                Timer::RoomBanExpiry { room, address } => self.expire_room_ban(at, &room, address),
+                Timer::ServerBanExpiry(address) => self.expire_server_ban(at, address),
+            }
+        }
+    }
+
+    /// The server is stopping: every client is told why and closed, and no
+    /// new connection is admitted. Records already emitted are the driver's
+    /// to flush.
+    pub fn handle_shutdown(&mut self, _now: Instant, reason: &str) {
+        self.shutting_down = true;
+        let line = native::encode(&Reply::ShuttingDown { reason });
+        let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            self.out.push(Output::Send {
+                to: conn,
+                bytes: line.clone(),
+                priority: Priority::Urgent,
+            });
+            self.out.close(conn, CloseReason::Shutdown);
+        }
+        self.sessions.clear();
+        self.nicks.clear();
+        self.addresses.clear();
+        self.pending_acks.clear();
+        self.rooms.retain(|name, _| *name == RoomName::general());
+        self.rooms
+            .insert(RoomName::general(), Room::new(None, false));
+    }
+
+    /// The next thing the driver must do, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop()
+    }
+
+    /// When [`Server::handle_timeout`] must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    fn check_admission(&self, now: Instant, address: IpAddr) -> Result<(), Refused> {
+        let refuse = |code, text: String| {
+            Err(Refused {
+                code,
+                peer: address,
+                line: native::encode(&Reply::Error { code, text: &text }),
+            })
+        };
+        if self.shutting_down {
+            return refuse(ErrorCode::ServerFull, "the server is shutting down".into());
+        }
+        if let Some(ban) = self
+            .server_bans
+            .get(&address)
+            .filter(|ban| ban.is_active(now))
+        {
+            return refuse(ErrorCode::Banned, describe_ban("this server", ban, now));
+        }
+        if self.sessions.len() >= self.config.max_connections {
+            return refuse(
+                ErrorCode::ServerFull,
+                format!(
+                    "the server is full ({} connections); try again later",
+                    self.config.max_connections
+                ),
+            );
+        }
+        let limit = self.config.max_connections_per_ip;
+        let open = self.addresses.get(&address).map_or(0, |a| a.connections);
+        if limit > 0 && open >= limit {
+            return refuse(
+                ErrorCode::TooManyConnections,
+                format!("too many connections from {address} (limit {limit})"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets a connection: leaves its room (announcing the farewell
+    /// there), frees its nickname and address slot. Does not emit
+    /// [`Output::Close`]; callers do when the driver has not closed it yet.
+    fn remove_session(&mut self, conn: ConnId, farewell: Farewell<'_>) {
+        let limit = self.config.presence_announce_limit;
+        let Some(session) = self.sessions.remove(&conn) else {
+            return;
+        };
+        self.nicks.remove(&session.nick.folded());
+        let address = session.peer.ip();
+        if let Some(state) = self.addresses.get_mut(&address) {
+            state.connections -= 1;
+            if state.connections == 0 {
+                self.addresses.remove(&address);
+            }
+        }
+        for invited in &session.invited_to {
+            if let Some(room) = self.rooms.get_mut(invited) {
+                room.invites.remove(&conn);
+            }
+        }
+        if let Some(room) = self.rooms.get_mut(&session.room) {
+            room.remove_member(conn);
+            if let Farewell::Quit(message) = farewell
+                && room.len() < limit
+            {
+                let reply = Reply::Quit {
+                    nick: &session.nick,
+                    message,
+                };
+                self.out
+                    .broadcast(room.recipients(), None, &reply, Priority::Normal);
+            }
+        }
+        self.after_departure(&session.room, conn);
+    }
+}
+
+/// "you are banned from X: reason (for another 4m59s)".
+fn describe_ban(place: &str, ban: &Ban, now: Instant) -> String {
+    let mut text = format!("you are banned from {place}");
+    if let Some(reason) = &ban.reason {
+        text.push_str(": ");
+        text.push_str(reason);
+    }
+    if let Some(until) = ban.until {
+        text.push_str(&format!(
+            " (for another {})",
+            crate::duration::format(until.saturating_duration_since(now))
+        ));
+    }
+    text
+}

@@ -1,0 +1,177 @@
+//! Chat: room messages, actions, urgent messages, whispers, history and
+//! acknowledgements.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::ErrorCode;
+use crate::history::{Record, RecordKind};
+use crate::ids::{ConnId, MessageId, Nick};
+use crate::io::{Output, Priority};
+use crate::native;
+use crate::reply::Reply;
+
+use super::Server;
+
+impl Server {
+    /// A chat line, action or urgent message to the caller's room.
+    ///
+    /// The line is encoded once and broadcast to the room's shared member
+    /// list (the sender excluded), kept in the room's history and handed to
+    /// the driver to persist. With acknowledgements on, the sender's ACK
+    /// waits for [`Server::handle_persisted`].
+    pub(super) fn post(&mut self, now: Instant, conn: ConnId, kind: RecordKind, text: &str) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&session.room) else {
+            return;
+        };
+        if kind == RecordKind::Urgent && room.owner != Some(conn) && !session.is_operator() {
+            let text = format!(
+                "only the owner of #{} or an operator may send urgent messages",
+                session.room
+            );
+            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        }
+        if let Some(left) = room.muted_for(conn, now) {
+            let text = format!(
+                "you are muted in #{} for another {}",
+                session.room,
+                crate::duration::format(left)
+            );
+            return self.out.error(conn, ErrorCode::Muted, &text);
+        }
+        let (room_name, from) = (&session.room, &session.nick);
+        let (reply, priority) = match kind {
+            RecordKind::Action => (
+                Reply::Action {
+                    room: room_name,
+                    from,
+                    text,
+                },
+                Priority::Normal,
+            ),
+            RecordKind::Urgent => (
+                Reply::Urgent {
+                    room: room_name,
+                    from,
+                    text,
+                },
+                Priority::Urgent,
+            ),
+            RecordKind::Msg | RecordKind::Whisper => (
+                Reply::Chat {
+                    room: room_name,
+                    from,
+                    text,
+                },
+                Priority::Normal,
+            ),
+        };
+        self.out.broadcast_bytes(
+            room.recipients(),
+            Some(conn),
+            native::encode(&reply),
+            priority,
+        );
+        let id = MessageId::new(self.next_message);
+        self.next_message += 1;
+        let record = Arc::new(Record {
+            id,
+            room: room_name.clone(),
+            ts: self.wall.unix_ms(now),
+            from: from.clone(),
+            kind,
+            text: text.to_owned(),
+            to: None,
+            private: room.private,
+        });
+        self.histories
+            .entry(room_name.clone())
+            .or_default()
+            .push(record.clone(), self.config.history_size);
+        if session.ack {
+            self.pending_acks.insert(id, conn);
+        }
+        self.out.push(Output::Persist(record));
+    }
+
+    /// `#msg NAME TEXT`.
+    pub(super) fn whisper(&mut self, now: Instant, conn: ConnId, target: &Nick, text: &str) {
+        let Some(&recipient) = self.nicks.get(&target.folded()) else {
+            return self.no_such_nick(conn, target);
+        };
+        let (Some(me), Some(them)) = (self.sessions.get(&conn), self.sessions.get(&recipient))
+        else {
+            return;
+        };
+        self.out.send(
+            recipient,
+            &Reply::Whisper {
+                from: &me.nick,
+                text,
+            },
+        );
+        self.out.send(
+            conn,
+            &Reply::WhisperSent {
+                to: &them.nick,
+                text,
+            },
+        );
+        let id = MessageId::new(self.next_message);
+        self.next_message += 1;
+        if !self.config.persist_private_messages {
+            if me.ack {
+                self.out.send(conn, &Reply::Ack(id));
+            }
+            return;
+        }
+        let record = Arc::new(Record {
+            id,
+            room: me.room.clone(),
+            ts: self.wall.unix_ms(now),
+            from: me.nick.clone(),
+            kind: RecordKind::Whisper,
+            text: text.to_owned(),
+            to: Some(them.nick.clone()),
+            private: true,
+        });
+        if me.ack {
+            self.pending_acks.insert(id, conn);
+        }
+        self.out.push(Output::Persist(record));
+    }
+
+    /// `#history [N]`.
+    pub(super) fn history(&mut self, conn: ConnId, count: Option<usize>) {
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let count = count
+            .unwrap_or(self.config.history_default)
+            .min(self.config.history_size);
+        let entries: Vec<Reply<'_>> = self
+            .histories
+            .get(&me.room)
+            .into_iter()
+            .flat_map(|ring| ring.last(count))
+            .map(|record| Reply::HistoryEntry(record))
+            .collect();
+        let header = Reply::HistoryHeader {
+            room: &me.room,
+            count: entries.len(),
+        };
+        self.out
+            .send_block(conn, std::iter::once(header).chain(entries));
+    }
+
+    /// `#ack on|off`.
+    pub(super) fn set_ack(&mut self, conn: ConnId, on: bool) {
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.ack = on;
+            self.out.send(conn, &Reply::AckMode(on));
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! From bytes to commands: framing, rate limiting, parsing, dispatch.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use crate::command::Command;
+use crate::duration;
+use crate::error::ErrorCode;
+use crate::history::RecordKind;
+use crate::ids::ConnId;
+use crate::io::CloseReason;
+use crate::line::Frame;
+use crate::native::{self, help};
+use crate::reply::Reply;
+
+use super::session::Liveness;
+use super::{Farewell, Server};
+
+impl Server {
+    pub(super) fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            // Closed by the core while the driver still had bytes in hand.
+            return;
+        };
+        session.last_active = now;
+        session.liveness = Liveness::Active;
+        // The buffer leaves the session while its lines are handled, so a
+        // handler may touch any state (even remove this session).
+        let mut buffer = std::mem::take(&mut session.line);
+        let max_len = self.config.max_line_bytes;
+        buffer.feed(bytes, max_len, |frame| {
+            self.handle_frame(now, conn, frame);
+            if self.sessions.contains_key(&conn) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.line = buffer;
+        }
+    }
+
+    fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>) {
+        if !self.admit_line(now, conn) {
+            return;
+        }
+        let (code, text) = match frame {
+            Frame::Line(line) => return self.handle_line(now, conn, line),
+            Frame::TooLong => (
+                ErrorCode::LineTooLong,
+                format!(
+                    "lines are limited to {} bytes; the line was discarded",
+                    self.config.max_line_bytes
+                ),
+            ),
+            Frame::InvalidUtf8 => (
+                ErrorCode::BadUtf8,
+                "the line was not valid UTF-8 and was discarded".to_owned(),
+            ),
+            Frame::ControlChar => (
+                ErrorCode::ControlChar,
+                "control characters other than tab are not allowed; the line was discarded"
+                    .to_owned(),
+            ),
+        };
+        self.out.error(conn, code, &text);
+    }
+
+    /// Applies the per-connection and per-IP sliding windows. A refused
+    /// line gets an error with the retry delay; too many refusals within
+    /// one window close the connection for flooding.
+    fn admit_line(&mut self, now: Instant, conn: ConnId) -> bool {
+        let limits = &self.config.rate_limit;
+        if !limits.enabled {
+            return true;
+        }
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        let Some(address) = self.addresses.get_mut(&session.peer.ip()) else {
+            debug_assert!(false, "{conn} has no address entry");
+            return false;
+        };
+        let own = session.admitted.check(now, limits.connection_budget());
+        let shared = address.admitted.check(now, limits.ip_budget());
+        let retry = match (own, shared) {
+            (Ok(()), Ok(())) => {
+                session.admitted.record(now);
+                address.admitted.record(now);
+                return true;
+            }
+            (Err(a), Err(b)) => a.max(b),
+            (Err(wait), Ok(())) | (Ok(()), Err(wait)) => wait,
+        };
+        session.refused.record(now);
+        let strikes = session.refused.count(now, limits.window);
+        let flood_limit = limits.flood_disconnect_after as usize;
+        if flood_limit > 0 && strikes >= flood_limit {
+            self.out.error(
+                conn,
+                ErrorCode::Flooding,
+                "you kept sending past the rate limit; disconnecting",
+            );
+            self.remove_session(conn, Farewell::Quit(Some("flooding")));
+            self.out.close(conn, CloseReason::Flooding);
+            return false;
+        }
+        let text = format!(
+            "slow down: the line was dropped; retry in {}",
+            duration::format(retry.max(Duration::from_millis(1)))
+        );
+        self.out.error(conn, ErrorCode::RateLimited, &text);
+        false
+    }
+
+    fn handle_line(&mut self, now: Instant, conn: ConnId, line: &str) {
+        if line.trim_matches([' ', '\t']).is_empty() {
+            return;
+        }
+        match native::parse(line) {
+            Ok(command) => self.dispatch(now, conn, command),
+            Err(error) => self.out.error(conn, error.code(), &error.to_string()),
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, conn: ConnId, command: Command<'_>) {
+        match command {
+            Command::Say(text) => self.post(now, conn, RecordKind::Msg, text),
+            Command::Me(text) => self.post(now, conn, RecordKind::Action, text),
+            Command::Urgent(text) => self.post(now, conn, RecordKind::Urgent, text),
+            Command::Msg { to, text } => self.whisper(now, conn, &to, text),
+            Command::Help(topic) => self.help(conn, topic),
+            Command::Nick(nick) => self.change_nick(conn, nick),
+            Command::Join(room) => self.join(now, conn, room),
+            Command::Create { room, private } => self.create(conn, room, private),
+            Command::Invite(nick) => self.invite(conn, &nick),
+            Command::Leave => self.leave(conn),
+            Command::Rooms => self.list_rooms(conn),
+            Command::Who => self.who(conn),
+            Command::Topic(text) => self.topic(conn, text),
+            Command::History(count) => self.history(conn, count),
+            Command::Ack(on) => self.set_ack(conn, on),
+            Command::Ping(token) => self.out.send(conn, &Reply::Pong { token }),
+            Command::Pong => {}
+            Command::Oper { name, password } => self.oper(conn, name, password),
+            Command::Kick { target, reason } => self.kick(conn, &target, reason),
+            Command::Ban {
+                target,
+                duration,
+                reason,
+            } => self.ban(now, conn, &target, duration, reason),
+            Command::Unban(address) => self.unban(conn, address),
+            Command::Mute { target, duration } => self.mute(now, conn, &target, duration),
+            Command::Unmute(target) => self.unmute(now, conn, &target),
+            Command::Quit(message) => self.quit(conn, message),
+        }
+    }
+
+    fn help(&mut self, conn: ConnId, topic: Option<&str>) {
+        let Some(topic) = topic else {
+            let lines = help::COMMANDS.iter().map(|spec| Reply::Help {
+                usage: spec.usage,
+                summary: spec.summary,
+            });
+            return self.out.send_block(conn, lines);
+        };
+        match help::find(topic) {
+            Some(spec) => self.out.send(
+                conn,
+                &Reply::Help {
+                    usage: spec.usage,
+                    summary: spec.summary,
+                },
+            ),
+            None => {
+                let text = format!(
+                    "#{} is not a command; type #help for the list",
+                    topic.trim_start_matches('#')
+                );
+                self.out.error(conn, ErrorCode::UnknownCommand, &text);
+            }
+        }
+    }
+
+    fn quit(&mut self, conn: ConnId, message: Option<&str>) {
+        self.out.send(conn, &Reply::Goodbye);
+        self.remove_session(conn, Farewell::Quit(message));
+        self.out.close(conn, CloseReason::Quit);
+    }
+}

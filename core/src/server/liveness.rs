@@ -1,0 +1,53 @@
+//! Idle checks: ping silent clients, drop those that stay silent.
+
+use std::time::Instant;
+
+use crate::error::ErrorCode;
+use crate::ids::ConnId;
+use crate::io::CloseReason;
+use crate::reply::Reply;
+use crate::timers::Timer;
+
+use super::session::Liveness;
+use super::{Farewell, Server};
+
+impl Server {
+    /// An idle timer fired for `conn`. Any line from the client since the
+    /// last check counts as an answer; the timer is re-armed from the last
+    /// activity instead of on every line.
+    pub(super) fn check_idle(&mut self, now: Instant, conn: ConnId) {
+        let idle = self.config.idle.clone();
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        match session.liveness {
+            Liveness::Active => {
+                let due = session.last_active + idle.ping_after;
+                if due > now {
+                    return self.timers.schedule(due, Timer::Idle(conn));
+                }
+                session.liveness = Liveness::Pinged(now);
+                self.timers.schedule(now + idle.timeout, Timer::Idle(conn));
+                self.out.send(
+                    conn,
+                    &Reply::IdlePing {
+                        timeout: idle.timeout,
+                    },
+                );
+            }
+            Liveness::Pinged(at) => {
+                let deadline = at + idle.timeout;
+                if deadline > now {
+                    return self.timers.schedule(deadline, Timer::Idle(conn));
+                }
+                let text = format!(
+                    "no answer to the idle check within {}; disconnecting",
+                    crate::duration::format(idle.timeout)
+                );
+                self.out.error(conn, ErrorCode::IdleTimeout, &text);
+                self.remove_session(conn, Farewell::Quit(Some("idle timeout")));
+                self.out.close(conn, CloseReason::IdleTimeout);
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Moderation: operators, kicks, bans and mutes, and their expiry.
+//!
+//! Rules (docs/PROTOCOL.md, "Permissions"): a server operator moderates
+//! everywhere; a room's owner kicks, bans and mutes in that room; nobody
+//! but an operator may act on an operator. An operator's ban is a server
+//! ban; an owner's is a room ban. Bans are by address, so a new nickname
+//! does not get around them; mutes are per connection and room.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+
+use crate::command::BanTarget;
+use crate::error::ErrorCode;
+use crate::ids::{ConnId, Nick, RoomName};
+use crate::io::{CloseReason, Priority};
+use crate::reply::{Reply, Scope};
+use crate::timers::Timer;
+
+use super::presence::Entry;
+use super::room::Ban;
+use super::session::Role;
+use super::{Farewell, Server, describe_ban};
+
+/// Why the caller may moderate here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    Operator,
+    Owner,
+}
+
+impl Server {
+    /// `#oper NAME PASSWORD`.
+    pub(super) fn oper(&mut self, conn: ConnId, name: &str, password: &str) {
+        let verified = self
+            .config
+            .operators
+            .iter()
+            .find(|account| account.name.eq_ignore_ascii_case(name))
+            .and_then(|account| PasswordHash::new(&account.password_hash).ok())
+            .is_some_and(|hash| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .is_ok()
+            });
+        if !verified {
+            return self.out.error(
+                conn,
+                ErrorCode::BadCredentials,
+                "wrong operator name or password",
+            );
+        }
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.role = Role::Operator;
+            self.out.send(conn, &Reply::OperUp);
+        }
+    }
+
+    /// `#kick NAME [REASON]`: out of the room, or off the server in #general.
+    pub(super) fn kick(&mut self, conn: ConnId, target: &Nick, reason: Option<&str>) {
+        let Some((authority, room_name)) = self.authority(conn, "kick") else {
+            return;
+        };
+        let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
+            return;
+        };
+        let (by, nick) = (self.nick_of(conn), self.nick_of(victim));
+        let general = room_name == RoomName::general();
+        let scope = if general {
+            Scope::Server
+        } else {
+            Scope::Room(&room_name)
+        };
+        let reply = Reply::Kicked {
+            scope,
+            nick: &nick,
+            by: &by,
+            reason,
+        };
+        self.broadcast_in(&room_name, &reply, Priority::Urgent);
+        if general {
+            self.remove_session(victim, Farewell::Silent);
+            self.out.close(victim, CloseReason::Kicked);
+        } else {
+            self.leave_room(victim, false);
+            self.enter_room(victim, &RoomName::general(), Entry::Joined);
+        }
+    }
+
+    /// `#ban NAME|IP [DURATION] [REASON]`.
+    pub(super) fn ban(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        target: &BanTarget,
+        duration: Option<Duration>,
+        reason: Option<&str>,
+    ) {
+        let Some((authority, room_name)) = self.authority(conn, "ban") else {
+            return;
+        };
+        let address = match target {
+            BanTarget::Ip(address) => *address,
+            BanTarget::Nick(nick) => match self.nicks.get(&nick.folded()) {
+                Some(&victim) => self.sessions[&victim].peer.ip(),
+                None => return self.no_such_nick(conn, nick),
+            },
+        };
+        let until = duration.map(|length| now + length);
+        let ban = Ban {
+            until,
+            reason: reason.map(Into::into),
+        };
+        match authority {
+            Authority::Operator => self.ban_from_server(now, conn, address, ban, duration),
+            Authority::Owner => {
+                self.ban_from_room(conn, &room_name, target, address, ban, duration);
+            }
+        }
+    }
+
+    fn ban_from_server(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        address: IpAddr,
+        ban: Ban,
+        duration: Option<Duration>,
+    ) {
+        if let Some(until) = ban.until {
+            self.timers.schedule(until, Timer::ServerBanExpiry(address));
+        }
+        let reply = Reply::BanSet {
+            scope: Scope::Server,
+            address,
+            duration,
+        };
+        self.out.send(conn, &reply);
+        let text = describe_ban("this server", &ban, now);
+        self.server_bans.insert(address, ban);
+        for victim in self.sessions_at(address, conn) {
+            self.out.send_with(
+                victim,
+                &Reply::Error {
+                    code: ErrorCode::Banned,
+                    text: &text,
+                },
+                Priority::Urgent,
+            );
+            self.remove_session(victim, Farewell::Quit(Some("banned")));
+            self.out.close(victim, CloseReason::Banned);
+        }
+    }
+
+    fn ban_from_room(
+        &mut self,
+        conn: ConnId,
+        room_name: &RoomName,
+        target: &BanTarget,
+        address: IpAddr,
+        ban: Ban,
+        duration: Option<Duration>,
+    ) {
+        if let Some(until) = ban.until {
+            let timer = Timer::RoomBanExpiry {
+                room: room_name.clone(),
+                address,
+            };
+            self.timers.schedule(until, timer);
+        }
+        let reason = ban.reason.clone();
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.bans.insert(address, ban);
+        }
+        let by = self.nick_of(conn);
+        let victims: Vec<ConnId> = self
+            .sessions_at(address, conn)
+            .into_iter()
+            .filter(|victim| self.rooms[room_name].has_member(*victim))
+            .collect();
+        match target {
+            BanTarget::Ip(_) => self.out.send(
+                conn,
+                &Reply::BanSet {
+                    scope: Scope::Room(room_name),
+                    address,
+                    duration,
+                },
+            ),
+            BanTarget::Nick(nick) if victims.is_empty() => self.out.send(
+                conn,
+                &Reply::BannedFromRoom {
+                    room: room_name,
+                    nick,
+                    by: &by,
+                    duration,
+                    reason: reason.as_deref(),
+                },
+            ),
+            BanTarget::Nick(_) => {}
+        }
+        for victim in victims {
+            let nick = self.nick_of(victim);
+            let reply = Reply::BannedFromRoom {
+                room: room_name,
+                nick: &nick,
+                by: &by,
+                duration,
+                reason: reason.as_deref(),
+            };
+            self.broadcast_in(room_name, &reply, Priority::Urgent);
+            self.leave_room(victim, false);
+            self.enter_room(victim, &RoomName::general(), Entry::Joined);
+        }
+    }
+
+    /// `#unban IP`: an operator lifts a server ban (or, failing that, a ban
+    /// in their room); an owner lifts a ban in their room.
+    pub(super) fn unban(&mut self, conn: ConnId, address: IpAddr) {
+        let Some((authority, room_name)) = self.authority(conn, "unban") else {
+            return;
+        };
+        if authority == Authority::Operator && self.server_bans.remove(&address).is_some() {
+            let reply = Reply::Unbanned {
+                scope: Scope::Server,
+                address,
+            };
+            return self.out.send(conn, &reply);
+        }
+        let lifted = self
+            .rooms
+            .get_mut(&room_name)
+            .is_some_and(|room| room.bans.remove(&address).is_some());
+        if !lifted {
+            let text = format!("{address} is not banned from #{room_name} or the server");
+            return self.out.error(conn, ErrorCode::NotBanned, &text);
+        }
+        let reply = Reply::Unbanned {
+            scope: Scope::Room(&room_name),
+            address,
+        };
+        self.out.send(conn, &reply);
+    }
+
+    /// `#mute NAME DURATION`.
+    pub(super) fn mute(&mut self, now: Instant, conn: ConnId, target: &Nick, duration: Duration) {
+        let Some((authority, room_name)) = self.authority(conn, "mute") else {
+            return;
+        };
+        let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
+            return;
+        };
+        let until = now + duration;
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            room.mutes.insert(victim, until);
+        }
+        let timer = Timer::MuteExpiry {
+            room: room_name.clone(),
+            conn: victim,
+        };
+        self.timers.schedule(until, timer);
+        let (by, nick) = (self.nick_of(conn), self.nick_of(victim));
+        let reply = Reply::Muted {
+            room: &room_name,
+            nick: &nick,
+            by: &by,
+            duration,
+        };
+        self.broadcast_in(&room_name, &reply, Priority::Urgent);
+    }
+
+    /// `#unmute NAME`.
+    pub(super) fn unmute(&mut self, now: Instant, conn: ConnId, target: &Nick) {
+        let Some((authority, room_name)) = self.authority(conn, "unmute") else {
+            return;
+        };
+        let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
+            return;
+        };
+        let was_muted = self
+            .rooms
+            .get_mut(&room_name)
+            .and_then(|room| room.mutes.remove(&victim))
+            .is_some_and(|until| until > now);
+        if !was_muted {
+            let text = format!("{target} is not muted in #{room_name}");
+            return self.out.error(conn, ErrorCode::NotMuted, &text);
+        }
+        let (by, nick) = (self.nick_of(conn), self.nick_of(victim));
+        let reply = Reply::Unmuted {
+            room: &room_name,
+            nick: &nick,
+            by: Some(&by),
+        };
+        self.broadcast_in(&room_name, &reply, Priority::Normal);
+    }
+
+    pub(super) fn expire_mute(&mut self, at: Instant, room_name: &RoomName, conn: ConnId) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        if room.mutes.get(&conn) != Some(&at) {
+            return;
+        }
+        room.mutes.remove(&conn);
+        if !room.has_member(conn) {
+            return;
+        }
+        let nick = self.nick_of(conn);
+        let reply = Reply::Unmuted {
+            room: room_name,
+            nick: &nick,
+            by: None,
+        };
+        self.broadcast_in(room_name, &reply, Priority::Normal);
+    }
+
+    pub(super) fn expire_room_ban(&mut self, at: Instant, room_name: &RoomName, address: IpAddr) {
+        if let Some(room) = self.rooms.get_mut(room_name)
+            && room
+                .bans
+                .get(&address)
+                .is_some_and(|ban| ban.until == Some(at))
+        {
+            room.bans.remove(&address);
+        }
+    }
+
+    pub(super) fn expire_server_ban(&mut self, at: Instant, address: IpAddr) {
+        if self
+            .server_bans
+            .get(&address)
+            .is_some_and(|ban| ban.until == Some(at))
+        {
+            self.server_bans.remove(&address);
+        }
+    }
+
+    /// The caller's right to `action` in their room, or a permission error.
+    fn authority(&mut self, conn: ConnId, action: &str) -> Option<(Authority, RoomName)> {
+        let session = self.sessions.get(&conn)?;
+        let room_name = session.room.clone();
+        let owner = self.rooms.get(&room_name).and_then(|room| room.owner);
+        if session.is_operator() {
+            return Some((Authority::Operator, room_name));
+        }
+        if owner == Some(conn) {
+            return Some((Authority::Owner, room_name));
+        }
+        let text = match owner {
+            Some(_) => format!("only the owner of #{room_name} or an operator may {action} here"),
+            None => format!("only an operator may {action} in #{room_name}"),
+        };
+        self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        None
+    }
+
+    /// Resolves a moderation target that must be in the room and must not
+    /// outrank the caller; replies with the error otherwise.
+    fn member_target(
+        &mut self,
+        conn: ConnId,
+        room_name: &RoomName,
+        target: &Nick,
+        authority: Authority,
+    ) -> Option<ConnId> {
+        let Some(&victim) = self.nicks.get(&target.folded()) else {
+            self.no_such_nick(conn, target);
+            return None;
+        };
+        if !self
+            .rooms
+            .get(room_name)
+            .is_some_and(|room| room.has_member(victim))
+        {
+            let text = format!("{target} is not in #{room_name}");
+            self.out.error(conn, ErrorCode::NotInRoom, &text);
+            return None;
+        }
+        if authority != Authority::Operator && self.sessions[&victim].is_operator() {
+            let text = format!("{target} is a server operator");
+            self.out.error(conn, ErrorCode::PermissionDenied, &text);
+            return None;
+        }
+        Some(victim)
+    }
+
+    /// Connections from `address` that a ban removes: everyone there but
+    /// operators and the moderator, in id order.
+    fn sessions_at(&self, address: IpAddr, moderator: ConnId) -> Vec<ConnId> {
+        self.sessions
+            .iter()
+            .filter(|&(&id, s)| id != moderator && s.peer.ip() == address && !s.is_operator())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn nick_of(&self, conn: ConnId) -> Nick {
+        self.sessions[&conn].nick.clone()
+    }
+
+    /// One reply to every member of a room, the subject of it included.
+    fn broadcast_in(&mut self, room_name: &RoomName, reply: &Reply<'_>, priority: Priority) {
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            self.out.broadcast(room.recipients(), None, reply, priority);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Room commands: join, create, leave, invite, rooms, who, topic.
+
+use std::time::Instant;
+
+use crate::error::ErrorCode;
+use crate::ids::{ConnId, Nick, RoomName};
+use crate::io::Priority;
+use crate::reply::{Reply, RoomEntry, WhoEntry};
+
+use super::presence::Entry;
+use super::room::Room;
+use super::{Server, describe_ban};
+
+impl Server {
+    /// `#join ROOM`: switch rooms, creating the target if absent.
+    pub(super) fn join(&mut self, now: Instant, conn: ConnId, target: RoomName) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        if session.room == target {
+            let text = format!("you are already in #{target}");
+            return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
+        }
+        let Some(room) = self.rooms.get(&target) else {
+            return self.create(conn, target, false);
+        };
+        let exempt = session.is_operator();
+        if room.private && !exempt && !room.invites.contains(&conn) {
+            let text = format!("#{target} is private; ask its owner for an invitation");
+            return self.out.error(conn, ErrorCode::InviteOnly, &text);
+        }
+        if let Some(ban) = room.active_ban(session.peer.ip(), now)
+            && !exempt
+        {
+            let text = describe_ban(&format!("#{target}"), ban, now);
+            return self.out.error(conn, ErrorCode::Banned, &text);
+        }
+        self.switch_room(conn, &target, Entry::Joined);
+    }
+
+    /// `#create ROOM [private]`: a new room owned by the caller.
+    pub(super) fn create(&mut self, conn: ConnId, target: RoomName, private: bool) {
+        if self.rooms.contains_key(&target) {
+            let text = format!("#{target} already exists; type #join #{target}");
+            return self.out.error(conn, ErrorCode::RoomExists, &text);
+        }
+        if self.rooms.len() >= self.config.max_rooms {
+            let text = format!(
+                "the server has reached its limit of {} rooms",
+                self.config.max_rooms
+            );
+            return self.out.error(conn, ErrorCode::TooManyRooms, &text);
+        }
+        self.rooms
+            .insert(target.clone(), Room::new(Some(conn), private));
+        self.switch_room(conn, &target, Entry::Created { private });
+    }
+
+    /// `#leave`: back to #general.
+    pub(super) fn leave(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        let general = RoomName::general();
+        if session.room == general {
+            return self.out.error(
+                conn,
+                ErrorCode::AlreadyInRoom,
+                "you are already in #general, the room everyone starts in",
+            );
+        }
+        self.out.send(
+            conn,
+            &Reply::YouLeft {
+                room: &session.room,
+            },
+        );
+        self.switch_room(conn, &general, Entry::Joined);
+    }
+
+    /// `#invite NAME`: the owner of a private room lets someone in.
+    pub(super) fn invite(&mut self, conn: ConnId, target: &Nick) {
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let name = me.room.clone();
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        if !room.private {
+            let text = format!("#{name} is public; anyone can join it");
+            return self.out.error(conn, ErrorCode::NotPrivate, &text);
+        }
+        if room.owner != Some(conn) && !me.is_operator() {
+            let text = format!("only the owner of #{name} may invite");
+            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        }
+        let Some(&invitee) = self.nicks.get(&target.folded()) else {
+            return self.no_such_nick(conn, target);
+        };
+        if room.has_member(invitee) {
+            let text = format!("{target} is already in #{name}");
+            return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
+        }
+        room.invites.insert(invitee);
+        let by = me.nick.clone();
+        let Some(guest) = self.sessions.get_mut(&invitee) else {
+            return;
+        };
+        if !guest.invited_to.contains(&name) {
+            guest.invited_to.push(name.clone());
+        }
+        self.out.send(
+            conn,
+            &Reply::InviteSent {
+                room: &name,
+                nick: &guest.nick,
+            },
+        );
+        self.out.send(
+            invitee,
+            &Reply::Invited {
+                room: &name,
+                by: &by,
+            },
+        );
+    }
+
+    /// `#rooms`: public rooms, and private ones the caller is in.
+    pub(super) fn list_rooms(&mut self, conn: ConnId) {
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let visible: Vec<RoomEntry<'_>> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| !room.private || room.has_member(conn) || me.is_operator())
+            .map(|(name, room)| RoomEntry {
+                room: name,
+                members: room.len(),
+                private: room.private,
+                topic: room.topic.as_deref(),
+            })
+            .collect();
+        let header = Reply::RoomsHeader {
+            count: visible.len(),
+        };
+        self.out.send_block(
+            conn,
+            std::iter::once(header).chain(visible.into_iter().map(Reply::RoomEntry)),
+        );
+    }
+
+    /// `#who`: the members of the caller's room, sorted by nickname.
+    pub(super) fn who(&mut self, conn: ConnId) {
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&me.room) else {
+            return;
+        };
+        let mut members: Vec<WhoEntry<'_>> = room
+            .members()
+            .filter_map(|member| self.sessions.get(&member).map(|s| (member, s)))
+            .map(|(member, session)| WhoEntry {
+                nick: &session.nick,
+                owner: room.owner == Some(member),
+            })
+            .collect();
+        members.sort_by_cached_key(|entry| entry.nick.folded());
+        self.out.send(
+            conn,
+            &Reply::Who {
+                room: &me.room,
+                members: &members,
+            },
+        );
+    }
+
+    /// `#topic [TEXT]`: show, or set (owner or operator).
+    pub(super) fn topic(&mut self, conn: ConnId, text: Option<&str>) {
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&me.room) else {
+            return;
+        };
+        let Some(text) = text else {
+            let reply = Reply::Topic {
+                room: &me.room,
+                topic: room.topic.as_deref(),
+            };
+            return self.out.send(conn, &reply);
+        };
+        if room.owner != Some(conn) && !me.is_operator() {
+            let text = match room.owner {
+                Some(_) => format!(
+                    "only the owner of #{} or an operator may set its topic",
+                    me.room
+                ),
+                None => format!("only an operator may set the topic of #{}", me.room),
+            };
+            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        }
+        room.topic = Some(text.into());
+        let reply = Reply::TopicChanged {
+            room: &me.room,
+            by: &me.nick,
+            topic: text,
+        };
+        self.out
+            .broadcast(room.recipients(), None, &reply, Priority::Normal);
+    }
+
+    pub(super) fn no_such_nick(&mut self, conn: ConnId, target: &Nick) {
+        let text = format!("nobody named {target} is online");
+        self.out.error(conn, ErrorCode::NoSuchNick, &text);
+    }
+}

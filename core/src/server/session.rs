@@ -1,0 +1,77 @@
+//! One connected client.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use crate::ids::{Nick, RoomName};
+use crate::line::LineBuffer;
+use crate::rate_limit::SlidingWindow;
+
+/// Whether a connection has shown signs of life recently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Sent something since the last idle check.
+    Active,
+    /// Sent the idle ping at this instant and waits for any line.
+    Pinged(Instant),
+}
+
+/// What a connection may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// An ordinary user.
+    User,
+    /// A server operator (`#oper`): moderates everywhere.
+    Operator,
+}
+
+/// A connected client's state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// The peer's address.
+    pub(crate) peer: SocketAddr,
+    /// Current nickname.
+    pub(crate) nick: Nick,
+    /// The room the client is in (the native dialect has one at a time).
+    pub(crate) room: RoomName,
+    /// Framing state: a partial line at most.
+    pub(crate) line: LineBuffer,
+    /// Lines admitted recently (rate limiting).
+    pub(crate) admitted: SlidingWindow,
+    /// Lines refused recently (flood detection).
+    pub(crate) refused: SlidingWindow,
+    /// When the client last sent anything.
+    pub(crate) last_active: Instant,
+    /// Idle-check state.
+    pub(crate) liveness: Liveness,
+    /// User or operator.
+    pub(crate) role: Role,
+    /// Whether each chat line is acknowledged.
+    pub(crate) ack: bool,
+    /// Private rooms this client is invited to (to clean up on disconnect).
+    pub(crate) invited_to: SmallVec<[RoomName; 1]>,
+}
+
+impl Session {
+    pub(crate) fn new(peer: SocketAddr, nick: Nick, room: RoomName, now: Instant) -> Self {
+        Self {
+            peer,
+            nick,
+            room,
+            line: LineBuffer::default(),
+            admitted: SlidingWindow::default(),
+            refused: SlidingWindow::default(),
+            last_active: now,
+            liveness: Liveness::Active,
+            role: Role::User,
+            ack: false,
+            invited_to: SmallVec::new(),
+        }
+    }
+
+    pub(crate) fn is_operator(&self) -> bool {
+        self.role == Role::Operator
+    }
+}

@@ -1,0 +1,104 @@
+//! The core's timers: one ordered queue of deadlines.
+//!
+//! Timers are never cancelled. Each one names what it checks, and when it
+//! fires the handler looks at the current state and does nothing if the
+//! timer has gone stale (the mute was lifted, the client spoke again). That
+//! keeps a chat message's hot path free of timer bookkeeping: an idle timer
+//! is re-armed only when it fires, not on every line.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::ids::{ConnId, RoomName};
+
+/// What a timer checks when it fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// Has this connection been silent too long?
+    Idle(ConnId),
+    /// Does this mute end now?
+    MuteExpiry {
+        /// The room.
+        room: RoomName,
+        /// The muted connection.
+        conn: ConnId,
+    },
+    /// Does this room ban end now?
+    RoomBanExpiry {
+        /// The room.
+        room: RoomName,
+        /// The banned address.
+        address: IpAddr,
+    },
+    /// Does this server ban end now?
+    ServerBanExpiry(IpAddr),
+}
+
+/// Deadlines in order; ties fire in the order they were set.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    queue: BTreeMap<(Instant, u64), Timer>,
+    next_seq: u64,
+}
+
+impl Timers {
+    /// Arms a timer.
+    pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.queue.insert((at, self.next_seq), timer);
+        self.next_seq += 1;
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.queue.first_key_value().map(|(&(at, _), _)| at)
+    }
+
+    /// Removes and returns the earliest timer due at or before `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
+        let entry = self.queue.first_entry()?;
+        if entry.key().0 > now {
+            return None;
+        }
+        let ((at, _), timer) = entry.remove_entry();
+        Some((at, timer))
+    }
+
+    /// How many timers are armed.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn fires_in_deadline_then_insertion_order() {
+        let start = crate::test_support::epoch();
+        let mut timers = Timers::default();
+        let later = start + Duration::from_secs(5);
+        timers.schedule(later, Timer::Idle(ConnId::new(2)));
+        timers.schedule(start, Timer::Idle(ConnId::new(3)));
+        timers.schedule(later, Timer::Idle(ConnId::new(1)));
+        assert_eq!(timers.next_deadline(), Some(start));
+        assert_eq!(
+            timers.pop_due(start),
+            Some((start, Timer::Idle(ConnId::new(3))))
+        );
+        assert_eq!(timers.pop_due(start), None);
+        assert_eq!(
+            timers.pop_due(later).map(|t| t.1),
+            Some(Timer::Idle(ConnId::new(2)))
+        );
+        assert_eq!(
+            timers.pop_due(later).map(|t| t.1),
+            Some(Timer::Idle(ConnId::new(1)))
+        );
+        assert_eq!(timers.len(), 0);
+    }
+}

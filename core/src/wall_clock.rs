@@ -1,0 +1,83 @@
+//! Wall-clock time without reading a clock.
+//!
+//! The core works in monotonic [`Instant`]s that come in with every input.
+//! History records also need calendar time; the backend supplies one anchor
+//! pair (an `Instant` and the Unix time at that instant) when the server is
+//! built and may re-anchor later. Calendar time is derived from the anchor,
+//! so the same script with the same anchor gives byte-identical output.
+
+use std::time::Instant;
+
+/// Maps monotonic instants to Unix milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    anchor: Instant,
+    anchor_unix_ms: u64,
+}
+
+impl WallClock {
+    /// Anchors `unix_ms` (milliseconds since 1970-01-01 UTC) at `now`.
+    pub fn new(now: Instant, unix_ms: u64) -> Self {
+        Self {
+            anchor: now,
+            anchor_unix_ms: unix_ms,
+        }
+    }
+
+    /// The Unix time in milliseconds at `now`.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.anchor).as_millis();
+        self.anchor_unix_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+}
+
+/// Formats Unix milliseconds as `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn format_utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1_000;
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        day_secs / 3_600,
+        day_secs % 3_600 / 60,
+        day_secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
+/// `civil_from_days`, restricted to dates on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn formats_known_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_utc(1_795_000_000_123), "2026-11-18 11:06:40");
+    }
+
+    #[test]
+    fn wall_clock_follows_the_monotonic_clock() {
+        let start = crate::test_support::epoch();
+        let clock = WallClock::new(start, 1_000);
+        assert_eq!(clock.unix_ms(start + Duration::from_millis(250)), 1_250);
+        assert_eq!(clock.unix_ms(start), 1_000);
+    }
+}
