@@ -1,1 +1,46 @@
-//! placeholder
+//! The transcript harness: one script format (docs/TRANSCRIPTS.md), run
+//! unchanged against every way of running chatd.
+//!
+//! - [`transcript`] parses the files under `tests/transcripts/`;
+//! - [`driver::Driver`] is what a way of running the server must offer;
+//! - [`memory::MemoryDriver`] runs the core alone, with input split at
+//!   seeded random points;
+//! - [`runner::run`] plays a transcript and reports the first mismatch with
+//!   file, line, expected, actual and the driver's name.
+//!
+//! Nothing in a transcript may depend on a driver's internals: clients only
+//! send bytes and read lines, time only moves by `advance`, and ordering
+//! across clients is only asserted after a barrier.
+
+pub mod driver;
+pub mod memory;
+pub mod runner;
+pub mod transcript;
+
+use std::path::{Path, PathBuf};
+
+/// The transcript files, sorted by name.
+pub fn transcript_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "chat"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A stable seed per transcript name (FNV-1a), optionally mixed with
+/// `CHATD_TRANSCRIPT_SEED` to explore other chunkings.
+pub fn seed_for(name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let extra = std::env::var("CHATD_TRANSCRIPT_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    hash ^ extra
+}

@@ -1,1 +1,40 @@
-fn main() {}
+//! Every transcript under tests/transcripts/, once per driver.
+
+use chatd_tests::memory::MemoryDriver;
+use chatd_tests::runner;
+use chatd_tests::transcript::Transcript;
+use chatd_tests::{seed_for, transcript_files};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// The issue asks for at least this many transcripts; fewer means files
+/// went missing.
+const MINIMUM_TRANSCRIPTS: usize = 30;
+
+fn main() {
+    let args = Arguments::from_args();
+    let files = transcript_files();
+    let mut trials = vec![Trial::test("transcript_suite_is_complete", {
+        let count = files.len();
+        move || {
+            if count < MINIMUM_TRANSCRIPTS {
+                return Err(format!(
+                    "only {count} transcripts, expected at least {MINIMUM_TRANSCRIPTS}"
+                )
+                .into());
+            }
+            Ok(())
+        }
+    })];
+    for path in files {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        trials.push(Trial::test(format!("memory::{name}"), move || {
+            let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
+            let mut driver = MemoryDriver::new(seed_for(&transcript.name));
+            runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
+        }));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -149,9 +149,13 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             if target.is_empty() || length.is_empty() || !extra.is_empty() {
                 return Err(usage());
             }
+            let duration = duration::parse(length).map_err(ParseError::BadDuration)?;
+            if duration.is_zero() {
+                return Err(usage());
+            }
             Command::Mute {
                 target: nick(target)?,
-                duration: duration::parse(length).map_err(ParseError::BadDuration)?,
+                duration,
             }
         }
         "unmute" => Command::Unmute(nick(single(args).ok_or_else(usage)?)?),
@@ -177,7 +181,7 @@ fn parse_ban(args: &str) -> Result<Command<'_>, ParseError> {
     // the reason ("#ban bob spamming links").
     let (word, after) = split_word(rest);
     let (duration, reason) = match duration::parse(word) {
-        Ok(length) if !word.is_empty() => (Some(length), after),
+        Ok(length) if !word.is_empty() && !length.is_zero() => (Some(length), after),
         _ => (None, rest),
     };
     Ok(Command::Ban {

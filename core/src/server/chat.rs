@@ -28,10 +28,16 @@ impl Server {
             return;
         };
         if kind == RecordKind::Urgent && room.owner != Some(conn) && !session.is_operator() {
-            let text = format!(
-                "only the owner of #{} or an operator may send urgent messages",
-                session.room
-            );
+            let text = match room.owner {
+                Some(_) => format!(
+                    "only the owner of #{} or an operator may send urgent messages",
+                    session.room
+                ),
+                None => format!(
+                    "only an operator may send urgent messages in #{}",
+                    session.room
+                ),
+            };
             return self.out.error(conn, ErrorCode::PermissionDenied, &text);
         }
         if let Some(left) = room.muted_for(conn, now) {

@@ -1,0 +1,268 @@
+//! The in-memory driver: the core alone, no sockets, virtual time.
+//!
+//! Bytes a client sends are delivered split at seeded random points, so
+//! every transcript also checks that framing does not depend on how TCP
+//! happens to cut the stream. Persisted records are encoded into per-room
+//! byte logs exactly as on disk and recovered from those bytes on restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use chatd_core::history::{self, Record};
+use chatd_core::{Config, ConnId, Output, RoomName, Server};
+
+use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
+
+/// Unix time (ms) the virtual clock starts at: 2026-11-18 11:06:40 UTC.
+pub const VIRTUAL_UNIX_START_MS: u64 = 1_795_000_000_000;
+
+/// Runs transcripts against the core in memory.
+#[derive(Debug)]
+pub struct MemoryDriver {
+    rng: SplitMix64,
+    config: Config,
+    server: Option<Server>,
+    epoch: Instant,
+    now: Instant,
+    clients: HashMap<String, Client>,
+    by_conn: HashMap<ConnId, String>,
+    logs: BTreeMap<RoomName, Vec<u8>>,
+    next_port: u16,
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    conn: Option<ConnId>,
+    inbox: Vec<u8>,
+    closed_by_server: bool,
+}
+
+impl MemoryDriver {
+    /// A driver whose chunking follows `seed`.
+    pub fn new(seed: u64) -> Self {
+        // Virtual time starts here; only differences from it matter.
+        let epoch = Instant::now();
+        Self {
+            rng: SplitMix64(seed),
+            config: Config::default(),
+            server: None,
+            epoch,
+            now: epoch,
+            clients: HashMap::new(),
+            by_conn: HashMap::new(),
+            logs: BTreeMap::new(),
+            next_port: 40_000,
+        }
+    }
+
+    /// The records persisted so far, per room, as log bytes.
+    pub fn logs(&self) -> &BTreeMap<RoomName, Vec<u8>> {
+        &self.logs
+    }
+
+    fn server(&mut self) -> Result<&mut Server, DriverError> {
+        self.server
+            .as_mut()
+            .ok_or_else(|| DriverError("the server is not running".into()))
+    }
+
+    fn unix_now(&self) -> u64 {
+        let elapsed = self.now.duration_since(self.epoch).as_millis();
+        VIRTUAL_UNIX_START_MS + u64::try_from(elapsed).unwrap_or(u64::MAX / 2)
+    }
+
+    fn boot(&mut self, records: Vec<Record>) -> Result<(), DriverError> {
+        let mut server = Server::new(self.config.clone(), self.now, self.unix_now())
+            .map_err(|error| DriverError(format!("config: {error}")))?;
+        server.restore(records);
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Does everything the server asked, the way a backend would.
+    fn drain(&mut self) -> Result<(), DriverError> {
+        let now = self.now;
+        loop {
+            let output = match self.server()?.poll_output() {
+                Some(output) => output,
+                None => break,
+            };
+            match output {
+                Output::Send { to, bytes, .. } => self.deliver(to, &bytes),
+                Output::Broadcast {
+                    to, except, bytes, ..
+                } => {
+                    for &conn in to.iter().filter(|&&c| Some(c) != except) {
+                        self.deliver(conn, &bytes);
+                    }
+                }
+                Output::Close { conn, .. } => {
+                    if let Some(name) = self.by_conn.remove(&conn)
+                        && let Some(client) = self.clients.get_mut(&name)
+                    {
+                        client.closed_by_server = true;
+                        client.conn = None;
+                    }
+                }
+                Output::Persist(record) => {
+                    self.logs
+                        .entry(record.room.clone())
+                        .or_default()
+                        .extend_from_slice(&history::encode(&record));
+                    self.server()?.handle_persisted(now, record.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, conn: ConnId, bytes: &[u8]) {
+        if let Some(name) = self.by_conn.get(&conn)
+            && let Some(client) = self.clients.get_mut(name)
+        {
+            client.inbox.extend_from_slice(bytes);
+        }
+    }
+
+    fn conn_of(&self, client: &str) -> Result<ConnId, DriverError> {
+        self.clients
+            .get(client)
+            .and_then(|c| c.conn)
+            .ok_or_else(|| DriverError(format!("{client} is not connected")))
+    }
+
+    /// Cuts `bytes` at up to three random points (sometimes one byte at a time).
+    fn chunks(&mut self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let len = bytes.len();
+        if len <= 1 {
+            return vec![0..len];
+        }
+        if self.rng.next() % 8 == 0 {
+            return (0..len).map(|i| i..i + 1).collect();
+        }
+        let cuts = self.rng.next() % 4;
+        let mut points: Vec<usize> = (0..cuts)
+            .map(|_| 1 + (self.rng.next() as usize) % (len - 1))
+            .collect();
+        points.push(0);
+        points.push(len);
+        points.sort_unstable();
+        points.dedup();
+        points.windows(2).map(|w| w[0]..w[1]).collect()
+    }
+}
+
+impl Driver for MemoryDriver {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn start(&mut self, config: &Config) -> Result<(), DriverError> {
+        self.config = config.clone();
+        self.logs.clear();
+        self.boot(Vec::new())
+    }
+
+    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
+        if self.clients.get(client).is_some_and(|c| c.conn.is_some()) {
+            return Err(DriverError(format!("{client} is already connected")));
+        }
+        let peer = SocketAddr::new(from, self.next_port);
+        self.next_port = self.next_port.wrapping_add(1).max(40_000);
+        let now = self.now;
+        let mut state = Client::default();
+        match self.server()?.accept(now, peer) {
+            Ok(conn) => {
+                state.conn = Some(conn);
+                self.by_conn.insert(conn, client.to_owned());
+            }
+            Err(refused) => {
+                state.inbox.extend_from_slice(&refused.line);
+                state.closed_by_server = true;
+            }
+        }
+        self.clients.insert(client.to_owned(), state);
+        self.drain()
+    }
+
+    fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
+        let conn = self.conn_of(client)?;
+        let now = self.now;
+        for range in self.chunks(bytes) {
+            self.server()?.handle(now, conn, &bytes[range]);
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
+        let state = self
+            .clients
+            .get_mut(client)
+            .ok_or_else(|| DriverError(format!("{client} never connected")))?;
+        if let Some(end) = state.inbox.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = state.inbox.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..end]).into_owned();
+            return Ok(Received::Line(text));
+        }
+        if state.closed_by_server {
+            return Ok(Received::Closed);
+        }
+        Ok(Received::Nothing)
+    }
+
+    fn close(&mut self, client: &str) -> Result<(), DriverError> {
+        let conn = self.conn_of(client)?;
+        let now = self.now;
+        self.by_conn.remove(&conn);
+        self.clients.remove(client);
+        self.server()?.handle_closed(now, conn);
+        self.drain()
+    }
+
+    fn advance(&mut self, by: Duration) -> Result<(), DriverError> {
+        self.now += by;
+        let now = self.now;
+        while let Some(deadline) = self.server()?.poll_timeout() {
+            if deadline > now {
+                break;
+            }
+            self.server()?.handle_timeout(now);
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), DriverError> {
+        let now = self.now;
+        self.server()?.handle_shutdown(now, RESTART_REASON);
+        self.drain()?;
+        self.server = None;
+        let mut records = Vec::new();
+        for bytes in self.logs.values() {
+            records.extend(history::recover(bytes).records);
+        }
+        self.boot(records)
+    }
+
+    fn stop(&mut self) {
+        self.server = None;
+        self.clients.clear();
+        self.by_conn.clear();
+    }
+}
+
+/// A tiny deterministic generator for chunk points (SplitMix64).
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,165 @@
+//! Runs a transcript against a driver and reports the first mismatch.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::driver::{Driver, DriverError, Received};
+use crate::transcript::{Action, Step, Transcript};
+
+/// A transcript that did not go as written.
+#[derive(Debug)]
+pub struct Failure {
+    /// The transcript's file name.
+    pub transcript: String,
+    /// The driver that ran it.
+    pub driver: String,
+    /// 1-based line of the failing step (0: the implicit end-of-script barrier).
+    pub line: usize,
+    /// The failing step as written.
+    pub step: String,
+    /// What went wrong: expected and actual.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} [{} driver] step `{}`: {}",
+            self.transcript, self.line, self.driver, self.step, self.message
+        )
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Runs every step; at the end, checks that each client still connected
+/// has nothing unread (by a barrier), then stops the driver.
+pub fn run(transcript: &Transcript, driver: &mut dyn Driver) -> Result<(), Failure> {
+    let mut run = Run {
+        transcript,
+        driver,
+        connected: BTreeSet::new(),
+        barriers: 0,
+    };
+    let result = run.all_steps();
+    run.driver.stop();
+    result
+}
+
+struct Run<'a> {
+    transcript: &'a Transcript,
+    driver: &'a mut dyn Driver,
+    connected: BTreeSet<String>,
+    barriers: usize,
+}
+
+impl Run<'_> {
+    fn all_steps(&mut self) -> Result<(), Failure> {
+        let start = Step {
+            line: 0,
+            source: "(start)".into(),
+            action: Action::Restart,
+        };
+        let config = self.transcript.config.clone();
+        self.driver
+            .start(&config)
+            .map_err(|error| self.failure(&start, error.to_string()))?;
+        for step in &self.transcript.steps {
+            self.step(step)?;
+        }
+        let end = Step {
+            line: 0,
+            source: "(end of transcript: nothing may be left unread)".into(),
+            action: Action::Quiet(self.connected.iter().cloned().collect()),
+        };
+        self.step(&end)
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), Failure> {
+        let fail = |run: &Self, error: DriverError| run.failure(step, error.to_string());
+        match &step.action {
+            Action::Connect { client, from } => {
+                self.driver
+                    .connect(client, *from)
+                    .map_err(|e| fail(self, e))?;
+                self.connected.insert(client.clone());
+            }
+            Action::Send { client, bytes } => {
+                self.driver.send(client, bytes).map_err(|e| fail(self, e))?;
+            }
+            Action::Expect { client, line } => {
+                let got = self.driver.next_line(client).map_err(|e| fail(self, e))?;
+                if got != Received::Line(line.clone()) {
+                    let message = format!("{client} expected {line:?}, got {}", describe(&got));
+                    return Err(self.failure(step, message));
+                }
+            }
+            Action::ExpectClosed { client } => {
+                let got = self.driver.next_line(client).map_err(|e| fail(self, e))?;
+                if got != Received::Closed {
+                    let message = format!(
+                        "{client} expected the connection closed, got {}",
+                        describe(&got)
+                    );
+                    return Err(self.failure(step, message));
+                }
+                self.connected.remove(client);
+            }
+            Action::Close { client } => {
+                self.driver.close(client).map_err(|e| fail(self, e))?;
+                self.connected.remove(client);
+            }
+            Action::Advance(by) => self.driver.advance(*by).map_err(|e| fail(self, e))?,
+            Action::Quiet(clients) => {
+                for client in clients {
+                    self.barrier(step, client)?;
+                }
+            }
+            Action::Restart => self.driver.restart().map_err(|e| fail(self, e))?,
+        }
+        Ok(())
+    }
+
+    /// Sends a ping and expects its pong as the very next line: proof that
+    /// nothing else was pending for the client.
+    fn barrier(&mut self, step: &Step, client: &str) -> Result<(), Failure> {
+        self.barriers += 1;
+        let token = format!("barrier-{}", self.barriers);
+        let ping = format!("#ping {token}\n");
+        self.driver
+            .send(client, ping.as_bytes())
+            .map_err(|e| self.failure(step, e.to_string()))?;
+        let expected = format!("+ pong {token}");
+        let got = self
+            .driver
+            .next_line(client)
+            .map_err(|e| self.failure(step, e.to_string()))?;
+        if got != Received::Line(expected.clone()) {
+            let message = format!(
+                "{client} had something unread: expected {expected:?}, got {}",
+                describe(&got)
+            );
+            return Err(self.failure(step, message));
+        }
+        Ok(())
+    }
+
+    fn failure(&self, step: &Step, message: String) -> Failure {
+        Failure {
+            transcript: self.transcript.name.clone(),
+            driver: self.driver.name().to_owned(),
+            line: step.line,
+            step: step.source.clone(),
+            message,
+        }
+    }
+}
+
+fn describe(received: &Received) -> String {
+    match received {
+        Received::Line(line) => format!("{line:?}"),
+        Received::Closed => "the connection closed".into(),
+        Received::Nothing => "nothing".into(),
+    }
+}

@@ -1,0 +1,336 @@
+//! The transcript format (docs/TRANSCRIPTS.md).
+//!
+//! ```text
+//! # comments and blank lines are ignored
+//! config max_line_bytes = 64          # TOML, as in the config file; before any other step
+//! connect alice                       # from 127.0.0.1
+//! connect bob from 127.0.0.2          # from another loopback address
+//! alice < * welcome, you are guest1 in #general; type #help for commands
+//! alice > #nick alice                 # sends the text and LF
+//! alice >raw "caf\xc3\r\n"            # sends exact bytes (escapes: \xNN \r \n \t \\ \")
+//! alice < * you are now alice         # the exact next line alice receives
+//! bob closed                          # the server closed bob's connection, nothing unread
+//! bob close                           # bob hangs up
+//! advance 61s                         # virtual time moves on
+//! quiet alice bob                     # barrier: nothing else is pending for them
+//! restart                             # the server shuts down and starts on its records
+//! ```
+//!
+//! (The notes on the right are for this page only: in a file, a comment is
+//! a whole line starting with `#`.) At the end, every client still
+//! connected gets an implicit `quiet`.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use chatd_core::Config;
+
+/// One parsed transcript.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// File name, for messages.
+    pub name: String,
+    /// The server's config (defaults plus the `config` lines).
+    pub config: Config,
+    /// The steps in order.
+    pub steps: Vec<Step>,
+}
+
+/// One step and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// The step's source text, for failure messages.
+    pub source: String,
+    /// What to do.
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection for a client, from an address.
+    Connect {
+        /// The client's name in the script.
+        client: String,
+        /// The source address.
+        from: IpAddr,
+    },
+    /// Send bytes.
+    Send {
+        /// Who sends.
+        client: String,
+        /// Exactly what.
+        bytes: Vec<u8>,
+    },
+    /// Expect the next line.
+    Expect {
+        /// Who receives.
+        client: String,
+        /// The line, without its LF.
+        line: String,
+    },
+    /// Expect the server to have closed the connection.
+    ExpectClosed {
+        /// Whose.
+        client: String,
+    },
+    /// Hang up.
+    Close {
+        /// Who.
+        client: String,
+    },
+    /// Advance virtual time.
+    Advance(Duration),
+    /// Barrier: ping each client and expect its pong next.
+    Quiet(Vec<String>),
+    /// Shut the server down and start a new one on the persisted records.
+    Restart,
+}
+
+/// A transcript that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line does not fit the format.
+    #[error("{name}:{line}: {message}")]
+    Syntax {
+        /// The file name.
+        name: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Transcript {
+    /// Reads and parses a transcript file.
+    pub fn load(path: &Path) -> Result<Self, TranscriptError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TranscriptError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Self::parse(&name, &text)
+    }
+
+    /// Parses transcript text.
+    pub fn parse(name: &str, text: &str) -> Result<Self, TranscriptError> {
+        let syntax = |line: usize, message: String| TranscriptError::Syntax {
+            name: name.to_owned(),
+            line,
+            message,
+        };
+        let mut config_toml = String::new();
+        let mut steps = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let number = index + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if let Some(setting) = trimmed.strip_prefix("config ") {
+                if !steps.is_empty() {
+                    return Err(syntax(
+                        number,
+                        "config lines must come before any step".into(),
+                    ));
+                }
+                config_toml.push_str(setting);
+                config_toml.push('\n');
+                continue;
+            }
+            let action = parse_action(trimmed).map_err(|message| syntax(number, message))?;
+            steps.push(Step {
+                line: number,
+                source: trimmed.to_owned(),
+                action,
+            });
+        }
+        let config: Config =
+            toml::from_str(&config_toml).map_err(|error| syntax(1, format!("config: {error}")))?;
+        config
+            .validate()
+            .map_err(|error| syntax(1, format!("config: {error}")))?;
+        Ok(Self {
+            name: name.to_owned(),
+            config,
+            steps,
+        })
+    }
+}
+
+fn parse_action(line: &str) -> Result<Action, String> {
+    let (first, rest) = split_word(line);
+    match first {
+        "connect" => {
+            let (client, rest) = split_word(rest);
+            let from = match split_word(rest) {
+                ("", _) => IpAddr::from([127, 0, 0, 1]),
+                ("from", address) => address
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad address {address:?}"))?,
+                _ => return Err("usage: connect NAME [from IP]".into()),
+            };
+            Ok(Action::Connect {
+                client: client_name(client)?,
+                from,
+            })
+        }
+        "advance" => chatd_core::duration::parse(rest.trim())
+            .map(Action::Advance)
+            .map_err(|error| error.to_string()),
+        "quiet" => {
+            let clients: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+            if clients.is_empty() {
+                return Err("usage: quiet NAME...".into());
+            }
+            Ok(Action::Quiet(clients))
+        }
+        "restart" if rest.is_empty() => Ok(Action::Restart),
+        client => {
+            let client = client_name(client)?;
+            let (op, text) = split_op(rest);
+            match op {
+                ">" => {
+                    let mut bytes = text.as_bytes().to_vec();
+                    bytes.push(b'\n');
+                    Ok(Action::Send { client, bytes })
+                }
+                ">raw" => Ok(Action::Send {
+                    client,
+                    bytes: unescape(text)?,
+                }),
+                "<" => Ok(Action::Expect {
+                    client,
+                    line: text.to_owned(),
+                }),
+                "closed" if text.is_empty() => Ok(Action::ExpectClosed { client }),
+                "close" if text.is_empty() => Ok(Action::Close { client }),
+                _ => Err(format!("unknown step {line:?}")),
+            }
+        }
+    }
+}
+
+fn client_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("bad client name {name:?}"));
+    }
+    Ok(name.to_owned())
+}
+
+fn split_word(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    match text.find(char::is_whitespace) {
+        Some(end) => (&text[..end], text[end..].trim_start()),
+        None => (text, ""),
+    }
+}
+
+/// Splits "< text" / "> text" / ">raw text" / "closed": exactly one space
+/// separates the operator from text, so leading spaces in text are kept.
+fn split_op(rest: &str) -> (&str, &str) {
+    let end = rest.find(' ').unwrap_or(rest.len());
+    let (op, after) = rest.split_at(end);
+    (op, after.strip_prefix(' ').unwrap_or(after))
+}
+
+fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let inner = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .ok_or("raw bytes go in double quotes")?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut buf = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push(b'\n'),
+            Some('r') => out.push(b'\r'),
+            Some('t') => out.push(b'\t'),
+            Some('\\') => out.push(b'\\'),
+            Some('"') => out.push(b'"'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                let byte =
+                    u8::from_str_radix(&hex, 16).map_err(|_| format!("bad escape \\x{hex}"))?;
+                out.push(byte);
+            }
+            Some('*') => {
+                // \*N{c}: c repeated N times, for over-long lines.
+                let spec: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                let (count, what) = spec.split_once('{').ok_or("usage: \\*N{c}")?;
+                let count: usize = count.parse().map_err(|_| "bad repeat count")?;
+                out.extend(what.as_bytes().repeat(count));
+            }
+            other => {
+                return Err(format!(
+                    "bad escape \\{}",
+                    other.map(String::from).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_step_kind() {
+        let text = "config max_line_bytes = 64\nconnect a\nconnect b from 127.0.0.2\na > hi\na >raw \"x\\xff\\*3{ab}\\n\"\nb <  two spaces\nb closed\na close\nadvance 1m\nquiet a b\nrestart\n";
+        let transcript = Transcript::parse("t", text).unwrap();
+        assert_eq!(transcript.config.max_line_bytes, 64);
+        let actions: Vec<Action> = transcript.steps.into_iter().map(|s| s.action).collect();
+        assert_eq!(
+            actions[2],
+            Action::Send {
+                client: "a".into(),
+                bytes: b"hi\n".to_vec()
+            }
+        );
+        assert_eq!(
+            actions[3],
+            Action::Send {
+                client: "a".into(),
+                bytes: b"x\xffababab\n".to_vec()
+            }
+        );
+        assert_eq!(
+            actions[4],
+            Action::Expect {
+                client: "b".into(),
+                line: " two spaces".into()
+            }
+        );
+        assert_eq!(actions[7], Action::Advance(Duration::from_secs(60)));
+        assert_eq!(actions.len(), 10);
+    }
+
+    #[test]
+    fn config_after_a_step_is_an_error() {
+        assert!(Transcript::parse("t", "connect a\nconfig history_size = 1\n").is_err());
+        assert!(Transcript::parse("t", "config no_such_setting = 1\n").is_err());
+    }
+}
