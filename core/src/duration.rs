@@ -82,7 +82,7 @@ pub fn format(duration: Duration) -> String {
     }
     if ms < 60_000 {
         let tenths = ms.div_ceil(100);
-        return if tenths % 10 == 0 {
+        return if tenths.is_multiple_of(10) {
             format!("{}s", tenths / 10)
         } else {
             format!("{}.{}s", tenths / 10, tenths % 10)

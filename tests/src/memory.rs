@@ -136,9 +136,9 @@ impl MemoryDriver {
     fn chunks(&mut self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
         let len = bytes.len();
         if len <= 1 {
-            return vec![0..len];
+            return std::iter::once(0..len).collect();
         }
-        if self.rng.next() % 8 == 0 {
+        if self.rng.next().is_multiple_of(8) {
             return (0..len).map(|i| i..i + 1).collect();
         }
         let cuts = self.rng.next() % 4;

@@ -1,0 +1,402 @@
+//! Properties of the core, checked with quickcheck:
+//!
+//! 1. arbitrary byte streams from several clients, interleaved with
+//!    connects, hang-ups, time and persistence results, never panic, keep
+//!    [`Server::check_invariants`], emit only complete UTF-8 lines, and
+//!    never address a connection after closing it;
+//! 2. the same script fed in any chunking gives byte-identical output to
+//!    every connection;
+//! 3. the sliding-window limiter never admits more than its budget in any
+//!    window, and refuses only when the budget is really spent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chatd_core::rate_limit::{Budget, SlidingWindow};
+use chatd_core::{Config, ConnId, OperatorConfig, Output, Server};
+use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+
+const OPERATOR_HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$Y2hhdGQtdHJhbnNjcmlwdHM$607V5zJpUmsmI3NpQeCJXClNnsXw/01C4mbkTOOEljk";
+
+/// Pieces that make random input reach deep into the command set.
+const VOCABULARY: &[&str] = &[
+    "#join ",
+    "#create ",
+    "#leave",
+    "#nick ",
+    "#kick ",
+    "#ban ",
+    "#unban ",
+    "#mute ",
+    "#unmute ",
+    "#invite ",
+    "#msg ",
+    "#w ",
+    "#me ",
+    "#topic ",
+    "#history ",
+    "#ack on",
+    "#ack off",
+    "#urgent ",
+    "#who",
+    "#rooms",
+    "#quit",
+    "#oper admin opensesame",
+    "#help ",
+    "#ping ",
+    "#pong",
+    "alice",
+    "bob",
+    "guest1",
+    "guest2",
+    "guest3",
+    "den",
+    "#den",
+    "private",
+    "10s",
+    "1m",
+    "0s",
+    "127.0.0.1",
+    "127.0.0.2",
+    " ",
+    " ",
+    "\n",
+    "\n",
+    "\n",
+    "\r\n",
+    "##",
+    "hello",
+    "\u{e9}",
+    "\u{2713}",
+];
+
+/// Some instant to count from; only differences matter.
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn small_config() -> Config {
+    let mut config = Config {
+        max_line_bytes: 64,
+        max_connections: 4,
+        max_connections_per_ip: 3,
+        max_rooms: 4,
+        presence_announce_limit: 3,
+        history_size: 5,
+        history_default: 3,
+        max_outbound_bytes: 4096,
+        operators: vec![OperatorConfig {
+            name: "admin".into(),
+            password_hash: OPERATOR_HASH.into(),
+        }],
+        ..Config::default()
+    };
+    config.rate_limit.messages = 6;
+    config.rate_limit.ip_messages = 9;
+    config.rate_limit.flood_disconnect_after = 8;
+    config.idle.ping_after = Duration::from_secs(30);
+    config.idle.timeout = Duration::from_secs(10);
+    config
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Connect { slot: u8, host: u8 },
+    Send { slot: u8, bytes: Vec<u8> },
+    Close { slot: u8 },
+    Advance { secs: u8 },
+    SlowConsumer { slot: u8 },
+}
+
+impl Arbitrary for Step {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let slot = u8::arbitrary(g) % 4;
+        match u8::arbitrary(g) % 16 {
+            0..=1 => Step::Connect {
+                slot,
+                host: 1 + u8::arbitrary(g) % 3,
+            },
+            2 => Step::Close { slot },
+            3 => Step::Advance {
+                secs: u8::arbitrary(g) % 40,
+            },
+            4 if u8::arbitrary(g).is_multiple_of(4) => Step::SlowConsumer { slot },
+            _ => Step::Send {
+                slot,
+                bytes: arbitrary_bytes(g),
+            },
+        }
+    }
+}
+
+fn arbitrary_bytes(g: &mut Gen) -> Vec<u8> {
+    let pieces = usize::arbitrary(g) % 12;
+    let mut bytes = Vec::new();
+    for _ in 0..pieces {
+        if u8::arbitrary(g) % 5 == 0 {
+            bytes.extend(Vec::<u8>::arbitrary(g).into_iter().take(80));
+        } else {
+            let piece = g.choose(VOCABULARY).copied().unwrap_or("\n");
+            bytes.extend_from_slice(piece.as_bytes());
+        }
+    }
+    bytes
+}
+
+#[derive(Debug, Clone)]
+struct Script(Vec<Step>);
+
+impl Arbitrary for Script {
+    fn arbitrary(g: &mut Gen) -> Self {
+        // Start with a few connections so most steps have someone to act.
+        let mut steps: Vec<Step> = (0..3u8)
+            .map(|slot| Step::Connect {
+                slot,
+                host: 1 + slot % 2,
+            })
+            .collect();
+        steps.extend(Vec::<Step>::arbitrary(g));
+        Script(steps)
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        Box::new(self.0.shrink().map(Script))
+    }
+}
+
+/// Plays a script; `split` decides how each send is cut into chunks.
+/// Returns each connection's received bytes, or the first broken rule.
+struct Player {
+    server: Server,
+    now: Instant,
+    slots: [Option<ConnId>; 4],
+    received: BTreeMap<ConnId, Vec<u8>>,
+    closed: BTreeSet<ConnId>,
+    persisted: u64,
+}
+
+impl Player {
+    fn new() -> Self {
+        let now = epoch();
+        Self {
+            server: Server::new(small_config(), now, 1_795_000_000_000).expect("valid test config"),
+            now,
+            slots: [None; 4],
+            received: BTreeMap::new(),
+            closed: BTreeSet::new(),
+            persisted: 0,
+        }
+    }
+
+    fn play(
+        &mut self,
+        script: &Script,
+        mut split: impl FnMut(&[u8]) -> Vec<usize>,
+    ) -> Result<(), String> {
+        for step in &script.0 {
+            match step {
+                Step::Connect { slot, host } => {
+                    let peer: SocketAddr = format!("127.0.0.{host}:{}", 40_000 + u16::from(*slot))
+                        .parse()
+                        .expect("valid address");
+                    if let Ok(conn) = self.server.accept(self.now, peer) {
+                        // Outputs queued before a hang-up are legitimately addressed
+                        // to the old connection: deliver them first.
+                        self.drain()?;
+                        if let Some(old) = self.slots[*slot as usize].replace(conn) {
+                            self.server.handle_closed(self.now, old);
+                            self.closed.insert(old);
+                        }
+                    }
+                }
+                Step::Send { slot, bytes } => {
+                    let Some(conn) = self.slots[*slot as usize] else {
+                        continue;
+                    };
+                    let mut start = 0;
+                    for cut in split(bytes).into_iter().chain([bytes.len()]) {
+                        let cut = cut.clamp(start, bytes.len());
+                        self.server.handle(self.now, conn, &bytes[start..cut]);
+                        self.drain()?;
+                        start = cut;
+                    }
+                }
+                Step::Close { slot } => {
+                    if let Some(conn) = self.slots[*slot as usize].take() {
+                        self.server.handle_closed(self.now, conn);
+                        self.closed.insert(conn);
+                    }
+                }
+                Step::Advance { secs } => {
+                    self.now += Duration::from_secs(u64::from(*secs));
+                    while self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.server.handle_timeout(self.now);
+                        self.drain()?;
+                    }
+                }
+                Step::SlowConsumer { slot } => {
+                    if let Some(conn) = self.slots[*slot as usize] {
+                        self.server.handle_slow_consumer(self.now, conn);
+                    }
+                }
+            }
+            self.drain()?;
+            self.server.check_invariants()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        while let Some(output) = self.server.poll_output() {
+            match output {
+                Output::Send { to, bytes, .. } => self.deliver(to, &bytes)?,
+                Output::Broadcast {
+                    to, except, bytes, ..
+                } => {
+                    for &conn in to.iter().filter(|&&c| Some(c) != except) {
+                        self.deliver(conn, &bytes)?;
+                    }
+                }
+                Output::Close { conn, .. } => {
+                    if !self.closed.insert(conn) {
+                        return Err(format!("{conn} closed twice"));
+                    }
+                    for slot in &mut self.slots {
+                        if *slot == Some(conn) {
+                            *slot = None;
+                        }
+                    }
+                }
+                Output::Persist(record) => {
+                    // Alternate success and failure so both paths run.
+                    self.persisted += 1;
+                    if self.persisted.is_multiple_of(5) {
+                        self.server.handle_persist_failed(self.now, record.id);
+                    } else {
+                        self.server.handle_persisted(self.now, record.id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, conn: ConnId, bytes: &[u8]) -> Result<(), String> {
+        if self.closed.contains(&conn) {
+            return Err(format!("output to {conn} after it closed"));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| format!("non-UTF-8 output to {conn}"))?;
+        if !text.ends_with('\n') {
+            return Err(format!("output to {conn} is not whole lines: {text:?}"));
+        }
+        self.received
+            .entry(conn)
+            .or_default()
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn quickcheck(tests: u64) -> QuickCheck {
+    QuickCheck::new().tests(tests).max_tests(tests * 10)
+}
+
+#[test]
+fn arbitrary_input_never_panics_and_keeps_invariants() {
+    fn property(script: Script) -> TestResult {
+        let mut player = Player::new();
+        match player.play(&script, |_| Vec::new()) {
+            Ok(()) => TestResult::passed(),
+            Err(broken) => TestResult::error(broken),
+        }
+    }
+    quickcheck(300).quickcheck(property as fn(Script) -> TestResult);
+}
+
+#[test]
+fn any_chunking_gives_byte_identical_output() {
+    fn property(script: Script, cuts: Vec<u8>) -> TestResult {
+        let mut whole = Player::new();
+        if let Err(broken) = whole.play(&script, |_| Vec::new()) {
+            return TestResult::error(broken);
+        }
+        let mut cuts = cuts.into_iter().cycle();
+        let mut split = Player::new();
+        let result = split.play(&script, |bytes| {
+            // Up to four cut points, taken from the arbitrary list.
+            let mut points: Vec<usize> = (0..4)
+                .filter_map(|_| cuts.next())
+                .map(|c| usize::from(c) % (bytes.len() + 1))
+                .collect();
+            points.sort_unstable();
+            points
+        });
+        if let Err(broken) = result {
+            return TestResult::error(broken);
+        }
+        if whole.received != split.received {
+            return TestResult::error("chunked input changed the output");
+        }
+        TestResult::from_bool(whole.closed == split.closed)
+    }
+    quickcheck(200).quickcheck(property as fn(Script, Vec<u8>) -> TestResult);
+}
+
+#[test]
+fn byte_at_a_time_gives_the_same_output_as_whole_sends() {
+    fn property(script: Script) -> TestResult {
+        let mut whole = Player::new();
+        let mut trickle = Player::new();
+        let (a, b) = (
+            whole.play(&script, |_| Vec::new()),
+            trickle.play(&script, |bytes| (1..bytes.len()).collect()),
+        );
+        if let Err(broken) = a.and(b) {
+            return TestResult::error(broken);
+        }
+        TestResult::from_bool(whole.received == trickle.received)
+    }
+    quickcheck(100).quickcheck(property as fn(Script) -> TestResult);
+}
+
+#[test]
+fn rate_limiter_never_exceeds_its_budget_in_any_window() {
+    fn property(gaps_ms: Vec<u16>, messages: u8, window_ms: u16) -> TestResult {
+        let budget = Budget {
+            messages: u32::from(messages % 10) + 1,
+            window: Duration::from_millis(u64::from(window_ms % 5_000) + 1),
+        };
+        let start = epoch();
+        let mut now = start;
+        let mut limiter = SlidingWindow::default();
+        let mut admitted: Vec<Instant> = Vec::new();
+        for gap in gaps_ms {
+            now += Duration::from_millis(u64::from(gap % 2_000));
+            let recent = admitted
+                .iter()
+                .filter(|&&t| t + budget.window > now)
+                .count();
+            match limiter.try_admit(now, budget) {
+                Ok(()) => admitted.push(now),
+                // A refusal is only allowed when the budget is really spent.
+                Err(retry) if recent < budget.messages as usize || retry.is_zero() => {
+                    return TestResult::error(format!("refused with {recent} recent events"));
+                }
+                Err(_) => {}
+            }
+        }
+        for (i, &t) in admitted.iter().enumerate() {
+            let in_window = admitted[i..]
+                .iter()
+                .take_while(|&&u| u < t + budget.window)
+                .count();
+            if in_window > budget.messages as usize {
+                return TestResult::error(format!("{in_window} admitted within one window"));
+            }
+        }
+        TestResult::passed()
+    }
+    quickcheck(500).quickcheck(property as fn(Vec<u16>, u8, u16) -> TestResult);
+}
