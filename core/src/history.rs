@@ -7,7 +7,7 @@
 //! text, one space, the JSON object, LF.
 //!
 //! ```text
-//! 5c1b0a3e {"id":7,"room":"general","ts":1795000000000,"from":"alice","kind":"msg","text":"hi"}
+//! 382ce4f4 {"id":7,"room":"general","ts":1795000000000,"from":"alice","kind":"msg","text":"hi"}
 //! ```
 //!
 //! Ordinary tools read it (`cut -d' ' -f2- general.log | jq .text`). A torn
@@ -249,6 +249,14 @@ mod tests {
             "{text}"
         );
         assert_eq!(decode(&line[..line.len() - 1]), Ok(original));
+    }
+
+    #[test]
+    fn the_documented_example_line_decodes() {
+        let line = br#"382ce4f4 {"id":7,"room":"general","ts":1795000000000,"from":"alice","kind":"msg","text":"hi"}"#;
+        let record = decode(line).unwrap();
+        assert_eq!(record.id.get(), 7);
+        assert_eq!(encode(&record), [&line[..], b"\n"].concat());
     }
 
     #[test]
