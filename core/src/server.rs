@@ -330,7 +330,6 @@ impl Server {
     /// there), frees its nickname and address slot. Does not emit
     /// [`Output::Close`]; callers do when the driver has not closed it yet.
     fn remove_session(&mut self, conn: ConnId, farewell: Farewell<'_>) {
-        let limit = self.config.presence_announce_limit;
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
@@ -349,18 +348,24 @@ impl Server {
         }
         if let Some(room) = self.rooms.get_mut(&session.room) {
             room.remove_member(conn);
-            if let Farewell::Quit(message) = farewell
-                && room.len() < limit
-            {
-                let reply = Reply::Quit {
-                    nick: &session.nick,
-                    message,
-                };
-                self.out
-                    .broadcast(room.recipients(), None, &reply, Priority::Normal);
-            }
+        }
+        if let Farewell::Quit(message) = farewell {
+            self.announce_quit(&session.room, &session.nick, message);
         }
         self.after_departure(&session.room, conn);
+    }
+
+    /// "* nick quit[: message]" to a room the user has just left, unless
+    /// the room is too large for presence notices.
+    fn announce_quit(&mut self, room_name: &RoomName, nick: &Nick, message: Option<&str>) {
+        let limit = self.config.presence_announce_limit;
+        if let Some(room) = self.rooms.get_mut(room_name)
+            && room.len() < limit
+        {
+            let reply = Reply::Quit { nick, message };
+            self.out
+                .broadcast(room.recipients(), None, &reply, Priority::Normal);
+        }
     }
 }
 

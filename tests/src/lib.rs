@@ -5,6 +5,8 @@
 //! - [`driver::Driver`] is what a way of running the server must offer;
 //! - [`memory::MemoryDriver`] runs the core alone, with input split at
 //!   seeded random points;
+//! - [`socket::SocketDriver`] runs a real backend over TCP on 127.0.0.1
+//!   with a manual clock;
 //! - [`runner::run`] plays a transcript and reports the first mismatch with
 //!   file, line, expected, actual and the driver's name.
 //!
@@ -15,6 +17,7 @@
 pub mod driver;
 pub mod memory;
 pub mod runner;
+pub mod socket;
 pub mod transcript;
 
 use std::path::{Path, PathBuf};

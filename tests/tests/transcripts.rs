@@ -1,7 +1,9 @@
 //! Every transcript under tests/transcripts/, once per driver.
 
+use chatd_backend_poll::PollBackend;
 use chatd_tests::memory::MemoryDriver;
 use chatd_tests::runner;
+use chatd_tests::socket::SocketDriver;
 use chatd_tests::transcript::Transcript;
 use chatd_tests::{seed_for, transcript_files};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -26,13 +28,23 @@ fn main() {
         }
     })];
     for path in files {
+        let memory_path = path.clone();
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         trials.push(Trial::test(format!("memory::{name}"), move || {
-            let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
+            let transcript =
+                Transcript::load(&memory_path).map_err(|e| Failed::from(e.to_string()))?;
             let mut driver = MemoryDriver::new(seed_for(&transcript.name));
+            runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
+        }));
+        let path = path.clone();
+        trials.push(Trial::test(format!("poll::{name}"), move || {
+            let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
+            // Two I/O threads, so connections really live on different threads.
+            let mut driver =
+                SocketDriver::new(PollBackend, 2).map_err(|e| Failed::from(e.to_string()))?;
             runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
         }));
     }

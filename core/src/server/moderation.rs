@@ -139,7 +139,17 @@ impl Server {
         self.out.send(conn, &reply);
         let text = describe_ban("this server", &ban, now);
         self.server_bans.insert(address, ban);
-        for victim in self.sessions_at(address, conn) {
+        // Every victim goes before anyone is told, so no victim hears of
+        // another while its own notice is on the way.
+        let victims = self.sessions_at(address, conn);
+        let departures: Vec<(RoomName, Nick)> = victims
+            .iter()
+            .map(|victim| {
+                let session = &self.sessions[victim];
+                (session.room.clone(), session.nick.clone())
+            })
+            .collect();
+        for victim in victims {
             self.out.send_with(
                 victim,
                 &Reply::Error {
@@ -148,8 +158,11 @@ impl Server {
                 },
                 Priority::Urgent,
             );
-            self.remove_session(victim, Farewell::Quit(Some("banned")));
+            self.remove_session(victim, Farewell::Silent);
             self.out.close(victim, CloseReason::Banned);
+        }
+        for (room, nick) in departures {
+            self.announce_quit(&room, &nick, Some("banned"));
         }
     }
 

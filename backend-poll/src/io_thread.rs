@@ -1,0 +1,406 @@
+//! One I/O thread: a `Poller`, the connections it owns, and (on thread 0)
+//! the listener.
+//!
+//! Each turn: wait for readiness, read what is ready into the thread's one
+//! read buffer and hand it to the hub, run the hub's commands, then write
+//! every connection that got output in one vectored write each. Writable
+//! interest is registered only while output is waiting. Work per turn is
+//! bounded: a few reads per connection, a bounded number of accepts.
+
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use chatd_core::{ConnId, Priority};
+use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
+use chatd_engine::hub::{Command, Event, Inbox, Mailbox, thread_of};
+use polling::{Event as Interest, Events, PollMode, Poller};
+
+use crate::out_queue::OutQueue;
+
+/// The listener's key; connection keys are their ids, which never reach
+/// this value. (`usize::MAX` is reserved by `polling`.)
+const LISTENER_KEY: usize = usize::MAX - 1;
+/// Size of the thread's read buffer, shared by all its connections.
+const READ_BUFFER: usize = 64 * 1024;
+/// Reads per connection per turn, so one busy client cannot starve others.
+const READS_PER_TURN: usize = 4;
+/// Accepts per turn.
+const ACCEPTS_PER_TURN: usize = 256;
+
+struct Connection {
+    id: ConnId,
+    stream: TcpStream,
+    out: OutQueue,
+    /// Close once the queue is empty (the core asked).
+    closing: bool,
+    /// Writable interest is registered.
+    want_write: bool,
+    /// Queued for a flush at the end of this turn.
+    dirty: bool,
+}
+
+pub(crate) struct IoLoop {
+    pub(crate) index: usize,
+    pub(crate) threads: usize,
+    pub(crate) poller: Arc<Poller>,
+    pub(crate) mode: PollMode,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) listener: Option<TcpListener>,
+    pub(crate) max_outbound: usize,
+    conns: AHashMap<usize, Connection>,
+    dirty: Vec<usize>,
+    read_buffer: Vec<u8>,
+    stop_deadline: Option<Instant>,
+}
+
+impl IoLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        index: usize,
+        threads: usize,
+        poller: Arc<Poller>,
+        mode: PollMode,
+        mailbox: Arc<Mailbox>,
+        inbox: Arc<Inbox>,
+        listener: Option<TcpListener>,
+        max_outbound: usize,
+    ) -> Self {
+        Self {
+            index,
+            threads,
+            poller,
+            mode,
+            mailbox,
+            inbox,
+            listener,
+            max_outbound,
+            conns: AHashMap::new(),
+            dirty: Vec::new(),
+            read_buffer: vec![0; READ_BUFFER],
+            stop_deadline: None,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        if let Err(error) = self.register_listener() {
+            tracing::error!(%error, "cannot watch the listener; no connection will be accepted");
+        }
+        let mut events = Events::new();
+        loop {
+            events.clear();
+            let timeout = self
+                .stop_deadline
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            if let Err(error) = self.poller.wait(&mut events, timeout)
+                && error.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(%error, "poll failed; stopping this I/O thread");
+                break;
+            }
+            let mut pushed = false;
+            for event in events.iter() {
+                if event.key == LISTENER_KEY {
+                    pushed |= self.accept_ready();
+                    continue;
+                }
+                if event.readable {
+                    pushed |= self.read_ready(event.key);
+                }
+                if event.writable {
+                    self.mark_dirty(event.key);
+                }
+                self.rearm(event.key);
+            }
+            if pushed {
+                self.inbox.wake();
+            }
+            self.run_commands();
+            self.flush_dirty();
+            if self
+                .stop_deadline
+                .is_some_and(|deadline| self.conns.is_empty() || Instant::now() >= deadline)
+            {
+                break;
+            }
+        }
+        let open: Vec<usize> = self.conns.keys().copied().collect();
+        for key in open {
+            self.drop_connection(key);
+        }
+    }
+
+    fn register_listener(&mut self) -> io::Result<()> {
+        let Some(listener) = &self.listener else {
+            return Ok(());
+        };
+        listener.set_nonblocking(true)?;
+        // SAFETY: the listener is owned by `self` and is removed from the
+        // poller (`stop_accepting`) before it is dropped.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.poller
+                .add_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
+        }
+    }
+
+    fn accept_ready(&mut self) -> bool {
+        let Some(listener) = &self.listener else {
+            return false;
+        };
+        let mut accepted = false;
+        for _ in 0..ACCEPTS_PER_TURN {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.inbox.push(Event::Accepted { stream, peer });
+                    accepted = true;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Out of descriptors and the like: log and retry next turn
+                    // rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    break;
+                }
+            }
+        }
+        if self.mode == PollMode::Oneshot
+            && let Some(listener) = &self.listener
+            && let Err(error) =
+                self.poller
+                    .modify_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
+        {
+            tracing::error!(%error, "cannot re-arm the listener");
+        }
+        accepted
+    }
+
+    /// Reads what one connection has, a bounded amount, and hands it to
+    /// the hub. Returns whether an event was pushed.
+    fn read_ready(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return false;
+        };
+        let id = conn.id;
+        for _ in 0..READS_PER_TURN {
+            match conn.stream.read(&mut self.read_buffer) {
+                Ok(0) => {
+                    self.lose(key);
+                    return true;
+                }
+                Ok(n) => {
+                    self.inbox.push(Event::Received {
+                        conn: id,
+                        bytes: self.read_buffer[..n].to_vec(),
+                    });
+                    if n < self.read_buffer.len() {
+                        return true;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.lose(key);
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    fn run_commands(&mut self) {
+        while let Some(command) = self.mailbox.pop() {
+            match command {
+                Command::Adopt { conn, stream } => self.adopt(conn, stream),
+                Command::Send {
+                    conn,
+                    bytes,
+                    priority,
+                } => self.queue(conn.get() as usize, bytes, priority),
+                Command::Broadcast {
+                    to,
+                    except,
+                    bytes,
+                    priority,
+                } => {
+                    for &conn in to.iter() {
+                        if Some(conn) != except && thread_of(conn, self.threads) == self.index {
+                            self.queue(conn.get() as usize, bytes.clone(), priority);
+                        }
+                    }
+                }
+                Command::Close { conn } => {
+                    let key = conn.get() as usize;
+                    if let Some(connection) = self.conns.get_mut(&key) {
+                        connection.closing = true;
+                        self.mark_dirty(key);
+                    }
+                }
+                Command::Stop => self.stop(),
+            }
+        }
+    }
+
+    fn adopt(&mut self, id: ConnId, stream: TcpStream) {
+        let key = id.get() as usize;
+        let setup = stream
+            .set_nonblocking(true)
+            .and_then(|()| stream.set_nodelay(true));
+        if let Err(error) = setup {
+            tracing::warn!(conn = %id, %error, "cannot set up socket");
+            self.inbox.send(Event::Closed { conn: id });
+            return;
+        }
+        // SAFETY: the stream is owned by the `Connection` stored under `key`;
+        // `drop_connection` deletes it from the poller before dropping it.
+        #[allow(unsafe_code)]
+        let added = unsafe {
+            self.poller
+                .add_with_mode(&stream, Interest::readable(key), self.mode)
+        };
+        if let Err(error) = added {
+            tracing::warn!(conn = %id, %error, "cannot watch socket");
+            self.inbox.send(Event::Closed { conn: id });
+            return;
+        }
+        self.conns.insert(
+            key,
+            Connection {
+                id,
+                stream,
+                out: OutQueue::default(),
+                closing: false,
+                want_write: false,
+                dirty: false,
+            },
+        );
+    }
+
+    fn queue(&mut self, key: usize, bytes: Bytes, priority: Priority) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.out.push(bytes, priority) > self.max_outbound {
+            // It stopped reading: cut it off now so its queue cannot grow,
+            // and let the core announce it.
+            let id = conn.id;
+            tracing::warn!(conn = %id, queued = conn.out.queued(), "slow consumer");
+            self.drop_connection(key);
+            self.inbox.send(Event::SlowConsumer { conn: id });
+            return;
+        }
+        self.mark_dirty(key);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(&key)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// One vectored write per connection that has output this turn.
+    fn flush_dirty(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.out.flush(&mut conn.stream) {
+                Ok(true) if conn.closing => {
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                    discard_unread(&mut conn.stream, &mut self.read_buffer);
+                    self.drop_connection(key);
+                }
+                Ok(done) => self.want_write(key, !done),
+                Err(_) => self.lose(key),
+            }
+        }
+    }
+
+    fn want_write(&mut self, key: usize, on: bool) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.want_write == on {
+            return;
+        }
+        conn.want_write = on;
+        let interest = if on {
+            Interest::all(key)
+        } else {
+            Interest::readable(key)
+        };
+        if let Err(error) = self
+            .poller
+            .modify_with_mode(&conn.stream, interest, self.mode)
+        {
+            tracing::warn!(conn = %conn.id, %error, "cannot change interest");
+        }
+    }
+
+    /// Oneshot pollers forget interest after each event.
+    fn rearm(&mut self, key: usize) {
+        if self.mode != PollMode::Oneshot {
+            return;
+        }
+        if let Some(conn) = self.conns.get(&key) {
+            let interest = if conn.want_write {
+                Interest::all(key)
+            } else {
+                Interest::readable(key)
+            };
+            let _ = self
+                .poller
+                .modify_with_mode(&conn.stream, interest, self.mode);
+        }
+    }
+
+    /// The peer went away or the socket failed: tell the core.
+    fn lose(&mut self, key: usize) {
+        if let Some(id) = self.drop_connection(key) {
+            self.inbox.push(Event::Closed { conn: id });
+        }
+    }
+
+    fn drop_connection(&mut self, key: usize) -> Option<ConnId> {
+        let conn = self.conns.remove(&key)?;
+        if let Err(error) = self.poller.delete(&conn.stream) {
+            tracing::debug!(conn = %conn.id, %error, "delete from poller failed");
+        }
+        Some(conn.id)
+    }
+
+    fn stop(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            let _ = self.poller.delete(&listener);
+        }
+        self.stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
+        let keys: Vec<usize> = self.conns.keys().copied().collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                conn.closing = true;
+            }
+            self.mark_dirty(key);
+        }
+    }
+}
+
+/// Reads away what the peer sent that nobody will handle. Closing a socket
+/// with unread input makes the kernel send a reset, which can destroy the
+/// last lines (a goodbye, a ban notice) before the peer reads them.
+fn discard_unread(stream: &mut TcpStream, buffer: &mut [u8]) {
+    for _ in 0..READS_PER_TURN {
+        match stream.read(buffer) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}

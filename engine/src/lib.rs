@@ -1,0 +1,237 @@
+//! chatd-engine: everything a chatd backend needs besides its own I/O.
+//!
+//! A backend only supplies I/O threads (see [`Backend`]): a listener,
+//! sockets, per-connection write queues, read buffers. The engine runs the
+//! rest: the thread that owns the sans-IO [`chatd_core::Server`]
+//! ([`hub`]), the history writer with group commit ([`persist`]), the
+//! clock ([`clock`]) and the settings ([`settings`]). Both backends share
+//! this code, so persistence, ACK rules and shutdown behave the same.
+//!
+//! # Lifecycle
+//!
+//! [`launch`] recovers history from the data directory, binds the listener,
+//! starts the writer, the backend's I/O threads and the hub, and returns a
+//! [`Running`] server. [`Running::shutdown`] (or SIGINT/SIGTERM in the CLI)
+//! tells every client, flushes their queues for a bounded time, syncs the
+//! history and lets [`Running::wait`] return.
+
+pub mod clock;
+pub mod hub;
+pub mod persist;
+pub mod settings;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use chatd_core::Server;
+
+use crate::clock::Clock;
+use crate::hub::{Event, Hub, Inbox, Mailbox};
+use crate::persist::{HistoryWriter, recover_dir};
+use crate::settings::Settings;
+
+/// How long I/O threads keep flushing queued output after a shutdown.
+pub const SHUTDOWN_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A way of doing socket I/O: readiness (poll) or completion (iocp).
+pub trait Backend {
+    /// `poll` or `iocp`.
+    fn name(&self) -> &'static str;
+
+    /// The operating system mechanism in use (`epoll`, `kqueue`, ...).
+    fn mechanism(&self) -> String;
+
+    /// Starts `threads` I/O threads. Thread 0 also accepts on `listener`
+    /// and hands new sockets to the hub as [`Event::Accepted`]. Thread `i`
+    /// owns connections whose id modulo `threads` is `i`.
+    fn start(
+        &self,
+        listener: TcpListener,
+        threads: usize,
+        max_outbound_bytes: usize,
+        inbox: Arc<Inbox>,
+    ) -> io::Result<Vec<IoThread>>;
+}
+
+/// One running I/O thread.
+#[derive(Debug)]
+pub struct IoThread {
+    /// Where the hub sends its commands.
+    pub mailbox: Arc<Mailbox>,
+    /// The thread, joined at the end.
+    pub thread: JoinHandle<()>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The settings are invalid.
+    #[error("invalid settings: {0}")]
+    Settings(#[from] chatd_core::ConfigError),
+    /// The data directory could not be read or prepared.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The listen address is not valid.
+    #[error("invalid listen address {0:?}")]
+    BadAddress(String),
+    /// Binding the listener failed (port in use, permission, ...).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start threads: {0}")]
+    Threads(io::Error),
+}
+
+/// What start-up found and chose, for the start-up log line.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    /// I/O threads.
+    pub threads: usize,
+    /// Records recovered from history.
+    pub recovered_records: usize,
+    /// Logs read.
+    pub recovered_logs: usize,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    info: StartInfo,
+    inbox: Arc<Inbox>,
+    hub: JoinHandle<()>,
+    io_threads: Vec<JoinHandle<()>>,
+}
+
+/// Something that can ask a running server to stop (for signal handlers).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    inbox: Arc<Inbox>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown; every client is told `reason`.
+    pub fn shutdown(&self, reason: &str) {
+        self.inbox.send(Event::Shutdown {
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+impl Running {
+    /// What start-up found and chose.
+    pub fn info(&self) -> &StartInfo {
+        &self.info
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.info.local_addr
+    }
+
+    /// A handle that can stop the server from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self, reason: &str) {
+        self.shutdown_handle().shutdown(reason);
+    }
+
+    /// Waits until the server has stopped: clients told and closed, their
+    /// queues flushed (for at most [`SHUTDOWN_FLUSH_LIMIT`]), history synced.
+    pub fn wait(self) {
+        if self.hub.join().is_err() {
+            tracing::error!("the core's thread panicked");
+        }
+        for thread in self.io_threads {
+            if thread.join().is_err() {
+                tracing::error!("an I/O thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts a server with `settings` on `backend`, timed by `clock`.
+pub fn launch(
+    settings: &Settings,
+    backend: &dyn Backend,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, LaunchError> {
+    let mut server = Server::new(settings.chat.clone(), clock.now(), clock.unix_ms())?;
+    let data_dir = settings.server.data_dir.clone();
+    let data_error = |source| LaunchError::DataDir {
+        path: data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(data_error)?;
+    let recovered = recover_dir(&data_dir).map_err(data_error)?;
+    let (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
+    server.restore(recovered.records);
+    let address: SocketAddr = settings
+        .server
+        .bind
+        .parse()
+        .map_err(|_| LaunchError::BadAddress(settings.server.bind.clone()))?;
+    let listener = TcpListener::bind(address).map_err(|source| LaunchError::Bind {
+        address: settings.server.bind.clone(),
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
+    let inbox = Arc::new(Inbox::default());
+    let reports = inbox.clone();
+    let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {
+        reports.send(Event::Persisted(report));
+    })
+    .map_err(data_error)?;
+    let threads = settings.server.resolved_threads();
+    let io = backend
+        .start(
+            listener,
+            threads,
+            settings.chat.max_outbound_bytes,
+            inbox.clone(),
+        )
+        .map_err(LaunchError::Threads)?;
+    let (mailboxes, io_threads): (Vec<_>, Vec<_>) =
+        io.into_iter().map(|t| (t.mailbox, t.thread)).unzip();
+    let hub = Hub {
+        server,
+        clock,
+        inbox: inbox.clone(),
+        mailboxes,
+        writer,
+    };
+    let hub = std::thread::Builder::new()
+        .name("chatd-core".into())
+        .spawn(move || hub.run())
+        .map_err(LaunchError::Threads)?;
+    Ok(Running {
+        info: StartInfo {
+            local_addr,
+            threads,
+            recovered_records,
+            recovered_logs,
+        },
+        inbox,
+        hub,
+        io_threads,
+    })
+}

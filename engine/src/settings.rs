@@ -1,0 +1,162 @@
+//! The server's settings: the config file's `[server]` table plus the
+//! core's settings at the top level (the same keys a transcript's `config`
+//! lines use).
+//!
+//! ```toml
+//! [server]
+//! bind = "127.0.0.1:9090"
+//! threads = 0              # 0 = one I/O thread per core
+//! data_dir = "chat_logs"
+//! fsync = "10ms"           # "always", "never", or a group-commit interval
+//! backend = "poll"         # or "iocp"
+//!
+//! history_size = 100
+//! [rate_limit]
+//! messages = 20
+//! window = "10s"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use chatd_core::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::persist::FsyncPolicy;
+
+/// Everything `chatd serve` needs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    /// The `[server]` table.
+    pub server: ServerSettings,
+    /// The core's settings.
+    pub chat: Config,
+}
+
+/// The `[server]` table: how the process runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// I/O threads; 0 means one per available core.
+    pub threads: usize,
+    /// Where room logs live.
+    pub data_dir: PathBuf,
+    /// When history is forced to disk.
+    pub fsync: FsyncPolicy,
+    /// `poll` or `iocp`.
+    pub backend: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:9090".into(),
+            threads: 0,
+            data_dir: PathBuf::from("chat_logs"),
+            fsync: FsyncPolicy::Every(std::time::Duration::from_millis(10)),
+            backend: "poll".into(),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The thread count with 0 resolved to the available cores.
+    pub fn resolved_threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped settings.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| SettingsError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses config file text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let server = match table.remove("server") {
+            Some(value) => value
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("[server]: {}", e.message()))?,
+            None => ServerSettings::default(),
+        };
+        let chat: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        chat.validate().map_err(|e| e.to_string())?;
+        Ok(Self { server, chat })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn server_table_and_core_settings_share_one_file() {
+        let settings = Settings::parse(
+            "history_size = 7\n[server]\nfsync = \"always\"\nthreads = 3\n[rate_limit]\nmessages = 2\n",
+        )
+        .unwrap();
+        assert_eq!(settings.chat.history_size, 7);
+        assert_eq!(settings.chat.rate_limit.messages, 2);
+        assert_eq!(settings.server.fsync, FsyncPolicy::Always);
+        assert_eq!(settings.server.threads, 3);
+        assert_eq!(settings.chat.rate_limit.window, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_and_invalid_settings_are_refused() {
+        assert!(
+            Settings::parse("no_such_thing = 1")
+                .unwrap_err()
+                .contains("no_such_thing")
+        );
+        assert!(
+            Settings::parse("[server]\nport = 1")
+                .unwrap_err()
+                .contains("port")
+        );
+        assert!(
+            Settings::parse("max_line_bytes = 3")
+                .unwrap_err()
+                .contains("max_line_bytes")
+        );
+        assert!(Settings::parse("[server]\nfsync = \"sometimes\"").is_err());
+    }
+}

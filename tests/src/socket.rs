@@ -1,0 +1,201 @@
+//! The socket driver: a real backend over TCP on 127.0.0.1, with a manual
+//! clock and a temporary data directory.
+//!
+//! Clients are plain blocking sockets bound to the transcript's source
+//! address. Reads wait at most [`STEP_TIMEOUT`]: that limit only fails a
+//! hung step; it never orders anything.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatd_core::Config;
+use chatd_engine::clock::ManualClock;
+use chatd_engine::persist::FsyncPolicy;
+use chatd_engine::settings::{ServerSettings, Settings};
+use chatd_engine::{Backend, Running, launch};
+use socket2::{Domain, Socket, Type};
+
+use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
+use crate::memory::VIRTUAL_UNIX_START_MS;
+
+/// How long a client waits for a line before the step fails.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs transcripts against a backend over real sockets.
+pub struct SocketDriver<B: Backend> {
+    backend: B,
+    name: String,
+    clock: ManualClock,
+    data_dir: tempfile::TempDir,
+    settings: Settings,
+    running: Option<Running>,
+    clients: HashMap<String, Client>,
+}
+
+struct Client {
+    stream: TcpStream,
+    unread: Vec<u8>,
+    eof: bool,
+}
+
+impl<B: Backend> SocketDriver<B> {
+    /// A driver for `backend` with `threads` I/O threads.
+    pub fn new(backend: B, threads: usize) -> io::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let name = format!("{} ({} threads)", backend.name(), threads);
+        let settings = Settings {
+            server: ServerSettings {
+                bind: "127.0.0.1:0".into(),
+                threads,
+                data_dir: data_dir.path().to_path_buf(),
+                fsync: FsyncPolicy::Always,
+                backend: backend.name().into(),
+            },
+            chat: Config::default(),
+        };
+        Ok(Self {
+            backend,
+            name,
+            clock: ManualClock::new(VIRTUAL_UNIX_START_MS),
+            data_dir,
+            settings,
+            running: None,
+            clients: HashMap::new(),
+        })
+    }
+
+    /// The data directory the server writes its logs to.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    fn boot(&mut self) -> Result<(), DriverError> {
+        let running = launch(&self.settings, &self.backend, Arc::new(self.clock.clone()))
+            .map_err(|error| DriverError(format!("cannot start the server: {error}")))?;
+        self.running = Some(running);
+        Ok(())
+    }
+
+    fn address(&self) -> Result<SocketAddr, DriverError> {
+        self.running
+            .as_ref()
+            .map(Running::local_addr)
+            .ok_or_else(|| DriverError("the server is not running".into()))
+    }
+
+    fn client(&mut self, name: &str) -> Result<&mut Client, DriverError> {
+        self.clients
+            .get_mut(name)
+            .ok_or_else(|| DriverError(format!("{name} is not connected")))
+    }
+}
+
+impl<B: Backend> Driver for SocketDriver<B> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self, config: &Config) -> Result<(), DriverError> {
+        self.settings.chat = config.clone();
+        self.boot()
+    }
+
+    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
+        let server = self.address()?;
+        let socket = Socket::new(Domain::for_address(server), Type::STREAM, None)
+            .and_then(|socket| {
+                socket
+                    .bind(&SocketAddr::new(from, 0).into())
+                    .map(|()| socket)
+            })
+            .and_then(|socket| socket.connect(&server.into()).map(|()| socket))
+            .map_err(|error| {
+                DriverError(format!("{client} cannot connect from {from}: {error}"))
+            })?;
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(STEP_TIMEOUT))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(|error| DriverError(error.to_string()))?;
+        self.clients.insert(
+            client.to_owned(),
+            Client {
+                stream,
+                unread: Vec::new(),
+                eof: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
+        self.client(client)?
+            .stream
+            .write_all(bytes)
+            .map_err(|error| DriverError(format!("{client} cannot send: {error}")))
+    }
+
+    fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
+        let state = self.client(client)?;
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(end) = state.unread.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = state.unread.drain(..=end).collect();
+                return Ok(Received::Line(
+                    String::from_utf8_lossy(&line[..end]).into_owned(),
+                ));
+            }
+            if state.eof {
+                return Ok(Received::Closed);
+            }
+            match state.stream.read(&mut buffer) {
+                Ok(0) => state.eof = true,
+                Ok(n) => state.unread.extend_from_slice(&buffer[..n]),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(Received::Nothing);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => state.eof = true,
+                Err(error) => return Err(DriverError(format!("{client} cannot read: {error}"))),
+            }
+        }
+    }
+
+    fn close(&mut self, client: &str) -> Result<(), DriverError> {
+        self.clients
+            .remove(client)
+            .ok_or_else(|| DriverError(format!("{client} is not connected")))?;
+        Ok(())
+    }
+
+    fn advance(&mut self, by: Duration) -> Result<(), DriverError> {
+        self.clock.advance(by);
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), DriverError> {
+        let running = self
+            .running
+            .take()
+            .ok_or_else(|| DriverError("the server is not running".into()))?;
+        running.shutdown(RESTART_REASON);
+        running.wait();
+        self.boot()
+    }
+
+    fn stop(&mut self) {
+        self.clients.clear();
+        if let Some(running) = self.running.take() {
+            running.shutdown("test over");
+            running.wait();
+        }
+    }
+}
