@@ -286,6 +286,14 @@ impl IoLoop {
             return;
         };
         if conn.out.push(bytes, priority) > self.max_outbound {
+            // One hub batch can bring many lines at once: see what the
+            // socket takes before judging the client.
+            if conn.out.flush(&mut conn.stream).is_err() {
+                self.lose(key);
+                return;
+            }
+        }
+        if conn.out.queued() > self.max_outbound {
             // It stopped reading: cut it off now so its queue cannot grow,
             // and let the core announce it.
             let id = conn.id;

@@ -72,23 +72,23 @@ pub enum LaunchError {
     #[error("invalid settings: {0}")]
     Settings(#[from] chatd_core::ConfigError),
     /// The data directory could not be read or prepared.
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path}: {cause}")]
     DataDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The listen address is not valid.
     #[error("invalid listen address {0:?}")]
     BadAddress(String),
     /// Binding the listener failed (port in use, permission, ...).
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {cause}")]
     Bind {
         /// The address.
         address: String,
         /// Why.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A thread could not be started.
     #[error("cannot start threads: {0}")]
@@ -177,9 +177,9 @@ pub fn launch(
 ) -> Result<Running, LaunchError> {
     let mut server = Server::new(settings.chat.clone(), clock.now(), clock.unix_ms())?;
     let data_dir = settings.server.data_dir.clone();
-    let data_error = |source| LaunchError::DataDir {
+    let data_error = |cause| LaunchError::DataDir {
         path: data_dir.clone(),
-        source,
+        cause,
     };
     std::fs::create_dir_all(&data_dir).map_err(data_error)?;
     let recovered = recover_dir(&data_dir).map_err(data_error)?;
@@ -190,9 +190,9 @@ pub fn launch(
         .bind
         .parse()
         .map_err(|_| LaunchError::BadAddress(settings.server.bind.clone()))?;
-    let listener = TcpListener::bind(address).map_err(|source| LaunchError::Bind {
+    let listener = TcpListener::bind(address).map_err(|cause| LaunchError::Bind {
         address: settings.server.bind.clone(),
-        source,
+        cause,
     })?;
     let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
     let inbox = Arc::new(Inbox::default());

@@ -321,6 +321,10 @@ pub fn recover_dir(dir: &Path) -> io::Result<Recovered> {
         .collect();
     paths.sort();
     for path in paths {
+        if !path.is_file() {
+            tracing::warn!(log = %path.display(), "not a regular file; skipped");
+            continue;
+        }
         let bytes = std::fs::read(&path)?;
         let recovery = history::recover(&bytes);
         recovered.logs += 1;

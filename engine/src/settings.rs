@@ -74,12 +74,12 @@ impl ServerSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has unknown or mistyped settings.
     #[error("invalid config file {path}: {message}")]
@@ -94,9 +94,9 @@ pub enum SettingsError {
 impl Settings {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| SettingsError::Read {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Self::parse(&text).map_err(|message| SettingsError::Invalid {
             path: path.display().to_string(),

@@ -2,12 +2,13 @@
 //! clock and a temporary data directory.
 //!
 //! Clients are plain blocking sockets bound to the transcript's source
-//! address. Reads wait at most [`STEP_TIMEOUT`]: that limit only fails a
-//! hung step; it never orders anything.
+//! address ([`LineClient`]). Reads wait at most
+//! [`crate::client::LINE_TIMEOUT`]: that limit only fails a hung step; it
+//! never orders anything.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +17,10 @@ use chatd_engine::clock::ManualClock;
 use chatd_engine::persist::FsyncPolicy;
 use chatd_engine::settings::{ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
-use socket2::{Domain, Socket, Type};
 
+use crate::client::LineClient;
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 use crate::memory::VIRTUAL_UNIX_START_MS;
-
-/// How long a client waits for a line before the step fails.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs transcripts against a backend over real sockets.
 pub struct SocketDriver<B: Backend> {
@@ -32,13 +30,7 @@ pub struct SocketDriver<B: Backend> {
     data_dir: tempfile::TempDir,
     settings: Settings,
     running: Option<Running>,
-    clients: HashMap<String, Client>,
-}
-
-struct Client {
-    stream: TcpStream,
-    unread: Vec<u8>,
-    eof: bool,
+    clients: HashMap<String, LineClient>,
 }
 
 impl<B: Backend> SocketDriver<B> {
@@ -86,7 +78,7 @@ impl<B: Backend> SocketDriver<B> {
             .ok_or_else(|| DriverError("the server is not running".into()))
     }
 
-    fn client(&mut self, name: &str) -> Result<&mut Client, DriverError> {
+    fn client(&mut self, name: &str) -> Result<&mut LineClient, DriverError> {
         self.clients
             .get_mut(name)
             .ok_or_else(|| DriverError(format!("{name} is not connected")))
@@ -105,68 +97,23 @@ impl<B: Backend> Driver for SocketDriver<B> {
 
     fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
         let server = self.address()?;
-        let socket = Socket::new(Domain::for_address(server), Type::STREAM, None)
-            .and_then(|socket| {
-                socket
-                    .bind(&SocketAddr::new(from, 0).into())
-                    .map(|()| socket)
-            })
-            .and_then(|socket| socket.connect(&server.into()).map(|()| socket))
-            .map_err(|error| {
-                DriverError(format!("{client} cannot connect from {from}: {error}"))
-            })?;
-        let stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(STEP_TIMEOUT))
-            .and_then(|()| stream.set_nodelay(true))
-            .map_err(|error| DriverError(error.to_string()))?;
-        self.clients.insert(
-            client.to_owned(),
-            Client {
-                stream,
-                unread: Vec::new(),
-                eof: false,
-            },
-        );
+        let connection = LineClient::connect(server, from).map_err(|error| {
+            DriverError(format!("{client} cannot connect from {from}: {error}"))
+        })?;
+        self.clients.insert(client.to_owned(), connection);
         Ok(())
     }
 
     fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
         self.client(client)?
-            .stream
-            .write_all(bytes)
+            .send(bytes)
             .map_err(|error| DriverError(format!("{client} cannot send: {error}")))
     }
 
     fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
-        let state = self.client(client)?;
-        let mut buffer = [0u8; 4096];
-        loop {
-            if let Some(end) = state.unread.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = state.unread.drain(..=end).collect();
-                return Ok(Received::Line(
-                    String::from_utf8_lossy(&line[..end]).into_owned(),
-                ));
-            }
-            if state.eof {
-                return Ok(Received::Closed);
-            }
-            match state.stream.read(&mut buffer) {
-                Ok(0) => state.eof = true,
-                Ok(n) => state.unread.extend_from_slice(&buffer[..n]),
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(Received::Nothing);
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => state.eof = true,
-                Err(error) => return Err(DriverError(format!("{client} cannot read: {error}"))),
-            }
-        }
+        self.client(client)?
+            .next_line()
+            .map_err(|error| DriverError(format!("{client} cannot read: {error}")))
     }
 
     fn close(&mut self, client: &str) -> Result<(), DriverError> {

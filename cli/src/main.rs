@@ -1,0 +1,66 @@
+//! `chatd`: the chat server's command line.
+//!
+//! - `chatd serve` runs the server (see `chatd serve --help`);
+//! - `chatd hash-password` prints an operator entry for the config file.
+//!
+//! Any failure at start is one line on stderr and a non-zero exit.
+
+mod hash_password;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A fast, lean, multi-threaded chat server.
+#[derive(Debug, Parser)]
+#[command(name = "chatd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Hash an operator password (read from the terminal or stdin) and print
+    /// the config entry.
+    HashPassword(hash_password::HashPasswordArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return clap_exit(&error),
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::HashPassword(args) => hash_password::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chatd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go out whole; a usage error is one line.
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("chatd: {first} (see chatd --help)");
+    ExitCode::from(2)
+}

@@ -1,0 +1,115 @@
+//! A test client: a blocking TCP socket from a chosen loopback address that
+//! reads whole lines, waiting at most a fixed time for each.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::driver::Received;
+
+/// How long a client waits for a line before giving up.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection to the server.
+#[derive(Debug)]
+pub struct LineClient {
+    stream: TcpStream,
+    unread: Vec<u8>,
+    eof: bool,
+}
+
+impl LineClient {
+    /// Connects to `server` from `from` (any local address, e.g. 127.0.0.2).
+    pub fn connect(server: SocketAddr, from: IpAddr) -> io::Result<Self> {
+        Self::connect_with(server, from, None)
+    }
+
+    /// Like [`LineClient::connect`], with a receive buffer size (small ones
+    /// make a client that stops reading fill up quickly).
+    pub fn connect_with(
+        server: SocketAddr,
+        from: IpAddr,
+        receive_buffer: Option<usize>,
+    ) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(server), Type::STREAM, None)?;
+        if let Some(size) = receive_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.connect(&server.into())?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(LINE_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            unread: Vec::new(),
+            eof: false,
+        })
+    }
+
+    /// A second handle on the same connection, for sending from another
+    /// thread while this one reads.
+    pub fn try_clone_sender(&self) -> io::Result<LineClient> {
+        Ok(Self {
+            stream: self.stream.try_clone()?,
+            unread: Vec::new(),
+            eof: false,
+        })
+    }
+
+    /// Sends bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends one line (LF added).
+    pub fn say(&mut self, line: &str) -> io::Result<()> {
+        self.send(format!("{line}\n").as_bytes())
+    }
+
+    /// The next line, the end of the connection, or nothing within the timeout.
+    pub fn next_line(&mut self) -> io::Result<Received> {
+        let mut buffer = [0u8; 8192];
+        loop {
+            if let Some(end) = self.unread.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.unread.drain(..=end).collect();
+                return Ok(Received::Line(
+                    String::from_utf8_lossy(&line[..end]).into_owned(),
+                ));
+            }
+            if self.eof {
+                return Ok(Received::Closed);
+            }
+            match self.stream.read(&mut buffer) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.unread.extend_from_slice(&buffer[..n]),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(Received::Nothing);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => self.eof = true,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Reads lines until one satisfies `wanted`, returning it, or fails
+    /// with everything seen if the connection ends or goes quiet first.
+    pub fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> Result<String, String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.next_line().map_err(|e| e.to_string())? {
+                Received::Line(line) if wanted(&line) => return Ok(line),
+                Received::Line(line) => seen.push(line),
+                other => return Err(format!("{other:?} after {seen:?}")),
+            }
+        }
+    }
+}
