@@ -1,4 +1,10 @@
-//! Benchmarks for chatd: the load generator behind `chatd bench` and the core
-//! microbenchmarks.
+//! Measurements of a running `chatd` process, loopback only, bounded in
+//! count and time.
 //!
-//! Intentionally empty for now: the benchmarks need a backend to measure.
+//! - [`server`]: start `chatd serve` as a child process with a given
+//!   config and read its RSS and CPU time from `/proc`;
+//! - [`connect`]: the connect scenario, N idle connections, time to
+//!   connect them all and server RSS per connection.
+
+pub mod connect;
+pub mod server;

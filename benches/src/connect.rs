@@ -1,0 +1,137 @@
+//! The connect scenario: N idle connections to one server.
+//!
+//! Connections come from 127.0.0.1, 127.0.0.2, ... (at most
+//! [`PER_SOURCE`] each, well inside the ephemeral port range), and each
+//! waits for its welcome line, so the server has really admitted it.
+//! Reported: time to connect all, failures, and the server's RSS growth per
+//! connection.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::server::ServerProcess;
+
+/// Connections per loopback source address. Linux hands connect() mostly
+/// even ephemeral ports, so one source reaches about 14,000 before the port
+/// search gets slow; 4,000 per source keeps it instant.
+pub const PER_SOURCE: usize = 4_000;
+
+/// What the scenario measured.
+#[derive(Debug, Clone)]
+pub struct ConnectReport {
+    /// Connections asked for.
+    pub requested: usize,
+    /// Connections that got their welcome line.
+    pub connected: usize,
+    /// Connections that failed (refused, reset, no welcome).
+    pub failures: usize,
+    /// Time from the first connect to the last welcome.
+    pub elapsed: Duration,
+    /// Server RSS before connecting.
+    pub rss_before: u64,
+    /// Server RSS with every connection open and idle.
+    pub rss_after: u64,
+}
+
+impl ConnectReport {
+    /// Server RSS growth per connected client, in bytes.
+    pub fn rss_per_connection(&self) -> f64 {
+        if self.connected == 0 {
+            return 0.0;
+        }
+        (self.rss_after.saturating_sub(self.rss_before)) as f64 / self.connected as f64
+    }
+}
+
+/// Opens `count` connections, keeps them open while measuring, then closes them.
+pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Result<ConnectReport> {
+    // Let the server settle (allocator warm-up, threads started).
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_before = server.rss_bytes()?;
+    let start = Instant::now();
+    let mut open: Vec<TcpStream> = Vec::with_capacity(count);
+    let mut failures = 0;
+    for i in 0..count {
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8));
+        match connect_and_welcome(server.addr, source) {
+            Ok(stream) => open.push(stream),
+            Err(_) => failures += 1,
+        }
+        if progress && (i + 1) % 1_000 == 0 {
+            eprint!("\r  {} / {count} connected", i + 1);
+        }
+    }
+    let elapsed = start.elapsed();
+    if progress {
+        eprintln!();
+    }
+    // Idle: give the server a moment to finish any deferred work.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = server.rss_bytes()?;
+    let connected = open.len();
+    drop(open);
+    Ok(ConnectReport {
+        requested: count,
+        connected,
+        failures,
+        elapsed,
+        rss_before,
+        rss_after,
+    })
+}
+
+fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    bind_source(&socket, source)?;
+    socket.connect_timeout(&server.into(), Duration::from_secs(5))?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    // The reader's buffer is dropped with it; only the welcome is read.
+    BufReader::new(&stream).read_line(&mut line)?;
+    if !line.starts_with("* welcome") {
+        return Err(std::io::Error::other(format!(
+            "unexpected first line {line:?}"
+        )));
+    }
+    Ok(stream)
+}
+
+/// Binds the socket to a source address, leaving the port to connect().
+///
+/// A plain bind to port 0 picks the port at bind time, scanning every bound
+/// socket, which crawls after a few thousand. With IP_BIND_ADDRESS_NO_PORT
+/// the port is picked at connect time per (source, destination), so each
+/// source address gets its own port space.
+#[cfg(target_os = "linux")]
+fn bind_source(socket: &Socket, source: IpAddr) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a plain setsockopt on a socket we own, with a pointer to a
+    // live c_int and its exact size.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_source(socket: &Socket, source: IpAddr) -> std::io::Result<()> {
+    if source == IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        return Ok(());
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())
+}

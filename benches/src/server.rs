@@ -1,0 +1,110 @@
+//! A `chatd serve` child process under measurement.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// A running server process.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0`) and
+    /// waits for its start-up line.
+    pub fn start(binary: &Path, args: &[String]) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("chatd listening on ").nth(1) {
+                    let _ = found.send(rest.split(": ").next().unwrap_or_default().to_owned());
+                } else if line.contains("ERROR") || line.starts_with("chatd:") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let Ok(addr) = address.recv_timeout(Duration::from_secs(10)) else {
+            let _ = child.kill();
+            bail!("the server printed no start-up line within 10 s");
+        };
+        Ok(Self {
+            addr: addr.parse().context("start-up line address")?,
+            child,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User plus system CPU time the server has used, from /proc/PID/stat.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .context("cannot read /proc (Linux only)")?;
+        // Fields after the command name (which may hold spaces) start at ")".
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
+        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+            bail!("unexpected /proc stat format");
+        };
+        // Linux reports clock ticks of 1/100 s (USER_HZ) to user space.
+        Ok(Duration::from_millis((user + system) * 10))
+    }
+
+    /// Resident set size in bytes, from /proc/PID/status.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .context("cannot read /proc (Linux only)")?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .context("no VmRSS in /proc status")?;
+        Ok(kib * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `chatd` binary next to the running executable (same target dir).
+pub fn sibling_chatd() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("cannot find the running executable")?;
+    let dir = me.parent().context("executable has no directory")?;
+    let candidate = dir.join(if cfg!(windows) { "chatd.exe" } else { "chatd" });
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "no chatd binary at {}; build it first (cargo build --release --bin chatd)",
+        candidate.display()
+    )
+}
