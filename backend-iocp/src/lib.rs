@@ -1,6 +1,156 @@
-//! backend-iocp: the completion-based backend of chatd (compio: IOCP on
-//! Windows, io_uring on Linux).
+//! backend-iocp: chatd on completion I/O through compio (io_uring on
+//! Linux, IOCP on Windows, compio's polling driver where io_uring is
+//! refused).
 //!
-//! This crate is intentionally empty for now. It will drive
-//! [`chatd_core::Server`] with completion I/O; until it exists, nothing here
-//! pretends to serve connections.
+//! Only socket I/O lives here ([`IocpBackend`] implements
+//! [`chatd_engine::Backend`]); the chat runs on the engine's core thread,
+//! exactly as with backend-poll. N I/O threads each run one compio runtime
+//! and own the connections whose id modulo N is their index. A blocking
+//! acceptor thread hands new sockets to the core unattached, because on
+//! IOCP a socket belongs to one completion port for life. The core's thread
+//! wakes an I/O thread through an atomic flag and waker ([`signal`]).
+
+mod acceptor;
+mod io_thread;
+mod signal;
+
+use std::io;
+use std::net::TcpListener;
+use std::num::NonZero;
+use std::sync::{Arc, Mutex, mpsc};
+
+use chatd_engine::hub::{Inbox, Mailbox};
+use chatd_engine::{Backend, IoThread};
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::runtime::{Runtime, RuntimeBuilder};
+
+use crate::acceptor::Acceptor;
+use crate::io_thread::{POOL_BUFFER, ReadStrategy, ThreadContext};
+use crate::signal::Signal;
+
+/// Provided buffers per I/O thread on io_uring (4 MiB at 4 KiB each),
+/// shared by all of that thread's connections.
+const POOL_BUFFERS: u16 = 1024;
+
+/// The completion backend.
+#[derive(Debug, Default)]
+pub struct IocpBackend {
+    /// The driver the runtimes chose, once started.
+    driver: Mutex<Option<String>>,
+}
+
+impl Backend for IocpBackend {
+    fn name(&self) -> &'static str {
+        "iocp"
+    }
+
+    fn mechanism(&self) -> String {
+        self.driver
+            .lock()
+            .ok()
+            .and_then(|driver| driver.clone())
+            .unwrap_or_else(|| "compio (not started)".into())
+    }
+
+    fn start(
+        &self,
+        listener: TcpListener,
+        threads: usize,
+        max_outbound_bytes: usize,
+        inbox: Arc<Inbox>,
+    ) -> io::Result<Vec<IoThread>> {
+        let threads = threads.max(1);
+        let mut acceptor = Some(Acceptor::start(listener, inbox.clone())?);
+        let mut started = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let signal = Arc::new(Signal::default());
+            let raise = signal.clone();
+            let mailbox = Arc::new(Mailbox::new(move || raise.raise()));
+            let (ready, report) = mpsc::channel();
+            let context = PendingContext {
+                index,
+                threads,
+                max_outbound: max_outbound_bytes,
+                inbox: inbox.clone(),
+                mailbox: mailbox.clone(),
+                signal,
+                acceptor: acceptor.take(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("chatd-io-{index}"))
+                .spawn(move || run_thread(context, &ready))?;
+            let driver = report
+                .recv()
+                .map_err(|_| io::Error::other("an I/O thread died while starting"))??;
+            if index == 0
+                && let Ok(mut recorded) = self.driver.lock()
+            {
+                *recorded = Some(driver);
+            }
+            started.push(IoThread { mailbox, thread });
+        }
+        Ok(started)
+    }
+}
+
+/// A thread's context before its runtime exists.
+struct PendingContext {
+    index: usize,
+    threads: usize,
+    max_outbound: usize,
+    inbox: Arc<Inbox>,
+    mailbox: Arc<Mailbox>,
+    signal: Arc<Signal>,
+    acceptor: Option<Acceptor>,
+}
+
+fn run_thread(pending: PendingContext, ready: &mpsc::Sender<io::Result<String>>) {
+    let runtime = match build_runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let driver = runtime.driver_type();
+    // Provided buffers only help where the kernel picks the buffer at
+    // completion, i.e. io_uring; elsewhere compio takes one per pending read.
+    let strategy = if driver == DriverType::IoUring && runtime.buffer_pool().is_ok() {
+        ReadStrategy::Pool
+    } else {
+        ReadStrategy::Own
+    };
+    let _ = ready.send(Ok(describe(driver, strategy)));
+    let context = ThreadContext {
+        index: pending.index,
+        threads: pending.threads,
+        max_outbound: pending.max_outbound,
+        inbox: pending.inbox,
+        mailbox: pending.mailbox,
+        signal: pending.signal,
+        acceptor: pending.acceptor,
+        strategy,
+    };
+    runtime.block_on(io_thread::run(context));
+}
+
+fn build_runtime() -> io::Result<Runtime> {
+    let mut proactor = ProactorBuilder::new();
+    proactor
+        .buffer_pool_size(NonZero::new(POOL_BUFFERS).unwrap_or(NonZero::<u16>::MIN))
+        .buffer_pool_buffer_len(POOL_BUFFER);
+    RuntimeBuilder::new().with_proactor(proactor).build()
+}
+
+/// The name the start-up line shows for the driver in use.
+fn describe(driver: DriverType, strategy: ReadStrategy) -> String {
+    let reads = match strategy {
+        ReadStrategy::Pool => "provided buffers",
+        ReadStrategy::Own => "small per-connection buffers",
+    };
+    match driver {
+        DriverType::IoUring => format!("io_uring, {reads}"),
+        DriverType::IOCP => format!("IOCP, {reads}"),
+        DriverType::Poll => format!("polling fallback, {reads}"),
+    }
+}

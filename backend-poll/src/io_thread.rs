@@ -19,7 +19,7 @@ use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::hub::{Command, Event, Inbox, Mailbox, thread_of};
 use polling::{Event as Interest, Events, PollMode, Poller};
 
-use crate::out_queue::OutQueue;
+use chatd_engine::out_queue::OutQueue;
 
 /// The listener's key; connection keys are their ids, which never reach
 /// this value. (`usize::MAX` is reserved by `polling`.)

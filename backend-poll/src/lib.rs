@@ -10,7 +10,6 @@
 //! chat itself runs on the engine's core thread.
 
 mod io_thread;
-pub mod out_queue;
 
 use std::io;
 use std::net::TcpListener;

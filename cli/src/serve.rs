@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
+use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
 use chatd_engine::clock::SystemClock;
 use chatd_engine::persist::FsyncPolicy;
@@ -68,7 +69,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let backend: Box<dyn Backend> = match server.backend.as_str() {
         "poll" => Box::new(PollBackend),
-        "iocp" => bail!("the iocp backend is not built yet; use --backend poll"),
+        "iocp" => Box::new(IocpBackend::default()),
         other => bail!("unknown backend {other:?} in the config file (poll or iocp)"),
     };
     let running = launch(&settings, backend.as_ref(), Arc::new(SystemClock))?;

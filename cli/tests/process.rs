@@ -100,8 +100,25 @@ fn client(addr: SocketAddr) -> LineClient {
     client
 }
 
+/// Runs chatd to completion; a run that does not end within 10 s (say, a
+/// server that started when it should have failed) is killed and fails.
 fn run_chatd(args: &[&str]) -> (ExitStatus, String) {
-    let output = Command::new(CHATD).args(args).output().expect("chatd runs");
+    let mut child = Command::new(CHATD)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chatd runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("chatd {args:?} did not exit within 10 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
     (
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -138,8 +155,8 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
             "cannot listen on",
         ),
         (
-            vec!["serve", "--backend", "iocp"],
-            "iocp backend is not built yet",
+            vec!["serve", "--backend", "kqueue"],
+            "invalid value 'kqueue'",
         ),
     ] {
         let (status, stderr) = run_chatd(&args);
@@ -197,9 +214,16 @@ fn hash_password_prints_an_operator_entry_the_server_accepts() {
 #[cfg(unix)]
 #[test]
 fn sigterm_tells_clients_flushes_history_and_exits_zero() {
+    for backend in ["poll", "iocp"] {
+        stop_with_sigterm(backend);
+    }
+}
+
+#[cfg(unix)]
+fn stop_with_sigterm(backend: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     // fsync once an hour: only the shutdown path can have synced these.
-    let server = Server::start(dir.path(), &["--fsync", "1h"]);
+    let server = Server::start(dir.path(), &["--fsync", "1h", "--backend", backend]);
     let mut alice = client(server.addr);
     for i in 0..15 {
         alice.say(&format!("message {i}")).expect("send");
@@ -213,7 +237,7 @@ fn sigterm_tells_clients_flushes_history_and_exits_zero() {
     );
     assert_eq!(alice.next_line().expect("read"), Received::Closed);
     let status = server.wait(Duration::from_secs(10));
-    assert!(status.success(), "exit status {status:?}");
+    assert!(status.success(), "{backend}: exit status {status:?}");
     let bytes = std::fs::read(dir.path().join("general.log")).expect("log exists");
     let texts: Vec<String> = history::recover(&bytes)
         .records
@@ -229,19 +253,24 @@ fn sigterm_tells_clients_flushes_history_and_exits_zero() {
 fn sigkill_during_an_acknowledged_stream_loses_no_acknowledged_message() {
     // "always" keeps records waiting behind each fsync, the widest window
     // for an early ACK to show; 10ms is the default.
-    for policy in ["always", "10ms"] {
-        kill_mid_stream_and_recover(policy);
+    for backend in ["poll", "iocp"] {
+        for policy in ["always", "10ms"] {
+            kill_mid_stream_and_recover(backend, policy);
+        }
     }
 }
 
 #[cfg(unix)]
-fn kill_mid_stream_and_recover(policy: &str) {
+fn kill_mid_stream_and_recover(backend: &str, policy: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("chatd.toml");
     std::fs::write(&config, "[rate_limit]\nenabled = false\n").expect("write config");
     let config = config.to_string_lossy().into_owned();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &["--config", &config, "--fsync", policy]);
+    let server = Server::start(
+        &data,
+        &["--config", &config, "--fsync", policy, "--backend", backend],
+    );
     let mut writer = client(server.addr);
     writer.say("#ack on").expect("send");
     writer
@@ -296,10 +325,10 @@ fn kill_mid_stream_and_recover(policy: &str) {
         .collect();
     assert!(
         lost.is_empty(),
-        "fsync {policy}: acknowledged but lost: {lost:?}"
+        "{backend}, fsync {policy}: acknowledged but lost: {lost:?}"
     );
     // ... and a restarted server recovers it and carries on.
-    let server = Server::start(&data, &["--config", &config]);
+    let server = Server::start(&data, &["--config", &config, "--backend", backend]);
     let mut reader = client(server.addr);
     reader.say("#history 1").expect("send");
     reader

@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod hub;
+pub mod out_queue;
 pub mod persist;
 pub mod settings;
 

@@ -1,5 +1,6 @@
 //! Every transcript under tests/transcripts/, once per driver.
 
+use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
 use chatd_tests::memory::MemoryDriver;
 use chatd_tests::runner;
@@ -39,7 +40,14 @@ fn main() {
             let mut driver = MemoryDriver::new(seed_for(&transcript.name));
             runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
         }));
-        let path = path.clone();
+        let iocp_path = path.clone();
+        trials.push(Trial::test(format!("iocp::{name}"), move || {
+            let transcript =
+                Transcript::load(&iocp_path).map_err(|e| Failed::from(e.to_string()))?;
+            let mut driver = SocketDriver::new(IocpBackend::default(), 2)
+                .map_err(|e| Failed::from(e.to_string()))?;
+            runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
+        }));
         trials.push(Trial::test(format!("poll::{name}"), move || {
             let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
             // Two I/O threads, so connections really live on different threads.

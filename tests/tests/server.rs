@@ -1,18 +1,17 @@
-//! backend-poll as a whole server over TCP: slow consumers, recovery from
-//! damaged logs, and history the disk refuses.
+//! The whole server over TCP, on each backend: slow consumers, recovery
+//! from damaged logs, history the disk refuses, and when ACKs may go out.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use chatd_backend_poll::PollBackend;
 use chatd_core::history::{self, Record, RecordKind};
 use chatd_core::{Config, MessageId, Nick, RoomName};
 use chatd_engine::clock::ManualClock;
 use chatd_engine::persist::{FsyncPolicy, log_path};
 use chatd_engine::settings::{ServerSettings, Settings};
-use chatd_engine::{Running, launch};
+use chatd_engine::{Backend, Running, launch};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
 
@@ -20,24 +19,54 @@ fn host(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
 }
 
-fn start(dir: &std::path::Path, chat: Config) -> Running {
-    start_with(dir, chat, FsyncPolicy::Always)
+/// Each scenario runs once per backend.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod poll {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(&chatd_backend_poll::PollBackend);
+            })*
+        }
+        mod iocp {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(&chatd_backend_iocp::IocpBackend::default());
+            })*
+        }
+    };
 }
 
-fn start_with(dir: &std::path::Path, chat: Config, fsync: FsyncPolicy) -> Running {
+on_both_backends!(
+    slow_consumer_is_cut_off_while_the_others_keep_receiving,
+    history_survives_a_torn_tail_and_a_corrupted_middle_record,
+    history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on,
+    ack_waits_until_the_record_is_synced_under_the_policy,
+);
+
+fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
+    start_with(backend, dir, chat, FsyncPolicy::Always)
+}
+
+fn start_with(
+    backend: &dyn Backend,
+    dir: &std::path::Path,
+    chat: Config,
+    fsync: FsyncPolicy,
+) -> Running {
     let settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
             threads: 2,
             data_dir: dir.to_path_buf(),
             fsync,
-            backend: "poll".into(),
+            backend: backend.name().into(),
         },
         chat,
     };
     launch(
         &settings,
-        &PollBackend,
+        backend,
         Arc::new(ManualClock::new(1_795_000_000_000)),
     )
     .expect("server starts")
@@ -56,12 +85,11 @@ fn welcome(addr: SocketAddr, from: u8) -> LineClient {
     client
 }
 
-#[test]
-fn slow_consumer_is_cut_off_while_the_others_keep_receiving() {
+fn slow_consumer_is_cut_off_while_the_others_keep_receiving(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut chat = Config::default();
     chat.rate_limit.enabled = false;
-    let running = start(dir.path(), chat);
+    let running = start(backend, dir.path(), chat);
     let addr = running.local_addr();
 
     // Connects first (guest1), takes its welcome, then never reads again.
@@ -139,8 +167,7 @@ fn record(id: u64, text: &str) -> Record {
     }
 }
 
-#[test]
-fn history_survives_a_torn_tail_and_a_corrupted_middle_record() {
+fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = log_path(dir.path(), &RoomName::general());
     let mut bytes = Vec::new();
@@ -154,7 +181,7 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record() {
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
     std::fs::write(&path, &bytes).expect("write log");
 
-    let running = start(dir.path(), Config::default());
+    let running = start(backend, dir.path(), Config::default());
     assert_eq!(running.info().recovered_records, 2);
     // The torn tail was cut off the file; the damaged middle line is kept
     // on disk for inspection but skipped.
@@ -193,12 +220,11 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record() {
     assert!(recovered.torn_tail.is_none());
 }
 
-#[test]
-fn history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on() {
+fn history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     // A directory where the log file should be: every append fails.
     std::fs::create_dir(log_path(dir.path(), &RoomName::general())).expect("blocker");
-    let running = start(dir.path(), Config::default());
+    let running = start(backend, dir.path(), Config::default());
     let addr = running.local_addr();
     let mut alice = welcome(addr, 1);
     let mut bob = welcome(addr, 2);
@@ -223,12 +249,11 @@ fn history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on() {
     stop(running);
 }
 
-#[test]
-fn ack_waits_until_the_record_is_synced_under_the_policy() {
+fn ack_waits_until_the_record_is_synced_under_the_policy(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
     // Synced once an hour: within this test, only at shutdown.
     let hourly = FsyncPolicy::Every(std::time::Duration::from_secs(3_600));
-    let running = start_with(dir.path(), Config::default(), hourly);
+    let running = start_with(backend, dir.path(), Config::default(), hourly);
     let mut alice = welcome(running.local_addr(), 1);
     let mut bob = welcome(running.local_addr(), 2);
     alice.say("#ack on").expect("send");

@@ -1,9 +1,13 @@
-//! One connection's outbound queue: whole lines waiting for the socket.
+//! One connection's outbound queue: whole lines waiting for the socket,
+//! shared by both backends.
 //!
 //! Lines are shared `Bytes` (a broadcast line is one allocation for all its
 //! recipients). Urgent lines overtake queued normal ones but never split a
-//! line: the line already being written finishes first. A flush hands the
-//! socket up to [`MAX_SLICES`] lines in one vectored write.
+//! line: bytes already committed to the wire go first. A readiness backend
+//! flushes with [`OutQueue::flush`] (one `writev` of up to [`MAX_SLICES`]
+//! lines per call); a completion backend hands the kernel an owned batch
+//! ([`OutQueue::take_batch`]) and gives back what was not written
+//! ([`OutQueue::written`]).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -17,11 +21,20 @@ pub const MAX_SLICES: usize = 256;
 /// Queued output of one connection.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    /// The line being written and how much of it is gone.
-    started: Option<(Bytes, usize)>,
+    /// Bytes whose place on the wire is fixed: the rest of a partly written
+    /// line, or what a completion write handed back.
+    /// The lines, allocated only while something is queued: an idle
+    /// connection's queue is two words.
+    lines: Option<Box<Lines>>,
+    /// Bytes waiting, including those in a completion write in flight.
+    queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Lines {
+    committed: VecDeque<Bytes>,
     urgent: VecDeque<Bytes>,
     normal: VecDeque<Bytes>,
-    queued: usize,
 }
 
 impl OutQueue {
@@ -29,8 +42,8 @@ impl OutQueue {
     pub fn push(&mut self, bytes: Bytes, priority: Priority) -> usize {
         self.queued += bytes.len();
         match priority {
-            Priority::Urgent => self.urgent.push_back(bytes),
-            Priority::Normal => self.normal.push_back(bytes),
+            Priority::Urgent => self.lines_mut().urgent.push_back(bytes),
+            Priority::Normal => self.lines_mut().normal.push_back(bytes),
         }
         self.queued
     }
@@ -61,44 +74,94 @@ impl OutQueue {
             };
             self.consume(written);
         }
-        // Give the queues' memory back: an idle connection should cost next
-        // to nothing.
-        self.urgent = VecDeque::new();
-        self.normal = VecDeque::new();
+        self.release_memory();
         Ok(true)
     }
 
-    fn slices(&self) -> Vec<IoSlice<'_>> {
-        let mut slices =
-            Vec::with_capacity(MAX_SLICES.min(1 + self.urgent.len() + self.normal.len()));
-        if let Some((line, offset)) = &self.started {
-            slices.push(IoSlice::new(&line[*offset..]));
-        }
-        for line in self.urgent.iter().chain(&self.normal) {
-            if slices.len() == MAX_SLICES {
+    /// Takes up to `max` lines, in wire order, for a completion write that
+    /// owns its buffers. They still count as queued until [`OutQueue::written`].
+    pub fn take_batch(&mut self, max: usize) -> Vec<Bytes> {
+        let mut batch = Vec::with_capacity(max.min(self.lines()));
+        while batch.len() < max {
+            let Some(line) = self.pop_line() else {
                 break;
-            }
-            slices.push(IoSlice::new(line));
+            };
+            batch.push(line);
         }
-        slices
+        batch
+    }
+
+    /// A completion write of `batch` wrote `written` bytes: what it did not
+    /// write goes back in front of everything else, in order.
+    pub fn written(&mut self, batch: Vec<Bytes>, mut written: usize) {
+        self.queued -= written;
+        let mut unwritten = Vec::new();
+        for line in batch {
+            if written >= line.len() {
+                written -= line.len();
+                continue;
+            }
+            unwritten.push(line.slice(written..));
+            written = 0;
+        }
+        for line in unwritten.into_iter().rev() {
+            self.lines_mut().committed.push_front(line);
+        }
+        if self.is_empty() {
+            self.release_memory();
+        }
+    }
+
+    fn lines_mut(&mut self) -> &mut Lines {
+        self.lines.get_or_insert_with(Box::default)
+    }
+
+    fn lines(&self) -> usize {
+        self.lines
+            .as_ref()
+            .map_or(0, |l| l.committed.len() + l.urgent.len() + l.normal.len())
+    }
+
+    fn pop_line(&mut self) -> Option<Bytes> {
+        let lines = self.lines.as_mut()?;
+        lines
+            .committed
+            .pop_front()
+            .or_else(|| lines.urgent.pop_front())
+            .or_else(|| lines.normal.pop_front())
+    }
+
+    /// Gives the queues' memory back: an idle connection should cost next
+    /// to nothing.
+    fn release_memory(&mut self) {
+        self.lines = None;
+    }
+
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        let Some(lines) = &self.lines else {
+            return Vec::new();
+        };
+        lines
+            .committed
+            .iter()
+            .chain(&lines.urgent)
+            .chain(&lines.normal)
+            .take(MAX_SLICES)
+            .map(|line| IoSlice::new(line))
+            .collect()
     }
 
     fn consume(&mut self, mut written: usize) {
         self.queued -= written;
         while written > 0 {
-            let (line, offset) = match self.started.take() {
-                Some(started) => started,
-                None => match self.urgent.pop_front().or_else(|| self.normal.pop_front()) {
-                    Some(line) => (line, 0),
-                    None => return,
-                },
+            let Some(line) = self.pop_line() else {
+                return;
             };
-            let left = line.len() - offset;
-            if written < left {
-                self.started = Some((line, offset + written));
+            if written < line.len() {
+                self.lines_mut().committed.push_front(line.slice(written..));
                 return;
             }
-            written -= left;
+            written -= line.len();
         }
     }
 }
@@ -160,6 +223,26 @@ mod tests {
                 .unwrap()
                 .ends_with("line 99\n")
         );
+    }
+
+    #[test]
+    fn completion_batches_hand_back_what_was_not_written() {
+        let mut queue = OutQueue::default();
+        queue.push(Bytes::from_static(b"one\n"), Priority::Normal);
+        queue.push(Bytes::from_static(b"two\n"), Priority::Normal);
+        let batch = queue.take_batch(8);
+        assert_eq!(batch.len(), 2);
+        queue.push(Bytes::from_static(b"NOW\n"), Priority::Urgent);
+        // Six bytes went out: "one\n" and "tw"; "o\n" keeps its place.
+        queue.written(batch, 6);
+        assert_eq!(queue.queued(), 6);
+        let rest: Vec<Bytes> = queue.take_batch(8);
+        assert_eq!(
+            rest,
+            [Bytes::from_static(b"o\n"), Bytes::from_static(b"NOW\n")]
+        );
+        queue.written(rest, 6);
+        assert!(queue.is_empty());
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! Accepting connections on a plain blocking thread.
+//!
+//! On IOCP a socket is bound to one completion port for life, so a socket
+//! must reach the runtime that will own it before compio attaches it. The
+//! acceptor therefore hands the hub unattached std sockets; the owner
+//! thread attaches each one (`TcpStream::from_std`) when it adopts it.
+//! Accepts are rare next to reads and writes, so one blocking thread costs
+//! nothing on the hot path. To stop it, a flag is set and a connection to
+//! the listener itself wakes the blocked `accept`.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chatd_engine::hub::{Event, Inbox};
+
+/// A running acceptor thread.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    stop: Arc<AtomicBool>,
+    wake_addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    pub(crate) fn start(listener: TcpListener, inbox: Arc<Inbox>) -> io::Result<Self> {
+        listener.set_nonblocking(false)?;
+        let local = listener.local_addr()?;
+        let wake_addr = match local.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
+            }
+            _ => local,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("chatd-accept".into())
+            .spawn(move || accept_loop(&listener, &inbox, &stopping))?;
+        Ok(Self {
+            stop,
+            wake_addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting and waits for the thread.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocked accept; the connection is dropped unseen.
+        let _ = TcpStream::connect_timeout(&self.wake_addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the acceptor thread panicked");
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, inbox: &Inbox, stop: &AtomicBool) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => inbox.send(Event::Accepted { stream, peer }),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => {
+                // Out of descriptors and the like: do not spin.
+                tracing::warn!(%error, "accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
