@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
-use chatd_engine::clock::SystemClock;
+use chatd_engine::clock::{Clock, ManualClock, SystemClock};
 use chatd_engine::persist::FsyncPolicy;
 use chatd_engine::settings::Settings;
-use chatd_engine::{Backend, launch};
+use std::io::{BufRead, Write};
+
+use chatd_engine::{Backend, ShutdownHandle, launch};
 use clap::Args;
 
 use crate::logging;
@@ -43,6 +45,11 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. info, debug, chatd_engine=debug [default: $RUST_LOG or info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// For the transcript harness only: run on a manual clock standing at
+    /// UNIX_MS, moved by `advance DURATION` lines on stdin (each answered
+    /// with `advanced` on stdout); `shutdown REASON` stops the server.
+    #[arg(long, value_name = "UNIX_MS", hide = true)]
+    manual_clock: Option<u64>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -72,7 +79,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         "iocp" => Box::new(IocpBackend::default()),
         other => bail!("unknown backend {other:?} in the config file (poll or iocp)"),
     };
-    let running = launch(&settings, backend.as_ref(), Arc::new(SystemClock))?;
+    let manual = args.manual_clock.map(ManualClock::new);
+    let clock: Arc<dyn Clock> = match &manual {
+        Some(manual) => Arc::new(manual.clone()),
+        None => Arc::new(SystemClock),
+    };
+    let running = launch(&settings, backend.as_ref(), clock)?;
     let info = running.info();
     tracing::info!(
         "chatd listening on {}: backend {} ({}), {} I/O threads, data dir {}, fsync {}, {} history records from {} logs",
@@ -97,7 +109,34 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         handle.shutdown(STOP_REASON);
     })
     .context("cannot install the SIGINT/SIGTERM handler")?;
+    if let Some(manual) = manual {
+        control_from_stdin(manual, running.shutdown_handle());
+    }
     running.wait();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The manual clock's control channel: the process's own stdin, so only
+/// whoever started the process can move its time.
+fn control_from_stdin(clock: ManualClock, handle: ShutdownHandle) {
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut stdout = std::io::stdout();
+        for line in stdin.lock().lines().map_while(Result::ok) {
+            let (verb, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            match verb {
+                "advance" => match chatd_core::duration::parse(rest.trim()) {
+                    Ok(by) => {
+                        clock.advance(by);
+                        let _ = writeln!(stdout, "advanced");
+                        let _ = stdout.flush();
+                    }
+                    Err(error) => tracing::error!(%error, "bad advance command"),
+                },
+                "shutdown" => handle.shutdown(rest.trim()),
+                other => tracing::error!(command = other, "unknown clock command"),
+            }
+        }
+    });
 }

@@ -7,6 +7,8 @@
 //!   seeded random points;
 //! - [`socket::SocketDriver`] runs a real backend over TCP on 127.0.0.1
 //!   with a manual clock;
+//! - [`process::ProcessDriver`] runs a `chatd` binary as a process (also a
+//!   Windows build under Wine) on its hidden manual clock;
 //! - [`runner::run`] plays a transcript and reports the first mismatch with
 //!   file, line, expected, actual and the driver's name.
 //!
@@ -17,6 +19,7 @@
 pub mod client;
 pub mod driver;
 pub mod memory;
+pub mod process;
 pub mod runner;
 pub mod socket;
 pub mod transcript;

@@ -1,0 +1,246 @@
+//! The process driver: a `chatd` binary run as a separate process (natively,
+//! or a Windows build under Wine), timed by its hidden manual clock.
+//!
+//! The server is started as `COMMAND serve --manual-clock UNIX_MS ...` with
+//! a config file written from the transcript's settings; `advance` becomes
+//! an `advance` line on the process's stdin, answered by `advanced` on its
+//! stdout before the step completes; `restart` sends `shutdown restarting`,
+//! waits for the process to exit and starts a new one on the same data
+//! directory, its clock standing where the old one stopped.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chatd_core::Config;
+
+use crate::client::LineClient;
+use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
+use crate::memory::VIRTUAL_UNIX_START_MS;
+
+/// How long a server may take to start (Wine's first start is slow).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a server may take to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs transcripts against a server process.
+pub struct ProcessDriver {
+    command: Vec<String>,
+    backend: String,
+    threads: usize,
+    name: String,
+    data_dir: tempfile::TempDir,
+    elapsed: Duration,
+    server: Option<ServerProcess>,
+    clients: HashMap<String, LineClient>,
+    startup_lines: Vec<String>,
+}
+
+struct ServerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    addr: SocketAddr,
+}
+
+impl ProcessDriver {
+    /// A driver that starts servers with `command` (program and leading
+    /// arguments, e.g. `["wine", "chatd.exe"]`) on `backend`.
+    pub fn new(command: Vec<String>, backend: &str, threads: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            name: format!("process {} --backend {backend}", command.join(" ")),
+            command,
+            backend: backend.to_owned(),
+            threads,
+            data_dir: tempfile::tempdir()?,
+            elapsed: Duration::ZERO,
+            server: None,
+            clients: HashMap::new(),
+            startup_lines: Vec::new(),
+        })
+    }
+
+    /// The start-up log line of every server started so far.
+    pub fn startup_lines(&self) -> &[String] {
+        &self.startup_lines
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.data_dir.path().join("chatd.toml")
+    }
+
+    fn boot(&mut self) -> Result<(), DriverError> {
+        let start_ms = VIRTUAL_UNIX_START_MS + self.elapsed.as_millis() as u64;
+        let logs = self.data_dir.path().join("logs");
+        let (program, leading) = self
+            .command
+            .split_first()
+            .ok_or_else(|| DriverError("empty server command".into()))?;
+        let mut child = Command::new(program)
+            .args(leading)
+            .arg("serve")
+            .args(["--bind", "127.0.0.1:0", "--backend", &self.backend])
+            .args(["--threads", &self.threads.to_string(), "--fsync", "always"])
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(&logs)
+            .args(["--manual-clock", &start_ms.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| DriverError(format!("cannot start {program}: {error}")))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| DriverError("no stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DriverError("no stdout".into()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| DriverError("no stderr".into()))?;
+        let (found, startup) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Drain stderr for the whole run so the server never blocks.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("chatd listening on ") {
+                    let _ = found.send(line);
+                }
+            }
+        });
+        let line = match startup.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                return Err(DriverError(format!("{program} printed no start-up line")));
+            }
+        };
+        let addr = line
+            .split("chatd listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(": ").next())
+            .and_then(|addr| addr.parse().ok())
+            .ok_or_else(|| DriverError(format!("no address in {line:?}")))?;
+        self.startup_lines.push(line);
+        self.server = Some(ServerProcess {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout).lines(),
+            addr,
+        });
+        Ok(())
+    }
+
+    fn server(&mut self) -> Result<&mut ServerProcess, DriverError> {
+        self.server
+            .as_mut()
+            .ok_or_else(|| DriverError("the server is not running".into()))
+    }
+
+    fn client(&mut self, name: &str) -> Result<&mut LineClient, DriverError> {
+        self.clients
+            .get_mut(name)
+            .ok_or_else(|| DriverError(format!("{name} is not connected")))
+    }
+
+    fn shut_down(&mut self, reason: &str) -> Result<(), DriverError> {
+        let Some(mut server) = self.server.take() else {
+            return Ok(());
+        };
+        let _ = writeln!(server.stdin, "shutdown {reason}");
+        let _ = server.stdin.flush();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match server.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(DriverError(format!("server exited with {status}")));
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = server.child.kill();
+                    return Err(DriverError("server did not stop in time".into()));
+                }
+            }
+        }
+    }
+}
+
+impl Driver for ProcessDriver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self, config: &Config) -> Result<(), DriverError> {
+        let text =
+            toml::to_string(config).map_err(|error| DriverError(format!("config: {error}")))?;
+        std::fs::write(self.config_path(), text).map_err(|error| DriverError(error.to_string()))?;
+        self.boot()
+    }
+
+    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
+        let server = self.server()?.addr;
+        let connection = LineClient::connect(server, from).map_err(|error| {
+            DriverError(format!("{client} cannot connect from {from}: {error}"))
+        })?;
+        self.clients.insert(client.to_owned(), connection);
+        Ok(())
+    }
+
+    fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
+        self.client(client)?
+            .send(bytes)
+            .map_err(|error| DriverError(format!("{client} cannot send: {error}")))
+    }
+
+    fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
+        self.client(client)?
+            .next_line()
+            .map_err(|error| DriverError(format!("{client} cannot read: {error}")))
+    }
+
+    fn close(&mut self, client: &str) -> Result<(), DriverError> {
+        self.clients
+            .remove(client)
+            .map(drop)
+            .ok_or_else(|| DriverError(format!("{client} is not connected")))
+    }
+
+    fn advance(&mut self, by: Duration) -> Result<(), DriverError> {
+        let server = self.server()?;
+        let command = format!("advance {}ms\n", by.as_millis());
+        server
+            .stdin
+            .write_all(command.as_bytes())
+            .and_then(|()| server.stdin.flush())
+            .map_err(|error| DriverError(format!("cannot advance the clock: {error}")))?;
+        match server.stdout.next() {
+            Some(Ok(line)) if line == "advanced" => {}
+            other => return Err(DriverError(format!("clock did not advance: {other:?}"))),
+        }
+        self.elapsed += by;
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), DriverError> {
+        self.shut_down(RESTART_REASON)?;
+        self.boot()
+    }
+
+    fn stop(&mut self) {
+        self.clients.clear();
+        if let Err(error) = self.shut_down("test over") {
+            eprintln!("{}: {error}", self.name);
+        }
+    }
+}
