@@ -219,7 +219,10 @@ fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream) {
         dead: Cell::new(false),
     });
     local.conns.borrow_mut().insert(id.get(), conn.clone());
-    let reader = compio::runtime::spawn(read_loop(local.clone(), conn.clone()));
+    let reader = match local.strategy {
+        ReadStrategy::Pool => compio::runtime::spawn(read_loop_pooled(local.clone(), conn.clone())),
+        ReadStrategy::Own => compio::runtime::spawn(read_loop_own(local.clone(), conn.clone())),
+    };
     conn.reader.set(Some(reader));
 }
 
@@ -246,34 +249,53 @@ fn queue(local: &Rc<Local>, id: ConnId, bytes: Bytes, priority: Priority) {
     ensure_writer(local, &conn);
 }
 
-async fn read_loop(local: Rc<Local>, conn: Rc<Conn>) {
-    let mut capacity = SMALL_READ;
+/// One receive in flight at a time, from the runtime's buffer pool. Each
+/// strategy has its own loop so a task only reserves room for its own
+/// receive future.
+async fn read_loop_pooled(local: Rc<Local>, conn: Rc<Conn>) {
     loop {
-        let read = match local.strategy {
-            ReadStrategy::Pool => read_pooled(&conn.stream).await,
-            ReadStrategy::Own => read_own(&conn.stream, &mut capacity).await,
-        };
-        match read {
-            Ok(Some(bytes)) if conn.closing.get() => drop(bytes),
-            Ok(Some(bytes)) => local.inbox.send(Event::Received {
-                conn: conn.id,
-                bytes,
-            }),
-            Err(error) if error.kind() == io::ErrorKind::ResourceBusy => {
-                // The pool is empty for a moment: every buffer is being
-                // handed to the core. Try again shortly.
-                compio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Ok(None) | Err(_) if conn.closing.get() => {
-                local.forget(&conn, true);
-                return;
-            }
-            Ok(None) | Err(_) => {
-                local.lose(&conn, true);
-                return;
-            }
+        let read = read_pooled(&conn.stream).await;
+        if !handle_read(&local, &conn, read).await {
+            return;
         }
     }
+}
+
+/// One receive in flight at a time, into a buffer sized by recent reads.
+async fn read_loop_own(local: Rc<Local>, conn: Rc<Conn>) {
+    let mut capacity = SMALL_READ;
+    loop {
+        let read = read_own(&conn.stream, &mut capacity).await;
+        if !handle_read(&local, &conn, read).await {
+            return;
+        }
+    }
+}
+
+/// Passes what a receive brought to the core. Returns false when the
+/// connection is over.
+async fn handle_read(local: &Local, conn: &Conn, read: io::Result<Option<Vec<u8>>>) -> bool {
+    match read {
+        Ok(Some(bytes)) if conn.closing.get() => drop(bytes),
+        Ok(Some(bytes)) => local.inbox.send(Event::Received {
+            conn: conn.id,
+            bytes,
+        }),
+        Err(error) if error.kind() == io::ErrorKind::ResourceBusy => {
+            // The pool is empty for a moment: every buffer is on its way to
+            // the core. Try again shortly.
+            compio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(None) | Err(_) if conn.closing.get() => {
+            local.forget(conn, true);
+            return false;
+        }
+        Ok(None) | Err(_) => {
+            local.lose(conn, true);
+            return false;
+        }
+    }
+    true
 }
 
 async fn read_pooled(stream: &TcpStream) -> io::Result<Option<Vec<u8>>> {

@@ -4,6 +4,7 @@
 //! newtypes first: if a [`Nick`] or [`RoomName`] exists, it is valid.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,10 +159,11 @@ impl From<Nick> for String {
 /// 1 to 32 characters: lowercase ASCII letters, digits, `_`, `-` and `.`,
 /// starting with a letter or digit. Upper case is folded to lower case on
 /// parse, so `General` and `general` are the same room. The rules also make
-/// every room name a safe file name.
+/// every room name a safe file name. The text is shared: every session in a
+/// room holds the same allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RoomName(Box<str>);
+pub struct RoomName(Arc<str>);
 
 impl RoomName {
     /// The longest room name, in characters.
@@ -200,7 +202,7 @@ impl TryFrom<String> for RoomName {
 
 impl From<RoomName> for String {
     fn from(value: RoomName) -> Self {
-        value.0.into()
+        value.0.as_ref().into()
     }
 }
 

@@ -105,7 +105,7 @@ impl Server {
 
     /// `#msg NAME TEXT`.
     pub(super) fn whisper(&mut self, now: Instant, conn: ConnId, target: &Nick, text: &str) {
-        let Some(&recipient) = self.nicks.get(&target.folded()) else {
+        let Some(recipient) = self.conn_named(target) else {
             return self.no_such_nick(conn, target);
         };
         let (Some(me), Some(them)) = (self.sessions.get(&conn), self.sessions.get(&recipient))

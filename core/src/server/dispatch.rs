@@ -82,19 +82,20 @@ impl Server {
             debug_assert!(false, "{conn} has no address entry");
             return false;
         };
-        let own = session.admitted.check(now, limits.connection_budget());
+        let mine = session.limits.get_or_insert_with(Box::default);
+        let own = mine.admitted.check(now, limits.connection_budget());
         let shared = address.admitted.check(now, limits.ip_budget());
         let retry = match (own, shared) {
             (Ok(()), Ok(())) => {
-                session.admitted.record(now);
+                mine.admitted.record(now);
                 address.admitted.record(now);
                 return true;
             }
             (Err(a), Err(b)) => a.max(b),
             (Err(wait), Ok(())) | (Ok(()), Err(wait)) => wait,
         };
-        session.refused.record(now);
-        let strikes = session.refused.count(now, limits.window);
+        mine.refused.record(now);
+        let strikes = mine.refused.count(now, limits.window);
         let flood_limit = limits.flood_disconnect_after as usize;
         if flood_limit > 0 && strikes >= flood_limit {
             self.out.error(

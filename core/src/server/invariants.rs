@@ -25,7 +25,7 @@ impl Server {
             ));
         }
         for (&conn, session) in &self.sessions {
-            if self.nicks.get(&session.nick.folded()) != Some(&conn) {
+            if self.conn_named(&session.nick) != Some(conn) {
                 return Err(format!("{conn}'s nick {} does not map to it", session.nick));
             }
             let in_room = self

@@ -102,8 +102,8 @@ impl Server {
         };
         let address = match target {
             BanTarget::Ip(address) => *address,
-            BanTarget::Nick(nick) => match self.nicks.get(&nick.folded()) {
-                Some(&victim) => self.sessions[&victim].peer.ip(),
+            BanTarget::Nick(nick) => match self.conn_named(nick) {
+                Some(victim) => self.sessions[&victim].peer.ip(),
                 None => return self.no_such_nick(conn, nick),
             },
         };
@@ -378,7 +378,7 @@ impl Server {
         target: &Nick,
         authority: Authority,
     ) -> Option<ConnId> {
-        let Some(&victim) = self.nicks.get(&target.folded()) else {
+        let Some(victim) = self.conn_named(target) else {
             self.no_such_nick(conn, target);
             return None;
         };

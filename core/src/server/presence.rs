@@ -128,8 +128,7 @@ impl Server {
     /// `#nick NAME`.
     pub(super) fn change_nick(&mut self, conn: ConnId, new: Nick) {
         let limit = self.config.presence_announce_limit;
-        let folded = new.folded();
-        if let Some(&holder) = self.nicks.get(&folded)
+        if let Some(holder) = self.conn_named(&new)
             && holder != conn
         {
             let text = format!("{new} is taken; pick another nickname");
@@ -142,8 +141,8 @@ impl Server {
             return self.out.send(conn, &Reply::NickChangedYou { new: &new });
         }
         let old = std::mem::replace(&mut session.nick, new);
-        self.nicks.remove(&old.folded());
-        self.nicks.insert(folded, conn);
+        self.nicks.remove(old.folded().as_str());
+        self.nicks.insert(session.nick.folded().into(), conn);
         self.out
             .send(conn, &Reply::NickChangedYou { new: &session.nick });
         if let Some(room) = self.rooms.get_mut(&session.room)

@@ -80,6 +80,7 @@ impl Server {
 
     /// `#invite NAME`: the owner of a private room lets someone in.
     pub(super) fn invite(&mut self, conn: ConnId, target: &Nick) {
+        let invitee = self.conn_named(target);
         let Some(me) = self.sessions.get(&conn) else {
             return;
         };
@@ -95,7 +96,7 @@ impl Server {
             let text = format!("only the owner of #{name} may invite");
             return self.out.error(conn, ErrorCode::PermissionDenied, &text);
         }
-        let Some(&invitee) = self.nicks.get(&target.folded()) else {
+        let Some(invitee) = invitee else {
             return self.no_such_nick(conn, target);
         };
         if room.has_member(invitee) {

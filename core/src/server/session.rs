@@ -27,6 +27,15 @@ pub(crate) enum Role {
     Operator,
 }
 
+/// A client's recent lines, for rate limiting and flood detection.
+#[derive(Debug, Default)]
+pub(crate) struct LineLimits {
+    /// Lines admitted recently.
+    pub(crate) admitted: SlidingWindow,
+    /// Lines refused recently.
+    pub(crate) refused: SlidingWindow,
+}
+
 /// A connected client's state.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -38,10 +47,9 @@ pub(crate) struct Session {
     pub(crate) room: RoomName,
     /// Framing state: a partial line at most.
     pub(crate) line: LineBuffer,
-    /// Lines admitted recently (rate limiting).
-    pub(crate) admitted: SlidingWindow,
-    /// Lines refused recently (flood detection).
-    pub(crate) refused: SlidingWindow,
+    /// Rate-limit state, made on the first line: a connection that never
+    /// speaks does not pay for it.
+    pub(crate) limits: Option<Box<LineLimits>>,
     /// When the client last sent anything.
     pub(crate) last_active: Instant,
     /// Idle-check state.
@@ -61,8 +69,7 @@ impl Session {
             nick,
             room,
             line: LineBuffer::default(),
-            admitted: SlidingWindow::default(),
-            refused: SlidingWindow::default(),
+            limits: None,
             last_active: now,
             liveness: Liveness::Active,
             role: Role::User,
