@@ -1,10 +1,12 @@
 //! `chatd`: the chat server's command line.
 //!
 //! - `chatd serve` runs the server (see `chatd serve --help`);
+//! - `chatd connect` is the terminal client;
 //! - `chatd hash-password` prints an operator entry for the config file.
 //!
 //! Any failure at start is one line on stderr and a non-zero exit.
 
+mod connect;
 mod hash_password;
 mod logging;
 mod serve;
@@ -25,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Chat: an interactive terminal client, or lines in and out in a pipe.
+    Connect(connect::ConnectArgs),
     /// Hash an operator password (read from the terminal or stdin) and print
     /// the config entry.
     HashPassword(hash_password::HashPasswordArgs),
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Connect(args) => connect::run(args),
         Command::HashPassword(args) => hash_password::run(&args),
     };
     match result {

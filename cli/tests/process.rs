@@ -25,15 +25,12 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    fn start_on(bind: &str, data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(CHATD)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--threads",
-                "2",
-                "--data-dir",
-            ])
+            .args(["serve", "--bind", bind, "--threads", "2", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdin(Stdio::null())
@@ -334,4 +331,212 @@ fn kill_mid_stream_and_recover(backend: &str, policy: &str) {
     reader
         .wait_for(|l| l.starts_with("+ history #general 1"))
         .expect("history is back");
+}
+
+/// A free port on 127.0.0.1 (so a restarted server can take the same one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn connect_in_a_pipe_sends_stdin_and_prints_what_arrives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    let mut child = Command::new(CHATD)
+        .args(["connect", &server.addr.to_string(), "--nick", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("chatd connect runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"#who\n#nick carol2\n")
+        .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "chatd connect did not exit at the end of input"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(
+        printed,
+        "* welcome, you are guest1 in #general; type #help for commands\n\
+         * you are now carol\n\
+         + who #general 1: carol\n\
+         * you are now carol2\n"
+    );
+}
+
+#[cfg(unix)]
+mod terminal {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+
+    use super::{CHATD, Server, client, free_port};
+
+    const ROWS: u16 = 24;
+    const COLS: u16 = 80;
+
+    /// The client in a pseudo-terminal, its screen kept by a terminal emulator.
+    struct Terminal {
+        screen: Arc<Mutex<vt100::Parser>>,
+        keys: Box<dyn Write + Send>,
+        child: Box<dyn portable_pty::Child + Send + Sync>,
+    }
+
+    impl Terminal {
+        fn start(args: &[&str]) -> Self {
+            let pty = native_pty_system()
+                .openpty(PtySize {
+                    rows: ROWS,
+                    cols: COLS,
+                    pixel_width: 0,
+                    pixel_height: 0,
+                })
+                .expect("a pty");
+            let mut command = CommandBuilder::new(CHATD);
+            command.args(args);
+            command.env("TERM", "xterm-256color");
+            let child = pty.slave.spawn_command(command).expect("client starts");
+            drop(pty.slave);
+            let mut output = pty.master.try_clone_reader().expect("pty reader");
+            let keys = pty.master.take_writer().expect("pty writer");
+            let screen = Arc::new(Mutex::new(vt100::Parser::new(
+                std::num::NonZeroU16::new(ROWS).expect("rows"),
+                std::num::NonZeroU16::new(COLS).expect("cols"),
+                0,
+            )));
+            let feed = screen.clone();
+            thread::spawn(move || {
+                let _master = pty.master;
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = output.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    feed.lock().expect("screen").process(&buffer[..n]);
+                }
+            });
+            Self {
+                screen,
+                keys,
+                child,
+            }
+        }
+
+        fn rows(&self) -> Vec<String> {
+            let parser = self.screen.lock().expect("screen");
+            parser
+                .screen()
+                .rows(0, COLS)
+                .map(|row| row.trim_end().to_owned())
+                .collect()
+        }
+
+        /// Waits (at most 10 s) until the screen satisfies `ready`.
+        fn wait_for(&self, what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let rows = self.rows();
+                if ready(&rows) {
+                    return rows;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "screen never showed {what}:\n{}",
+                    rows.join("\n")
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn type_keys(&mut self, keys: &str) {
+            self.keys.write_all(keys.as_bytes()).expect("typing");
+            self.keys.flush().expect("typing");
+        }
+    }
+
+    impl Drop for Terminal {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+        }
+    }
+
+    fn count(rows: &[String], text: &str) -> usize {
+        rows.iter().filter(|row| row.contains(text)).count()
+    }
+
+    #[test]
+    fn messages_appear_above_a_half_typed_line_and_the_client_reconnects() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bind = format!("127.0.0.1:{}", free_port());
+        let server = Server::start_on(&bind, dir.path(), &[]);
+        let addr = server.addr.to_string();
+        let mut alice = Terminal::start(&["connect", &addr, "--nick", "alice"]);
+        alice.wait_for("the nickname taken", |rows| {
+            count(rows, "* you are now alice") == 1
+        });
+
+        alice.type_keys("hello wor");
+        let mut bob = client(server.addr);
+        bob.say("#nick bob").expect("bob renames");
+        bob.wait_for(|line| line == "* you are now bob")
+            .expect("renamed");
+        bob.say("hi alice, from bob").expect("bob sends");
+        let rows = alice.wait_for("bob's message", |rows| {
+            count(rows, "[#general] bob: hi alice, from bob") == 1
+        });
+        let message = rows
+            .iter()
+            .position(|r| r.contains("bob: hi alice"))
+            .expect("shown");
+        let status = rows
+            .iter()
+            .position(|r| r.contains("| alice | #general | connected"))
+            .expect("status line");
+        assert!(
+            message < status,
+            "message above the status line:\n{}",
+            rows.join("\n")
+        );
+        assert_eq!(
+            rows[usize::from(ROWS) - 1],
+            "> hello wor",
+            "the half-typed line is kept"
+        );
+
+        alice.type_keys("ld\r");
+        bob.wait_for(|line| line == "[#general] alice: hello world")
+            .expect("alice's line arrives");
+
+        // Kill the server, start it again on the same port: the client says
+        // so, reconnects and takes its nickname back.
+        drop(server);
+        alice.wait_for("the lost connection", |rows| {
+            rows.iter().any(|r| r.contains("reconnecting in"))
+        });
+        let server = Server::start_on(&bind, dir.path(), &[]);
+        alice.wait_for("the nickname restored", |rows| {
+            count(rows, "* you are now alice") == 2
+        });
+        let mut carol = client(server.addr);
+        carol.say("#who").expect("carol asks");
+        carol
+            .wait_for(|line| line == "+ who #general 2: alice guest2")
+            .expect("alice is back");
+    }
 }

@@ -1,0 +1,140 @@
+//! The connection to the server, on its own thread: connects, reconnects
+//! with backoff when the server goes away, passes lines both ways.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::thread;
+use std::time::Duration;
+
+/// First and longest wait between reconnection attempts.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LONGEST_RETRY: Duration = Duration::from_secs(10);
+/// How often the thread looks for lines to send while waiting for input.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What happened on the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkEvent {
+    /// A connection is up (the first, or a new one after a loss).
+    Connected,
+    /// A line from the server, without its LF.
+    Line(String),
+    /// The connection is gone (or could not be made); the next attempt
+    /// comes after `retry_in`.
+    Lost {
+        /// Why, for people.
+        reason: String,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// The user's side of the link.
+pub(crate) struct Link {
+    outgoing: Sender<String>,
+    /// Events, in order.
+    pub(crate) events: Receiver<LinkEvent>,
+}
+
+impl Link {
+    /// Starts the link thread for `addr`.
+    pub(crate) fn spawn(addr: String) -> Self {
+        let (outgoing, lines) = mpsc::channel();
+        let (report, events) = mpsc::channel();
+        thread::spawn(move || run(&addr, &lines, &report));
+        Self { outgoing, events }
+    }
+
+    /// Sends one line (the LF is added).
+    pub(crate) fn send(&self, line: &str) {
+        // The thread only ends after this side is dropped.
+        let _ = self.outgoing.send(line.to_owned());
+    }
+}
+
+fn run(addr: &str, lines: &Receiver<String>, report: &Sender<LinkEvent>) {
+    let mut retry = FIRST_RETRY;
+    loop {
+        let reason = match TcpStream::connect(addr) {
+            Ok(stream) => {
+                if report.send(LinkEvent::Connected).is_err() {
+                    return;
+                }
+                retry = FIRST_RETRY;
+                match serve(stream, lines, report) {
+                    Some(reason) => reason,
+                    None => return,
+                }
+            }
+            Err(error) => format!("cannot connect to {addr}: {error}"),
+        };
+        // Lines typed while there is no connection are not kept: the user
+        // is told the link is down and sees when it is back.
+        while lines.try_recv().is_ok() {}
+        if report
+            .send(LinkEvent::Lost {
+                reason,
+                retry_in: retry,
+            })
+            .is_err()
+        {
+            return;
+        }
+        match lines.recv_timeout(retry) {
+            Err(RecvTimeoutError::Disconnected) => return,
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+        }
+        retry = (retry * 2).min(LONGEST_RETRY);
+    }
+}
+
+/// Moves lines until the connection ends (Some(reason)) or the user side
+/// is gone (None).
+fn serve(
+    mut stream: TcpStream,
+    lines: &Receiver<String>,
+    report: &Sender<LinkEvent>,
+) -> Option<String> {
+    if let Err(error) = stream.set_read_timeout(Some(POLL)) {
+        return Some(error.to_string());
+    }
+    let _ = stream.set_nodelay(true);
+    let mut unread = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        loop {
+            match lines.try_recv() {
+                Ok(line) => {
+                    if let Err(error) = stream.write_all(format!("{line}\n").as_bytes()) {
+                        return Some(error.to_string());
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return None,
+            }
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some("the server closed the connection".into()),
+            Ok(n) => {
+                unread.extend_from_slice(&buffer[..n]);
+                while let Some(end) = unread.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = unread.drain(..=end).collect();
+                    let text = String::from_utf8_lossy(&line[..end])
+                        .trim_end_matches('\r')
+                        .to_owned();
+                    if report.send(LinkEvent::Line(text)).is_err() {
+                        return None;
+                    }
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Some(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `chatd connect`: the terminal client.
+//!
+//! On a terminal it is an interactive client ([`tui`]); with stdin or
+//! stdout redirected it passes lines through ([`plain`]), so it works in
+//! pipes and scripts. It speaks only the documented protocol
+//! (docs/PROTOCOL.md).
+
+mod input;
+mod link;
+mod plain;
+mod protocol;
+mod tui;
+mod view;
+
+use std::io::{self, IsTerminal};
+
+use clap::Args;
+
+/// Talk to a chatd server.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// Server address.
+    #[arg(default_value = "127.0.0.1:9090", value_name = "HOST:PORT")]
+    addr: String,
+    /// Nickname to take on connecting (and after each reconnect).
+    #[arg(long)]
+    nick: Option<String>,
+}
+
+pub(crate) fn run(args: ConnectArgs) -> anyhow::Result<()> {
+    if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
+        return plain::run(&args.addr, args.nick.as_deref());
+    }
+    let link = link::Link::spawn(args.addr.clone());
+    let app = tui::App::new(args.addr, args.nick, view::Theme::from_env());
+    let mut terminal = ratatui::init();
+    let result = app.run(&mut terminal, &link);
+    ratatui::restore();
+    result
+}
