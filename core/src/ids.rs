@@ -85,10 +85,14 @@ pub enum NameError {
 /// `_-[]{}\|^`, not starting with a digit or `-`.
 ///
 /// Comparison and uniqueness ignore ASCII case ([`Nick::folded`]); the
-/// spelling the user chose is kept for display.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// spelling the user chose is kept for display. A nickname is short and
+/// ASCII by construction, so it is stored inline: no allocation per user.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Nick(Box<str>);
+pub struct Nick {
+    len: u8,
+    bytes: [u8; Nick::MAX_LEN],
+}
 
 impl Nick {
     /// The longest nickname, in characters.
@@ -98,7 +102,7 @@ impl Nick {
     /// (used for targets such as `#msg guest3 hi` and for history records).
     pub fn parse(text: &str) -> Result<Self, NameError> {
         check_chars(text, Self::MAX_LEN, is_nick_start, is_nick_char)?;
-        Ok(Self(text.into()))
+        Ok(Self::inline(text))
     }
 
     /// Parses a nickname a user asks for: like [`Nick::parse`], but the
@@ -113,30 +117,64 @@ impl Nick {
 
     /// The guest nickname the server gives a new connection.
     pub(crate) fn guest(conn: ConnId) -> Self {
-        Self(format!("guest{}", conn.get()).into())
+        // "guest" and at most 20 digits: always within the limit.
+        Self::inline(&format!("guest{}", conn.get()))
     }
 
     /// The nickname as the user spelled it.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only validated ASCII is ever stored, so this cannot fail.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
-    /// The case-folded form used for uniqueness and lookups.
-    pub fn folded(&self) -> String {
-        self.0.to_ascii_lowercase()
+    /// The case-folded form, used for uniqueness and lookups.
+    pub fn folded(&self) -> Nick {
+        let mut folded = *self;
+        folded.bytes.make_ascii_lowercase();
+        folded
+    }
+
+    /// Copies already validated text (ASCII, at most `MAX_LEN` bytes).
+    fn inline(text: &str) -> Self {
+        let mut bytes = [0; Self::MAX_LEN];
+        let len = text.len().min(Self::MAX_LEN);
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Self {
+            len: len as u8,
+            bytes,
+        }
     }
 
     fn is_guest_name(&self) -> bool {
-        let lower = self.folded();
-        lower
+        let folded = self.folded();
+        folded
+            .as_str()
             .strip_prefix("guest")
             .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
     }
 }
 
+impl PartialOrd for Nick {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Nick {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Nick").field(&self.as_str()).finish()
+    }
+}
+
 impl fmt::Display for Nick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -149,7 +187,7 @@ impl TryFrom<String> for Nick {
 
 impl From<Nick> for String {
     fn from(value: Nick) -> Self {
-        value.0.into()
+        value.as_str().to_owned()
     }
 }
 
@@ -256,7 +294,11 @@ mod tests {
     fn nick_accepts_irc_style_names_and_keeps_case() {
         let nick = Nick::parse("Alice_[away]").unwrap();
         assert_eq!(nick.as_str(), "Alice_[away]");
-        assert_eq!(nick.folded(), "alice_[away]");
+        assert_eq!(nick.folded().as_str(), "alice_[away]");
+        assert_eq!(
+            Nick::parse("ALICE").unwrap().folded(),
+            Nick::parse("alice").unwrap()
+        );
     }
 
     #[test]

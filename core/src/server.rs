@@ -85,7 +85,7 @@ pub struct Server {
     /// a half-empty node of pointers wastes far less than one of sessions.
     sessions: BTreeMap<ConnId, Box<Session>>,
     /// Folded nickname to connection.
-    nicks: AHashMap<Box<str>, ConnId>,
+    nicks: AHashMap<Nick, ConnId>,
     rooms: BTreeMap<RoomName, Room>,
     histories: AHashMap<RoomName, HistoryRing>,
     addresses: AHashMap<IpAddr, Address>,
@@ -161,7 +161,7 @@ impl Server {
 
     /// The connection using a nickname (case ignored).
     fn conn_named(&self, nick: &Nick) -> Option<ConnId> {
-        self.nicks.get(nick.folded().as_str()).copied()
+        self.nicks.get(&nick.folded()).copied()
     }
 
     /// How many connections are open.
@@ -187,7 +187,7 @@ impl Server {
         self.next_conn += 1;
         let nick = Nick::guest(conn);
         let general = RoomName::general();
-        self.nicks.insert(nick.folded().into(), conn);
+        self.nicks.insert(nick.folded(), conn);
         self.sessions.insert(
             conn,
             Box::new(Session::new(peer, nick, general.clone(), now)),
@@ -342,7 +342,7 @@ impl Server {
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
-        self.nicks.remove(session.nick.folded().as_str());
+        self.nicks.remove(&session.nick.folded());
         let address = session.peer.ip();
         if let Some(state) = self.addresses.get_mut(&address) {
             state.connections -= 1;

@@ -87,7 +87,7 @@ impl Server {
             id,
             room: room_name.clone(),
             ts: self.wall.unix_ms(now),
-            from: from.clone(),
+            from: *from,
             kind,
             text: text.to_owned(),
             to: None,
@@ -138,10 +138,10 @@ impl Server {
             id,
             room: me.room.clone(),
             ts: self.wall.unix_ms(now),
-            from: me.nick.clone(),
+            from: me.nick,
             kind: RecordKind::Whisper,
             text: text.to_owned(),
-            to: Some(them.nick.clone()),
+            to: Some(them.nick),
             private: true,
         });
         if me.ack {

@@ -146,7 +146,7 @@ impl Server {
             .iter()
             .map(|victim| {
                 let session = &self.sessions[victim];
-                (session.room.clone(), session.nick.clone())
+                (session.room.clone(), session.nick)
             })
             .collect();
         for victim in victims {
@@ -410,7 +410,7 @@ impl Server {
     }
 
     fn nick_of(&self, conn: ConnId) -> Nick {
-        self.sessions[&conn].nick.clone()
+        self.sessions[&conn].nick
     }
 
     /// One reply to every member of a room, the subject of it included.

@@ -141,8 +141,8 @@ impl Server {
             return self.out.send(conn, &Reply::NickChangedYou { new: &new });
         }
         let old = std::mem::replace(&mut session.nick, new);
-        self.nicks.remove(old.folded().as_str());
-        self.nicks.insert(session.nick.folded().into(), conn);
+        self.nicks.remove(&old.folded());
+        self.nicks.insert(session.nick.folded(), conn);
         self.out
             .send(conn, &Reply::NickChangedYou { new: &session.nick });
         if let Some(room) = self.rooms.get_mut(&session.room)

@@ -104,7 +104,7 @@ impl Server {
             return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
         }
         room.invites.insert(invitee);
-        let by = me.nick.clone();
+        let by = me.nick;
         let Some(guest) = self.sessions.get_mut(&invitee) else {
             return;
         };
