@@ -28,7 +28,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
-use chatd_engine::hub::{Command, Event, Inbox, Mailbox, thread_of};
+use chatd_engine::hub::{Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::out_queue::{MAX_SLICES, OutQueue};
 use compio::BufResult;
 use compio::io::{AsyncRead, AsyncReadManaged, AsyncWrite};
@@ -161,11 +161,8 @@ pub(crate) async fn run(mut context: ThreadContext) {
                     bytes,
                     priority,
                 } => {
-                    for &conn in to.iter() {
-                        if Some(conn) != except && thread_of(conn, context.threads) == context.index
-                        {
-                            queue(&local, conn, bytes.clone(), priority);
-                        }
+                    for conn in local_recipients(&to, except, context.index, context.threads) {
+                        queue(&local, conn, bytes.clone(), priority);
                     }
                 }
                 Command::Close { conn } => {

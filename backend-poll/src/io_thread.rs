@@ -16,7 +16,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
-use chatd_engine::hub::{Command, Event, Inbox, Mailbox, thread_of};
+use chatd_engine::hub::{Command, Event, Inbox, Mailbox, local_recipients};
 use polling::{Event as Interest, Events, PollMode, Poller};
 
 use chatd_engine::out_queue::OutQueue;
@@ -228,10 +228,8 @@ impl IoLoop {
                     bytes,
                     priority,
                 } => {
-                    for &conn in to.iter() {
-                        if Some(conn) != except && thread_of(conn, self.threads) == self.index {
-                            self.queue(conn.get() as usize, bytes.clone(), priority);
-                        }
+                    for conn in local_recipients(&to, except, self.index, self.threads) {
+                        self.queue(conn.get() as usize, bytes.clone(), priority);
                     }
                 }
                 Command::Close { conn } => {

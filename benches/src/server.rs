@@ -15,9 +15,53 @@ pub struct ServerProcess {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// A data directory made for this run, removed at the end.
+    scratch: Option<PathBuf>,
+}
+
+/// How to start a server for a measurement (command-line flags shared by
+/// the measurement binaries).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Launch {
+    /// The chatd binary [default: next to this one].
+    #[arg(long)]
+    pub chatd: Option<PathBuf>,
+    /// Config file for the server (the bench profile, benches/bench.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Backend to measure: poll or iocp.
+    #[arg(long, default_value = "poll")]
+    pub backend: String,
+    /// I/O threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
 }
 
 impl ServerProcess {
+    /// Starts a server as `launch` says, on a fresh scratch data directory.
+    pub fn launch(launch: &Launch) -> anyhow::Result<Self> {
+        let binary = match &launch.chatd {
+            Some(path) => path.clone(),
+            None => sibling_chatd()?,
+        };
+        let scratch = std::env::temp_dir().join(format!("chatd-bench-{}", std::process::id()));
+        let mut server = Self::start(
+            &binary,
+            &[
+                "--config".into(),
+                launch.config.display().to_string(),
+                "--backend".into(),
+                launch.backend.clone(),
+                "--threads".into(),
+                launch.threads.to_string(),
+                "--data-dir".into(),
+                scratch.display().to_string(),
+            ],
+        )?;
+        server.scratch = Some(scratch);
+        Ok(server)
+    }
+
     /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0`) and
     /// waits for its start-up line.
     pub fn start(binary: &Path, args: &[String]) -> anyhow::Result<Self> {
@@ -48,6 +92,7 @@ impl ServerProcess {
         Ok(Self {
             addr: addr.parse().context("start-up line address")?,
             child,
+            scratch: None,
         })
     }
 
@@ -92,6 +137,9 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(scratch) = &self.scratch {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
     }
 }
 

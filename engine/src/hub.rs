@@ -168,6 +168,18 @@ pub fn thread_of(conn: ConnId, threads: usize) -> usize {
     (conn.get() % threads as u64) as usize
 }
 
+/// The recipients of a broadcast that live on I/O thread `index` of `threads`.
+pub fn local_recipients(
+    to: &[ConnId],
+    except: Option<ConnId>,
+    index: usize,
+    threads: usize,
+) -> impl Iterator<Item = ConnId> + '_ {
+    to.iter()
+        .copied()
+        .filter(move |&conn| Some(conn) != except && thread_of(conn, threads) == index)
+}
+
 /// Most events handled before outputs are handed out: keeps latency
 /// bounded when the inbox is flooded.
 const EVENTS_PER_TURN: usize = 1024;

@@ -1,13 +1,14 @@
 //! A test client: a blocking TCP socket from a chosen loopback address that
 //! reads whole lines, waiting at most a fixed time for each.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::driver::Received;
+use crate::driver::{DriverError, Received};
 
 /// How long a client waits for a line before giving up.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,5 +112,60 @@ impl LineClient {
                 other => return Err(format!("{other:?} after {seen:?}")),
             }
         }
+    }
+}
+
+/// The clients of a socket-based driver, by their name in the transcript.
+#[derive(Debug, Default)]
+pub struct Clients {
+    by_name: HashMap<String, LineClient>,
+}
+
+impl Clients {
+    /// Connects `client` to `server` from `from`.
+    pub fn connect(
+        &mut self,
+        client: &str,
+        server: SocketAddr,
+        from: IpAddr,
+    ) -> Result<(), DriverError> {
+        let connection = LineClient::connect(server, from).map_err(|error| {
+            DriverError(format!("{client} cannot connect from {from}: {error}"))
+        })?;
+        self.by_name.insert(client.to_owned(), connection);
+        Ok(())
+    }
+
+    /// Sends bytes from `client`.
+    pub fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
+        self.get(client)?
+            .send(bytes)
+            .map_err(|error| DriverError(format!("{client} cannot send: {error}")))
+    }
+
+    /// The next line `client` received.
+    pub fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
+        self.get(client)?
+            .next_line()
+            .map_err(|error| DriverError(format!("{client} cannot read: {error}")))
+    }
+
+    /// `client` hangs up.
+    pub fn close(&mut self, client: &str) -> Result<(), DriverError> {
+        self.by_name
+            .remove(client)
+            .map(drop)
+            .ok_or_else(|| DriverError(format!("{client} is not connected")))
+    }
+
+    /// Everyone hangs up.
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    fn get(&mut self, client: &str) -> Result<&mut LineClient, DriverError> {
+        self.by_name
+            .get_mut(client)
+            .ok_or_else(|| DriverError(format!("{client} is not connected")))
     }
 }

@@ -8,7 +8,6 @@
 //! waits for the process to exit and starts a new one on the same data
 //! directory, its clock standing where the old one stopped.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chatd_core::Config;
 
-use crate::client::LineClient;
+use crate::client::Clients;
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 use crate::memory::VIRTUAL_UNIX_START_MS;
 
@@ -36,7 +35,7 @@ pub struct ProcessDriver {
     data_dir: tempfile::TempDir,
     elapsed: Duration,
     server: Option<ServerProcess>,
-    clients: HashMap<String, LineClient>,
+    clients: Clients,
     startup_lines: Vec<String>,
 }
 
@@ -59,7 +58,7 @@ impl ProcessDriver {
             data_dir: tempfile::tempdir()?,
             elapsed: Duration::ZERO,
             server: None,
-            clients: HashMap::new(),
+            clients: Clients::default(),
             startup_lines: Vec::new(),
         })
     }
@@ -145,12 +144,6 @@ impl ProcessDriver {
             .ok_or_else(|| DriverError("the server is not running".into()))
     }
 
-    fn client(&mut self, name: &str) -> Result<&mut LineClient, DriverError> {
-        self.clients
-            .get_mut(name)
-            .ok_or_else(|| DriverError(format!("{name} is not connected")))
-    }
-
     fn shut_down(&mut self, reason: &str) -> Result<(), DriverError> {
         let Some(mut server) = self.server.take() else {
             return Ok(());
@@ -190,30 +183,19 @@ impl Driver for ProcessDriver {
 
     fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
         let server = self.server()?.addr;
-        let connection = LineClient::connect(server, from).map_err(|error| {
-            DriverError(format!("{client} cannot connect from {from}: {error}"))
-        })?;
-        self.clients.insert(client.to_owned(), connection);
-        Ok(())
+        self.clients.connect(client, server, from)
     }
 
     fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
-        self.client(client)?
-            .send(bytes)
-            .map_err(|error| DriverError(format!("{client} cannot send: {error}")))
+        self.clients.send(client, bytes)
     }
 
     fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
-        self.client(client)?
-            .next_line()
-            .map_err(|error| DriverError(format!("{client} cannot read: {error}")))
+        self.clients.next_line(client)
     }
 
     fn close(&mut self, client: &str) -> Result<(), DriverError> {
-        self.clients
-            .remove(client)
-            .map(drop)
-            .ok_or_else(|| DriverError(format!("{client} is not connected")))
+        self.clients.close(client)
     }
 
     fn advance(&mut self, by: Duration) -> Result<(), DriverError> {

@@ -6,7 +6,6 @@
 //! [`crate::client::LINE_TIMEOUT`]: that limit only fails a hung step; it
 //! never orders anything.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use chatd_engine::persist::FsyncPolicy;
 use chatd_engine::settings::{ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
 
-use crate::client::LineClient;
+use crate::client::Clients;
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 use crate::memory::VIRTUAL_UNIX_START_MS;
 
@@ -30,7 +29,7 @@ pub struct SocketDriver<B: Backend> {
     data_dir: tempfile::TempDir,
     settings: Settings,
     running: Option<Running>,
-    clients: HashMap<String, LineClient>,
+    clients: Clients,
 }
 
 impl<B: Backend> SocketDriver<B> {
@@ -55,7 +54,7 @@ impl<B: Backend> SocketDriver<B> {
             data_dir,
             settings,
             running: None,
-            clients: HashMap::new(),
+            clients: Clients::default(),
         })
     }
 
@@ -77,12 +76,6 @@ impl<B: Backend> SocketDriver<B> {
             .map(Running::local_addr)
             .ok_or_else(|| DriverError("the server is not running".into()))
     }
-
-    fn client(&mut self, name: &str) -> Result<&mut LineClient, DriverError> {
-        self.clients
-            .get_mut(name)
-            .ok_or_else(|| DriverError(format!("{name} is not connected")))
-    }
 }
 
 impl<B: Backend> Driver for SocketDriver<B> {
@@ -97,30 +90,19 @@ impl<B: Backend> Driver for SocketDriver<B> {
 
     fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
         let server = self.address()?;
-        let connection = LineClient::connect(server, from).map_err(|error| {
-            DriverError(format!("{client} cannot connect from {from}: {error}"))
-        })?;
-        self.clients.insert(client.to_owned(), connection);
-        Ok(())
+        self.clients.connect(client, server, from)
     }
 
     fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {
-        self.client(client)?
-            .send(bytes)
-            .map_err(|error| DriverError(format!("{client} cannot send: {error}")))
+        self.clients.send(client, bytes)
     }
 
     fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
-        self.client(client)?
-            .next_line()
-            .map_err(|error| DriverError(format!("{client} cannot read: {error}")))
+        self.clients.next_line(client)
     }
 
     fn close(&mut self, client: &str) -> Result<(), DriverError> {
-        self.clients
-            .remove(client)
-            .ok_or_else(|| DriverError(format!("{client} is not connected")))?;
-        Ok(())
+        self.clients.close(client)
     }
 
     fn advance(&mut self, by: Duration) -> Result<(), DriverError> {

@@ -10,7 +10,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,35 +22,13 @@ struct Args {
     /// Round trips to time.
     #[arg(long, default_value_t = 20_000)]
     pings: usize,
-    /// Config file for the server (rate limiting must allow the pings).
-    #[arg(long)]
-    config: PathBuf,
-    /// Backend to measure.
-    #[arg(long, default_value = "poll")]
-    backend: String,
-    /// The chatd binary [default: next to this one].
-    #[arg(long)]
-    chatd: Option<PathBuf>,
+    #[command(flatten)]
+    launch: server::Launch,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let binary = match args.chatd {
-        Some(path) => path,
-        None => server::sibling_chatd()?,
-    };
-    let data = std::env::temp_dir().join(format!("chatd-rtt-{}", std::process::id()));
-    let server = server::ServerProcess::start(
-        &binary,
-        &[
-            "--config".into(),
-            args.config.display().to_string(),
-            "--backend".into(),
-            args.backend.clone(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ],
-    )?;
+    let server = server::ServerProcess::launch(&args.launch)?;
     let stream = TcpStream::connect(server.addr).context("connect")?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -76,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
     println!(
         "backend {}: {} round trips; p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, max {:.1} us; server CPU {:.1} us per round trip",
-        args.backend,
+        args.launch.backend,
         samples.len(),
         at(0.5),
         at(0.9),
@@ -85,6 +62,5 @@ fn main() -> anyhow::Result<()> {
         cpu.as_secs_f64() * 1e6 / samples.len() as f64,
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
