@@ -6,7 +6,7 @@
 //! Reported: time to connect all, failures, and the server's RSS growth per
 //! connection.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
     let mut open: Vec<TcpStream> = Vec::with_capacity(count);
     let mut failures = 0;
     for i in 0..count {
-        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8));
+        let source = source_for(i);
         match connect_and_welcome(server.addr, source) {
             Ok(stream) => open.push(stream),
             Err(_) => failures += 1,
@@ -83,18 +83,35 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
     })
 }
 
-fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+/// The loopback source address for the `i`-th connection.
+pub fn source_for(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8))
+}
+
+/// Connects from `source` and reads the welcome line.
+pub fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     bind_source(&socket, source)?;
     socket.connect_timeout(&server.into(), Duration::from_secs(5))?;
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    // The reader's buffer is dropped with it; only the welcome is read.
-    BufReader::new(&stream).read_line(&mut line)?;
-    if !line.starts_with("* welcome") {
+    // Senders write small lines: Nagle plus delayed ACKs would hold them
+    // back for tens of milliseconds.
+    stream.set_nodelay(true)?;
+    // Read byte by byte up to the first LF, so nothing after the welcome
+    // is taken from the socket.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        if (&stream).read(&mut byte)? == 0 {
+            return Err(std::io::Error::other("closed before the welcome line"));
+        }
+        line.push(byte[0]);
+    }
+    if !line.starts_with(b"* welcome") {
         return Err(std::io::Error::other(format!(
-            "unexpected first line {line:?}"
+            "unexpected first line {:?}",
+            String::from_utf8_lossy(&line)
         )));
     }
     Ok(stream)

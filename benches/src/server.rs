@@ -103,33 +103,17 @@ impl ServerProcess {
 
     /// User plus system CPU time the server has used, from /proc/PID/stat.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .context("cannot read /proc (Linux only)")?;
-        // Fields after the command name (which may hold spaces) start at ")".
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
-        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
-            bail!("unexpected /proc stat format");
-        };
-        // Linux reports clock ticks of 1/100 s (USER_HZ) to user space.
-        Ok(Duration::from_millis((user + system) * 10))
+        cpu_time_of(&self.pid().to_string())
+    }
+
+    /// Peak resident set size in bytes (VmHWM), from /proc/PID/status.
+    pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
+        status_field(self.pid(), "VmHWM:")
     }
 
     /// Resident set size in bytes, from /proc/PID/status.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .context("cannot read /proc (Linux only)")?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .context("no VmRSS in /proc status")?;
-        Ok(kib * 1024)
+        status_field(self.pid(), "VmRSS:")
     }
 }
 
@@ -155,4 +139,38 @@ pub fn sibling_chatd() -> anyhow::Result<PathBuf> {
         "no chatd binary at {}; build it first (cargo build --release --bin chatd)",
         candidate.display()
     )
+}
+
+/// This process's own CPU time (user plus system).
+pub fn self_cpu_time() -> anyhow::Result<Duration> {
+    cpu_time_of("self")
+}
+
+fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .context("cannot read /proc (Linux only)")?;
+    // Fields after the command name (which may hold spaces) start at ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        bail!("unexpected /proc stat format");
+    };
+    // Linux reports clock ticks of 1/100 s (USER_HZ) to user space.
+    Ok(Duration::from_millis((user + system) * 10))
+}
+
+fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("cannot read /proc (Linux only)")?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no {field} in /proc status"))?;
+    Ok(kib * 1024)
 }

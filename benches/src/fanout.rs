@@ -1,0 +1,359 @@
+//! The fan-out scenario: N clients over R rooms, S of them sending, for a
+//! fixed time, either at a fixed total rate or flat out with a bounded
+//! number of messages in flight per sender.
+//!
+//! Every payload carries its sender, a sequence number and the send time
+//! (nanoseconds since the run's start, one clock for the whole process), so
+//! each delivery yields a latency. A message is "in flight" until the
+//! sender's observer (the first other member of its room) has received it.
+//! Receiving runs on its own threads, each with a `Poller` over its share of
+//! the sockets, so the generator is not one thread reading thousands of
+//! sockets in turn.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use polling::{Event, Events, Poller};
+
+use crate::connect::connect_and_welcome;
+use crate::histogram::Histogram;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct FanoutPlan {
+    /// Connected clients.
+    pub clients: usize,
+    /// Rooms; client `i` joins room `i % rooms`.
+    pub rooms: usize,
+    /// Senders (the first `senders` clients).
+    pub senders: usize,
+    /// Total messages per second, or flat out when `None`.
+    pub rate: Option<u64>,
+    /// Flat out: most unobserved messages per sender.
+    pub in_flight: u64,
+    /// Payload bytes per message (at least enough for the header).
+    pub payload: usize,
+    /// How long senders send.
+    pub duration: Duration,
+    /// Reader threads.
+    pub reader_threads: usize,
+}
+
+/// What it measured.
+#[derive(Debug, Clone)]
+pub struct FanoutReport {
+    /// Messages sent.
+    pub sent: u64,
+    /// Deliveries expected: each message to every other member of its room.
+    pub expected: u64,
+    /// Deliveries seen.
+    pub delivered: u64,
+    /// Sending time.
+    pub elapsed: Duration,
+    /// Latency of every delivery.
+    pub latency: Histogram,
+}
+
+impl FanoutReport {
+    /// Deliveries per second over the sending time.
+    pub fn deliveries_per_second(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Deliveries expected but not seen.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+}
+
+/// Shared between the sender and the readers.
+struct Shared {
+    start: Instant,
+    stop: AtomicBool,
+    /// Per sender: the highest sequence number its observer has seen, plus one.
+    observed: Vec<AtomicU64>,
+}
+
+/// Runs the scenario against a server at `addr`.
+pub fn run(
+    addr: std::net::SocketAddr,
+    plan: &FanoutPlan,
+    progress: bool,
+) -> anyhow::Result<FanoutReport> {
+    if plan.senders == 0
+        || plan.senders > plan.clients
+        || plan.rooms == 0
+        || plan.clients < 2 * plan.rooms
+    {
+        bail!("need 1..=clients senders, at least one room, and two clients per room");
+    }
+    let streams = setup(addr, plan, progress)?;
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        observed: (0..plan.senders).map(|_| AtomicU64::new(0)).collect(),
+    });
+    // Sender s is observed by the next client in its room.
+    let observer_of = |sender: usize| sender + plan.rooms;
+    let mut writers = Vec::with_capacity(plan.senders);
+    for stream in streams.iter().take(plan.senders) {
+        writers.push(stream.try_clone().context("clone a sender socket")?);
+    }
+    let readers = spawn_readers(streams, plan, &shared, observer_of)?;
+    let (sent, elapsed) = send(&mut writers, plan, &shared, progress)?;
+    // Let what is in flight arrive, then stop the readers.
+    std::thread::sleep(Duration::from_millis(500));
+    shared.stop.store(true, Ordering::SeqCst);
+    let mut latency = Histogram::default();
+    let mut delivered = 0;
+    for reader in readers {
+        let (count, histogram) = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("a reader thread panicked"))??;
+        delivered += count;
+        latency.merge(&histogram);
+    }
+    let members = |room: usize| (0..plan.clients).filter(|c| c % plan.rooms == room).count() as u64;
+    let expected = (0..plan.senders)
+        .map(|s| sent[s] * (members(s % plan.rooms) - 1))
+        .sum();
+    Ok(FanoutReport {
+        sent: sent.iter().sum(),
+        expected,
+        delivered,
+        elapsed,
+        latency,
+    })
+}
+
+/// Connects everyone, joins the rooms, and proves the server has handled it
+/// all (a `#ping` answered on every connection).
+fn setup(
+    addr: std::net::SocketAddr,
+    plan: &FanoutPlan,
+    progress: bool,
+) -> anyhow::Result<Vec<TcpStream>> {
+    let mut streams = Vec::with_capacity(plan.clients);
+    for i in 0..plan.clients {
+        let source = crate::connect::source_for(i);
+        let mut stream = connect_and_welcome(addr, source)
+            .with_context(|| format!("client {i} cannot connect"))?;
+        stream.write_all(format!("#join bench{}\n#ping ready\n", i % plan.rooms).as_bytes())?;
+        streams.push(stream);
+        if progress && (i + 1) % 1_000 == 0 {
+            eprint!("\r  {} / {} connected", i + 1, plan.clients);
+        }
+    }
+    for stream in &mut streams {
+        wait_for_line(stream, "+ pong ready")?;
+    }
+    if progress {
+        eprintln!("\r  {} clients in {} rooms", plan.clients, plan.rooms);
+    }
+    Ok(streams)
+}
+
+/// Reads (blocking, 5 s limit) until a line equal to `wanted`.
+fn wait_for_line(stream: &mut TcpStream, wanted: &str) -> anyhow::Result<()> {
+    let mut pending = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if &line[..end] == wanted.as_bytes() {
+                return Ok(());
+            }
+        }
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            bail!("connection closed while waiting for {wanted:?}");
+        }
+        pending.extend_from_slice(&buffer[..n]);
+    }
+}
+
+type ReaderResult = anyhow::Result<(u64, Histogram)>;
+
+fn spawn_readers(
+    streams: Vec<TcpStream>,
+    plan: &FanoutPlan,
+    shared: &Arc<Shared>,
+    observer_of: impl Fn(usize) -> usize,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<ReaderResult>>> {
+    let threads = plan.reader_threads.max(1);
+    let mut groups: Vec<Vec<(usize, TcpStream)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, stream) in streams.into_iter().enumerate() {
+        groups[index % threads].push((index, stream));
+    }
+    // For each client: the sender it observes, if any.
+    let mut observes = vec![None; plan.clients];
+    for sender in 0..plan.senders {
+        observes[observer_of(sender)] = Some(sender);
+    }
+    let observes = Arc::new(observes);
+    let mut handles = Vec::new();
+    for group in groups {
+        let shared = shared.clone();
+        let observes = observes.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name("bench-reader".into())
+                .spawn(move || read_group(group, &shared, &observes))?,
+        );
+    }
+    Ok(handles)
+}
+
+fn read_group(
+    group: Vec<(usize, TcpStream)>,
+    shared: &Shared,
+    observes: &[Option<usize>],
+) -> ReaderResult {
+    let poller = Poller::new()?;
+    let mut clients: Vec<(usize, TcpStream, Vec<u8>)> = Vec::with_capacity(group.len());
+    for (key, (index, stream)) in group.into_iter().enumerate() {
+        stream.set_nonblocking(true)?;
+        // SAFETY: each stream lives in `clients` until this function returns,
+        // after the poller (declared first, dropped last) is done with it;
+        // the poller is never used after the streams are dropped.
+        #[allow(unsafe_code)]
+        unsafe {
+            poller.add_with_mode(&stream, Event::readable(key), polling::PollMode::Level)?;
+        }
+        clients.push((index, stream, Vec::new()));
+    }
+    let mut events = Events::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut delivered = 0u64;
+    let mut latency = Histogram::default();
+    while !shared.stop.load(Ordering::Relaxed) {
+        events.clear();
+        poller.wait(&mut events, Some(Duration::from_millis(50)))?;
+        for event in events.iter() {
+            let (index, stream, pending) = &mut clients[event.key];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => bail!("client {index} was disconnected"),
+                    Ok(n) => {
+                        let now = shared.start.elapsed().as_nanos() as u64;
+                        pending.extend_from_slice(&buffer[..n]);
+                        let mut start = 0;
+                        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+                            let line = &pending[start..start + end];
+                            start += end + 1;
+                            if let Some((sender, seq, sent_at)) = parse_payload(line) {
+                                delivered += 1;
+                                latency.record(now.saturating_sub(sent_at) / 1_000);
+                                if observes[*index] == Some(sender) {
+                                    shared.observed[sender].fetch_max(seq + 1, Ordering::Release);
+                                }
+                            }
+                        }
+                        pending.drain(..start);
+                        if n < buffer.len() {
+                            break;
+                        }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+    }
+    Ok((delivered, latency))
+}
+
+/// `[#benchN] guestM: b SENDER SEQ NANOS ...` -> (sender, seq, nanos).
+fn parse_payload(line: &[u8]) -> Option<(usize, u64, u64)> {
+    let at = line.windows(3).position(|w| w == b": b")?;
+    let mut fields = line[at + 3..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+    let sender = number(fields.next()?)? as usize;
+    let seq = number(fields.next()?)?;
+    let sent_at = number(fields.next()?)?;
+    Some((sender, seq, sent_at))
+}
+
+/// Sends until the duration is over; returns messages per sender and the
+/// sending time.
+fn send(
+    writers: &mut [TcpStream],
+    plan: &FanoutPlan,
+    shared: &Shared,
+    progress: bool,
+) -> anyhow::Result<(Vec<u64>, Duration)> {
+    let mut sent = vec![0u64; writers.len()];
+    let padding = "x".repeat(plan.payload.saturating_sub(40));
+    let begin = Instant::now();
+    let mut next_report = begin + Duration::from_secs(1);
+    let mut total = 0u64;
+    let mut line = Vec::with_capacity(plan.payload + 64);
+    while begin.elapsed() < plan.duration {
+        let mut progressed = false;
+        for (sender, writer) in writers.iter_mut().enumerate() {
+            let allowed = match plan.rate {
+                Some(rate) => {
+                    // Each sender's share of the total rate, on schedule.
+                    let due = begin.elapsed().as_secs_f64() * rate as f64 / plan.senders as f64;
+                    sent[sender] < due as u64
+                }
+                None => {
+                    sent[sender] < shared.observed[sender].load(Ordering::Acquire) + plan.in_flight
+                }
+            };
+            if !allowed {
+                continue;
+            }
+            line.clear();
+            let now = shared.start.elapsed().as_nanos();
+            writeln!(line, "b {sender} {} {now} {padding}", sent[sender])?;
+            writer.write_all(&line)?;
+            sent[sender] += 1;
+            total += 1;
+            progressed = true;
+        }
+        if !progressed {
+            // Nothing may go yet: sleep instead of spinning, or the
+            // generator steals the CPU the server is being measured on.
+            let pause = match plan.rate {
+                Some(rate) => {
+                    let next = (total + 1) as f64 / rate as f64;
+                    let due = begin + Duration::from_secs_f64(next);
+                    due.saturating_duration_since(Instant::now())
+                }
+                None => Duration::from_micros(50),
+            };
+            std::thread::sleep(pause.min(Duration::from_millis(5)));
+        }
+        if progress && Instant::now() >= next_report {
+            eprint!("\r  {total} sent, {:.0} s", begin.elapsed().as_secs_f64());
+            next_report += Duration::from_secs(1);
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    Ok((sent, begin.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_read_back_from_delivered_lines() {
+        assert_eq!(
+            parse_payload(b"[#bench3] guest17: b 4 99 123456 xxxx"),
+            Some((4, 99, 123_456))
+        );
+        assert_eq!(parse_payload(b"* guest2 joined #bench0"), None);
+        assert_eq!(parse_payload(b"[#bench0] guest1: b x 1 2"), None);
+    }
+}
