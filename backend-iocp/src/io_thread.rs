@@ -7,13 +7,15 @@
 //! [`MAX_SLICES`] shared lines at a time and ends when the queue is empty,
 //! so an idle connection costs one task, not two.
 //!
-//! Reads own a buffer while in flight, so idle connections are where memory
-//! goes. On io_uring the reader uses compio's buffer pool (provided
-//! buffers): the kernel picks a buffer only when data arrives, and an idle
-//! connection holds none. Other drivers (IOCP, the polling fallback) take a
-//! pool buffer when the receive is submitted, so there each connection
-//! reads into its own small buffer, which doubles while reads fill it and
-//! shrinks back when they do not.
+//! Reads are where idle memory goes, since completion I/O owns a buffer
+//! for every receive in flight. On Unix drivers (io_uring, the polling
+//! fallback) the reader therefore waits with a one-shot poll operation,
+//! which owns no buffer, and then receives without blocking into the
+//! thread's one read buffer, copying out only what arrived: an idle
+//! connection holds a small task and a small operation, nothing else.
+//! IOCP has no poll operation, so on Windows each connection reads into its
+//! own small buffer, which doubles while reads fill it and shrinks back
+//! when they do not (ARCHITECTURE.md, decision 18).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -31,7 +33,9 @@ use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::hub::{Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::out_queue::{MAX_SLICES, OutQueue};
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncReadManaged, AsyncWrite};
+#[cfg(not(unix))]
+use compio::io::AsyncRead;
+use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
 use compio::smallvec::SmallVec;
@@ -39,23 +43,21 @@ use compio::smallvec::SmallVec;
 use crate::acceptor::Acceptor;
 use crate::signal::Signal;
 
-/// Bytes asked for per receive from the buffer pool.
-pub(crate) const POOL_BUFFER: usize = 4096;
-/// Smallest and largest own read buffer (drivers without provided buffers).
+/// Smallest own read buffer (IOCP).
+#[cfg(not(unix))]
 const SMALL_READ: usize = 256;
+/// Largest own read buffer (IOCP), and the thread's shared read buffer.
 const LARGE_READ: usize = 64 * 1024;
 /// How long a connection the core closed may wait for its peer to hang up
 /// before its socket is dropped anyway.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// How the reader gets its buffers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadStrategy {
-    /// io_uring provided buffers from the runtime's pool.
-    Pool,
-    /// A per-connection buffer that grows only while reads fill it.
-    Own,
-}
+/// How reads get their buffers, for the start-up line.
+#[cfg(unix)]
+pub(crate) const READS: &str = "poll then receive";
+/// How reads get their buffers, for the start-up line.
+#[cfg(not(unix))]
+pub(crate) const READS: &str = "small per-connection buffers";
 
 /// What one I/O thread needs.
 pub(crate) struct ThreadContext {
@@ -66,7 +68,6 @@ pub(crate) struct ThreadContext {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) signal: Arc<Signal>,
     pub(crate) acceptor: Option<Acceptor>,
-    pub(crate) strategy: ReadStrategy,
 }
 
 struct Conn {
@@ -97,9 +98,11 @@ impl Conn {
 /// The thread's connections and the way back to the core.
 struct Local {
     conns: RefCell<AHashMap<u64, Rc<Conn>>>,
+    /// The thread's one receive buffer (readiness reads).
+    #[cfg(unix)]
+    read_buffer: RefCell<Box<[u8]>>,
     inbox: Arc<Inbox>,
     max_outbound: usize,
-    strategy: ReadStrategy,
 }
 
 impl Local {
@@ -131,9 +134,10 @@ impl Local {
 pub(crate) async fn run(mut context: ThreadContext) {
     let local = Rc::new(Local {
         conns: RefCell::new(AHashMap::new()),
+        #[cfg(unix)]
+        read_buffer: RefCell::new(vec![0; LARGE_READ].into_boxed_slice()),
         inbox: context.inbox.clone(),
         max_outbound: context.max_outbound,
-        strategy: context.strategy,
     });
     let mut stop_deadline: Option<Instant> = None;
     loop {
@@ -216,10 +220,10 @@ fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream) {
         dead: Cell::new(false),
     });
     local.conns.borrow_mut().insert(id.get(), conn.clone());
-    let reader = match local.strategy {
-        ReadStrategy::Pool => compio::runtime::spawn(read_loop_pooled(local.clone(), conn.clone())),
-        ReadStrategy::Own => compio::runtime::spawn(read_loop_own(local.clone(), conn.clone())),
-    };
+    #[cfg(unix)]
+    let reader = compio::runtime::spawn(read_loop_ready(local.clone(), conn.clone()));
+    #[cfg(not(unix))]
+    let reader = compio::runtime::spawn(read_loop_own(local.clone(), conn.clone()));
     conn.reader.set(Some(reader));
 }
 
@@ -246,43 +250,65 @@ fn queue(local: &Rc<Local>, id: ConnId, bytes: Bytes, priority: Priority) {
     ensure_writer(local, &conn);
 }
 
-/// One receive in flight at a time, from the runtime's buffer pool. Each
-/// strategy has its own loop so a task only reserves room for its own
-/// receive future.
-async fn read_loop_pooled(local: Rc<Local>, conn: Rc<Conn>) {
+/// Waits for input with a one-shot poll operation (no buffer while
+/// waiting), then receives without blocking into the thread's buffer.
+#[cfg(unix)]
+async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
+    use compio::driver::ToSharedFd;
+    use compio::driver::op::{Interest, PollOnce};
     loop {
-        let read = read_pooled(&conn.stream).await;
-        if !handle_read(&local, &conn, read).await {
+        let poll = PollOnce::new(conn.stream.to_shared_fd(), Interest::Readable);
+        let BufResult(ready, _) = compio::runtime::submit(poll).await;
+        let read = match ready {
+            Ok(_) => match receive_now(&local, &conn.stream) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                read => read,
+            },
+            Err(error) => Err(error),
+        };
+        if !handle_read(&local, &conn, read) {
             return;
         }
     }
 }
 
+/// One non-blocking receive into the thread's buffer; what arrived is
+/// copied out. `Ok(None)` is the end of the stream.
+#[cfg(unix)]
+fn receive_now(local: &Local, stream: &TcpStream) -> io::Result<Option<Vec<u8>>> {
+    use compio::driver::op::RecvFlags;
+    let mut buffer = local.read_buffer.borrow_mut();
+    loop {
+        match rustix::net::recv(stream, &mut buffer[..], RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Ok(None),
+            Ok((n, _)) => return Ok(Some(buffer[..n].to_vec())),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// One receive in flight at a time, into a buffer sized by recent reads.
+#[cfg(not(unix))]
 async fn read_loop_own(local: Rc<Local>, conn: Rc<Conn>) {
     let mut capacity = SMALL_READ;
     loop {
         let read = read_own(&conn.stream, &mut capacity).await;
-        if !handle_read(&local, &conn, read).await {
+        if !handle_read(&local, &conn, read) {
             return;
         }
     }
 }
 
 /// Passes what a receive brought to the core. Returns false when the
-/// connection is over.
-async fn handle_read(local: &Local, conn: &Conn, read: io::Result<Option<Vec<u8>>>) -> bool {
+/// connection is over. Not async: the reader's future stays small.
+fn handle_read(local: &Local, conn: &Conn, read: io::Result<Option<Vec<u8>>>) -> bool {
     match read {
         Ok(Some(bytes)) if conn.closing.get() => drop(bytes),
         Ok(Some(bytes)) => local.inbox.send(Event::Received {
             conn: conn.id,
             bytes,
         }),
-        Err(error) if error.kind() == io::ErrorKind::ResourceBusy => {
-            // The pool is empty for a moment: every buffer is on its way to
-            // the core. Try again shortly.
-            compio::time::sleep(Duration::from_millis(1)).await;
-        }
         Ok(None) | Err(_) if conn.closing.get() => {
             local.forget(conn, true);
             return false;
@@ -295,13 +321,7 @@ async fn handle_read(local: &Local, conn: &Conn, read: io::Result<Option<Vec<u8>
     true
 }
 
-async fn read_pooled(stream: &TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut reader = stream;
-    let buffer = reader.read_managed(POOL_BUFFER).await?;
-    // Copy out and give the buffer back to the pool at once.
-    Ok(buffer.filter(|b| !b.is_empty()).map(|b| b.to_vec()))
-}
-
+#[cfg(not(unix))]
 async fn read_own(stream: &TcpStream, capacity: &mut usize) -> io::Result<Option<Vec<u8>>> {
     let mut reader = stream;
     let BufResult(result, buffer) = reader.read(Vec::with_capacity(*capacity)).await;

@@ -16,21 +16,16 @@ mod signal;
 
 use std::io;
 use std::net::TcpListener;
-use std::num::NonZero;
 use std::sync::{Arc, Mutex, mpsc};
 
 use chatd_engine::hub::{Inbox, Mailbox};
 use chatd_engine::{Backend, IoThread};
-use compio::driver::{DriverType, ProactorBuilder};
+use compio::driver::DriverType;
 use compio::runtime::{Runtime, RuntimeBuilder};
 
 use crate::acceptor::Acceptor;
-use crate::io_thread::{POOL_BUFFER, ReadStrategy, ThreadContext};
+use crate::io_thread::ThreadContext;
 use crate::signal::Signal;
-
-/// Provided buffers per I/O thread on io_uring (4 MiB at 4 KiB each),
-/// shared by all of that thread's connections.
-const POOL_BUFFERS: u16 = 1024;
 
 /// The completion backend.
 #[derive(Debug, Default)]
@@ -112,15 +107,7 @@ fn run_thread(pending: PendingContext, ready: &mpsc::Sender<io::Result<String>>)
             return;
         }
     };
-    let driver = runtime.driver_type();
-    // Provided buffers only help where the kernel picks the buffer at
-    // completion, i.e. io_uring; elsewhere compio takes one per pending read.
-    let strategy = if driver == DriverType::IoUring && runtime.buffer_pool().is_ok() {
-        ReadStrategy::Pool
-    } else {
-        ReadStrategy::Own
-    };
-    let _ = ready.send(Ok(describe(driver, strategy)));
+    let _ = ready.send(Ok(describe(runtime.driver_type())));
     let context = ThreadContext {
         index: pending.index,
         threads: pending.threads,
@@ -129,25 +116,17 @@ fn run_thread(pending: PendingContext, ready: &mpsc::Sender<io::Result<String>>)
         mailbox: pending.mailbox,
         signal: pending.signal,
         acceptor: pending.acceptor,
-        strategy,
     };
     runtime.block_on(io_thread::run(context));
 }
 
 fn build_runtime() -> io::Result<Runtime> {
-    let mut proactor = ProactorBuilder::new();
-    proactor
-        .buffer_pool_size(NonZero::new(POOL_BUFFERS).unwrap_or(NonZero::<u16>::MIN))
-        .buffer_pool_buffer_len(POOL_BUFFER);
-    RuntimeBuilder::new().with_proactor(proactor).build()
+    RuntimeBuilder::new().build()
 }
 
 /// The name the start-up line shows for the driver in use.
-fn describe(driver: DriverType, strategy: ReadStrategy) -> String {
-    let reads = match strategy {
-        ReadStrategy::Pool => "provided buffers",
-        ReadStrategy::Own => "small per-connection buffers",
-    };
+fn describe(driver: DriverType) -> String {
+    let reads = io_thread::READS;
     match driver {
         DriverType::IoUring => format!("io_uring, {reads}"),
         DriverType::IOCP => format!("IOCP, {reads}"),
