@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -46,28 +47,21 @@ impl ConnectReport {
     }
 }
 
+/// Threads that connect in parallel. Each connection waits for its welcome
+/// line, a round trip through the server's core; one thread doing that
+/// serially measures the round trip, not how fast the server admits.
+pub const CONNECT_THREADS: usize = 4;
+
 /// Opens `count` connections, keeps them open while measuring, then closes them.
 pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Result<ConnectReport> {
     // Let the server settle (allocator warm-up, threads started).
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = server.rss_bytes()?;
     let start = Instant::now();
-    let mut open: Vec<TcpStream> = Vec::with_capacity(count);
-    let mut failures = 0;
-    for i in 0..count {
-        let source = source_for(i);
-        match connect_and_welcome(server.addr, source) {
-            Ok(stream) => open.push(stream),
-            Err(_) => failures += 1,
-        }
-        if progress && (i + 1) % 1_000 == 0 {
-            eprint!("\r  {} / {count} connected", i + 1);
-        }
-    }
+    let attempts = connect_all(server.addr, count, progress);
     let elapsed = start.elapsed();
-    if progress {
-        eprintln!();
-    }
+    let failures = attempts.iter().filter(|a| a.is_err()).count();
+    let open: Vec<TcpStream> = attempts.into_iter().filter_map(Result::ok).collect();
     // Idle: give the server a moment to finish any deferred work.
     std::thread::sleep(Duration::from_millis(500));
     let rss_after = server.rss_bytes()?;
@@ -81,6 +75,49 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
         rss_before,
         rss_after,
     })
+}
+
+/// Connects `count` clients, each having read its welcome line, on
+/// [`CONNECT_THREADS`] threads. Result `i` is client `i` (its source
+/// address is [`source_for`]`(i)`).
+pub fn connect_all(
+    server: SocketAddr,
+    count: usize,
+    progress: bool,
+) -> Vec<std::io::Result<TcpStream>> {
+    let done = AtomicUsize::new(0);
+    let mut results: Vec<Option<std::io::Result<TcpStream>>> = (0..count).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..CONNECT_THREADS)
+            .map(|worker| {
+                let done = &done;
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in (worker..count).step_by(CONNECT_THREADS) {
+                        mine.push((i, connect_and_welcome(server, source_for(i))));
+                        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if progress && finished.is_multiple_of(1_000) {
+                            eprint!("\r  {finished} / {count} connected");
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        for worker in workers {
+            let finished = worker.join().unwrap_or_default();
+            for (i, result) in finished {
+                results[i] = Some(result);
+            }
+        }
+    });
+    if progress {
+        eprintln!();
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("a connect thread panicked"))))
+        .collect()
 }
 
 /// The loopback source address for the `i`-th connection.

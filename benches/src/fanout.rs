@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use polling::{Event, Events, Poller};
 
-use crate::connect::connect_and_welcome;
+use crate::connect::connect_all;
 use crate::histogram::Histogram;
 
 /// What to run.
@@ -138,15 +138,13 @@ fn setup(
     progress: bool,
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(plan.clients);
-    for i in 0..plan.clients {
-        let source = crate::connect::source_for(i);
-        let mut stream = connect_and_welcome(addr, source)
-            .with_context(|| format!("client {i} cannot connect"))?;
+    for (i, stream) in connect_all(addr, plan.clients, progress)
+        .into_iter()
+        .enumerate()
+    {
+        let mut stream = stream.with_context(|| format!("client {i} cannot connect"))?;
         stream.write_all(format!("#join bench{}\n#ping ready\n", i % plan.rooms).as_bytes())?;
         streams.push(stream);
-        if progress && (i + 1) % 1_000 == 0 {
-            eprint!("\r  {} / {} connected", i + 1, plan.clients);
-        }
     }
     for stream in &mut streams {
         wait_for_line(stream, "+ pong ready")?;
