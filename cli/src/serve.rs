@@ -39,6 +39,10 @@ pub(crate) struct ServeArgs {
     /// When history is forced to disk: always, never, or an interval such as 10ms [default: 10ms].
     #[arg(long, value_name = "POLICY", value_parser = FsyncPolicy::parse)]
     fsync: Option<FsyncPolicy>,
+    /// Keep history in memory only: no log files, nothing recovered, all
+    /// history lost at exit.
+    #[arg(long)]
+    no_persist: bool,
     /// TOML config file with every setting (see docs/CONFIG.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -74,6 +78,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(fsync) = args.fsync {
         server.fsync = fsync;
     }
+    if args.no_persist {
+        server.persist = false;
+    }
     let backend: Box<dyn Backend> = match server.backend.as_str() {
         "poll" => Box::new(PollBackend),
         "iocp" => Box::new(IocpBackend::default()),
@@ -86,16 +93,23 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let running = launch(&settings, backend.as_ref(), clock)?;
     let info = running.info();
+    let history = if settings.server.persist {
+        format!(
+            "data dir {}, fsync {}, {} history records from {} logs",
+            settings.server.data_dir.display(),
+            settings.server.fsync,
+            info.recovered_records,
+            info.recovered_logs,
+        )
+    } else {
+        "history in memory only (persist off)".to_owned()
+    };
     tracing::info!(
-        "chatd listening on {}: backend {} ({}), {} I/O threads, data dir {}, fsync {}, {} history records from {} logs",
+        "chatd listening on {}: backend {} ({}), {} I/O threads, {history}",
         info.local_addr,
         backend.name(),
         backend.mechanism(),
         info.threads,
-        settings.server.data_dir.display(),
-        settings.server.fsync,
-        info.recovered_records,
-        info.recovered_logs,
     );
     let handle = running.shutdown_handle();
     let signalled = AtomicBool::new(false);

@@ -208,6 +208,35 @@ fn hash_password_prints_an_operator_entry_the_server_accepts() {
         .expect("accepted");
 }
 
+#[test]
+fn without_persistence_acks_come_at_once_and_no_log_is_written() {
+    for backend in ["poll", "iocp"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // With persistence on, fsync once an hour would hold the ACK back.
+        let server = Server::start(
+            dir.path(),
+            &["--no-persist", "--fsync", "1h", "--backend", backend],
+        );
+        let mut alice = client(server.addr);
+        alice.say("#ack on").expect("send");
+        alice
+            .wait_for(|l| l == "* acknowledgements on")
+            .expect("acks on");
+        alice.say("kept in memory").expect("send");
+        alice
+            .wait_for(|l| l.starts_with("+ ack "))
+            .unwrap_or_else(|e| panic!("{backend}: no ACK without persistence: {e}"));
+        alice.say("#history").expect("send");
+        alice
+            .wait_for(|l| l.ends_with("kept in memory"))
+            .unwrap_or_else(|e| panic!("{backend}: history in memory: {e}"));
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .map(|entries| entries.map_while(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(files.is_empty(), "{backend}: files written: {files:?}");
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_tells_clients_flushes_history_and_exits_zero() {

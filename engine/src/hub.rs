@@ -194,7 +194,9 @@ pub(crate) struct Hub {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) mailboxes: Vec<Arc<Mailbox>>,
-    pub(crate) writer: HistoryWriter,
+    /// The history writer, or `None` when history is kept in memory only
+    /// (`persist = false`): records then count as stored at once.
+    pub(crate) writer: Option<HistoryWriter>,
 }
 
 impl Hub {
@@ -237,7 +239,9 @@ impl Hub {
             mailbox.deliver(vec![Command::Stop]);
         }
         // Flush and sync history before the process may exit.
-        self.writer.finish();
+        if let Some(writer) = self.writer {
+            writer.finish();
+        }
     }
 
     fn fire_due_timers(&mut self) -> Instant {
@@ -306,6 +310,7 @@ impl Hub {
     /// Hands every pending output to the I/O thread or the history writer.
     fn route(&mut self, batches: &mut [Vec<Command>]) {
         let threads = batches.len();
+        let mut kept_in_memory = Vec::new();
         while let Some(output) = self.server.poll_output() {
             match output {
                 Output::Send {
@@ -336,8 +341,17 @@ impl Hub {
                     tracing::debug!(%conn, ?reason, "closing");
                     batches[thread_of(conn, threads)].push(Command::Close { conn });
                 }
-                Output::Persist(record) => self.writer.append(record),
+                Output::Persist(record) => match &self.writer {
+                    Some(writer) => writer.append(record),
+                    None => kept_in_memory.push(record.id),
+                },
             }
+        }
+        if !kept_in_memory.is_empty() {
+            // Through the inbox like the writer's reports, so the core sees
+            // them in the same order relative to other events.
+            self.inbox
+                .send(Event::Persisted(PersistReport::Stored(kept_in_memory)));
         }
     }
 }

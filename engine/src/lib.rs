@@ -182,10 +182,14 @@ pub fn launch(
         path: data_dir.clone(),
         cause,
     };
-    std::fs::create_dir_all(&data_dir).map_err(data_error)?;
-    let recovered = recover_dir(&data_dir).map_err(data_error)?;
-    let (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
-    server.restore(recovered.records);
+    let persist = settings.server.persist;
+    let (mut recovered_records, mut recovered_logs) = (0, 0);
+    if persist {
+        std::fs::create_dir_all(&data_dir).map_err(data_error)?;
+        let recovered = recover_dir(&data_dir).map_err(data_error)?;
+        (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
+        server.restore(recovered.records);
+    }
     let address: SocketAddr = settings
         .server
         .bind
@@ -197,11 +201,16 @@ pub fn launch(
     })?;
     let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
     let inbox = Arc::new(Inbox::default());
-    let reports = inbox.clone();
-    let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {
-        reports.send(Event::Persisted(report));
-    })
-    .map_err(data_error)?;
+    let writer = if persist {
+        let reports = inbox.clone();
+        let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {
+            reports.send(Event::Persisted(report));
+        })
+        .map_err(data_error)?;
+        Some(writer)
+    } else {
+        None
+    };
     let threads = settings.server.resolved_threads();
     let io = backend
         .start(

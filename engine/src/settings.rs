@@ -8,6 +8,7 @@
 //! threads = 0              # 0 = one I/O thread per core
 //! data_dir = "chat_logs"
 //! fsync = "10ms"           # "always", "never", or a group-commit interval
+//! persist = true           # false: history in memory only, no log files
 //! backend = "poll"         # or "iocp"
 //!
 //! history_size = 100
@@ -44,6 +45,9 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// When history is forced to disk.
     pub fsync: FsyncPolicy,
+    /// Whether room history is written to `data_dir` (and recovered from
+    /// it at start). Off, history lives in memory only and is lost at exit.
+    pub persist: bool,
     /// `poll` or `iocp`.
     pub backend: String,
 }
@@ -55,6 +59,7 @@ impl Default for ServerSettings {
             threads: 0,
             data_dir: PathBuf::from("chat_logs"),
             fsync: FsyncPolicy::Every(std::time::Duration::from_millis(10)),
+            persist: true,
             backend: "poll".into(),
         }
     }

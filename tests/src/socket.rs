@@ -43,6 +43,7 @@ impl<B: Backend> SocketDriver<B> {
                 threads,
                 data_dir: data_dir.path().to_path_buf(),
                 fsync: FsyncPolicy::Always,
+                persist: true,
                 backend: backend.name().into(),
             },
             chat: Config::default(),

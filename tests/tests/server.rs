@@ -60,6 +60,7 @@ fn start_with(
             threads: 2,
             data_dir: dir.to_path_buf(),
             fsync,
+            persist: true,
             backend: backend.name().into(),
         },
         chat,
