@@ -58,7 +58,7 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = server.rss_bytes()?;
     let start = Instant::now();
-    let attempts = connect_all(server.addr, count, progress);
+    let attempts = connect_all(server.addr, count, true, progress);
     let elapsed = start.elapsed();
     let failures = attempts.iter().filter(|a| a.is_err()).count();
     let open: Vec<TcpStream> = attempts.into_iter().filter_map(Result::ok).collect();
@@ -77,12 +77,13 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
     })
 }
 
-/// Connects `count` clients, each having read its welcome line, on
-/// [`CONNECT_THREADS`] threads. Result `i` is client `i` (its source
-/// address is [`source_for`]`(i)`).
+/// Connects `count` clients on [`CONNECT_THREADS`] threads, each having
+/// read chatd's welcome line if `welcome` is set. Result `i` is client `i`
+/// (its source address is [`source_for`]`(i)`).
 pub fn connect_all(
     server: SocketAddr,
     count: usize,
+    welcome: bool,
     progress: bool,
 ) -> Vec<std::io::Result<TcpStream>> {
     let done = AtomicUsize::new(0);
@@ -94,7 +95,12 @@ pub fn connect_all(
                 scope.spawn(move || {
                     let mut mine = Vec::new();
                     for i in (worker..count).step_by(CONNECT_THREADS) {
-                        mine.push((i, connect_and_welcome(server, source_for(i))));
+                        let stream = if welcome {
+                            connect_and_welcome(server, source_for(i))
+                        } else {
+                            connect_from(server, source_for(i))
+                        };
+                        mine.push((i, stream));
                         let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                         if progress && finished.is_multiple_of(1_000) {
                             eprint!("\r  {finished} / {count} connected");
@@ -125,8 +131,8 @@ pub fn source_for(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / PER_SOURCE) as u8))
 }
 
-/// Connects from `source` and reads the welcome line.
-pub fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+/// Connects from `source`, with a 5 s read timeout and TCP_NODELAY.
+pub fn connect_from(server: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     bind_source(&socket, source)?;
     socket.connect_timeout(&server.into(), Duration::from_secs(5))?;
@@ -135,6 +141,12 @@ pub fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Resul
     // Senders write small lines: Nagle plus delayed ACKs would hold them
     // back for tens of milliseconds.
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Connects from `source` and reads chatd's welcome line.
+pub fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+    let stream = connect_from(server, source)?;
     // Read byte by byte up to the first LF, so nothing after the welcome
     // is taken from the socket.
     let mut line = Vec::new();

@@ -2,6 +2,11 @@
 //! fixed time, either at a fixed total rate or flat out with a bounded
 //! number of messages in flight per sender.
 //!
+//! The same workload runs against chatd and against peers ([`Peer`]):
+//! Redis pub/sub (subscribers SUBSCRIBE, separate connections PUBLISH, as
+//! a subscribed Redis connection may not publish) and any line-protocol
+//! chat server described by templates for its first line, join and say.
+//!
 //! Every payload carries its sender, a sequence number and the send time
 //! (nanoseconds since the run's start, one clock for the whole process), so
 //! each delivery yields a latency. A message is "in flight" until the
@@ -21,6 +26,49 @@ use polling::{Event, Events, Poller};
 
 use crate::connect::connect_all;
 use crate::histogram::Histogram;
+use crate::server::{ServerProcess, self_cpu_time};
+
+/// The server under test and how to speak to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// chatd's native dialect (welcome line, `#join`, `#ping` barrier).
+    Chatd,
+    /// Redis pub/sub: one channel per room.
+    Redis,
+    /// A line-protocol chat server.
+    Lines(LineTemplates),
+}
+
+/// How to speak to a line-protocol chat server. `{n}` is the client's
+/// number, `{room}` the room's name (`bench0`, `bench1`, ...), `{payload}`
+/// the payload; `\n` separates several lines. Lines end with CRLF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineTemplates {
+    /// Sent first by every client (empty: nothing).
+    pub hello: String,
+    /// Joins a room.
+    pub join: String,
+    /// Says a payload in a room.
+    pub say: String,
+    /// How long to wait after every client has joined: a generic server
+    /// offers no barrier to wait on.
+    pub settle: Duration,
+}
+
+impl LineTemplates {
+    fn fill(template: &str, n: usize, room: &str, payload: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for line in template.split("\\n").filter(|l| !l.is_empty()) {
+            let line = line
+                .replace("{n}", &n.to_string())
+                .replace("{room}", room)
+                .replace("{payload}", payload);
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -70,6 +118,37 @@ impl FanoutReport {
     }
 }
 
+/// A fan-out run with what it cost.
+#[derive(Debug, Clone)]
+pub struct FanoutMeasurement {
+    /// Counts and latencies.
+    pub report: FanoutReport,
+    /// The server's CPU time during the run.
+    pub server_cpu: Duration,
+    /// This process's (the generator's) CPU time during the run.
+    pub generator_cpu: Duration,
+    /// The server's peak resident memory in bytes.
+    pub server_peak_rss: u64,
+}
+
+/// Runs the scenario against `server` and measures both sides' CPU.
+pub fn measure(
+    server: &ServerProcess,
+    peer: &Peer,
+    plan: &FanoutPlan,
+    progress: bool,
+) -> anyhow::Result<FanoutMeasurement> {
+    let generator_before = self_cpu_time()?;
+    let server_before = server.cpu_time()?;
+    let report = run(server.addr, peer, plan, progress)?;
+    Ok(FanoutMeasurement {
+        server_cpu: server.cpu_time()?.saturating_sub(server_before),
+        generator_cpu: self_cpu_time()?.saturating_sub(generator_before),
+        server_peak_rss: server.peak_rss_bytes()?,
+        report,
+    })
+}
+
 /// Shared between the sender and the readers.
 struct Shared {
     start: Instant,
@@ -81,6 +160,7 @@ struct Shared {
 /// Runs the scenario against a server at `addr`.
 pub fn run(
     addr: std::net::SocketAddr,
+    peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<FanoutReport> {
@@ -91,7 +171,7 @@ pub fn run(
     {
         bail!("need 1..=clients senders, at least one room, and two clients per room");
     }
-    let streams = setup(addr, plan, progress)?;
+    let (mut streams, mut writers) = setup(addr, peer, plan, progress)?;
     let shared = Arc::new(Shared {
         start: Instant::now(),
         stop: AtomicBool::new(false),
@@ -99,12 +179,19 @@ pub fn run(
     });
     // Sender s is observed by the next client in its room.
     let observer_of = |sender: usize| sender + plan.rooms;
-    let mut writers = Vec::with_capacity(plan.senders);
-    for stream in streams.iter().take(plan.senders) {
-        writers.push(stream.try_clone().context("clone a sender socket")?);
+    // Senders that are not clients (Redis publishers) get replies to drain.
+    let extra = writers.len();
+    if writers.is_empty() {
+        for stream in streams.iter().take(plan.senders) {
+            writers.push(stream.try_clone().context("clone a sender socket")?);
+        }
+    } else {
+        for writer in &writers {
+            streams.push(writer.try_clone().context("clone a publisher socket")?);
+        }
     }
     let readers = spawn_readers(streams, plan, &shared, observer_of)?;
-    let (sent, elapsed) = send(&mut writers, plan, &shared, progress)?;
+    let (sent, elapsed) = send(&mut writers, peer, plan, &shared, progress)?;
     // Let what is in flight arrive, then stop the readers.
     std::thread::sleep(Duration::from_millis(500));
     shared.stop.store(true, Ordering::SeqCst);
@@ -118,8 +205,11 @@ pub fn run(
         latency.merge(&histogram);
     }
     let members = |room: usize| (0..plan.clients).filter(|c| c % plan.rooms == room).count() as u64;
+    // A member does not get its own message back; a separate publisher's
+    // message reaches every member.
+    let own = u64::from(extra == 0);
     let expected = (0..plan.senders)
-        .map(|s| sent[s] * (members(s % plan.rooms) - 1))
+        .map(|s| sent[s] * (members(s % plan.rooms) - own))
         .sum();
     Ok(FanoutReport {
         sent: sent.iter().sum(),
@@ -130,29 +220,69 @@ pub fn run(
     })
 }
 
-/// Connects everyone, joins the rooms, and proves the server has handled it
-/// all (a `#ping` answered on every connection).
+/// Connects everyone and joins the rooms, then waits until the server has
+/// handled it all (chatd: a `#ping` answered on every connection; Redis:
+/// every subscription confirmed; other servers: the settle time). Returns
+/// the clients and, for Redis, the separate publishers.
 fn setup(
     addr: std::net::SocketAddr,
+    peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
-) -> anyhow::Result<Vec<TcpStream>> {
+) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
+    let welcome = *peer == Peer::Chatd;
     let mut streams = Vec::with_capacity(plan.clients);
-    for (i, stream) in connect_all(addr, plan.clients, progress)
+    for (i, stream) in connect_all(addr, plan.clients, welcome, progress)
         .into_iter()
         .enumerate()
     {
         let mut stream = stream.with_context(|| format!("client {i} cannot connect"))?;
-        stream.write_all(format!("#join bench{}\n#ping ready\n", i % plan.rooms).as_bytes())?;
+        let room = format!("bench{}", i % plan.rooms);
+        let joining = match peer {
+            Peer::Chatd => format!("#join {room}\n#ping ready\n").into_bytes(),
+            Peer::Redis => resp(&["SUBSCRIBE", &room]),
+            Peer::Lines(templates) => {
+                let mut bytes = LineTemplates::fill(&templates.hello, i, &room, "");
+                bytes.extend(LineTemplates::fill(&templates.join, i, &room, ""));
+                bytes
+            }
+        };
+        stream.write_all(&joining)?;
         streams.push(stream);
     }
-    for stream in &mut streams {
-        wait_for_line(stream, "+ pong ready")?;
+    let mut publishers = Vec::new();
+    match peer {
+        Peer::Chatd => {
+            for stream in &mut streams {
+                wait_for_line(stream, "+ pong ready")?;
+            }
+        }
+        Peer::Redis => {
+            for stream in &mut streams {
+                wait_for_line(stream, "subscribe")?;
+            }
+            for (i, publisher) in connect_all(addr, plan.senders, false, false)
+                .into_iter()
+                .enumerate()
+            {
+                publishers.push(publisher.with_context(|| format!("publisher {i}"))?);
+            }
+        }
+        Peer::Lines(templates) => std::thread::sleep(templates.settle),
     }
     if progress {
         eprintln!("\r  {} clients in {} rooms", plan.clients, plan.rooms);
     }
-    Ok(streams)
+    Ok((streams, publishers))
+}
+
+/// A command in RESP, Redis's request encoding.
+fn resp(parts: &[&str]) -> Vec<u8> {
+    let mut bytes = format!("*{}\r\n", parts.len()).into_bytes();
+    for part in parts {
+        bytes.extend_from_slice(format!("${}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    bytes
 }
 
 /// Reads (blocking, 5 s limit) until a line equal to `wanted`.
@@ -162,7 +292,7 @@ fn wait_for_line(stream: &mut TcpStream, wanted: &str) -> anyhow::Result<()> {
     loop {
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if &line[..end] == wanted.as_bytes() {
+            if line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]) == wanted.as_bytes() {
                 return Ok(());
             }
         }
@@ -246,7 +376,7 @@ fn read_group(
                             if let Some((sender, seq, sent_at)) = parse_payload(line) {
                                 delivered += 1;
                                 latency.record(now.saturating_sub(sent_at) / 1_000);
-                                if observes[*index] == Some(sender) {
+                                if observes.get(*index) == Some(&Some(sender)) {
                                     shared.observed[sender].fetch_max(seq + 1, Ordering::Release);
                                 }
                             }
@@ -266,13 +396,20 @@ fn read_group(
     Ok((delivered, latency))
 }
 
-/// `[#benchN] guestM: b SENDER SEQ NANOS ...` -> (sender, seq, nanos).
+/// The start of every payload; whatever a server wraps around it (chatd's
+/// `[#room] nick: `, Redis's bulk string, an IRC prefix) is skipped.
+const MARKER: &[u8] = b"~b ";
+
+/// `... ~b SENDER SEQ NANOS xxx` -> (sender, seq, nanos).
 fn parse_payload(line: &[u8]) -> Option<(usize, u64, u64)> {
-    let at = line.windows(3).position(|w| w == b": b")?;
-    let mut fields = line[at + 3..]
+    let at = line.windows(MARKER.len()).position(|w| w == MARKER)?;
+    let mut fields = line[at + MARKER.len()..]
         .split(|&b| b == b' ')
         .filter(|f| !f.is_empty());
-    let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+    let number = |field: &[u8]| {
+        let field = field.strip_suffix(b"\r").unwrap_or(field);
+        std::str::from_utf8(field).ok()?.parse::<u64>().ok()
+    };
     let sender = number(fields.next()?)? as usize;
     let seq = number(fields.next()?)?;
     let sent_at = number(fields.next()?)?;
@@ -283,6 +420,7 @@ fn parse_payload(line: &[u8]) -> Option<(usize, u64, u64)> {
 /// sending time.
 fn send(
     writers: &mut [TcpStream],
+    peer: &Peer,
     plan: &FanoutPlan,
     shared: &Shared,
     progress: bool,
@@ -292,7 +430,6 @@ fn send(
     let begin = Instant::now();
     let mut next_report = begin + Duration::from_secs(1);
     let mut total = 0u64;
-    let mut line = Vec::with_capacity(plan.payload + 64);
     while begin.elapsed() < plan.duration {
         let mut progressed = false;
         for (sender, writer) in writers.iter_mut().enumerate() {
@@ -309,9 +446,16 @@ fn send(
             if !allowed {
                 continue;
             }
-            line.clear();
             let now = shared.start.elapsed().as_nanos();
-            writeln!(line, "b {sender} {} {now} {padding}", sent[sender])?;
+            let payload = format!("~b {sender} {} {now} {padding}", sent[sender]);
+            let room = format!("bench{}", sender % plan.rooms);
+            let line = match peer {
+                Peer::Chatd => format!("{payload}\n").into_bytes(),
+                Peer::Redis => resp(&["PUBLISH", &room, &payload]),
+                Peer::Lines(templates) => {
+                    LineTemplates::fill(&templates.say, sender, &room, &payload)
+                }
+            };
             writer.write_all(&line)?;
             sent[sender] += 1;
             total += 1;
@@ -348,10 +492,32 @@ mod tests {
     #[test]
     fn payloads_are_read_back_from_delivered_lines() {
         assert_eq!(
-            parse_payload(b"[#bench3] guest17: b 4 99 123456 xxxx"),
+            parse_payload(b"[#bench3] guest17: ~b 4 99 123456 xxxx"),
             Some((4, 99, 123_456))
         );
+        assert_eq!(parse_payload(b"~b 4 99 123456\r"), Some((4, 99, 123_456)));
         assert_eq!(parse_payload(b"* guest2 joined #bench0"), None);
-        assert_eq!(parse_payload(b"[#bench0] guest1: b x 1 2"), None);
+        assert_eq!(parse_payload(b"[#bench0] guest1: ~b x 1 2"), None);
+    }
+
+    #[test]
+    fn templates_fill_every_placeholder_and_end_lines_with_crlf() {
+        assert_eq!(
+            LineTemplates::fill("NICK b{n}\\nJOIN #{room}", 7, "bench1", ""),
+            b"NICK b7\r\nJOIN #bench1\r\n"
+        );
+        assert_eq!(
+            LineTemplates::fill("PRIVMSG #{room} :{payload}", 0, "bench0", "~b 1 2 3"),
+            b"PRIVMSG #bench0 :~b 1 2 3\r\n"
+        );
+        assert!(LineTemplates::fill("", 0, "bench0", "").is_empty());
+    }
+
+    #[test]
+    fn redis_commands_are_resp_arrays() {
+        assert_eq!(
+            resp(&["PUBLISH", "bench0", "~b 1"]),
+            b"*3\r\n$7\r\nPUBLISH\r\n$6\r\nbench0\r\n$4\r\n~b 1\r\n"
+        );
     }
 }

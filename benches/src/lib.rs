@@ -1,14 +1,27 @@
-//! Measurements of a running `chatd` process, loopback only, bounded in
-//! count and time.
+//! Measurements of chatd and its peers, loopback only, bounded in count
+//! and time. Every command is a `chatd-*` binary and also `chatd bench`.
 //!
-//! - [`server`]: start `chatd serve` as a child process with a given
-//!   config and read its RSS and CPU time from `/proc`;
+//! - [`server`]: start `chatd serve` (or a peer) as a child process and
+//!   read its RSS and CPU time from `/proc`;
 //! - [`connect`]: the connect scenario, N idle connections, time to
 //!   connect them all and server RSS per connection;
 //! - [`fanout`]: N clients over R rooms, S senders, at a rate or flat out,
-//!   with delivery counts and latency percentiles ([`histogram`]).
+//!   with delivery counts and latency percentiles ([`histogram`]), against
+//!   chatd, Redis pub/sub or a templated line protocol;
+//! - [`rtt`]: round trips of `#ping`; [`micro`]: the core without sockets;
+//! - [`relay`]: the bare relay that shows the generator's ceiling;
+//! - [`compare`]: both backends and the [`peers`] side by side over
+//!   rounds, with a table and a [`chart`];
+//! - [`commands`]: the command-line front ends.
 
+pub mod chart;
+pub mod commands;
+pub mod compare;
 pub mod connect;
 pub mod fanout;
 pub mod histogram;
+pub mod micro;
+pub mod peers;
+pub mod relay;
+pub mod rtt;
 pub mod server;

@@ -26,8 +26,8 @@ pub struct Launch {
     /// The chatd binary [default: next to this one].
     #[arg(long)]
     pub chatd: Option<PathBuf>,
-    /// Config file for the server (the bench profile, benches/bench.toml).
-    #[arg(long)]
+    /// Config file for the server (the bench profile).
+    #[arg(long, default_value = "benches/bench.toml")]
     pub config: PathBuf,
     /// Backend to measure: poll or iocp.
     #[arg(long, default_value = "poll")]
@@ -40,26 +40,58 @@ pub struct Launch {
 impl ServerProcess {
     /// Starts a server as `launch` says, on a fresh scratch data directory.
     pub fn launch(launch: &Launch) -> anyhow::Result<Self> {
-        let binary = match &launch.chatd {
-            Some(path) => path.clone(),
-            None => sibling_chatd()?,
-        };
+        Self::launch_backend(launch, &launch.backend, &[])
+    }
+
+    /// Starts a server as `launch` says but with `backend` and `extra`
+    /// flags, on a fresh scratch data directory.
+    pub fn launch_backend(launch: &Launch, backend: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let binary = launch.chatd_binary()?;
         let scratch = std::env::temp_dir().join(format!("chatd-bench-{}", std::process::id()));
-        let mut server = Self::start(
-            &binary,
-            &[
-                "--config".into(),
-                launch.config.display().to_string(),
-                "--backend".into(),
-                launch.backend.clone(),
-                "--threads".into(),
-                launch.threads.to_string(),
-                "--data-dir".into(),
-                scratch.display().to_string(),
-            ],
-        )?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let mut args = vec![
+            "--config".into(),
+            launch.config.display().to_string(),
+            "--backend".into(),
+            backend.to_owned(),
+            "--threads".into(),
+            launch.threads.to_string(),
+            "--data-dir".into(),
+            scratch.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|flag| (*flag).to_owned()));
+        let mut server = Self::start(&binary, &args)?;
         server.scratch = Some(scratch);
         Ok(server)
+    }
+
+    /// Starts any server from its command line (`argv[0]` is the program)
+    /// and waits up to 10 s until `addr` accepts connections.
+    pub fn start_peer(argv: &[String], addr: SocketAddr) -> anyhow::Result<Self> {
+        let (program, args) = argv.split_first().context("an empty start command")?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{program} exited at start ({status})");
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("{program} did not accept connections on {addr} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            addr,
+            scratch: None,
+        })
     }
 
     /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0`) and
@@ -117,6 +149,16 @@ impl ServerProcess {
     }
 }
 
+impl Launch {
+    /// The chatd binary to start.
+    pub fn chatd_binary(&self) -> anyhow::Result<PathBuf> {
+        match &self.chatd {
+            Some(path) => Ok(path.clone()),
+            None => sibling_chatd(),
+        }
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -127,7 +169,8 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The `chatd` binary next to the running executable (same target dir).
+/// The `chatd` binary next to the running executable (same target dir), or
+/// the running executable itself when it is chatd (`chatd bench`).
 pub fn sibling_chatd() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("cannot find the running executable")?;
     let dir = me.parent().context("executable has no directory")?;

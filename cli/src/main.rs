@@ -32,6 +32,11 @@ enum Command {
     /// Hash an operator password (read from the terminal or stdin) and print
     /// the config entry.
     HashPassword(hash_password::HashPasswordArgs),
+    /// Measure: both backends and peers side by side, fan-out, idle
+    /// connections, round trips, the core alone (loopback only; see
+    /// BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(chatd_benches::commands::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
         Command::HashPassword(args) => hash_password::run(&args),
+        Command::Bench(command) => command.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,226 @@
+//! The measurement commands, shared by the `chatd-*` binaries and
+//! `chatd bench`. Every one starts what it measures itself, talks only to
+//! loopback addresses and stops by itself.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::compare::CompareArgs;
+use crate::fanout::{self, FanoutMeasurement, FanoutPlan, Peer};
+use crate::server::{Launch, ServerProcess};
+use crate::{connect, micro, relay, rtt};
+
+/// `chatd bench`: measurements of chatd, loopback only.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Both backends and the peers, alternating over rounds: one table and
+    /// one chart.
+    Compare(CompareArgs),
+    /// Fan-out throughput and latency against one backend.
+    Fanout(FanoutArgs),
+    /// Idle connections: time to connect them all, server RSS per connection.
+    Idle(IdleArgs),
+    /// Round-trip latency of `#ping` through the server.
+    Rtt(RttArgs),
+    /// Core microbenchmarks without sockets.
+    Micro,
+    /// A bare relay (the trivial sink for the generator's ceiling).
+    Relay(RelayArgs),
+}
+
+impl BenchCommand {
+    /// Runs the command.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Compare(args) => crate::compare::run(&args),
+            Self::Fanout(args) => args.run(),
+            Self::Idle(args) => args.run(),
+            Self::Rtt(args) => args.run(),
+            Self::Micro => {
+                micro::run();
+                Ok(())
+            }
+            Self::Relay(args) => args.run(),
+        }
+    }
+}
+
+/// Fan-out throughput and latency.
+#[derive(Debug, Parser)]
+pub struct FanoutArgs {
+    /// Connected clients.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Rooms (client i joins room i % rooms).
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Senders.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Total messages per second; flat out if absent.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Flat out: messages in flight per sender.
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Sending time in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Generator reader threads.
+    #[arg(long, default_value_t = 2)]
+    pub readers: usize,
+    /// Keep history in memory only (the server's --no-persist).
+    #[arg(long)]
+    pub no_persist: bool,
+    /// How to start chatd.
+    #[command(flatten)]
+    pub launch: Launch,
+}
+
+impl FanoutArgs {
+    /// Runs and prints one line.
+    pub fn run(self) -> anyhow::Result<()> {
+        let extra: &[&str] = if self.no_persist {
+            &["--no-persist"]
+        } else {
+            &[]
+        };
+        let server = ServerProcess::launch_backend(&self.launch, &self.launch.backend, extra)?;
+        let plan = FanoutPlan {
+            clients: self.clients,
+            rooms: self.rooms,
+            senders: self.senders,
+            rate: self.rate,
+            in_flight: self.in_flight,
+            payload: self.payload,
+            duration: Duration::from_secs(self.seconds),
+            reader_threads: self.readers,
+        };
+        let measured = fanout::measure(&server, &Peer::Chatd, &plan, true)?;
+        println!(
+            "backend {} ({}): {} clients / {} rooms / {} senders, {}: {}",
+            self.launch.backend,
+            self.launch.config.display(),
+            plan.clients,
+            plan.rooms,
+            plan.senders,
+            plan.rate.map_or_else(
+                || format!("flat out, {} in flight", plan.in_flight),
+                |r| format!("{r} msgs/s")
+            ),
+            describe(&measured),
+        );
+        Ok(())
+    }
+}
+
+/// One line with everything a fan-out run measured.
+pub fn describe(measured: &FanoutMeasurement) -> String {
+    let report = &measured.report;
+    let latency = &report.latency;
+    format!(
+        "sent {}, delivered {} of {} (lost {}), {:.0} deliveries/s; latency p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us; server CPU {:.2} s ({:.0} ns per delivery), generator CPU {:.2} s, server peak RSS {:.1} MiB",
+        report.sent,
+        report.delivered,
+        report.expected,
+        report.lost(),
+        report.deliveries_per_second(),
+        latency.quantile(0.5),
+        latency.quantile(0.9),
+        latency.quantile(0.99),
+        latency.quantile(0.999),
+        latency.max(),
+        measured.server_cpu.as_secs_f64(),
+        measured.server_cpu.as_nanos() as f64 / report.delivered.max(1) as f64,
+        measured.generator_cpu.as_secs_f64(),
+        measured.server_peak_rss as f64 / 1_048_576.0,
+    )
+}
+
+/// Server RSS per idle connection.
+#[derive(Debug, Parser)]
+pub struct IdleArgs {
+    /// Connections to open (at most about 19,990 with a 20,000-file limit).
+    #[arg(long, default_value_t = 1_000)]
+    pub connections: usize,
+    /// How to start chatd.
+    #[command(flatten)]
+    pub launch: Launch,
+}
+
+impl IdleArgs {
+    /// Runs and prints one line.
+    pub fn run(self) -> anyhow::Result<()> {
+        let server = ServerProcess::launch(&self.launch)?;
+        let report = connect::run(&server, self.connections, true)?;
+        println!(
+            "backend {} ({}): {} of {} connected, {} failures, in {:.2} s; server RSS {:.1} MiB -> {:.1} MiB = {:.0} bytes per connection",
+            self.launch.backend,
+            self.launch.config.display(),
+            report.connected,
+            report.requested,
+            report.failures,
+            report.elapsed.as_secs_f64(),
+            report.rss_before as f64 / 1_048_576.0,
+            report.rss_after as f64 / 1_048_576.0,
+            report.rss_per_connection(),
+        );
+        Ok(())
+    }
+}
+
+/// Round-trip latency of #ping through the server.
+#[derive(Debug, Parser)]
+pub struct RttArgs {
+    /// Round trips to time.
+    #[arg(long, default_value_t = 20_000)]
+    pub pings: usize,
+    /// How to start chatd.
+    #[command(flatten)]
+    pub launch: Launch,
+}
+
+impl RttArgs {
+    /// Runs and prints one line.
+    pub fn run(self) -> anyhow::Result<()> {
+        let server = ServerProcess::launch(&self.launch)?;
+        let report = rtt::run(&server, self.pings)?;
+        println!(
+            "backend {} ({}): {} round trips; p50 {:.1} us, p90 {:.1} us, p99 {:.1} us, max {:.1} us; server CPU {:.1} us per round trip",
+            self.launch.backend,
+            self.launch.config.display(),
+            report.samples.len(),
+            report.quantile_us(0.5),
+            report.quantile_us(0.9),
+            report.quantile_us(0.99),
+            report.quantile_us(1.0),
+            report.cpu_per_trip_us(),
+        );
+        Ok(())
+    }
+}
+
+/// The bare relay's address.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9099")]
+    pub bind: std::net::SocketAddr,
+}
+
+impl RelayArgs {
+    /// Serves until killed.
+    pub fn run(self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.bind.ip().is_loopback(),
+            "the relay serves loopback addresses only"
+        );
+        relay::serve(TcpListener::bind(self.bind)?)?;
+        Ok(())
+    }
+}
