@@ -35,6 +35,10 @@ pub struct Launch {
     /// I/O threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Pin the server to these CPUs (taskset list, e.g. 0 or 0-1); run the
+    /// generator under `taskset -c` on the others to keep them apart.
+    #[arg(long, value_name = "CPUS")]
+    pub server_cpus: Option<String>,
 }
 
 impl ServerProcess {
@@ -60,7 +64,13 @@ impl ServerProcess {
             scratch.display().to_string(),
         ];
         args.extend(extra.iter().map(|flag| (*flag).to_owned()));
-        let mut server = Self::start(&binary, &args)?;
+        let mut server = match &launch.server_cpus {
+            Some(cpus) => {
+                let pinned = ["-c".to_owned(), cpus.clone(), binary.display().to_string()];
+                Self::start_via(Path::new("taskset"), &pinned, &args)?
+            }
+            None => Self::start(&binary, &args)?,
+        };
         server.scratch = Some(scratch);
         Ok(server)
     }
@@ -97,7 +107,18 @@ impl ServerProcess {
     /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0`) and
     /// waits for its start-up line.
     pub fn start(binary: &Path, args: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        Self::start_via(binary, &[], args)
+    }
+
+    /// [`Self::start`] through a launcher: runs `program launcher_args...
+    /// serve ...`, e.g. `taskset -c 0 /path/chatd serve ...`.
+    fn start_via(
+        program: &Path,
+        launcher_args: &[String],
+        args: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
+            .args(launcher_args)
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
             .args(args)
@@ -105,7 +126,7 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| format!("cannot start {}", program.display()))?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (found, address) = mpsc::channel();
         std::thread::spawn(move || {
