@@ -101,7 +101,7 @@ fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
         .fold(max, f64::min);
     let (low, high) = if log {
         (
-            (min.log10().floor() - 0.0).min(max.log10() - 1.0),
+            min.log10().floor().min(max.log10() - 1.0),
             max.log10().ceil(),
         )
     } else {

@@ -254,11 +254,11 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         }
     }
     let names: Vec<String> = targets.iter().map(Target::name).collect();
-    let table = summary(args, &names, &results, &skipped);
+    let medians = medians(&results);
+    let table = summary(args, &names, &medians, &results.failures, &skipped);
     println!("{table}");
     std::fs::write(folder.join("summary.md"), &table)?;
     std::fs::write(folder.join("runs.csv"), &results.csv)?;
-    let medians = medians(&results);
     std::fs::write(folder.join("chart.svg"), chart::render(&names, &medians))?;
     println!(
         "results: {} (summary.md, runs.csv, chart.svg)",
@@ -359,10 +359,10 @@ fn median(values: &mut [f64]) -> Option<f64> {
 fn summary(
     args: &CompareArgs,
     targets: &[String],
-    results: &Results,
+    medians: &Medians,
+    failures: &[String],
     skipped: &[String],
 ) -> String {
-    let medians = medians(results);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -408,7 +408,7 @@ fn summary(
         }
         let _ = writeln!(out);
     }
-    for line in skipped.iter().chain(&results.failures) {
+    for line in skipped.iter().chain(failures) {
         let _ = writeln!(out, "- {line}");
     }
     out

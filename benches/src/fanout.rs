@@ -15,6 +15,7 @@
 //! the sockets, so the generator is not one thread reading thousands of
 //! sockets in turn.
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -180,8 +181,8 @@ pub fn run(
     // Sender s is observed by the next client in its room.
     let observer_of = |sender: usize| sender + plan.rooms;
     // Senders that are not clients (Redis publishers) get replies to drain.
-    let extra = writers.len();
-    if writers.is_empty() {
+    let separate_publishers = !writers.is_empty();
+    if !separate_publishers {
         for stream in streams.iter().take(plan.senders) {
             writers.push(stream.try_clone().context("clone a sender socket")?);
         }
@@ -207,7 +208,7 @@ pub fn run(
     let members = |room: usize| (0..plan.clients).filter(|c| c % plan.rooms == room).count() as u64;
     // A member does not get its own message back; a separate publisher's
     // message reaches every member.
-    let own = u64::from(extra == 0);
+    let own = u64::from(!separate_publishers);
     let expected = (0..plan.senders)
         .map(|s| sent[s] * (members(s % plan.rooms) - own))
         .sum();
@@ -427,6 +428,10 @@ fn send(
 ) -> anyhow::Result<(Vec<u64>, Duration)> {
     let mut sent = vec![0u64; writers.len()];
     let padding = "x".repeat(plan.payload.saturating_sub(40));
+    let rooms: Vec<String> = (0..writers.len())
+        .map(|sender| format!("bench{}", sender % plan.rooms))
+        .collect();
+    let mut payload = String::with_capacity(plan.payload + 64);
     let begin = Instant::now();
     let mut next_report = begin + Duration::from_secs(1);
     let mut total = 0u64;
@@ -447,16 +452,24 @@ fn send(
                 continue;
             }
             let now = shared.start.elapsed().as_nanos();
-            let payload = format!("~b {sender} {} {now} {padding}", sent[sender]);
-            let room = format!("bench{}", sender % plan.rooms);
-            let line = match peer {
-                Peer::Chatd => format!("{payload}\n").into_bytes(),
-                Peer::Redis => resp(&["PUBLISH", &room, &payload]),
-                Peer::Lines(templates) => {
-                    LineTemplates::fill(&templates.say, sender, &room, &payload)
+            payload.clear();
+            write!(payload, "~b {sender} {} {now} {padding}", sent[sender])?;
+            let room = &rooms[sender];
+            match peer {
+                Peer::Chatd => {
+                    payload.push('\n');
+                    writer.write_all(payload.as_bytes())?;
                 }
-            };
-            writer.write_all(&line)?;
+                Peer::Redis => writer.write_all(&resp(&["PUBLISH", room, &payload]))?,
+                Peer::Lines(templates) => {
+                    writer.write_all(&LineTemplates::fill(
+                        &templates.say,
+                        sender,
+                        room,
+                        &payload,
+                    ))?;
+                }
+            }
             sent[sender] += 1;
             total += 1;
             progressed = true;
