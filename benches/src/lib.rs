@@ -18,6 +18,7 @@ pub mod chart;
 pub mod commands;
 pub mod compare;
 pub mod connect;
+pub mod deliveries;
 pub mod fanout;
 pub mod histogram;
 pub mod micro;
