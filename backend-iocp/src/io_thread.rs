@@ -3,9 +3,9 @@
 //!
 //! Every connection has a reader task that keeps one receive in flight and
 //! hands what arrives to the core's thread. A writer task exists only while
-//! output is queued: it hands the kernel one vectored send of up to
-//! [`MAX_SLICES`] shared lines at a time and ends when the queue is empty,
-//! so an idle connection costs one task, not two.
+//! output is queued: it hands the kernel one send of everything queued at
+//! a time (one owned buffer) and ends when the queue is empty, so an idle
+//! connection costs one task, not two.
 //!
 //! Reads are where idle memory goes, since completion I/O owns a buffer
 //! for every receive in flight. On Unix drivers (io_uring, the polling
@@ -27,18 +27,16 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use bytes::Bytes;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
-use chatd_engine::hub::{Command, Event, Inbox, Mailbox, local_recipients};
-use chatd_engine::out_queue::{MAX_SLICES, OutQueue};
+use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
+use chatd_engine::out_queue::OutQueue;
 use compio::BufResult;
 #[cfg(not(unix))]
 use compio::io::AsyncRead;
 use compio::io::AsyncWrite;
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
-use compio::smallvec::SmallVec;
 
 use crate::acceptor::Acceptor;
 use crate::signal::Signal;
@@ -140,17 +138,23 @@ pub(crate) async fn run(mut context: ThreadContext) {
         max_outbound: context.max_outbound,
     });
     let mut stop_deadline: Option<Instant> = None;
+    // Commands were left in the mailbox at the end of the last turn.
+    let mut backlog = false;
     loop {
-        match stop_deadline {
-            None => context.signal.wait().await,
-            Some(deadline) => {
-                if local.conns.borrow().is_empty() || Instant::now() >= deadline {
-                    break;
-                }
-                let _ =
-                    compio::time::timeout(Duration::from_millis(10), context.signal.wait()).await;
-            }
+        if let Some(deadline) = stop_deadline
+            && (local.conns.borrow().is_empty() || Instant::now() >= deadline)
+        {
+            break;
         }
+        if backlog {
+            yield_now().await;
+        } else if stop_deadline.is_some() {
+            let _ = compio::time::timeout(Duration::from_millis(10), context.signal.wait()).await;
+        } else {
+            context.signal.wait().await;
+        }
+        let mut budget = COMMANDS_PER_TURN;
+        backlog = false;
         while let Some(command) = context.mailbox.pop() {
             match command {
                 Command::Adopt { conn, stream } => adopt(&local, conn, stream),
@@ -158,7 +162,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                     conn,
                     bytes,
                     priority,
-                } => queue(&local, conn, bytes, priority),
+                } => queue(&local, conn, &bytes, priority),
                 Command::Broadcast {
                     to,
                     except,
@@ -166,7 +170,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                     priority,
                 } => {
                     for conn in local_recipients(&to, except, context.index, context.threads) {
-                        queue(&local, conn, bytes.clone(), priority);
+                        queue(&local, conn, &bytes, priority);
                     }
                 }
                 Command::Close { conn } => {
@@ -188,12 +192,35 @@ pub(crate) async fn run(mut context: ThreadContext) {
                     }
                 }
             }
+            budget -= 1;
+            if budget == 0 {
+                // Let the writers and the driver run: draining a mailbox
+                // the core keeps filling would starve them, and queues would
+                // grow until their clients were cut off as slow.
+                backlog = true;
+                break;
+            }
         }
     }
     let all: Vec<Rc<Conn>> = local.conns.borrow().values().cloned().collect();
     for conn in all {
         local.forget(&conn, false);
     }
+}
+
+/// Returns to the runtime once, so every other ready task runs and the
+/// driver reaps completions before this task goes on.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream) {
@@ -235,11 +262,11 @@ fn ensure_writer(local: &Rc<Local>, conn: &Rc<Conn>) {
     compio::runtime::spawn(write_loop(local.clone(), conn.clone())).detach();
 }
 
-fn queue(local: &Rc<Local>, id: ConnId, bytes: Bytes, priority: Priority) {
+fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
     let Some(conn) = local.conns.borrow().get(&id.get()).cloned() else {
         return;
     };
-    let queued = conn.out.borrow_mut().push(bytes, priority);
+    let queued = conn.out.borrow_mut().push(lines, priority);
     // What the kernel already holds does not count against the client.
     if queued.saturating_sub(conn.in_flight.get()) > local.max_outbound {
         tracing::warn!(conn = %id, queued, "slow consumer");
@@ -342,7 +369,7 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
         if conn.dead.get() {
             return;
         }
-        let batch = conn.out.borrow_mut().take_batch(MAX_SLICES);
+        let batch = conn.out.borrow_mut().take_batch();
         if batch.is_empty() {
             if conn.closing.get() {
                 linger_and_close(&local, &conn).await;
@@ -350,16 +377,12 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
             conn.writing.set(false);
             return;
         }
-        let total: usize = batch.iter().map(Bytes::len).sum();
-        conn.in_flight.set(total);
+        conn.in_flight.set(batch.len());
         let mut writer = &conn.stream;
-        // One inline slot: the batch stays the heap vector it came in.
-        let BufResult(result, batch) = writer
-            .write_vectored(SmallVec::<[Bytes; 1]>::from_vec(batch))
-            .await;
+        let BufResult(result, batch) = writer.write(batch).await;
         conn.in_flight.set(0);
         match result {
-            Ok(written) if written > 0 => conn.out.borrow_mut().written(batch.into_vec(), written),
+            Ok(written) if written > 0 => conn.out.borrow_mut().written(batch, written),
             _ => {
                 local.lose(&conn, false);
                 return;

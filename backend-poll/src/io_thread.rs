@@ -5,18 +5,18 @@
 //! read buffer and hand it to the hub, run the hub's commands, then write
 //! every connection that got output in one vectored write each. Writable
 //! interest is registered only while output is waiting. Work per turn is
-//! bounded: a few reads per connection, a bounded number of accepts.
+//! bounded: a few reads per connection, a bounded number of accepts and of
+//! the hub's commands.
 
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use bytes::Bytes;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
-use chatd_engine::hub::{Command, Event, Inbox, Mailbox, local_recipients};
+use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use polling::{Event as Interest, Events, PollMode, Poller};
 
 use chatd_engine::out_queue::OutQueue;
@@ -91,11 +91,16 @@ impl IoLoop {
             tracing::error!(%error, "cannot watch the listener; no connection will be accepted");
         }
         let mut events = Events::new();
+        let mut backlog = false;
         loop {
             events.clear();
-            let timeout = self
-                .stop_deadline
-                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let timeout = if backlog {
+                // Commands wait: look at the sockets without sleeping.
+                Some(Duration::ZERO)
+            } else {
+                self.stop_deadline
+                    .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            };
             if let Err(error) = self.poller.wait(&mut events, timeout)
                 && error.kind() != io::ErrorKind::Interrupted
             {
@@ -119,7 +124,7 @@ impl IoLoop {
             if pushed {
                 self.inbox.wake();
             }
-            self.run_commands();
+            backlog = self.run_commands();
             self.flush_dirty();
             if self
                 .stop_deadline
@@ -213,15 +218,20 @@ impl IoLoop {
         true
     }
 
-    fn run_commands(&mut self) {
-        while let Some(command) = self.mailbox.pop() {
+    /// Runs at most [`COMMANDS_PER_TURN`] commands; returns whether more
+    /// are waiting.
+    fn run_commands(&mut self) -> bool {
+        for _ in 0..COMMANDS_PER_TURN {
+            let Some(command) = self.mailbox.pop() else {
+                return false;
+            };
             match command {
                 Command::Adopt { conn, stream } => self.adopt(conn, stream),
                 Command::Send {
                     conn,
                     bytes,
                     priority,
-                } => self.queue(conn.get() as usize, bytes, priority),
+                } => self.queue(conn.get() as usize, &bytes, priority),
                 Command::Broadcast {
                     to,
                     except,
@@ -229,7 +239,7 @@ impl IoLoop {
                     priority,
                 } => {
                     for conn in local_recipients(&to, except, self.index, self.threads) {
-                        self.queue(conn.get() as usize, bytes.clone(), priority);
+                        self.queue(conn.get() as usize, &bytes, priority);
                     }
                 }
                 Command::Close { conn } => {
@@ -242,6 +252,7 @@ impl IoLoop {
                 Command::Stop => self.stop(),
             }
         }
+        true
     }
 
     fn adopt(&mut self, id: ConnId, stream: TcpStream) {
@@ -279,28 +290,33 @@ impl IoLoop {
         );
     }
 
-    fn queue(&mut self, key: usize, bytes: Bytes, priority: Priority) {
+    fn queue(&mut self, key: usize, lines: &[u8], priority: Priority) {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        if conn.out.push(bytes, priority) > self.max_outbound {
+        if conn.out.push(lines, priority) > self.max_outbound {
             // One hub batch can bring many lines at once: see what the
             // socket takes before judging the client.
             if conn.out.flush(&mut conn.stream).is_err() {
                 self.lose(key);
                 return;
             }
+            if conn.out.queued() > self.max_outbound {
+                // It stopped reading: cut it off now so its queue cannot
+                // grow, and let the core announce it.
+                let id = conn.id;
+                tracing::warn!(conn = %id, queued = conn.out.queued(), "slow consumer");
+                self.drop_connection(key);
+                self.inbox.send(Event::SlowConsumer { conn: id });
+                return;
+            }
         }
-        if conn.out.queued() > self.max_outbound {
-            // It stopped reading: cut it off now so its queue cannot grow,
-            // and let the core announce it.
-            let id = conn.id;
-            tracing::warn!(conn = %id, queued = conn.out.queued(), "slow consumer");
-            self.drop_connection(key);
-            self.inbox.send(Event::SlowConsumer { conn: id });
-            return;
+        // Marked here rather than through `mark_dirty`: this runs once per
+        // recipient of every line, and a second map lookup shows.
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key);
         }
-        self.mark_dirty(key);
     }
 
     fn mark_dirty(&mut self, key: usize) {

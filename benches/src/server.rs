@@ -133,7 +133,11 @@ impl ServerProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("chatd listening on ").nth(1) {
                     let _ = found.send(rest.split(": ").next().unwrap_or_default().to_owned());
-                } else if line.contains("ERROR") || line.starts_with("chatd:") {
+                } else if ["ERROR", "WARN", "panicked"]
+                    .iter()
+                    .any(|w| line.contains(w))
+                    || line.starts_with("chatd:")
+                {
                     eprintln!("server: {line}");
                 }
             }

@@ -180,6 +180,11 @@ pub fn local_recipients(
         .filter(move |&conn| Some(conn) != except && thread_of(conn, threads) == index)
 }
 
+/// Most commands an I/O thread runs before it writes what they queued and
+/// looks at its sockets again: the core can fill a mailbox faster than
+/// one turn drains it, and writes must not wait for the mailbox to empty.
+pub const COMMANDS_PER_TURN: usize = 256;
+
 /// Most events handled before outputs are handed out: keeps latency
 /// bounded when the inbox is flooded.
 const EVENTS_PER_TURN: usize = 1024;
