@@ -30,8 +30,9 @@ use ahash::AHashMap;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
-use chatd_engine::out_queue::OutQueue;
+use chatd_engine::out_queue::{Batch, OutQueue};
 use compio::BufResult;
+use compio::buf::{IntoInner, IoBuf};
 #[cfg(not(unix))]
 use compio::io::AsyncRead;
 use compio::io::AsyncWrite;
@@ -369,18 +370,22 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
         if conn.dead.get() {
             return;
         }
-        let batch = conn.out.borrow_mut().take_batch();
-        if batch.is_empty() {
+        let Some(batch) = conn.out.borrow_mut().take_batch() else {
             if conn.closing.get() {
                 linger_and_close(&local, &conn).await;
             }
             conn.writing.set(false);
             return;
-        }
-        conn.in_flight.set(batch.len());
+        };
+        conn.in_flight.set(batch.unsent().len());
+        let start = batch.start;
         let mut writer = &conn.stream;
-        let BufResult(result, batch) = writer.write(batch).await;
+        let BufResult(result, sent) = writer.write(batch.bytes.slice(start..)).await;
         conn.in_flight.set(0);
+        let batch = Batch {
+            bytes: sent.into_inner(),
+            start,
+        };
         match result {
             Ok(written) if written > 0 => conn.out.borrow_mut().written(batch, written),
             _ => {
