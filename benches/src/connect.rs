@@ -6,7 +6,7 @@
 //! Reported: time to connect all, failures, and the server's RSS growth per
 //! connection.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -58,7 +58,14 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = server.rss_bytes()?;
     let start = Instant::now();
-    let attempts = connect_all(server.addr, count, true, progress);
+    let deadline = start + CONNECT_LIMIT;
+    let attempts = connect_all(
+        server.addr,
+        count,
+        Greeting::ChatdWelcome,
+        deadline,
+        progress,
+    );
     let elapsed = start.elapsed();
     let failures = attempts.iter().filter(|a| a.is_err()).count();
     let open: Vec<TcpStream> = attempts.into_iter().filter_map(Result::ok).collect();
@@ -77,13 +84,32 @@ pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Resu
     })
 }
 
-/// Connects `count` clients on [`CONNECT_THREADS`] threads, each having
-/// read chatd's welcome line if `welcome` is set. Result `i` is client `i`
-/// (its source address is [`source_for`]`(i)`).
+/// The longest connecting all clients may take in the connect scenario.
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(60);
+
+/// What each new connection does before it counts as connected.
+#[derive(Clone, Copy)]
+pub enum Greeting<'a> {
+    /// Nothing.
+    None,
+    /// Reads chatd's welcome line.
+    ChatdWelcome,
+    /// Sends these bytes for client `i` (an IRC server's NICK and USER:
+    /// some servers stop accepting while many connections sit
+    /// unregistered).
+    Send(&'a (dyn Fn(usize) -> Vec<u8> + Sync)),
+}
+
+/// Connects `count` clients on [`CONNECT_THREADS`] threads, each greeting
+/// the server as `greeting` says. Result `i` is client `i`
+/// (its source address is [`source_for`]`(i)`). Clients not yet tried at
+/// `deadline` fail without trying: a server that stops accepting must end
+/// the run, not leave each remaining connect to time out in turn.
 pub fn connect_all(
     server: SocketAddr,
     count: usize,
-    welcome: bool,
+    greeting: Greeting<'_>,
+    deadline: Instant,
     progress: bool,
 ) -> Vec<std::io::Result<TcpStream>> {
     let done = AtomicUsize::new(0);
@@ -95,10 +121,23 @@ pub fn connect_all(
                 scope.spawn(move || {
                     let mut mine = Vec::new();
                     for i in (worker..count).step_by(CONNECT_THREADS) {
-                        let stream = if welcome {
-                            connect_and_welcome(server, source_for(i))
+                        let stream = if Instant::now() >= deadline {
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "not tried: connecting ran out of time",
+                            ))
                         } else {
-                            connect_from(server, source_for(i))
+                            match greeting {
+                                Greeting::None => connect_from(server, source_for(i)),
+                                Greeting::ChatdWelcome => {
+                                    connect_and_welcome(server, source_for(i))
+                                }
+                                Greeting::Send(hello) => connect_from(server, source_for(i))
+                                    .and_then(|mut stream| {
+                                        stream.write_all(&hello(i))?;
+                                        Ok(stream)
+                                    }),
+                            }
                         };
                         mine.push((i, stream));
                         let finished = done.fetch_add(1, Ordering::Relaxed) + 1;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use polling::{Event, Events, Poller};
 
-use crate::connect::connect_all;
+use crate::connect::{Greeting, connect_all};
 use crate::deliveries::DeliveryScanner;
 use crate::histogram::Histogram;
 use crate::server::{ServerProcess, self_cpu_time};
@@ -48,6 +48,9 @@ pub enum Peer {
 pub struct LineTemplates {
     /// Sent first by every client (empty: nothing).
     pub hello: String,
+    /// If set, `join` waits for a line containing this after `hello`
+    /// (IRC servers refuse JOIN before registration completes, e.g. `" 001 "`).
+    pub registered: Option<String>,
     /// Joins a room.
     pub join: String,
     /// Says a payload in a room.
@@ -60,7 +63,9 @@ pub struct LineTemplates {
 impl LineTemplates {
     fn fill(template: &str, n: usize, room: &str, payload: &str) -> Vec<u8> {
         let mut bytes = Vec::new();
-        for line in template.split("\\n").filter(|l| !l.is_empty()) {
+        // `\n` may be written out (TOML literal strings) or be a newline.
+        let template = template.replace("\\n", "\n");
+        for line in template.lines().filter(|l| !l.is_empty()) {
             let line = line
                 .replace("{n}", &n.to_string())
                 .replace("{room}", room)
@@ -222,6 +227,10 @@ pub fn run(
     })
 }
 
+/// The longest connecting and joining may take: a server that stalls fails
+/// the run instead of hanging it.
+const SETUP_LIMIT: Duration = Duration::from_secs(60);
+
 /// Connects everyone and joins the rooms, then waits until the server has
 /// handled it all (chatd: a `#ping` answered on every connection; Redis:
 /// every subscription confirmed; other servers: the settle time). Returns
@@ -232,9 +241,20 @@ fn setup(
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
-    let welcome = *peer == Peer::Chatd;
+    let deadline = Instant::now() + SETUP_LIMIT;
+    let hello = |i: usize| match peer {
+        Peer::Lines(templates) => {
+            LineTemplates::fill(&templates.hello, i, &format!("bench{}", i % plan.rooms), "")
+        }
+        _ => Vec::new(),
+    };
+    let greeting = match peer {
+        Peer::Chatd => Greeting::ChatdWelcome,
+        Peer::Redis => Greeting::None,
+        Peer::Lines(_) => Greeting::Send(&hello),
+    };
     let mut streams = Vec::with_capacity(plan.clients);
-    for (i, stream) in connect_all(addr, plan.clients, welcome, progress)
+    for (i, stream) in connect_all(addr, plan.clients, greeting, deadline, progress)
         .into_iter()
         .enumerate()
     {
@@ -243,27 +263,40 @@ fn setup(
         let joining = match peer {
             Peer::Chatd => format!("#join {room}\n#ping ready\n").into_bytes(),
             Peer::Redis => resp(&["SUBSCRIBE", &room]),
-            Peer::Lines(templates) => {
-                let mut bytes = LineTemplates::fill(&templates.hello, i, &room, "");
-                bytes.extend(LineTemplates::fill(&templates.join, i, &room, ""));
-                bytes
+            // The hello went out on connecting.
+            Peer::Lines(templates) if templates.registered.is_none() => {
+                LineTemplates::fill(&templates.join, i, &room, "")
             }
+            Peer::Lines(_) => Vec::new(),
         };
         stream.write_all(&joining)?;
         streams.push(stream);
+    }
+    if let Peer::Lines(templates) = peer
+        && let Some(registered) = &templates.registered
+    {
+        // Each client waits for its registration to complete, then joins.
+        for (i, stream) in streams.iter_mut().enumerate() {
+            wait_for_line(stream, deadline, |line| {
+                contains(line, registered.as_bytes())
+            })
+            .with_context(|| format!("client {i} waiting for {registered:?}"))?;
+            let room = format!("bench{}", i % plan.rooms);
+            stream.write_all(&LineTemplates::fill(&templates.join, i, &room, ""))?;
+        }
     }
     let mut publishers = Vec::new();
     match peer {
         Peer::Chatd => {
             for stream in &mut streams {
-                wait_for_line(stream, "+ pong ready")?;
+                wait_for_line(stream, deadline, |line| line == b"+ pong ready")?;
             }
         }
         Peer::Redis => {
             for stream in &mut streams {
-                wait_for_line(stream, "subscribe")?;
+                wait_for_line(stream, deadline, |line| line == b"subscribe")?;
             }
-            for (i, publisher) in connect_all(addr, plan.senders, false, false)
+            for (i, publisher) in connect_all(addr, plan.senders, Greeting::None, deadline, false)
                 .into_iter()
                 .enumerate()
             {
@@ -287,20 +320,34 @@ fn resp(parts: &[&str]) -> Vec<u8> {
     bytes
 }
 
-/// Reads (blocking, 5 s limit) until a line equal to `wanted`.
-fn wait_for_line(stream: &mut TcpStream, wanted: &str) -> anyhow::Result<()> {
+fn contains(line: &[u8], part: &[u8]) -> bool {
+    line.windows(part.len()).any(|window| window == part)
+}
+
+/// Reads until a line (without its line end) that `wanted` accepts, or
+/// fails at `deadline`. Bytes after that line are dropped.
+fn wait_for_line(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<()> {
     let mut pending = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("the server did not finish setting up within {SETUP_LIMIT:?}");
+        }
+        stream.set_read_timeout(Some(left))?;
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]) == wanted.as_bytes() {
+            if wanted(line[..end].strip_suffix(b"\r").unwrap_or(&line[..end])) {
                 return Ok(());
             }
         }
         let n = stream.read(&mut buffer)?;
         if n == 0 {
-            bail!("connection closed while waiting for {wanted:?}");
+            bail!("connection closed while waiting");
         }
         pending.extend_from_slice(&buffer[..n]);
     }
@@ -496,6 +543,10 @@ mod tests {
             b"PRIVMSG #bench0 :~b 1 2 3\r\n"
         );
         assert!(LineTemplates::fill("", 0, "bench0", "").is_empty());
+        assert_eq!(
+            LineTemplates::fill("NICK b{n}\nUSER b{n} 0 * :b", 2, "bench0", ""),
+            b"NICK b2\r\nUSER b2 0 * :b\r\n"
+        );
     }
 
     #[test]

@@ -8,11 +8,15 @@
 //! start = ["redis-server", "--port", "{port}", "--save", ""]
 //! install = "apt-get install redis-server"
 //! # protocol = "lines" also needs: hello, join, say (see fanout::LineTemplates)
-//! # and settle (how long to wait after joining, e.g. "1s").
+//! # and settle (how long to wait after joining, e.g. "1s"); registered
+//! # (optional) is text of the line to wait for between hello and join.
 //! ```
 //!
 //! `{port}` in `start` is a free loopback port chosen for the run and
-//! `{chatd}` the chatd binary.
+//! `{chatd}` the chatd binary. A server that takes its port only from a
+//! config file gets `config`: its text, with `{port}` and `{dir}` filled
+//! in, is written to a scratch directory for the run, and `{config}` in
+//! `start` is that file (`{dir}` the directory, for pid files and logs).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -47,6 +51,10 @@ pub struct PeerSpec {
     /// Line protocol: first line(s).
     #[serde(default)]
     pub hello: String,
+    /// Line protocol: wait for a line containing this after `hello`
+    /// before joining.
+    #[serde(default)]
+    pub registered: Option<String>,
     /// Line protocol: join a room.
     #[serde(default)]
     pub join: String,
@@ -56,6 +64,9 @@ pub struct PeerSpec {
     /// Line protocol: wait after joining, e.g. "1s".
     #[serde(default)]
     pub settle: Option<String>,
+    /// A config file to write for each start (`{port}`, `{dir}` filled in).
+    #[serde(default)]
+    pub config: Option<String>,
 }
 
 impl PeerSpec {
@@ -74,6 +85,7 @@ impl PeerSpec {
                 };
                 Ok(Peer::Lines(LineTemplates {
                     hello: self.hello.clone(),
+                    registered: self.registered.clone(),
                     join: self.join.clone(),
                     say: self.say.clone(),
                     settle,
@@ -89,15 +101,28 @@ impl PeerSpec {
     /// Starts it on a free loopback port.
     pub fn start(&self, chatd: &Path) -> anyhow::Result<ServerProcess> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!(
+            "chatd-peer-{}-{}-{port}",
+            self.name,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot make {}", dir.display()))?;
+        let fill = |text: &str| {
+            text.replace("{port}", &port.to_string())
+                .replace("{dir}", &dir.display().to_string())
+                .replace("{chatd}", &chatd.display().to_string())
+        };
+        let config = dir.join(format!("{}.conf", self.name));
+        if let Some(text) = &self.config {
+            std::fs::write(&config, fill(text))
+                .with_context(|| format!("cannot write {}", config.display()))?;
+        }
         let argv: Vec<String> = self
             .start
             .iter()
-            .map(|arg| {
-                arg.replace("{port}", &port.to_string())
-                    .replace("{chatd}", &chatd.display().to_string())
-            })
+            .map(|arg| fill(arg).replace("{config}", &config.display().to_string()))
             .collect();
-        ServerProcess::start_peer(&argv, SocketAddr::from(([127, 0, 0, 1], port)))
+        ServerProcess::start_peer(&argv, SocketAddr::from(([127, 0, 0, 1], port)), dir)
     }
 
     /// Why it cannot run here, if its program is missing.

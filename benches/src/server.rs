@@ -76,32 +76,40 @@ impl ServerProcess {
     }
 
     /// Starts any server from its command line (`argv[0]` is the program)
-    /// and waits up to 10 s until `addr` accepts connections.
-    pub fn start_peer(argv: &[String], addr: SocketAddr) -> anyhow::Result<Self> {
+    /// and waits up to 10 s until `addr` accepts connections. `scratch` is
+    /// removed when it stops.
+    pub fn start_peer(argv: &[String], addr: SocketAddr, scratch: PathBuf) -> anyhow::Result<Self> {
         let (program, args) = argv.split_first().context("an empty start command")?;
-        let mut child = Command::new(program)
+        let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {program}"))?;
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(error).with_context(|| format!("cannot start {program}"));
+            }
+        };
+        // From here on, dropping it kills the process and removes `scratch`.
+        let mut server = Self {
+            child,
+            addr,
+            scratch: Some(scratch),
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = server.child.try_wait() {
                 bail!("{program} exited at start ({status})");
             }
             if std::time::Instant::now() >= deadline {
-                let _ = child.kill();
                 bail!("{program} did not accept connections on {addr} within 10 s");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Self {
-            child,
-            addr,
-            scratch: None,
-        })
+        Ok(server)
     }
 
     /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0`) and

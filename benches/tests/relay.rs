@@ -14,6 +14,7 @@ fn every_message_reaches_every_other_member_through_the_relay() {
     std::thread::spawn(move || relay::serve(listener));
     let peer = Peer::Lines(LineTemplates {
         hello: String::new(),
+        registered: None,
         join: "JOIN {room}".into(),
         say: "{payload}".into(),
         settle: Duration::from_millis(300),

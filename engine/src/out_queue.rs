@@ -31,7 +31,7 @@ const COMPACT_AFTER: usize = 16 * 1024;
 const SPARES: usize = 32;
 /// Largest emptied queue kept for reuse (its buffers' capacity in all).
 /// With [`SPARES`], at most 1 MiB per I/O thread.
-const SPARE_CAPACITY: usize = 32 * 1024;
+const SPARE_CAPACITY: usize = 256 * 1024;
 
 thread_local! {
     /// Emptied queues of this thread's connections. Under load most
