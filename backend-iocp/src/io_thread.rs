@@ -3,9 +3,10 @@
 //!
 //! Every connection has a reader task that keeps one receive in flight and
 //! hands what arrives to the core's thread. A writer task exists only while
-//! output is queued: it hands the kernel one send of everything queued at
-//! a time (one owned buffer) and ends when the queue is empty, so an idle
-//! connection costs one task, not two.
+//! output is queued: it hands the kernel one whole buffer of the
+//! connection's queue at a time (normally every line queued since the
+//! last send), moved rather than copied, and ends when the queue is empty,
+//! so an idle connection costs one task, not two.
 //!
 //! Reads are where idle memory goes, since completion I/O owns a buffer
 //! for every receive in flight. On Unix drivers (io_uring, the polling

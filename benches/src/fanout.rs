@@ -243,9 +243,7 @@ fn setup(
 ) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
     let deadline = Instant::now() + SETUP_LIMIT;
     let hello = |i: usize| match peer {
-        Peer::Lines(templates) => {
-            LineTemplates::fill(&templates.hello, i, &format!("bench{}", i % plan.rooms), "")
-        }
+        Peer::Lines(templates) => LineTemplates::fill(&templates.hello, i, &room_of(i, plan), ""),
         _ => Vec::new(),
     };
     let greeting = match peer {
@@ -259,7 +257,7 @@ fn setup(
         .enumerate()
     {
         let mut stream = stream.with_context(|| format!("client {i} cannot connect"))?;
-        let room = format!("bench{}", i % plan.rooms);
+        let room = room_of(i, plan);
         let joining = match peer {
             Peer::Chatd => format!("#join {room}\n#ping ready\n").into_bytes(),
             Peer::Redis => resp(&["SUBSCRIBE", &room]),
@@ -278,10 +276,10 @@ fn setup(
         // Each client waits for its registration to complete, then joins.
         for (i, stream) in streams.iter_mut().enumerate() {
             wait_for_line(stream, deadline, |line| {
-                contains(line, registered.as_bytes())
+                memchr::memmem::find(line, registered.as_bytes()).is_some()
             })
             .with_context(|| format!("client {i} waiting for {registered:?}"))?;
-            let room = format!("bench{}", i % plan.rooms);
+            let room = room_of(i, plan);
             stream.write_all(&LineTemplates::fill(&templates.join, i, &room, ""))?;
         }
     }
@@ -320,8 +318,9 @@ fn resp(parts: &[&str]) -> Vec<u8> {
     bytes
 }
 
-fn contains(line: &[u8], part: &[u8]) -> bool {
-    line.windows(part.len()).any(|window| window == part)
+/// The room client `i` joins: `bench0`, `bench1`, ...
+fn room_of(i: usize, plan: &FanoutPlan) -> String {
+    format!("bench{}", i % plan.rooms)
 }
 
 /// Reads until a line (without its line end) that `wanted` accepts, or
@@ -458,7 +457,7 @@ fn send(
     let mut sent = vec![0u64; writers.len()];
     let padding = "x".repeat(plan.payload.saturating_sub(40));
     let rooms: Vec<String> = (0..writers.len())
-        .map(|sender| format!("bench{}", sender % plan.rooms))
+        .map(|sender| room_of(sender, plan))
         .collect();
     let mut payload = String::with_capacity(plan.payload + 64);
     let mut batch = Vec::new();
