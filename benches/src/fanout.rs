@@ -138,16 +138,18 @@ pub struct FanoutMeasurement {
     pub server_peak_rss: u64,
 }
 
-/// Runs the scenario against `server` and measures both sides' CPU.
+/// Runs the scenario against `server` and measures both sides' CPU from
+/// the first message sent to the last delivery read: connecting and
+/// joining thousands of clients is not the fan-out's cost.
 pub fn measure(
     server: &ServerProcess,
     peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<FanoutMeasurement> {
-    let generator_before = self_cpu_time()?;
-    let server_before = server.cpu_time()?;
-    let report = run(server.addr, peer, plan, progress)?;
+    let cpu_now = || anyhow::Ok((self_cpu_time()?, server.cpu_time()?));
+    let (report, (generator_before, server_before)) =
+        run_then(server.addr, peer, plan, progress, cpu_now)?;
     Ok(FanoutMeasurement {
         server_cpu: server.cpu_time()?.saturating_sub(server_before),
         generator_cpu: self_cpu_time()?.saturating_sub(generator_before),
@@ -171,6 +173,18 @@ pub fn run(
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<FanoutReport> {
+    run_then(addr, peer, plan, progress, || Ok(())).map(|(report, ())| report)
+}
+
+/// [`run`], calling `at_start` once everyone has joined, just before the
+/// first message goes out, and returning what it returned.
+fn run_then<T>(
+    addr: std::net::SocketAddr,
+    peer: &Peer,
+    plan: &FanoutPlan,
+    progress: bool,
+    at_start: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(FanoutReport, T)> {
     if plan.senders == 0
         || plan.senders > plan.clients
         || plan.rooms == 0
@@ -197,6 +211,7 @@ pub fn run(
             streams.push(writer.try_clone().context("clone a publisher socket")?);
         }
     }
+    let started = at_start()?;
     let readers = spawn_readers(streams, plan, &shared, observer_of)?;
     let (sent, elapsed) = send(&mut writers, peer, plan, &shared, progress)?;
     // Let what is in flight arrive, then stop the readers.
@@ -218,13 +233,14 @@ pub fn run(
     let expected = (0..plan.senders)
         .map(|s| sent[s] * (members(s % plan.rooms) - own))
         .sum();
-    Ok(FanoutReport {
+    let report = FanoutReport {
         sent: sent.iter().sum(),
         expected,
         delivered,
         elapsed,
         latency,
-    })
+    };
+    Ok((report, started))
 }
 
 /// The longest connecting and joining may take: a server that stalls fails
@@ -464,14 +480,12 @@ fn send(
     let begin = Instant::now();
     let mut next_report = begin + Duration::from_secs(1);
     let mut total = 0u64;
+    let writers_count = writers.len();
     while begin.elapsed() < plan.duration {
         let mut progressed = false;
         for (sender, writer) in writers.iter_mut().enumerate() {
             let limit = match plan.rate {
-                // Each sender's share of the total rate, on schedule.
-                Some(rate) => {
-                    (begin.elapsed().as_secs_f64() * rate as f64 / plan.senders as f64) as u64
-                }
+                Some(rate) => due_by(begin.elapsed(), rate, sender, writers_count),
                 None => shared.observed[sender].load(Ordering::Acquire) + plan.in_flight,
             };
             let count = limit.saturating_sub(sent[sender]).min(MAX_BATCH);
@@ -507,9 +521,9 @@ fn send(
             // Nothing may go yet: sleep instead of spinning, or the
             // generator steals the CPU the server is being measured on.
             let pause = match plan.rate {
+                // The schedule's next message is number `total`.
                 Some(rate) => {
-                    let next = (total + 1) as f64 / rate as f64;
-                    let due = begin + Duration::from_secs_f64(next);
+                    let due = begin + Duration::from_secs_f64(total as f64 / rate as f64);
                     due.saturating_duration_since(Instant::now())
                 }
                 None => Duration::from_micros(50),
@@ -525,6 +539,22 @@ fn send(
         eprintln!();
     }
     Ok((sent, begin.elapsed()))
+}
+
+/// How many messages `sender` (of `senders`) may have sent `elapsed` into
+/// a run at `rate` messages per second in total. Message `k` of the total
+/// is due at `k / rate` and belongs to sender `k % senders`, so the senders
+/// take turns at even spacing: if each sent its share on the same tick,
+/// every tick would be a burst of `senders` messages at once, and the
+/// measured latency would be the burst's queueing, not the server's.
+fn due_by(elapsed: Duration, rate: u64, sender: usize, senders: usize) -> u64 {
+    let last_due = (elapsed.as_secs_f64() * rate as f64) as u64;
+    let (sender, senders) = (sender as u64, senders.max(1) as u64);
+    if last_due < sender {
+        0
+    } else {
+        (last_due - sender) / senders + 1
+    }
 }
 
 #[cfg(test)]
@@ -546,6 +576,23 @@ mod tests {
             LineTemplates::fill("NICK b{n}\nUSER b{n} 0 * :b", 2, "bench0", ""),
             b"NICK b2\r\nUSER b2 0 * :b\r\n"
         );
+    }
+
+    #[test]
+    fn a_fixed_rate_is_spread_evenly_over_the_senders() {
+        let at = Duration::from_millis;
+        // 100 messages/s over 4 senders: one every 10 ms, in turn.
+        let counts = |ms| {
+            (0..4)
+                .map(|s| due_by(at(ms), 100, s, 4))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(0), [1, 0, 0, 0]);
+        assert_eq!(counts(15), [1, 1, 0, 0]);
+        assert_eq!(counts(35), [1, 1, 1, 1]);
+        assert_eq!(counts(40), [2, 1, 1, 1]);
+        // After one second the total is the rate (plus the one at time 0).
+        assert_eq!(counts(1000).iter().sum::<u64>(), 101);
     }
 
     #[test]
