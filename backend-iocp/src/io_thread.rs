@@ -265,18 +265,28 @@ fn ensure_writer(local: &Rc<Local>, conn: &Rc<Conn>) {
 }
 
 fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
-    let Some(conn) = local.conns.borrow().get(&id.get()).cloned() else {
-        return;
+    // This runs once per recipient of every line: the common case (a
+    // writer already running) only borrows; the connection is cloned out
+    // of the map only when a writer must start or the client is cut off.
+    let needs_more = {
+        let conns = local.conns.borrow();
+        let Some(conn) = conns.get(&id.get()) else {
+            return;
+        };
+        let queued = conn.out.borrow_mut().push(lines, priority);
+        // What the kernel already holds does not count against the client.
+        let slow = queued.saturating_sub(conn.in_flight.get()) > local.max_outbound;
+        (slow || !conn.writing.get()).then(|| (conn.clone(), slow.then_some(queued)))
     };
-    let queued = conn.out.borrow_mut().push(lines, priority);
-    // What the kernel already holds does not count against the client.
-    if queued.saturating_sub(conn.in_flight.get()) > local.max_outbound {
-        tracing::warn!(conn = %id, queued, "slow consumer");
-        local.forget(&conn, false);
-        local.inbox.send(Event::SlowConsumer { conn: id });
-        return;
+    match needs_more {
+        None => {}
+        Some((conn, Some(queued))) => {
+            tracing::warn!(conn = %id, queued, "slow consumer");
+            local.forget(&conn, false);
+            local.inbox.send(Event::SlowConsumer { conn: id });
+        }
+        Some((conn, None)) => ensure_writer(local, &conn),
     }
-    ensure_writer(local, &conn);
 }
 
 /// Waits for input with a one-shot poll operation (no buffer while
