@@ -3,7 +3,8 @@
 //!
 //! Each turn: wait for readiness, read what is ready into the thread's one
 //! read buffer and hand it to the hub, run the hub's commands, then write
-//! every connection that got output in one vectored write each. Writable
+//! every connection that got output in one vectored write each, looking
+//! at the hub's new commands every 128 writes. Writable
 //! interest is registered only while output is waiting. Work per turn is
 //! bounded: a few reads per connection, a bounded number of accepts and of
 //! the hub's commands.
@@ -30,6 +31,8 @@ const READ_BUFFER: usize = 64 * 1024;
 const READS_PER_TURN: usize = 4;
 /// Accepts per turn.
 const ACCEPTS_PER_TURN: usize = 256;
+/// Writes between two looks at the hub's commands while flushing.
+const WRITES_BETWEEN_COMMANDS: usize = 128;
 
 struct Connection {
     id: ConnId,
@@ -125,7 +128,7 @@ impl IoLoop {
                 self.inbox.wake();
             }
             backlog = self.run_commands();
-            self.flush_dirty();
+            backlog |= self.flush_dirty();
             if self
                 .stop_deadline
                 .is_some_and(|deadline| self.conns.is_empty() || Instant::now() >= deadline)
@@ -329,8 +332,20 @@ impl IoLoop {
     }
 
     /// One vectored write per connection that has output this turn.
-    fn flush_dirty(&mut self) {
-        for key in std::mem::take(&mut self.dirty) {
+    ///
+    /// Every [`WRITES_BETWEEN_COMMANDS`] writes the hub's new commands are
+    /// queued too: under load a pass over thousands of connections takes
+    /// tens of milliseconds, and a line that arrives meanwhile then still
+    /// leaves in this pass to every recipient not yet written, instead of
+    /// waiting for the next. Recipients already written are marked dirty
+    /// for the next turn. Returns whether anything is left for it (dirty
+    /// connections or commands).
+    fn flush_dirty(&mut self) -> bool {
+        let mut backlog = false;
+        for (written, key) in std::mem::take(&mut self.dirty).into_iter().enumerate() {
+            if written > 0 && written % WRITES_BETWEEN_COMMANDS == 0 {
+                backlog = self.run_commands();
+            }
             let Some(conn) = self.conns.get_mut(&key) else {
                 continue;
             };
@@ -345,6 +360,7 @@ impl IoLoop {
                 Err(_) => self.lose(key),
             }
         }
+        backlog || !self.dirty.is_empty()
     }
 
     fn want_write(&mut self, key: usize, on: bool) {

@@ -42,6 +42,7 @@ on_both_backends!(
     history_survives_a_torn_tail_and_a_corrupted_middle_record,
     history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on,
     ack_waits_until_the_record_is_synced_under_the_policy,
+    a_large_room_gets_every_line_in_order_from_each_sender,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -150,6 +151,60 @@ fn slow_consumer_is_cut_off_while_the_others_keep_receiving(backend: &dyn Backen
             Received::Line(_) => {}
             Received::Closed => break,
             Received::Nothing => panic!("the slow consumer was never disconnected"),
+        }
+    }
+    stop(running);
+}
+
+/// Enough members that one flush over a room crosses the poll backend's
+/// look at new commands (every 128 writes) on each of the two I/O
+/// threads, with two talkers pipelining so that lines arrive mid-flush:
+/// every member still gets every line once, each talker's in order.
+fn a_large_room_gets_every_line_in_order_from_each_sender(backend: &dyn Backend) {
+    const MEMBERS: usize = 400;
+    const MESSAGES: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    let running = start_with(backend, dir.path(), chat, FsyncPolicy::Never);
+    let addr = running.local_addr();
+    // 50 per source address, under the per-address limit.
+    let mut members: Vec<LineClient> = (0..MEMBERS)
+        .map(|i| welcome(addr, 10 + (i / 50) as u8))
+        .collect();
+    let mut talkers = [welcome(addr, 2), welcome(addr, 3)];
+    let script = |tag: &str| -> Vec<u8> {
+        (0..MESSAGES)
+            .flat_map(|i| format!("{tag} {i}\n").into_bytes())
+            .collect()
+    };
+    let (a, b) = (script("a"), script("b"));
+    thread::scope(|scope| {
+        let [first, second] = &mut talkers;
+        scope.spawn(|| first.send(&a).expect("talker a sends"));
+        scope.spawn(|| second.send(&b).expect("talker b sends"));
+    });
+    for (index, member) in members.iter_mut().enumerate() {
+        let mut next = [0usize; 2];
+        while next != [MESSAGES; 2] {
+            let line = match member.next_line().expect("member reads") {
+                Received::Line(line) => line,
+                other => panic!("member {index} stalled at {next:?}: {other:?}"),
+            };
+            let Some((_, text)) = line.split_once(": ") else {
+                continue;
+            };
+            let (talker, number) = match text.split_once(' ') {
+                Some(("a", number)) => (0, number),
+                Some(("b", number)) => (1, number),
+                _ => continue,
+            };
+            assert_eq!(
+                number.parse::<usize>().ok(),
+                Some(next[talker]),
+                "member {index}: {line:?} out of order"
+            );
+            next[talker] += 1;
         }
     }
     stop(running);
