@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod hub;
+pub mod listener;
 pub mod out_queue;
 pub mod persist;
 pub mod settings;
@@ -195,7 +196,7 @@ pub fn launch(
         .bind
         .parse()
         .map_err(|_| LaunchError::BadAddress(settings.server.bind.clone()))?;
-    let listener = TcpListener::bind(address).map_err(|cause| LaunchError::Bind {
+    let listener = listener::listen(address).map_err(|cause| LaunchError::Bind {
         address: settings.server.bind.clone(),
         cause,
     })?;
