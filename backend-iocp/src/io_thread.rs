@@ -268,7 +268,7 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
     // This runs once per recipient of every line: the common case (a
     // writer already running) only borrows; the connection is cloned out
     // of the map only when a writer must start or the client is cut off.
-    let needs_more = {
+    let (conn, queued, slow) = {
         let conns = local.conns.borrow();
         let Some(conn) = conns.get(&id.get()) else {
             return;
@@ -276,16 +276,17 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
         let queued = conn.out.borrow_mut().push(lines, priority);
         // What the kernel already holds does not count against the client.
         let slow = queued.saturating_sub(conn.in_flight.get()) > local.max_outbound;
-        (slow || !conn.writing.get()).then(|| (conn.clone(), slow.then_some(queued)))
-    };
-    match needs_more {
-        None => {}
-        Some((conn, Some(queued))) => {
-            tracing::warn!(conn = %id, queued, "slow consumer");
-            local.forget(&conn, false);
-            local.inbox.send(Event::SlowConsumer { conn: id });
+        if !slow && conn.writing.get() {
+            return;
         }
-        Some((conn, None)) => ensure_writer(local, &conn),
+        (conn.clone(), queued, slow)
+    };
+    if slow {
+        tracing::warn!(conn = %id, queued, "slow consumer");
+        local.forget(&conn, false);
+        local.inbox.send(Event::SlowConsumer { conn: id });
+    } else {
+        ensure_writer(local, &conn);
     }
 }
 

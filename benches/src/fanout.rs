@@ -480,12 +480,11 @@ fn send(
     let begin = Instant::now();
     let mut next_report = begin + Duration::from_secs(1);
     let mut total = 0u64;
-    let writers_count = writers.len();
     while begin.elapsed() < plan.duration {
         let mut progressed = false;
         for (sender, writer) in writers.iter_mut().enumerate() {
             let limit = match plan.rate {
-                Some(rate) => due_by(begin.elapsed(), rate, sender, writers_count),
+                Some(rate) => due_by(begin.elapsed(), rate, sender, plan.senders),
                 None => shared.observed[sender].load(Ordering::Acquire) + plan.in_flight,
             };
             let count = limit.saturating_sub(sent[sender]).min(MAX_BATCH);

@@ -48,7 +48,6 @@ mod tests {
                     .unwrap_or_else(|error| panic!("connect {i} stalled: {error}"))
             })
             .collect();
-        assert_eq!(waiting.len(), 600);
         let (_, peer) = listener.accept().expect("the first is there");
         assert_eq!(peer, waiting[0].local_addr().unwrap());
     }
