@@ -17,6 +17,9 @@ pub enum ErrorCode {
     UnknownCommand,
     /// The command's arguments do not fit its usage.
     BadSyntax,
+    /// An argument is well formed but out of range (a duration of zero,
+    /// below zero or over 3650d; a count below one).
+    BadArgument,
     /// The nickname is not valid.
     BadNick,
     /// Someone else has that nickname.
@@ -65,12 +68,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
         Self::UnknownCommand,
         Self::BadSyntax,
+        Self::BadArgument,
         Self::BadNick,
         Self::NickTaken,
         Self::BadRoom,
@@ -103,6 +107,7 @@ impl ErrorCode {
             Self::ControlChar => "control-char",
             Self::UnknownCommand => "unknown-command",
             Self::BadSyntax => "bad-syntax",
+            Self::BadArgument => "bad-argument",
             Self::BadNick => "bad-nick",
             Self::NickTaken => "nick-taken",
             Self::BadRoom => "bad-room",

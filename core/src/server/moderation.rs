@@ -107,7 +107,14 @@ impl Server {
                 None => return self.no_such_nick(conn, nick),
             },
         };
-        let until = duration.map(|length| now + length);
+        // Durations are at most duration::MAX (parsers cap them), so this
+        // cannot overflow; should a driver's clock sit near the end of
+        // time, a ban that cannot be timed is refused, never made permanent.
+        let until = match duration.map(|length| now.checked_add(length)) {
+            None => None,
+            Some(Some(until)) => Some(until),
+            Some(None) => return self.untimeable(conn),
+        };
         let ban = Ban {
             until,
             reason: reason.map(Into::into),
@@ -264,7 +271,9 @@ impl Server {
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
-        let until = now + duration;
+        let Some(until) = now.checked_add(duration) else {
+            return self.untimeable(conn);
+        };
         if let Some(room) = self.rooms.get_mut(&room_name) {
             room.mutes.insert(victim, until);
         }
@@ -407,6 +416,14 @@ impl Server {
             .filter(|&(&id, s)| id != moderator && s.peer.ip() == address && !s.is_operator())
             .map(|(&id, _)| id)
             .collect()
+    }
+
+    fn untimeable(&mut self, conn: ConnId) {
+        self.out.error(
+            conn,
+            ErrorCode::BadArgument,
+            "that duration reaches past what this server can time; use a shorter one",
+        );
     }
 
     fn nick_of(&self, conn: ConnId) -> Nick {
