@@ -13,6 +13,8 @@ pub enum ErrorCode {
     BadUtf8,
     /// A line held a control character other than tab.
     ControlChar,
+    /// A chat line, topic or reason had nothing visible in it.
+    InvisibleText,
     /// The command does not exist.
     UnknownCommand,
     /// The command's arguments do not fit its usage.
@@ -68,10 +70,11 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
+        Self::InvisibleText,
         Self::UnknownCommand,
         Self::BadSyntax,
         Self::BadArgument,
@@ -105,6 +108,7 @@ impl ErrorCode {
             Self::LineTooLong => "line-too-long",
             Self::BadUtf8 => "bad-utf8",
             Self::ControlChar => "control-char",
+            Self::InvisibleText => "invisible-text",
             Self::UnknownCommand => "unknown-command",
             Self::BadSyntax => "bad-syntax",
             Self::BadArgument => "bad-argument",

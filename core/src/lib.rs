@@ -33,6 +33,7 @@ pub mod native;
 pub mod rate_limit;
 pub mod reply;
 mod server;
+pub mod text;
 mod timers;
 pub mod wall_clock;
 
