@@ -87,10 +87,8 @@ fn close_bidi(text: &str) -> Cow<'_, str> {
         match c {
             '\u{202A}' | '\u{202B}' | '\u{202D}' | '\u{202E}' => open.push(Open::Embedding),
             '\u{2066}'..='\u{2068}' => open.push(Open::Isolate),
-            PDF => {
-                if open.last() == Some(&Open::Embedding) {
-                    open.pop();
-                }
+            PDF if open.last() == Some(&Open::Embedding) => {
+                open.pop();
             }
             PDI => {
                 if let Some(isolate) = open.iter().rposition(|o| *o == Open::Isolate) {
