@@ -32,6 +32,8 @@ pub enum ErrorCode {
     RoomExists,
     /// The room limit is reached.
     TooManyRooms,
+    /// A bound on bans, mutes or invitations is reached.
+    LimitReached,
     /// The room is private and you are not invited.
     InviteOnly,
     /// You are banned from the room or the server.
@@ -70,7 +72,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
@@ -83,6 +85,7 @@ impl ErrorCode {
         Self::BadRoom,
         Self::RoomExists,
         Self::TooManyRooms,
+        Self::LimitReached,
         Self::InviteOnly,
         Self::Banned,
         Self::NoSuchNick,
@@ -117,6 +120,7 @@ impl ErrorCode {
             Self::BadRoom => "bad-room",
             Self::RoomExists => "room-exists",
             Self::TooManyRooms => "too-many-rooms",
+            Self::LimitReached => "limit-reached",
             Self::InviteOnly => "invite-only",
             Self::Banned => "banned",
             Self::NoSuchNick => "no-such-nick",

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::address::AddressGroup;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
@@ -51,9 +52,48 @@ impl Server {
             );
             return self.out.error(conn, ErrorCode::TooManyRooms, &text);
         }
-        self.rooms
-            .insert(target.clone(), Room::new(Some(conn), private));
+        let Some(group) = self.may_create_room(conn) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.rooms_created = session.rooms_created.saturating_add(1);
+        }
+        self.addresses.entry(group).or_default().rooms_created += 1;
+        let mut room = Room::new(Some(conn), private);
+        room.created_by = Some((conn, group));
+        self.rooms.insert(target.clone(), room);
         self.switch_room(conn, &target, Entry::Created { private });
+    }
+
+    /// Checks the caller's per-connection and per-address room limits
+    /// (operators are exempt) and returns the address group to count the
+    /// new room against, or replies with the error.
+    fn may_create_room(&mut self, conn: ConnId) -> Option<AddressGroup> {
+        let session = self.sessions.get(&conn)?;
+        let group = AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
+        if session.is_operator() {
+            return Some(group);
+        }
+        let limits = &self.config.limits;
+        let text = if usize::from(session.rooms_created) >= limits.rooms_per_connection {
+            format!(
+                "you have created {} rooms that still exist, the most one connection may",
+                limits.rooms_per_connection
+            )
+        } else if self
+            .addresses
+            .get(&group)
+            .is_some_and(|address| address.rooms_created >= limits.rooms_per_ip)
+        {
+            format!(
+                "connections from {group} have created {} rooms that still exist, the most one address may",
+                limits.rooms_per_ip
+            )
+        } else {
+            return Some(group);
+        };
+        self.out.error(conn, ErrorCode::TooManyRooms, &text);
+        None
     }
 
     /// `#leave`: back to #general.
@@ -102,6 +142,11 @@ impl Server {
         if room.has_member(invitee) {
             let text = format!("{target} is already in #{name}");
             return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
+        }
+        let limit = self.config.limits.invites_per_room;
+        if room.invites.len() >= limit && !room.invites.contains(&invitee) {
+            let text = format!("#{name} holds {limit} invitations, the most a room may");
+            return self.out.error(conn, ErrorCode::LimitReached, &text);
         }
         room.invites.insert(invitee);
         let by = me.nick;
