@@ -155,8 +155,8 @@ impl Server {
             Command::Create { room, private } => self.create(conn, room, private),
             Command::Invite(nick) => self.invite(conn, &nick),
             Command::Leave => self.leave(conn),
-            Command::Rooms => self.list_rooms(conn),
-            Command::Who => self.who(conn),
+            Command::Rooms(page) => self.list_rooms(conn, page),
+            Command::Who(page) => self.who(conn, page),
             Command::Topic(None) => self.topic(conn, None),
             Command::Topic(Some(text)) => {
                 if let Some(text) = self.trusted(conn, text) {
