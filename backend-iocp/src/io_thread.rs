@@ -182,6 +182,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                         ensure_writer(&local, &found);
                     }
                 }
+                Command::Panic => panic!("injected panic on I/O thread {}", context.index),
                 Command::Stop => {
                     if let Some(mut acceptor) = context.acceptor.take() {
                         acceptor.stop();

@@ -253,6 +253,7 @@ impl IoLoop {
                     }
                 }
                 Command::Stop => self.stop(),
+                Command::Panic => panic!("injected panic on I/O thread {}", self.index),
             }
         }
         true

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Everything it logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -29,17 +31,30 @@ impl Server {
     }
 
     fn start_on(bind: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn(bind, data_dir, extra, Stdio::null())
+    }
+
+    /// On the hidden manual clock, controlled through a piped stdin.
+    fn start_controlled(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--manual-clock", "1795000000000"];
+        args.extend_from_slice(extra);
+        Self::spawn("127.0.0.1:0", data_dir, &args, Stdio::piped())
+    }
+
+    fn spawn(bind: &str, data_dir: &Path, extra: &[&str], stdin: Stdio) -> Self {
         let mut child = Command::new(CHATD)
             .args(["serve", "--bind", bind, "--threads", "2", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("chatd starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (found, address) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         thread::spawn(move || {
             // Keep draining stderr so the server never blocks on its log.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -47,6 +62,7 @@ impl Server {
                     let addr = rest.split(": ").next().unwrap_or_default().to_owned();
                     let _ = found.send(addr);
                 }
+                kept.lock().expect("log lock").push(line);
             }
         });
         let addr = address
@@ -54,7 +70,18 @@ impl Server {
             .expect("start-up line")
             .parse()
             .expect("an address in the start-up line");
-        Self { child, addr }
+        Self { child, addr, log }
+    }
+
+    /// Sends one control line (manual-clock mode only).
+    fn control(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}").expect("control line written");
+        stdin.flush().expect("control line flushed");
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
     }
 
     #[cfg(unix)]
@@ -68,6 +95,12 @@ impl Server {
 
     #[cfg(unix)]
     fn wait(mut self, limit: Duration) -> ExitStatus {
+        self.wait_for_exit(limit)
+    }
+
+    /// Waits for the process to end; one that does not within `limit`
+    /// fails the test.
+    fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -360,6 +393,53 @@ fn kill_mid_stream_and_recover(backend: &str, policy: &str) {
     reader
         .wait_for(|l| l.starts_with("+ history #general 1"))
         .expect("history is back");
+}
+
+#[test]
+fn a_panic_on_any_thread_ends_the_process_and_frees_its_port() {
+    for backend in ["poll", "iocp"] {
+        for site in ["hub", "io 0", "io 1"] {
+            panic_and_exit(backend, site);
+        }
+    }
+}
+
+fn panic_and_exit(backend: &str, site: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_controlled(dir.path(), &["--backend", backend]);
+    // Serving: one client on each I/O thread (ids 1 and 2 of 2 threads).
+    let mut first = client(server.addr);
+    let _second = client(server.addr);
+    server.control(&format!("panic {site}"));
+    let injected = Instant::now();
+    // Generous for a loaded machine; a zombie never exits at all.
+    let status = server.wait_for_exit(Duration::from_secs(1));
+    let took = injected.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "{backend}, panic {site}: exit status {status:?} after {took:?}"
+    );
+    // The process is gone, so is its listener, and its clients see the end.
+    let refused = std::net::TcpStream::connect(server.addr);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{backend}, panic {site}: the port still answers: {refused:?}"
+    );
+    loop {
+        match first.next_line().expect("read") {
+            Received::Line(_) => {}
+            Received::Closed => break,
+            Received::Nothing => panic!("{backend}, panic {site}: the client was left hanging"),
+        }
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("injected panic") && log.contains("a thread panicked; exiting with status 70"),
+        "{backend}, panic {site}: {log}"
+    );
 }
 
 /// A free port on 127.0.0.1 (so a restarted server can take the same one).

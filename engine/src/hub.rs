@@ -58,6 +58,18 @@ pub enum Event {
         /// Told to every client.
         reason: String,
     },
+    /// A test-only fault: make `site` panic, to prove that a panic ends the
+    /// process (see [`crate::ControlHandle::inject_panic`]).
+    InjectPanic(PanicSite),
+}
+
+/// A thread a test can make panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicSite {
+    /// The core's owner thread.
+    Hub,
+    /// I/O thread number `n` (wrapped to the threads there are).
+    Io(usize),
 }
 
 /// Work for an I/O thread.
@@ -98,6 +110,8 @@ pub enum Command {
     /// Stop accepting, flush every connection (for a bounded time), close
     /// them all and end the thread.
     Stop,
+    /// A test-only fault: panic on this I/O thread ([`PanicSite::Io`]).
+    Panic,
 }
 
 /// The hub's lock-free inbox.
@@ -308,6 +322,8 @@ impl Hub {
                 self.server.handle_shutdown(now, &reason);
                 return true;
             }
+            Event::InjectPanic(PanicSite::Hub) => panic!("injected panic on the core's thread"),
+            Event::InjectPanic(PanicSite::Io(n)) => batches[n % batches.len()].push(Command::Panic),
         }
         false
     }

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use chatd_core::Server;
 
 use crate::clock::Clock;
-use crate::hub::{Event, Hub, Inbox, Mailbox};
+use crate::hub::{Event, Hub, Inbox, Mailbox, PanicSite};
 use crate::persist::{HistoryWriter, recover_dir};
 use crate::settings::Settings;
 
@@ -134,6 +134,31 @@ impl ShutdownHandle {
     }
 }
 
+/// The test harness's control over a running server: what
+/// [`ShutdownHandle`] can do, plus fault injection. Only the `chatd`
+/// binary's manual-clock mode hands one to anything, and only to the
+/// process's own stdin (ARCHITECTURE.md, decisions 16 and 21): nothing on
+/// the network reaches it.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    inbox: Arc<Inbox>,
+}
+
+impl ControlHandle {
+    /// Starts a graceful shutdown; every client is told `reason`.
+    pub fn shutdown(&self, reason: &str) {
+        ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+        .shutdown(reason);
+    }
+
+    /// Makes a thread of the server panic, as a bug would.
+    pub fn inject_panic(&self, site: PanicSite) {
+        self.inbox.send(Event::InjectPanic(site));
+    }
+}
+
 impl Running {
     /// What start-up found and chose.
     pub fn info(&self) -> &StartInfo {
@@ -148,6 +173,13 @@ impl Running {
     /// A handle that can stop the server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// The test harness's control handle (fault injection included).
+    pub fn control_handle(&self) -> ControlHandle {
+        ControlHandle {
             inbox: self.inbox.clone(),
         }
     }
