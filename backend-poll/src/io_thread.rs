@@ -9,6 +9,7 @@
 //! bounded: a few reads per connection, a bounded number of accepts and of
 //! the hub's commands.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
+use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use polling::{Event as Interest, Events, PollMode, Poller};
 
@@ -38,8 +40,11 @@ struct Connection {
     id: ConnId,
     stream: TcpStream,
     out: OutQueue,
-    /// Close once the queue is empty (the core asked).
+    /// Close once the queue is empty (the core asked); input is discarded.
     closing: bool,
+    /// Output all written and our side shut down: waiting for the peer to
+    /// hang up since this instant, for as long as the ending allows.
+    lingering: Option<Instant>,
     /// Writable interest is registered.
     want_write: bool,
     /// Queued for a flush at the end of this turn.
@@ -57,6 +62,9 @@ pub(crate) struct IoLoop {
     pub(crate) max_outbound: usize,
     conns: AHashMap<usize, Connection>,
     dirty: Vec<usize>,
+    /// Lingering connections by deadline. Every connection lingers as long
+    /// under one ending, so pushing at the back keeps them in order.
+    lingering: VecDeque<(Instant, usize)>,
     read_buffer: Vec<u8>,
     stop_deadline: Option<Instant>,
 }
@@ -84,6 +92,7 @@ impl IoLoop {
             max_outbound,
             conns: AHashMap::new(),
             dirty: Vec::new(),
+            lingering: VecDeque::new(),
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
         }
@@ -101,7 +110,11 @@ impl IoLoop {
                 // Commands wait: look at the sockets without sleeping.
                 Some(Duration::ZERO)
             } else {
-                self.stop_deadline
+                let linger = self.lingering.front().map(|&(deadline, _)| deadline);
+                [self.stop_deadline, linger]
+                    .into_iter()
+                    .flatten()
+                    .min()
                     .map(|deadline| deadline.saturating_duration_since(Instant::now()))
             };
             if let Err(error) = self.poller.wait(&mut events, timeout)
@@ -129,6 +142,7 @@ impl IoLoop {
             }
             backlog = self.run_commands();
             backlog |= self.flush_dirty();
+            self.end_lingering(Instant::now());
             if self
                 .stop_deadline
                 .is_some_and(|deadline| self.conns.is_empty() || Instant::now() >= deadline)
@@ -195,6 +209,10 @@ impl IoLoop {
             return false;
         };
         let id = conn.id;
+        if conn.closing {
+            // The core is done with it: input is read away, never handed on.
+            return self.discard_input(key);
+        }
         for _ in 0..READS_PER_TURN {
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
@@ -219,6 +237,55 @@ impl IoLoop {
             }
         }
         true
+    }
+
+    /// Reads away input of a connection the core closed. Its end of
+    /// stream (or an error) lets it go, lingering or not, as on the other
+    /// backend: the peer left. The core is not told: it closed it.
+    fn discard_input(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return false;
+        };
+        for _ in 0..READS_PER_TURN {
+            match conn.stream.read(&mut self.read_buffer) {
+                Ok(0) => {
+                    self.drop_connection(key);
+                    return false;
+                }
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return false;
+                }
+                Err(_) => {
+                    self.drop_connection(key);
+                    return false;
+                }
+            }
+        }
+        // More next turn: level-triggered readiness comes back.
+        false
+    }
+
+    /// Drops lingering connections whose peer did not hang up in time.
+    fn end_lingering(&mut self, now: Instant) {
+        while let Some(&(deadline, key)) = self.lingering.front() {
+            if deadline > now {
+                return;
+            }
+            self.lingering.pop_front();
+            // Ids are never reused: a lingering entry is this connection.
+            if let Some(conn) = self.conns.get(&key)
+                && conn.lingering.is_some()
+            {
+                closing::discard_unread(&conn.stream);
+                self.drop_connection(key);
+            }
+        }
     }
 
     /// Runs at most [`COMMANDS_PER_TURN`] commands; returns whether more
@@ -288,6 +355,7 @@ impl IoLoop {
                 stream,
                 out: OutQueue::default(),
                 closing: false,
+                lingering: None,
                 want_write: false,
                 dirty: false,
             },
@@ -305,11 +373,12 @@ impl IoLoop {
                 self.lose(key);
                 return;
             }
-            if conn.out.queued() > self.max_outbound {
+            if closing::too_slow(conn.out.queued(), self.max_outbound) {
                 // It stopped reading: cut it off now so its queue cannot
                 // grow, and let the core announce it.
                 let id = conn.id;
                 tracing::warn!(conn = %id, queued = conn.out.queued(), "slow consumer");
+                closing::abort(&conn.stream);
                 self.drop_connection(key);
                 self.inbox.send(Event::SlowConsumer { conn: id });
                 return;
@@ -351,17 +420,44 @@ impl IoLoop {
                 continue;
             };
             conn.dirty = false;
+            if conn.lingering.is_some() {
+                continue;
+            }
             match conn.out.flush(&mut conn.stream) {
-                Ok(true) if conn.closing => {
-                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-                    discard_unread(&mut conn.stream, &mut self.read_buffer);
-                    self.drop_connection(key);
-                }
+                Ok(true) if conn.closing => self.finish(key),
                 Ok(done) => self.want_write(key, !done),
                 Err(_) => self.lose(key),
             }
         }
         backlog || !self.dirty.is_empty()
+    }
+
+    /// The core closed `key` and its output is all written: end our side,
+    /// then linger for the peer or let go at once, as [`closing`] rules.
+    fn finish(&mut self, key: usize) {
+        let linger = self.ending().linger();
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        closing::finish(&conn.stream);
+        if linger.is_zero() {
+            closing::discard_unread(&conn.stream);
+            self.drop_connection(key);
+            return;
+        }
+        let now = Instant::now();
+        conn.lingering = Some(now);
+        self.lingering.push_back((now + linger, key));
+        self.want_write(key, false);
+    }
+
+    /// How connections the core closed end now.
+    fn ending(&self) -> Ending {
+        if self.stop_deadline.is_some() {
+            Ending::Stopping
+        } else {
+            Ending::Closed
+        }
     }
 
     fn want_write(&mut self, key: usize, on: bool) {
@@ -422,24 +518,22 @@ impl IoLoop {
             let _ = self.poller.delete(&listener);
         }
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
+        // Connections already lingering now linger as the new ending says.
+        let linger = self.ending().linger();
+        for (deadline, key) in &mut self.lingering {
+            if let Some(since) = self.conns.get(key).and_then(|c| c.lingering) {
+                *deadline = (*deadline).min(since + linger);
+            }
+        }
+        self.end_lingering(Instant::now());
         let keys: Vec<usize> = self.conns.keys().copied().collect();
         for key in keys {
-            if let Some(conn) = self.conns.get_mut(&key) {
+            if let Some(conn) = self.conns.get_mut(&key)
+                && conn.lingering.is_none()
+            {
                 conn.closing = true;
+                self.mark_dirty(key);
             }
-            self.mark_dirty(key);
-        }
-    }
-}
-
-/// Reads away what the peer sent that nobody will handle. Closing a socket
-/// with unread input makes the kernel send a reset, which can destroy the
-/// last lines (a goodbye, a ban notice) before the peer reads them.
-fn discard_unread(stream: &mut TcpStream, buffer: &mut [u8]) {
-    for _ in 0..READS_PER_TURN {
-        match stream.read(buffer) {
-            Ok(n) if n > 0 => {}
-            _ => return,
         }
     }
 }

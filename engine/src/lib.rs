@@ -16,6 +16,7 @@
 //! history and lets [`Running::wait`] return.
 
 pub mod clock;
+pub mod closing;
 pub mod hub;
 pub mod listener;
 pub mod out_queue;

@@ -43,6 +43,8 @@ on_both_backends!(
     history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on,
     ack_waits_until_the_record_is_synced_under_the_policy,
     a_large_room_gets_every_line_in_order_from_each_sender,
+    slow_consumer_is_reset_without_reading_a_byte,
+    shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -154,6 +156,85 @@ fn slow_consumer_is_cut_off_while_the_others_keep_receiving(backend: &dyn Backen
         }
     }
     stop(running);
+}
+
+/// The one close rule (engine/src/closing.rs): a slow consumer's socket
+/// really closes, with a reset, even though the client never reads again.
+/// A socket kept open (or closed gracefully behind megabytes the client
+/// will never read) shows no error or hang-up to the client.
+fn slow_consumer_is_reset_without_reading_a_byte(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    let running = start_with(backend, dir.path(), chat, FsyncPolicy::Never);
+    let addr = running.local_addr();
+    let mut slow = LineClient::connect_with(addr, host(1), Some(4096)).expect("connects");
+    slow.wait_for(|line| line.starts_with("* welcome"))
+        .expect("welcome");
+    let mut talker = welcome(addr, 2);
+    let mut sender = talker.try_clone_sender().expect("clone");
+    let cut_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_sending = cut_off.clone();
+    let flood = thread::spawn(move || {
+        let payload = "x".repeat(3_000);
+        // At most 60 MB; it stops once the slow client is announced gone.
+        for i in 0..20_000 {
+            if stop_sending.load(Ordering::Acquire) {
+                return;
+            }
+            sender.say(&format!("{payload} {i}")).expect("talker sends");
+        }
+    });
+    // Quiet while the flood goes on: wait past the per-line limit, up to a
+    // failure guard.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match talker.next_line().expect("talker reads") {
+            Received::Line(line) if line == "* guest1 quit: too slow to receive" => break,
+            Received::Nothing if std::time::Instant::now() < guard => {}
+            other => panic!("the slow client was never announced gone: {other:?}"),
+        }
+    }
+    cut_off.store(true, Ordering::Release);
+    flood.join().expect("flood");
+    #[cfg(unix)]
+    assert!(
+        slow.wait_closed_unread(std::time::Duration::from_secs(5)),
+        "{}: the slow consumer's socket is still open",
+        backend.name()
+    );
+    stop(running);
+}
+
+/// Nothing queued, clients that keep their end open: a shutdown returns
+/// at once rather than after the flush limit or a linger.
+fn shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = start(backend, dir.path(), Config::default());
+    let addr = running.local_addr();
+    let mut clients = [welcome(addr, 1), welcome(addr, 2)];
+    for client in &mut clients {
+        client.say("#ping idle").expect("send");
+        client
+            .wait_for(|line| line == "+ pong idle")
+            .expect("nothing left to send");
+    }
+    let started = std::time::Instant::now();
+    stop(running);
+    let took = started.elapsed();
+    // A failure guard, not a measurement: a prompt shutdown takes
+    // milliseconds; one that waits for the limit takes all of it.
+    assert!(
+        took < chatd_engine::SHUTDOWN_FLUSH_LIMIT,
+        "{}: shutdown took {took:?}",
+        backend.name()
+    );
+    for client in &mut clients {
+        client
+            .wait_for(|line| line.starts_with("* server shutting down"))
+            .expect("told");
+        assert_eq!(client.next_line().expect("read"), Received::Closed);
+    }
 }
 
 /// Enough members that one flush over a room crosses the poll backend's
