@@ -46,6 +46,9 @@ impl Server {
             .args(["serve", "--bind", bind, "--threads", "2", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            // As deployed: a backtrace is opt-in, and symbolising one from
+            // a debug build on a loaded machine can outlast the exit limit.
+            .env_remove("RUST_BACKTRACE")
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
