@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
+use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use polling::{Event as Interest, Events, PollMode, Poller};
@@ -67,6 +68,9 @@ pub(crate) struct IoLoop {
     lingering: VecDeque<(Instant, usize)>,
     read_buffer: Vec<u8>,
     stop_deadline: Option<Instant>,
+    /// Failing accepts: when to watch the listener again, and the log.
+    accept_paused_until: Option<Instant>,
+    accept_backoff: AcceptBackoff,
 }
 
 impl IoLoop {
@@ -95,6 +99,8 @@ impl IoLoop {
             lingering: VecDeque::new(),
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
+            accept_paused_until: None,
+            accept_backoff: AcceptBackoff::default(),
         }
     }
 
@@ -111,7 +117,7 @@ impl IoLoop {
                 Some(Duration::ZERO)
             } else {
                 let linger = self.lingering.front().map(|&(deadline, _)| deadline);
-                [self.stop_deadline, linger]
+                [self.stop_deadline, linger, self.accept_paused_until]
                     .into_iter()
                     .flatten()
                     .min()
@@ -143,6 +149,7 @@ impl IoLoop {
             backlog = self.run_commands();
             backlog |= self.flush_dirty();
             self.end_lingering(Instant::now());
+            self.resume_accepting(Instant::now());
             if self
                 .stop_deadline
                 .is_some_and(|deadline| self.conns.is_empty() || Instant::now() >= deadline)
@@ -178,16 +185,22 @@ impl IoLoop {
         for _ in 0..ACCEPTS_PER_TURN {
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    self.accept_backoff.succeeded();
                     self.inbox.push(Event::Accepted { stream, peer });
                     accepted = true;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    // Out of descriptors and the like: log and retry next turn
-                    // rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    break;
+                    // Out of descriptors and the like: the listener stays
+                    // readable, so stop watching it for a while (the
+                    // engine's rule) rather than spin.
+                    let now = Instant::now();
+                    let pause = self.accept_backoff.failed(&error, now);
+                    if !pause.is_zero() {
+                        self.pause_accepting(now + pause);
+                        return accepted;
+                    }
                 }
             }
         }
@@ -200,6 +213,33 @@ impl IoLoop {
             tracing::error!(%error, "cannot re-arm the listener");
         }
         accepted
+    }
+
+    /// Stops watching the listener until `until`.
+    fn pause_accepting(&mut self, until: Instant) {
+        self.accept_paused_until = Some(until);
+        if let Some(listener) = &self.listener
+            && let Err(error) =
+                self.poller
+                    .modify_with_mode(listener, Interest::none(LISTENER_KEY), self.mode)
+        {
+            tracing::error!(%error, "cannot pause the listener");
+        }
+    }
+
+    /// Watches the listener again once its pause is over.
+    fn resume_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_none_or(|until| until > now) {
+            return;
+        }
+        self.accept_paused_until = None;
+        if let Some(listener) = &self.listener
+            && let Err(error) =
+                self.poller
+                    .modify_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
+        {
+            tracing::error!(%error, "cannot watch the listener again");
+        }
     }
 
     /// Reads what one connection has, a bounded amount, and hands it to

@@ -15,6 +15,7 @@
 //! tells every client, flushes their queues for a bounded time, syncs the
 //! history and lets [`Running::wait`] return.
 
+pub mod accept;
 pub mod clock;
 pub mod closing;
 pub mod hub;
