@@ -104,6 +104,8 @@ struct Local {
     max_outbound: usize,
     /// The server is shutting down: connections let go without lingering.
     stopping: Cell<bool>,
+    /// Readers waiting for room in the hub's inbox (backpressure).
+    paused_readers: RefCell<Vec<Waker>>,
 }
 
 impl Local {
@@ -140,6 +142,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
         inbox: context.inbox.clone(),
         max_outbound: context.max_outbound,
         stopping: Cell::new(false),
+        paused_readers: RefCell::new(Vec::new()),
     });
     let mut stop_deadline: Option<Instant> = None;
     // Commands were left in the mailbox at the end of the last turn.
@@ -157,6 +160,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
         } else {
             context.signal.wait().await;
         }
+        resume_readers(&local);
         let mut budget = COMMANDS_PER_TURN;
         backlog = false;
         while let Some(command) = context.mailbox.pop() {
@@ -309,6 +313,9 @@ async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
     loop {
         let poll = PollOnce::new(conn.stream.to_shared_fd(), Interest::Readable);
         let BufResult(ready, _) = compio::runtime::submit(poll).await;
+        if !conn.closing.get() {
+            room_in_inbox(&local).await;
+        }
         let read = match ready {
             Ok(_) => match receive_now(&local, &conn.stream) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -343,10 +350,42 @@ fn receive_now(local: &Local, stream: &TcpStream) -> io::Result<Option<Vec<u8>>>
 async fn read_loop_own(local: Rc<Local>, conn: Rc<Conn>) {
     let mut capacity = SMALL_READ;
     loop {
+        // Checked before the receive is issued: a receive in flight owns
+        // what it reads, so each connection may bring one more buffer.
+        room_in_inbox(&local).await;
         let read = read_own(&conn.stream, &mut capacity).await;
         if !handle_read(&local, &conn, read) {
             return;
         }
+    }
+}
+
+/// Waits until the hub's inbox has room for more input (the engine's
+/// backpressure): the reader stops reading, its client's input waits in
+/// the kernel, and TCP slows the client down.
+async fn room_in_inbox(local: &Local) {
+    poll_fn(|cx| {
+        if local.inbox.accepts_input() {
+            return Poll::Ready(());
+        }
+        local.paused_readers.borrow_mut().push(cx.waker().clone());
+        if !local.inbox.pause_reading() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Wakes the readers that wait for room in the inbox, once there is some
+/// (the hub wakes this thread's dispatcher then).
+fn resume_readers(local: &Local) {
+    if local.paused_readers.borrow().is_empty() || !local.inbox.accepts_input() {
+        return;
+    }
+    let waiting = std::mem::take(&mut *local.paused_readers.borrow_mut());
+    for reader in waiting {
+        reader.wake();
     }
 }
 

@@ -48,6 +48,8 @@ struct Connection {
     lingering: Option<Instant>,
     /// Writable interest is registered.
     want_write: bool,
+    /// Readable interest is withdrawn: the hub's inbox is full.
+    reads_paused: bool,
     /// Queued for a flush at the end of this turn.
     dirty: bool,
 }
@@ -68,6 +70,8 @@ pub(crate) struct IoLoop {
     lingering: VecDeque<(Instant, usize)>,
     read_buffer: Vec<u8>,
     stop_deadline: Option<Instant>,
+    /// Connections whose reading waits for room in the hub's inbox.
+    reads_paused: Vec<usize>,
     /// Failing accepts: when to watch the listener again, and the log.
     accept_paused_until: Option<Instant>,
     accept_backoff: AcceptBackoff,
@@ -99,6 +103,7 @@ impl IoLoop {
             lingering: VecDeque::new(),
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
+            reads_paused: Vec::new(),
             accept_paused_until: None,
             accept_backoff: AcceptBackoff::default(),
         }
@@ -112,6 +117,7 @@ impl IoLoop {
         let mut backlog = false;
         loop {
             events.clear();
+            self.resume_reading();
             let timeout = if backlog {
                 // Commands wait: look at the sockets without sleeping.
                 Some(Duration::ZERO)
@@ -254,6 +260,13 @@ impl IoLoop {
             return self.discard_input(key);
         }
         for _ in 0..READS_PER_TURN {
+            if !self.inbox.accepts_input() && self.inbox.pause_reading() {
+                self.pause_reading(key);
+                return true;
+            }
+            let Some(conn) = self.conns.get_mut(&key) else {
+                return true;
+            };
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
                     self.lose(key);
@@ -397,6 +410,7 @@ impl IoLoop {
                 closing: false,
                 lingering: None,
                 want_write: false,
+                reads_paused: false,
                 dirty: false,
             },
         );
@@ -508,10 +522,47 @@ impl IoLoop {
             return;
         }
         conn.want_write = on;
-        let interest = if on {
-            Interest::all(key)
-        } else {
-            Interest::readable(key)
+        self.update_interest(key);
+    }
+
+    /// Stops reading `key` until the hub's inbox has room again.
+    fn pause_reading(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.reads_paused {
+            return;
+        }
+        conn.reads_paused = true;
+        self.reads_paused.push(key);
+        self.update_interest(key);
+    }
+
+    /// Reads again where the inbox's backpressure stopped it, once the
+    /// inbox has room (the hub wakes this thread then).
+    fn resume_reading(&mut self) {
+        if self.reads_paused.is_empty() || !self.inbox.accepts_input() {
+            return;
+        }
+        for key in std::mem::take(&mut self.reads_paused) {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                conn.reads_paused = false;
+                self.update_interest(key);
+            }
+        }
+    }
+
+    /// Registers what `key` waits for: reading unless paused, writing
+    /// while output is left.
+    fn update_interest(&self, key: usize) {
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        let interest = match (!conn.reads_paused, conn.want_write) {
+            (true, true) => Interest::all(key),
+            (true, false) => Interest::readable(key),
+            (false, true) => Interest::writable(key),
+            (false, false) => Interest::none(key),
         };
         if let Err(error) = self
             .poller
@@ -526,16 +577,7 @@ impl IoLoop {
         if self.mode != PollMode::Oneshot {
             return;
         }
-        if let Some(conn) = self.conns.get(&key) {
-            let interest = if conn.want_write {
-                Interest::all(key)
-            } else {
-                Interest::readable(key)
-            };
-            let _ = self
-                .poller
-                .modify_with_mode(&conn.stream, interest, self.mode);
-        }
+        self.update_interest(key);
     }
 
     /// The peer went away or the socket failed: tell the core.

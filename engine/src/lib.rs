@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use chatd_core::Server;
 
 use crate::clock::Clock;
-use crate::hub::{Event, Hub, Inbox, Mailbox, PanicSite};
+use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
 use crate::persist::{HistoryWriter, recover_dir};
 use crate::settings::Settings;
 
@@ -179,6 +179,11 @@ impl Running {
         }
     }
 
+    /// What the hub's inbox went through (backpressure).
+    pub fn inbox_stats(&self) -> InboxStats {
+        self.inbox.stats()
+    }
+
     /// The test harness's control handle (fault injection included).
     pub fn control_handle(&self) -> ControlHandle {
         ControlHandle {
@@ -235,7 +240,7 @@ pub fn launch(
         cause,
     })?;
     let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
-    let inbox = Arc::new(Inbox::default());
+    let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
     let writer = if persist {
         let reports = inbox.clone();
         let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {

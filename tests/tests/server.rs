@@ -2,13 +2,14 @@
 //! from damaged logs, history the disk refuses, and when ACKs may go out.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use chatd_core::history::{self, Record, RecordKind};
 use chatd_core::{Config, MessageId, Nick, RoomName};
-use chatd_engine::clock::ManualClock;
+use chatd_engine::clock::{Clock, ManualClock};
+use chatd_engine::hub::{InboxStats, MIN_INBOX_BYTES};
 use chatd_engine::persist::{FsyncPolicy, log_path};
 use chatd_engine::settings::{ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
@@ -45,6 +46,7 @@ on_both_backends!(
     a_large_room_gets_every_line_in_order_from_each_sender,
     slow_consumer_is_reset_without_reading_a_byte,
     shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit,
+    a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -65,6 +67,7 @@ fn start_with(
             fsync,
             persist: true,
             backend: backend.name().into(),
+            ..ServerSettings::default()
         },
         chat,
     };
@@ -235,6 +238,158 @@ fn shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit(backend: &dyn 
             .expect("told");
         assert_eq!(client.next_line().expect("read"), Received::Closed);
     }
+}
+
+/// A manual clock whose readings wait while its gate is closed. The hub
+/// reads the clock for every event, so closing the gate stalls the core
+/// exactly where a slow core would fall behind, and nothing else.
+struct GatedClock {
+    clock: ManualClock,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl GatedClock {
+    fn new() -> Self {
+        Self {
+            clock: ManualClock::new(1_795_000_000_000),
+            open: Mutex::new(true),
+            opened: Condvar::new(),
+        }
+    }
+
+    fn set_open(&self, open: bool) {
+        *self.open.lock().expect("gate") = open;
+        self.opened.notify_all();
+    }
+}
+
+impl Clock for GatedClock {
+    fn now(&self) -> std::time::Instant {
+        let open = self.open.lock().expect("gate");
+        drop(self.opened.wait_while(open, |open| !*open).expect("gate"));
+        self.clock.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms()
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Option<std::time::Duration> {
+        self.clock.sleep_until(deadline)
+    }
+
+    fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.clock.on_advance(wake);
+    }
+}
+
+/// Backpressure (engine/src/hub.rs): while the core is stalled, a flood
+/// 30 times the inbox's bound makes the I/O threads stop reading rather
+/// than queue it all; the inbox never holds more than the bound plus one
+/// read per I/O thread; once the core goes on, every line arrives, in
+/// order. Then a flood that produces no output at all (blank lines, which
+/// the core ignores): only the hub's own wake-up can restart reading.
+fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn Backend) {
+    const BOUND: usize = MIN_INBOX_BYTES;
+    const ONE_READ: usize = 64 * 1024;
+    const MESSAGES: usize = 2_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    // The listener starts reading only once the core goes on.
+    chat.max_outbound_bytes = 64 << 20;
+    let settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            threads: 2,
+            data_dir: dir.path().to_path_buf(),
+            persist: false,
+            backend: backend.name().into(),
+            max_inbox_bytes: BOUND,
+            ..ServerSettings::default()
+        },
+        chat,
+    };
+    let gate = Arc::new(GatedClock::new());
+    let running = launch(&settings, backend, gate.clone()).expect("server starts");
+    let addr = running.local_addr();
+    let mut talker = welcome(addr, 2);
+    let mut listener = welcome(addr, 3);
+    talker.say("#nick talker").expect("send");
+    talker
+        .wait_for(|line| line == "* you are now talker")
+        .expect("renamed");
+
+    let payload = "x".repeat(1_000);
+    let chat_lines: Vec<u8> = (0..MESSAGES)
+        .flat_map(|i| format!("{payload} {i}\n").into_bytes())
+        .collect();
+    let (stalled, sending) = flood_while_stalled(&running, &gate, &talker, chat_lines);
+    for i in 0..MESSAGES {
+        let line = listener
+            .wait_for(|line| line.starts_with("[#general] talker: "))
+            .unwrap_or_else(|e| panic!("{}: message {i}: {e}", backend.name()));
+        assert!(
+            line.ends_with(&format!(" {i}")),
+            "{}: out of order at {i}",
+            backend.name()
+        );
+    }
+    sending.join().expect("sender");
+
+    let blank = " ".repeat(1_000);
+    let mut silent: Vec<u8> = (0..MESSAGES)
+        .flat_map(|_| format!("{blank}\n").into_bytes())
+        .collect();
+    silent.extend_from_slice(b"#ping done\n");
+    let (_, sending) = flood_while_stalled(&running, &gate, &talker, silent);
+    talker
+        .wait_for(|line| line == "+ pong done")
+        .unwrap_or_else(|e| panic!("{}: reading never resumed: {e}", backend.name()));
+    sending.join().expect("sender");
+
+    let stats = running.inbox_stats();
+    eprintln!(
+        "{}: stalled {stalled:?}, at the end {stats:?}",
+        backend.name()
+    );
+    assert!(
+        stats.peak_bytes <= BOUND + settings.server.threads * ONE_READ,
+        "{}: the inbox grew past its bound: {stats:?}",
+        backend.name()
+    );
+    stop(running);
+}
+
+/// Stalls the core, sends `flood` from `talker` until an I/O thread stops
+/// reading, lets the core go on and returns the inbox's state while it
+/// was stalled, and the sending thread, which finishes once the server
+/// has read it all (join it only after seeing the flood's effect, so a
+/// server that never reads again fails on a line timeout, not a hang).
+fn flood_while_stalled(
+    running: &Running,
+    gate: &GatedClock,
+    talker: &LineClient,
+    flood: Vec<u8>,
+) -> (InboxStats, thread::JoinHandle<()>) {
+    let pauses = running.inbox_stats().pauses;
+    gate.set_open(false);
+    let mut sender = talker.try_clone_sender().expect("clone");
+    let sending = thread::spawn(move || sender.send(&flood).expect("talker sends"));
+    // A failure guard only: reading pauses as soon as the bound is passed.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while running.inbox_stats().pauses == pauses {
+        let stats = running.inbox_stats();
+        assert!(
+            std::time::Instant::now() < guard,
+            "reading never paused: {stats:?}"
+        );
+        thread::yield_now();
+    }
+    let stalled = running.inbox_stats();
+    gate.set_open(true);
+    (stalled, sending)
 }
 
 /// Enough members that one flush over a room crosses the poll backend's
