@@ -21,7 +21,7 @@ use bytes::Bytes;
 use chatd_core::{ConnId, Output, Priority, Server};
 use crossbeam_queue::SegQueue;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryWriter, PersistReport};
 
 /// Something that happened outside the core.
@@ -348,6 +348,8 @@ pub(crate) struct Hub {
     /// The history writer, or `None` when history is kept in memory only
     /// (`persist = false`): records then count as stored at once.
     pub(crate) writer: Option<HistoryWriter>,
+    /// When the core's calendar time is next re-anchored.
+    pub(crate) wall_clock: WallClockSync,
 }
 
 impl Hub {
@@ -407,6 +409,9 @@ impl Hub {
 
     fn fire_due_timers(&mut self) -> Instant {
         let now = self.clock.now();
+        if let Some(unix_ms) = self.wall_clock.due(self.clock.as_ref(), now) {
+            self.server.handle_wall_clock(now, unix_ms);
+        }
         if self
             .server
             .poll_timeout()

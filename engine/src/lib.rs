@@ -216,7 +216,9 @@ pub fn launch(
     backend: &dyn Backend,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, LaunchError> {
-    let mut server = Server::new(settings.chat.clone(), clock.now(), clock.unix_ms())?;
+    let anchored = clock.now();
+    let mut server = Server::new(settings.chat.clone(), anchored, clock.unix_ms())?;
+    let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
     let data_error = |cause| LaunchError::DataDir {
         path: data_dir.clone(),
@@ -268,6 +270,7 @@ pub fn launch(
         inbox: inbox.clone(),
         mailboxes,
         writer,
+        wall_clock,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

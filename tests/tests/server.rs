@@ -47,6 +47,7 @@ on_both_backends!(
     slow_consumer_is_reset_without_reading_a_byte,
     shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit,
     a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing,
+    history_timestamps_follow_a_corrected_system_clock,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -390,6 +391,76 @@ fn flood_while_stalled(
     let stalled = running.inbox_stats();
     gate.set_open(true);
     (stalled, sending)
+}
+
+/// A manual clock whose wall time can be corrected (as NTP or an operator
+/// corrects the system clock) and which, like the system clock, asks to
+/// be re-anchored every minute.
+struct CorrectedClock {
+    clock: ManualClock,
+    correction_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Clock for CorrectedClock {
+    fn now(&self) -> std::time::Instant {
+        self.clock.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms() + self.correction_ms.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Option<std::time::Duration> {
+        self.clock.sleep_until(deadline)
+    }
+
+    fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.clock.on_advance(wake);
+    }
+
+    fn wall_clock_every(&self) -> Option<std::time::Duration> {
+        Some(chatd_engine::clock::WALL_CLOCK_EVERY)
+    }
+}
+
+/// The hub feeds the wall clock to the core once a minute: after the
+/// system clock is corrected by a day, a minute later new history is
+/// stamped with the corrected date.
+fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            threads: 2,
+            data_dir: dir.path().to_path_buf(),
+            persist: false,
+            backend: backend.name().into(),
+            ..ServerSettings::default()
+        },
+        chat: Config::default(),
+    };
+    settings.chat.idle.enabled = false;
+    // 2026-11-18 11:06:40 UTC.
+    let clock = Arc::new(CorrectedClock {
+        clock: ManualClock::new(1_795_000_000_000),
+        correction_ms: std::sync::atomic::AtomicU64::new(0),
+    });
+    let running = launch(&settings, backend, clock.clone()).expect("server starts");
+    let mut alice = welcome(running.local_addr(), 1);
+    clock.correction_ms.store(86_400_000, Ordering::SeqCst);
+    clock.clock.advance(chatd_engine::clock::WALL_CLOCK_EVERY);
+    alice.say("after the correction").expect("send");
+    alice.say("#history 1").expect("send");
+    alice
+        .wait_for(|line| line.starts_with("+ history"))
+        .expect("history");
+    assert_eq!(
+        alice.next_line().expect("read"),
+        Received::Line("[#general 2026-11-19 11:07:40] guest1: after the correction".into()),
+        "{}",
+        backend.name()
+    );
+    stop(running);
 }
 
 /// Enough members that one flush over a room crosses the poll backend's
