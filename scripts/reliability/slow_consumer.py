@@ -18,8 +18,12 @@ for backend in ["poll", "iocp"]:
     talker = socket.create_connection(addr, source_address=("127.0.0.2", 0)); talker.recv(200)
     stop = False
     def flood():
+        # Bounded: a server that reads without backpressure would otherwise
+        # queue gigabytes before its core gets to the slow client.
         line = ("x" * 3000 + "\n").encode()
-        while not stop:
+        for _ in range(10_000):
+            if stop:
+                return
             talker.sendall(line)
     threading.Thread(target=flood, daemon=True).start()
     buf = b""
