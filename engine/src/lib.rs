@@ -15,7 +15,9 @@
 //! tells every client, flushes their queues for a bounded time, syncs the
 //! history and lets [`Running::wait`] return.
 
+pub mod accept;
 pub mod clock;
+pub mod closing;
 pub mod hub;
 pub mod listener;
 pub mod out_queue;
@@ -31,7 +33,7 @@ use std::thread::JoinHandle;
 use chatd_core::Server;
 
 use crate::clock::Clock;
-use crate::hub::{Event, Hub, Inbox, Mailbox};
+use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
 use crate::persist::{HistoryWriter, recover_dir};
 use crate::settings::Settings;
 
@@ -134,6 +136,31 @@ impl ShutdownHandle {
     }
 }
 
+/// The test harness's control over a running server: what
+/// [`ShutdownHandle`] can do, plus fault injection. Only the `chatd`
+/// binary's manual-clock mode hands one to anything, and only to the
+/// process's own stdin (ARCHITECTURE.md, decisions 16 and 21): nothing on
+/// the network reaches it.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    inbox: Arc<Inbox>,
+}
+
+impl ControlHandle {
+    /// Starts a graceful shutdown; every client is told `reason`.
+    pub fn shutdown(&self, reason: &str) {
+        ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+        .shutdown(reason);
+    }
+
+    /// Makes a thread of the server panic, as a bug would.
+    pub fn inject_panic(&self, site: PanicSite) {
+        self.inbox.send(Event::InjectPanic(site));
+    }
+}
+
 impl Running {
     /// What start-up found and chose.
     pub fn info(&self) -> &StartInfo {
@@ -148,6 +175,18 @@ impl Running {
     /// A handle that can stop the server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// What the hub's inbox went through (backpressure).
+    pub fn inbox_stats(&self) -> InboxStats {
+        self.inbox.stats()
+    }
+
+    /// The test harness's control handle (fault injection included).
+    pub fn control_handle(&self) -> ControlHandle {
+        ControlHandle {
             inbox: self.inbox.clone(),
         }
     }
@@ -177,7 +216,9 @@ pub fn launch(
     backend: &dyn Backend,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, LaunchError> {
-    let mut server = Server::new(settings.chat.clone(), clock.now(), clock.unix_ms())?;
+    let anchored = clock.now();
+    let mut server = Server::new(settings.chat.clone(), anchored, clock.unix_ms())?;
+    let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
     let data_error = |cause| LaunchError::DataDir {
         path: data_dir.clone(),
@@ -201,7 +242,7 @@ pub fn launch(
         cause,
     })?;
     let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
-    let inbox = Arc::new(Inbox::default());
+    let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
     let writer = if persist {
         let reports = inbox.clone();
         let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {
@@ -229,6 +270,7 @@ pub fn launch(
         inbox: inbox.clone(),
         mailboxes,
         writer,
+        wall_clock,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

@@ -10,6 +10,7 @@
 //! fsync = "10ms"           # "always", "never", or a group-commit interval
 //! persist = true           # false: history in memory only, no log files
 //! backend = "poll"         # or "iocp"
+//! max_inbox_bytes = 8388608 # input waiting for the core before reads pause
 //!
 //! history_size = 100
 //! [rate_limit]
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use chatd_core::Config;
 use serde::{Deserialize, Serialize};
 
+use crate::hub::{DEFAULT_MAX_INBOX_BYTES, MIN_INBOX_BYTES};
 use crate::persist::FsyncPolicy;
 
 /// Everything `chatd serve` needs.
@@ -50,6 +52,9 @@ pub struct ServerSettings {
     pub persist: bool,
     /// `poll` or `iocp`.
     pub backend: String,
+    /// Received bytes that may wait for the core before I/O threads stop
+    /// reading (backpressure; at least [`MIN_INBOX_BYTES`]).
+    pub max_inbox_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +66,7 @@ impl Default for ServerSettings {
             fsync: FsyncPolicy::Every(std::time::Duration::from_millis(10)),
             persist: true,
             backend: "poll".into(),
+            max_inbox_bytes: DEFAULT_MAX_INBOX_BYTES,
         }
     }
 }
@@ -118,6 +124,11 @@ impl Settings {
                 .map_err(|e: toml::de::Error| format!("[server]: {}", e.message()))?,
             None => ServerSettings::default(),
         };
+        if server.max_inbox_bytes < MIN_INBOX_BYTES {
+            return Err(format!(
+                "[server]: max_inbox_bytes must be at least {MIN_INBOX_BYTES} (one read)"
+            ));
+        }
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -163,5 +174,10 @@ mod tests {
                 .contains("max_line_bytes")
         );
         assert!(Settings::parse("[server]\nfsync = \"sometimes\"").is_err());
+        assert!(
+            Settings::parse("[server]\nmax_inbox_bytes = 1000")
+                .unwrap_err()
+                .contains("max_inbox_bytes")
+        );
     }
 }
