@@ -17,9 +17,10 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatd_core::{ConnId, Output, Priority, Server};
+use chatd_core::{ConnId, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
+use crate::auth::PasswordChecker;
 use crate::clock::Clock;
 use crate::persist::{HistoryWriter, PersistReport};
 
@@ -53,6 +54,13 @@ pub enum Event {
     },
     /// The history writer finished some records.
     Persisted(PersistReport),
+    /// An operator password check finished (or could not be queued).
+    PasswordChecked {
+        /// The core's request.
+        request: LoginRequest,
+        /// The verdict.
+        verdict: PasswordVerdict,
+    },
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
@@ -124,6 +132,12 @@ impl Inbox {
     pub fn send(&self, event: Event) {
         self.push(event);
         self.wake();
+    }
+
+    /// Takes the next event, as the hub does (for tests of event sources).
+    #[cfg(test)]
+    pub(crate) fn pop(&self) -> Option<Event> {
+        self.events.pop()
     }
 }
 
@@ -202,6 +216,8 @@ pub(crate) struct Hub {
     /// The history writer, or `None` when history is kept in memory only
     /// (`persist = false`): records then count as stored at once.
     pub(crate) writer: Option<HistoryWriter>,
+    /// The workers that verify operator passwords.
+    pub(crate) auth: PasswordChecker,
 }
 
 impl Hub {
@@ -303,6 +319,9 @@ impl Hub {
                     self.server.handle_persist_failed(now, id);
                 }
             }
+            Event::PasswordChecked { request, verdict } => {
+                self.server.handle_password_verdict(now, request, verdict);
+            }
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);
@@ -350,6 +369,17 @@ impl Hub {
                     Some(writer) => writer.append(record),
                     None => kept_in_memory.push(record.id),
                 },
+                Output::VerifyPassword(check) => {
+                    if let Err(check) = self.auth.submit(check) {
+                        tracing::debug!(request = %check.request, "password check queue full");
+                        // Through the inbox, so the core never hears of
+                        // its request while still emitting it.
+                        self.inbox.push(Event::PasswordChecked {
+                            request: check.request,
+                            verdict: PasswordVerdict::Busy,
+                        });
+                    }
+                }
             }
         }
         if !kept_in_memory.is_empty() {

@@ -15,6 +15,7 @@
 //! tells every client, flushes their queues for a bounded time, syncs the
 //! history and lets [`Running::wait`] return.
 
+pub mod auth;
 pub mod clock;
 pub mod hub;
 pub mod listener;
@@ -223,12 +224,15 @@ pub fn launch(
         .map_err(LaunchError::Threads)?;
     let (mailboxes, io_threads): (Vec<_>, Vec<_>) =
         io.into_iter().map(|t| (t.mailbox, t.thread)).unzip();
+    let auth = auth::PasswordChecker::start(auth::default_workers(), inbox.clone())
+        .map_err(LaunchError::Threads)?;
     let hub = Hub {
         server,
         clock,
         inbox: inbox.clone(),
         mailboxes,
         writer,
+        auth,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())
