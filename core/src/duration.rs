@@ -1,9 +1,15 @@
-//! Human-readable durations: `500ms`, `1.5s`, `30s`, `10m`, `2h`, `1d`, `1h30m`.
+//! Human-readable durations: `500ms`, `1.5s`, `30s`, `10m`, `2h`, `1d`, `2w`, `1h30m`.
 //!
 //! One syntax for config files, moderation commands and replies: what
-//! [`format`] prints, [`parse`] reads back.
+//! [`format`] prints, [`parse`] reads back. Every duration is at most
+//! [`MAX`], so adding one to an `Instant` can never overflow: a client's
+//! `#ban x 99999999999d` is a clear error, not a panic on the core's thread.
 
 use std::time::Duration;
+
+/// The longest duration accepted anywhere: 3650 days (about ten years).
+/// Longer bans are what "no duration" (forever) is for.
+pub const MAX: Duration = Duration::from_secs(3_650 * 86_400);
 
 /// Why a duration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,12 +17,12 @@ pub enum DurationError {
     /// Nothing to parse.
     #[error("empty duration")]
     Empty,
-    /// Not of the form NUMBER UNIT ..., with units ms, s, m, h, d.
-    #[error("{0:?} is not a duration (use e.g. 30s, 10m, 2h, 1d, 1h30m)")]
+    /// Not of the form NUMBER UNIT ..., with units ms, s, m, h, d, w.
+    #[error("{0:?} is not a duration (use e.g. 30s, 10m, 2h, 1d, 2w, 1h30m)")]
     Malformed(String),
-    /// Too large to represent.
-    #[error("duration {0:?} is too long")]
-    Overflow(String),
+    /// Longer than [`MAX`].
+    #[error("duration {0:?} is too long (at most 3650d)")]
+    TooLong(String),
 }
 
 /// Parses a duration. A bare number means seconds.
@@ -25,10 +31,11 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Empty);
     }
     let malformed = || DurationError::Malformed(text.to_owned());
-    let overflow = || DurationError::Overflow(text.to_owned());
+    let too_long = || DurationError::TooLong(text.to_owned());
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = text.parse().map_err(|_| overflow())?;
-        return Ok(Duration::from_secs(secs));
+        // Digits only: an overflowing number is simply too long.
+        let secs: u64 = text.parse().map_err(|_| too_long())?;
+        return capped(Duration::from_secs(secs)).ok_or_else(too_long);
     }
     let mut total_ms: u64 = 0;
     let mut rest = text;
@@ -37,7 +44,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         if digits == 0 {
             return Err(malformed());
         }
-        let number: u64 = rest[..digits].parse().map_err(|_| overflow())?;
+        let number: u64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let mut fraction = "";
         if let Some(after_dot) = rest.strip_prefix('.') {
@@ -55,20 +62,28 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
             _ => return Err(malformed()),
         };
         rest = &rest[unit_len..];
-        let mut part = number.checked_mul(unit_ms).ok_or_else(overflow)?;
+        let mut part = number.checked_mul(unit_ms).ok_or_else(too_long)?;
         if !fraction.is_empty() {
+            // At most six fraction digits and a unit of at most a week:
+            // 999_999 * 604_800_000 fits in a u64 with room to spare.
             let scale = 10u64.pow(fraction.len() as u32);
             let digits: u64 = fraction.parse().map_err(|_| malformed())?;
             part = part
                 .checked_add(digits * unit_ms / scale)
-                .ok_or_else(overflow)?;
+                .ok_or_else(too_long)?;
         }
-        total_ms = total_ms.checked_add(part).ok_or_else(overflow)?;
+        total_ms = total_ms.checked_add(part).ok_or_else(too_long)?;
     }
-    Ok(Duration::from_millis(total_ms))
+    capped(Duration::from_millis(total_ms)).ok_or_else(too_long)
+}
+
+/// The duration if it is at most [`MAX`].
+fn capped(duration: Duration) -> Option<Duration> {
+    (duration <= MAX).then_some(duration)
 }
 
 /// Formats a duration for people, compactly and in a form [`parse`] reads.
@@ -135,10 +150,30 @@ mod tests {
         assert!(matches!(parse("-5s"), Err(DurationError::Malformed(_))));
         assert!(matches!(parse("1.s"), Err(DurationError::Malformed(_))));
         assert_eq!(parse(""), Err(DurationError::Empty));
-        assert!(matches!(
-            parse("99999999999999999999d"),
-            Err(DurationError::Overflow(_))
-        ));
+        for huge in [
+            "99999999999999999999d",
+            "18446744073709551615",
+            "18446744073709551615ms",
+            "3651d",
+            "3650d1ms",
+            "522w",
+            "9999999999999999999w",
+        ] {
+            assert!(
+                matches!(parse(huge), Err(DurationError::TooLong(_))),
+                "{huge}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_maximum_and_weeks_are_accepted() {
+        assert_eq!(parse("3650d"), Ok(MAX));
+        assert_eq!(parse("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            parse("1.5w"),
+            Ok(Duration::from_secs(10 * 86_400 + 12 * 3_600))
+        );
     }
 
     #[test]

@@ -13,10 +13,15 @@ pub enum ErrorCode {
     BadUtf8,
     /// A line held a control character other than tab.
     ControlChar,
+    /// A chat line, topic or reason had nothing visible in it.
+    InvisibleText,
     /// The command does not exist.
     UnknownCommand,
     /// The command's arguments do not fit its usage.
     BadSyntax,
+    /// An argument is well formed but out of range (a duration of zero,
+    /// below zero or over 3650d; a count below one).
+    BadArgument,
     /// The nickname is not valid.
     BadNick,
     /// Someone else has that nickname.
@@ -27,6 +32,8 @@ pub enum ErrorCode {
     RoomExists,
     /// The room limit is reached.
     TooManyRooms,
+    /// A bound on bans, mutes or invitations is reached.
+    LimitReached,
     /// The room is private and you are not invited.
     InviteOnly,
     /// You are banned from the room or the server.
@@ -68,17 +75,20 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
+        Self::InvisibleText,
         Self::UnknownCommand,
         Self::BadSyntax,
+        Self::BadArgument,
         Self::BadNick,
         Self::NickTaken,
         Self::BadRoom,
         Self::RoomExists,
         Self::TooManyRooms,
+        Self::LimitReached,
         Self::InviteOnly,
         Self::Banned,
         Self::NoSuchNick,
@@ -105,13 +115,16 @@ impl ErrorCode {
             Self::LineTooLong => "line-too-long",
             Self::BadUtf8 => "bad-utf8",
             Self::ControlChar => "control-char",
+            Self::InvisibleText => "invisible-text",
             Self::UnknownCommand => "unknown-command",
             Self::BadSyntax => "bad-syntax",
+            Self::BadArgument => "bad-argument",
             Self::BadNick => "bad-nick",
             Self::NickTaken => "nick-taken",
             Self::BadRoom => "bad-room",
             Self::RoomExists => "room-exists",
             Self::TooManyRooms => "too-many-rooms",
+            Self::LimitReached => "limit-reached",
             Self::InviteOnly => "invite-only",
             Self::Banned => "banned",
             Self::NoSuchNick => "no-such-nick",

@@ -18,6 +18,7 @@ use argon2::password_hash::{Output as HashOutput, PasswordHash, Salt};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::address::AddressGroup;
 use crate::config::ConfigError;
 use crate::duration::serde_human;
 use crate::ids::{ConnId, Nick};
@@ -184,15 +185,17 @@ struct Failures {
 }
 
 /// Failed logins per address and per name, and attempts in flight.
+/// Addresses are [`AddressGroup`]s: an IPv6 guesser's whole network
+/// counts as one address, as for every other per-address limit.
 ///
 /// Memory is bounded: each table holds at most
 /// [`LoginConfig::max_tracked`] entries, and attempts in flight are at most
 /// one per address.
 #[derive(Debug, Default)]
 pub(crate) struct Throttle {
-    by_address: AHashMap<IpAddr, Failures>,
+    by_address: AHashMap<AddressGroup, Failures>,
     by_name: AHashMap<Nick, Failures>,
-    checking_addresses: AHashSet<IpAddr>,
+    checking_addresses: AHashSet<AddressGroup>,
     checking_names: AHashSet<Nick>,
 }
 
@@ -203,7 +206,7 @@ impl Throttle {
         &self,
         config: &LoginConfig,
         now: Instant,
-        address: IpAddr,
+        address: AddressGroup,
         name: Option<Nick>,
     ) -> Result<(), Refusal> {
         let wait = |failures: Option<&Failures>| {
@@ -224,7 +227,7 @@ impl Throttle {
     }
 
     /// An attempt that passed [`Throttle::check`] is being checked.
-    pub(crate) fn begin(&mut self, address: IpAddr, name: Option<Nick>) {
+    pub(crate) fn begin(&mut self, address: AddressGroup, name: Option<Nick>) {
         self.checking_addresses.insert(address);
         if let Some(name) = name {
             self.checking_names.insert(name);
@@ -238,7 +241,7 @@ impl Throttle {
         &mut self,
         config: &LoginConfig,
         now: Instant,
-        address: IpAddr,
+        address: AddressGroup,
         name: Option<Nick>,
         matched: Option<bool>,
     ) {
@@ -371,8 +374,8 @@ pub(crate) struct Logins {
 pub(crate) struct Pending {
     /// Who asked (may be gone when the verdict arrives).
     pub(crate) conn: ConnId,
-    /// From where.
-    pub(crate) address: IpAddr,
+    /// From where (IPv6 per network, as per-address limits count).
+    pub(crate) address: AddressGroup,
     /// The folded name, when it is a valid name at all.
     pub(crate) name: Option<Nick>,
     /// Whether the name is an operator's: a match against the dummy hash
@@ -411,8 +414,8 @@ impl Logins {
 mod tests {
     use super::*;
 
-    fn address(last: u8) -> IpAddr {
-        IpAddr::from([127, 0, 0, last])
+    fn address(last: u8) -> AddressGroup {
+        AddressGroup::of(IpAddr::from([127, 0, 0, last]), 64)
     }
 
     fn name(text: &str) -> Option<Nick> {

@@ -2,6 +2,7 @@
 
 mod chat;
 mod dispatch;
+mod histories;
 mod invariants;
 mod liveness;
 mod login;
@@ -19,9 +20,10 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 
+use crate::address::AddressGroup;
 use crate::config::{Config, ConfigError};
 use crate::error::ErrorCode;
-use crate::history::{HistoryRing, Record};
+use crate::history::Record;
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
 use crate::login::Logins;
@@ -31,6 +33,7 @@ use crate::reply::Reply;
 use crate::timers::{Timer, Timers};
 use crate::wall_clock::WallClock;
 
+use self::histories::{Histories, HistoryBounds};
 use self::outbox::Outbox;
 use self::presence::Entry;
 use self::room::{Ban, Room};
@@ -91,8 +94,11 @@ pub struct Server {
     /// Folded nickname to connection.
     nicks: AHashMap<Nick, ConnId>,
     rooms: BTreeMap<RoomName, Room>,
-    histories: AHashMap<RoomName, HistoryRing>,
-    addresses: AHashMap<IpAddr, Address>,
+    /// Recent lines of every room, within `history_size` per room and
+    /// `history_bytes` in all.
+    histories: Histories,
+    /// Per-address state, by address group (IPv6 by network).
+    addresses: AHashMap<AddressGroup, Address>,
     server_bans: BTreeMap<IpAddr, Ban>,
     /// Messages whose sender waits for an acknowledgement.
     pending_acks: AHashMap<MessageId, ConnId>,
@@ -112,11 +118,13 @@ enum Farewell<'a> {
     Quit(Option<&'a str>),
 }
 
-/// Per-IP state shared by all connections from one address.
+/// Per-address state shared by all connections from one address group;
+/// kept while it has connections or rooms created that still exist.
 #[derive(Debug, Default)]
 struct Address {
     connections: usize,
     admitted: SlidingWindow,
+    rooms_created: usize,
 }
 
 impl Server {
@@ -136,7 +144,7 @@ impl Server {
             sessions: BTreeMap::new(),
             nicks: AHashMap::new(),
             rooms,
-            histories: AHashMap::new(),
+            histories: Histories::default(),
             addresses: AHashMap::new(),
             server_bans: BTreeMap::new(),
             pending_acks: AHashMap::new(),
@@ -149,18 +157,34 @@ impl Server {
 
     /// Rebuilds rooms' recent history from stored records (call before
     /// accepting connections). Records of private rooms and whispers are
-    /// skipped; message ids continue after the largest id seen.
+    /// skipped; message ids continue after the largest id seen. Memory
+    /// stays within the history bounds however many records come in: the
+    /// bounds are enforced as they go, keeping the most recent rooms.
     pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
         let capacity = self.config.history_size;
         for record in records {
-            self.next_message = self.next_message.max(record.id.get() + 1);
+            self.next_message = self.next_message.max(record.id.get().saturating_add(1));
             if record.is_restorable() {
-                self.histories
-                    .entry(record.room.clone())
-                    .or_default()
-                    .push(Arc::new(record), capacity);
+                self.histories.push(Arc::new(record), capacity);
+                self.enforce_history_bounds();
             }
         }
+    }
+
+    /// The key per-address limits count `address` under.
+    fn address_group(&self, address: IpAddr) -> AddressGroup {
+        AddressGroup::of(address, self.config.limits.ipv6_prefix)
+    }
+
+    /// Trims in-memory history to its bounds (a no-op while within them).
+    fn enforce_history_bounds(&mut self) {
+        let bounds = HistoryBounds {
+            total_bytes: self.config.history_bytes,
+            rooms: self.config.max_rooms,
+        };
+        let rooms = &self.rooms;
+        self.histories
+            .enforce(bounds, |name| rooms.contains_key(name));
     }
 
     /// The settings in force.
@@ -190,6 +214,8 @@ impl Server {
     /// a welcome line. Refused ones get no id; the driver sends
     /// [`Refused::line`] and closes.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refused> {
+        // Bans and limits see an IPv4 client the same however it came in.
+        let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
         let address = peer.ip();
         self.check_admission(now, address)?;
         let conn = ConnId::new(self.next_conn);
@@ -201,10 +227,10 @@ impl Server {
             conn,
             Box::new(Session::new(peer, nick, general.clone(), now)),
         );
-        self.addresses.entry(address).or_default().connections += 1;
+        let group = self.address_group(address);
+        self.addresses.entry(group).or_default().connections += 1;
         if self.config.idle.enabled {
-            self.timers
-                .schedule(now + self.config.idle.ping_after, Timer::Idle(conn));
+            self.arm_idle(conn, now + self.config.idle.ping_after);
         }
         let session = &self.sessions[&conn];
         self.out.send(
@@ -334,11 +360,12 @@ impl Server {
             );
         }
         let limit = self.config.max_connections_per_ip;
-        let open = self.addresses.get(&address).map_or(0, |a| a.connections);
+        let group = self.address_group(address);
+        let open = self.addresses.get(&group).map_or(0, |a| a.connections);
         if limit > 0 && open >= limit {
             return refuse(
                 ErrorCode::TooManyConnections,
-                format!("too many connections from {address} (limit {limit})"),
+                format!("too many connections from {group} (limit {limit})"),
             );
         }
         Ok(())
@@ -352,16 +379,32 @@ impl Server {
             return;
         };
         self.nicks.remove(&session.nick.folded());
-        let address = session.peer.ip();
-        if let Some(state) = self.addresses.get_mut(&address) {
+        let group = self.address_group(session.peer.ip());
+        if let Some(state) = self.addresses.get_mut(&group) {
             state.connections -= 1;
-            if state.connections == 0 {
-                self.addresses.remove(&address);
+            if state.connections == 0 && state.rooms_created == 0 {
+                self.addresses.remove(&group);
             }
         }
         for invited in &session.invited_to {
             if let Some(room) = self.rooms.get_mut(invited) {
                 room.invites.remove(&conn);
+            }
+        }
+        if let Some(at) = session.idle_at {
+            self.timers.cancel(at, &Timer::Idle(conn));
+        }
+        for muted in &session.muted_in {
+            if let Some(until) = self
+                .rooms
+                .get_mut(muted)
+                .and_then(|room| room.mutes.remove(&conn))
+            {
+                let timer = Timer::MuteExpiry {
+                    room: muted.clone(),
+                    conn,
+                };
+                self.timers.cancel(until, &timer);
             }
         }
         if let Some(room) = self.rooms.get_mut(&session.room) {

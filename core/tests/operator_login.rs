@@ -172,3 +172,30 @@ fn the_password_never_shows_in_an_outputs_debug_form() {
     assert!(shown.contains("VerifyPassword"));
     assert!(!shown.contains("correct-horse-battery"), "{shown}");
 }
+
+#[test]
+fn an_ipv6_network_waits_as_one_address() {
+    let (mut server, now) = server_with_admin();
+    let first: SocketAddr = "[2001:db8:1:2::10]:5000".parse().expect("address");
+    let neighbour: SocketAddr = "[2001:db8:1:2::99]:5000".parse().expect("address");
+    let elsewhere: SocketAddr = "[2001:db8:1:3::10]:5000".parse().expect("address");
+    let alice = server.accept(now, first).expect("admitted");
+    let bob = server.accept(now, neighbour).expect("admitted");
+    let carol = server.accept(now, elsewhere).expect("admitted");
+    drain(&mut server);
+    let (check, _) = send(&mut server, now, alice, "#oper someone guess");
+    server.handle_password_verdict(
+        now,
+        check.expect("a check").request,
+        PasswordVerdict::Mismatch,
+    );
+    drain(&mut server);
+    let (check, lines) = send(&mut server, now, bob, "#oper other guess");
+    assert!(check.is_none());
+    assert_eq!(
+        lines,
+        ["! try-later: too many failed operator logins; try again in 1s\n"]
+    );
+    let (check, _) = send(&mut server, now, carol, "#oper other guess");
+    assert!(check.is_some(), "another /64 does not wait");
+}

@@ -38,9 +38,13 @@ pub enum ParseError {
         /// What is wrong with it.
         reason: NameError,
     },
-    /// A duration argument did not parse.
+    /// A duration argument did not parse, or is longer than the maximum.
     #[error("{0}")]
     BadDuration(duration::DurationError),
+    /// A well-formed argument outside its range (a duration of zero or
+    /// below, a count below one).
+    #[error("{0}")]
+    OutOfRange(String),
     /// An argument that must be an IP address is not one.
     #[error("{0:?} is not an IP address")]
     BadIp(String),
@@ -51,6 +55,9 @@ impl ParseError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            Self::BadDuration(duration::DurationError::TooLong(_)) | Self::OutOfRange(_) => {
+                ErrorCode::BadArgument
+            }
             Self::Usage(_) | Self::BadDuration(_) | Self::BadIp(_) => ErrorCode::BadSyntax,
             Self::BadNick { .. } => ErrorCode::BadNick,
             Self::BadRoom { .. } => ErrorCode::BadRoom,
@@ -92,8 +99,21 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
         "invite" => Command::Invite(nick(single(args).ok_or_else(usage)?)?),
         "leave" => none(args, Command::Leave).ok_or_else(usage)?,
-        "rooms" => none(args, Command::Rooms).ok_or_else(usage)?,
-        "who" => none(args, Command::Who).ok_or_else(usage)?,
+        "rooms" | "who" => {
+            let page = match single(args) {
+                None if trimmed(args).is_empty() => None,
+                None => return Err(usage()),
+                Some(page) => Some(positive_count(page).map_err(|error| match error {
+                    ParseError::Usage(_) => usage(),
+                    other => other,
+                })?),
+            };
+            if spec.name == "who" {
+                Command::Who(page)
+            } else {
+                Command::Rooms(page)
+            }
+        }
         "msg" => {
             let (to, text) = split_word(args);
             if to.is_empty() || text.is_empty() {
@@ -108,10 +128,12 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         "topic" => Command::Topic(optional(args)),
         "history" => match optional(args) {
             None => Command::History(None),
-            Some(count) => match count.parse::<usize>() {
-                Ok(n) if n > 0 => Command::History(Some(n)),
-                _ => return Err(usage()),
-            },
+            Some(count) => Command::History(Some(positive_count(count).map_err(
+                |error| match error {
+                    ParseError::Usage(_) => usage(),
+                    other => other,
+                },
+            )?)),
         },
         "ack" => match single(args) {
             Some(flag) if flag.eq_ignore_ascii_case("on") => Command::Ack(true),
@@ -149,13 +171,9 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             if target.is_empty() || length.is_empty() || !extra.is_empty() {
                 return Err(usage());
             }
-            let duration = duration::parse(length).map_err(ParseError::BadDuration)?;
-            if duration.is_zero() {
-                return Err(usage());
-            }
             Command::Mute {
                 target: nick(target)?,
-                duration,
+                duration: positive_duration(length)?,
             }
         }
         "unmute" => Command::Unmute(nick(single(args).ok_or_else(usage)?)?),
@@ -174,15 +192,18 @@ fn parse_ban(args: &str) -> Result<Command<'_>, ParseError> {
         return Err(ParseError::Usage(&help::COMMANDS[0]));
     }
     let target = match target.parse::<IpAddr>() {
-        Ok(address) => BanTarget::Ip(address),
+        Ok(address) => BanTarget::Ip(address.to_canonical()),
         Err(_) => BanTarget::Nick(nick(target)?),
     };
-    // The second word is a duration if it reads as one; otherwise it starts
-    // the reason ("#ban bob spamming links").
+    // The second word is a duration if it starts like a number; otherwise
+    // it starts the reason ("#ban bob spamming links"). A word that starts
+    // like a number but is no valid duration ("-1s", "0s", "2x") is an
+    // error: read as a reason it would silently make the ban permanent.
     let (word, after) = split_word(rest);
-    let (duration, reason) = match duration::parse(word) {
-        Ok(length) if !word.is_empty() && !length.is_zero() => (Some(length), after),
-        _ => (None, rest),
+    let (duration, reason) = if starts_like_a_number(word) {
+        (Some(positive_duration(word)?), after)
+    } else {
+        (None, rest)
     };
     Ok(Command::Ban {
         target,
@@ -243,8 +264,66 @@ fn room(text: &str) -> Result<RoomName, ParseError> {
     })
 }
 
+/// An address as bans and limits see it: IPv4-mapped IPv6 addresses
+/// (`::ffff:127.0.0.2`) are the IPv4 address they carry.
 fn ip(text: &str) -> Result<IpAddr, ParseError> {
-    text.parse().map_err(|_| ParseError::BadIp(text.to_owned()))
+    text.parse::<IpAddr>()
+        .map(|address| address.to_canonical())
+        .map_err(|_| ParseError::BadIp(text.to_owned()))
+}
+
+/// Whether a word reads as an attempt at a number: a digit, or a sign or
+/// point before a digit.
+fn starts_like_a_number(word: &str) -> bool {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) if first.is_ascii_digit() => true,
+        Some('-' | '+' | '.') => chars.next().is_some_and(|c| c.is_ascii_digit() || c == '.'),
+        _ => false,
+    }
+}
+
+/// A duration for a ban or a mute: longer than zero and at most
+/// [`duration::MAX`].
+fn positive_duration(text: &str) -> Result<std::time::Duration, ParseError> {
+    if text.starts_with('-') {
+        return Err(ParseError::OutOfRange(format!(
+            "{text:?}: a duration cannot be negative"
+        )));
+    }
+    let length = duration::parse(text).map_err(ParseError::BadDuration)?;
+    if length.is_zero() {
+        return Err(ParseError::OutOfRange(format!(
+            "{text:?}: a duration must be longer than zero"
+        )));
+    }
+    Ok(length)
+}
+
+/// A count of at least one. Counts beyond `usize` are clamped to its
+/// maximum (the server clamps again to what it keeps); words that are
+/// not numbers are a usage error.
+fn positive_count(text: &str) -> Result<usize, ParseError> {
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    if let Some(negative) = text.strip_prefix('-')
+        && !negative.is_empty()
+        && negative.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ParseError::OutOfRange(format!(
+            "{text}: a count must be at least 1"
+        )));
+    }
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::Usage(&help::COMMANDS[0]));
+    }
+    match digits.parse::<usize>() {
+        Ok(0) => Err(ParseError::OutOfRange(format!(
+            "{text}: a count must be at least 1"
+        ))),
+        Ok(count) => Ok(count),
+        // All digits, so the only failure is overflow.
+        Err(_) => Ok(usize::MAX),
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +377,81 @@ mod tests {
     }
 
     #[test]
+    fn ban_durations_out_of_range_are_errors_never_permanent_bans() {
+        for word in [
+            "-1s",
+            "0s",
+            "0",
+            "2x",
+            "18446744073709551615",
+            "3651d",
+            "-5",
+            ".5x",
+        ] {
+            let line = format!("#ban 1.2.3.4 {word} reason");
+            let error = parse(&line).expect_err(&line);
+            assert!(
+                matches!(error.code(), ErrorCode::BadArgument | ErrorCode::BadSyntax),
+                "{line}: {error:?}"
+            );
+        }
+        assert_eq!(
+            parse("#ban 1.2.3.4 18446744073709551615")
+                .unwrap_err()
+                .code(),
+            ErrorCode::BadArgument
+        );
+        assert_eq!(
+            parse("#ban bob 2w"),
+            Ok(Command::Ban {
+                target: BanTarget::Nick(Nick::parse("bob").unwrap()),
+                duration: Some(Duration::from_secs(14 * 86_400)),
+                reason: None,
+            })
+        );
+    }
+
+    #[test]
+    fn mute_durations_must_be_positive_and_bounded() {
+        for word in ["0s", "-1m", "99999999999999999999d", "3651d"] {
+            let line = format!("#mute bob {word}");
+            assert_eq!(
+                parse(&line).unwrap_err().code(),
+                ErrorCode::BadArgument,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn history_counts_are_clamped_not_refused_when_huge() {
+        assert_eq!(
+            parse("#history 99999999999999999999999999"),
+            Ok(Command::History(Some(usize::MAX)))
+        );
+        assert_eq!(
+            parse("#history -3").unwrap_err().code(),
+            ErrorCode::BadArgument
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_address() {
+        assert_eq!(
+            parse("#unban ::ffff:127.0.0.2"),
+            Ok(Command::Unban("127.0.0.2".parse().unwrap()))
+        );
+        assert_eq!(
+            parse("#ban ::ffff:10.0.0.1"),
+            Ok(Command::Ban {
+                target: BanTarget::Ip("10.0.0.1".parse().unwrap()),
+                duration: None,
+                reason: None,
+            })
+        );
+    }
+
+    #[test]
     fn bad_arguments_name_the_usage() {
         assert_eq!(
             parse("#msg bob").unwrap_err().to_string(),
@@ -311,8 +465,14 @@ mod tests {
             parse("#who extra").unwrap_err().code(),
             ErrorCode::BadSyntax
         );
+        assert_eq!(parse("#who 2"), Ok(Command::Who(Some(2))));
+        assert_eq!(parse("#rooms"), Ok(Command::Rooms(None)));
         assert_eq!(
             parse("#history 0").unwrap_err().code(),
+            ErrorCode::BadArgument
+        );
+        assert_eq!(
+            parse("#history many").unwrap_err().code(),
             ErrorCode::BadSyntax
         );
         assert_eq!(

@@ -70,6 +70,19 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             write!(out, "* {by} set the topic of #{room}: {topic}")
         }
         Reply::RoomsHeader { count } => write!(out, "+ rooms {count}"),
+        Reply::Page {
+            command,
+            page,
+            pages,
+            total,
+        } if page < pages => write!(
+            out,
+            "+ page {page}/{pages} of {total}; #{command} {} for more",
+            page + 1
+        ),
+        Reply::Page {
+            page, pages, total, ..
+        } => write!(out, "+ page {page}/{pages} of {total}"),
         Reply::RoomEntry(entry) => write_room_entry(out, entry),
         Reply::Who { room, members } => {
             let _ = write!(out, "+ who #{room} {}:", members.len());

@@ -94,13 +94,12 @@ impl Server {
             private: room.private,
         });
         self.histories
-            .entry(room_name.clone())
-            .or_default()
             .push(record.clone(), self.config.history_size);
         if session.ack {
             self.pending_acks.insert(id, conn);
         }
         self.out.push(Output::Persist(record));
+        self.enforce_history_bounds();
     }
 
     /// `#msg NAME TEXT`.
@@ -160,9 +159,7 @@ impl Server {
             .min(self.config.history_size);
         let entries: Vec<Reply<'_>> = self
             .histories
-            .get(&me.room)
-            .into_iter()
-            .flat_map(|ring| ring.last(count))
+            .last(&me.room, count)
             .map(|record| Reply::HistoryEntry(record))
             .collect();
         let header = Reply::HistoryHeader {

@@ -26,7 +26,8 @@ impl Server {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        let address = session.peer.ip();
+        let peer = session.peer.ip();
+        let address = self.address_group(peer);
         // Operator names are valid nicknames (the config checks it); any
         // other text is a failure of the address alone, so the name table
         // only ever holds short keys.
@@ -64,7 +65,7 @@ impl Server {
                 request,
                 conn,
                 name: name.to_owned(),
-                peer: address,
+                peer,
                 hash,
                 password: Password::new(password),
             })));
