@@ -260,14 +260,15 @@ fn hash_password_prints_an_operator_entry_the_server_accepts() {
     let config = config.to_string_lossy().into_owned();
     let server = Server::start(&dir.path().join("data"), &["--config", &config]);
     let mut alice = client(server.addr);
-    alice.say("#oper root wrong").expect("send");
-    alice
-        .wait_for(|l| l.starts_with("! bad-credentials"))
-        .expect("refused");
+    // The right password first: after a wrong one, the name must wait.
     alice.say("#oper root s3cret").expect("send");
     alice
         .wait_for(|l| l == "* you are now a server operator")
         .expect("accepted");
+    alice.say("#oper root wrong").expect("send");
+    alice
+        .wait_for(|l| l.starts_with("! bad-credentials"))
+        .expect("refused");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::serde_human;
 use crate::ids::{NameError, Nick};
+use crate::login::LoginConfig;
 use crate::rate_limit::Budget;
 
 /// The core's settings. Every field has a default; see [`Config::default`].
@@ -49,6 +50,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Server operators and their password hashes.
     pub operators: Vec<OperatorConfig>,
+    /// Delays after failed operator logins.
+    pub operator_login: LoginConfig,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             idle: IdleConfig::default(),
             limits: LimitsConfig::default(),
             operators: Vec::new(),
+            operator_login: LoginConfig::default(),
         }
     }
 }
@@ -314,6 +318,7 @@ impl Config {
             "idle.ping_after and idle.timeout",
             "longer than zero while idle checks are enabled",
         )?;
+        self.operator_login.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for operator in &self.operators {
             Nick::parse(&operator.name).map_err(|source| ConfigError::BadOperatorName {

@@ -68,11 +68,14 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The room is not private (for `#invite`).
     NotPrivate,
+    /// Operator login refused for now (recent failures, one already being
+    /// checked, or no room to check it); the text says when to retry.
+    TryLater,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
@@ -103,6 +106,7 @@ impl ErrorCode {
         Self::TooManyConnections,
         Self::IdleTimeout,
         Self::NotPrivate,
+        Self::TryLater,
     ];
 
     /// The code as it appears on the wire.
@@ -138,6 +142,7 @@ impl ErrorCode {
             Self::TooManyConnections => "too-many-connections",
             Self::IdleTimeout => "idle-timeout",
             Self::NotPrivate => "not-private",
+            Self::TryLater => "try-later",
         }
     }
 }

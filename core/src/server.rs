@@ -5,6 +5,7 @@ mod dispatch;
 mod histories;
 mod invariants;
 mod liveness;
+mod login;
 mod moderation;
 mod outbox;
 mod presence;
@@ -25,6 +26,7 @@ use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
+use crate::login::Logins;
 use crate::native;
 use crate::rate_limit::SlidingWindow;
 use crate::reply::Reply;
@@ -47,11 +49,13 @@ use self::session::Session;
 ///    [`Refused::line`] and close), [`Server::handle`] bytes read from a
 ///    connection, [`Server::handle_closed`] when a peer hung up,
 ///    [`Server::handle_persisted`] / [`Server::handle_persist_failed`] when
-///    the history writer finished a record, or [`Server::handle_timeout`]
+///    the history writer finished a record, [`Server::handle_password_verdict`]
+///    when a password check is done, or [`Server::handle_timeout`]
 ///    once the deadline from step 3 has passed.
 /// 2. Drain [`Server::poll_output`] until it returns `None`, doing each
 ///    output in order: send or broadcast bytes, close after flushing, append
-///    a record to the room's log.
+///    a record to the room's log, verify a password off this thread (its
+///    verdict comes back through [`Server::handle_password_verdict`]).
 /// 3. Ask [`Server::poll_timeout`] for the next deadline and wait for input
 ///    until then.
 ///
@@ -98,6 +102,8 @@ pub struct Server {
     server_bans: BTreeMap<IpAddr, Ban>,
     /// Messages whose sender waits for an acknowledgement.
     pending_acks: AHashMap<MessageId, ConnId>,
+    /// `#oper` verifications in flight and failed-login throttling.
+    logins: Logins,
     timers: Timers,
     out: Outbox,
     shutting_down: bool,
@@ -126,6 +132,8 @@ impl Server {
     /// (milliseconds since the Unix epoch), used to timestamp history.
     pub fn new(config: Config, now: Instant, unix_ms: u64) -> Result<Self, ConfigError> {
         config.validate()?;
+        // Unknown operator names cost what the first operator's hash costs.
+        let logins = Logins::new(config.operators.first().map(|o| o.password_hash.as_str()));
         let mut rooms = BTreeMap::new();
         rooms.insert(RoomName::general(), Room::new(None, false));
         Ok(Self {
@@ -140,6 +148,7 @@ impl Server {
             addresses: AHashMap::new(),
             server_bans: BTreeMap::new(),
             pending_acks: AHashMap::new(),
+            logins,
             timers: Timers::default(),
             out: Outbox::default(),
             shutting_down: false,

@@ -49,10 +49,9 @@ pub fn trusted(text: &str) -> Result<Cow<'_, str>, TextError> {
 /// which are encoded `E2 80 AA..AE` or `E2 81 A6..A9`: a byte scan, so
 /// lines in other scripts do not pay for the pairing walk.
 fn has_bidi_control(bytes: &[u8]) -> bool {
-    bytes.windows(3).any(|w| {
-        w[0] == 0xE2
-            && matches!((w[1], w[2]), (0x80, 0xAA..=0xAE) | (0x81, 0xA6..=0xA9))
-    })
+    bytes
+        .windows(3)
+        .any(|w| w[0] == 0xE2 && matches!((w[1], w[2]), (0x80, 0xAA..=0xAE) | (0x81, 0xA6..=0xA9)))
 }
 
 /// Whether a character shows as something: not white space, not a

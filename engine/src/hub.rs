@@ -18,9 +18,10 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatd_core::{ConnId, Output, Priority, Server};
+use chatd_core::{ConnId, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
+use crate::auth::PasswordChecker;
 use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryWriter, PersistReport};
 
@@ -54,6 +55,13 @@ pub enum Event {
     },
     /// The history writer finished some records.
     Persisted(PersistReport),
+    /// An operator password check finished (or could not be queued).
+    PasswordChecked {
+        /// The core's request.
+        request: LoginRequest,
+        /// The verdict.
+        verdict: PasswordVerdict,
+    },
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
@@ -232,8 +240,8 @@ impl Inbox {
         }
     }
 
-    /// Takes the next event for the core.
-    fn pop(&self) -> Option<Event> {
+    /// Takes the next event for the core (the hub; tests of event sources).
+    pub(crate) fn pop(&self) -> Option<Event> {
         let event = self.events.pop()?;
         if let Event::Received { bytes, .. } = &event {
             self.queued_bytes.fetch_sub(bytes.len(), Ordering::SeqCst);
@@ -350,6 +358,8 @@ pub(crate) struct Hub {
     pub(crate) writer: Option<HistoryWriter>,
     /// When the core's calendar time is next re-anchored.
     pub(crate) wall_clock: WallClockSync,
+    /// The workers that verify operator passwords.
+    pub(crate) auth: PasswordChecker,
 }
 
 impl Hub {
@@ -464,6 +474,9 @@ impl Hub {
                     self.server.handle_persist_failed(now, id);
                 }
             }
+            Event::PasswordChecked { request, verdict } => {
+                self.server.handle_password_verdict(now, request, verdict);
+            }
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);
@@ -513,6 +526,17 @@ impl Hub {
                     Some(writer) => writer.append(record),
                     None => kept_in_memory.push(record.id),
                 },
+                Output::VerifyPassword(check) => {
+                    if let Err(check) = self.auth.submit(check) {
+                        tracing::debug!(request = %check.request, "password check queue full");
+                        // Through the inbox, so the core never hears of
+                        // its request while still emitting it.
+                        self.inbox.push(Event::PasswordChecked {
+                            request: check.request,
+                            verdict: PasswordVerdict::Busy,
+                        });
+                    }
+                }
             }
         }
         if !kept_in_memory.is_empty() {

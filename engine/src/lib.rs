@@ -16,6 +16,7 @@
 //! history and lets [`Running::wait`] return.
 
 pub mod accept;
+pub mod auth;
 pub mod clock;
 pub mod closing;
 pub mod hub;
@@ -264,6 +265,8 @@ pub fn launch(
         .map_err(LaunchError::Threads)?;
     let (mailboxes, io_threads): (Vec<_>, Vec<_>) =
         io.into_iter().map(|t| (t.mailbox, t.thread)).unzip();
+    let auth = auth::PasswordChecker::start(auth::default_workers(), inbox.clone())
+        .map_err(LaunchError::Threads)?;
     let hub = Hub {
         server,
         clock,
@@ -271,6 +274,7 @@ pub fn launch(
         mailboxes,
         writer,
         wall_clock,
+        auth,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

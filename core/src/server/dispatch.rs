@@ -167,7 +167,7 @@ impl Server {
             Command::Ack(on) => self.set_ack(conn, on),
             Command::Ping(token) => self.out.send(conn, &Reply::Pong { token }),
             Command::Pong => {}
-            Command::Oper { name, password } => self.oper(conn, name, password),
+            Command::Oper { name, password } => self.oper(now, conn, name, password),
             Command::Kick { target, reason } => {
                 if let Some(reason) = self.trusted_reason(conn, reason) {
                     self.kick(conn, &target, reason.as_deref());

@@ -9,8 +9,6 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
-
 use crate::command::BanTarget;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
@@ -20,7 +18,6 @@ use crate::timers::Timer;
 
 use super::presence::Entry;
 use super::room::Ban;
-use super::session::Role;
 use super::{Farewell, Server, describe_ban};
 
 /// Why the caller may moderate here.
@@ -31,32 +28,6 @@ enum Authority {
 }
 
 impl Server {
-    /// `#oper NAME PASSWORD`.
-    pub(super) fn oper(&mut self, conn: ConnId, name: &str, password: &str) {
-        let verified = self
-            .config
-            .operators
-            .iter()
-            .find(|account| account.name.eq_ignore_ascii_case(name))
-            .and_then(|account| PasswordHash::new(&account.password_hash).ok())
-            .is_some_and(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            });
-        if !verified {
-            return self.out.error(
-                conn,
-                ErrorCode::BadCredentials,
-                "wrong operator name or password",
-            );
-        }
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.role = Role::Operator;
-            self.out.send(conn, &Reply::OperUp);
-        }
-    }
-
     /// `#kick NAME [REASON]`: out of the room, or off the server in #general.
     pub(super) fn kick(&mut self, conn: ConnId, target: &Nick, reason: Option<&str>) {
         let Some((authority, room_name)) = self.authority(conn, "kick") else {
