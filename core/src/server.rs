@@ -20,7 +20,7 @@ use ahash::AHashMap;
 
 use crate::config::{Config, ConfigError};
 use crate::error::ErrorCode;
-use crate::history::{HistoryRing, Record};
+use crate::history::{HistoryRing, IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
 use crate::native;
@@ -80,7 +80,8 @@ pub struct Server {
     config: Config,
     wall: WallClock,
     next_conn: u64,
-    next_message: u64,
+    /// Message ids, reserved on disk ahead of use (history.rs).
+    ids: MessageIds,
     /// Boxed: with ids only growing, B-tree nodes run about half full, and
     /// a half-empty node of pointers wastes far less than one of sessions.
     sessions: BTreeMap<ConnId, Box<Session>>,
@@ -124,7 +125,7 @@ impl Server {
             config,
             wall: WallClock::new(now, unix_ms),
             next_conn: 1,
-            next_message: 1,
+            ids: MessageIds::new(1),
             sessions: BTreeMap::new(),
             nicks: AHashMap::new(),
             rooms,
@@ -139,12 +140,15 @@ impl Server {
     }
 
     /// Rebuilds rooms' recent history from stored records (call before
-    /// accepting connections). Records of private rooms and whispers are
-    /// skipped; message ids continue after the largest id seen.
+    /// accepting connections). Records of private rooms, whispers and id
+    /// reservations are skipped; message ids continue above every id the
+    /// records show as used ([`IdFloor`]; give records in the order
+    /// written).
     pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
         let capacity = self.config.history_size;
+        let mut floor = IdFloor::default();
         for record in records {
-            self.next_message = self.next_message.max(record.id.get() + 1);
+            floor.observe(&record);
             if record.is_restorable() {
                 self.histories
                     .entry(record.room.clone())
@@ -152,6 +156,7 @@ impl Server {
                     .push(Arc::new(record), capacity);
             }
         }
+        self.ids = MessageIds::new(floor.next().max(self.ids.peek_next()));
     }
 
     /// The settings in force.
@@ -233,6 +238,9 @@ impl Server {
     /// A record from [`Output::Persist`] is durable: acknowledge it if its
     /// sender asked for acknowledgements.
     pub fn handle_persisted(&mut self, _now: Instant, id: MessageId) {
+        if let Some(released) = self.ids.confirm(id) {
+            return self.release_acks(released);
+        }
         if let Some(conn) = self.pending_acks.remove(&id)
             && self.sessions.contains_key(&conn)
         {
@@ -243,9 +251,28 @@ impl Server {
     /// A record from [`Output::Persist`] could not be stored: tell its
     /// sender if they wait for an acknowledgement (they never get one).
     pub fn handle_persist_failed(&mut self, _now: Instant, id: MessageId) {
-        if let Some(conn) = self.pending_acks.remove(&id)
-            && self.sessions.contains_key(&conn)
-        {
+        if let Some(released) = self.ids.fail(id) {
+            return self.release_acks(released);
+        }
+        if let Some(conn) = self.pending_acks.remove(&id) {
+            self.not_stored(conn, id);
+        }
+    }
+
+    /// ACKs of unwritten whispers decided by a reservation's fate.
+    fn release_acks(&mut self, released: crate::history::Released) {
+        for (id, conn) in released.acked {
+            if self.sessions.contains_key(&conn) {
+                self.out.send(conn, &Reply::Ack(id));
+            }
+        }
+        for (id, conn) in released.failed {
+            self.not_stored(conn, id);
+        }
+    }
+
+    fn not_stored(&mut self, conn: ConnId, id: MessageId) {
+        if self.sessions.contains_key(&conn) {
             let text = format!("message {id} was delivered but could not be stored");
             self.out.error(conn, ErrorCode::NotStored, &text);
         }
@@ -266,8 +293,14 @@ impl Server {
     /// The server is stopping: every client is told why and closed, and no
     /// new connection is admitted. Records already emitted are the driver's
     /// to flush.
-    pub fn handle_shutdown(&mut self, _now: Instant, reason: &str) {
+    pub fn handle_shutdown(&mut self, now: Instant, reason: &str) {
         self.shutting_down = true;
+        if let Some(last) = self.ids.last_used() {
+            // The exact last id, so ids continue without a jump after a
+            // clean restart (history.rs, `IdFloor`).
+            let mark = Record::reservation(last, self.wall.unix_ms(now));
+            self.out.push(Output::Persist(Arc::new(mark)));
+        }
         let line = native::encode(&Reply::ShuttingDown { reason });
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {

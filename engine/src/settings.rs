@@ -9,6 +9,8 @@
 //! data_dir = "chat_logs"
 //! fsync = "10ms"           # "always", "never", or a group-commit interval
 //! persist = true           # false: history in memory only, no log files
+//! open_log_files = 64      # log files the history writer keeps open
+//! history_queue = 16384    # records waiting for the writer before `not-stored`
 //! backend = "poll"         # or "iocp"
 //!
 //! history_size = 100
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use chatd_core::Config;
 use serde::{Deserialize, Serialize};
 
-use crate::persist::FsyncPolicy;
+use crate::persist::{FsyncPolicy, WriterOptions};
 
 /// Everything `chatd serve` needs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -50,6 +52,11 @@ pub struct ServerSettings {
     pub persist: bool,
     /// `poll` or `iocp`.
     pub backend: String,
+    /// Most log files the history writer keeps open at once (at least 1).
+    pub open_log_files: usize,
+    /// Most records waiting for the history writer; past it, new records
+    /// are answered `not-stored` at once (at least 1).
+    pub history_queue: usize,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +68,8 @@ impl Default for ServerSettings {
             fsync: FsyncPolicy::Every(std::time::Duration::from_millis(10)),
             persist: true,
             backend: "poll".into(),
+            open_log_files: WriterOptions::DEFAULT_OPEN_FILES,
+            history_queue: WriterOptions::DEFAULT_QUEUE,
         }
     }
 }
@@ -112,12 +121,15 @@ impl Settings {
     /// Parses config file text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_owned())?;
-        let server = match table.remove("server") {
+        let server: ServerSettings = match table.remove("server") {
             Some(value) => value
                 .try_into()
                 .map_err(|e: toml::de::Error| format!("[server]: {}", e.message()))?,
             None => ServerSettings::default(),
         };
+        if server.open_log_files == 0 || server.history_queue == 0 {
+            return Err("[server]: open_log_files and history_queue must be at least 1".into());
+        }
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -163,5 +175,10 @@ mod tests {
                 .contains("max_line_bytes")
         );
         assert!(Settings::parse("[server]\nfsync = \"sometimes\"").is_err());
+        assert!(
+            Settings::parse("[server]\nopen_log_files = 0")
+                .unwrap_err()
+                .contains("open_log_files")
+        );
     }
 }

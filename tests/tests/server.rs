@@ -63,6 +63,7 @@ fn start_with(
             fsync,
             persist: true,
             backend: backend.name().into(),
+            ..ServerSettings::default()
         },
         chat,
     };
