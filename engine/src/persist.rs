@@ -441,11 +441,25 @@ mod tests {
         assert_eq!(restore[1].id.get(), 1025);
     }
 
-    /// A disk that does not answer until released.
+    /// A disk whose first `open` does not answer until released.
     #[derive(Clone)]
     struct StuckDisk {
         disk: SimDisk,
+        /// Set when the writer has entered `open` (so holds its batch).
+        entered: Arc<(Mutex<bool>, std::sync::Condvar)>,
         release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    fn set(flag: &(Mutex<bool>, std::sync::Condvar)) {
+        *flag.0.lock().unwrap() = true;
+        flag.1.notify_all();
+    }
+
+    fn wait(flag: &(Mutex<bool>, std::sync::Condvar)) {
+        let mut set = flag.0.lock().unwrap();
+        while !*set {
+            set = flag.1.wait(set).unwrap();
+        }
     }
 
     impl Storage for StuckDisk {
@@ -453,12 +467,8 @@ mod tests {
         type Reader = <SimDisk as Storage>::Reader;
 
         fn open(&mut self, name: &str) -> io::Result<Opened<Self::Log>> {
-            let (lock, released) = &*self.release;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = released.wait(open).unwrap();
-            }
-            drop(open);
+            set(&self.entered);
+            wait(&self.release);
             self.disk.open(name)
         }
 
@@ -477,9 +487,11 @@ mod tests {
 
     #[test]
     fn a_full_queue_answers_not_stored_at_once_instead_of_blocking() {
+        let flag = || Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let stuck = StuckDisk {
             disk: SimDisk::new(1, Faults::default()),
-            release: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+            entered: flag(),
+            release: flag(),
         };
         let reports = Arc::new(Mutex::new(Vec::new()));
         let sink = reports.clone();
@@ -491,9 +503,11 @@ mod tests {
             sink.lock().unwrap().push(report)
         })
         .unwrap();
-        // The writer holds at most one record while stuck, the queue two:
-        // the other seven are refused without waiting.
-        for id in 1..=10 {
+        // The writer takes record 1 and gets stuck on the disk; of the ten
+        // that follow, the queue takes two and the rest are refused at once.
+        writer.append(record(1, "general"));
+        wait(&stuck.entered);
+        for id in 2..=11 {
             writer.append(record(id, "general"));
         }
         let failed: Vec<u64> = reports
@@ -507,13 +521,12 @@ mod tests {
             .map(MessageId::get)
             .collect();
         // Released before asserting, so a failure cannot hang the test.
-        *stuck.release.0.lock().unwrap() = true;
-        stuck.release.1.notify_all();
+        set(&stuck.release);
         writer.finish();
-        assert!(failed.len() >= 7, "refused at once: {failed:?}");
-        let reports = reports.lock().unwrap();
-        let stored = stored_ids(&reports);
-        assert_eq!(stored.len() + failed.len(), 10, "{reports:?}");
+        assert_eq!(failed, (4..=11).collect::<Vec<u64>>(), "refused at once");
+        let mut stored = stored_ids(&reports.lock().unwrap());
+        stored.sort_unstable();
+        assert_eq!(stored, [1, 2, 3]);
     }
 
     /// Logs made up as they are read, never held whole: `records` records
