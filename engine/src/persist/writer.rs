@@ -175,9 +175,10 @@ impl<S: Storage> Writer<S> {
             for name in dirty {
                 if let Some(open) = self.open.get_mut(&name) {
                     let ids = std::mem::take(&mut open.unsynced);
-                    match sync_log(&name, open) {
-                        Ok(()) => stored.extend(ids),
-                        Err(()) => failed.extend(ids),
+                    if sync_log(&name, open) {
+                        stored.extend(ids);
+                    } else {
+                        failed.extend(ids);
                     }
                 }
             }
@@ -272,12 +273,13 @@ impl<S: Storage> Writer<S> {
                     Err(error) => {
                         tracing::error!(%error, "cannot sync the history directory");
                         abandon_unsynced(&mut open);
-                        Err(())
+                        false
                     }
                 };
-                self.reports.push(match synced {
-                    Ok(()) => PersistReport::Stored(ids),
-                    Err(()) => PersistReport::Failed(ids),
+                self.reports.push(if synced {
+                    PersistReport::Stored(ids)
+                } else {
+                    PersistReport::Failed(ids)
                 });
             }
             // A reopened log's length is taken as durable, so one is only
@@ -289,20 +291,21 @@ impl<S: Storage> Writer<S> {
     }
 }
 
-/// Syncs one log. After a failed sync the kernel may have dropped the
+/// Syncs one log; false if it failed (the error is logged here, where the
+/// log's name is known). After a failed sync the kernel may have dropped the
 /// unwritten pages while still showing them to reads, so the log is cut
 /// back to its last durable length: later records must not follow a hole
 /// (the pages may be lost, or written later, as garbage or not at all).
-fn sync_log<L: LogFile>(name: &str, open: &mut OpenLog<L>) -> Result<(), ()> {
+fn sync_log<L: LogFile>(name: &str, open: &mut OpenLog<L>) -> bool {
     match open.log.sync() {
         Ok(()) => {
             open.synced_len = open.good_len;
-            Ok(())
+            true
         }
         Err(error) => {
             tracing::error!(log = %name, %error, "cannot sync history to disk; unsynced messages are not stored");
             abandon_unsynced(open);
-            Err(())
+            false
         }
     }
 }
