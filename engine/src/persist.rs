@@ -677,4 +677,31 @@ mod tests {
             (core_torn.offset as u64, core_torn.len as u64)
         );
     }
+
+    /// Descriptors of this process open on files under `dir`.
+    #[cfg(target_os = "linux")]
+    fn descriptors_under(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thousand_room_logs_on_disk_hold_at_most_the_limit_of_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let mut writer = writer::Writer::new(DirStorage::new(&dir), FsyncPolicy::Never, 16);
+        let now = Instant::now();
+        let mut most = 0;
+        for id in 1..=1000 {
+            writer.write_batch(now, &[record(id, &format!("room{id}"))]);
+            most = most.max(descriptors_under(&dir));
+        }
+        writer.sync();
+        assert_eq!(most, 16);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1000);
+    }
 }
