@@ -23,7 +23,7 @@ use ahash::AHashMap;
 use crate::address::AddressGroup;
 use crate::config::{Config, ConfigError};
 use crate::error::ErrorCode;
-use crate::history::Record;
+use crate::history::{IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
 use crate::login::Logins;
@@ -87,7 +87,8 @@ pub struct Server {
     config: Config,
     wall: WallClock,
     next_conn: u64,
-    next_message: u64,
+    /// Message ids, reserved on disk ahead of use (history.rs).
+    ids: MessageIds,
     /// Boxed: with ids only growing, B-tree nodes run about half full, and
     /// a half-empty node of pointers wastes far less than one of sessions.
     sessions: BTreeMap<ConnId, Box<Session>>,
@@ -140,7 +141,7 @@ impl Server {
             config,
             wall: WallClock::new(now, unix_ms),
             next_conn: 1,
-            next_message: 1,
+            ids: MessageIds::new(1),
             sessions: BTreeMap::new(),
             nicks: AHashMap::new(),
             rooms,
@@ -156,19 +157,23 @@ impl Server {
     }
 
     /// Rebuilds rooms' recent history from stored records (call before
-    /// accepting connections). Records of private rooms and whispers are
-    /// skipped; message ids continue after the largest id seen. Memory
-    /// stays within the history bounds however many records come in: the
-    /// bounds are enforced as they go, keeping the most recent rooms.
+    /// accepting connections). Records of private rooms, whispers and id
+    /// reservations are skipped; message ids continue above every id the
+    /// records show as used ([`IdFloor`]; give records in the order
+    /// written). Memory stays within the history bounds however many
+    /// records come in: the bounds are enforced as they go, keeping the
+    /// most recent rooms.
     pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
         let capacity = self.config.history_size;
+        let mut floor = IdFloor::default();
         for record in records {
-            self.next_message = self.next_message.max(record.id.get().saturating_add(1));
+            floor.observe(&record);
             if record.is_restorable() {
                 self.histories.push(Arc::new(record), capacity);
                 self.enforce_history_bounds();
             }
         }
+        self.ids = MessageIds::new(floor.next().max(self.ids.peek_next()));
     }
 
     /// The key per-address limits count `address` under.
@@ -268,6 +273,9 @@ impl Server {
     /// A record from [`Output::Persist`] is durable: acknowledge it if its
     /// sender asked for acknowledgements.
     pub fn handle_persisted(&mut self, _now: Instant, id: MessageId) {
+        if let Some(released) = self.ids.confirm(id) {
+            return self.release_acks(released);
+        }
         if let Some(conn) = self.pending_acks.remove(&id)
             && self.sessions.contains_key(&conn)
         {
@@ -278,9 +286,28 @@ impl Server {
     /// A record from [`Output::Persist`] could not be stored: tell its
     /// sender if they wait for an acknowledgement (they never get one).
     pub fn handle_persist_failed(&mut self, _now: Instant, id: MessageId) {
-        if let Some(conn) = self.pending_acks.remove(&id)
-            && self.sessions.contains_key(&conn)
-        {
+        if let Some(released) = self.ids.fail(id) {
+            return self.release_acks(released);
+        }
+        if let Some(conn) = self.pending_acks.remove(&id) {
+            self.not_stored(conn, id);
+        }
+    }
+
+    /// ACKs of unwritten whispers decided by a reservation's fate.
+    fn release_acks(&mut self, released: crate::history::Released) {
+        for (id, conn) in released.acked {
+            if self.sessions.contains_key(&conn) {
+                self.out.send(conn, &Reply::Ack(id));
+            }
+        }
+        for (id, conn) in released.failed {
+            self.not_stored(conn, id);
+        }
+    }
+
+    fn not_stored(&mut self, conn: ConnId, id: MessageId) {
+        if self.sessions.contains_key(&conn) {
             let text = format!("message {id} was delivered but could not be stored");
             self.out.error(conn, ErrorCode::NotStored, &text);
         }
@@ -301,8 +328,14 @@ impl Server {
     /// The server is stopping: every client is told why and closed, and no
     /// new connection is admitted. Records already emitted are the driver's
     /// to flush.
-    pub fn handle_shutdown(&mut self, _now: Instant, reason: &str) {
+    pub fn handle_shutdown(&mut self, now: Instant, reason: &str) {
         self.shutting_down = true;
+        if let Some(last) = self.ids.last_used() {
+            // The exact last id, so ids continue without a jump after a
+            // clean restart (history.rs, `IdFloor`).
+            let mark = Record::reservation(last, self.wall.unix_ms(now));
+            self.out.push(Output::Persist(Arc::new(mark)));
+        }
         let line = native::encode(&Reply::ShuttingDown { reason });
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {

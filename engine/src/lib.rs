@@ -35,7 +35,7 @@ use chatd_core::Server;
 
 use crate::clock::Clock;
 use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
-use crate::persist::{HistoryWriter, recover_dir};
+use crate::persist::{HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
 use crate::settings::Settings;
 
 /// How long I/O threads keep flushing queued output after a shutdown.
@@ -229,9 +229,10 @@ pub fn launch(
     let (mut recovered_records, mut recovered_logs) = (0, 0);
     if persist {
         std::fs::create_dir_all(&data_dir).map_err(data_error)?;
-        let recovered = recover_dir(&data_dir).map_err(data_error)?;
+        let limits = RecoveryLimits::for_config(&settings.chat);
+        let recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
         (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
-        server.restore(recovered.records);
+        server.restore(recovered.into_restore());
     }
     let address: SocketAddr = settings
         .server
@@ -246,7 +247,12 @@ pub fn launch(
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
     let writer = if persist {
         let reports = inbox.clone();
-        let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {
+        let options = WriterOptions {
+            policy: settings.server.fsync,
+            open_files: settings.server.open_log_files,
+            queue: settings.server.history_queue,
+        };
+        let writer = HistoryWriter::start(&data_dir, options, move |report| {
             reports.send(Event::Persisted(report));
         })
         .map_err(data_error)?;

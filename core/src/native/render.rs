@@ -178,7 +178,10 @@ fn write_history_entry(out: &mut String, record: &Record) -> std::fmt::Result {
     let time = format_utc(record.ts);
     let (room, from, text) = (&record.room, &record.from, &record.text);
     match record.kind {
-        RecordKind::Msg | RecordKind::Whisper => write!(out, "[#{room} {time}] {from}: {text}"),
+        // Reservations never reach a history ring; shown like chat if one did.
+        RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => {
+            write!(out, "[#{room} {time}] {from}: {text}")
+        }
         RecordKind::Action => write!(out, "[#{room} {time}] * {from} {text}"),
         RecordKind::Urgent => write!(out, "[#{room} {time}] URGENT {from}: {text}"),
     }
