@@ -703,6 +703,11 @@ mod terminal {
         });
 
         alice.type_keys("hello wor");
+        // The keys reach the client through the pty in their own time; on a
+        // loaded machine bob's line could otherwise overtake them.
+        alice.wait_for("the half-typed line", |rows| {
+            rows[usize::from(ROWS) - 1] == "> hello wor"
+        });
         let mut bob = client(server.addr);
         bob.say("#nick bob").expect("bob renames");
         bob.wait_for(|line| line == "* you are now bob")
