@@ -46,4 +46,6 @@ pub use history::{Record, RecordKind, Recovery};
 pub use ids::{ConnId, MessageId, NameError, Nick, RoomName};
 pub use io::{CloseReason, Output, Priority, Refused};
 pub use reply::Reply;
+#[cfg(feature = "fuzzing")]
+pub use server::RoomView;
 pub use server::Server;

@@ -11,6 +11,9 @@ mod room;
 mod rooms;
 mod session;
 
+#[cfg(feature = "fuzzing")]
+pub use invariants::RoomView;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
