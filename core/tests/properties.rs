@@ -9,9 +9,16 @@
 //!    handled, so `+ ack` lines do not move with the chunking);
 //! 3. the sliding-window limiter never admits more than its budget in any
 //!    window, and refuses only when the budget is really spent.
+//!
+//! Scripts reach for extremes, since that is where a core once panicked
+//! (`#ban 1.2.3.4 18446744073709551615`): command lines from a small
+//! grammar with u64::MAX and past it, negative numbers, durations in every
+//! unit up to and beyond the maximum, over-long names, invisible and
+//! bidirectional-control characters; clients on IPv4, IPv6 and
+//! IPv4-mapped IPv6 addresses; time jumps of up to ten years.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chatd_core::rate_limit::{Budget, SlidingWindow};
@@ -72,6 +79,146 @@ const VOCABULARY: &[&str] = &[
     "\u{2713}",
 ];
 
+/// Commands with the kinds of argument each takes, for lines that are
+/// well formed enough to reach the handlers with extreme arguments.
+const GRAMMAR: &[(&str, &[Arg])] = &[
+    ("#ban", &[Arg::Target, Arg::Duration, Arg::Text]),
+    ("#mute", &[Arg::Name, Arg::Duration]),
+    ("#unban", &[Arg::Target]),
+    ("#unmute", &[Arg::Name]),
+    ("#kick", &[Arg::Name, Arg::Text]),
+    ("#history", &[Arg::Number]),
+    ("#create", &[Arg::Room, Arg::Text]),
+    ("#join", &[Arg::Room]),
+    ("#invite", &[Arg::Name]),
+    ("#nick", &[Arg::Name]),
+    ("#msg", &[Arg::Name, Arg::Text]),
+    ("#topic", &[Arg::Text]),
+    ("#me", &[Arg::Text]),
+    ("#urgent", &[Arg::Text]),
+    ("#ping", &[Arg::Text]),
+    ("#help", &[Arg::Text]),
+    ("#oper admin", &[Arg::Text]),
+    ("", &[Arg::Text, Arg::Text]),
+];
+
+/// What an argument is meant to be; [`Arg::words`] gives the candidates.
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    Target,
+    Name,
+    Room,
+    Duration,
+    Number,
+    Text,
+}
+
+impl Arg {
+    fn words(self) -> &'static [&'static str] {
+        match self {
+            Arg::Target => &[
+                "guest1",
+                "guest2",
+                "guest3",
+                "127.0.0.1",
+                "127.0.0.2",
+                "::ffff:127.0.0.2",
+                "::ffff:7f00:2",
+                "::1",
+                "1.2.3.4",
+                "0.0.0.0",
+            ],
+            Arg::Name => &[
+                "guest1",
+                "guest2",
+                "guest3",
+                "alice",
+                "bob",
+                "you",
+                "ABCDEFGHIJKLMNOPQRSTUVWX",
+                "ABCDEFGHIJKLMNOPQRSTUVWXY",
+                "guest18446744073709551615",
+            ],
+            Arg::Room => &[
+                "x",
+                "den",
+                "#den",
+                "general",
+                "abcdefghijklmnopqrstuvwxyz012345",
+                "abcdefghijklmnopqrstuvwxyz0123456",
+            ],
+            // Every unit, zero, negatives, fractions, the maximum and one
+            // past it, and integers at and past u64::MAX.
+            Arg::Duration => &[
+                "18446744073709551615",
+                "18446744073709551615ms",
+                "18446744073709551615s",
+                "18446744073709551616",
+                "9223372036854775807",
+                "99999999999999999999999d",
+                "-1",
+                "-1s",
+                "-9223372036854775808",
+                "+5s",
+                "0",
+                "0s",
+                "1ms",
+                "500ms",
+                "1.5s",
+                ".5s",
+                "1m",
+                "1h",
+                "1h30m",
+                "1d",
+                "1w",
+                "2w",
+                "1.999999w",
+                "3650d",
+                "3650d1ms",
+                "3651d",
+                "522w",
+                "2x",
+            ],
+            Arg::Number => &[
+                "1",
+                "3",
+                "0",
+                "-1",
+                "-0",
+                "+2",
+                "18446744073709551615",
+                "18446744073709551616",
+                "99999999999999999999999999",
+                "1e3",
+            ],
+            Arg::Text => &[
+                "hello",
+                "private",
+                "\u{200b}",
+                "\u{200b}\u{200d}\u{2060}\u{feff}",
+                "\u{202e}reversed",
+                "\u{2066}isolated",
+                "\u{202a}\u{202b}\u{202c}",
+                "\u{2069}",
+                "\u{00ad}",
+                "\u{e9}\u{2713}",
+                "18446744073709551615",
+                "-1",
+            ],
+        }
+    }
+}
+
+/// Where clients connect from: IPv4 hosts, the second also as an
+/// IPv4-mapped IPv6 address, and an IPv6 host.
+const HOSTS: &[&str] = &[
+    "127.0.0.1",
+    "127.0.0.2",
+    "127.0.0.3",
+    "::ffff:127.0.0.2",
+    "::1",
+];
+
 /// Some instant to count from; only differences matter.
 #[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
@@ -107,7 +254,7 @@ enum Step {
     Connect { slot: u8, host: u8 },
     Send { slot: u8, bytes: Vec<u8> },
     Close { slot: u8 },
-    Advance { secs: u8 },
+    Advance { secs: u64 },
     SlowConsumer { slot: u8 },
 }
 
@@ -117,11 +264,16 @@ impl Arbitrary for Step {
         match u8::arbitrary(g) % 16 {
             0..=1 => Step::Connect {
                 slot,
-                host: 1 + u8::arbitrary(g) % 3,
+                host: u8::arbitrary(g) % HOSTS.len() as u8,
             },
             2 => Step::Close { slot },
+            // Mostly seconds; one jump in eight is up to ten years long.
             3 => Step::Advance {
-                secs: u8::arbitrary(g) % 40,
+                secs: if u8::arbitrary(g).is_multiple_of(8) {
+                    u64::arbitrary(g) % (3_650 * 86_400)
+                } else {
+                    u64::arbitrary(g) % 40
+                },
             },
             4 if u8::arbitrary(g).is_multiple_of(4) => Step::SlowConsumer { slot },
             _ => Step::Send {
@@ -136,14 +288,41 @@ fn arbitrary_bytes(g: &mut Gen) -> Vec<u8> {
     let pieces = usize::arbitrary(g) % 12;
     let mut bytes = Vec::new();
     for _ in 0..pieces {
-        if u8::arbitrary(g) % 5 == 0 {
-            bytes.extend(Vec::<u8>::arbitrary(g).into_iter().take(80));
-        } else {
-            let piece = g.choose(VOCABULARY).copied().unwrap_or("\n");
-            bytes.extend_from_slice(piece.as_bytes());
+        match u8::arbitrary(g) % 5 {
+            0 => bytes.extend(Vec::<u8>::arbitrary(g).into_iter().take(80)),
+            1 | 2 => bytes.extend_from_slice(grammar_line(g).as_bytes()),
+            _ => {
+                let piece = g.choose(VOCABULARY).copied().unwrap_or("\n");
+                bytes.extend_from_slice(piece.as_bytes());
+            }
         }
     }
     bytes
+}
+
+/// One command line from [`GRAMMAR`]: each argument present three times
+/// in four (so missing arguments are tried too), drawn from its kind's
+/// words, or one time in eight from another kind's.
+fn grammar_line(g: &mut Gen) -> String {
+    let (command, args) = *g.choose(GRAMMAR).unwrap_or(&GRAMMAR[0]);
+    let mut line = command.to_owned();
+    for &arg in args {
+        if u8::arbitrary(g) % 4 == 0 {
+            break;
+        }
+        let kind = if u8::arbitrary(g) % 8 == 0 {
+            *g.choose(&[Arg::Target, Arg::Duration, Arg::Number, Arg::Text])
+                .unwrap_or(&arg)
+        } else {
+            arg
+        };
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(g.choose(kind.words()).copied().unwrap_or(""));
+    }
+    line.push('\n');
+    line
 }
 
 #[derive(Debug, Clone)]
@@ -155,7 +334,7 @@ impl Arbitrary for Script {
         let mut steps: Vec<Step> = (0..3u8)
             .map(|slot| Step::Connect {
                 slot,
-                host: 1 + slot % 2,
+                host: slot % 2,
             })
             .collect();
         steps.extend(Vec::<Step>::arbitrary(g));
@@ -202,9 +381,8 @@ impl Player {
         for step in &script.0 {
             match step {
                 Step::Connect { slot, host } => {
-                    let peer: SocketAddr = format!("127.0.0.{host}:{}", 40_000 + u16::from(*slot))
-                        .parse()
-                        .expect("valid address");
+                    let ip: IpAddr = HOSTS[usize::from(*host)].parse().expect("valid address");
+                    let peer = SocketAddr::new(ip, 40_000 + u16::from(*slot));
                     if let Ok(conn) = self.server.accept(self.now, peer) {
                         // Outputs queued before a hang-up are legitimately addressed
                         // to the old connection: deliver them first.
@@ -234,7 +412,7 @@ impl Player {
                     }
                 }
                 Step::Advance { secs } => {
-                    self.now += Duration::from_secs(u64::from(*secs));
+                    self.now += Duration::from_secs(*secs);
                     while self.server.poll_timeout().is_some_and(|t| t <= self.now) {
                         self.server.handle_timeout(self.now);
                         self.drain()?;
