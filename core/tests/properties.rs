@@ -80,10 +80,17 @@ const VOCABULARY: &[&str] = &[
 ];
 
 /// Commands with the kinds of argument each takes, for lines that are
-/// well formed enough to reach the handlers with extreme arguments.
+/// well formed enough to reach the handlers with extreme arguments. The
+/// commands that take durations, and those that make the sender a room's
+/// owner (who may use them), are listed more than once to come up more.
 const GRAMMAR: &[(&str, &[Arg])] = &[
     ("#ban", &[Arg::Target, Arg::Duration, Arg::Text]),
+    ("#ban", &[Arg::Target, Arg::Duration, Arg::Text]),
+    ("#ban", &[Arg::Target, Arg::Duration]),
     ("#mute", &[Arg::Name, Arg::Duration]),
+    ("#mute", &[Arg::Name, Arg::Duration]),
+    ("#create", &[Arg::Room]),
+    ("#join", &[Arg::Room]),
     ("#unban", &[Arg::Target]),
     ("#unmute", &[Arg::Name]),
     ("#kick", &[Arg::Name, Arg::Text]),
@@ -155,6 +162,7 @@ impl Arg {
                 "18446744073709551615s",
                 "18446744073709551616",
                 "9223372036854775807",
+                "4611686018427387904",
                 "99999999999999999999999d",
                 "-1",
                 "-1s",
@@ -225,7 +233,10 @@ fn epoch() -> Instant {
     Instant::now()
 }
 
-fn small_config() -> Config {
+/// The test suite's tight limits; `rate_limited` off lets a script's lines
+/// all reach the handlers (the limiter would drop most of them), on
+/// exercises the limiter and flood disconnects.
+fn small_config(rate_limited: bool) -> Config {
     let mut config = Config {
         max_line_bytes: 64,
         max_connections: 4,
@@ -244,6 +255,7 @@ fn small_config() -> Config {
     config.rate_limit.messages = 6;
     config.rate_limit.ip_messages = 9;
     config.rate_limit.flood_disconnect_after = 8;
+    config.rate_limit.enabled = rate_limited;
     config.idle.ping_after = Duration::from_secs(30);
     config.idle.timeout = Duration::from_secs(10);
     config
@@ -290,7 +302,7 @@ fn arbitrary_bytes(g: &mut Gen) -> Vec<u8> {
     for _ in 0..pieces {
         match u8::arbitrary(g) % 5 {
             0 => bytes.extend(Vec::<u8>::arbitrary(g).into_iter().take(80)),
-            1 | 2 => bytes.extend_from_slice(grammar_line(g).as_bytes()),
+            1..=3 => bytes.extend_from_slice(grammar_line(g).as_bytes()),
             _ => {
                 let piece = g.choose(VOCABULARY).copied().unwrap_or("\n");
                 bytes.extend_from_slice(piece.as_bytes());
@@ -326,7 +338,10 @@ fn grammar_line(g: &mut Gen) -> String {
 }
 
 #[derive(Debug, Clone)]
-struct Script(Vec<Step>);
+struct Script {
+    steps: Vec<Step>,
+    rate_limited: bool,
+}
 
 impl Arbitrary for Script {
     fn arbitrary(g: &mut Gen) -> Self {
@@ -338,11 +353,18 @@ impl Arbitrary for Script {
             })
             .collect();
         steps.extend(Vec::<Step>::arbitrary(g));
-        Script(steps)
+        Script {
+            steps,
+            rate_limited: bool::arbitrary(g),
+        }
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        Box::new(self.0.shrink().map(Script))
+        let rate_limited = self.rate_limited;
+        Box::new(self.steps.shrink().map(move |steps| Script {
+            steps,
+            rate_limited,
+        }))
     }
 }
 
@@ -360,10 +382,11 @@ struct Player {
 }
 
 impl Player {
-    fn new() -> Self {
+    fn new(script: &Script) -> Self {
         let now = epoch();
+        let config = small_config(script.rate_limited);
         Self {
-            server: Server::new(small_config(), now, 1_795_000_000_000).expect("valid test config"),
+            server: Server::new(config, now, 1_795_000_000_000).expect("valid test config"),
             now,
             slots: [None; 4],
             received: BTreeMap::new(),
@@ -378,7 +401,7 @@ impl Player {
         script: &Script,
         mut split: impl FnMut(&[u8]) -> Vec<usize>,
     ) -> Result<(), String> {
-        for step in &script.0 {
+        for step in &script.steps {
             match step {
                 Step::Connect { slot, host } => {
                     let ip: IpAddr = HOSTS[usize::from(*host)].parse().expect("valid address");
@@ -500,7 +523,7 @@ fn quickcheck(tests: u64) -> QuickCheck {
 #[test]
 fn arbitrary_input_never_panics_and_keeps_invariants() {
     fn property(script: Script) -> TestResult {
-        let mut player = Player::new();
+        let mut player = Player::new(&script);
         match player.play(&script, |_| Vec::new()) {
             Ok(()) => TestResult::passed(),
             Err(broken) => TestResult::error(broken),
@@ -512,12 +535,12 @@ fn arbitrary_input_never_panics_and_keeps_invariants() {
 /// Plays `script` whole and cut where `cuts` says (up to four cut points
 /// per send, taken in turn from the list); the output must be the same.
 fn chunking_keeps_output(script: &Script, cuts: &[u8]) -> TestResult {
-    let mut whole = Player::new();
+    let mut whole = Player::new(script);
     if let Err(broken) = whole.play(script, |_| Vec::new()) {
         return TestResult::error(broken);
     }
     let mut cuts = cuts.iter().copied().cycle();
-    let mut split = Player::new();
+    let mut split = Player::new(script);
     let result = split.play(script, |bytes| {
         let mut points: Vec<usize> = (0..4)
             .filter_map(|_| cuts.next())
@@ -560,17 +583,20 @@ fn any_chunking_gives_byte_identical_output() {
 /// replies to the rest of that send when the send arrives in pieces.
 #[test]
 fn an_ack_stays_after_the_replies_to_the_rest_of_its_read() {
-    let script = Script(vec![
-        Step::Connect { slot: 0, host: 1 },
-        Step::Send {
-            slot: 0,
-            bytes: b"#ack on\nhello".to_vec(),
-        },
-        Step::Send {
-            slot: 0,
-            bytes: b"\n\xff\n".to_vec(),
-        },
-    ]);
+    let script = Script {
+        steps: vec![
+            Step::Connect { slot: 0, host: 1 },
+            Step::Send {
+                slot: 0,
+                bytes: b"#ack on\nhello".to_vec(),
+            },
+            Step::Send {
+                slot: 0,
+                bytes: b"\n\xff\n".to_vec(),
+            },
+        ],
+        rate_limited: true,
+    };
     // Cut each send after its first byte.
     let verdict = chunking_keeps_output(&script, &[1, 1, 1, 1]);
     assert!(!verdict.is_failure() && !verdict.is_error(), "{verdict:?}");
@@ -579,8 +605,8 @@ fn an_ack_stays_after_the_replies_to_the_rest_of_its_read() {
 #[test]
 fn byte_at_a_time_gives_the_same_output_as_whole_sends() {
     fn property(script: Script) -> TestResult {
-        let mut whole = Player::new();
-        let mut trickle = Player::new();
+        let mut whole = Player::new(&script);
+        let mut trickle = Player::new(&script);
         let (a, b) = (
             whole.play(&script, |_| Vec::new()),
             trickle.play(&script, |bytes| (1..bytes.len()).collect()),
