@@ -2,8 +2,9 @@
 //!
 //! The fuzzer's bytes become (through `arbitrary`) a config preset and a
 //! list of steps: connections from a few addresses (IPv4, IPv6 and
-//! IPv4-mapped IPv6), sends built from a vocabulary of real commands with
-//! extreme arguments (u64::MAX, negative numbers, huge durations in every
+//! IPv4-mapped IPv6), command lines (a command and arguments of the kind
+//! it takes, or of any other kind) and free-form sends built from a
+//! vocabulary of real commands, both with extreme arguments (u64::MAX, negative numbers, huge durations in every
 //! unit, over-long names, invisible and bidirectional-control characters)
 //! and raw bytes, hang-ups, time jumps (up to years; the total is kept
 //! within a century so the driver's own clock never overflows), answers
@@ -199,6 +200,11 @@ enum Step {
         slot: u8,
         host: u8,
     },
+    Lines {
+        slot: u8,
+        lines: Vec<Line>,
+        cuts: [u8; 4],
+    },
     Send {
         slot: u8,
         pieces: Vec<Piece>,
@@ -221,6 +227,146 @@ enum Step {
     },
     Shutdown,
 }
+
+/// One command line: a command from [`COMMANDS`] and its arguments,
+/// separated by spaces and ended by LF. Most of the state machine is only
+/// reached by well-formed lines, which bytes rarely spell by chance.
+#[derive(Debug, Arbitrary)]
+struct Line {
+    command: u8,
+    args: Vec<Arg>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Arg {
+    Name(u8),
+    Room(u8),
+    Address(u8),
+    Duration(u8),
+    Number(u8),
+    Text(u8),
+    Int(u64),
+    Signed(i64),
+    Span { value: u64, unit: u8 },
+    Raw(Vec<u8>),
+}
+
+const COMMANDS: &[&str] = &[
+    "#join", "#create", "#leave", "#nick", "#kick", "#ban", "#unban", "#mute", "#unmute",
+    "#invite", "#msg", "#w", "#me", "#topic", "#history", "#ack", "#urgent", "#who", "#rooms",
+    "#quit", "#oper", "#help", "#ping", "#pong", "#JOIN", "##", "",
+];
+
+/// Nicknames: taken ones, free ones, one that reads like the protocol's own
+/// "you", the longest and one over, and an operator account.
+const NAMES: &[&str] = &[
+    "guest1",
+    "guest2",
+    "guest3",
+    "guest4",
+    "guest5",
+    "alice",
+    "bob",
+    "you",
+    "admin",
+    "ABCDEFGHIJKLMNOPQRSTUVWX",
+    "ABCDEFGHIJKLMNOPQRSTUVWXY",
+    "guest18446744073709551615",
+];
+
+const ROOMS: &[&str] = &[
+    "x",
+    "den",
+    "#den",
+    "general",
+    "#general",
+    "private",
+    "abcdefghijklmnopqrstuvwxyz012345",
+    "abcdefghijklmnopqrstuvwxyz0123456",
+];
+
+/// Addresses of connected clients (canonical and IPv4-mapped) and others.
+const ADDRESSES: &[&str] = &[
+    "127.0.0.1",
+    "127.0.0.2",
+    "::ffff:127.0.0.2",
+    "::ffff:7f00:2",
+    "::1",
+    "2001:db8::1",
+    "1.2.3.4",
+    "0.0.0.0",
+    "255.255.255.255",
+];
+
+/// Every unit, zero, negatives, fractions, the maximum and one past it,
+/// and integers at and past the limits of u64 and i64.
+const DURATIONS: &[&str] = &[
+    "18446744073709551615",
+    "18446744073709551616",
+    "18446744073709551615ms",
+    "9223372036854775807",
+    "4611686018427387904",
+    "99999999999999999999999d",
+    "-1",
+    "-1s",
+    "-9223372036854775808",
+    "+5s",
+    "0",
+    "0s",
+    "1ms",
+    "500ms",
+    "1.5s",
+    ".5s",
+    "59.999s",
+    "1m",
+    "1h",
+    "1h30m",
+    "1d",
+    "1w",
+    "2w",
+    "1.999999w",
+    "3650d",
+    "3650d1ms",
+    "3651d",
+    "522w",
+    "2x",
+    "1e9",
+    "NaN",
+];
+
+const NUMBERS: &[&str] = &[
+    "1",
+    "3",
+    "0",
+    "-0",
+    "-1",
+    "+2",
+    "18446744073709551615",
+    "18446744073709551616",
+    "99999999999999999999999999",
+    "1e3",
+];
+
+/// Chat text, topics and reasons, including invisible and
+/// bidirectional-control characters alone and unclosed.
+const TEXTS: &[&str] = &[
+    "hello",
+    "on",
+    "off",
+    "opensesame",
+    "wrong",
+    "private",
+    "\u{200b}",
+    "\u{200b}\u{200d}\u{2060}\u{feff}",
+    "\u{202e}reversed",
+    "\u{2066}isolated",
+    "\u{202a}\u{202b}\u{202c}",
+    "\u{2069}",
+    "\u{00ad}",
+    "\u{061c}",
+    "\u{180e}",
+    "\u{e9}\u{2713}",
+];
 
 #[derive(Debug, Arbitrary)]
 enum Piece {
@@ -369,26 +515,11 @@ impl Driver {
                 }
                 self.drain();
             }
+            Step::Lines { slot, lines, cuts } => {
+                self.send(*slot, &render_lines(lines), cuts, chunked);
+            }
             Step::Send { slot, pieces, cuts } => {
-                let Some(conn) = self.slots[usize::from(*slot) % SLOTS] else {
-                    return;
-                };
-                let bytes = render(pieces);
-                let mut points: Vec<usize> = if chunked {
-                    cuts.iter()
-                        .map(|&c| usize::from(c) % (bytes.len() + 1))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                points.sort_unstable();
-                points.push(bytes.len());
-                let mut start = 0;
-                for cut in points {
-                    self.server.handle(self.now, conn, &bytes[start..cut]);
-                    self.drain();
-                    start = cut;
-                }
+                self.send(*slot, &render(pieces), cuts, chunked);
             }
             Step::Close { slot } => {
                 if let Some(conn) = self.slots[usize::from(*slot) % SLOTS].take() {
@@ -428,6 +559,28 @@ impl Driver {
         }
         if let Err(broken) = self.server.check_invariants() {
             panic!("invariant broken after {step:?}: {broken}");
+        }
+    }
+
+    /// Bytes from the client in `slot`: whole, or cut where `cuts` say.
+    fn send(&mut self, slot: u8, bytes: &[u8], cuts: &[u8; 4], chunked: bool) {
+        let Some(conn) = self.slots[usize::from(slot) % SLOTS] else {
+            return;
+        };
+        let mut points: Vec<usize> = if chunked {
+            cuts.iter()
+                .map(|&c| usize::from(c) % (bytes.len() + 1))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        points.sort_unstable();
+        points.push(bytes.len());
+        let mut start = 0;
+        for cut in points {
+            self.server.handle(self.now, conn, &bytes[start..cut]);
+            self.drain();
+            start = cut;
         }
     }
 
@@ -640,6 +793,33 @@ fn is_nick(text: &str) -> bool {
 /// The lines of an output, without their LF.
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(bytes).expect("output is UTF-8").lines()
+}
+
+/// The bytes of command lines.
+fn render_lines(lines: &[Line]) -> Vec<u8> {
+    let pick = |list: &[&'static str], index: u8| list[usize::from(index) % list.len()];
+    let mut bytes = Vec::new();
+    for line in lines.iter().take(16) {
+        bytes.extend_from_slice(pick(COMMANDS, line.command).as_bytes());
+        for arg in line.args.iter().take(4) {
+            bytes.push(b' ');
+            let text = match arg {
+                Arg::Name(i) => pick(NAMES, *i).to_owned(),
+                Arg::Room(i) => pick(ROOMS, *i).to_owned(),
+                Arg::Address(i) => pick(ADDRESSES, *i).to_owned(),
+                Arg::Duration(i) => pick(DURATIONS, *i).to_owned(),
+                Arg::Number(i) => pick(NUMBERS, *i).to_owned(),
+                Arg::Text(i) => pick(TEXTS, *i).to_owned(),
+                Arg::Int(value) => value.to_string(),
+                Arg::Signed(value) => value.to_string(),
+                Arg::Span { value, unit } => format!("{value}{}", pick(UNITS, *unit)),
+                Arg::Raw(raw) => String::from_utf8_lossy(&raw[..raw.len().min(64)]).into_owned(),
+            };
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes.push(b'\n');
+    }
+    bytes
 }
 
 /// The bytes of a send.
