@@ -13,8 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::hub::{Event, Inbox};
 
 /// A running acceptor thread.
@@ -64,18 +65,23 @@ impl Acceptor {
 }
 
 fn accept_loop(listener: &TcpListener, inbox: &Inbox, stop: &AtomicBool) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::SeqCst) {
             return;
         }
         match accepted {
-            Ok((stream, peer)) => inbox.send(Event::Accepted { stream, peer }),
+            Ok((stream, peer)) => {
+                backoff.succeeded();
+                inbox.send(Event::Accepted { stream, peer });
+            }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
-                // Out of descriptors and the like: do not spin.
-                tracing::warn!(%error, "accept failed");
-                std::thread::sleep(Duration::from_millis(50));
+                // Out of descriptors and the like: the engine's rule says
+                // how long to wait; this thread has nothing else to do.
+                let pause = backoff.failed(&error, Instant::now());
+                std::thread::sleep(pause);
             }
         }
     }

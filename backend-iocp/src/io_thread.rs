@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
+use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::out_queue::{Batch, OutQueue};
 use compio::BufResult;
@@ -48,9 +49,6 @@ use crate::signal::Signal;
 const SMALL_READ: usize = 256;
 /// Largest own read buffer (IOCP), and the thread's shared read buffer.
 const LARGE_READ: usize = 64 * 1024;
-/// How long a connection the core closed may wait for its peer to hang up
-/// before its socket is dropped anyway.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// How reads get their buffers, for the start-up line.
 #[cfg(unix)]
@@ -78,7 +76,8 @@ struct Conn {
     in_flight: Cell<usize>,
     /// A writer task is running.
     writing: Cell<bool>,
-    /// The writer, while it lingers after shutting down.
+    /// The writer, while a send is in flight or it lingers: woken when the
+    /// connection is let go or the server stops.
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<JoinHandle<()>>>,
     /// The core closed it: flush, shut down, then let go.
@@ -103,6 +102,10 @@ struct Local {
     read_buffer: RefCell<Box<[u8]>>,
     inbox: Arc<Inbox>,
     max_outbound: usize,
+    /// The server is shutting down: connections let go without lingering.
+    stopping: Cell<bool>,
+    /// Readers waiting for room in the hub's inbox (backpressure).
+    paused_readers: RefCell<Vec<Waker>>,
 }
 
 impl Local {
@@ -138,6 +141,8 @@ pub(crate) async fn run(mut context: ThreadContext) {
         read_buffer: RefCell::new(vec![0; LARGE_READ].into_boxed_slice()),
         inbox: context.inbox.clone(),
         max_outbound: context.max_outbound,
+        stopping: Cell::new(false),
+        paused_readers: RefCell::new(Vec::new()),
     });
     let mut stop_deadline: Option<Instant> = None;
     // Commands were left in the mailbox at the end of the last turn.
@@ -155,6 +160,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
         } else {
             context.signal.wait().await;
         }
+        resume_readers(&local);
         let mut budget = COMMANDS_PER_TURN;
         backlog = false;
         while let Some(command) = context.mailbox.pop() {
@@ -182,14 +188,18 @@ pub(crate) async fn run(mut context: ThreadContext) {
                         ensure_writer(&local, &found);
                     }
                 }
+                Command::Panic => panic!("injected panic on I/O thread {}", context.index),
                 Command::Stop => {
                     if let Some(mut acceptor) = context.acceptor.take() {
                         acceptor.stop();
                     }
                     stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
+                    local.stopping.set(true);
                     let all: Vec<Rc<Conn>> = local.conns.borrow().values().cloned().collect();
                     for conn in all {
                         conn.closing.set(true);
+                        // A lingering writer lets go now.
+                        conn.wake_writer();
                         ensure_writer(&local, &conn);
                     }
                 }
@@ -275,7 +285,10 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
         };
         let queued = conn.out.borrow_mut().push(lines, priority);
         // What the kernel already holds does not count against the client.
-        let slow = queued.saturating_sub(conn.in_flight.get()) > local.max_outbound;
+        let slow = closing::too_slow(
+            queued.saturating_sub(conn.in_flight.get()),
+            local.max_outbound,
+        );
         if !slow && conn.writing.get() {
             return;
         }
@@ -283,6 +296,7 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
     };
     if slow {
         tracing::warn!(conn = %id, queued, "slow consumer");
+        closing::abort(&conn.stream);
         local.forget(&conn, false);
         local.inbox.send(Event::SlowConsumer { conn: id });
     } else {
@@ -299,6 +313,9 @@ async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
     loop {
         let poll = PollOnce::new(conn.stream.to_shared_fd(), Interest::Readable);
         let BufResult(ready, _) = compio::runtime::submit(poll).await;
+        if !conn.closing.get() {
+            room_in_inbox(&local).await;
+        }
         let read = match ready {
             Ok(_) => match receive_now(&local, &conn.stream) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -333,10 +350,42 @@ fn receive_now(local: &Local, stream: &TcpStream) -> io::Result<Option<Vec<u8>>>
 async fn read_loop_own(local: Rc<Local>, conn: Rc<Conn>) {
     let mut capacity = SMALL_READ;
     loop {
+        // Checked before the receive is issued: a receive in flight owns
+        // what it reads, so each connection may bring one more buffer.
+        room_in_inbox(&local).await;
         let read = read_own(&conn.stream, &mut capacity).await;
         if !handle_read(&local, &conn, read) {
             return;
         }
+    }
+}
+
+/// Waits until the hub's inbox has room for more input (the engine's
+/// backpressure): the reader stops reading, its client's input waits in
+/// the kernel, and TCP slows the client down.
+async fn room_in_inbox(local: &Local) {
+    poll_fn(|cx| {
+        if local.inbox.accepts_input() {
+            return Poll::Ready(());
+        }
+        local.paused_readers.borrow_mut().push(cx.waker().clone());
+        if !local.inbox.pause_reading() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Wakes the readers that wait for room in the inbox, once there is some
+/// (the hub wakes this thread's dispatcher then).
+fn resume_readers(local: &Local) {
+    if local.paused_readers.borrow().is_empty() || !local.inbox.accepts_input() {
+        return;
+    }
+    let waiting = std::mem::take(&mut *local.paused_readers.borrow_mut());
+    for reader in waiting {
+        reader.wake();
     }
 }
 
@@ -392,7 +441,12 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
         conn.in_flight.set(batch.unsent().len());
         let start = batch.start;
         let mut writer = &conn.stream;
-        let BufResult(result, sent) = writer.write(batch.bytes.slice(start..)).await;
+        let send = writer.write(batch.bytes.slice(start..));
+        // A connection let go meanwhile (a slow consumer) ends the send:
+        // dropping it cancels the operation, which releases the socket.
+        let Some(BufResult(result, sent)) = unless_dead(&conn, send).await else {
+            return;
+        };
         conn.in_flight.set(0);
         let batch = Batch {
             bytes: sent.into_inner(),
@@ -408,19 +462,60 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
     }
 }
 
-/// The core closed the connection and everything is written: end our
-/// side, give the peer a moment to hang up (closing with unread input would
-/// reset the connection and could destroy the last lines), then let go.
-async fn linger_and_close(local: &Local, conn: &Conn) {
-    let mut writer = &conn.stream;
-    let _ = writer.shutdown().await;
-    let peer_gone = poll_fn(|cx| {
+/// Runs `operation` unless the connection is let go first (its writer is
+/// woken then); `None` in that case.
+async fn unless_dead<T>(conn: &Conn, operation: impl Future<Output = T>) -> Option<T> {
+    let mut operation = std::pin::pin!(operation);
+    poll_fn(|cx| {
         if conn.dead.get() {
-            return Poll::Ready(());
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(done) = operation.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
         }
         conn.writer.set(Some(cx.waker().clone()));
         Poll::Pending
-    });
-    let _ = compio::time::timeout(LINGER, peer_gone).await;
+    })
+    .await
+}
+
+/// The core closed the connection and everything is written: end our
+/// side, then linger for the peer as long as `chatd_engine::closing`
+/// rules for how the connection ends (which a shutdown may change while
+/// it lingers), and let go.
+async fn linger_and_close(local: &Local, conn: &Conn) {
+    closing::finish(&conn.stream);
+    let since = Instant::now();
+    loop {
+        let deadline = since + ending(local).linger();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if conn.dead.get() || left.is_zero() {
+            break;
+        }
+        // Woken when the reader sees the peer hang up (the connection is
+        // let go) or the server starts stopping; then look again.
+        let mut waited = false;
+        let woken = poll_fn(|cx| {
+            if waited || conn.dead.get() {
+                return Poll::Ready(());
+            }
+            waited = true;
+            conn.writer.set(Some(cx.waker().clone()));
+            Poll::Pending
+        });
+        let _ = compio::time::timeout(left, woken).await;
+    }
+    if !conn.dead.get() {
+        closing::discard_unread(&conn.stream);
+    }
     local.forget(conn, false);
+}
+
+/// How connections the core closed end now.
+fn ending(local: &Local) -> Ending {
+    if local.stopping.get() {
+        Ending::Stopping
+    } else {
+        Ending::Closed
+    }
 }

@@ -9,6 +9,7 @@
 //! bounded: a few reads per connection, a bounded number of accepts and of
 //! the hub's commands.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
+use chatd_engine::accept::AcceptBackoff;
+use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use polling::{Event as Interest, Events, PollMode, Poller};
 
@@ -38,10 +41,15 @@ struct Connection {
     id: ConnId,
     stream: TcpStream,
     out: OutQueue,
-    /// Close once the queue is empty (the core asked).
+    /// Close once the queue is empty (the core asked); input is discarded.
     closing: bool,
+    /// Output all written and our side shut down: waiting for the peer to
+    /// hang up since this instant, for as long as the ending allows.
+    lingering: Option<Instant>,
     /// Writable interest is registered.
     want_write: bool,
+    /// Readable interest is withdrawn: the hub's inbox is full.
+    reads_paused: bool,
     /// Queued for a flush at the end of this turn.
     dirty: bool,
 }
@@ -57,8 +65,16 @@ pub(crate) struct IoLoop {
     pub(crate) max_outbound: usize,
     conns: AHashMap<usize, Connection>,
     dirty: Vec<usize>,
+    /// Lingering connections by deadline. Every connection lingers as long
+    /// under one ending, so pushing at the back keeps them in order.
+    lingering: VecDeque<(Instant, usize)>,
     read_buffer: Vec<u8>,
     stop_deadline: Option<Instant>,
+    /// Connections whose reading waits for room in the hub's inbox.
+    reads_paused: Vec<usize>,
+    /// Failing accepts: when to watch the listener again, and the log.
+    accept_paused_until: Option<Instant>,
+    accept_backoff: AcceptBackoff,
 }
 
 impl IoLoop {
@@ -84,8 +100,12 @@ impl IoLoop {
             max_outbound,
             conns: AHashMap::new(),
             dirty: Vec::new(),
+            lingering: VecDeque::new(),
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
+            reads_paused: Vec::new(),
+            accept_paused_until: None,
+            accept_backoff: AcceptBackoff::default(),
         }
     }
 
@@ -97,11 +117,16 @@ impl IoLoop {
         let mut backlog = false;
         loop {
             events.clear();
+            self.resume_reading();
             let timeout = if backlog {
                 // Commands wait: look at the sockets without sleeping.
                 Some(Duration::ZERO)
             } else {
-                self.stop_deadline
+                let linger = self.lingering.front().map(|&(deadline, _)| deadline);
+                [self.stop_deadline, linger, self.accept_paused_until]
+                    .into_iter()
+                    .flatten()
+                    .min()
                     .map(|deadline| deadline.saturating_duration_since(Instant::now()))
             };
             if let Err(error) = self.poller.wait(&mut events, timeout)
@@ -129,6 +154,8 @@ impl IoLoop {
             }
             backlog = self.run_commands();
             backlog |= self.flush_dirty();
+            self.end_lingering(Instant::now());
+            self.resume_accepting(Instant::now());
             if self
                 .stop_deadline
                 .is_some_and(|deadline| self.conns.is_empty() || Instant::now() >= deadline)
@@ -164,16 +191,22 @@ impl IoLoop {
         for _ in 0..ACCEPTS_PER_TURN {
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    self.accept_backoff.succeeded();
                     self.inbox.push(Event::Accepted { stream, peer });
                     accepted = true;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    // Out of descriptors and the like: log and retry next turn
-                    // rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    break;
+                    // Out of descriptors and the like: the listener stays
+                    // readable, so stop watching it for a while (the
+                    // engine's rule) rather than spin.
+                    let now = Instant::now();
+                    let pause = self.accept_backoff.failed(&error, now);
+                    if !pause.is_zero() {
+                        self.pause_accepting(now + pause);
+                        return accepted;
+                    }
                 }
             }
         }
@@ -188,6 +221,33 @@ impl IoLoop {
         accepted
     }
 
+    /// Stops watching the listener until `until`.
+    fn pause_accepting(&mut self, until: Instant) {
+        self.accept_paused_until = Some(until);
+        if let Some(listener) = &self.listener
+            && let Err(error) =
+                self.poller
+                    .modify_with_mode(listener, Interest::none(LISTENER_KEY), self.mode)
+        {
+            tracing::error!(%error, "cannot pause the listener");
+        }
+    }
+
+    /// Watches the listener again once its pause is over.
+    fn resume_accepting(&mut self, now: Instant) {
+        if self.accept_paused_until.is_none_or(|until| until > now) {
+            return;
+        }
+        self.accept_paused_until = None;
+        if let Some(listener) = &self.listener
+            && let Err(error) =
+                self.poller
+                    .modify_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
+        {
+            tracing::error!(%error, "cannot watch the listener again");
+        }
+    }
+
     /// Reads what one connection has, a bounded amount, and hands it to
     /// the hub. Returns whether an event was pushed.
     fn read_ready(&mut self, key: usize) -> bool {
@@ -195,7 +255,18 @@ impl IoLoop {
             return false;
         };
         let id = conn.id;
+        if conn.closing {
+            // The core is done with it: input is read away, never handed on.
+            return self.discard_input(key);
+        }
         for _ in 0..READS_PER_TURN {
+            if !self.inbox.accepts_input() && self.inbox.pause_reading() {
+                self.pause_reading(key);
+                return true;
+            }
+            let Some(conn) = self.conns.get_mut(&key) else {
+                return true;
+            };
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
                     self.lose(key);
@@ -219,6 +290,55 @@ impl IoLoop {
             }
         }
         true
+    }
+
+    /// Reads away input of a connection the core closed. Its end of
+    /// stream (or an error) lets it go, lingering or not, as on the other
+    /// backend: the peer left. The core is not told: it closed it.
+    fn discard_input(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return false;
+        };
+        for _ in 0..READS_PER_TURN {
+            match conn.stream.read(&mut self.read_buffer) {
+                Ok(0) => {
+                    self.drop_connection(key);
+                    return false;
+                }
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return false;
+                }
+                Err(_) => {
+                    self.drop_connection(key);
+                    return false;
+                }
+            }
+        }
+        // More next turn: level-triggered readiness comes back.
+        false
+    }
+
+    /// Drops lingering connections whose peer did not hang up in time.
+    fn end_lingering(&mut self, now: Instant) {
+        while let Some(&(deadline, key)) = self.lingering.front() {
+            if deadline > now {
+                return;
+            }
+            self.lingering.pop_front();
+            // Ids are never reused: a lingering entry is this connection.
+            if let Some(conn) = self.conns.get(&key)
+                && conn.lingering.is_some()
+            {
+                closing::discard_unread(&conn.stream);
+                self.drop_connection(key);
+            }
+        }
     }
 
     /// Runs at most [`COMMANDS_PER_TURN`] commands; returns whether more
@@ -253,6 +373,7 @@ impl IoLoop {
                     }
                 }
                 Command::Stop => self.stop(),
+                Command::Panic => panic!("injected panic on I/O thread {}", self.index),
             }
         }
         true
@@ -287,7 +408,9 @@ impl IoLoop {
                 stream,
                 out: OutQueue::default(),
                 closing: false,
+                lingering: None,
                 want_write: false,
+                reads_paused: false,
                 dirty: false,
             },
         );
@@ -304,11 +427,12 @@ impl IoLoop {
                 self.lose(key);
                 return;
             }
-            if conn.out.queued() > self.max_outbound {
+            if closing::too_slow(conn.out.queued(), self.max_outbound) {
                 // It stopped reading: cut it off now so its queue cannot
                 // grow, and let the core announce it.
                 let id = conn.id;
                 tracing::warn!(conn = %id, queued = conn.out.queued(), "slow consumer");
+                closing::abort(&conn.stream);
                 self.drop_connection(key);
                 self.inbox.send(Event::SlowConsumer { conn: id });
                 return;
@@ -350,17 +474,44 @@ impl IoLoop {
                 continue;
             };
             conn.dirty = false;
+            if conn.lingering.is_some() {
+                continue;
+            }
             match conn.out.flush(&mut conn.stream) {
-                Ok(true) if conn.closing => {
-                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-                    discard_unread(&mut conn.stream, &mut self.read_buffer);
-                    self.drop_connection(key);
-                }
+                Ok(true) if conn.closing => self.finish(key),
                 Ok(done) => self.want_write(key, !done),
                 Err(_) => self.lose(key),
             }
         }
         backlog || !self.dirty.is_empty()
+    }
+
+    /// The core closed `key` and its output is all written: end our side,
+    /// then linger for the peer or let go at once, as [`closing`] rules.
+    fn finish(&mut self, key: usize) {
+        let linger = self.ending().linger();
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        closing::finish(&conn.stream);
+        if linger.is_zero() {
+            closing::discard_unread(&conn.stream);
+            self.drop_connection(key);
+            return;
+        }
+        let now = Instant::now();
+        conn.lingering = Some(now);
+        self.lingering.push_back((now + linger, key));
+        self.want_write(key, false);
+    }
+
+    /// How connections the core closed end now.
+    fn ending(&self) -> Ending {
+        if self.stop_deadline.is_some() {
+            Ending::Stopping
+        } else {
+            Ending::Closed
+        }
     }
 
     fn want_write(&mut self, key: usize, on: bool) {
@@ -371,10 +522,47 @@ impl IoLoop {
             return;
         }
         conn.want_write = on;
-        let interest = if on {
-            Interest::all(key)
-        } else {
-            Interest::readable(key)
+        self.update_interest(key);
+    }
+
+    /// Stops reading `key` until the hub's inbox has room again.
+    fn pause_reading(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.reads_paused {
+            return;
+        }
+        conn.reads_paused = true;
+        self.reads_paused.push(key);
+        self.update_interest(key);
+    }
+
+    /// Reads again where the inbox's backpressure stopped it, once the
+    /// inbox has room (the hub wakes this thread then).
+    fn resume_reading(&mut self) {
+        if self.reads_paused.is_empty() || !self.inbox.accepts_input() {
+            return;
+        }
+        for key in std::mem::take(&mut self.reads_paused) {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                conn.reads_paused = false;
+                self.update_interest(key);
+            }
+        }
+    }
+
+    /// Registers what `key` waits for: reading unless paused, writing
+    /// while output is left.
+    fn update_interest(&self, key: usize) {
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        let interest = match (!conn.reads_paused, conn.want_write) {
+            (true, true) => Interest::all(key),
+            (true, false) => Interest::readable(key),
+            (false, true) => Interest::writable(key),
+            (false, false) => Interest::none(key),
         };
         if let Err(error) = self
             .poller
@@ -389,16 +577,7 @@ impl IoLoop {
         if self.mode != PollMode::Oneshot {
             return;
         }
-        if let Some(conn) = self.conns.get(&key) {
-            let interest = if conn.want_write {
-                Interest::all(key)
-            } else {
-                Interest::readable(key)
-            };
-            let _ = self
-                .poller
-                .modify_with_mode(&conn.stream, interest, self.mode);
-        }
+        self.update_interest(key);
     }
 
     /// The peer went away or the socket failed: tell the core.
@@ -421,24 +600,22 @@ impl IoLoop {
             let _ = self.poller.delete(&listener);
         }
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
+        // Connections already lingering now linger as the new ending says.
+        let linger = self.ending().linger();
+        for (deadline, key) in &mut self.lingering {
+            if let Some(since) = self.conns.get(key).and_then(|c| c.lingering) {
+                *deadline = (*deadline).min(since + linger);
+            }
+        }
+        self.end_lingering(Instant::now());
         let keys: Vec<usize> = self.conns.keys().copied().collect();
         for key in keys {
-            if let Some(conn) = self.conns.get_mut(&key) {
+            if let Some(conn) = self.conns.get_mut(&key)
+                && conn.lingering.is_none()
+            {
                 conn.closing = true;
+                self.mark_dirty(key);
             }
-            self.mark_dirty(key);
-        }
-    }
-}
-
-/// Reads away what the peer sent that nobody will handle. Closing a socket
-/// with unread input makes the kernel send a reset, which can destroy the
-/// last lines (a goodbye, a ban notice) before the peer reads them.
-fn discard_unread(stream: &mut TcpStream, buffer: &mut [u8]) {
-    for _ in 0..READS_PER_TURN {
-        match stream.read(buffer) {
-            Ok(n) if n > 0 => {}
-            _ => return,
         }
     }
 }

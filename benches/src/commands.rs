@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::compare::CompareArgs;
 use crate::fanout::{self, FanoutMeasurement, FanoutPlan, Peer};
+use crate::oper_flood::{self, FloodPlan};
 use crate::server::{Launch, ServerProcess};
 use crate::{connect, micro, relay, rtt};
 
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     Idle(IdleArgs),
     /// Round-trip latency of `#ping` through the server.
     Rtt(RttArgs),
+    /// Round-trip latency without and with a flood of wrong `#oper`
+    /// passwords from other addresses.
+    OperFlood(OperFloodArgs),
     /// Core microbenchmarks without sockets.
     Micro,
     /// A bare relay (the trivial sink for the generator's ceiling).
@@ -37,6 +41,7 @@ impl BenchCommand {
             Self::Fanout(args) => args.run(),
             Self::Idle(args) => args.run(),
             Self::Rtt(args) => args.run(),
+            Self::OperFlood(args) => args.run(),
             Self::Micro => {
                 micro::run();
                 Ok(())
@@ -199,6 +204,88 @@ impl RttArgs {
             report.quantile_us(0.99),
             report.quantile_us(1.0),
             report.cpu_per_trip_us(),
+        );
+        Ok(())
+    }
+}
+
+/// Round trips without and with a flood of wrong `#oper` passwords.
+#[derive(Debug, Parser)]
+pub struct OperFloodArgs {
+    /// Flooding addresses (127.0.0.2 onwards), one connection each.
+    #[arg(long, default_value_t = 10)]
+    pub addresses: usize,
+    /// Wrong passwords per burst, sent before reading their answers.
+    #[arg(long, default_value_t = 20)]
+    pub burst: usize,
+    /// Milliseconds between one flooder's bursts.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// A new unknown name with every attempt, instead of the operator's.
+    #[arg(long)]
+    pub spread_names: bool,
+    /// Seconds each round-trip phase runs.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Microseconds between the timing client's pings.
+    #[arg(long, default_value_t = 1000)]
+    pub ping_interval_us: u64,
+    /// How to start chatd (`--config` gets an operator added).
+    #[command(flatten)]
+    pub launch: Launch,
+}
+
+impl OperFloodArgs {
+    /// Runs and prints both phases.
+    pub fn run(self) -> anyhow::Result<()> {
+        let config = oper_flood::config_with_operator(&self.launch.config)?;
+        let launch = Launch {
+            config: config.clone(),
+            ..self.launch.clone()
+        };
+        // Each failed login is a warning; thousands of them would only
+        // make the bench echo them (it echoes the server's warnings).
+        let quiet_auth = ["--log-level", "info,chatd_engine::auth=error"];
+        let server = ServerProcess::launch_backend(&launch, &launch.backend, &quiet_auth);
+        let _ = std::fs::remove_file(&config);
+        let plan = FloodPlan {
+            addresses: self.addresses,
+            burst: self.burst,
+            interval: Duration::from_millis(self.interval_ms),
+            spread_names: self.spread_names,
+            seconds: self.seconds,
+            ping_interval: Duration::from_micros(self.ping_interval_us),
+        };
+        let report = oper_flood::measure(&server?, &plan)?;
+        for (phase, rtt) in [("alone", &report.quiet), ("flooded", &report.flooded)] {
+            println!(
+                "backend {} {phase:>7}: {} round trips; p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+                self.launch.backend,
+                rtt.samples.len(),
+                rtt.quantile_us(0.5),
+                rtt.quantile_us(0.99),
+                rtt.quantile_us(1.0),
+            );
+        }
+        let flood = &report.flood;
+        println!(
+            "flood ({} addresses, {} per burst every {} ms, {}) while timed: {} wrong passwords sent, answers: {} bad-credentials, {} try-later",
+            plan.addresses,
+            plan.burst,
+            plan.interval.as_millis(),
+            if plan.spread_names {
+                "a new unknown name each"
+            } else {
+                "all at the operator's name"
+            },
+            flood.sent,
+            flood.checked,
+            flood.refused,
+        );
+        println!(
+            "p99 alone {:.1} us, p99 flooded {:.1} us",
+            report.quiet.quantile_us(0.99),
+            report.flooded.quantile_us(0.99),
         );
         Ok(())
     }

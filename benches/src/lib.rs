@@ -9,6 +9,8 @@
 //!   with delivery counts and latency percentiles ([`histogram`]), against
 //!   chatd, Redis pub/sub or a templated line protocol;
 //! - [`rtt`]: round trips of `#ping`; [`micro`]: the core without sockets;
+//! - [`oper_flood`]: those round trips with and without a flood of wrong
+//!   `#oper` passwords from other addresses;
 //! - [`relay`]: the bare relay that shows the generator's ceiling;
 //! - [`compare`]: both backends and the [`peers`] side by side over
 //!   rounds, with a table and a [`chart`];
@@ -22,6 +24,7 @@ pub mod deliveries;
 pub mod fanout;
 pub mod histogram;
 pub mod micro;
+pub mod oper_flood;
 pub mod peers;
 pub mod relay;
 pub mod rtt;

@@ -7,6 +7,7 @@
 //! Any failure at start is one line on stderr and a non-zero exit.
 
 mod connect;
+mod crash;
 mod hash_password;
 mod logging;
 mod serve;

@@ -12,7 +12,8 @@ use chatd_engine::persist::FsyncPolicy;
 use chatd_engine::settings::Settings;
 use std::io::{BufRead, Write};
 
-use chatd_engine::{Backend, ShutdownHandle, launch};
+use chatd_engine::hub::PanicSite;
+use chatd_engine::{Backend, ControlHandle, launch};
 use clap::Args;
 
 use crate::logging;
@@ -51,13 +52,15 @@ pub(crate) struct ServeArgs {
     log_level: Option<String>,
     /// For the transcript harness only: run on a manual clock standing at
     /// UNIX_MS, moved by `advance DURATION` lines on stdin (each answered
-    /// with `advanced` on stdout); `shutdown REASON` stops the server.
+    /// with `advanced` on stdout); `shutdown REASON` stops the server;
+    /// `panic hub` and `panic io N` make that thread panic.
     #[arg(long, value_name = "UNIX_MS", hide = true)]
     manual_clock: Option<u64>,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     logging::init(args.log_level.as_deref())?;
+    crate::crash::exit_on_panic();
     let mut settings = match &args.config {
         Some(path) => Settings::load(path)?,
         None => Settings::default(),
@@ -124,7 +127,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .context("cannot install the SIGINT/SIGTERM handler")?;
     if let Some(manual) = manual {
-        control_from_stdin(manual, running.shutdown_handle());
+        control_from_stdin(manual, running.control_handle());
     }
     running.wait();
     tracing::info!("stopped");
@@ -132,8 +135,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The manual clock's control channel: the process's own stdin, so only
-/// whoever started the process can move its time.
-fn control_from_stdin(clock: ManualClock, handle: ShutdownHandle) {
+/// whoever started the process can move its time or inject a fault.
+fn control_from_stdin(clock: ManualClock, handle: ControlHandle) {
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut stdout = std::io::stdout();
@@ -149,8 +152,21 @@ fn control_from_stdin(clock: ManualClock, handle: ShutdownHandle) {
                     Err(error) => tracing::error!(%error, "bad advance command"),
                 },
                 "shutdown" => handle.shutdown(rest.trim()),
+                "panic" => match panic_site(rest.trim()) {
+                    Some(site) => handle.inject_panic(site),
+                    None => tracing::error!(site = rest.trim(), "bad panic command"),
+                },
                 other => tracing::error!(command = other, "unknown clock command"),
             }
         }
     });
+}
+
+/// `hub` or `io N`.
+fn panic_site(text: &str) -> Option<PanicSite> {
+    match text.split_once(' ') {
+        None if text == "hub" => Some(PanicSite::Hub),
+        Some(("io", n)) => n.trim().parse().ok().map(PanicSite::Io),
+        _ => None,
+    }
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Everything it logged so far, and a signal for each new line.
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Server {
@@ -29,17 +31,43 @@ impl Server {
     }
 
     fn start_on(bind: &str, data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(CHATD)
+        Self::spawn(&[], bind, data_dir, extra, Stdio::null())
+    }
+
+    /// On the hidden manual clock, controlled through a piped stdin.
+    fn start_controlled(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--manual-clock", "1795000000000"];
+        args.extend_from_slice(extra);
+        Self::spawn(&[], "127.0.0.1:0", data_dir, &args, Stdio::piped())
+    }
+
+    /// Started through `wrapper` (a command that execs the rest, such as
+    /// `prlimit`): the child is then chatd itself.
+    fn spawn(wrapper: &[&str], bind: &str, data_dir: &Path, extra: &[&str], stdin: Stdio) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(CHATD);
+                command
+            }
+            None => Command::new(CHATD),
+        };
+        let mut child = command
             .args(["serve", "--bind", bind, "--threads", "2", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .stdin(Stdio::null())
+            // As deployed: a backtrace is opt-in, and symbolising one from
+            // a debug build on a loaded machine can outlast the exit limit.
+            .env_remove("RUST_BACKTRACE")
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("chatd starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (found, address) = mpsc::channel();
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let kept = log.clone();
         thread::spawn(move || {
             // Keep draining stderr so the server never blocks on its log.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -47,6 +75,8 @@ impl Server {
                     let addr = rest.split(": ").next().unwrap_or_default().to_owned();
                     let _ = found.send(addr);
                 }
+                kept.0.lock().expect("log lock").push(line);
+                kept.1.notify_all();
             }
         });
         let addr = address
@@ -54,7 +84,33 @@ impl Server {
             .expect("start-up line")
             .parse()
             .expect("an address in the start-up line");
-        Self { child, addr }
+        Self { child, addr, log }
+    }
+
+    /// Sends one control line (manual-clock mode only).
+    fn control(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}").expect("control line written");
+        stdin.flush().expect("control line flushed");
+    }
+
+    fn log_text(&self) -> String {
+        self.log.0.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits until a logged line satisfies `wanted`; fails after `limit`.
+    fn wait_for_log(&self, limit: Duration, wanted: impl Fn(&str) -> bool) {
+        let (lines, logged) = &*self.log;
+        let (lines, timeout) = logged
+            .wait_timeout_while(lines.lock().expect("log lock"), limit, |lines| {
+                !lines.iter().any(|line| wanted(line))
+            })
+            .expect("log lock");
+        assert!(
+            !timeout.timed_out(),
+            "not logged within {limit:?}: {}",
+            lines.join("\n")
+        );
     }
 
     #[cfg(unix)]
@@ -68,6 +124,12 @@ impl Server {
 
     #[cfg(unix)]
     fn wait(mut self, limit: Duration) -> ExitStatus {
+        self.wait_for_exit(limit)
+    }
+
+    /// Waits for the process to end; one that does not within `limit`
+    /// fails the test.
+    fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -198,14 +260,15 @@ fn hash_password_prints_an_operator_entry_the_server_accepts() {
     let config = config.to_string_lossy().into_owned();
     let server = Server::start(&dir.path().join("data"), &["--config", &config]);
     let mut alice = client(server.addr);
-    alice.say("#oper root wrong").expect("send");
-    alice
-        .wait_for(|l| l.starts_with("! bad-credentials"))
-        .expect("refused");
+    // The right password first: after a wrong one, the name must wait.
     alice.say("#oper root s3cret").expect("send");
     alice
         .wait_for(|l| l == "* you are now a server operator")
         .expect("accepted");
+    alice.say("#oper root wrong").expect("send");
+    alice
+        .wait_for(|l| l.starts_with("! bad-credentials"))
+        .expect("refused");
 }
 
 #[test]
@@ -360,6 +423,125 @@ fn kill_mid_stream_and_recover(backend: &str, policy: &str) {
     reader
         .wait_for(|l| l.starts_with("+ history #general 1"))
         .expect("history is back");
+}
+
+#[test]
+fn a_panic_on_any_thread_ends_the_process_and_frees_its_port() {
+    for backend in ["poll", "iocp"] {
+        for site in ["hub", "io 0", "io 1"] {
+            panic_and_exit(backend, site);
+        }
+    }
+}
+
+fn panic_and_exit(backend: &str, site: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_controlled(dir.path(), &["--backend", backend]);
+    // Serving: one client on each I/O thread (ids 1 and 2 of 2 threads).
+    let mut first = client(server.addr);
+    let _second = client(server.addr);
+    server.control(&format!("panic {site}"));
+    let injected = Instant::now();
+    // Generous for a loaded machine; a zombie never exits at all.
+    let status = server.wait_for_exit(Duration::from_secs(1));
+    let took = injected.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "{backend}, panic {site}: exit status {status:?} after {took:?}"
+    );
+    // The process is gone, so is its listener, and its clients see the end.
+    let refused = std::net::TcpStream::connect(server.addr);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{backend}, panic {site}: the port still answers: {refused:?}"
+    );
+    loop {
+        match first.next_line().expect("read") {
+            Received::Line(_) => {}
+            Received::Closed => break,
+            Received::Nothing => panic!("{backend}, panic {site}: the client was left hanging"),
+        }
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("injected panic") && log.contains("a thread panicked; exiting with status 70"),
+        "{backend}, panic {site}: {log}"
+    );
+}
+
+/// Out of descriptors, accepting backs off: the listener stays readable
+/// with connections queued, and retrying at once spins (poll used to burn
+/// a core and log 170,000 warnings a second).
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_descriptors_accepts_back_off_without_spinning_or_flooding_the_log() {
+    for backend in ["poll", "iocp"] {
+        run_out_of_descriptors(backend);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn run_out_of_descriptors(backend: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::spawn(
+        &["prlimit", "--nofile=64:64", "--"],
+        "127.0.0.1:0",
+        dir.path(),
+        &["--no-persist", "--backend", backend],
+        Stdio::null(),
+    );
+    // The first ones take the server's last descriptors; the rest wait in
+    // the listener's queue.
+    let mut clients: Vec<LineClient> = (0..90)
+        .map(|_| LineClient::connect(server.addr, LOCAL).expect("connects"))
+        .collect();
+    server.wait_for_log(Duration::from_secs(10), |line| {
+        line.contains("accept failed")
+    });
+    // The measurement: CPU used over a second while accepts keep failing.
+    let pid = server.child.id();
+    let (cpu_before, wall_before) = (cpu_time(pid), Instant::now());
+    thread::sleep(Duration::from_secs(1));
+    let (cpu, wall) = (cpu_time(pid) - cpu_before, wall_before.elapsed());
+    let warnings = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("accept failed"))
+        .count();
+    eprintln!("{backend}: {cpu:?} CPU in {wall:?}, {warnings} accept warnings");
+    assert!(
+        cpu < wall / 10,
+        "{backend}: {cpu:?} of CPU in {wall:?} while out of descriptors"
+    );
+    assert_eq!(warnings, 1, "{backend}: {}", server.log_text());
+    // Descriptors freed, the waiting connections get in.
+    clients.drain(..60);
+    let last = clients.last_mut().expect("a waiting client");
+    last.wait_for(|line| line.starts_with("* welcome"))
+        .unwrap_or_else(|error| panic!("{backend}: never accepted: {error}"));
+    server.wait_for_log(Duration::from_secs(10), |line| {
+        line.contains("accepting again")
+    });
+}
+
+/// User plus system CPU time of a process so far (Linux).
+#[cfg(target_os = "linux")]
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a command name")
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime (fields 14 and 15), in ticks of 1/100 s (USER_HZ).
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
 }
 
 /// A free port on 127.0.0.1 (so a restarted server can take the same one).

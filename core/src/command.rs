@@ -30,10 +30,10 @@ pub enum Command<'a> {
     Invite(Nick),
     /// Go back to the default room.
     Leave,
-    /// List rooms.
-    Rooms,
-    /// List the members of the current room.
-    Who,
+    /// List rooms: one page of them (the first if none is given).
+    Rooms(Option<usize>),
+    /// List the members of the current room: one page of them.
+    Who(Option<usize>),
     /// Private message.
     Msg {
         /// The recipient.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::serde_human;
 use crate::ids::{NameError, Nick};
+use crate::login::LoginConfig;
 use crate::rate_limit::Budget;
 
 /// The core's settings. Every field has a default; see [`Config::default`].
@@ -32,6 +33,10 @@ pub struct Config {
     pub history_size: usize,
     /// How many messages `#history` shows when no count is given.
     pub history_default: usize,
+    /// Bytes of history kept in memory for all rooms together; past it,
+    /// histories of rooms that no longer exist go first, then the biggest
+    /// rooms' oldest lines.
+    pub history_bytes: usize,
     /// Whether private messages (`#msg`) are written to history logs.
     pub persist_private_messages: bool,
     /// Bytes a backend may queue for one connection before it is cut off as
@@ -41,8 +46,12 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Idle connection checks.
     pub idle: IdleConfig,
+    /// Bounds on what one client or address can make the server hold.
+    pub limits: LimitsConfig,
     /// Server operators and their password hashes.
     pub operators: Vec<OperatorConfig>,
+    /// Delays after failed operator logins.
+    pub operator_login: LoginConfig,
 }
 
 impl Default for Config {
@@ -55,11 +64,14 @@ impl Default for Config {
             presence_announce_limit: 500,
             history_size: 100,
             history_default: 20,
+            history_bytes: 64 << 20,
             persist_private_messages: false,
             max_outbound_bytes: 1 << 20,
             rate_limit: RateLimitConfig::default(),
             idle: IdleConfig::default(),
+            limits: LimitsConfig::default(),
             operators: Vec::new(),
+            operator_login: LoginConfig::default(),
         }
     }
 }
@@ -141,6 +153,46 @@ impl Default for IdleConfig {
     }
 }
 
+/// Bounds on everything an unprivileged client or address can make the
+/// server hold, so no stranger can grow its memory without limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Rooms one connection may have created that still exist.
+    pub rooms_per_connection: usize,
+    /// Rooms the connections of one address (group) may have created that
+    /// still exist.
+    pub rooms_per_ip: usize,
+    /// Bans one room may hold.
+    pub bans_per_room: usize,
+    /// Mutes one room may hold.
+    pub mutes_per_room: usize,
+    /// Pending invitations one private room may hold.
+    pub invites_per_room: usize,
+    /// Server bans in force at once.
+    pub server_bans: usize,
+    /// Entries per page of `#who` and `#rooms`.
+    pub list_page: usize,
+    /// IPv6 addresses in the same network of this prefix length share
+    /// per-address limits (one person usually holds a whole /64).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            rooms_per_connection: 10,
+            rooms_per_ip: 50,
+            bans_per_room: 500,
+            mutes_per_room: 500,
+            invites_per_room: 500,
+            server_bans: 10_000,
+            list_page: 100,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
 /// One server operator: `#oper NAME PASSWORD` checks the password against
 /// the Argon2 hash in PHC string form (as `chatd hash-password` prints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,11 +260,49 @@ impl Config {
         )?;
         range(self.history_default >= 1, "history_default", "at least 1")?;
         range(
+            self.history_bytes >= 1 << 16,
+            "history_bytes",
+            "at least 65536",
+        )?;
+        range(
             self.max_outbound_bytes >= self.max_line_bytes * 4,
             "max_outbound_bytes",
             "at least four times max_line_bytes",
         )?;
+        let bounds = &self.limits;
+        range(
+            bounds.rooms_per_connection >= 1
+                && bounds.rooms_per_ip >= 1
+                && bounds.bans_per_room >= 1
+                && bounds.mutes_per_room >= 1
+                && bounds.invites_per_room >= 1
+                && bounds.server_bans >= 1,
+            "limits.rooms_per_connection, rooms_per_ip, bans_per_room, mutes_per_room, invites_per_room and server_bans",
+            "at least 1",
+        )?;
+        range(
+            (1..=10_000).contains(&bounds.list_page),
+            "limits.list_page",
+            "between 1 and 10000",
+        )?;
+        range(
+            (1..=128).contains(&bounds.ipv6_prefix),
+            "limits.ipv6_prefix",
+            "between 1 and 128",
+        )?;
         let limits = &self.rate_limit;
+        range(
+            [
+                limits.window,
+                limits.ip_window,
+                self.idle.ping_after,
+                self.idle.timeout,
+            ]
+            .iter()
+            .all(|d| *d <= crate::duration::MAX),
+            "rate_limit.window, rate_limit.ip_window, idle.ping_after and idle.timeout",
+            "at most 3650d",
+        )?;
         range(
             !limits.enabled || (limits.messages >= 1 && limits.ip_messages >= 1),
             "rate_limit.messages and rate_limit.ip_messages",
@@ -228,6 +318,7 @@ impl Config {
             "idle.ping_after and idle.timeout",
             "longer than zero while idle checks are enabled",
         )?;
+        self.operator_login.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for operator in &self.operators {
             Nick::parse(&operator.name).map_err(|source| ConfigError::BadOperatorName {

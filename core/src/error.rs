@@ -13,6 +13,8 @@ pub enum ErrorCode {
     BadUtf8,
     /// A line held a control character other than tab.
     ControlChar,
+    /// A chat line, topic or reason had nothing visible in it.
+    InvisibleText,
     /// The command does not exist.
     UnknownCommand,
     /// The command's arguments do not fit its usage.
@@ -30,6 +32,8 @@ pub enum ErrorCode {
     RoomExists,
     /// The room limit is reached.
     TooManyRooms,
+    /// A bound on bans, mutes or invitations is reached.
+    LimitReached,
     /// The room is private and you are not invited.
     InviteOnly,
     /// You are banned from the room or the server.
@@ -64,14 +68,18 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The room is not private (for `#invite`).
     NotPrivate,
+    /// Operator login refused for now (recent failures, one already being
+    /// checked, or no room to check it); the text says when to retry.
+    TryLater,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
+        Self::InvisibleText,
         Self::UnknownCommand,
         Self::BadSyntax,
         Self::BadArgument,
@@ -80,6 +88,7 @@ impl ErrorCode {
         Self::BadRoom,
         Self::RoomExists,
         Self::TooManyRooms,
+        Self::LimitReached,
         Self::InviteOnly,
         Self::Banned,
         Self::NoSuchNick,
@@ -97,6 +106,7 @@ impl ErrorCode {
         Self::TooManyConnections,
         Self::IdleTimeout,
         Self::NotPrivate,
+        Self::TryLater,
     ];
 
     /// The code as it appears on the wire.
@@ -105,6 +115,7 @@ impl ErrorCode {
             Self::LineTooLong => "line-too-long",
             Self::BadUtf8 => "bad-utf8",
             Self::ControlChar => "control-char",
+            Self::InvisibleText => "invisible-text",
             Self::UnknownCommand => "unknown-command",
             Self::BadSyntax => "bad-syntax",
             Self::BadArgument => "bad-argument",
@@ -113,6 +124,7 @@ impl ErrorCode {
             Self::BadRoom => "bad-room",
             Self::RoomExists => "room-exists",
             Self::TooManyRooms => "too-many-rooms",
+            Self::LimitReached => "limit-reached",
             Self::InviteOnly => "invite-only",
             Self::Banned => "banned",
             Self::NoSuchNick => "no-such-nick",
@@ -130,6 +142,7 @@ impl ErrorCode {
             Self::TooManyConnections => "too-many-connections",
             Self::IdleTimeout => "idle-timeout",
             Self::NotPrivate => "not-private",
+            Self::TryLater => "try-later",
         }
     }
 }

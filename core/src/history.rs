@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MessageId, Nick, RoomName};
+use crate::ids::{ConnId, MessageId, Nick, RoomName};
 
 /// What kind of chat line a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,10 @@ pub enum RecordKind {
     Urgent,
     /// A private message (only persisted when configured).
     Whisper,
+    /// Not a chat line: an id reservation. Every message id up to and
+    /// including this record's id may have been handed out (see
+    /// [`IdFloor`] for how restore reads these).
+    Reserve,
 }
 
 /// One stored chat message.
@@ -67,8 +71,30 @@ fn is_false(value: &bool) -> bool {
 impl Record {
     /// Whether this record belongs in a room's visible history after a restart.
     pub fn is_restorable(&self) -> bool {
-        !self.private && self.kind != RecordKind::Whisper
+        !self.private && !matches!(self.kind, RecordKind::Whisper | RecordKind::Reserve)
     }
+
+    /// An id reservation (or, at shutdown, the last id used): ids up to
+    /// and including `id` may have been handed out. `ts` is the wall-clock
+    /// time it was made. Room and sender carry no meaning.
+    pub fn reservation(id: MessageId, ts: u64) -> Self {
+        Self {
+            id,
+            room: RoomName::general(),
+            ts,
+            from: reserver(),
+            kind: RecordKind::Reserve,
+            text: String::new(),
+            to: None,
+            private: true,
+        }
+    }
+}
+
+/// The sender named in reservation records.
+fn reserver() -> Nick {
+    // "chatd" is a valid nickname by the rules in ids.rs (letters only).
+    Nick::parse("chatd").expect("chatd is a valid nickname")
 }
 
 /// Encodes a record as one checksummed line, LF included.
@@ -216,6 +242,212 @@ impl HistoryRing {
     }
 }
 
+/// How many ids one reservation covers.
+///
+/// The core reserves ids ahead of use and the history writer makes each
+/// reservation durable; a reservation is asked for when half of the last
+/// one is used, so under a working disk the next block is durable long
+/// before it is needed. One small record per block on disk.
+pub const ID_BLOCK: u64 = 1024;
+
+/// A message id handed out by [`MessageIds::allocate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    /// The id for the message.
+    pub id: MessageId,
+    /// A reservation to persist before the message's own record: emit
+    /// [`Record::reservation`] with this id.
+    pub reservation: Option<MessageId>,
+}
+
+/// Hands out message ids that keep increasing across restarts.
+///
+/// Ids are visible to clients (`+ ack ID`, `! not-stored`), including ids
+/// of whispers that are never written (`persist_private_messages` off).
+/// After a restart, new ids must be above every id a client may have seen.
+/// A persisted record covers its own id once it is durable (and its ACK
+/// waits for that). Everything else is covered by reservations: every id
+/// handed out is below a reservation already emitted, and an ACK for an
+/// unwritten whisper waits until a reservation covering it is durable
+/// ([`MessageIds::defer_ack`]). A reservation's own id is never given to
+/// a message, so a driver's report for it is recognised.
+///
+/// At shutdown, [`MessageIds::last_used`] is written as a final
+/// reservation so ids continue exactly after a clean restart; after a
+/// crash they jump by at most [`ID_BLOCK`].
+#[derive(Debug, Clone)]
+pub struct MessageIds {
+    /// The next id to consider handing out.
+    next: u64,
+    /// The id of the newest reservation emitted; ids below it are covered.
+    reserved: u64,
+    /// Ids below this are covered by a reservation known to be durable.
+    durable: u64,
+    /// A reservation failed: emit a new one at the next allocation.
+    renew: bool,
+    /// Reservation ids not yet passed by `next`: never handed out.
+    skip: VecDeque<u64>,
+    /// Reservations emitted and not yet reported on.
+    outstanding: VecDeque<u64>,
+    /// The last id handed out in this run, if any.
+    last: Option<u64>,
+    /// ACKs for unwritten whispers waiting for a durable reservation, in
+    /// id order.
+    waiting: VecDeque<(MessageId, ConnId)>,
+}
+
+/// What a driver's report about a reservation releases.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Whisper ACKs that may now be sent.
+    pub acked: Vec<(MessageId, ConnId)>,
+    /// Whisper ACKs that will never come: their id could not be secured.
+    pub failed: Vec<(MessageId, ConnId)>,
+}
+
+impl MessageIds {
+    /// Starts handing out ids at `first` (1 for a new server, or
+    /// [`IdFloor::next`] after a restore). Nothing is reserved yet.
+    pub fn new(first: u64) -> Self {
+        let first = first.max(1);
+        Self {
+            next: first,
+            reserved: first,
+            durable: first,
+            renew: false,
+            skip: VecDeque::new(),
+            outstanding: VecDeque::new(),
+            last: None,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// The next message id, with the reservation to persist first if one
+    /// is due.
+    pub fn allocate(&mut self) -> Allocation {
+        let mut reservation = None;
+        if self.renew || self.next + ID_BLOCK / 2 >= self.reserved {
+            // Strictly above every earlier reservation, so reservation ids
+            // never repeat and the newest one covers everything handed out.
+            let id = self.reserved.max(self.next) + ID_BLOCK;
+            self.reserved = id;
+            self.renew = false;
+            self.skip.push_back(id);
+            self.outstanding.push_back(id);
+            reservation = Some(MessageId::new(id));
+        }
+        while self.skip.front() == Some(&self.next) {
+            self.skip.pop_front();
+            self.next += 1;
+        }
+        let id = self.next;
+        self.next += 1;
+        self.last = Some(id);
+        Allocation {
+            id: MessageId::new(id),
+            reservation,
+        }
+    }
+
+    /// Whether `id` is covered by a durable reservation.
+    pub fn is_durable(&self, id: MessageId) -> bool {
+        id.get() < self.durable
+    }
+
+    /// Holds `conn`'s ACK for an unwritten message until a reservation
+    /// covering `id` is durable. Ids must be deferred in increasing order.
+    pub fn defer_ack(&mut self, id: MessageId, conn: ConnId) {
+        self.waiting.push_back((id, conn));
+    }
+
+    /// The driver stored `id`. `None` if it is not a reservation (then it
+    /// is a message's record).
+    pub fn confirm(&mut self, id: MessageId) -> Option<Released> {
+        self.take_outstanding(id.get())?;
+        self.durable = self.durable.max(id.get());
+        let mut released = Released::default();
+        while let Some(&(waiting, conn)) = self.waiting.front()
+            && waiting.get() < self.durable
+        {
+            self.waiting.pop_front();
+            released.acked.push((waiting, conn));
+        }
+        Some(released)
+    }
+
+    /// The driver could not store `id`. `None` if it is not a reservation.
+    /// ACKs waiting for it are failed (a later reservation might have
+    /// covered them, but one that failed says the disk is in trouble), and
+    /// the next allocation reserves again.
+    pub fn fail(&mut self, id: MessageId) -> Option<Released> {
+        self.take_outstanding(id.get())?;
+        self.renew = true;
+        let mut released = Released::default();
+        while let Some(&(waiting, conn)) = self.waiting.front()
+            && waiting.get() < id.get()
+        {
+            self.waiting.pop_front();
+            released.failed.push((waiting, conn));
+        }
+        Some(released)
+    }
+
+    /// The last id handed out since [`MessageIds::new`], if any: written
+    /// at shutdown as the final reservation.
+    pub fn last_used(&self) -> Option<MessageId> {
+        self.last.map(MessageId::new)
+    }
+
+    /// The id the next message would get, skipping reservation ids.
+    pub fn peek_next(&self) -> u64 {
+        let mut next = self.next;
+        for &skipped in &self.skip {
+            if skipped == next {
+                next += 1;
+            }
+        }
+        next
+    }
+
+    fn take_outstanding(&mut self, id: u64) -> Option<()> {
+        let at = self.outstanding.iter().position(|&r| r == id)?;
+        self.outstanding.remove(at);
+        Some(())
+    }
+}
+
+/// Where message ids continue after a restart, computed from stored
+/// records in the order they were written.
+///
+/// Chat records count by their id (the largest wins). Reservation
+/// records count by the **last** one read: reservations only grow within
+/// a run, and a run's final one (written at a clean shutdown) is the
+/// exact last id it used, which may be below its own earlier
+/// reservations. Every reservation must therefore be read in the order
+/// written (the writer keeps them in one log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdFloor {
+    largest_record: u64,
+    last_reservation: u64,
+}
+
+impl IdFloor {
+    /// Takes one stored record into account.
+    pub fn observe(&mut self, record: &Record) {
+        let id = record.id.get();
+        if record.kind == RecordKind::Reserve {
+            self.last_reservation = id;
+        } else {
+            self.largest_record = self.largest_record.max(id);
+        }
+    }
+
+    /// The first id the restarted server may hand out.
+    pub fn next(&self) -> u64 {
+        self.largest_record.max(self.last_reservation) + 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +537,86 @@ mod tests {
         assert_eq!(ids, [3, 4, 5]);
         let ids: Vec<u64> = ring.last(2).map(|r| r.id.get()).collect();
         assert_eq!(ids, [4, 5]);
+    }
+
+    #[test]
+    fn ids_are_reserved_ahead_and_reservation_ids_are_never_handed_out() {
+        let mut ids = MessageIds::new(1);
+        let first = ids.allocate();
+        assert_eq!(first.id.get(), 1);
+        let reserved = first.reservation.expect("the first id needs a reservation");
+        assert_eq!(reserved.get(), 1 + ID_BLOCK);
+        let mut reservations = vec![reserved.get()];
+        let mut handed = vec![1];
+        for _ in 0..5 * ID_BLOCK {
+            let allocation = ids.allocate();
+            reservations.extend(allocation.reservation.map(MessageId::get));
+            // Every id handed out is covered by a reservation already emitted.
+            assert!(allocation.id.get() < *reservations.last().unwrap());
+            handed.push(allocation.id.get());
+        }
+        assert!(handed.windows(2).all(|w| w[0] < w[1]));
+        assert!(reservations.windows(2).all(|w| w[0] < w[1]));
+        assert!(reservations.iter().all(|r| !handed.contains(r)));
+    }
+
+    #[test]
+    fn deferred_acks_wait_for_a_durable_reservation_and_fail_with_it() {
+        let mut ids = MessageIds::new(1);
+        let conn = ConnId::new(9);
+        let first = ids.allocate();
+        assert!(!ids.is_durable(first.id));
+        ids.defer_ack(first.id, conn);
+        assert_eq!(
+            ids.confirm(first.id),
+            None,
+            "a message id is no reservation"
+        );
+        let reserved = first.reservation.unwrap();
+        let released = ids.confirm(reserved).unwrap();
+        assert_eq!(released.acked, [(first.id, conn)]);
+        let after = ids.allocate().id;
+        assert!(ids.is_durable(after));
+
+        let mut ids = MessageIds::new(1);
+        let first = ids.allocate();
+        ids.defer_ack(first.id, conn);
+        let released = ids.fail(first.reservation.unwrap()).unwrap();
+        assert_eq!(released.failed, [(first.id, conn)]);
+        // A failed reservation is renewed at the next allocation, above it.
+        let next = ids.allocate();
+        assert!(next.reservation.unwrap() > first.reservation.unwrap());
+    }
+
+    #[test]
+    fn floor_takes_the_largest_record_and_the_last_reservation() {
+        let mut floor = IdFloor::default();
+        assert_eq!(floor.next(), 1);
+        floor.observe(&Record::reservation(MessageId::new(1025), 0));
+        floor.observe(&record(7, "a"));
+        assert_eq!(floor.next(), 1026);
+        // A clean shutdown writes the exact last id after the reservation.
+        floor.observe(&Record::reservation(MessageId::new(9), 0));
+        assert_eq!(floor.next(), 10);
+        floor.observe(&record(12, "b"));
+        assert_eq!(floor.next(), 13);
+    }
+
+    #[test]
+    fn reservations_round_trip_and_are_never_restorable() {
+        let reservation = Record::reservation(MessageId::new(2049), 5);
+        let line = encode(&reservation);
+        assert_eq!(decode(&line[..line.len() - 1]), Ok(reservation.clone()));
+        assert!(!reservation.is_restorable());
+    }
+
+    #[test]
+    fn the_documented_reservation_line_decodes() {
+        let line = br#"17939549 {"id":1025,"room":"general","ts":1795000000000,"from":"chatd","kind":"reserve","text":"","private":true}"#;
+        let record = decode(line).unwrap();
+        assert_eq!(
+            record,
+            Record::reservation(MessageId::new(1025), 1_795_000_000_000)
+        );
     }
 }

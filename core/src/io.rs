@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::ids::ConnId;
+use crate::login::PasswordCheck;
 
 /// How urgently bytes should go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +57,10 @@ pub enum Output {
     /// the fsync policy), call [`crate::Server::handle_persisted`]; when
     /// it cannot be stored, [`crate::Server::handle_persist_failed`].
     Persist(Arc<Record>),
+    /// Check an operator password (Argon2, slow by design) off the core's
+    /// thread, then call [`crate::Server::handle_password_verdict`] with
+    /// its request. Boxed: rare, and much larger than the other outputs.
+    VerifyPassword(Box<PasswordCheck>),
 }
 
 /// Why the core closed a connection.

@@ -21,6 +21,7 @@
 //!   ([`ErrorCode`]); mistakes of the driver are `debug_assert!`s.
 //! - Output order is deterministic: members, rooms and fan-out are ordered.
 
+pub mod address;
 pub mod command;
 pub mod config;
 pub mod duration;
@@ -29,10 +30,12 @@ pub mod history;
 pub mod ids;
 pub mod io;
 pub mod line;
+pub mod login;
 pub mod native;
 pub mod rate_limit;
 pub mod reply;
 mod server;
+pub mod text;
 mod timers;
 pub mod wall_clock;
 
@@ -40,11 +43,12 @@ pub mod wall_clock;
 mod test_support;
 
 pub use command::{BanTarget, Command};
-pub use config::{Config, ConfigError, IdleConfig, OperatorConfig, RateLimitConfig};
+pub use config::{Config, ConfigError, IdleConfig, LimitsConfig, OperatorConfig, RateLimitConfig};
 pub use error::ErrorCode;
 pub use history::{Record, RecordKind, Recovery};
 pub use ids::{ConnId, MessageId, NameError, Nick, RoomName};
 pub use io::{CloseReason, Output, Priority, Refused};
+pub use login::{LoginConfig, LoginRequest, Password, PasswordCheck, PasswordVerdict};
 pub use reply::Reply;
 #[cfg(feature = "fuzzing")]
 pub use server::RoomView;

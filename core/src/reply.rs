@@ -181,6 +181,18 @@ pub enum Reply<'a> {
     },
     /// One room of a listing.
     RoomEntry(RoomEntry<'a>),
+    /// Where a paged answer (`#who`, `#rooms`) stands, after a page that
+    /// is not the only one.
+    Page {
+        /// The command that pages.
+        command: &'static str,
+        /// This page, from 1.
+        page: usize,
+        /// How many pages there are.
+        pages: usize,
+        /// Entries on all pages.
+        total: usize,
+    },
     /// The members of a room.
     Who {
         /// The room.

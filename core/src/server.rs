@@ -2,8 +2,10 @@
 
 mod chat;
 mod dispatch;
+mod histories;
 mod invariants;
 mod liveness;
+mod login;
 mod moderation;
 mod outbox;
 mod presence;
@@ -21,17 +23,20 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 
+use crate::address::AddressGroup;
 use crate::config::{Config, ConfigError};
 use crate::error::ErrorCode;
-use crate::history::{HistoryRing, Record};
+use crate::history::{IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
+use crate::login::Logins;
 use crate::native;
 use crate::rate_limit::SlidingWindow;
 use crate::reply::Reply;
 use crate::timers::{Timer, Timers};
 use crate::wall_clock::WallClock;
 
+use self::histories::{Histories, HistoryBounds};
 use self::outbox::Outbox;
 use self::presence::Entry;
 use self::room::{Ban, Room};
@@ -47,11 +52,13 @@ use self::session::Session;
 ///    [`Refused::line`] and close), [`Server::handle`] bytes read from a
 ///    connection, [`Server::handle_closed`] when a peer hung up,
 ///    [`Server::handle_persisted`] / [`Server::handle_persist_failed`] when
-///    the history writer finished a record, or [`Server::handle_timeout`]
+///    the history writer finished a record, [`Server::handle_password_verdict`]
+///    when a password check is done, or [`Server::handle_timeout`]
 ///    once the deadline from step 3 has passed.
 /// 2. Drain [`Server::poll_output`] until it returns `None`, doing each
 ///    output in order: send or broadcast bytes, close after flushing, append
-///    a record to the room's log.
+///    a record to the room's log, verify a password off this thread (its
+///    verdict comes back through [`Server::handle_password_verdict`]).
 /// 3. Ask [`Server::poll_timeout`] for the next deadline and wait for input
 ///    until then.
 ///
@@ -83,18 +90,24 @@ pub struct Server {
     config: Config,
     wall: WallClock,
     next_conn: u64,
-    next_message: u64,
+    /// Message ids, reserved on disk ahead of use (history.rs).
+    ids: MessageIds,
     /// Boxed: with ids only growing, B-tree nodes run about half full, and
     /// a half-empty node of pointers wastes far less than one of sessions.
     sessions: BTreeMap<ConnId, Box<Session>>,
     /// Folded nickname to connection.
     nicks: AHashMap<Nick, ConnId>,
     rooms: BTreeMap<RoomName, Room>,
-    histories: AHashMap<RoomName, HistoryRing>,
-    addresses: AHashMap<IpAddr, Address>,
+    /// Recent lines of every room, within `history_size` per room and
+    /// `history_bytes` in all.
+    histories: Histories,
+    /// Per-address state, by address group (IPv6 by network).
+    addresses: AHashMap<AddressGroup, Address>,
     server_bans: BTreeMap<IpAddr, Ban>,
     /// Messages whose sender waits for an acknowledgement.
     pending_acks: AHashMap<MessageId, ConnId>,
+    /// `#oper` verifications in flight and failed-login throttling.
+    logins: Logins,
     timers: Timers,
     out: Outbox,
     shutting_down: bool,
@@ -109,11 +122,13 @@ enum Farewell<'a> {
     Quit(Option<&'a str>),
 }
 
-/// Per-IP state shared by all connections from one address.
+/// Per-address state shared by all connections from one address group;
+/// kept while it has connections or rooms created that still exist.
 #[derive(Debug, Default)]
 struct Address {
     connections: usize,
     admitted: SlidingWindow,
+    rooms_created: usize,
 }
 
 impl Server {
@@ -121,20 +136,23 @@ impl Server {
     /// (milliseconds since the Unix epoch), used to timestamp history.
     pub fn new(config: Config, now: Instant, unix_ms: u64) -> Result<Self, ConfigError> {
         config.validate()?;
+        // Unknown operator names cost what the first operator's hash costs.
+        let logins = Logins::new(config.operators.first().map(|o| o.password_hash.as_str()));
         let mut rooms = BTreeMap::new();
         rooms.insert(RoomName::general(), Room::new(None, false));
         Ok(Self {
             config,
             wall: WallClock::new(now, unix_ms),
             next_conn: 1,
-            next_message: 1,
+            ids: MessageIds::new(1),
             sessions: BTreeMap::new(),
             nicks: AHashMap::new(),
             rooms,
-            histories: AHashMap::new(),
+            histories: Histories::default(),
             addresses: AHashMap::new(),
             server_bans: BTreeMap::new(),
             pending_acks: AHashMap::new(),
+            logins,
             timers: Timers::default(),
             out: Outbox::default(),
             shutting_down: false,
@@ -142,19 +160,39 @@ impl Server {
     }
 
     /// Rebuilds rooms' recent history from stored records (call before
-    /// accepting connections). Records of private rooms and whispers are
-    /// skipped; message ids continue after the largest id seen.
+    /// accepting connections). Records of private rooms, whispers and id
+    /// reservations are skipped; message ids continue above every id the
+    /// records show as used ([`IdFloor`]; give records in the order
+    /// written). Memory stays within the history bounds however many
+    /// records come in: the bounds are enforced as they go, keeping the
+    /// most recent rooms.
     pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
         let capacity = self.config.history_size;
+        let mut floor = IdFloor::default();
         for record in records {
-            self.next_message = self.next_message.max(record.id.get() + 1);
+            floor.observe(&record);
             if record.is_restorable() {
-                self.histories
-                    .entry(record.room.clone())
-                    .or_default()
-                    .push(Arc::new(record), capacity);
+                self.histories.push(Arc::new(record), capacity);
+                self.enforce_history_bounds();
             }
         }
+        self.ids = MessageIds::new(floor.next().max(self.ids.peek_next()));
+    }
+
+    /// The key per-address limits count `address` under.
+    fn address_group(&self, address: IpAddr) -> AddressGroup {
+        AddressGroup::of(address, self.config.limits.ipv6_prefix)
+    }
+
+    /// Trims in-memory history to its bounds (a no-op while within them).
+    fn enforce_history_bounds(&mut self) {
+        let bounds = HistoryBounds {
+            total_bytes: self.config.history_bytes,
+            rooms: self.config.max_rooms,
+        };
+        let rooms = &self.rooms;
+        self.histories
+            .enforce(bounds, |name| rooms.contains_key(name));
     }
 
     /// The settings in force.
@@ -184,6 +222,8 @@ impl Server {
     /// a welcome line. Refused ones get no id; the driver sends
     /// [`Refused::line`] and closes.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refused> {
+        // Bans and limits see an IPv4 client the same however it came in.
+        let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
         let address = peer.ip();
         self.check_admission(now, address)?;
         let conn = ConnId::new(self.next_conn);
@@ -195,10 +235,10 @@ impl Server {
             conn,
             Box::new(Session::new(peer, nick, general.clone(), now)),
         );
-        self.addresses.entry(address).or_default().connections += 1;
+        let group = self.address_group(address);
+        self.addresses.entry(group).or_default().connections += 1;
         if self.config.idle.enabled {
-            self.timers
-                .schedule(now + self.config.idle.ping_after, Timer::Idle(conn));
+            self.arm_idle(conn, now + self.config.idle.ping_after);
         }
         let session = &self.sessions[&conn];
         self.out.send(
@@ -236,6 +276,9 @@ impl Server {
     /// A record from [`Output::Persist`] is durable: acknowledge it if its
     /// sender asked for acknowledgements.
     pub fn handle_persisted(&mut self, _now: Instant, id: MessageId) {
+        if let Some(released) = self.ids.confirm(id) {
+            return self.release_acks(released);
+        }
         if let Some(conn) = self.pending_acks.remove(&id)
             && self.sessions.contains_key(&conn)
         {
@@ -246,9 +289,28 @@ impl Server {
     /// A record from [`Output::Persist`] could not be stored: tell its
     /// sender if they wait for an acknowledgement (they never get one).
     pub fn handle_persist_failed(&mut self, _now: Instant, id: MessageId) {
-        if let Some(conn) = self.pending_acks.remove(&id)
-            && self.sessions.contains_key(&conn)
-        {
+        if let Some(released) = self.ids.fail(id) {
+            return self.release_acks(released);
+        }
+        if let Some(conn) = self.pending_acks.remove(&id) {
+            self.not_stored(conn, id);
+        }
+    }
+
+    /// ACKs of unwritten whispers decided by a reservation's fate.
+    fn release_acks(&mut self, released: crate::history::Released) {
+        for (id, conn) in released.acked {
+            if self.sessions.contains_key(&conn) {
+                self.out.send(conn, &Reply::Ack(id));
+            }
+        }
+        for (id, conn) in released.failed {
+            self.not_stored(conn, id);
+        }
+    }
+
+    fn not_stored(&mut self, conn: ConnId, id: MessageId) {
+        if self.sessions.contains_key(&conn) {
             let text = format!("message {id} was delivered but could not be stored");
             self.out.error(conn, ErrorCode::NotStored, &text);
         }
@@ -269,8 +331,14 @@ impl Server {
     /// The server is stopping: every client is told why and closed, and no
     /// new connection is admitted. Records already emitted are the driver's
     /// to flush.
-    pub fn handle_shutdown(&mut self, _now: Instant, reason: &str) {
+    pub fn handle_shutdown(&mut self, now: Instant, reason: &str) {
         self.shutting_down = true;
+        if let Some(last) = self.ids.last_used() {
+            // The exact last id, so ids continue without a jump after a
+            // clean restart (history.rs, `IdFloor`).
+            let mark = Record::reservation(last, self.wall.unix_ms(now));
+            self.out.push(Output::Persist(Arc::new(mark)));
+        }
         let line = native::encode(&Reply::ShuttingDown { reason });
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {
@@ -328,11 +396,12 @@ impl Server {
             );
         }
         let limit = self.config.max_connections_per_ip;
-        let open = self.addresses.get(&address).map_or(0, |a| a.connections);
+        let group = self.address_group(address);
+        let open = self.addresses.get(&group).map_or(0, |a| a.connections);
         if limit > 0 && open >= limit {
             return refuse(
                 ErrorCode::TooManyConnections,
-                format!("too many connections from {address} (limit {limit})"),
+                format!("too many connections from {group} (limit {limit})"),
             );
         }
         Ok(())
@@ -346,16 +415,32 @@ impl Server {
             return;
         };
         self.nicks.remove(&session.nick.folded());
-        let address = session.peer.ip();
-        if let Some(state) = self.addresses.get_mut(&address) {
+        let group = self.address_group(session.peer.ip());
+        if let Some(state) = self.addresses.get_mut(&group) {
             state.connections -= 1;
-            if state.connections == 0 {
-                self.addresses.remove(&address);
+            if state.connections == 0 && state.rooms_created == 0 {
+                self.addresses.remove(&group);
             }
         }
         for invited in &session.invited_to {
             if let Some(room) = self.rooms.get_mut(invited) {
                 room.invites.remove(&conn);
+            }
+        }
+        if let Some(at) = session.idle_at {
+            self.timers.cancel(at, &Timer::Idle(conn));
+        }
+        for muted in &session.muted_in {
+            if let Some(until) = self
+                .rooms
+                .get_mut(muted)
+                .and_then(|room| room.mutes.remove(&conn))
+            {
+                let timer = Timer::MuteExpiry {
+                    room: muted.clone(),
+                    conn,
+                };
+                self.timers.cancel(until, &timer);
             }
         }
         if let Some(room) = self.rooms.get_mut(&session.room) {

@@ -1,10 +1,13 @@
 //! The core's timers: one ordered queue of deadlines.
 //!
-//! Timers are never cancelled. Each one names what it checks, and when it
-//! fires the handler looks at the current state and does nothing if the
-//! timer has gone stale (the mute was lifted, the client spoke again). That
+//! Each timer names what it checks, and when it fires the handler looks at
+//! the current state and does nothing if the timer has gone stale. That
 //! keeps a chat message's hot path free of timer bookkeeping: an idle timer
-//! is re-armed only when it fires, not on every line.
+//! is re-armed only when it fires, not on every line. What ends for good
+//! before its timer (an unban, an unmute, a room that empties, a client
+//! that leaves) cancels it by its deadline and identity, so a long ban
+//! lifted early does not leave its timer behind for years: the number of
+//! pending timers stays bounded by the sessions, bans and mutes that exist.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -64,8 +67,20 @@ impl Timers {
         Some((at, timer))
     }
 
+    /// Disarms the timer `timer` set for `at`, if it is still pending.
+    /// Timers share a deadline rarely, so this looks at a handful at most.
+    pub(crate) fn cancel(&mut self, at: Instant, timer: &Timer) {
+        let key = self
+            .queue
+            .range((at, 0)..=(at, u64::MAX))
+            .find(|(_, pending)| *pending == timer)
+            .map(|(&key, _)| key);
+        if let Some(key) = key {
+            self.queue.remove(&key);
+        }
+    }
+
     /// How many timers are armed.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
@@ -100,5 +115,20 @@ mod tests {
             Some(Timer::Idle(ConnId::new(1)))
         );
         assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn cancel_removes_only_the_named_timer() {
+        let start = crate::test_support::epoch();
+        let mut timers = Timers::default();
+        timers.schedule(start, Timer::Idle(ConnId::new(1)));
+        timers.schedule(start, Timer::Idle(ConnId::new(2)));
+        timers.cancel(start, &Timer::Idle(ConnId::new(1)));
+        timers.cancel(start + Duration::from_secs(1), &Timer::Idle(ConnId::new(2)));
+        assert_eq!(timers.len(), 1);
+        assert_eq!(
+            timers.pop_due(start).map(|t| t.1),
+            Some(Timer::Idle(ConnId::new(2)))
+        );
     }
 }

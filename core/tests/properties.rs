@@ -21,8 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use chatd_core::rate_limit::{Budget, SlidingWindow};
-use chatd_core::{Config, ConnId, MessageId, OperatorConfig, Output, Server};
+use chatd_core::{
+    Config, ConnId, MessageId, OperatorConfig, Output, PasswordCheck, PasswordVerdict, Server,
+};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
 const OPERATOR_HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$Y2hhdGQtdHJhbnNjcmlwdHM$607V5zJpUmsmI3NpQeCJXClNnsXw/01C4mbkTOOEljk";
@@ -51,6 +54,8 @@ const VOCABULARY: &[&str] = &[
     "#rooms",
     "#quit",
     "#oper admin opensesame",
+    "#oper admin wrong",
+    "#oper nobody wrong",
     "#help ",
     "#ping ",
     "#pong",
@@ -258,6 +263,12 @@ fn small_config(rate_limited: bool) -> Config {
     config.rate_limit.enabled = rate_limited;
     config.idle.ping_after = Duration::from_secs(30);
     config.idle.timeout = Duration::from_secs(10);
+    // Waits that scripts' advances get past, and tables small enough to
+    // fill, so both the refusals and the forgetting run.
+    config.operator_login.failure_delay = Duration::from_secs(1);
+    config.operator_login.max_failure_delay = Duration::from_secs(4);
+    config.operator_login.forget_after = Duration::from_secs(8);
+    config.operator_login.max_tracked = 2;
     config
 }
 
@@ -379,6 +390,9 @@ struct Player {
     persisted: u64,
     /// Records handed to "the disk" during this step, answered at its end.
     unanswered: Vec<MessageId>,
+    /// Operator passwords handed to "the verifier" during this step,
+    /// answered at its end for the same reason as the disk.
+    unverified: Vec<PasswordCheck>,
 }
 
 impl Player {
@@ -393,6 +407,7 @@ impl Player {
             closed: BTreeSet::new(),
             persisted: 0,
             unanswered: Vec::new(),
+            unverified: Vec::new(),
         }
     }
 
@@ -458,8 +473,22 @@ impl Player {
     /// chunked: answering after each chunk would move `+ ack` lines among
     /// the replies to the rest of the input, which is the disk's timing,
     /// not the core's. Alternates success and failure so both paths run.
+    /// Password checks are answered at the same point (and verified for
+    /// real), as a verifier on another thread would.
     fn answer_persistence(&mut self) -> Result<(), String> {
-        while !self.unanswered.is_empty() {
+        while !self.unanswered.is_empty() || !self.unverified.is_empty() {
+            for check in std::mem::take(&mut self.unverified) {
+                let verdict = PasswordHash::new(&check.hash)
+                    .ok()
+                    .filter(|hash| {
+                        Argon2::default()
+                            .verify_password(check.password.expose().as_bytes(), hash)
+                            .is_ok()
+                    })
+                    .map_or(PasswordVerdict::Mismatch, |_| PasswordVerdict::Match);
+                self.server
+                    .handle_password_verdict(self.now, check.request, verdict);
+            }
             for id in std::mem::take(&mut self.unanswered) {
                 self.persisted += 1;
                 if self.persisted.is_multiple_of(5) {
@@ -495,6 +524,7 @@ impl Player {
                     }
                 }
                 Output::Persist(record) => self.unanswered.push(record.id),
+                Output::VerifyPassword(check) => self.unverified.push(*check),
             }
         }
         Ok(())

@@ -62,7 +62,7 @@ fn failed_persistence_sends_not_stored_and_no_ack() {
     let record = outputs
         .iter()
         .find_map(|output| match output {
-            Output::Persist(record) => Some(record.clone()),
+            Output::Persist(record) if record.kind != RecordKind::Reserve => Some(record.clone()),
             _ => None,
         })
         .expect("a chat line is persisted");
@@ -197,7 +197,7 @@ fn restore_continues_ids_and_skips_private_records() {
     let persisted: Vec<MessageId> = outputs
         .iter()
         .filter_map(|output| match output {
-            Output::Persist(record) => Some(record.id),
+            Output::Persist(record) if record.kind != RecordKind::Reserve => Some(record.id),
             _ => None,
         })
         .collect();
@@ -242,4 +242,52 @@ fn invalid_config_is_refused_at_construction() {
         ..Config::default()
     };
     assert!(Server::new(config, epoch(), 0).is_err());
+}
+
+#[test]
+fn ids_of_unwritten_whispers_are_never_handed_out_again_after_a_crash() {
+    let (mut server, now, alice, _bob) = two_users();
+    // persist_private_messages is off: whispers are never written.
+    server.handle(now, alice, b"#ack on\n#msg guest2 one\n#msg guest2 two\n");
+    let outputs = drain(&mut server);
+    let written: Vec<Arc<Record>> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Persist(record) => Some(record.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        written.iter().all(|r| r.kind == RecordKind::Reserve),
+        "only an id reservation is written: {written:?}"
+    );
+    assert!(
+        !lines_to(alice, &outputs)
+            .iter()
+            .any(|l| l.starts_with("+ ack")),
+        "no ACK before the reservation is durable"
+    );
+    for record in &written {
+        server.handle_persisted(now, record.id);
+    }
+    let acks = lines_to(alice, &drain(&mut server));
+    assert_eq!(acks, ["+ ack 1\n", "+ ack 2\n"]);
+    // The process dies here (no shutdown): restart from what was written.
+    let mut restarted = Server::new(Config::default(), now, 0).expect("defaults are valid");
+    restarted.restore(written.iter().map(|r| (**r).clone()));
+    let carol = restarted.accept(now, peer(3)).expect("room");
+    restarted.handle(now, carol, b"#ack on\nhello\n");
+    let ids: Vec<u64> = drain(&mut restarted)
+        .iter()
+        .filter_map(|output| match output {
+            Output::Persist(record) if record.kind != RecordKind::Reserve => Some(record.id.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert!(
+        ids[0] > 2,
+        "id {} was acknowledged before the crash",
+        ids[0]
+    );
 }

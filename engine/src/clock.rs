@@ -3,6 +3,12 @@
 //! Production uses [`SystemClock`]. Tests use [`ManualClock`]: time only
 //! moves when the test advances it, and advancing wakes the core's thread
 //! so due timers fire, exactly as `advance` does in the memory driver.
+//!
+//! The core derives calendar time (history timestamps) from the monotonic
+//! clock and one anchor. The two drift apart over a long uptime (NTP
+//! slews the system clock, an operator corrects it), so the hub
+//! re-anchors the core to the wall clock every
+//! [`Clock::wall_clock_every`] ([`WallClockSync`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +28,49 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Registers a callback run whenever time jumps (manual clocks only).
     fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>);
+
+    /// How often the core's calendar time is re-anchored to
+    /// [`Clock::unix_ms`]. `None` (the default) never: a manual clock's
+    /// wall time moves with its monotonic time, so there is no drift, and
+    /// transcripts stay byte-identical.
+    fn wall_clock_every(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// How often [`SystemClock`] re-anchors the core's calendar time.
+pub const WALL_CLOCK_EVERY: Duration = Duration::from_secs(60);
+
+/// When the hub next feeds the wall clock to the core.
+#[derive(Debug)]
+pub struct WallClockSync {
+    every: Option<Duration>,
+    next: Option<Instant>,
+}
+
+impl WallClockSync {
+    /// A schedule for `clock`, whose wall time the core was anchored to at
+    /// `now`.
+    pub fn new(clock: &dyn Clock, now: Instant) -> Self {
+        let every = clock.wall_clock_every();
+        Self {
+            every,
+            next: every.map(|every| now + every),
+        }
+    }
+
+    /// The wall time to feed the core (`handle_wall_clock(now, ms)`), when
+    /// one is due at `now`. Checked before every event the hub handles, so
+    /// a record is never stamped from an anchor older than the interval,
+    /// however long the hub slept.
+    pub fn due(&mut self, clock: &dyn Clock, now: Instant) -> Option<u64> {
+        let (every, next) = (self.every?, self.next?);
+        if now < next {
+            return None;
+        }
+        self.next = Some(now + every);
+        Some(clock.unix_ms())
+    }
 }
 
 /// The operating system's clocks.
@@ -46,6 +95,10 @@ impl Clock for SystemClock {
     }
 
     fn on_advance(&self, _wake: Box<dyn Fn() + Send + Sync>) {}
+
+    fn wall_clock_every(&self) -> Option<Duration> {
+        Some(WALL_CLOCK_EVERY)
+    }
 }
 
 /// A clock that only moves when [`ManualClock::advance`] is called.
@@ -146,5 +199,92 @@ mod tests {
         assert_eq!(clock.now() - before, Duration::from_secs(2));
         assert_eq!(clock.unix_ms(), 3_000);
         assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    /// A manual clock whose wall time runs ahead of its monotonic time by
+    /// `drift_ms`, and which asks to be re-anchored every minute.
+    struct Drifting {
+        clock: ManualClock,
+        drift_ms: AtomicU64,
+    }
+
+    impl Clock for Drifting {
+        fn now(&self) -> Instant {
+            self.clock.now()
+        }
+        fn unix_ms(&self) -> u64 {
+            self.clock.unix_ms() + self.drift_ms.load(Ordering::SeqCst)
+        }
+        fn sleep_until(&self, deadline: Instant) -> Option<Duration> {
+            self.clock.sleep_until(deadline)
+        }
+        fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>) {
+            self.clock.on_advance(wake);
+        }
+        fn wall_clock_every(&self) -> Option<Duration> {
+            Some(WALL_CLOCK_EVERY)
+        }
+    }
+
+    #[test]
+    fn the_wall_clock_is_fed_once_a_minute_with_its_drift() {
+        let clock = Drifting {
+            clock: ManualClock::new(1_000_000),
+            drift_ms: AtomicU64::new(0),
+        };
+        let mut sync = WallClockSync::new(&clock, clock.now());
+        clock.clock.advance(Duration::from_secs(59));
+        clock.drift_ms.store(5_000, Ordering::SeqCst);
+        assert_eq!(sync.due(&clock, clock.now()), None);
+        clock.clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            sync.due(&clock, clock.now()),
+            Some(1_000_000 + 60_000 + 5_000)
+        );
+        assert_eq!(sync.due(&clock, clock.now()), None, "once per interval");
+        // After a long sleep: due at once, then a minute from then.
+        clock.clock.advance(Duration::from_secs(3_600));
+        assert!(sync.due(&clock, clock.now()).is_some());
+        clock.clock.advance(Duration::from_secs(30));
+        assert_eq!(sync.due(&clock, clock.now()), None);
+    }
+
+    #[test]
+    fn a_manual_clock_is_never_re_anchored_and_the_system_clock_is() {
+        let manual = ManualClock::new(0);
+        let mut sync = WallClockSync::new(&manual, manual.now());
+        manual.advance(Duration::from_secs(86_400));
+        assert_eq!(sync.due(&manual, manual.now()), None);
+        assert_eq!(SystemClock.wall_clock_every(), Some(WALL_CLOCK_EVERY));
+    }
+
+    #[test]
+    fn history_timestamps_follow_the_wall_clock_fed_to_the_core() {
+        use chatd_core::{Config, Output, Server};
+        let clock = Drifting {
+            clock: ManualClock::new(1_795_000_000_000),
+            drift_ms: AtomicU64::new(0),
+        };
+        let start = clock.now();
+        let mut server = Server::new(Config::default(), start, clock.unix_ms()).expect("server");
+        let mut sync = WallClockSync::new(&clock, start);
+        let conn = server
+            .accept(start, "127.0.0.1:1".parse().expect("address"))
+            .expect("accepted");
+        // The system clock is corrected by an hour while the server runs.
+        clock.drift_ms.store(3_600_000, Ordering::SeqCst);
+        clock.clock.advance(WALL_CLOCK_EVERY);
+        let now = clock.now();
+        if let Some(unix_ms) = sync.due(&clock, now) {
+            server.handle_wall_clock(now, unix_ms);
+        }
+        server.handle(now, conn, b"hello\n");
+        let stamped = std::iter::from_fn(|| server.poll_output())
+            .find_map(|output| match output {
+                Output::Persist(record) => Some(record.ts),
+                _ => None,
+            })
+            .expect("a history record");
+        assert_eq!(stamped, clock.unix_ms());
     }
 }

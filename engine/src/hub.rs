@@ -12,15 +12,17 @@
 //! Connection `c` lives on I/O thread `c % threads`, so routing needs no map.
 
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatd_core::{ConnId, Output, Priority, Server};
+use chatd_core::{ConnId, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
-use crate::clock::Clock;
+use crate::auth::PasswordChecker;
+use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryWriter, PersistReport};
 
 /// Something that happened outside the core.
@@ -53,11 +55,30 @@ pub enum Event {
     },
     /// The history writer finished some records.
     Persisted(PersistReport),
+    /// An operator password check finished (or could not be queued).
+    PasswordChecked {
+        /// The core's request.
+        request: LoginRequest,
+        /// The verdict.
+        verdict: PasswordVerdict,
+    },
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
         reason: String,
     },
+    /// A test-only fault: make `site` panic, to prove that a panic ends the
+    /// process (see [`crate::ControlHandle::inject_panic`]).
+    InjectPanic(PanicSite),
+}
+
+/// A thread a test can make panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicSite {
+    /// The core's owner thread.
+    Hub,
+    /// I/O thread number `n` (wrapped to the threads there are).
+    Io(usize),
 }
 
 /// Work for an I/O thread.
@@ -98,19 +119,147 @@ pub enum Command {
     /// Stop accepting, flush every connection (for a bounded time), close
     /// them all and end the thread.
     Stop,
+    /// A test-only fault: panic on this I/O thread ([`PanicSite::Io`]).
+    Panic,
 }
 
-/// The hub's lock-free inbox.
-#[derive(Debug, Default)]
+/// The default bound on received bytes waiting for the core
+/// (`max_inbox_bytes`): at the core's pace, a fraction of a second of
+/// input, and a few megabytes of memory at most.
+pub const DEFAULT_MAX_INBOX_BYTES: usize = 8 * 1024 * 1024;
+
+/// The smallest allowed `max_inbox_bytes`: one read of an I/O thread.
+pub const MIN_INBOX_BYTES: usize = 64 * 1024;
+
+/// The hub's lock-free inbox, with backpressure on received bytes.
+///
+/// When the core falls behind, received bytes pile up here. Past
+/// `max_bytes`, I/O threads stop reading ([`Inbox::accepts_input`],
+/// [`Inbox::pause_reading`]): clients' input waits in the kernel and TCP
+/// slows the senders down, instead of the inbox growing without limit.
+/// Each I/O thread checks before every read, so the inbox holds at most
+/// `max_bytes` plus one read per I/O thread. Once the hub has drained it
+/// to half, it wakes the I/O threads and they read again (decision 24).
 pub struct Inbox {
     events: SegQueue<Event>,
     hub: OnceLock<Thread>,
+    /// Received bytes queued and not yet handed to the core.
+    queued_bytes: AtomicUsize,
+    /// The most `queued_bytes` has been.
+    peak_bytes: AtomicUsize,
+    /// Above this, I/O threads stop reading.
+    max_bytes: usize,
+    /// An I/O thread stopped reading and waits to be woken.
+    readers_paused: AtomicBool,
+    /// How many times an I/O thread stopped reading.
+    pauses: AtomicU64,
+    /// Wakes the I/O threads when reading may go on.
+    resume: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("events", &self.events.len())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::with_limit(DEFAULT_MAX_INBOX_BYTES)
+    }
+}
+
+/// What the inbox went through, for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxStats {
+    /// Received bytes waiting for the core now.
+    pub queued_bytes: usize,
+    /// The most that ever waited.
+    pub peak_bytes: usize,
+    /// The bound (`max_inbox_bytes`).
+    pub max_bytes: usize,
+    /// How many times an I/O thread stopped reading because of it.
+    pub pauses: u64,
 }
 
 impl Inbox {
+    /// An inbox whose I/O threads stop reading past `max_bytes` of
+    /// received input.
+    pub fn with_limit(max_bytes: usize) -> Self {
+        Self {
+            events: SegQueue::new(),
+            hub: OnceLock::new(),
+            queued_bytes: AtomicUsize::new(0),
+            peak_bytes: AtomicUsize::new(0),
+            max_bytes,
+            readers_paused: AtomicBool::new(false),
+            pauses: AtomicU64::new(0),
+            resume: OnceLock::new(),
+        }
+    }
+
     /// Queues an event; call [`Inbox::wake`] after a batch of them.
     pub fn push(&self, event: Event) {
+        if let Event::Received { bytes, .. } = &event {
+            let queued = self.queued_bytes.fetch_add(bytes.len(), Ordering::SeqCst) + bytes.len();
+            self.peak_bytes.fetch_max(queued, Ordering::Relaxed);
+        }
         self.events.push(event);
+    }
+
+    /// Whether I/O threads may read and push more input.
+    pub fn accepts_input(&self) -> bool {
+        self.queued_bytes.load(Ordering::SeqCst) < self.max_bytes
+    }
+
+    /// An I/O thread found the inbox full and is about to stop reading.
+    /// Returns whether it must (false: the hub drained it meanwhile, read
+    /// on). If it stops, the hub wakes every I/O thread through its
+    /// mailbox's waker once the inbox is down to half.
+    pub fn pause_reading(&self) -> bool {
+        // Flag first, then look again: the hub lowers the count first, then
+        // looks at the flag, so one of the two sees the other.
+        self.readers_paused.store(true, Ordering::SeqCst);
+        if self.accepts_input() {
+            return false;
+        }
+        self.pauses.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// What the inbox went through.
+    pub fn stats(&self) -> InboxStats {
+        InboxStats {
+            queued_bytes: self.queued_bytes.load(Ordering::SeqCst),
+            peak_bytes: self.peak_bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
+            pauses: self.pauses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes the next event for the core (the hub; tests of event sources).
+    pub(crate) fn pop(&self) -> Option<Event> {
+        let event = self.events.pop()?;
+        if let Event::Received { bytes, .. } = &event {
+            self.queued_bytes.fetch_sub(bytes.len(), Ordering::SeqCst);
+        }
+        Some(event)
+    }
+
+    /// After the hub drained some input: wakes the I/O threads if any
+    /// stopped reading and the inbox is down to half.
+    fn resume_readers(&self) {
+        if self.queued_bytes.load(Ordering::SeqCst) > self.max_bytes / 2 {
+            return;
+        }
+        if self.readers_paused.swap(false, Ordering::SeqCst)
+            && let Some(resume) = self.resume.get()
+        {
+            resume();
+        }
     }
 
     /// Wakes the hub if it sleeps (cheap if it does not).
@@ -159,6 +308,11 @@ impl Mailbox {
         for command in batch {
             self.commands.push(command);
         }
+        self.wake();
+    }
+
+    /// Wakes the owner thread without a command (it looks at the inbox).
+    fn wake(&self) {
         (self.waker)();
     }
 }
@@ -202,6 +356,10 @@ pub(crate) struct Hub {
     /// The history writer, or `None` when history is kept in memory only
     /// (`persist = false`): records then count as stored at once.
     pub(crate) writer: Option<HistoryWriter>,
+    /// When the core's calendar time is next re-anchored.
+    pub(crate) wall_clock: WallClockSync,
+    /// The workers that verify operator passwords.
+    pub(crate) auth: PasswordChecker,
 }
 
 impl Hub {
@@ -212,6 +370,15 @@ impl Hub {
             .unwrap_or_else(|_| tracing::error!("the hub inbox was already bound to a thread"));
         let inbox = self.inbox.clone();
         self.clock.on_advance(Box::new(move || inbox.wake()));
+        let mailboxes = self.mailboxes.clone();
+        let resume: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+            for mailbox in &mailboxes {
+                mailbox.wake();
+            }
+        });
+        if self.inbox.resume.set(resume).is_err() {
+            tracing::error!("the hub inbox already had I/O threads to resume");
+        }
         let threads = self.mailboxes.len();
         let mut batches: Vec<Vec<Command>> = (0..threads).map(|_| Vec::new()).collect();
         let mut stopping = false;
@@ -219,7 +386,7 @@ impl Hub {
             self.fire_due_timers();
             let mut handled = 0;
             while handled < EVENTS_PER_TURN {
-                let Some(event) = self.inbox.events.pop() else {
+                let Some(event) = self.inbox.pop() else {
                     break;
                 };
                 handled += 1;
@@ -231,6 +398,7 @@ impl Hub {
                 self.route(&mut batches);
             }
             self.route(&mut batches);
+            self.inbox.resume_readers();
             for (mailbox, batch) in self.mailboxes.iter().zip(&mut batches) {
                 if !batch.is_empty() {
                     mailbox.deliver(std::mem::take(batch));
@@ -251,6 +419,9 @@ impl Hub {
 
     fn fire_due_timers(&mut self) -> Instant {
         let now = self.clock.now();
+        if let Some(unix_ms) = self.wall_clock.due(self.clock.as_ref(), now) {
+            self.server.handle_wall_clock(now, unix_ms);
+        }
         if self
             .server
             .poll_timeout()
@@ -303,11 +474,16 @@ impl Hub {
                     self.server.handle_persist_failed(now, id);
                 }
             }
+            Event::PasswordChecked { request, verdict } => {
+                self.server.handle_password_verdict(now, request, verdict);
+            }
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);
                 return true;
             }
+            Event::InjectPanic(PanicSite::Hub) => panic!("injected panic on the core's thread"),
+            Event::InjectPanic(PanicSite::Io(n)) => batches[n % batches.len()].push(Command::Panic),
         }
         false
     }
@@ -350,6 +526,17 @@ impl Hub {
                     Some(writer) => writer.append(record),
                     None => kept_in_memory.push(record.id),
                 },
+                Output::VerifyPassword(check) => {
+                    if let Err(check) = self.auth.submit(check) {
+                        tracing::debug!(request = %check.request, "password check queue full");
+                        // Through the inbox, so the core never hears of
+                        // its request while still emitting it.
+                        self.inbox.push(Event::PasswordChecked {
+                            request: check.request,
+                            verdict: PasswordVerdict::Busy,
+                        });
+                    }
+                }
             }
         }
         if !kept_in_memory.is_empty() {
@@ -371,4 +558,57 @@ fn refuse(stream: TcpStream, line: &[u8]) {
         let _ = stream.write(line);
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Input from a connection (ids come only from a core).
+    fn received(n: usize) -> Event {
+        let now = Instant::now();
+        let mut server = Server::new(chatd_core::Config::default(), now, 0).expect("server");
+        let conn = server
+            .accept(now, "127.0.0.1:1".parse().expect("address"))
+            .expect("accepted");
+        Event::Received {
+            conn,
+            bytes: vec![b'x'; n],
+        }
+    }
+
+    #[test]
+    fn a_full_inbox_pauses_readers_until_the_hub_drains_it_to_half() {
+        let inbox = Inbox::with_limit(100);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let count = woken.clone();
+        assert!(
+            inbox
+                .resume
+                .set(Box::new(move || {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }))
+                .is_ok()
+        );
+        inbox.push(received(60));
+        assert!(inbox.accepts_input());
+        inbox.push(received(60));
+        assert!(!inbox.accepts_input());
+        assert!(inbox.pause_reading(), "still full: the reader stops");
+        assert_eq!(inbox.stats().pauses, 1);
+        assert_eq!(inbox.stats().peak_bytes, 120);
+        assert!(inbox.pop().is_some());
+        // 60 left: room again, but not yet down to half.
+        inbox.resume_readers();
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        assert!(inbox.pop().is_some());
+        inbox.resume_readers();
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        // Woken once per pause, not per turn.
+        inbox.resume_readers();
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert_eq!(inbox.stats().queued_bytes, 0);
+    }
 }

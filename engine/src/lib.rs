@@ -15,7 +15,10 @@
 //! tells every client, flushes their queues for a bounded time, syncs the
 //! history and lets [`Running::wait`] return.
 
+pub mod accept;
+pub mod auth;
 pub mod clock;
+pub mod closing;
 pub mod hub;
 pub mod listener;
 pub mod out_queue;
@@ -31,8 +34,8 @@ use std::thread::JoinHandle;
 use chatd_core::Server;
 
 use crate::clock::Clock;
-use crate::hub::{Event, Hub, Inbox, Mailbox};
-use crate::persist::{HistoryWriter, recover_dir};
+use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
+use crate::persist::{HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
 use crate::settings::Settings;
 
 /// How long I/O threads keep flushing queued output after a shutdown.
@@ -134,6 +137,31 @@ impl ShutdownHandle {
     }
 }
 
+/// The test harness's control over a running server: what
+/// [`ShutdownHandle`] can do, plus fault injection. Only the `chatd`
+/// binary's manual-clock mode hands one to anything, and only to the
+/// process's own stdin (ARCHITECTURE.md, decisions 16 and 21): nothing on
+/// the network reaches it.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    inbox: Arc<Inbox>,
+}
+
+impl ControlHandle {
+    /// Starts a graceful shutdown; every client is told `reason`.
+    pub fn shutdown(&self, reason: &str) {
+        ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+        .shutdown(reason);
+    }
+
+    /// Makes a thread of the server panic, as a bug would.
+    pub fn inject_panic(&self, site: PanicSite) {
+        self.inbox.send(Event::InjectPanic(site));
+    }
+}
+
 impl Running {
     /// What start-up found and chose.
     pub fn info(&self) -> &StartInfo {
@@ -148,6 +176,18 @@ impl Running {
     /// A handle that can stop the server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// What the hub's inbox went through (backpressure).
+    pub fn inbox_stats(&self) -> InboxStats {
+        self.inbox.stats()
+    }
+
+    /// The test harness's control handle (fault injection included).
+    pub fn control_handle(&self) -> ControlHandle {
+        ControlHandle {
             inbox: self.inbox.clone(),
         }
     }
@@ -177,7 +217,9 @@ pub fn launch(
     backend: &dyn Backend,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, LaunchError> {
-    let mut server = Server::new(settings.chat.clone(), clock.now(), clock.unix_ms())?;
+    let anchored = clock.now();
+    let mut server = Server::new(settings.chat.clone(), anchored, clock.unix_ms())?;
+    let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
     let data_error = |cause| LaunchError::DataDir {
         path: data_dir.clone(),
@@ -187,9 +229,10 @@ pub fn launch(
     let (mut recovered_records, mut recovered_logs) = (0, 0);
     if persist {
         std::fs::create_dir_all(&data_dir).map_err(data_error)?;
-        let recovered = recover_dir(&data_dir).map_err(data_error)?;
+        let limits = RecoveryLimits::for_config(&settings.chat);
+        let recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
         (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
-        server.restore(recovered.records);
+        server.restore(recovered.into_restore());
     }
     let address: SocketAddr = settings
         .server
@@ -201,10 +244,15 @@ pub fn launch(
         cause,
     })?;
     let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
-    let inbox = Arc::new(Inbox::default());
+    let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
     let writer = if persist {
         let reports = inbox.clone();
-        let writer = HistoryWriter::start(&data_dir, settings.server.fsync, move |report| {
+        let options = WriterOptions {
+            policy: settings.server.fsync,
+            open_files: settings.server.open_log_files,
+            queue: settings.server.history_queue,
+        };
+        let writer = HistoryWriter::start(&data_dir, options, move |report| {
             reports.send(Event::Persisted(report));
         })
         .map_err(data_error)?;
@@ -223,12 +271,16 @@ pub fn launch(
         .map_err(LaunchError::Threads)?;
     let (mailboxes, io_threads): (Vec<_>, Vec<_>) =
         io.into_iter().map(|t| (t.mailbox, t.thread)).unzip();
+    let auth = auth::PasswordChecker::start(auth::default_workers(), inbox.clone())
+        .map_err(LaunchError::Threads)?;
     let hub = Hub {
         server,
         clock,
         inbox: inbox.clone(),
         mailboxes,
         writer,
+        wall_clock,
+        auth,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

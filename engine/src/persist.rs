@@ -2,25 +2,43 @@
 //! with group commit, and read back at start.
 //!
 //! The writer thread takes every record the core emits, appends each to its
-//! room's log (`<data-dir>/<room>.log`, format in docs/HISTORY.md) and makes
-//! it durable under the [`FsyncPolicy`]: one fsync covers every record
+//! log (`<data-dir>/<room>.log`; whispers in `_whispers.log`, id
+//! reservations in `_ids.log`; format in docs/HISTORY.md) and makes it
+//! durable under the [`FsyncPolicy`]: one fsync covers every record
 //! written since the last one. Only then does it report the records as
 //! persisted, which is when `#ack` clients get their ACK. A record that
 //! could not be written is reported as failed and never acknowledged; the
 //! server keeps serving chat either way.
+//!
+//! File operations go through [`Storage`] ([`DirStorage`] on std::fs), so
+//! the crash test can run the writer on a simulated disk that loses,
+//! tears and reorders whatever was not synced.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+mod recover;
+mod storage;
+mod writer;
+
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod sim;
+
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chatd_core::history::{self, Record};
+use chatd_core::history::Record;
 use chatd_core::{MessageId, RoomName};
 use serde::{Deserialize, Serialize};
+
+pub use self::recover::{Damage, LogScan, MAX_DETAILED, Recovered, RecoveryLimits, recover, scan};
+pub use self::storage::{DirStorage, FileLog, LogFile, Opened, Storage};
+use self::writer::Writer;
+pub use self::writer::{IDS_LOG, WHISPERS_LOG, log_name};
 
 /// When written records are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,48 +107,118 @@ pub enum PersistReport {
     Failed(Vec<MessageId>),
 }
 
+/// How the writer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// When written records are forced to disk.
+    pub policy: FsyncPolicy,
+    /// Most log files open at once; the least recently written is closed
+    /// (after a sync) to open another.
+    pub open_files: usize,
+    /// Most records queued for the writer. When the queue is full (the
+    /// disk is stuck or far too slow), a new record is reported as not
+    /// stored at once instead of waiting.
+    pub queue: usize,
+}
+
+impl WriterOptions {
+    /// Default limit on open log files.
+    pub const DEFAULT_OPEN_FILES: usize = 64;
+    /// Default queue length: with 4 KiB lines at most 64 MiB waiting, and
+    /// at 10,000 messages a second well over a second of disk stall.
+    pub const DEFAULT_QUEUE: usize = 16_384;
+
+    /// The defaults, with `policy`.
+    pub fn new(policy: FsyncPolicy) -> Self {
+        Self {
+            policy,
+            open_files: Self::DEFAULT_OPEN_FILES,
+            queue: Self::DEFAULT_QUEUE,
+        }
+    }
+}
+
+/// Reports from the writer, shared with the sending side (which reports
+/// records it cannot queue).
+type ReportFn = Arc<dyn Fn(PersistReport) + Send + Sync>;
+
 /// The sending side of the writer; dropping it (or [`HistoryWriter::finish`])
 /// makes the writer flush, sync and stop.
-#[derive(Debug)]
 pub struct HistoryWriter {
-    records: Option<Sender<Arc<Record>>>,
+    records: Option<SyncSender<Arc<Record>>>,
+    report: ReportFn,
+    /// Records refused because the queue was full, for the log.
+    refused: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for HistoryWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryWriter")
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HistoryWriter {
-    /// Starts the writer thread on `dir` (created if missing).
+    /// Starts the writer thread on the directory `dir` (created if missing).
     pub fn start(
         dir: &Path,
-        policy: FsyncPolicy,
-        report: impl Fn(PersistReport) + Send + 'static,
+        options: WriterOptions,
+        report: impl Fn(PersistReport) + Send + Sync + 'static,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let (records, inbox) = mpsc::channel();
-        let mut state = WriterState {
-            dir: dir.to_path_buf(),
-            policy,
-            files: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-            unsynced: Vec::new(),
-            oldest_unsynced: None,
-            report: Box::new(report),
-        };
+        Self::start_on(DirStorage::new(dir), options, report)
+    }
+
+    /// Starts the writer thread on any storage.
+    pub fn start_on<S: Storage>(
+        storage: S,
+        options: WriterOptions,
+        report: impl Fn(PersistReport) + Send + Sync + 'static,
+    ) -> io::Result<Self> {
+        let report: ReportFn = Arc::new(report);
+        let (records, inbox) = mpsc::sync_channel(options.queue.max(1));
+        let mut writer = Writer::new(storage, options.policy, options.open_files);
+        let thread_report = report.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-history".into())
-            .spawn(move || state.run(&inbox))?;
+            .spawn(move || run(&mut writer, &inbox, thread_report.as_ref()))?;
         Ok(Self {
             records: Some(records),
+            report,
+            refused: AtomicU64::new(0),
             thread: Some(thread),
         })
     }
 
-    /// Queues a record for its room's log.
+    /// Queues a record for its log. Never blocks: if the queue is full the
+    /// record is reported as not stored at once (its sender, if waiting for
+    /// an ACK, gets `! not-stored`), so a stuck disk neither stalls chat
+    /// nor grows memory, and nothing is acknowledged that was not written.
     pub fn append(&self, record: Arc<Record>) {
-        if let Some(records) = &self.records {
-            // The writer only stops after this sender is dropped, so a send
-            // can only fail if its thread panicked; the record is then lost
-            // and never acknowledged, which is what the failure report means.
-            let _ = records.send(record);
+        let Some(records) = &self.records else {
+            return;
+        };
+        let id = record.id;
+        match records.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let refused = self.refused.fetch_add(1, Ordering::Relaxed);
+                // Once per 10,000, so a stuck disk does not flood the log.
+                if refused.is_multiple_of(10_000) {
+                    tracing::error!(
+                        refused = refused + 1,
+                        "the history writer is behind (queue full); messages are not stored"
+                    );
+                }
+                (self.report)(PersistReport::Failed(vec![id]));
+            }
+            // The writer only stops after this sender is dropped, so this
+            // means its thread panicked.
+            Err(TrySendError::Disconnected(_)) => {
+                (self.report)(PersistReport::Failed(vec![id]));
+            }
         }
     }
 
@@ -155,135 +243,39 @@ impl Drop for HistoryWriter {
     }
 }
 
-struct WriterState {
-    dir: PathBuf,
-    policy: FsyncPolicy,
-    files: BTreeMap<RoomName, File>,
-    dirty: BTreeSet<RoomName>,
-    unsynced: Vec<MessageId>,
-    oldest_unsynced: Option<Instant>,
-    report: Box<dyn Fn(PersistReport) + Send>,
-}
-
 /// Most records written between two looks at the fsync deadline.
 const BATCH: usize = 4096;
 
-impl WriterState {
-    fn run(&mut self, inbox: &Receiver<Arc<Record>>) {
-        loop {
-            let first = match self.wait_time() {
-                None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(wait) => inbox.recv_timeout(wait),
-            };
-            match first {
-                Ok(record) => {
-                    let mut batch = vec![record];
-                    batch.extend(inbox.try_iter().take(BATCH - 1));
-                    self.write_batch(&batch);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.sync();
-                    return;
-                }
+/// The writer thread: batches from the queue, syncs when due, reports.
+fn run<S: Storage>(
+    writer: &mut Writer<S>,
+    inbox: &Receiver<Arc<Record>>,
+    report: &(dyn Fn(PersistReport) + Send + Sync),
+) {
+    loop {
+        let first = match writer.wait_time(Instant::now()) {
+            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => inbox.recv_timeout(wait),
+        };
+        let mut stop = false;
+        match first {
+            Ok(record) => {
+                let mut batch = vec![record];
+                batch.extend(inbox.try_iter().take(BATCH - 1));
+                writer.write_batch(Instant::now(), &batch);
             }
-            if self.sync_due() {
-                self.sync();
-            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => stop = true,
         }
-    }
-
-    /// How long to wait for more records before a pending sync is due.
-    fn wait_time(&self) -> Option<Duration> {
-        match (self.policy, self.oldest_unsynced) {
-            (FsyncPolicy::Every(every), Some(since)) => {
-                Some((since + every).saturating_duration_since(Instant::now()))
-            }
-            _ => None,
+        if stop || writer.sync_due(Instant::now()) {
+            writer.sync();
         }
-    }
-
-    fn sync_due(&self) -> bool {
-        match self.policy {
-            FsyncPolicy::Always | FsyncPolicy::Never => !self.unsynced.is_empty(),
-            FsyncPolicy::Every(every) => self
-                .oldest_unsynced
-                .is_some_and(|since| since.elapsed() >= every),
+        for one in writer.take_reports() {
+            report(one);
         }
-    }
-
-    fn write_batch(&mut self, batch: &[Arc<Record>]) {
-        // One write per room per batch: records of a room are contiguous in
-        // its buffer, in arrival order.
-        let mut per_room: BTreeMap<&RoomName, (Vec<u8>, Vec<MessageId>)> = BTreeMap::new();
-        for record in batch {
-            let entry = per_room.entry(&record.room).or_default();
-            entry.0.extend_from_slice(&history::encode(record));
-            entry.1.push(record.id);
-        }
-        let mut failed = Vec::new();
-        for (room, (bytes, ids)) in per_room {
-            match self.append(room, &bytes) {
-                Ok(()) => {
-                    self.dirty.insert(room.clone());
-                    self.unsynced.extend(ids);
-                    self.oldest_unsynced.get_or_insert_with(Instant::now);
-                }
-                Err(error) => {
-                    tracing::error!(room = %room, %error, records = ids.len(), "cannot write history; these messages are not stored");
-                    // A failed append may have left a partial line; the next
-                    // start cuts it off as a torn tail. Reopen next time.
-                    self.files.remove(room);
-                    failed.extend(ids);
-                }
-            }
-        }
-        if !failed.is_empty() {
-            (self.report)(PersistReport::Failed(failed));
-        }
-    }
-
-    fn append(&mut self, room: &RoomName, bytes: &[u8]) -> io::Result<()> {
-        if !self.files.contains_key(room) {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log_path(&self.dir, room))?;
-            self.files.insert(room.clone(), file);
-        }
-        let file = self
-            .files
-            .get_mut(room)
-            .ok_or_else(|| io::Error::other("log file vanished"))?;
-        file.write_all(bytes)
-    }
-
-    fn sync(&mut self) {
-        if self.unsynced.is_empty() {
+        if stop {
             return;
         }
-        let mut sync_failed = false;
-        if self.policy != FsyncPolicy::Never {
-            for room in std::mem::take(&mut self.dirty) {
-                if let Some(file) = self.files.get(&room)
-                    && let Err(error) = file.sync_data()
-                {
-                    tracing::error!(room = %room, %error, "cannot sync history to disk");
-                    sync_failed = true;
-                }
-            }
-        } else {
-            self.dirty.clear();
-        }
-        self.oldest_unsynced = None;
-        let ids = std::mem::take(&mut self.unsynced);
-        // After a failed fsync nothing written since the last good one can be
-        // called durable.
-        (self.report)(if sync_failed {
-            PersistReport::Failed(ids)
-        } else {
-            PersistReport::Stored(ids)
-        });
     }
 }
 
@@ -292,57 +284,10 @@ pub fn log_path(dir: &Path, room: &RoomName) -> PathBuf {
     dir.join(format!("{}.log", room.as_str()))
 }
 
-/// What start-up found in the data directory.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// Every readable record, room by room in file order.
-    pub records: Vec<Record>,
-    /// Logs read.
-    pub logs: usize,
-    /// Damaged lines skipped in the middle of logs.
-    pub skipped: usize,
-    /// Torn tails cut off.
-    pub torn: usize,
-}
-
-/// Reads every room log under `dir`, cutting torn tails off the files (so
-/// appends start on a clean line) and skipping damaged records, each
-/// reported in the log. A missing directory is an empty history.
-pub fn recover_dir(dir: &Path) -> io::Result<Recovered> {
-    let mut recovered = Recovered::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(recovered),
-        Err(error) => return Err(error),
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        if !path.is_file() {
-            tracing::warn!(log = %path.display(), "not a regular file; skipped");
-            continue;
-        }
-        let bytes = std::fs::read(&path)?;
-        let recovery = history::recover(&bytes);
-        recovered.logs += 1;
-        for damage in &recovery.skipped {
-            tracing::warn!(log = %path.display(), offset = damage.offset, len = damage.len, error = %damage.error, "skipped a damaged history record");
-        }
-        recovered.skipped += recovery.skipped.len();
-        if let Some(torn) = &recovery.torn_tail {
-            tracing::warn!(log = %path.display(), offset = torn.offset, len = torn.len, error = %torn.error, "cut off a torn history tail");
-            OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(recovery.valid_len as u64)?;
-            recovered.torn += 1;
-        }
-        recovered.records.extend(recovery.records);
-    }
-    Ok(recovered)
+/// Reads every log under `dir` (see [`recover`]). A missing directory is
+/// an empty history.
+pub fn recover_dir(dir: &Path, limits: &RecoveryLimits) -> io::Result<Recovered> {
+    recover(&mut DirStorage::new(dir), limits)
 }
 
 #[cfg(test)]
@@ -350,8 +295,9 @@ mod tests {
     use std::sync::Mutex;
 
     use chatd_core::Nick;
-    use chatd_core::history::RecordKind;
+    use chatd_core::history::{self, RecordKind};
 
+    use super::sim::{Faults, SimDisk};
     use super::*;
 
     fn record(id: u64, room: &str) -> Arc<Record> {
@@ -370,9 +316,10 @@ mod tests {
     fn write_all(dir: &Path, policy: FsyncPolicy, records: &[Arc<Record>]) -> Vec<PersistReport> {
         let reports = Arc::new(Mutex::new(Vec::new()));
         let sink = reports.clone();
-        let writer =
-            HistoryWriter::start(dir, policy, move |report| sink.lock().unwrap().push(report))
-                .unwrap();
+        let writer = HistoryWriter::start(dir, WriterOptions::new(policy), move |report| {
+            sink.lock().unwrap().push(report)
+        })
+        .unwrap();
         for record in records {
             writer.append(record.clone());
         }
@@ -408,7 +355,7 @@ mod tests {
             ids.sort_unstable();
             assert_eq!(ids, [1, 2, 3], "{policy}");
         }
-        let recovered = recover_dir(dir.path()).unwrap();
+        let recovered = recover_dir(dir.path(), &RecoveryLimits::unlimited()).unwrap();
         assert_eq!(recovered.logs, 2);
         assert_eq!(recovered.records.len(), 9);
         assert_eq!(recovered.records[0].room.as_str(), "general");
@@ -426,10 +373,10 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() - 7);
         std::fs::write(&path, &bytes).unwrap();
-        let recovered = recover_dir(dir.path()).unwrap();
+        let recovered = recover_dir(dir.path(), &RecoveryLimits::unlimited()).unwrap();
         assert_eq!((recovered.records.len(), recovered.torn), (1, 1));
         write_all(dir.path(), FsyncPolicy::Always, &[record(3, "general")]);
-        let ids: Vec<u64> = recover_dir(dir.path())
+        let ids: Vec<u64> = recover_dir(dir.path(), &RecoveryLimits::unlimited())
             .unwrap()
             .records
             .iter()
@@ -460,5 +407,301 @@ mod tests {
             Ok(FsyncPolicy::Every(Duration::from_millis(10)))
         );
         assert!(FsyncPolicy::parse("sometimes").is_err());
+    }
+
+    #[test]
+    fn whispers_and_id_reservations_have_their_own_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let whisper = Arc::new(Record {
+            kind: RecordKind::Whisper,
+            to: Some(Nick::parse("bob").unwrap()),
+            private: true,
+            ..(*record(2, "rust")).clone()
+        });
+        let reservation = Arc::new(Record::reservation(MessageId::new(1025), 0));
+        let records = [reservation, record(1, "rust"), whisper];
+        let mut ids = stored_ids(&write_all(dir.path(), FsyncPolicy::Always, &records));
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 1025]);
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(
+            !read("rust.log").contains("whisper"),
+            "not in the sender's room log"
+        );
+        assert!(read(WHISPERS_LOG).contains("\"kind\":\"whisper\""));
+        assert!(read(IDS_LOG).contains("\"kind\":\"reserve\""));
+        assert!(!dir.path().join("general.log").exists());
+        let recovered = recover_dir(dir.path(), &RecoveryLimits::unlimited()).unwrap();
+        assert_eq!(recovered.logs, 3);
+        assert_eq!(recovered.next_id, 1026);
+        // Only the room's chat is history; the floor rides along at the end.
+        let restore: Vec<Record> = recovered.into_restore().collect();
+        assert_eq!(restore.len(), 2);
+        assert_eq!(restore[1].kind, RecordKind::Reserve);
+        assert_eq!(restore[1].id.get(), 1025);
+    }
+
+    /// A disk whose first `open` does not answer until released.
+    #[derive(Clone)]
+    struct StuckDisk {
+        disk: SimDisk,
+        /// Set when the writer has entered `open` (so holds its batch).
+        entered: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    fn set(flag: &(Mutex<bool>, std::sync::Condvar)) {
+        *flag.0.lock().unwrap() = true;
+        flag.1.notify_all();
+    }
+
+    fn wait(flag: &(Mutex<bool>, std::sync::Condvar)) {
+        let mut set = flag.0.lock().unwrap();
+        while !*set {
+            set = flag.1.wait(set).unwrap();
+        }
+    }
+
+    impl Storage for StuckDisk {
+        type Log = <SimDisk as Storage>::Log;
+        type Reader = <SimDisk as Storage>::Reader;
+
+        fn open(&mut self, name: &str) -> io::Result<Opened<Self::Log>> {
+            set(&self.entered);
+            wait(&self.release);
+            self.disk.open(name)
+        }
+
+        fn sync_dir(&mut self) -> io::Result<()> {
+            self.disk.sync_dir()
+        }
+
+        fn list(&mut self) -> io::Result<Vec<String>> {
+            self.disk.list()
+        }
+
+        fn read(&mut self, name: &str) -> io::Result<Self::Reader> {
+            self.disk.read(name)
+        }
+    }
+
+    #[test]
+    fn a_full_queue_answers_not_stored_at_once_instead_of_blocking() {
+        let flag = || Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let stuck = StuckDisk {
+            disk: SimDisk::new(1, Faults::default()),
+            entered: flag(),
+            release: flag(),
+        };
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let sink = reports.clone();
+        let options = WriterOptions {
+            queue: 2,
+            ..WriterOptions::new(FsyncPolicy::Always)
+        };
+        let writer = HistoryWriter::start_on(stuck.clone(), options, move |report| {
+            sink.lock().unwrap().push(report)
+        })
+        .unwrap();
+        // The writer takes record 1 and gets stuck on the disk; of the ten
+        // that follow, the queue takes two and the rest are refused at once.
+        writer.append(record(1, "general"));
+        wait(&stuck.entered);
+        for id in 2..=11 {
+            writer.append(record(id, "general"));
+        }
+        let failed: Vec<u64> = reports
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|report| match report {
+                PersistReport::Failed(ids) => ids.clone(),
+                PersistReport::Stored(_) => Vec::new(),
+            })
+            .map(MessageId::get)
+            .collect();
+        // Released before asserting, so a failure cannot hang the test.
+        set(&stuck.release);
+        writer.finish();
+        assert_eq!(failed, (4..=11).collect::<Vec<u64>>(), "refused at once");
+        let mut stored = stored_ids(&reports.lock().unwrap());
+        stored.sort_unstable();
+        assert_eq!(stored, [1, 2, 3]);
+    }
+
+    /// Logs made up as they are read, never held whole: `records` records
+    /// spread over `rooms` logs, ids increasing with the log's index.
+    struct GeneratedLogs {
+        rooms: u64,
+        records: u64,
+    }
+
+    /// One generated log being read.
+    struct GeneratedLog {
+        room: u64,
+        rooms: u64,
+        next: u64,
+        end: u64,
+        pending: Vec<u8>,
+        at: usize,
+        largest_read: Arc<Mutex<usize>>,
+    }
+
+    impl io::Read for GeneratedLog {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut largest = self.largest_read.lock().unwrap();
+            *largest = (*largest).max(buf.len());
+            while self.at == self.pending.len() && self.next < self.end {
+                let id = self.next * self.rooms + self.room + 1;
+                self.pending = history::encode(&record(id, &format!("room{}", self.room)));
+                self.at = 0;
+                self.next += 1;
+            }
+            let n = buf.len().min(self.pending.len() - self.at);
+            buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn start_up_streams_large_logs_and_keeps_only_what_the_server_holds() {
+        let largest_read = Arc::new(Mutex::new(0));
+        let mut storage = GeneratedStorage {
+            logs: GeneratedLogs {
+                rooms: 5,
+                records: 200_000,
+            },
+            largest_read: largest_read.clone(),
+        };
+        let limits = RecoveryLimits {
+            max_rooms: 3,
+            history_size: 100,
+            max_record_bytes: 4096,
+        };
+        let recovered = recover(&mut storage, &limits).unwrap();
+        assert_eq!(recovered.read, 200_000);
+        assert_eq!(recovered.records.len(), 300);
+        // The three rooms written last (highest ids), each its last 100.
+        let per_room = 200_000 / 5;
+        for (index, room) in [2u64, 3, 4].into_iter().enumerate() {
+            let kept = &recovered.records[index * 100..(index + 1) * 100];
+            let expected: Vec<u64> = (per_room - 100..per_room)
+                .map(|n| n * 5 + room + 1)
+                .collect();
+            let ids: Vec<u64> = kept.iter().map(|r| r.id.get()).collect();
+            assert_eq!(ids, expected, "room{room}");
+        }
+        assert_eq!(recovered.next_id, 200_001);
+        assert!(
+            *largest_read.lock().unwrap() <= 64 * 1024,
+            "reads in bounded chunks"
+        );
+    }
+
+    struct GeneratedStorage {
+        logs: GeneratedLogs,
+        largest_read: Arc<Mutex<usize>>,
+    }
+
+    impl Storage for GeneratedStorage {
+        type Log = <SimDisk as Storage>::Log;
+        type Reader = GeneratedLog;
+
+        fn open(&mut self, _name: &str) -> io::Result<Opened<Self::Log>> {
+            Err(io::Error::other("generated logs are read-only"))
+        }
+
+        fn sync_dir(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn list(&mut self) -> io::Result<Vec<String>> {
+            Ok((0..self.logs.rooms)
+                .map(|r| format!("room{r}.log"))
+                .collect())
+        }
+
+        fn read(&mut self, name: &str) -> io::Result<GeneratedLog> {
+            let room: u64 = name
+                .trim_start_matches("room")
+                .trim_end_matches(".log")
+                .parse()
+                .map_err(io::Error::other)?;
+            Ok(GeneratedLog {
+                room,
+                rooms: self.logs.rooms,
+                next: 0,
+                end: self.logs.records / self.logs.rooms,
+                pending: Vec::new(),
+                at: 0,
+                largest_read: self.largest_read.clone(),
+            })
+        }
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_being_held() {
+        let mut bytes = history::encode(&record(1, "general"));
+        bytes.extend(std::iter::repeat_n(b'x', 3 << 20));
+        bytes.push(b'\n');
+        bytes.extend(history::encode(&record(2, "general")));
+        let mut ids = Vec::new();
+        let scan = scan(&bytes[..], 1 << 20, |record| ids.push(record.id.get())).unwrap();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(scan.skipped.len(), 1);
+        assert!(scan.torn.is_none());
+        assert_eq!(scan.valid_len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn streaming_scan_agrees_with_the_core_on_damage() {
+        let full: Vec<u8> = (1..=4)
+            .flat_map(|id| history::encode(&record(id, "general")))
+            .collect();
+        let mut damaged = full.clone();
+        let second = full.iter().position(|&b| b == b'\n').unwrap() + 1;
+        damaged[second + 20] ^= 0x01;
+        damaged.truncate(damaged.len() - 9);
+        let core = history::recover(&damaged);
+        let mut ids = Vec::new();
+        let scan = scan(&damaged[..], 1 << 20, |record| ids.push(record.id)).unwrap();
+        let core_ids: Vec<MessageId> = core.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, core_ids);
+        assert_eq!(scan.valid_len, core.valid_len as u64);
+        assert_eq!(scan.skipped.len(), core.skipped.len());
+        let torn = scan.torn.unwrap();
+        let core_torn = core.torn_tail.unwrap();
+        assert_eq!(
+            (torn.offset, torn.len),
+            (core_torn.offset as u64, core_torn.len as u64)
+        );
+    }
+
+    /// Descriptors of this process open on files under `dir`.
+    #[cfg(target_os = "linux")]
+    fn descriptors_under(dir: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thousand_room_logs_on_disk_hold_at_most_the_limit_of_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let mut writer = writer::Writer::new(DirStorage::new(&dir), FsyncPolicy::Never, 16);
+        let now = Instant::now();
+        let mut most = 0;
+        for id in 1..=1000 {
+            writer.write_batch(now, &[record(id, &format!("room{id}"))]);
+            most = most.max(descriptors_under(&dir));
+        }
+        writer.sync();
+        assert_eq!(most, 16);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1000);
     }
 }

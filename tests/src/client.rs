@@ -101,6 +101,35 @@ impl LineClient {
         }
     }
 
+    /// Waits, without reading, until the server has reset or ended the
+    /// connection (up to `limit`). A reset shows at once, whatever is left
+    /// unread; an end of stream only once the data before it has arrived.
+    #[cfg(unix)]
+    pub fn wait_closed_unread(&self, limit: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // No events asked for: poll reports only errors and hang-ups.
+            let mut fds = [PollFd::new(&self.stream, PollFlags::empty())];
+            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            });
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(0) => return false,
+                Ok(_) => {
+                    return fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(error) => panic!("poll failed: {error}"),
+            }
+        }
+    }
+
     /// Reads lines until one satisfies `wanted`, returning it, or fails
     /// with everything seen if the connection ends or goes quiet first.
     pub fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> Result<String, String> {

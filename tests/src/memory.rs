@@ -4,6 +4,7 @@
 //! every transcript also checks that framing does not depend on how TCP
 //! happens to cut the stream. Persisted records are encoded into per-room
 //! byte logs exactly as on disk and recovered from those bytes on restart.
+//! Operator passwords are verified at once, on this thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -111,6 +112,14 @@ impl MemoryDriver {
                         .or_default()
                         .extend_from_slice(&history::encode(&record));
                     self.server()?.handle_persisted(now, record.id);
+                }
+                Output::VerifyPassword(check) => {
+                    // Synchronously, with the engine's verifier: the verdict
+                    // arrives before any later input, as the transcript's
+                    // order demands.
+                    let verdict = chatd_engine::auth::verify(&check.hash, &check.password);
+                    self.server()?
+                        .handle_password_verdict(now, check.request, verdict);
                 }
             }
         }

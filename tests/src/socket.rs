@@ -45,6 +45,7 @@ impl<B: Backend> SocketDriver<B> {
                 fsync: FsyncPolicy::Always,
                 persist: true,
                 backend: backend.name().into(),
+                ..ServerSettings::default()
             },
             chat: Config::default(),
         };

@@ -2,13 +2,14 @@
 //! from damaged logs, history the disk refuses, and when ACKs may go out.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use chatd_core::history::{self, Record, RecordKind};
 use chatd_core::{Config, MessageId, Nick, RoomName};
-use chatd_engine::clock::ManualClock;
+use chatd_engine::clock::{Clock, ManualClock};
+use chatd_engine::hub::{InboxStats, MIN_INBOX_BYTES};
 use chatd_engine::persist::{FsyncPolicy, log_path};
 use chatd_engine::settings::{ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
@@ -43,6 +44,10 @@ on_both_backends!(
     history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on,
     ack_waits_until_the_record_is_synced_under_the_policy,
     a_large_room_gets_every_line_in_order_from_each_sender,
+    slow_consumer_is_reset_without_reading_a_byte,
+    shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit,
+    a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing,
+    history_timestamps_follow_a_corrected_system_clock,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -63,6 +68,7 @@ fn start_with(
             fsync,
             persist: true,
             backend: backend.name().into(),
+            ..ServerSettings::default()
         },
         chat,
     };
@@ -153,6 +159,307 @@ fn slow_consumer_is_cut_off_while_the_others_keep_receiving(backend: &dyn Backen
             Received::Nothing => panic!("the slow consumer was never disconnected"),
         }
     }
+    stop(running);
+}
+
+/// The one close rule (engine/src/closing.rs): a slow consumer's socket
+/// really closes, with a reset, even though the client never reads again.
+/// A socket kept open (or closed gracefully behind megabytes the client
+/// will never read) shows no error or hang-up to the client.
+fn slow_consumer_is_reset_without_reading_a_byte(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    let running = start_with(backend, dir.path(), chat, FsyncPolicy::Never);
+    let addr = running.local_addr();
+    let mut slow = LineClient::connect_with(addr, host(1), Some(4096)).expect("connects");
+    slow.wait_for(|line| line.starts_with("* welcome"))
+        .expect("welcome");
+    let mut talker = welcome(addr, 2);
+    let mut sender = talker.try_clone_sender().expect("clone");
+    let cut_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_sending = cut_off.clone();
+    let flood = thread::spawn(move || {
+        let payload = "x".repeat(3_000);
+        // At most 60 MB; it stops once the slow client is announced gone.
+        for i in 0..20_000 {
+            if stop_sending.load(Ordering::Acquire) {
+                return;
+            }
+            sender.say(&format!("{payload} {i}")).expect("talker sends");
+        }
+    });
+    // Quiet while the flood goes on: wait past the per-line limit, up to a
+    // failure guard.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match talker.next_line().expect("talker reads") {
+            Received::Line(line) if line == "* guest1 quit: too slow to receive" => break,
+            Received::Nothing if std::time::Instant::now() < guard => {}
+            other => panic!("the slow client was never announced gone: {other:?}"),
+        }
+    }
+    cut_off.store(true, Ordering::Release);
+    flood.join().expect("flood");
+    #[cfg(unix)]
+    assert!(
+        slow.wait_closed_unread(std::time::Duration::from_secs(5)),
+        "{}: the slow consumer's socket is still open",
+        backend.name()
+    );
+    stop(running);
+}
+
+/// Nothing queued, clients that keep their end open: a shutdown returns
+/// at once rather than after the flush limit or a linger.
+fn shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let running = start(backend, dir.path(), Config::default());
+    let addr = running.local_addr();
+    let mut clients = [welcome(addr, 1), welcome(addr, 2)];
+    for client in &mut clients {
+        client.say("#ping idle").expect("send");
+        client
+            .wait_for(|line| line == "+ pong idle")
+            .expect("nothing left to send");
+    }
+    let started = std::time::Instant::now();
+    stop(running);
+    let took = started.elapsed();
+    // A failure guard, not a measurement: a prompt shutdown takes
+    // milliseconds; one that waits for the limit takes all of it.
+    assert!(
+        took < chatd_engine::SHUTDOWN_FLUSH_LIMIT,
+        "{}: shutdown took {took:?}",
+        backend.name()
+    );
+    for client in &mut clients {
+        client
+            .wait_for(|line| line.starts_with("* server shutting down"))
+            .expect("told");
+        assert_eq!(client.next_line().expect("read"), Received::Closed);
+    }
+}
+
+/// A manual clock whose readings wait while its gate is closed. The hub
+/// reads the clock for every event, so closing the gate stalls the core
+/// exactly where a slow core would fall behind, and nothing else.
+struct GatedClock {
+    clock: ManualClock,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl GatedClock {
+    fn new() -> Self {
+        Self {
+            clock: ManualClock::new(1_795_000_000_000),
+            open: Mutex::new(true),
+            opened: Condvar::new(),
+        }
+    }
+
+    fn set_open(&self, open: bool) {
+        *self.open.lock().expect("gate") = open;
+        self.opened.notify_all();
+    }
+}
+
+impl Clock for GatedClock {
+    fn now(&self) -> std::time::Instant {
+        let open = self.open.lock().expect("gate");
+        drop(self.opened.wait_while(open, |open| !*open).expect("gate"));
+        self.clock.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms()
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Option<std::time::Duration> {
+        self.clock.sleep_until(deadline)
+    }
+
+    fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.clock.on_advance(wake);
+    }
+}
+
+/// Backpressure (engine/src/hub.rs): while the core is stalled, a flood
+/// 30 times the inbox's bound makes the I/O threads stop reading rather
+/// than queue it all; the inbox never holds more than the bound plus one
+/// read per I/O thread; once the core goes on, every line arrives, in
+/// order. Then a flood that produces no output at all (blank lines, which
+/// the core ignores): only the hub's own wake-up can restart reading.
+fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn Backend) {
+    const BOUND: usize = MIN_INBOX_BYTES;
+    const ONE_READ: usize = 64 * 1024;
+    const MESSAGES: usize = 2_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    // The listener starts reading only once the core goes on.
+    chat.max_outbound_bytes = 64 << 20;
+    let settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            threads: 2,
+            data_dir: dir.path().to_path_buf(),
+            persist: false,
+            backend: backend.name().into(),
+            max_inbox_bytes: BOUND,
+            ..ServerSettings::default()
+        },
+        chat,
+    };
+    let gate = Arc::new(GatedClock::new());
+    let running = launch(&settings, backend, gate.clone()).expect("server starts");
+    let addr = running.local_addr();
+    let mut talker = welcome(addr, 2);
+    let mut listener = welcome(addr, 3);
+    talker.say("#nick talker").expect("send");
+    talker
+        .wait_for(|line| line == "* you are now talker")
+        .expect("renamed");
+
+    let payload = "x".repeat(1_000);
+    let chat_lines: Vec<u8> = (0..MESSAGES)
+        .flat_map(|i| format!("{payload} {i}\n").into_bytes())
+        .collect();
+    let (stalled, sending) = flood_while_stalled(&running, &gate, &talker, chat_lines);
+    for i in 0..MESSAGES {
+        let line = listener
+            .wait_for(|line| line.starts_with("[#general] talker: "))
+            .unwrap_or_else(|e| panic!("{}: message {i}: {e}", backend.name()));
+        assert!(
+            line.ends_with(&format!(" {i}")),
+            "{}: out of order at {i}",
+            backend.name()
+        );
+    }
+    sending.join().expect("sender");
+
+    let blank = " ".repeat(1_000);
+    let mut silent: Vec<u8> = (0..MESSAGES)
+        .flat_map(|_| format!("{blank}\n").into_bytes())
+        .collect();
+    silent.extend_from_slice(b"#ping done\n");
+    let (_, sending) = flood_while_stalled(&running, &gate, &talker, silent);
+    talker
+        .wait_for(|line| line == "+ pong done")
+        .unwrap_or_else(|e| panic!("{}: reading never resumed: {e}", backend.name()));
+    sending.join().expect("sender");
+
+    let stats = running.inbox_stats();
+    eprintln!(
+        "{}: stalled {stalled:?}, at the end {stats:?}",
+        backend.name()
+    );
+    assert!(
+        stats.peak_bytes <= BOUND + settings.server.threads * ONE_READ,
+        "{}: the inbox grew past its bound: {stats:?}",
+        backend.name()
+    );
+    stop(running);
+}
+
+/// Stalls the core, sends `flood` from `talker` until an I/O thread stops
+/// reading, lets the core go on and returns the inbox's state while it
+/// was stalled, and the sending thread, which finishes once the server
+/// has read it all (join it only after seeing the flood's effect, so a
+/// server that never reads again fails on a line timeout, not a hang).
+fn flood_while_stalled(
+    running: &Running,
+    gate: &GatedClock,
+    talker: &LineClient,
+    flood: Vec<u8>,
+) -> (InboxStats, thread::JoinHandle<()>) {
+    let pauses = running.inbox_stats().pauses;
+    gate.set_open(false);
+    let mut sender = talker.try_clone_sender().expect("clone");
+    let sending = thread::spawn(move || sender.send(&flood).expect("talker sends"));
+    // A failure guard only: reading pauses as soon as the bound is passed.
+    let guard = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while running.inbox_stats().pauses == pauses {
+        let stats = running.inbox_stats();
+        assert!(
+            std::time::Instant::now() < guard,
+            "reading never paused: {stats:?}"
+        );
+        thread::yield_now();
+    }
+    let stalled = running.inbox_stats();
+    gate.set_open(true);
+    (stalled, sending)
+}
+
+/// A manual clock whose wall time can be corrected (as NTP or an operator
+/// corrects the system clock) and which, like the system clock, asks to
+/// be re-anchored every minute.
+struct CorrectedClock {
+    clock: ManualClock,
+    correction_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Clock for CorrectedClock {
+    fn now(&self) -> std::time::Instant {
+        self.clock.now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms() + self.correction_ms.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Option<std::time::Duration> {
+        self.clock.sleep_until(deadline)
+    }
+
+    fn on_advance(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.clock.on_advance(wake);
+    }
+
+    fn wall_clock_every(&self) -> Option<std::time::Duration> {
+        Some(chatd_engine::clock::WALL_CLOCK_EVERY)
+    }
+}
+
+/// The hub feeds the wall clock to the core once a minute: after the
+/// system clock is corrected by a day, a minute later new history is
+/// stamped with the corrected date.
+fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            threads: 2,
+            data_dir: dir.path().to_path_buf(),
+            persist: false,
+            backend: backend.name().into(),
+            ..ServerSettings::default()
+        },
+        chat: Config::default(),
+    };
+    settings.chat.idle.enabled = false;
+    // 2026-11-18 11:06:40 UTC.
+    let clock = Arc::new(CorrectedClock {
+        clock: ManualClock::new(1_795_000_000_000),
+        correction_ms: std::sync::atomic::AtomicU64::new(0),
+    });
+    let running = launch(&settings, backend, clock.clone()).expect("server starts");
+    let mut alice = welcome(running.local_addr(), 1);
+    clock.correction_ms.store(86_400_000, Ordering::SeqCst);
+    clock.clock.advance(chatd_engine::clock::WALL_CLOCK_EVERY);
+    alice.say("after the correction").expect("send");
+    alice.say("#history 1").expect("send");
+    alice
+        .wait_for(|line| line.starts_with("+ history"))
+        .expect("history");
+    assert_eq!(
+        alice.next_line().expect("read"),
+        Received::Line("[#general 2026-11-19 11:07:40] guest1: after the correction".into()),
+        "{}",
+        backend.name()
+    );
     stop(running);
 }
 

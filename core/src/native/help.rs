@@ -49,14 +49,14 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "rooms",
         &[],
-        "#rooms",
-        "list rooms with member count and topic",
+        "#rooms [PAGE]",
+        "list rooms with member count and topic, a page at a time",
     ),
     spec(
         "who",
         &[],
-        "#who",
-        "list the members of your room (@ marks the owner)",
+        "#who [PAGE]",
+        "list the members of your room (@ marks the owner), a page at a time",
     ),
     spec("msg", &["w"], "#msg NAME TEXT", "send a private message"),
     spec("me", &[], "#me ACTION", "describe an action in your room"),

@@ -99,8 +99,21 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
         "invite" => Command::Invite(nick(single(args).ok_or_else(usage)?)?),
         "leave" => none(args, Command::Leave).ok_or_else(usage)?,
-        "rooms" => none(args, Command::Rooms).ok_or_else(usage)?,
-        "who" => none(args, Command::Who).ok_or_else(usage)?,
+        "rooms" | "who" => {
+            let page = match single(args) {
+                None if trimmed(args).is_empty() => None,
+                None => return Err(usage()),
+                Some(page) => Some(positive_count(page).map_err(|error| match error {
+                    ParseError::Usage(_) => usage(),
+                    other => other,
+                })?),
+            };
+            if spec.name == "who" {
+                Command::Who(page)
+            } else {
+                Command::Rooms(page)
+            }
+        }
         "msg" => {
             let (to, text) = split_word(args);
             if to.is_empty() || text.is_empty() {
@@ -452,6 +465,8 @@ mod tests {
             parse("#who extra").unwrap_err().code(),
             ErrorCode::BadSyntax
         );
+        assert_eq!(parse("#who 2"), Ok(Command::Who(Some(2))));
+        assert_eq!(parse("#rooms"), Ok(Command::Rooms(None)));
         assert_eq!(
             parse("#history 0").unwrap_err().code(),
             ErrorCode::BadArgument

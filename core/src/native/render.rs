@@ -70,6 +70,19 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             write!(out, "* {by} set the topic of #{room}: {topic}")
         }
         Reply::RoomsHeader { count } => write!(out, "+ rooms {count}"),
+        Reply::Page {
+            command,
+            page,
+            pages,
+            total,
+        } if page < pages => write!(
+            out,
+            "+ page {page}/{pages} of {total}; #{command} {} for more",
+            page + 1
+        ),
+        Reply::Page {
+            page, pages, total, ..
+        } => write!(out, "+ page {page}/{pages} of {total}"),
         Reply::RoomEntry(entry) => write_room_entry(out, entry),
         Reply::Who { room, members } => {
             let _ = write!(out, "+ who #{room} {}:", members.len());
@@ -165,7 +178,10 @@ fn write_history_entry(out: &mut String, record: &Record) -> std::fmt::Result {
     let time = format_utc(record.ts);
     let (room, from, text) = (&record.room, &record.from, &record.text);
     match record.kind {
-        RecordKind::Msg | RecordKind::Whisper => write!(out, "[#{room} {time}] {from}: {text}"),
+        // Reservations never reach a history ring; shown like chat if one did.
+        RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => {
+            write!(out, "[#{room} {time}] {from}: {text}")
+        }
         RecordKind::Action => write!(out, "[#{room} {time}] * {from} {text}"),
         RecordKind::Urgent => write!(out, "[#{room} {time}] URGENT {from}: {text}"),
     }

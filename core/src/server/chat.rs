@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::ErrorCode;
-use crate::history::{Record, RecordKind};
+use crate::history::{MessageIds, Record, RecordKind};
 use crate::ids::{ConnId, MessageId, Nick};
 use crate::io::{Output, Priority};
 use crate::native;
 use crate::reply::Reply;
 
 use super::Server;
+use super::outbox::Outbox;
 
 impl Server {
     /// A chat line, action or urgent message to the caller's room.
@@ -66,7 +67,7 @@ impl Server {
                 },
                 Priority::Urgent,
             ),
-            RecordKind::Msg | RecordKind::Whisper => (
+            RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => (
                 Reply::Chat {
                     room: room_name,
                     from,
@@ -81,12 +82,12 @@ impl Server {
             native::encode(&reply),
             priority,
         );
-        let id = MessageId::new(self.next_message);
-        self.next_message += 1;
+        let ts = self.wall.unix_ms(now);
+        let id = take_id(&mut self.ids, &mut self.out, ts);
         let record = Arc::new(Record {
             id,
             room: room_name.clone(),
-            ts: self.wall.unix_ms(now),
+            ts,
             from: *from,
             kind,
             text: text.to_owned(),
@@ -94,13 +95,12 @@ impl Server {
             private: room.private,
         });
         self.histories
-            .entry(room_name.clone())
-            .or_default()
             .push(record.clone(), self.config.history_size);
         if session.ack {
             self.pending_acks.insert(id, conn);
         }
         self.out.push(Output::Persist(record));
+        self.enforce_history_bounds();
     }
 
     /// `#msg NAME TEXT`.
@@ -126,18 +126,22 @@ impl Server {
                 text,
             },
         );
-        let id = MessageId::new(self.next_message);
-        self.next_message += 1;
+        let ts = self.wall.unix_ms(now);
+        let id = take_id(&mut self.ids, &mut self.out, ts);
         if !self.config.persist_private_messages {
-            if me.ack {
+            // Nothing is written, so only a durable reservation keeps this
+            // id from being handed out again after a restart.
+            if me.ack && self.ids.is_durable(id) {
                 self.out.send(conn, &Reply::Ack(id));
+            } else if me.ack {
+                self.ids.defer_ack(id, conn);
             }
             return;
         }
         let record = Arc::new(Record {
             id,
             room: me.room.clone(),
-            ts: self.wall.unix_ms(now),
+            ts,
             from: me.nick,
             kind: RecordKind::Whisper,
             text: text.to_owned(),
@@ -160,9 +164,7 @@ impl Server {
             .min(self.config.history_size);
         let entries: Vec<Reply<'_>> = self
             .histories
-            .get(&me.room)
-            .into_iter()
-            .flat_map(|ring| ring.last(count))
+            .last(&me.room, count)
             .map(|record| Reply::HistoryEntry(record))
             .collect();
         let header = Reply::HistoryHeader {
@@ -180,4 +182,14 @@ impl Server {
             self.out.send(conn, &Reply::AckMode(on));
         }
     }
+}
+
+/// The next message id; a reservation that falls due goes to the writer
+/// first, so it is queued ahead of the records using its ids.
+fn take_id(ids: &mut MessageIds, out: &mut Outbox, ts: u64) -> MessageId {
+    let allocation = ids.allocate();
+    if let Some(reserved) = allocation.reservation {
+        out.push(Output::Persist(Arc::new(Record::reservation(reserved, ts))));
+    }
+    allocation.id
 }

@@ -1,5 +1,6 @@
 //! From bytes to commands: framing, rate limiting, parsing, dispatch.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use crate::io::CloseReason;
 use crate::line::Frame;
 use crate::native::{self, help};
 use crate::reply::Reply;
+use crate::text;
 
 use super::session::Liveness;
 use super::{Farewell, Server};
@@ -78,7 +80,9 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return false;
         };
-        let Some(address) = self.addresses.get_mut(&session.peer.ip()) else {
+        let group =
+            crate::address::AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
+        let Some(address) = self.addresses.get_mut(&group) else {
             debug_assert!(false, "{conn} has no address entry");
             return false;
         };
@@ -126,35 +130,93 @@ impl Server {
     }
 
     fn dispatch(&mut self, now: Instant, conn: ConnId, command: Command<'_>) {
+        // Every text others will see passes text::trusted first: nothing
+        // made only of invisible characters, no bidirectional control left
+        // open. A departing user's quit message is dropped instead.
         match command {
-            Command::Say(text) => self.post(now, conn, RecordKind::Msg, text),
-            Command::Me(text) => self.post(now, conn, RecordKind::Action, text),
-            Command::Urgent(text) => self.post(now, conn, RecordKind::Urgent, text),
-            Command::Msg { to, text } => self.whisper(now, conn, &to, text),
+            Command::Say(text) | Command::Me(text) | Command::Urgent(text) => {
+                let kind = match command {
+                    Command::Me(_) => RecordKind::Action,
+                    Command::Urgent(_) => RecordKind::Urgent,
+                    _ => RecordKind::Msg,
+                };
+                if let Some(text) = self.trusted(conn, text) {
+                    self.post(now, conn, kind, &text);
+                }
+            }
+            Command::Msg { to, text } => {
+                if let Some(text) = self.trusted(conn, text) {
+                    self.whisper(now, conn, &to, &text);
+                }
+            }
             Command::Help(topic) => self.help(conn, topic),
             Command::Nick(nick) => self.change_nick(conn, nick),
             Command::Join(room) => self.join(now, conn, room),
             Command::Create { room, private } => self.create(conn, room, private),
             Command::Invite(nick) => self.invite(conn, &nick),
             Command::Leave => self.leave(conn),
-            Command::Rooms => self.list_rooms(conn),
-            Command::Who => self.who(conn),
-            Command::Topic(text) => self.topic(conn, text),
+            Command::Rooms(page) => self.list_rooms(conn, page),
+            Command::Who(page) => self.who(conn, page),
+            Command::Topic(None) => self.topic(conn, None),
+            Command::Topic(Some(text)) => {
+                if let Some(text) = self.trusted(conn, text) {
+                    self.topic(conn, Some(&text));
+                }
+            }
             Command::History(count) => self.history(conn, count),
             Command::Ack(on) => self.set_ack(conn, on),
             Command::Ping(token) => self.out.send(conn, &Reply::Pong { token }),
             Command::Pong => {}
-            Command::Oper { name, password } => self.oper(conn, name, password),
-            Command::Kick { target, reason } => self.kick(conn, &target, reason),
+            Command::Oper { name, password } => self.oper(now, conn, name, password),
+            Command::Kick { target, reason } => {
+                if let Some(reason) = self.trusted_reason(conn, reason) {
+                    self.kick(conn, &target, reason.as_deref());
+                }
+            }
             Command::Ban {
                 target,
                 duration,
                 reason,
-            } => self.ban(now, conn, &target, duration, reason),
+            } => {
+                if let Some(reason) = self.trusted_reason(conn, reason) {
+                    self.ban(now, conn, &target, duration, reason.as_deref());
+                }
+            }
             Command::Unban(address) => self.unban(conn, address),
             Command::Mute { target, duration } => self.mute(now, conn, &target, duration),
             Command::Unmute(target) => self.unmute(now, conn, &target),
-            Command::Quit(message) => self.quit(conn, message),
+            Command::Quit(message) => {
+                let message = message.and_then(|m| text::trusted(m).ok());
+                self.quit(conn, message.as_deref());
+            }
+        }
+    }
+
+    /// The text as others will see it, or an `invisible-text` error.
+    fn trusted<'a>(&mut self, conn: ConnId, text: &'a str) -> Option<Cow<'a, str>> {
+        match text::trusted(text) {
+            Ok(text) => Some(text),
+            Err(error) => {
+                self.out.error(
+                    conn,
+                    ErrorCode::InvisibleText,
+                    &format!("{error}; nothing was sent"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional reason checked like any text: `Some(None)` when none
+    /// was given, `None` when the one given was refused.
+    fn trusted_reason<'a>(
+        &mut self,
+        conn: ConnId,
+        reason: Option<&'a str>,
+    ) -> Option<Option<Cow<'a, str>>> {
+        match reason {
+            None => Some(None),
+            Some(reason) => self.trusted(conn, reason).map(Some),
         }
     }
 

@@ -1,6 +1,9 @@
 //! Internal consistency checks, used by tests and property tests.
 
-use crate::ids::RoomName;
+use std::collections::BTreeMap;
+
+use crate::address::AddressGroup;
+use crate::ids::{ConnId, RoomName};
 
 use super::Server;
 
@@ -15,7 +18,13 @@ impl Server {
     /// 4. each room's cached recipient list equals its members;
     /// 5. per-address connection counts add up to the sessions;
     /// 6. no partial line is longer than the line limit plus one byte;
-    /// 7. there are no more rooms than the limit allows.
+    /// 7. there are no more rooms than the limit allows;
+    /// 8. in-memory history is within its byte budget and room count;
+    /// 9. bans, mutes and invitations are within their limits;
+    /// 10. no timer is pending for what no longer exists: at most one per
+    ///     session, timed ban and mute;
+    /// 11. per-address and per-connection counts of rooms created match the
+    ///     rooms that exist.
     pub fn check_invariants(&self) -> Result<(), String> {
         if self.nicks.len() != self.sessions.len() {
             return Err(format!(
@@ -78,6 +87,66 @@ impl Server {
                 "{counted} address slots for {} sessions",
                 self.sessions.len()
             ));
+        }
+        self.check_bounds()
+    }
+
+    /// Invariants 8 to 11.
+    fn check_bounds(&self) -> Result<(), String> {
+        let limits = &self.config.limits;
+        if self.histories.bytes() > self.config.history_bytes
+            || self.histories.len() > self.config.max_rooms
+        {
+            return Err(format!(
+                "{} histories of {} bytes exceed the history bounds",
+                self.histories.len(),
+                self.histories.bytes()
+            ));
+        }
+        if self.server_bans.len() > limits.server_bans {
+            return Err(format!("{} server bans", self.server_bans.len()));
+        }
+        let mut timed = self.sessions.len() + self.server_bans.len();
+        let mut by_address: BTreeMap<AddressGroup, usize> = BTreeMap::new();
+        let mut by_conn: BTreeMap<ConnId, usize> = BTreeMap::new();
+        for (name, room) in &self.rooms {
+            if room.bans.len() > limits.bans_per_room
+                || room.mutes.len() > limits.mutes_per_room
+                || room.invites.len() > limits.invites_per_room
+            {
+                return Err(format!(
+                    "#{name} holds more bans, mutes or invites than allowed"
+                ));
+            }
+            timed += room.bans.len() + room.mutes.len();
+            if let Some((conn, group)) = room.created_by {
+                *by_address.entry(group).or_default() += 1;
+                *by_conn.entry(conn).or_default() += 1;
+            }
+        }
+        if self.timers.len() > timed {
+            return Err(format!(
+                "{} timers pending for {timed} sessions, bans and mutes",
+                self.timers.len()
+            ));
+        }
+        for (group, address) in &self.addresses {
+            let rooms = by_address.get(group).copied().unwrap_or(0);
+            if address.rooms_created != rooms {
+                return Err(format!(
+                    "{group} is counted {} rooms created, {rooms} exist",
+                    address.rooms_created
+                ));
+            }
+        }
+        for (conn, session) in &self.sessions {
+            let rooms = by_conn.get(conn).copied().unwrap_or(0);
+            if usize::from(session.rooms_created) != rooms {
+                return Err(format!(
+                    "{conn} is counted {} rooms created, {rooms} exist",
+                    session.rooms_created
+                ));
+            }
         }
         Ok(())
     }

@@ -24,10 +24,10 @@ impl Server {
             Liveness::Active => {
                 let due = session.last_active + idle.ping_after;
                 if due > now {
-                    return self.timers.schedule(due, Timer::Idle(conn));
+                    return self.arm_idle(conn, due);
                 }
                 session.liveness = Liveness::Pinged(now);
-                self.timers.schedule(now + idle.timeout, Timer::Idle(conn));
+                self.arm_idle(conn, now + idle.timeout);
                 self.out.send(
                     conn,
                     &Reply::IdlePing {
@@ -38,7 +38,7 @@ impl Server {
             Liveness::Pinged(at) => {
                 let deadline = at + idle.timeout;
                 if deadline > now {
-                    return self.timers.schedule(deadline, Timer::Idle(conn));
+                    return self.arm_idle(conn, deadline);
                 }
                 let text = format!(
                     "no answer to the idle check within {}; disconnecting",
@@ -48,6 +48,15 @@ impl Server {
                 self.remove_session(conn, Farewell::Quit(Some("idle timeout")));
                 self.out.close(conn, CloseReason::IdleTimeout);
             }
+        }
+    }
+
+    /// Arms `conn`'s idle timer for `at`, remembering when, so that the
+    /// timer can be cancelled when the connection goes.
+    pub(super) fn arm_idle(&mut self, conn: ConnId, at: Instant) {
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.idle_at = Some(at);
+            self.timers.schedule(at, Timer::Idle(conn));
         }
     }
 }

@@ -9,8 +9,6 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
-
 use crate::command::BanTarget;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
@@ -20,7 +18,6 @@ use crate::timers::Timer;
 
 use super::presence::Entry;
 use super::room::Ban;
-use super::session::Role;
 use super::{Farewell, Server, describe_ban};
 
 /// Why the caller may moderate here.
@@ -31,32 +28,6 @@ enum Authority {
 }
 
 impl Server {
-    /// `#oper NAME PASSWORD`.
-    pub(super) fn oper(&mut self, conn: ConnId, name: &str, password: &str) {
-        let verified = self
-            .config
-            .operators
-            .iter()
-            .find(|account| account.name.eq_ignore_ascii_case(name))
-            .and_then(|account| PasswordHash::new(&account.password_hash).ok())
-            .is_some_and(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            });
-        if !verified {
-            return self.out.error(
-                conn,
-                ErrorCode::BadCredentials,
-                "wrong operator name or password",
-            );
-        }
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.role = Role::Operator;
-            self.out.send(conn, &Reply::OperUp);
-        }
-    }
-
     /// `#kick NAME [REASON]`: out of the room, or off the server in #general.
     pub(super) fn kick(&mut self, conn: ConnId, target: &Nick, reason: Option<&str>) {
         let Some((authority, room_name)) = self.authority(conn, "kick") else {
@@ -135,6 +106,11 @@ impl Server {
         ban: Ban,
         duration: Option<Duration>,
     ) {
+        let limit = self.config.limits.server_bans;
+        if self.server_bans.len() >= limit && !self.server_bans.contains_key(&address) {
+            let text = format!("the server holds {limit} bans, the most it may; lift one first");
+            return self.out.error(conn, ErrorCode::LimitReached, &text);
+        }
         if let Some(until) = ban.until {
             self.timers.schedule(until, Timer::ServerBanExpiry(address));
         }
@@ -145,7 +121,9 @@ impl Server {
         };
         self.out.send(conn, &reply);
         let text = describe_ban("this server", &ban, now);
-        self.server_bans.insert(address, ban);
+        if let Some(replaced) = self.server_bans.insert(address, ban) {
+            self.cancel_server_ban_timer(address, &replaced);
+        }
         // Every victim goes before anyone is told, so no victim hears of
         // another while its own notice is on the way.
         let victims = self.sessions_at(address, conn);
@@ -182,6 +160,15 @@ impl Server {
         ban: Ban,
         duration: Option<Duration>,
     ) {
+        let limit = self.config.limits.bans_per_room;
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        if room.bans.len() >= limit && !room.bans.contains_key(&address) {
+            let text =
+                format!("#{room_name} holds {limit} bans, the most a room may; lift one first");
+            return self.out.error(conn, ErrorCode::LimitReached, &text);
+        }
         if let Some(until) = ban.until {
             let timer = Timer::RoomBanExpiry {
                 room: room_name.clone(),
@@ -190,8 +177,8 @@ impl Server {
             self.timers.schedule(until, timer);
         }
         let reason = ban.reason.clone();
-        if let Some(room) = self.rooms.get_mut(room_name) {
-            room.bans.insert(address, ban);
+        if let Some(replaced) = room.bans.insert(address, ban) {
+            self.cancel_room_ban_timer(room_name, address, &replaced);
         }
         let by = self.nick_of(conn);
         let victims: Vec<ConnId> = self
@@ -241,7 +228,10 @@ impl Server {
         let Some((authority, room_name)) = self.authority(conn, "unban") else {
             return;
         };
-        if authority == Authority::Operator && self.server_bans.remove(&address).is_some() {
+        if authority == Authority::Operator
+            && let Some(lifted) = self.server_bans.remove(&address)
+        {
+            self.cancel_server_ban_timer(address, &lifted);
             let reply = Reply::Unbanned {
                 scope: Scope::Server,
                 address,
@@ -251,11 +241,12 @@ impl Server {
         let lifted = self
             .rooms
             .get_mut(&room_name)
-            .is_some_and(|room| room.bans.remove(&address).is_some());
-        if !lifted {
+            .and_then(|room| room.bans.remove(&address));
+        let Some(lifted) = lifted else {
             let text = format!("{address} is not banned from #{room_name} or the server");
             return self.out.error(conn, ErrorCode::NotBanned, &text);
-        }
+        };
+        self.cancel_room_ban_timer(&room_name, address, &lifted);
         let reply = Reply::Unbanned {
             scope: Scope::Room(&room_name),
             address,
@@ -274,14 +265,28 @@ impl Server {
         let Some(until) = now.checked_add(duration) else {
             return self.untimeable(conn);
         };
-        if let Some(room) = self.rooms.get_mut(&room_name) {
-            room.mutes.insert(victim, until);
+        let limit = self.config.limits.mutes_per_room;
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        if room.mutes.len() >= limit && !room.mutes.contains_key(&victim) {
+            let text =
+                format!("#{room_name} holds {limit} mutes, the most a room may; lift one first");
+            return self.out.error(conn, ErrorCode::LimitReached, &text);
         }
         let timer = Timer::MuteExpiry {
             room: room_name.clone(),
             conn: victim,
         };
+        if let Some(replaced) = room.mutes.insert(victim, until) {
+            self.timers.cancel(replaced, &timer);
+        }
         self.timers.schedule(until, timer);
+        if let Some(session) = self.sessions.get_mut(&victim)
+            && !session.muted_in.contains(&room_name)
+        {
+            session.muted_in.push(room_name.clone());
+        }
         let (by, nick) = (self.nick_of(conn), self.nick_of(victim));
         let reply = Reply::Muted {
             room: &room_name,
@@ -300,12 +305,14 @@ impl Server {
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
-        let was_muted = self
+        let lifted = self
             .rooms
             .get_mut(&room_name)
-            .and_then(|room| room.mutes.remove(&victim))
-            .is_some_and(|until| until > now);
-        if !was_muted {
+            .and_then(|room| room.mutes.remove(&victim));
+        if let Some(until) = lifted {
+            self.forget_mute(&room_name, victim, until);
+        }
+        if lifted.is_none_or(|until| until <= now) {
             let text = format!("{target} is not muted in #{room_name}");
             return self.out.error(conn, ErrorCode::NotMuted, &text);
         }
@@ -326,7 +333,11 @@ impl Server {
             return;
         }
         room.mutes.remove(&conn);
-        if !room.has_member(conn) {
+        let member = room.has_member(conn);
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.muted_in.retain(|muted| muted != room_name);
+        }
+        if !member {
             return;
         }
         let nick = self.nick_of(conn);
@@ -416,6 +427,34 @@ impl Server {
             .filter(|&(&id, s)| id != moderator && s.peer.ip() == address && !s.is_operator())
             .map(|(&id, _)| id)
             .collect()
+    }
+
+    /// A mute ended early: its timer and its place in the session's list go.
+    fn forget_mute(&mut self, room_name: &RoomName, conn: ConnId, until: Instant) {
+        let timer = Timer::MuteExpiry {
+            room: room_name.clone(),
+            conn,
+        };
+        self.timers.cancel(until, &timer);
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.muted_in.retain(|muted| muted != room_name);
+        }
+    }
+
+    fn cancel_server_ban_timer(&mut self, address: IpAddr, ban: &Ban) {
+        if let Some(until) = ban.until {
+            self.timers.cancel(until, &Timer::ServerBanExpiry(address));
+        }
+    }
+
+    fn cancel_room_ban_timer(&mut self, room_name: &RoomName, address: IpAddr, ban: &Ban) {
+        if let Some(until) = ban.until {
+            let timer = Timer::RoomBanExpiry {
+                room: room_name.clone(),
+                address,
+            };
+            self.timers.cancel(until, &timer);
+        }
     }
 
     fn untimeable(&mut self, conn: ConnId) {

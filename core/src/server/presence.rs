@@ -5,8 +5,10 @@ use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
 use crate::reply::Reply;
+use crate::timers::Timer;
 
 use super::Server;
+use super::room::Room;
 
 /// What the entering client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +101,8 @@ impl Server {
             return;
         };
         if room.is_empty() && *name != RoomName::general() {
-            let private = room.private;
-            self.rooms.remove(name);
-            // A private room's history leaves with it; a public room's stays
-            // for whoever opens it again, within the room limit.
-            if private || self.histories.len() > self.config.max_rooms {
-                self.histories.remove(name);
+            if let Some(room) = self.rooms.remove(name) {
+                self.forget_room(name, room);
             }
             return;
         }
@@ -122,6 +120,52 @@ impl Server {
             };
             self.out
                 .broadcast(room.recipients(), None, &reply, Priority::Normal);
+        }
+    }
+
+    /// Releases what a removed room held elsewhere: its creator's room
+    /// counts, its ban and mute timers, its place in sessions' mute and
+    /// invitation lists, and (if private) its history. A public room's
+    /// history stays for whoever opens it again, counted against the
+    /// history bounds and the first to go when they are exceeded.
+    fn forget_room(&mut self, name: &RoomName, room: Room) {
+        if let Some((creator, group)) = room.created_by {
+            if let Some(session) = self.sessions.get_mut(&creator) {
+                session.rooms_created = session.rooms_created.saturating_sub(1);
+            }
+            if let Some(address) = self.addresses.get_mut(&group) {
+                address.rooms_created = address.rooms_created.saturating_sub(1);
+                if address.connections == 0 && address.rooms_created == 0 {
+                    self.addresses.remove(&group);
+                }
+            }
+        }
+        for (address, ban) in &room.bans {
+            if let Some(until) = ban.until {
+                let timer = Timer::RoomBanExpiry {
+                    room: name.clone(),
+                    address: *address,
+                };
+                self.timers.cancel(until, &timer);
+            }
+        }
+        for (&conn, &until) in &room.mutes {
+            let timer = Timer::MuteExpiry {
+                room: name.clone(),
+                conn,
+            };
+            self.timers.cancel(until, &timer);
+            if let Some(session) = self.sessions.get_mut(&conn) {
+                session.muted_in.retain(|muted| muted != name);
+            }
+        }
+        for conn in &room.invites {
+            if let Some(session) = self.sessions.get_mut(conn) {
+                session.invited_to.retain(|invited| invited != name);
+            }
+        }
+        if room.private {
+            self.histories.remove(name);
         }
     }
 

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::address::AddressGroup;
 use crate::ids::ConnId;
 
 /// A ban on an address.
@@ -40,6 +41,9 @@ pub(crate) struct Room {
     pub(crate) mutes: BTreeMap<ConnId, Instant>,
     /// Banned addresses.
     pub(crate) bans: BTreeMap<IpAddr, Ban>,
+    /// Who created it and from where, counted against their room limits
+    /// while the room exists (#general has no creator).
+    pub(crate) created_by: Option<(ConnId, AddressGroup)>,
 }
 
 impl Room {

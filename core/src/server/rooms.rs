@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use crate::address::AddressGroup;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
@@ -51,9 +52,48 @@ impl Server {
             );
             return self.out.error(conn, ErrorCode::TooManyRooms, &text);
         }
-        self.rooms
-            .insert(target.clone(), Room::new(Some(conn), private));
+        let Some(group) = self.may_create_room(conn) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.rooms_created = session.rooms_created.saturating_add(1);
+        }
+        self.addresses.entry(group).or_default().rooms_created += 1;
+        let mut room = Room::new(Some(conn), private);
+        room.created_by = Some((conn, group));
+        self.rooms.insert(target.clone(), room);
         self.switch_room(conn, &target, Entry::Created { private });
+    }
+
+    /// Checks the caller's per-connection and per-address room limits
+    /// (operators are exempt) and returns the address group to count the
+    /// new room against, or replies with the error.
+    fn may_create_room(&mut self, conn: ConnId) -> Option<AddressGroup> {
+        let session = self.sessions.get(&conn)?;
+        let group = AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
+        if session.is_operator() {
+            return Some(group);
+        }
+        let limits = &self.config.limits;
+        let text = if usize::from(session.rooms_created) >= limits.rooms_per_connection {
+            format!(
+                "you have created {} rooms that still exist, the most one connection may",
+                limits.rooms_per_connection
+            )
+        } else if self
+            .addresses
+            .get(&group)
+            .is_some_and(|address| address.rooms_created >= limits.rooms_per_ip)
+        {
+            format!(
+                "connections from {group} have created {} rooms that still exist, the most one address may",
+                limits.rooms_per_ip
+            )
+        } else {
+            return Some(group);
+        };
+        self.out.error(conn, ErrorCode::TooManyRooms, &text);
+        None
     }
 
     /// `#leave`: back to #general.
@@ -103,6 +143,11 @@ impl Server {
             let text = format!("{target} is already in #{name}");
             return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
         }
+        let limit = self.config.limits.invites_per_room;
+        if room.invites.len() >= limit && !room.invites.contains(&invitee) {
+            let text = format!("#{name} holds {limit} invitations, the most a room may");
+            return self.out.error(conn, ErrorCode::LimitReached, &text);
+        }
         room.invites.insert(invitee);
         let by = me.nick;
         let Some(guest) = self.sessions.get_mut(&invitee) else {
@@ -127,15 +172,23 @@ impl Server {
         );
     }
 
-    /// `#rooms`: public rooms, and private ones the caller is in.
-    pub(super) fn list_rooms(&mut self, conn: ConnId) {
+    /// `#rooms [PAGE]`: public rooms, and private ones the caller is in,
+    /// a page at a time so the answer stays bounded however many exist.
+    pub(super) fn list_rooms(&mut self, conn: ConnId, page: Option<usize>) {
         let Some(me) = self.sessions.get(&conn) else {
             return;
         };
-        let visible: Vec<RoomEntry<'_>> = self
+        let visible = |(_, room): &(&RoomName, &Room)| {
+            !room.private || room.has_member(conn) || me.is_operator()
+        };
+        let total = self.rooms.iter().filter(visible).count();
+        let paging = Paging::new(page, total, self.config.limits.list_page);
+        let shown: Vec<RoomEntry<'_>> = self
             .rooms
             .iter()
-            .filter(|(_, room)| !room.private || room.has_member(conn) || me.is_operator())
+            .filter(visible)
+            .skip(paging.skip)
+            .take(paging.size)
             .map(|(name, room)| RoomEntry {
                 room: name,
                 members: room.len(),
@@ -143,17 +196,19 @@ impl Server {
                 topic: room.topic.as_deref(),
             })
             .collect();
-        let header = Reply::RoomsHeader {
-            count: visible.len(),
-        };
+        let header = Reply::RoomsHeader { count: shown.len() };
+        let footer = paging.footer("rooms");
         self.out.send_block(
             conn,
-            std::iter::once(header).chain(visible.into_iter().map(Reply::RoomEntry)),
+            std::iter::once(header)
+                .chain(shown.into_iter().map(Reply::RoomEntry))
+                .chain(footer),
         );
     }
 
-    /// `#who`: the members of the caller's room, sorted by nickname.
-    pub(super) fn who(&mut self, conn: ConnId) {
+    /// `#who [PAGE]`: the members of the caller's room, sorted by
+    /// nickname, a page at a time.
+    pub(super) fn who(&mut self, conn: ConnId, page: Option<usize>) {
         let Some(me) = self.sessions.get(&conn) else {
             return;
         };
@@ -169,13 +224,15 @@ impl Server {
             })
             .collect();
         members.sort_by_cached_key(|entry| entry.nick.folded());
-        self.out.send(
-            conn,
-            &Reply::Who {
-                room: &me.room,
-                members: &members,
-            },
-        );
+        let paging = Paging::new(page, members.len(), self.config.limits.list_page);
+        let end = (paging.skip + paging.size).min(members.len());
+        let who = Reply::Who {
+            room: &me.room,
+            members: &members[paging.skip..end],
+        };
+        let footer = paging.footer("who");
+        self.out
+            .send_block(conn, std::iter::once(who).chain(footer));
     }
 
     /// `#topic [TEXT]`: show, or set (owner or operator).
@@ -216,5 +273,44 @@ impl Server {
     pub(super) fn no_such_nick(&mut self, conn: ConnId, target: &Nick) {
         let text = format!("nobody named {target} is online");
         self.out.error(conn, ErrorCode::NoSuchNick, &text);
+    }
+}
+
+/// One page of a listing: which entries, and the line that says where it
+/// stands when there is more than one page.
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    page: usize,
+    pages: usize,
+    total: usize,
+    skip: usize,
+    size: usize,
+}
+
+impl Paging {
+    /// Page `page` (from 1; past the last means the last) of `total`
+    /// entries, `size` a page.
+    fn new(page: Option<usize>, total: usize, size: usize) -> Self {
+        let size = size.max(1);
+        let pages = total.div_ceil(size).max(1);
+        let page = page.unwrap_or(1).clamp(1, pages);
+        Self {
+            page,
+            pages,
+            total,
+            skip: (page - 1) * size,
+            size,
+        }
+    }
+
+    /// "+ page P/T of N", only when there is more than one page, so short
+    /// listings look as they always did.
+    fn footer(self, command: &'static str) -> Option<Reply<'static>> {
+        (self.pages > 1).then_some(Reply::Page {
+            command,
+            page: self.page,
+            pages: self.pages,
+            total: self.total,
+        })
     }
 }

@@ -60,6 +60,14 @@ pub(crate) struct Session {
     pub(crate) ack: bool,
     /// Private rooms this client is invited to (to clean up on disconnect).
     pub(crate) invited_to: SmallVec<[RoomName; 1]>,
+    /// Rooms where this client is muted (to clean up on disconnect).
+    pub(crate) muted_in: Vec<RoomName>,
+    /// When this client's pending idle timer fires (to cancel it on
+    /// disconnect rather than leave it pending).
+    pub(crate) idle_at: Option<Instant>,
+    /// Rooms this client created that still exist, for the per-connection
+    /// room limit.
+    pub(crate) rooms_created: u16,
 }
 
 impl Session {
@@ -75,6 +83,9 @@ impl Session {
             role: Role::User,
             ack: false,
             invited_to: SmallVec::new(),
+            muted_in: Vec::new(),
+            idle_at: None,
+            rooms_created: 0,
         }
     }
 
