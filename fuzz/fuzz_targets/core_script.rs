@@ -8,7 +8,8 @@
 //! unit, over-long names, invisible and bidirectional-control characters)
 //! and raw bytes, hang-ups, time jumps (up to years; the total is kept
 //! within a century so the driver's own clock never overflows), answers
-//! from the disk in any order (stored or failed), slow consumers, wall
+//! from the disk in any order (stored or failed), verdicts of the password
+//! verifier in any order (checked for real, or busy), slow consumers, wall
 //! clock corrections and shutdown.
 //!
 //! Every step is played on two servers: one gets each send whole, the
@@ -19,7 +20,8 @@
 //!    the same connections (framing is independent of the chunking);
 //! 3. outputs are well formed: whole UTF-8 lines, never to a connection
 //!    after it closed, no connection closed twice, broadcast recipients in
-//!    increasing order, persisted message ids increasing;
+//!    increasing order, persisted message ids increasing, and an id
+//!    reservation never below an id already used;
 //! 4. the server agrees with a reference model built only from what
 //!    clients were told (the welcome, `* you are now`, `* you joined`,
 //!    `* you created`, `* NAME now owns`, and closes): the same open
@@ -37,7 +39,12 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use chatd_core::{Config, ConnId, MessageId, Nick, OperatorConfig, Output, RoomName, Server};
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use chatd_core::history::RecordKind;
+use chatd_core::{
+    Config, ConnId, MessageId, Nick, OperatorConfig, Output, PasswordCheck, PasswordVerdict,
+    RoomName, Server,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// One instant for the whole run; only differences matter to the core.
@@ -218,6 +225,12 @@ enum Step {
     Persisted {
         pick: u8,
         stored: bool,
+    },
+    /// The password verifier answers one outstanding check (picked by
+    /// index): verified for real, or too busy to try.
+    Verdict {
+        pick: u8,
+        busy: bool,
     },
     SlowConsumer {
         slot: u8,
@@ -464,7 +477,9 @@ struct Driver {
     closed: BTreeSet<ConnId>,
     received: BTreeMap<ConnId, Vec<u8>>,
     unanswered: Vec<MessageId>,
+    /// The last message record's id (reservations are checked apart).
     last_persisted: Option<MessageId>,
+    unverified: Vec<PasswordCheck>,
     /// The reference model: open clients, and each room's announced owner
     /// and privacy (entries for rooms that are gone are never compared).
     clients: BTreeMap<ConnId, Client>,
@@ -484,6 +499,7 @@ impl Driver {
             received: BTreeMap::new(),
             unanswered: Vec::new(),
             last_persisted: None,
+            unverified: Vec::new(),
             clients: BTreeMap::new(),
             owners: BTreeMap::new(),
             private: BTreeMap::new(),
@@ -539,6 +555,22 @@ impl Driver {
                 } else {
                     self.server.handle_persist_failed(self.now, id);
                 }
+                self.drain();
+            }
+            Step::Verdict { pick, busy } => {
+                if self.unverified.is_empty() {
+                    return;
+                }
+                let check = self
+                    .unverified
+                    .remove(usize::from(*pick) % self.unverified.len());
+                let verdict = if *busy {
+                    PasswordVerdict::Busy
+                } else {
+                    verify(&check)
+                };
+                self.server
+                    .handle_password_verdict(self.now, check.request, verdict);
                 self.drain();
             }
             Step::SlowConsumer { slot } => {
@@ -650,6 +682,16 @@ impl Driver {
                         }
                     }
                 }
+                Output::Persist(record) if record.kind == RecordKind::Reserve => {
+                    // A reservation covers every id handed out so far.
+                    assert!(
+                        self.last_persisted.is_none_or(|last| record.id >= last),
+                        "reservation {} below message id {:?}",
+                        record.id,
+                        self.last_persisted
+                    );
+                    self.unanswered.push(record.id);
+                }
                 Output::Persist(record) => {
                     assert!(
                         self.last_persisted.is_none_or(|last| record.id > last),
@@ -660,6 +702,7 @@ impl Driver {
                     self.last_persisted = Some(record.id);
                     self.unanswered.push(record.id);
                 }
+                Output::VerifyPassword(check) => self.unverified.push(*check),
             }
         }
     }
@@ -783,6 +826,20 @@ impl Driver {
                 "privacy of #{name}"
             );
         }
+    }
+}
+
+/// What a verifier thread would answer: the password against the hash.
+fn verify(check: &PasswordCheck) -> PasswordVerdict {
+    let matches = PasswordHash::new(&check.hash).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(check.password.expose().as_bytes(), &hash)
+            .is_ok()
+    });
+    if matches {
+        PasswordVerdict::Match
+    } else {
+        PasswordVerdict::Mismatch
     }
 }
 
