@@ -50,4 +50,6 @@ pub use ids::{ConnId, MessageId, NameError, Nick, RoomName};
 pub use io::{CloseReason, Output, Priority, Refused};
 pub use login::{LoginConfig, LoginRequest, Password, PasswordCheck, PasswordVerdict};
 pub use reply::Reply;
+#[cfg(feature = "fuzzing")]
+pub use server::RoomView;
 pub use server::Server;

@@ -13,6 +13,9 @@ mod room;
 mod rooms;
 mod session;
 
+#[cfg(feature = "fuzzing")]
+pub use invariants::RoomView;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -353,6 +356,14 @@ impl Server {
         self.rooms.retain(|name, _| *name == RoomName::general());
         self.rooms
             .insert(RoomName::general(), Room::new(None, false));
+        // Of all timers only server bans' outlive this: the sessions, mutes
+        // and room bans they timed are gone.
+        self.timers = Timers::default();
+        for (&address, ban) in &self.server_bans {
+            if let Some(until) = ban.until {
+                self.timers.schedule(until, Timer::ServerBanExpiry(address));
+            }
+        }
     }
 
     /// The next thing the driver must do, in order.

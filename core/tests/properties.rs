@@ -9,9 +9,16 @@
 //!    handled, so `+ ack` lines do not move with the chunking);
 //! 3. the sliding-window limiter never admits more than its budget in any
 //!    window, and refuses only when the budget is really spent.
+//!
+//! Scripts reach for extremes, since that is where a core once panicked
+//! (`#ban 1.2.3.4 18446744073709551615`): command lines from a small
+//! grammar with u64::MAX and past it, negative numbers, durations in every
+//! unit up to and beyond the maximum, over-long names, invisible and
+//! bidirectional-control characters; clients on IPv4, IPv6 and
+//! IPv4-mapped IPv6 addresses; time jumps of up to ten years.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -77,13 +84,164 @@ const VOCABULARY: &[&str] = &[
     "\u{2713}",
 ];
 
+/// Commands with the kinds of argument each takes, for lines that are
+/// well formed enough to reach the handlers with extreme arguments. The
+/// commands that take durations, and those that make the sender a room's
+/// owner (who may use them), are listed more than once to come up more.
+const GRAMMAR: &[(&str, &[Arg])] = &[
+    ("#ban", &[Arg::Target, Arg::Duration, Arg::Text]),
+    ("#ban", &[Arg::Target, Arg::Duration, Arg::Text]),
+    ("#ban", &[Arg::Target, Arg::Duration]),
+    ("#mute", &[Arg::Name, Arg::Duration]),
+    ("#mute", &[Arg::Name, Arg::Duration]),
+    ("#create", &[Arg::Room]),
+    ("#join", &[Arg::Room]),
+    ("#unban", &[Arg::Target]),
+    ("#unmute", &[Arg::Name]),
+    ("#kick", &[Arg::Name, Arg::Text]),
+    ("#history", &[Arg::Number]),
+    ("#create", &[Arg::Room, Arg::Text]),
+    ("#join", &[Arg::Room]),
+    ("#invite", &[Arg::Name]),
+    ("#nick", &[Arg::Name]),
+    ("#msg", &[Arg::Name, Arg::Text]),
+    ("#topic", &[Arg::Text]),
+    ("#me", &[Arg::Text]),
+    ("#urgent", &[Arg::Text]),
+    ("#ping", &[Arg::Text]),
+    ("#help", &[Arg::Text]),
+    ("#oper admin", &[Arg::Text]),
+    ("", &[Arg::Text, Arg::Text]),
+];
+
+/// What an argument is meant to be; [`Arg::words`] gives the candidates.
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    Target,
+    Name,
+    Room,
+    Duration,
+    Number,
+    Text,
+}
+
+impl Arg {
+    fn words(self) -> &'static [&'static str] {
+        match self {
+            Arg::Target => &[
+                "guest1",
+                "guest2",
+                "guest3",
+                "127.0.0.1",
+                "127.0.0.2",
+                "::ffff:127.0.0.2",
+                "::ffff:7f00:2",
+                "::1",
+                "1.2.3.4",
+                "0.0.0.0",
+            ],
+            Arg::Name => &[
+                "guest1",
+                "guest2",
+                "guest3",
+                "alice",
+                "bob",
+                "you",
+                "ABCDEFGHIJKLMNOPQRSTUVWX",
+                "ABCDEFGHIJKLMNOPQRSTUVWXY",
+                "guest18446744073709551615",
+            ],
+            Arg::Room => &[
+                "x",
+                "den",
+                "#den",
+                "general",
+                "abcdefghijklmnopqrstuvwxyz012345",
+                "abcdefghijklmnopqrstuvwxyz0123456",
+            ],
+            // Every unit, zero, negatives, fractions, the maximum and one
+            // past it, and integers at and past u64::MAX.
+            Arg::Duration => &[
+                "18446744073709551615",
+                "18446744073709551615ms",
+                "18446744073709551615s",
+                "18446744073709551616",
+                "9223372036854775807",
+                "4611686018427387904",
+                "99999999999999999999999d",
+                "-1",
+                "-1s",
+                "-9223372036854775808",
+                "+5s",
+                "0",
+                "0s",
+                "1ms",
+                "500ms",
+                "1.5s",
+                ".5s",
+                "1m",
+                "1h",
+                "1h30m",
+                "1d",
+                "1w",
+                "2w",
+                "1.999999w",
+                "3650d",
+                "3650d1ms",
+                "3651d",
+                "522w",
+                "2x",
+            ],
+            Arg::Number => &[
+                "1",
+                "3",
+                "0",
+                "-1",
+                "-0",
+                "+2",
+                "18446744073709551615",
+                "18446744073709551616",
+                "99999999999999999999999999",
+                "1e3",
+            ],
+            Arg::Text => &[
+                "hello",
+                "private",
+                "\u{200b}",
+                "\u{200b}\u{200d}\u{2060}\u{feff}",
+                "\u{202e}reversed",
+                "\u{2066}isolated",
+                "\u{202a}\u{202b}\u{202c}",
+                "\u{2069}",
+                "\u{00ad}",
+                "\u{e9}\u{2713}",
+                "18446744073709551615",
+                "-1",
+            ],
+        }
+    }
+}
+
+/// Where clients connect from: IPv4 hosts, the second also as an
+/// IPv4-mapped IPv6 address, and an IPv6 host.
+const HOSTS: &[&str] = &[
+    "127.0.0.1",
+    "127.0.0.2",
+    "127.0.0.3",
+    "::ffff:127.0.0.2",
+    "::1",
+];
+
 /// Some instant to count from; only differences matter.
 #[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
     Instant::now()
 }
 
-fn small_config() -> Config {
+/// The test suite's tight limits; `rate_limited` off lets a script's lines
+/// all reach the handlers (the limiter would drop most of them), on
+/// exercises the limiter and flood disconnects.
+fn small_config(rate_limited: bool) -> Config {
     let mut config = Config {
         max_line_bytes: 64,
         max_connections: 4,
@@ -102,6 +260,7 @@ fn small_config() -> Config {
     config.rate_limit.messages = 6;
     config.rate_limit.ip_messages = 9;
     config.rate_limit.flood_disconnect_after = 8;
+    config.rate_limit.enabled = rate_limited;
     config.idle.ping_after = Duration::from_secs(30);
     config.idle.timeout = Duration::from_secs(10);
     // Waits that scripts' advances get past, and tables small enough to
@@ -118,7 +277,7 @@ enum Step {
     Connect { slot: u8, host: u8 },
     Send { slot: u8, bytes: Vec<u8> },
     Close { slot: u8 },
-    Advance { secs: u8 },
+    Advance { secs: u64 },
     SlowConsumer { slot: u8 },
 }
 
@@ -128,11 +287,16 @@ impl Arbitrary for Step {
         match u8::arbitrary(g) % 16 {
             0..=1 => Step::Connect {
                 slot,
-                host: 1 + u8::arbitrary(g) % 3,
+                host: u8::arbitrary(g) % HOSTS.len() as u8,
             },
             2 => Step::Close { slot },
+            // Mostly seconds; one jump in eight is up to ten years long.
             3 => Step::Advance {
-                secs: u8::arbitrary(g) % 40,
+                secs: if u8::arbitrary(g).is_multiple_of(8) {
+                    u64::arbitrary(g) % (3_650 * 86_400)
+                } else {
+                    u64::arbitrary(g) % 40
+                },
             },
             4 if u8::arbitrary(g).is_multiple_of(4) => Step::SlowConsumer { slot },
             _ => Step::Send {
@@ -147,18 +311,48 @@ fn arbitrary_bytes(g: &mut Gen) -> Vec<u8> {
     let pieces = usize::arbitrary(g) % 12;
     let mut bytes = Vec::new();
     for _ in 0..pieces {
-        if u8::arbitrary(g) % 5 == 0 {
-            bytes.extend(Vec::<u8>::arbitrary(g).into_iter().take(80));
-        } else {
-            let piece = g.choose(VOCABULARY).copied().unwrap_or("\n");
-            bytes.extend_from_slice(piece.as_bytes());
+        match u8::arbitrary(g) % 5 {
+            0 => bytes.extend(Vec::<u8>::arbitrary(g).into_iter().take(80)),
+            1..=3 => bytes.extend_from_slice(grammar_line(g).as_bytes()),
+            _ => {
+                let piece = g.choose(VOCABULARY).copied().unwrap_or("\n");
+                bytes.extend_from_slice(piece.as_bytes());
+            }
         }
     }
     bytes
 }
 
+/// One command line from [`GRAMMAR`]: each argument present three times
+/// in four (so missing arguments are tried too), drawn from its kind's
+/// words, or one time in eight from another kind's.
+fn grammar_line(g: &mut Gen) -> String {
+    let (command, args) = *g.choose(GRAMMAR).unwrap_or(&GRAMMAR[0]);
+    let mut line = command.to_owned();
+    for &arg in args {
+        if u8::arbitrary(g) % 4 == 0 {
+            break;
+        }
+        let kind = if u8::arbitrary(g) % 8 == 0 {
+            *g.choose(&[Arg::Target, Arg::Duration, Arg::Number, Arg::Text])
+                .unwrap_or(&arg)
+        } else {
+            arg
+        };
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(g.choose(kind.words()).copied().unwrap_or(""));
+    }
+    line.push('\n');
+    line
+}
+
 #[derive(Debug, Clone)]
-struct Script(Vec<Step>);
+struct Script {
+    steps: Vec<Step>,
+    rate_limited: bool,
+}
 
 impl Arbitrary for Script {
     fn arbitrary(g: &mut Gen) -> Self {
@@ -166,15 +360,22 @@ impl Arbitrary for Script {
         let mut steps: Vec<Step> = (0..3u8)
             .map(|slot| Step::Connect {
                 slot,
-                host: 1 + slot % 2,
+                host: slot % 2,
             })
             .collect();
         steps.extend(Vec::<Step>::arbitrary(g));
-        Script(steps)
+        Script {
+            steps,
+            rate_limited: bool::arbitrary(g),
+        }
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        Box::new(self.0.shrink().map(Script))
+        let rate_limited = self.rate_limited;
+        Box::new(self.steps.shrink().map(move |steps| Script {
+            steps,
+            rate_limited,
+        }))
     }
 }
 
@@ -195,10 +396,11 @@ struct Player {
 }
 
 impl Player {
-    fn new() -> Self {
+    fn new(script: &Script) -> Self {
         let now = epoch();
+        let config = small_config(script.rate_limited);
         Self {
-            server: Server::new(small_config(), now, 1_795_000_000_000).expect("valid test config"),
+            server: Server::new(config, now, 1_795_000_000_000).expect("valid test config"),
             now,
             slots: [None; 4],
             received: BTreeMap::new(),
@@ -214,12 +416,11 @@ impl Player {
         script: &Script,
         mut split: impl FnMut(&[u8]) -> Vec<usize>,
     ) -> Result<(), String> {
-        for step in &script.0 {
+        for step in &script.steps {
             match step {
                 Step::Connect { slot, host } => {
-                    let peer: SocketAddr = format!("127.0.0.{host}:{}", 40_000 + u16::from(*slot))
-                        .parse()
-                        .expect("valid address");
+                    let ip: IpAddr = HOSTS[usize::from(*host)].parse().expect("valid address");
+                    let peer = SocketAddr::new(ip, 40_000 + u16::from(*slot));
                     if let Ok(conn) = self.server.accept(self.now, peer) {
                         // Outputs queued before a hang-up are legitimately addressed
                         // to the old connection: deliver them first.
@@ -249,7 +450,7 @@ impl Player {
                     }
                 }
                 Step::Advance { secs } => {
-                    self.now += Duration::from_secs(u64::from(*secs));
+                    self.now += Duration::from_secs(*secs);
                     while self.server.poll_timeout().is_some_and(|t| t <= self.now) {
                         self.server.handle_timeout(self.now);
                         self.drain()?;
@@ -352,7 +553,7 @@ fn quickcheck(tests: u64) -> QuickCheck {
 #[test]
 fn arbitrary_input_never_panics_and_keeps_invariants() {
     fn property(script: Script) -> TestResult {
-        let mut player = Player::new();
+        let mut player = Player::new(&script);
         match player.play(&script, |_| Vec::new()) {
             Ok(()) => TestResult::passed(),
             Err(broken) => TestResult::error(broken),
@@ -364,12 +565,12 @@ fn arbitrary_input_never_panics_and_keeps_invariants() {
 /// Plays `script` whole and cut where `cuts` says (up to four cut points
 /// per send, taken in turn from the list); the output must be the same.
 fn chunking_keeps_output(script: &Script, cuts: &[u8]) -> TestResult {
-    let mut whole = Player::new();
+    let mut whole = Player::new(script);
     if let Err(broken) = whole.play(script, |_| Vec::new()) {
         return TestResult::error(broken);
     }
     let mut cuts = cuts.iter().copied().cycle();
-    let mut split = Player::new();
+    let mut split = Player::new(script);
     let result = split.play(script, |bytes| {
         let mut points: Vec<usize> = (0..4)
             .filter_map(|_| cuts.next())
@@ -412,17 +613,20 @@ fn any_chunking_gives_byte_identical_output() {
 /// replies to the rest of that send when the send arrives in pieces.
 #[test]
 fn an_ack_stays_after_the_replies_to_the_rest_of_its_read() {
-    let script = Script(vec![
-        Step::Connect { slot: 0, host: 1 },
-        Step::Send {
-            slot: 0,
-            bytes: b"#ack on\nhello".to_vec(),
-        },
-        Step::Send {
-            slot: 0,
-            bytes: b"\n\xff\n".to_vec(),
-        },
-    ]);
+    let script = Script {
+        steps: vec![
+            Step::Connect { slot: 0, host: 1 },
+            Step::Send {
+                slot: 0,
+                bytes: b"#ack on\nhello".to_vec(),
+            },
+            Step::Send {
+                slot: 0,
+                bytes: b"\n\xff\n".to_vec(),
+            },
+        ],
+        rate_limited: true,
+    };
     // Cut each send after its first byte.
     let verdict = chunking_keeps_output(&script, &[1, 1, 1, 1]);
     assert!(!verdict.is_failure() && !verdict.is_error(), "{verdict:?}");
@@ -431,8 +635,8 @@ fn an_ack_stays_after_the_replies_to_the_rest_of_its_read() {
 #[test]
 fn byte_at_a_time_gives_the_same_output_as_whole_sends() {
     fn property(script: Script) -> TestResult {
-        let mut whole = Player::new();
-        let mut trickle = Player::new();
+        let mut whole = Player::new(&script);
+        let mut trickle = Player::new(&script);
         let (a, b) = (
             whole.play(&script, |_| Vec::new()),
             trickle.play(&script, |bytes| (1..bytes.len()).collect()),

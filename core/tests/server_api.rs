@@ -127,6 +127,23 @@ fn shutdown_tells_everyone_urgently_then_refuses_new_connections() {
     );
 }
 
+/// Found by fuzz/core_script (a connect, then a shutdown): the idle, mute
+/// and room-ban timers of the sessions and rooms a shutdown drops must go
+/// with them, or `check_invariants` counts timers for nothing.
+#[test]
+fn shutdown_drops_the_timers_of_what_it_drops() {
+    let (mut server, now, alice, bob) = two_users();
+    server.handle(now, alice, b"#create den\n#ban 10.0.0.9 1h\n");
+    server.handle(now, bob, b"#join den\n");
+    server.handle(now, alice, b"#mute guest2 10m\n");
+    drain(&mut server);
+    assert!(server.poll_timeout().is_some());
+    server.handle_shutdown(now, "maintenance");
+    drain(&mut server);
+    assert_eq!(server.check_invariants(), Ok(()));
+    assert_eq!(server.poll_timeout(), None);
+}
+
 #[test]
 fn chat_is_one_broadcast_to_the_shared_member_list_without_the_sender() {
     let (mut server, now, alice, bob) = two_users();

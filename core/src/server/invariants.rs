@@ -151,3 +151,43 @@ impl Server {
         Ok(())
     }
 }
+
+/// One room as the fuzz targets' reference model sees it.
+#[cfg(feature = "fuzzing")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    /// The room's name.
+    pub name: RoomName,
+    /// Its owner, if any (#general has none).
+    pub owner: Option<crate::ids::ConnId>,
+    /// Invitation only.
+    pub private: bool,
+    /// Members in increasing id order.
+    pub members: Vec<crate::ids::ConnId>,
+}
+
+#[cfg(feature = "fuzzing")]
+impl Server {
+    /// Every room in name order, for comparing the server with a model
+    /// built from what clients were told. Read-only; fuzzing builds only.
+    pub fn rooms_view(&self) -> Vec<RoomView> {
+        self.rooms
+            .iter()
+            .map(|(name, room)| RoomView {
+                name: name.clone(),
+                owner: room.owner,
+                private: room.private,
+                members: room.members().collect(),
+            })
+            .collect()
+    }
+
+    /// Every open connection with its nickname and room, in id order.
+    /// Read-only; fuzzing builds only.
+    pub fn sessions_view(&self) -> Vec<(crate::ids::ConnId, crate::ids::Nick, RoomName)> {
+        self.sessions
+            .iter()
+            .map(|(&conn, session)| (conn, session.nick, session.room.clone()))
+            .collect()
+    }
+}
