@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Micro,
     /// A bare relay (the trivial sink for the generator's ceiling).
     Relay(RelayArgs),
+    /// A long steady chat: loss, latency, server RSS and fds over time.
+    Soak(crate::soak::SoakArgs),
 }
 
 impl BenchCommand {
@@ -42,6 +44,7 @@ impl BenchCommand {
                 Ok(())
             }
             Self::Relay(args) => args.run(),
+            Self::Soak(args) => args.run(),
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`relay`]: the bare relay that shows the generator's ceiling;
 //! - [`compare`]: both backends and the [`peers`] side by side over
 //!   rounds, with a table and a [`chart`];
+//! - [`soak`]: a long steady chat while the server's RSS and descriptors
+//!   are sampled;
 //! - [`commands`]: the command-line front ends.
 
 pub mod chart;
@@ -26,3 +28,4 @@ pub mod peers;
 pub mod relay;
 pub mod rtt;
 pub mod server;
+pub mod soak;
