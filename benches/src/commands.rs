@@ -29,6 +29,9 @@ pub enum BenchCommand {
     Relay(RelayArgs),
     /// A long steady chat: loss, latency, server RSS and fds over time.
     Soak(crate::soak::SoakArgs),
+    /// Another client's round trips without and with slow or flooding
+    /// attackers.
+    Attack(crate::attack::AttackArgs),
 }
 
 impl BenchCommand {
@@ -45,6 +48,7 @@ impl BenchCommand {
             }
             Self::Relay(args) => args.run(),
             Self::Soak(args) => args.run(),
+            Self::Attack(args) => args.run(),
         }
     }
 }

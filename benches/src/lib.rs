@@ -13,9 +13,10 @@
 //! - [`compare`]: both backends and the [`peers`] side by side over
 //!   rounds, with a table and a [`chart`];
 //! - [`soak`]: a long steady chat while the server's RSS and descriptors
-//!   are sampled;
+//!   are sampled; [`attack`]: round trips without and with attackers;
 //! - [`commands`]: the command-line front ends.
 
+pub mod attack;
 pub mod chart;
 pub mod commands;
 pub mod compare;
