@@ -36,7 +36,7 @@ use chatd_core::RateLimitConfig;
 
 use crate::connect::{connect_and_welcome, connect_from};
 use crate::fanout::{self, FanoutMeasurement, FanoutPlan, Peer};
-use crate::server::ServerProcess;
+use crate::server::{ServerProcess, self_cpu_time};
 use crate::soak::open_fds;
 
 /// The busy room: the fan-out's room when it runs with one room.
@@ -159,23 +159,36 @@ impl ReplyTally {
     }
 }
 
-/// Round trips of one phase, sorted.
+/// Round trips of one phase, sorted, and the CPU both sides used in it.
 #[derive(Debug, Clone, Default)]
 pub struct Phase {
     /// Every round trip, sorted.
     pub samples: Vec<Duration>,
+    /// The server's CPU time over the phase.
+    pub server_cpu: Duration,
+    /// This process's CPU time over the phase: the room's members, the
+    /// probe, and the attackers, who share the machine with the server.
+    pub generator_cpu: Duration,
 }
 
 impl Phase {
+    /// Records the CPU used between two readings of (server, generator).
+    fn charge(&mut self, from: (Duration, Duration), to: (Duration, Duration)) {
+        self.server_cpu = to.0.saturating_sub(from.0);
+        self.generator_cpu = to.1.saturating_sub(from.1);
+    }
+
     /// `p50 ... us, p99 ... us, max ... us over N round trips`.
     pub fn describe(&self) -> String {
         format!(
-            "{} round trips, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+            "{} round trips, p50 {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us; server CPU {:.1} s, generator CPU {:.1} s",
             self.samples.len(),
             quantile_us(&self.samples, 0.5),
             quantile_us(&self.samples, 0.9),
             quantile_us(&self.samples, 0.99),
             quantile_us(&self.samples, 1.0),
+            self.server_cpu.as_secs_f64(),
+            self.generator_cpu.as_secs_f64(),
         )
     }
 }
@@ -456,7 +469,11 @@ pub fn run(server: &ServerProcess, plan: &AttackPlan) -> anyhow::Result<AttackRe
             "  #{ROOM}: {} members, {} msgs/s; probing without attackers",
             plan.room_clients, plan.room_rate
         );
-        let without = probe.phase(plan.phase, plan.ping_rate)?;
+        let cpu = || anyhow::Ok((server.cpu_time()?, self_cpu_time()?));
+        let started = cpu()?;
+        let mut without = probe.phase(plan.phase, plan.ping_rate)?;
+        let attacked = cpu()?;
+        without.charge(started, attacked);
         let fds_before = open_fds(server.pid())?;
         let rss_before = server.rss_bytes()?;
         eprintln!("  probing with {} {} attackers", plan.attackers, plan.kind);
@@ -467,10 +484,11 @@ pub fn run(server: &ServerProcess, plan: &AttackPlan) -> anyhow::Result<AttackRe
                 for k in 0..plan.attackers {
                     slow.push(SlowReader::join(server.addr, k)?);
                 }
-                let with = probe.phase(
+                let mut with = probe.phase(
                     deadline.saturating_duration_since(Instant::now()),
                     plan.ping_rate,
                 )?;
+                with.charge(attacked, cpu()?);
                 let during = (open_fds(server.pid())?, server.rss_bytes()?);
                 let endings: Vec<(Ending, u64)> = std::thread::scope(|drains| {
                     let handles: Vec<_> = slow
@@ -508,7 +526,7 @@ pub fn run(server: &ServerProcess, plan: &AttackPlan) -> anyhow::Result<AttackRe
                         scope.spawn(move || flood(addr, k, deadline))
                     })
                     .collect();
-                let with = probe.phase(
+                let mut with = probe.phase(
                     deadline.saturating_duration_since(Instant::now()),
                     plan.ping_rate,
                 )?;
@@ -520,6 +538,8 @@ pub fn run(server: &ServerProcess, plan: &AttackPlan) -> anyhow::Result<AttackRe
                             .map_err(|_| anyhow::anyhow!("a flooder panicked"))?,
                     );
                 }
+                // The flooders stop at the deadline, as the probe does.
+                with.charge(attacked, cpu()?);
                 fates.lifetimes.sort_unstable();
                 let during = (open_fds(server.pid())?, server.rss_bytes()?);
                 std::thread::sleep(Duration::from_millis(500));
@@ -618,7 +638,10 @@ impl Probe {
             samples.push(start.elapsed());
         }
         samples.sort_unstable();
-        Ok(Phase { samples })
+        Ok(Phase {
+            samples,
+            ..Phase::default()
+        })
     }
 }
 
@@ -642,11 +665,17 @@ impl Observer {
         let mut stream =
             connect_and_welcome(server, IpAddr::V4(Ipv4Addr::LOCALHOST)).context("the observer")?;
         stream.write_all(format!("#join {ROOM}\n#ping joined\n").as_bytes())?;
+        // A loaded machine may take a while to answer; 5 s of silence is
+        // not yet a failure while joining.
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
         loop {
             line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .context("the observer waiting for its join to be answered")?;
+            if read == 0 {
                 bail!("the observer was disconnected while joining");
             }
             if line.starts_with(b"+ pong joined") {
