@@ -1021,6 +1021,95 @@ impl AttackArgs {
 mod tests {
     use super::*;
 
+    fn report(fates: Fates, lost: u64) -> AttackReport {
+        use crate::fanout::FanoutReport;
+        use crate::histogram::Histogram;
+        AttackReport {
+            without: Phase::default(),
+            with: Phase::default(),
+            probes: 1,
+            fates,
+            quits_seen: Vec::new(),
+            background: FanoutMeasurement {
+                report: FanoutReport {
+                    sent: 10,
+                    expected: 100,
+                    delivered: 100 - lost,
+                    elapsed: Duration::from_secs(1),
+                    latency: Histogram::default(),
+                },
+                server_cpu: Duration::ZERO,
+                generator_cpu: Duration::ZERO,
+                server_peak_rss: 0,
+            },
+            fds: [0; 3],
+            rss: [0; 3],
+        }
+    }
+
+    fn slow(cut_off: bool, ending: Ending) -> SlowFate {
+        SlowFate {
+            nick: "guest1".into(),
+            cut_off_after: cut_off.then_some(Duration::from_secs(9)),
+            ending,
+            drained: 0,
+        }
+    }
+
+    #[test]
+    fn slow_readers_must_be_cut_off_and_their_sockets_closed() {
+        let fine = Fates::Slow(vec![slow(true, Ending::Closed), slow(true, Ending::Reset)]);
+        assert!(report(fine, 0).failures().is_empty());
+        // Announced as gone but the socket kept open (and its queue with
+        // it) fails, as does one never cut off.
+        let kept = Fates::Slow(vec![
+            slow(true, Ending::OpenSilent),
+            slow(false, Ending::OpenReceiving),
+        ]);
+        assert_eq!(
+            report(kept, 0).failures(),
+            [
+                "1 slow readers were never cut off as slow consumers",
+                "2 slow readers' sockets were still open after the attack"
+            ]
+        );
+    }
+
+    #[test]
+    fn flooders_must_be_closed_soon_and_the_room_must_lose_nothing() {
+        let closed = FloodFates {
+            ended_by_server: 3,
+            lifetimes: vec![Duration::from_millis(2), Duration::from_millis(90)],
+            ..FloodFates::default()
+        };
+        assert!(
+            report(Fates::Flood(closed.clone()), 0)
+                .failures()
+                .is_empty()
+        );
+        assert_eq!(
+            report(Fates::Flood(closed), 4).failures(),
+            ["the busy room lost 4 deliveries"]
+        );
+        let never = FloodFates {
+            open_at_end: 8,
+            ..FloodFates::default()
+        };
+        assert_eq!(
+            report(Fates::Flood(never), 0).failures(),
+            ["no flooding connection was closed by the server"]
+        );
+        let late = FloodFates {
+            ended_by_server: 1,
+            lifetimes: vec![Duration::from_secs(6)],
+            ..FloodFates::default()
+        };
+        assert_eq!(
+            report(Fates::Flood(late), 0).failures(),
+            ["a flooding connection stayed open 6.0 s"]
+        );
+    }
+
     #[test]
     fn probes_keep_each_connection_within_two_thirds_of_its_budget() {
         let defaults = RateLimitConfig::default();
