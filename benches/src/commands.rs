@@ -31,6 +31,11 @@ pub enum BenchCommand {
     Micro,
     /// A bare relay (the trivial sink for the generator's ceiling).
     Relay(RelayArgs),
+    /// A long steady chat: loss, latency, server RSS and fds over time.
+    Soak(crate::soak::SoakArgs),
+    /// Another client's round trips without and with slow or flooding
+    /// attackers.
+    Attack(crate::attack::AttackArgs),
 }
 
 impl BenchCommand {
@@ -47,6 +52,8 @@ impl BenchCommand {
                 Ok(())
             }
             Self::Relay(args) => args.run(),
+            Self::Soak(args) => args.run(),
+            Self::Attack(args) => args.run(),
         }
     }
 }

@@ -14,8 +14,11 @@
 //! - [`relay`]: the bare relay that shows the generator's ceiling;
 //! - [`compare`]: both backends and the [`peers`] side by side over
 //!   rounds, with a table and a [`chart`];
+//! - [`soak`]: a long steady chat while the server's RSS and descriptors
+//!   are sampled; [`attack`]: round trips without and with attackers;
 //! - [`commands`]: the command-line front ends.
 
+pub mod attack;
 pub mod chart;
 pub mod commands;
 pub mod compare;
@@ -29,3 +32,4 @@ pub mod peers;
 pub mod relay;
 pub mod rtt;
 pub mod server;
+pub mod soak;
