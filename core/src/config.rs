@@ -236,16 +236,24 @@ pub enum ConfigError {
     DuplicateOperator(String),
 }
 
+/// `Ok` when `ok`, else the error naming the setting and the rule it breaks:
+/// the one shape of every range check on settings.
+pub(crate) fn in_range(
+    ok: bool,
+    setting: &'static str,
+    rule: &'static str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange { setting, rule })
+    }
+}
+
 impl Config {
     /// Checks that the settings are usable; the server refuses to start otherwise.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let range = |ok: bool, setting, rule| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::OutOfRange { setting, rule })
-            }
-        };
+        let range = in_range;
         range(
             (64..=1 << 20).contains(&self.max_line_bytes),
             "max_line_bytes",

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::address::AddressGroup;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, in_range};
 use crate::duration::serde_human;
 use crate::ids::{ConnId, Nick};
 
@@ -57,13 +57,7 @@ impl Default for LoginConfig {
 impl LoginConfig {
     /// Checks that the settings are usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let range = |ok: bool, setting, rule| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::OutOfRange { setting, rule })
-            }
-        };
+        let range = in_range;
         range(
             self.max_failure_delay <= MAX_DELAY_SETTING,
             "operator_login.max_failure_delay",

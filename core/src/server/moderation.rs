@@ -430,7 +430,7 @@ impl Server {
     }
 
     /// A mute ended early: its timer and its place in the session's list go.
-    fn forget_mute(&mut self, room_name: &RoomName, conn: ConnId, until: Instant) {
+    pub(super) fn forget_mute(&mut self, room_name: &RoomName, conn: ConnId, until: Instant) {
         let timer = Timer::MuteExpiry {
             room: room_name.clone(),
             conn,
@@ -447,7 +447,12 @@ impl Server {
         }
     }
 
-    fn cancel_room_ban_timer(&mut self, room_name: &RoomName, address: IpAddr, ban: &Ban) {
+    pub(super) fn cancel_room_ban_timer(
+        &mut self,
+        room_name: &RoomName,
+        address: IpAddr,
+        ban: &Ban,
+    ) {
         if let Some(until) = ban.until {
             let timer = Timer::RoomBanExpiry {
                 room: room_name.clone(),

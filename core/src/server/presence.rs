@@ -5,7 +5,6 @@ use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
 use crate::reply::Reply;
-use crate::timers::Timer;
 
 use super::Server;
 use super::room::Room;
@@ -141,23 +140,10 @@ impl Server {
             }
         }
         for (address, ban) in &room.bans {
-            if let Some(until) = ban.until {
-                let timer = Timer::RoomBanExpiry {
-                    room: name.clone(),
-                    address: *address,
-                };
-                self.timers.cancel(until, &timer);
-            }
+            self.cancel_room_ban_timer(name, *address, ban);
         }
         for (&conn, &until) in &room.mutes {
-            let timer = Timer::MuteExpiry {
-                room: name.clone(),
-                conn,
-            };
-            self.timers.cancel(until, &timer);
-            if let Some(session) = self.sessions.get_mut(&conn) {
-                session.muted_in.retain(|muted| muted != name);
-            }
+            self.forget_mute(name, conn, until);
         }
         for conn in &room.invites {
             if let Some(session) = self.sessions.get_mut(conn) {
