@@ -185,12 +185,19 @@ fn run_then<T>(
     progress: bool,
     at_start: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(FanoutReport, T)> {
-    if plan.senders == 0
-        || plan.senders > plan.clients
-        || plan.rooms == 0
-        || plan.clients < 2 * plan.rooms
-    {
-        bail!("need 1..=clients senders, at least one room, and two clients per room");
+    if plan.rooms == 0 || plan.clients < 2 * plan.rooms {
+        bail!("need at least one room and two clients per room");
+    }
+    // Every room keeps at least one client that only receives; more
+    // senders than that leaves the receiver tables short (it used to
+    // panic with an index out of bounds).
+    if plan.senders == 0 || plan.senders > plan.clients - plan.rooms {
+        bail!(
+            "need 1..={} senders for {} clients in {} rooms",
+            plan.clients - plan.rooms,
+            plan.clients,
+            plan.rooms
+        );
     }
     let (mut streams, mut writers) = setup(addr, peer, plan, progress)?;
     let shared = Arc::new(Shared {
