@@ -52,6 +52,9 @@ pub struct Config {
     pub operators: Vec<OperatorConfig>,
     /// Delays after failed operator logins.
     pub operator_login: LoginConfig,
+    /// What IRC clients are told at registration, and the password they
+    /// must give.
+    pub irc: IrcConfig,
 }
 
 impl Default for Config {
@@ -72,6 +75,78 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             operators: Vec::new(),
             operator_login: LoginConfig::default(),
+            irc: IrcConfig::default(),
+        }
+    }
+}
+
+/// The `[irc]` table: how the server presents itself to IRC clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IrcConfig {
+    /// The server's name, the source of every numeric (a host-like name).
+    pub server_name: String,
+    /// The network's name, announced in ISUPPORT as `NETWORK`.
+    pub network: String,
+    /// The password every IRC client must give with `PASS` before it
+    /// registers; none if absent.
+    pub password: Option<String>,
+    /// The message of the day, one line per line; `422` if absent.
+    pub motd: Option<String>,
+}
+
+impl IrcConfig {
+    /// Names must fit where IRC puts them: a server name is a host name
+    /// (it is every numeric's source), a network name one word, a
+    /// password one parameter, and the MOTD printable lines.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let host_like = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && !name.starts_with(['.', '-'])
+        };
+        in_range(
+            host_like(&self.server_name),
+            "irc.server_name",
+            "1 to 63 letters, digits, dots and dashes, like a host name",
+        )?;
+        let word = |text: &str, max: usize| {
+            !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic())
+        };
+        in_range(
+            word(&self.network, 32),
+            "irc.network",
+            "1 to 32 printable ASCII characters without spaces",
+        )?;
+        in_range(
+            self.password.as_deref().is_none_or(|p| word(p, 128)),
+            "irc.password",
+            "1 to 128 printable ASCII characters without spaces",
+        )?;
+        in_range(
+            self.motd.as_deref().is_none_or(|motd| {
+                motd.len() <= 16 * 1024
+                    && motd
+                        .lines()
+                        .all(|line| line.len() <= 400 && !line.chars().any(char::is_control))
+            }),
+            "irc.motd",
+            "at most 16 KiB, lines of at most 400 bytes without control characters",
+        )?;
+        Ok(())
+    }
+}
+
+impl Default for IrcConfig {
+    fn default() -> Self {
+        Self {
+            server_name: "chatd.local".into(),
+            network: "chatd".into(),
+            password: None,
+            motd: None,
         }
     }
 }
@@ -327,6 +402,7 @@ impl Config {
             "longer than zero while idle checks are enabled",
         )?;
         self.operator_login.validate()?;
+        self.irc.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for operator in &self.operators {
             Nick::parse(&operator.name).map_err(|source| ConfigError::BadOperatorName {

@@ -24,6 +24,7 @@
 pub mod address;
 pub mod command;
 pub mod config;
+pub mod dialect;
 pub mod duration;
 pub mod error;
 pub mod history;
@@ -43,7 +44,10 @@ pub mod wall_clock;
 mod test_support;
 
 pub use command::{BanTarget, Command};
-pub use config::{Config, ConfigError, IdleConfig, LimitsConfig, OperatorConfig, RateLimitConfig};
+pub use config::{
+    Config, ConfigError, IdleConfig, IrcConfig, LimitsConfig, OperatorConfig, RateLimitConfig,
+};
+pub use dialect::Dialect;
 pub use error::ErrorCode;
 pub use history::{Record, RecordKind, Recovery};
 pub use ids::{ConnId, MessageId, NameError, Nick, RoomName};

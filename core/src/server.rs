@@ -25,6 +25,7 @@ use ahash::AHashMap;
 
 use crate::address::AddressGroup;
 use crate::config::{Config, ConfigError};
+use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::history::{IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
@@ -216,12 +217,24 @@ impl Server {
         self.wall = WallClock::new(now, unix_ms);
     }
 
-    /// Decides whether to admit a new connection from `peer`.
+    /// Decides whether to admit a new native-dialect connection from
+    /// `peer`: [`Server::accept_as`] with [`Dialect::Native`].
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refused> {
+        self.accept_as(now, peer, Dialect::Native)
+    }
+
+    /// Decides whether to admit a new connection from `peer` that speaks
+    /// `dialect` (the listener's).
     ///
     /// Admitted connections get a guest nickname, join #general and receive
     /// a welcome line. Refused ones get no id; the driver sends
     /// [`Refused::line`] and closes.
-    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refused> {
+    pub fn accept_as(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        dialect: Dialect,
+    ) -> Result<ConnId, Refused> {
         // Bans and limits see an IPv4 client the same however it came in.
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
         let address = peer.ip();
@@ -233,7 +246,7 @@ impl Server {
         self.nicks.insert(nick.folded(), conn);
         self.sessions.insert(
             conn,
-            Box::new(Session::new(peer, nick, general.clone(), now)),
+            Box::new(Session::new(peer, dialect, nick, general.clone(), now)),
         );
         let group = self.address_group(address);
         self.addresses.entry(group).or_default().connections += 1;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
+use crate::dialect::Dialect;
 use crate::ids::{Nick, RoomName};
 use crate::line::LineBuffer;
 use crate::rate_limit::SlidingWindow;
@@ -41,6 +42,8 @@ pub(crate) struct LineLimits {
 pub(crate) struct Session {
     /// The peer's address.
     pub(crate) peer: SocketAddr,
+    /// The protocol it speaks.
+    pub(crate) dialect: Dialect,
     /// Current nickname.
     pub(crate) nick: Nick,
     /// The room the client is in (the native dialect has one at a time).
@@ -71,9 +74,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(peer: SocketAddr, nick: Nick, room: RoomName, now: Instant) -> Self {
+    pub(crate) fn new(peer: SocketAddr, dialect: Dialect, nick: Nick, room: RoomName, now: Instant) -> Self {
         Self {
             peer,
+            dialect,
             nick,
             room,
             line: LineBuffer::default(),
