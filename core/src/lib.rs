@@ -30,6 +30,7 @@ pub mod error;
 pub mod history;
 pub mod ids;
 pub mod io;
+pub mod irc;
 pub mod line;
 pub mod login;
 pub mod native;
