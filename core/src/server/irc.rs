@@ -39,7 +39,7 @@ const VERSION: &str = concat!("chatd-", env!("CARGO_PKG_VERSION"));
 impl Server {
     /// One line from an IRC client.
     pub(super) fn handle_irc_line(&mut self, now: Instant, conn: ConnId, line: &str) {
-        let Ok(msg) = message::parse(line) else {
+        let Ok(msg) = Message::parse(line) else {
             // Nothing IRC can answer: a line with no command.
             return;
         };
