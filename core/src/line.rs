@@ -84,11 +84,13 @@ impl LineBuffer {
                 self.discarding = false;
                 ControlFlow::Continue(())
             } else if self.partial.is_empty() {
-                classify(head, max_len, self.irc_formatting).map_or(ControlFlow::Continue(()), &mut on_frame)
+                classify(head, max_len, self.irc_formatting)
+                    .map_or(ControlFlow::Continue(()), &mut on_frame)
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(head);
-                classify(&line, max_len, self.irc_formatting).map_or(ControlFlow::Continue(()), &mut on_frame)
+                classify(&line, max_len, self.irc_formatting)
+                    .map_or(ControlFlow::Continue(()), &mut on_frame)
             };
             if flow.is_break() {
                 return;
@@ -127,7 +129,8 @@ fn classify(line: &[u8], max_len: usize, irc_formatting: bool) -> Option<Frame<'
     let Ok(text) = std::str::from_utf8(line) else {
         return Some(Frame::InvalidUtf8);
     };
-    let refused = |c: char| c.is_control() && c != '\t' && !(irc_formatting && is_irc_formatting(c));
+    let refused =
+        |c: char| c.is_control() && c != '\t' && !(irc_formatting && is_irc_formatting(c));
     if text.chars().any(refused) {
         return Some(Frame::ControlChar);
     }

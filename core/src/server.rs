@@ -32,11 +32,11 @@ use crate::error::ErrorCode;
 use crate::history::{IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
-use crate::login::Logins;
 use crate::irc::caps::Caps;
 use crate::line::LineBuffer;
-use crate::render::{self, Style, Viewer};
+use crate::login::Logins;
 use crate::rate_limit::SlidingWindow;
+use crate::render::{self, Style, Viewer};
 use crate::reply::{Person, Reply};
 use crate::timers::{Timer, Timers};
 use crate::wall_clock::WallClock;
@@ -118,6 +118,8 @@ pub struct Server {
     shutting_down: bool,
     /// The most recent departures, newest last, for IRC's WHOWAS.
     departed: std::collections::VecDeque<Departed>,
+    /// IRC batches opened so far, for batch ids unique on a connection.
+    batches: u64,
 }
 
 /// Who left, as WHOWAS shows it.
@@ -176,6 +178,7 @@ impl Server {
             out: Outbox::new(&config_server_name),
             shutting_down: false,
             departed: std::collections::VecDeque::new(),
+            batches: 0,
         })
     }
 

@@ -65,7 +65,11 @@ pub fn parse_iso8601(text: &str) -> Option<u64> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
     let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<u64>().ok());
-    let (year, month, day) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
     let (time, millis) = match time.split_once('.') {
         Some((time, fraction)) => {
             let digits: String = fraction.chars().take(3).collect();
@@ -75,7 +79,11 @@ pub fn parse_iso8601(text: &str) -> Option<u64> {
         None => (time, 0),
     };
     let mut time_parts = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (hour, minute, second) = (time_parts.next()??, time_parts.next()??, time_parts.next()??);
+    let (hour, minute, second) = (
+        time_parts.next()??,
+        time_parts.next()??,
+        time_parts.next()??,
+    );
     if !(1970..=9999).contains(&year)
         || !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
@@ -127,8 +135,14 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00");
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(format_utc(1_795_000_000_123), "2026-11-18 11:06:40");
-        assert_eq!(format_iso8601(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
-        assert_eq!(parse_iso8601("2026-11-18T11:06:40.123Z"), Some(1_795_000_000_123));
+        assert_eq!(
+            format_iso8601(1_795_000_000_123),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(
+            parse_iso8601("2026-11-18T11:06:40.123Z"),
+            Some(1_795_000_000_123)
+        );
         assert_eq!(parse_iso8601("2000-02-29T00:00:00Z"), Some(951_782_400_000));
         assert_eq!(parse_iso8601("2000-02-29 00:00:00"), None);
         assert_eq!(parse_iso8601("1969-12-31T23:59:59Z"), None);

@@ -7,7 +7,6 @@ use crate::error::ErrorCode;
 // Each constant is named as the specifications name it; the name is its
 // documentation (modern.ircdocs.horse describes every one).
 
-
 pub const RPL_WELCOME: &str = "001";
 pub const RPL_YOURHOST: &str = "002";
 pub const RPL_CREATED: &str = "003";

@@ -160,17 +160,45 @@ impl Lines<'_> {
             } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
                 let source = mask(*from);
-                self.from(&source, Some(*id), self.scene.unix_ms, command, &[&channel(room), text]);
+                self.from(
+                    &source,
+                    Some(*id),
+                    self.scene.unix_ms,
+                    command,
+                    &[&channel(room), text],
+                );
             }
-            Reply::Action { id, room, from, text } => {
+            Reply::Action {
+                id,
+                room,
+                from,
+                text,
+            } => {
                 let source = mask(*from);
                 let action = format!("\x01ACTION {text}\x01");
-                self.from(&source, Some(*id), self.scene.unix_ms, "PRIVMSG", &[&channel(room), &action]);
+                self.from(
+                    &source,
+                    Some(*id),
+                    self.scene.unix_ms,
+                    "PRIVMSG",
+                    &[&channel(room), &action],
+                );
             }
-            Reply::Urgent { id, room, from, text } => {
+            Reply::Urgent {
+                id,
+                room,
+                from,
+                text,
+            } => {
                 let source = mask(*from);
                 let urgent = format!("URGENT: {text}");
-                self.from(&source, Some(*id), self.scene.unix_ms, "PRIVMSG", &[&channel(room), &urgent]);
+                self.from(
+                    &source,
+                    Some(*id),
+                    self.scene.unix_ms,
+                    "PRIVMSG",
+                    &[&channel(room), &urgent],
+                );
             }
             Reply::Whisper { from, text, notice } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
@@ -191,7 +219,9 @@ impl Lines<'_> {
             Reply::TopicChanged { room, by, topic } => {
                 self.person(*by, "TOPIC", &[&channel(room), topic]);
             }
-            Reply::RoomsHeader { .. } => self.numeric(n::RPL_LISTSTART, &["Channel", "Users  Name"]),
+            Reply::RoomsHeader { .. } => {
+                self.numeric(n::RPL_LISTSTART, &["Channel", "Users  Name"])
+            }
             Reply::RoomEntry(entry) => {
                 let members = entry.members.to_string();
                 let topic = entry.topic.unwrap_or("");
@@ -256,7 +286,13 @@ impl Lines<'_> {
                     why.push_str(&format!(": {reason}"));
                 }
                 let source = by.to_string();
-                self.from(&source, None, self.scene.unix_ms, "KICK", &[&channel(room), nick.as_str(), &why]);
+                self.from(
+                    &source,
+                    None,
+                    self.scene.unix_ms,
+                    "KICK",
+                    &[&channel(room), nick.as_str(), &why],
+                );
             }
             Reply::BanSet { .. } | Reply::Unbanned { .. } => {
                 let text = native_text(reply);
@@ -348,7 +384,13 @@ impl Lines<'_> {
         // History lines always carry their time when the client takes
         // tags at all: without it they would read as said now.
         self.tags.time = true;
-        self.from(&source, Some(record.id), record.ts, "PRIVMSG", &[&chan, &text]);
+        self.from(
+            &source,
+            Some(record.id),
+            record.ts,
+            "PRIVMSG",
+            &[&chan, &text],
+        );
         self.tags = saved;
     }
 }

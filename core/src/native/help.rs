@@ -25,8 +25,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "join",
         &[],
-        "#join ROOM [KEY]",
-        "leave your room and join ROOM, creating it (and owning it) if absent; KEY if its IRC operators set one",
+        "#join ROOM",
+        "leave your room and join ROOM, creating it (and owning it) if absent",
     ),
     spec(
         "create",

@@ -51,8 +51,9 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
         ),
         Reply::Joined { room, who } => write!(out, "* {} joined #{room}", who.nick),
         Reply::YouLeft { room, .. } => write!(out, "* you left #{room}"),
-        Reply::Left { room, who, reason } => write!(out, "* {} left #{room}", who.nick)
-            .and_then(|()| write_reason(out, *reason)),
+        Reply::Left { room, who, reason } => {
+            write!(out, "* {} left #{room}", who.nick).and_then(|()| write_reason(out, *reason))
+        }
         Reply::Quit { who, message } => {
             write!(out, "* {} quit", who.nick).and_then(|()| write_reason(out, *message))
         }
@@ -78,7 +79,12 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
         } => write!(out, "* topic of #{room}: {}", shown(topic)),
         Reply::Topic { room, topic: None } => write!(out, "* #{room} has no topic"),
         Reply::TopicChanged { room, by, topic } => {
-            write!(out, "* {} set the topic of #{room}: {}", by.nick, shown(topic))
+            write!(
+                out,
+                "* {} set the topic of #{room}: {}",
+                by.nick,
+                shown(topic)
+            )
         }
         Reply::RoomsHeader { count } => write!(out, "+ rooms {count}"),
         Reply::Page {
@@ -207,7 +213,8 @@ fn shown(text: &str) -> Cow<'_, str> {
             // and up to two more.
             skip_digits(&mut chars);
             let mut lookahead = chars.clone();
-            if lookahead.next() == Some(',') && lookahead.next().is_some_and(|d| d.is_ascii_digit()) {
+            if lookahead.next() == Some(',') && lookahead.next().is_some_and(|d| d.is_ascii_digit())
+            {
                 chars.next();
                 skip_digits(&mut chars);
             }
@@ -313,7 +320,10 @@ mod tests {
     #[test]
     fn irc_formatting_never_reaches_a_native_terminal() {
         assert_eq!(shown("plain"), "plain");
-        assert_eq!(shown("\x02bold\x02 \x0304,12red\x03 \x01ACTION\x01"), "bold red ACTION");
+        assert_eq!(
+            shown("\x02bold\x02 \x0304,12red\x03 \x01ACTION\x01"),
+            "bold red ACTION"
+        );
         assert_eq!(shown("\x0312,x"), ",x");
     }
 

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::history::{MessageIds, Record, RecordKind};
-use crate::dialect::Dialect;
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
 use crate::reply::Reply;
@@ -50,7 +50,9 @@ impl Server {
         }
         if kind == RecordKind::Urgent && !moderator {
             let text = match room.owner {
-                Some(_) => format!("only the owner of {chan} or an operator may send urgent messages"),
+                Some(_) => {
+                    format!("only the owner of {chan} or an operator may send urgent messages")
+                }
                 None => format!("only an operator may send urgent messages in {chan}"),
             };
             return self

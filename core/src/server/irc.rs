@@ -16,7 +16,7 @@ use crate::history::RecordKind;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::{CloseReason, Priority};
 use crate::irc::caps::{self, Cap};
-use crate::irc::message::{self, Message};
+use crate::irc::message::Message;
 use crate::irc::numeric as n;
 use crate::irc::render::{self as irc_render, channel};
 use crate::render::{IrcTags, Style};
@@ -49,8 +49,8 @@ impl Server {
         match command.as_str() {
             "CAP" => self.irc_cap(conn, params),
             "PASS" => self.irc_pass(conn, params),
-            "NICK" => self.irc_nick(now, conn, params),
-            "USER" => self.irc_user(now, conn, params),
+            "NICK" => self.irc_nick(conn, params),
+            "USER" => self.irc_user(conn, params),
             "PING" => {
                 let token = params.first().copied().unwrap_or("");
                 let server = self.config.irc.server_name.clone();
@@ -96,7 +96,11 @@ impl Server {
             }
             "VERSION" => {
                 let server = self.config.irc.server_name.clone();
-                self.numeric(conn, n::RPL_VERSION, &[VERSION, &server, "chatd, native and IRC on one model"]);
+                self.numeric(
+                    conn,
+                    n::RPL_VERSION,
+                    &[VERSION, &server, "chatd, native and IRC on one model"],
+                );
                 self.isupport(conn);
             }
             "INFO" => {
@@ -196,7 +200,7 @@ impl Server {
         }
     }
 
-    fn irc_nick(&mut self, now: Instant, conn: ConnId, params: &[&str]) {
+    fn irc_nick(&mut self, conn: ConnId, params: &[&str]) {
         let Some(wanted) = params.first().filter(|p| !p.is_empty()) else {
             return self.numeric(conn, n::ERR_NONICKNAMEGIVEN, &["No nickname given"]);
         };
@@ -219,11 +223,11 @@ impl Server {
             && !irc.registered
         {
             irc.nick_given = true;
-            self.try_register(now, conn);
+            self.complete_registration(conn);
         }
     }
 
-    fn irc_user(&mut self, now: Instant, conn: ConnId, params: &[&str]) {
+    fn irc_user(&mut self, conn: ConnId, params: &[&str]) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -240,7 +244,11 @@ impl Server {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             .take(9)
             .collect();
-        let clean = if clean.is_empty() { "user".to_owned() } else { clean };
+        let clean = if clean.is_empty() {
+            "user".to_owned()
+        } else {
+            clean
+        };
         let realname: String = realname.chars().take(100).collect();
         session.userhost = userhost(&format!("~{clean}"), session.peer);
         let userhost = session.userhost.clone();
@@ -250,7 +258,7 @@ impl Server {
         if let Some(viewer) = self.out.viewer_mut(conn) {
             viewer.userhost = userhost;
         }
-        self.try_register(now, conn);
+        self.complete_registration(conn);
     }
 
     fn irc_cap(&mut self, conn: ConnId, params: &[&str]) {
@@ -267,14 +275,18 @@ impl Server {
                 if !irc.registered {
                     irc.negotiating = true;
                 }
-                let v302 = params.get(1).and_then(|v| v.parse::<u32>().ok()).is_some_and(|v| v >= 302);
+                let v302 = params
+                    .get(1)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .is_some_and(|v| v >= 302);
                 let listing = caps::listing(v302, CHATHISTORY_LIMIT).join(" ");
                 let line = irc_render::server_line(&scene, "CAP", &[&me, "LS", &listing]);
                 self.send_text(conn, line);
             }
             "LIST" => {
                 let enabled: Vec<&str> = irc.caps.iter().map(Cap::name).collect();
-                let line = irc_render::server_line(&scene, "CAP", &[&me, "LIST", &enabled.join(" ")]);
+                let line =
+                    irc_render::server_line(&scene, "CAP", &[&me, "LIST", &enabled.join(" ")]);
                 self.send_text(conn, line);
             }
             "REQ" => {
@@ -307,10 +319,15 @@ impl Server {
             }
             "END" => {
                 irc.negotiating = false;
-                self.try_register_now(conn);
+                self.complete_registration(conn);
             }
             _ => {
-                let line = irc_render::numeric(&scene, &me, n::ERR_INVALIDCAPCMD, &[&sub, "Invalid CAP command"]);
+                let line = irc_render::numeric(
+                    &scene,
+                    &me,
+                    n::ERR_INVALIDCAPCMD,
+                    &[&sub, "Invalid CAP command"],
+                );
                 self.send_text(conn, line);
             }
         }
@@ -341,16 +358,6 @@ impl Server {
         }
     }
 
-    /// `CAP END` came: registration may complete now (it has no `now`;
-    /// registration needs none).
-    fn try_register_now(&mut self, conn: ConnId) {
-        self.complete_registration(conn);
-    }
-
-    fn try_register(&mut self, _now: Instant, conn: ConnId) {
-        self.complete_registration(conn);
-    }
-
     /// Completes registration once NICK and USER are in and capability
     /// negotiation is over: checks PASS, then sends 001-005, LUSERS and
     /// the MOTD.
@@ -365,12 +372,8 @@ impl Server {
             return;
         }
         if !irc.pass_ok {
-            self.out.error_about(
-                conn,
-                ErrorCode::BadCredentials,
-                None,
-                "Password incorrect",
-            );
+            self.out
+                .error_about(conn, ErrorCode::BadCredentials, None, "Password incorrect");
             let line = "ERROR :Closing Link: password required\r\n".to_owned();
             self.send_text(conn, line);
             self.remove_session(conn, Farewell::Silent);
@@ -394,7 +397,11 @@ impl Server {
             crate::wall_clock::format_utc(self.wall.anchor_unix_ms())
         );
         self.numeric(conn, n::RPL_CREATED, &[&created]);
-        self.numeric(conn, n::RPL_MYINFO, &[&server, VERSION, "iow", "biklmnost", "bklov"]);
+        self.numeric(
+            conn,
+            n::RPL_MYINFO,
+            &[&server, VERSION, "iow", "biklmnost", "bklov"],
+        );
         self.isupport(conn);
         self.lusers(conn);
         self.motd(conn);
@@ -441,9 +448,17 @@ impl Server {
         let line = format!("There are {users} users and 0 invisible on 1 servers");
         self.numeric(conn, n::RPL_LUSERCLIENT, &[&line]);
         if operators > 0 {
-            self.numeric(conn, n::RPL_LUSEROP, &[&operators.to_string(), "operator(s) online"]);
+            self.numeric(
+                conn,
+                n::RPL_LUSEROP,
+                &[&operators.to_string(), "operator(s) online"],
+            );
         }
-        self.numeric(conn, n::RPL_LUSERCHANNELS, &[&rooms.to_string(), "channels formed"]);
+        self.numeric(
+            conn,
+            n::RPL_LUSERCHANNELS,
+            &[&rooms.to_string(), "channels formed"],
+        );
         let line = format!("I have {users} clients and 0 servers");
         self.numeric(conn, n::RPL_LUSERME, &[&line]);
     }
@@ -453,7 +468,11 @@ impl Server {
             return self.numeric(conn, n::ERR_NOMOTD, &["MOTD File is missing"]);
         };
         let server = self.config.irc.server_name.clone();
-        self.numeric(conn, n::RPL_MOTDSTART, &[&format!("- {server} Message of the day - ")]);
+        self.numeric(
+            conn,
+            n::RPL_MOTDSTART,
+            &[&format!("- {server} Message of the day - ")],
+        );
         for line in motd.lines() {
             self.numeric(conn, n::RPL_MOTD, &[&format!("- {line}")]);
         }
@@ -524,7 +543,14 @@ impl Server {
         for target in targets.split(',').take(MAX_TARGETS) {
             if target.starts_with('#') {
                 if let Some(room) = self.channel_param(conn, target) {
-                    self.post(now, conn, &room, kind, &body, notice && kind == RecordKind::Msg);
+                    self.post(
+                        now,
+                        conn,
+                        &room,
+                        kind,
+                        &body,
+                        notice && kind == RecordKind::Msg,
+                    );
                 }
             } else {
                 match Nick::parse(target) {
@@ -536,7 +562,12 @@ impl Server {
                         self.whisper(now, conn, &nick, &text, notice);
                     }
                     Err(_) => {
-                        self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick/channel");
+                        self.irc_error(
+                            conn,
+                            ErrorCode::NoSuchNick,
+                            Some(target),
+                            "No such nick/channel",
+                        );
                     }
                 }
             }
@@ -625,7 +656,11 @@ impl Server {
             return;
         };
         if !self.sessions.get(&conn).is_some_and(|s| s.is_in(&room)) {
-            return self.numeric(conn, n::ERR_NOTONCHANNEL, &[chan, "You're not on that channel"]);
+            return self.numeric(
+                conn,
+                n::ERR_NOTONCHANNEL,
+                &[chan, "You're not on that channel"],
+            );
         }
         self.invite(conn, room, &nick);
     }
@@ -717,8 +752,16 @@ impl Server {
         let Some(target) = params.last() else {
             return self.numeric(conn, n::ERR_NONICKNAMEGIVEN, &["No nickname given"]);
         };
-        let Some(found) = Nick::parse(target).ok().and_then(|nick| self.conn_named(&nick)) else {
-            self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick/channel");
+        let Some(found) = Nick::parse(target)
+            .ok()
+            .and_then(|nick| self.conn_named(&nick))
+        else {
+            self.irc_error(
+                conn,
+                ErrorCode::NoSuchNick,
+                Some(target),
+                "No such nick/channel",
+            );
             return self.numeric(conn, n::RPL_ENDOFWHOIS, &[target, "End of /WHOIS list"]);
         };
         let server = self.config.irc.server_name.clone();
@@ -765,13 +808,22 @@ impl Server {
                     .filter(|gone| gone.nick.folded() == nick.folded())
                     .map(|gone| {
                         let (user, host) = gone.userhost.split_once('@').unwrap_or(("", ""));
-                        (gone.nick.to_string(), user.to_owned(), host.to_owned(), gone.realname.to_string())
+                        (
+                            gone.nick.to_string(),
+                            user.to_owned(),
+                            host.to_owned(),
+                            gone.realname.to_string(),
+                        )
                     })
                     .collect()
             })
             .unwrap_or_default();
         if found.is_empty() {
-            self.numeric(conn, n::ERR_WASNOSUCHNICK, &[target, "There was no such nickname"]);
+            self.numeric(
+                conn,
+                n::ERR_WASNOSUCHNICK,
+                &[target, "There was no such nickname"],
+            );
         }
         for (nick, user, host, real) in found {
             self.numeric(conn, n::RPL_WHOWASUSER, &[&nick, &user, &host, "*", &real]);
@@ -825,8 +877,16 @@ impl Server {
         };
         session.away = message.clone().map(Into::into);
         match &message {
-            Some(_) => self.numeric(conn, n::RPL_NOWAWAY, &["You have been marked as being away"]),
-            None => self.numeric(conn, n::RPL_UNAWAY, &["You are no longer marked as being away"]),
+            Some(_) => self.numeric(
+                conn,
+                n::RPL_NOWAWAY,
+                &["You have been marked as being away"],
+            ),
+            None => self.numeric(
+                conn,
+                n::RPL_UNAWAY,
+                &["You are no longer marked as being away"],
+            ),
         }
         // away-notify: peers that asked for it hear of the change.
         let peers = match self.peers(conn) {
@@ -860,9 +920,16 @@ impl Server {
             return self.need_more_params(conn, "KILL");
         };
         if !self.sessions.get(&conn).is_some_and(|s| s.is_operator()) {
-            return self.numeric(conn, n::ERR_NOPRIVILEGES, &["Permission Denied- You're not an IRC operator"]);
+            return self.numeric(
+                conn,
+                n::ERR_NOPRIVILEGES,
+                &["Permission Denied- You're not an IRC operator"],
+            );
         }
-        let Some(victim) = Nick::parse(target).ok().and_then(|nick| self.conn_named(&nick)) else {
+        let Some(victim) = Nick::parse(target)
+            .ok()
+            .and_then(|nick| self.conn_named(&nick))
+        else {
             return self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");
         };
         let reason = params
@@ -877,7 +944,11 @@ impl Server {
             return self.need_more_params(conn, "WALLOPS");
         };
         if !self.sessions.get(&conn).is_some_and(|s| s.is_operator()) {
-            return self.numeric(conn, n::ERR_NOPRIVILEGES, &["Permission Denied- You're not an IRC operator"]);
+            return self.numeric(
+                conn,
+                n::ERR_NOPRIVILEGES,
+                &["Permission Denied- You're not an IRC operator"],
+            );
         }
         let Some(text) = self.trusted(conn, text).map(|t| t.into_owned()) else {
             return;
@@ -906,7 +977,8 @@ impl Server {
     /// `chathistory` batch, within what the server keeps in memory.
     fn irc_chathistory(&mut self, conn: ConnId, params: &[&str]) {
         let fail = |server: &mut Self, code: &str, text: &str| {
-            let line = irc_render::server_line(&server.out.scene, "FAIL", &["CHATHISTORY", code, text]);
+            let line =
+                irc_render::server_line(&server.out.scene, "FAIL", &["CHATHISTORY", code, text]);
             server.send_text(conn, line);
         };
         let [sub, target, rest @ ..] = params else {
@@ -916,22 +988,41 @@ impl Server {
         let Some(room) = target
             .strip_prefix('#')
             .and_then(|b| RoomName::parse(b).ok())
-            .filter(|room| self.sessions.get(&conn).is_some_and(|s| s.is_in(room)) || self.may_see(conn, room))
+            .filter(|room| {
+                self.sessions.get(&conn).is_some_and(|s| s.is_in(room)) || self.may_see(conn, room)
+            })
         else {
-            return fail(self, "INVALID_TARGET", "No such channel or you may not read it");
+            return fail(
+                self,
+                "INVALID_TARGET",
+                "No such channel or you may not read it",
+            );
         };
         let (refs, limit) = match (sub.as_str(), rest) {
             ("BETWEEN", [a, b, limit, ..]) => (vec![*a, *b], *limit),
             ("LATEST" | "BEFORE" | "AFTER" | "AROUND", [a, limit, ..]) => (vec![*a], *limit),
-            _ => return fail(self, "INVALID_PARAMS", "Unknown subcommand or missing parameters"),
+            _ => {
+                return fail(
+                    self,
+                    "INVALID_PARAMS",
+                    "Unknown subcommand or missing parameters",
+                );
+            }
         };
-        let limit = limit.parse::<usize>().unwrap_or(0).clamp(1, CHATHISTORY_LIMIT);
+        let limit = limit
+            .parse::<usize>()
+            .unwrap_or(0)
+            .clamp(1, CHATHISTORY_LIMIT);
         let Some(points) = refs
             .iter()
             .map(|r| HistoryRef::parse(r))
             .collect::<Option<Vec<HistoryRef>>>()
         else {
-            return fail(self, "INVALID_PARAMS", "References are msgid=N, timestamp=T or *");
+            return fail(
+                self,
+                "INVALID_PARAMS",
+                "References are msgid=N, timestamp=T or *",
+            );
         };
         let all: Vec<_> = self
             .histories
@@ -942,8 +1033,20 @@ impl Server {
             // Index of the first record after (or at/after) the point.
             all.iter()
                 .position(|r| match point {
-                    HistoryRef::Id(id) => if after { r.id.get() > *id } else { r.id.get() >= *id },
-                    HistoryRef::Time(ms) => if after { r.ts > *ms } else { r.ts >= *ms },
+                    HistoryRef::Id(id) => {
+                        if after {
+                            r.id.get() > *id
+                        } else {
+                            r.id.get() >= *id
+                        }
+                    }
+                    HistoryRef::Time(ms) => {
+                        if after {
+                            r.ts > *ms
+                        } else {
+                            r.ts >= *ms
+                        }
+                    }
                     HistoryRef::Latest => false,
                 })
                 .unwrap_or(all.len())
@@ -972,7 +1075,13 @@ impl Server {
                 let (start, end) = (x.min(y), x.max(y));
                 start..end.min(start + limit)
             }
-            _ => return fail(self, "INVALID_PARAMS", "That reference does not fit the subcommand"),
+            _ => {
+                return fail(
+                    self,
+                    "INVALID_PARAMS",
+                    "That reference does not fit the subcommand",
+                );
+            }
         };
         let batched = self
             .sessions
@@ -987,11 +1096,20 @@ impl Server {
         if !batched {
             return self.send_text(conn, body);
         }
-        let id = format!("h{}", self.out.scene.unix_ms);
+        self.batches += 1;
+        let id = format!("h{}", self.batches);
         let scene = self.out.scene.clone();
-        let mut text = irc_render::server_line(&scene, "BATCH", &[&format!("+{id}"), "chathistory", &channel(&room)]);
+        let mut text = irc_render::server_line(
+            &scene,
+            "BATCH",
+            &[&format!("+{id}"), "chathistory", &channel(&room)],
+        );
         text.push_str(&irc_render::in_batch(&body, &id));
-        text.push_str(&irc_render::server_line(&scene, "BATCH", &[&format!("-{id}")]));
+        text.push_str(&irc_render::server_line(
+            &scene,
+            "BATCH",
+            &[&format!("-{id}")],
+        ));
         self.send_text(conn, text);
     }
 }

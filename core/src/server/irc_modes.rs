@@ -50,8 +50,7 @@ impl Server {
             .get(&conn)
             .map_or_else(|| "*".to_owned(), |s| s.nick.to_string());
         let line = irc_render::numeric(&self.out.scene, &me, code, params);
-        self.out
-            .send_bytes(conn, line.into(), Priority::Normal);
+        self.out.send_bytes(conn, line.into(), Priority::Normal);
     }
 
     fn channel_mode(&mut self, conn: ConnId, target: &str, args: &[&str]) {
@@ -60,12 +59,9 @@ impl Server {
             .and_then(|bare| RoomName::parse(bare).ok())
             .filter(|name| self.rooms.contains_key(name))
         else {
-            return self.out.error_about(
-                conn,
-                ErrorCode::BadRoom,
-                Some(target),
-                "No such channel",
-            );
+            return self
+                .out
+                .error_about(conn, ErrorCode::BadRoom, Some(target), "No such channel");
         };
         let chan = channel(&name);
         let Some(modestring) = args.first() else {
@@ -112,11 +108,19 @@ impl Server {
                     match (plus, key) {
                         (true, Some(key)) if valid_key(key) => {
                             room.modes.key = Some(key.into());
-                            changes.push(Change { plus, letter, param: Some(key.to_owned()) });
+                            changes.push(Change {
+                                plus,
+                                letter,
+                                param: Some(key.to_owned()),
+                            });
                         }
                         (false, _) if room.modes.key.is_some() => {
                             room.modes.key = None;
-                            changes.push(Change { plus, letter, param: Some("*".to_owned()) });
+                            changes.push(Change {
+                                plus,
+                                letter,
+                                param: Some("*".to_owned()),
+                            });
                         }
                         _ => {}
                     }
@@ -126,13 +130,24 @@ impl Server {
                         return;
                     };
                     if plus {
-                        let limit = params.next().and_then(|l| l.parse::<usize>().ok()).filter(|l| *l >= 1);
+                        let limit = params
+                            .next()
+                            .and_then(|l| l.parse::<usize>().ok())
+                            .filter(|l| *l >= 1);
                         if let Some(limit) = limit {
                             room.modes.limit = Some(limit);
-                            changes.push(Change { plus, letter, param: Some(limit.to_string()) });
+                            changes.push(Change {
+                                plus,
+                                letter,
+                                param: Some(limit.to_string()),
+                            });
                         }
                     } else if room.modes.limit.take().is_some() {
-                        changes.push(Change { plus, letter, param: None });
+                        changes.push(Change {
+                            plus,
+                            letter,
+                            param: None,
+                        });
                     }
                 }
                 'i' | 'm' | 'n' | 's' | 't' => {
@@ -148,7 +163,11 @@ impl Server {
                     };
                     if *flag != plus {
                         *flag = plus;
-                        changes.push(Change { plus, letter, param: None });
+                        changes.push(Change {
+                            plus,
+                            letter,
+                            param: None,
+                        });
                     }
                 }
                 other => {
@@ -201,7 +220,11 @@ impl Server {
         }
         if let Some(key) = &room.modes.key {
             modes.push('k');
-            params.push(if room.has_member(conn) { key.to_string() } else { "*".to_owned() });
+            params.push(if room.has_member(conn) {
+                key.to_string()
+            } else {
+                "*".to_owned()
+            });
         }
         if let Some(limit) = room.modes.limit {
             modes.push('l');
@@ -225,10 +248,20 @@ impl Server {
         for mask_text in masks {
             self.mode_numeric(conn, n::RPL_BANLIST, &[&chan, &mask_text]);
         }
-        self.mode_numeric(conn, n::RPL_ENDOFBANLIST, &[&chan, "End of channel ban list"]);
+        self.mode_numeric(
+            conn,
+            n::RPL_ENDOFBANLIST,
+            &[&chan, "End of channel ban list"],
+        );
     }
 
-    fn set_ban_mask(&mut self, conn: ConnId, name: &RoomName, plus: bool, text: &str) -> Option<Change> {
+    fn set_ban_mask(
+        &mut self,
+        conn: ConnId,
+        name: &RoomName,
+        plus: bool,
+        text: &str,
+    ) -> Option<Change> {
         let limit = self.config.limits.bans_per_room;
         let canonical = mask::normalize_ban_mask(text);
         if canonical.len() > 200 || canonical.contains(' ') {
@@ -240,7 +273,8 @@ impl Server {
                 return None;
             }
             if room.bans.len() + room.modes.ban_masks.len() >= limit {
-                let text = format!("#{name} holds {limit} bans, the most a room may; lift one first");
+                let text =
+                    format!("#{name} holds {limit} bans, the most a room may; lift one first");
                 self.out.error(conn, ErrorCode::LimitReached, &text);
                 return None;
             }
@@ -263,7 +297,10 @@ impl Server {
         letter: char,
         target: &str,
     ) -> Option<Change> {
-        let Some(member) = Nick::parse(target).ok().and_then(|nick| self.conn_named(&nick)) else {
+        let Some(member) = Nick::parse(target)
+            .ok()
+            .and_then(|nick| self.conn_named(&nick))
+        else {
             self.out
                 .error_about(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");
             return None;
@@ -280,7 +317,11 @@ impl Server {
             );
             return None;
         };
-        let flag = if letter == 'o' { &mut place.operator } else { &mut place.voice };
+        let flag = if letter == 'o' {
+            &mut place.operator
+        } else {
+            &mut place.voice
+        };
         if *flag == plus {
             return None;
         }
@@ -353,9 +394,9 @@ impl Server {
         }
         let nick = session.nick;
         if !applied.is_empty() {
-            let line = irc_render::person_line(session.person(), "MODE", &[nick.as_str(), &applied]);
-            self.out
-                .send_bytes(conn, line.into(), Priority::Normal);
+            let line =
+                irc_render::person_line(session.person(), "MODE", &[nick.as_str(), &applied]);
+            self.out.send_bytes(conn, line.into(), Priority::Normal);
         }
         if unknown {
             self.mode_numeric(conn, n::ERR_UMODEUNKNOWNFLAG, &["Unknown MODE flag"]);

@@ -355,7 +355,13 @@ impl Server {
     }
 
     /// `#unmute NAME`.
-    pub(super) fn unmute(&mut self, now: Instant, conn: ConnId, room_name: RoomName, target: &Nick) {
+    pub(super) fn unmute(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room_name: RoomName,
+        target: &Nick,
+    ) {
         let Some(authority) = self.authority(conn, &room_name, "unmute") else {
             return;
         };
@@ -548,8 +554,7 @@ impl Server {
         priority: Priority,
     ) {
         if let Some(room) = self.rooms.get_mut(room_name) {
-            self.out
-                .broadcast(&room.audiences(), None, reply, priority);
+            self.out.broadcast(&room.audiences(), None, reply, priority);
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 
-
 use ahash::AHashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -187,4 +186,3 @@ impl Outbox {
         self.queue.push_back(Output::Close { conn, reason });
     }
 }
-

@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use crate::address::AddressGroup;
+use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
-use crate::dialect::Dialect;
 use crate::reply::{Person, Reply, RoomEntry};
 
 use super::presence::Entry;
@@ -56,7 +56,10 @@ impl Server {
                 format!("{chan} is private; ask its owner for an invitation"),
             ))
         } else if room.modes.key.as_deref().is_some_and(|k| Some(k) != key) {
-            Some((ErrorCode::BadKey, format!("{chan} needs the right key to join")))
+            Some((
+                ErrorCode::BadKey,
+                format!("{chan} needs the right key to join"),
+            ))
         } else if room.modes.limit.is_some_and(|limit| room.len() >= limit) {
             Some((ErrorCode::RoomFull, format!("{chan} is full")))
         } else {
@@ -319,9 +322,7 @@ impl Server {
         let unlocked = !room.modes.topic_locked && room.has_member(conn);
         if !room.is_moderator(conn) && !me.is_operator() && !unlocked {
             let text = match room.owner {
-                Some(_) => format!(
-                    "only the owner of #{name} or an operator may set its topic"
-                ),
+                Some(_) => format!("only the owner of #{name} or an operator may set its topic"),
                 None => format!("only an operator may set the topic of #{name}"),
             };
             let chan = format!("#{name}");

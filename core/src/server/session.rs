@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use crate::dialect::Dialect;
 use crate::ids::{Nick, RoomName};
-use crate::reply::Person;
 use crate::line::LineBuffer;
 use crate::rate_limit::SlidingWindow;
+use crate::reply::Person;
 
 /// Whether a connection has shown signs of life recently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
