@@ -452,12 +452,40 @@ pub(crate) fn person_line(who: Person<'_>, command: &str, params: &[&str]) -> St
 /// Puts every line of `lines` into the batch `id` (`@batch=id` first
 /// among its tags).
 pub(crate) fn in_batch(lines: &str, id: &str) -> String {
-    let mut out = String::with_capacity(lines.len() + 16);
-    for line in lines.split_inclusive("\r\n") {
-        match line.strip_prefix('@') {
-            Some(rest) => out.push_str(&format!("@batch={id};{rest}")),
-            None => out.push_str(&format!("@batch={id} {line}")),
+    let tag = format!("batch={id}");
+    lines
+        .split_inclusive("\r\n")
+        .map(|line| with_tag(line, &tag))
+        .collect()
+}
+
+/// The answer to a command that carried `@label=` (IRCv3
+/// `labeled-response`): `ACK` when there is none, the one line with the
+/// label, or a `labeled-response` batch around several lines.
+pub(crate) fn labeled(scene: &Scene, answer: &str, label: &str, batch: &str) -> String {
+    let label = super::message::escape_tag_value(label);
+    let lines = answer.split_inclusive("\r\n").count();
+    match lines {
+        0 => {
+            let mut text = format!("@label={label} ");
+            text.push_str(&server_line(scene, "ACK", &[]));
+            text
+        }
+        1 => with_tag(answer, &format!("label={label}")),
+        _ => {
+            let start = server_line(scene, "BATCH", &[&format!("+{batch}"), "labeled-response"]);
+            let mut text = with_tag(&start, &format!("label={label}"));
+            text.push_str(&in_batch(answer, batch));
+            text.push_str(&server_line(scene, "BATCH", &[&format!("-{batch}")]));
+            text
         }
     }
-    out
+}
+
+/// One line with one more tag, first among its tags.
+fn with_tag(line: &str, tag: &str) -> String {
+    match line.strip_prefix('@') {
+        Some(rest) => format!("@{tag};{rest}"),
+        None => format!("@{tag} {line}"),
+    }
 }
