@@ -434,3 +434,17 @@ fn past_the_rate_limit_irc_lines_wait_then_flooding_disconnects() {
     );
     assert!(h.server.check_invariants().is_ok());
 }
+
+#[test]
+fn empty_list_items_are_answered_with_valid_lines() {
+    // Found by the irc_session fuzz target: an empty channel in a list
+    // was echoed as an empty middle parameter, which no IRC line may hold.
+    let mut h = Harness::new(Config::default());
+    let alice = registered(&mut h, 1, "alice");
+    let lines = h.say(alice, "JOIN ,#a\r\n", alice);
+    assert_eq!(
+        lines[0],
+        ":chatd.local 403 alice * :No such channel (rooms are # and up to 32 letters, digits, _ - .)"
+    );
+    assert_eq!(lines[1], ":alice!~alice@127.0.0.1 JOIN #a");
+}
