@@ -494,11 +494,18 @@ fn with_tag(line: &str, tag: &str) -> String {
 /// the last fit where it goes: a middle parameter may not be empty, hold
 /// a space or start with `:`. Parameters echo what clients sent (an
 /// empty item of `JOIN ,#a`, say), so this is where bad ones are caught.
-fn put(out: &mut String, tags: &[(&str, Option<&str>)], source: Option<&str>, command: &str, params: &[&str]) {
+fn put(
+    out: &mut String,
+    tags: &[(&str, Option<&str>)],
+    source: Option<&str>,
+    command: &str,
+    params: &[&str],
+) {
     let Some((last, middle)) = params.split_last() else {
         return write(out, tags, source, command, params);
     };
-    let mut fixed: Vec<std::borrow::Cow<'_, str>> = middle.iter().map(|p| middle_param(p)).collect();
+    let mut fixed: Vec<std::borrow::Cow<'_, str>> =
+        middle.iter().map(|p| middle_param(p)).collect();
     fixed.push(std::borrow::Cow::Borrowed(last));
     let refs: Vec<&str> = fixed.iter().map(|p| p.as_ref()).collect();
     write(out, tags, source, command, &refs);

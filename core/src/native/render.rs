@@ -202,7 +202,9 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
 /// (bold, colour with its digits, CTCP markers), which IRC clients may
 /// send, are removed; nothing else is changed.
 fn shown(text: &str) -> Cow<'_, str> {
-    if !text.contains(is_irc_formatting) {
+    // Every formatting control is an ASCII byte below 0x20: a byte scan
+    // settles ordinary text without decoding it.
+    if !has_control_byte(text.as_bytes()) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -223,6 +225,14 @@ fn shown(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether any byte is below 0x20, in chunks the compiler can vectorise
+/// (no early exit inside a chunk).
+fn has_control_byte(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(32)
+        .any(|chunk| chunk.iter().fold(false, |found, &b| found | (b < 0x20)))
 }
 
 fn skip_digits(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {

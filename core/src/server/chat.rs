@@ -33,22 +33,35 @@ impl Server {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        let chan = format!("#{room_name}");
+        // Names are formatted only for errors: this is the hot path.
+        let chan = || format!("#{room_name}");
         let Some(room) = self.rooms.get_mut(room_name) else {
+            let chan = chan();
             let text = format!("there is no room {chan}");
             return self
                 .out
                 .error_about(conn, ErrorCode::BadRoom, Some(&chan), &text);
         };
-        let member = room.member(conn).copied();
-        let moderator = room.is_moderator(conn) || session.is_operator();
-        if member.is_none() && (room.modes.no_outside || room.private) && !session.is_operator() {
+        // A native client speaks in its current room, where it is a member
+        // by invariant 2: the member lookup is left to IRC clients and to
+        // the rare rules that need it.
+        let native = session.dialect == Dialect::Native;
+        let member = || room.member(conn).copied();
+        let moderator = || {
+            room.owner == Some(conn)
+                || member().is_some_and(|m| m.operator)
+                || session.is_operator()
+        };
+        let outside = !native && member().is_none();
+        if outside && (room.modes.no_outside || room.private) && !session.is_operator() {
+            let chan = chan();
             let text = format!("you are not in {chan}");
             return self
                 .out
                 .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
         }
-        if kind == RecordKind::Urgent && !moderator {
+        if kind == RecordKind::Urgent && !moderator() {
+            let chan = chan();
             let text = match room.owner {
                 Some(_) => {
                     format!("only the owner of {chan} or an operator may send urgent messages")
@@ -60,6 +73,7 @@ impl Server {
                 .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         if let Some(left) = room.muted_for(conn, now) {
+            let chan = chan();
             let text = format!(
                 "you are muted in {chan} for another {}",
                 crate::duration::format(left)
@@ -68,7 +82,8 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
         }
-        if room.modes.moderated && !moderator && !member.is_some_and(|m| m.voice) {
+        if room.modes.moderated && !moderator() && !member().is_some_and(|m| m.voice) {
+            let chan = chan();
             let text = format!("{chan} is moderated: only its operators and voiced members speak");
             return self
                 .out

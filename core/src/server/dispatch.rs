@@ -31,12 +31,14 @@ impl Server {
         };
         session.last_active = now;
         session.liveness = Liveness::Active;
+        // The dialect is looked up once per read, not once per line.
+        let irc = session.irc.is_some();
         // The buffer leaves the session while its lines are handled, so a
         // handler may touch any state (even remove this session).
         let mut buffer = std::mem::take(&mut session.line);
         let max_len = self.config.max_line_bytes;
         buffer.feed(bytes, max_len, |frame| {
-            self.handle_frame(now, conn, frame);
+            self.handle_frame(now, conn, frame, irc);
             if self.sessions.contains_key(&conn) {
                 ControlFlow::Continue(())
             } else {
@@ -48,14 +50,14 @@ impl Server {
         }
     }
 
-    fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>) {
-        if self.sessions.get(&conn).is_some_and(|s| s.irc.is_some()) {
+    fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>, irc: bool) {
+        if irc {
             return self.handle_irc_frame(now, conn, frame);
         }
         if !self.admit_line(now, conn) {
             return;
         }
-        self.handle_admitted(now, conn, frame);
+        self.handle_admitted(now, conn, frame, false);
     }
 
     /// An IRC client's line under fakelag: past the rate limit its lines
@@ -69,7 +71,7 @@ impl Server {
         let line = match frame {
             Frame::Line(line) => line,
             // Framing errors are answered at once: they cost no work.
-            other => return self.handle_admitted(now, conn, other),
+            other => return self.handle_admitted(now, conn, other, true),
         };
         if let Some(held) = session.held.as_mut() {
             if held.lines.len() >= FAKELAG_LINES {
@@ -79,7 +81,7 @@ impl Server {
             return;
         }
         match self.check_rate(now, conn) {
-            Ok(()) => self.handle_admitted(now, conn, Frame::Line(line)),
+            Ok(()) => self.handle_admitted(now, conn, Frame::Line(line), true),
             Err(wait) => {
                 let at = now + wait.max(Duration::from_millis(1));
                 if let Some(session) = self.sessions.get_mut(&conn) {
@@ -106,7 +108,7 @@ impl Server {
                 return;
             };
             match self.check_rate(now, conn) {
-                Ok(()) => self.handle_admitted(now, conn, Frame::Line(&line)),
+                Ok(()) => self.handle_admitted(now, conn, Frame::Line(&line), true),
                 Err(wait) => {
                     let at = now + wait.max(Duration::from_millis(1));
                     if let Some(held) = self.sessions.get_mut(&conn).and_then(|s| s.held.as_mut()) {
@@ -130,9 +132,9 @@ impl Server {
         self.out.close(conn, CloseReason::Flooding);
     }
 
-    fn handle_admitted(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>) {
+    fn handle_admitted(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>, irc: bool) {
         let (code, text) = match frame {
-            Frame::Line(line) => return self.handle_line(now, conn, line),
+            Frame::Line(line) => return self.handle_line(now, conn, line, irc),
             Frame::TooLong => (
                 ErrorCode::LineTooLong,
                 format!(
@@ -210,11 +212,11 @@ impl Server {
         }
     }
 
-    fn handle_line(&mut self, now: Instant, conn: ConnId, line: &str) {
+    fn handle_line(&mut self, now: Instant, conn: ConnId, line: &str, irc: bool) {
         if line.trim_matches([' ', '\t']).is_empty() {
             return;
         }
-        if self.sessions.get(&conn).is_some_and(|s| s.irc.is_some()) {
+        if irc {
             return self.handle_irc_line(now, conn, line);
         }
         match native::parse(line) {
