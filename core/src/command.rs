@@ -18,7 +18,12 @@ pub enum Command<'a> {
     /// Change nickname.
     Nick(Nick),
     /// Leave the current room and join (creating if absent) another.
-    Join(RoomName),
+    Join {
+        /// The room.
+        room: RoomName,
+        /// Its key, if it has one (IRC `+k`).
+        key: Option<&'a str>,
+    },
     /// Create a room, public or private, and switch to it.
     Create {
         /// The new room.

@@ -238,7 +238,10 @@ pub struct LimitsConfig {
     /// Rooms the connections of one address (group) may have created that
     /// still exist.
     pub rooms_per_ip: usize,
-    /// Bans one room may hold.
+    /// Rooms one connection may be in at once (IRC clients join many;
+    /// a native client is always in one).
+    pub rooms_joined: usize,
+    /// Bans one room may hold (address bans and IRC ban masks together).
     pub bans_per_room: usize,
     /// Mutes one room may hold.
     pub mutes_per_room: usize,
@@ -258,6 +261,7 @@ impl Default for LimitsConfig {
         Self {
             rooms_per_connection: 10,
             rooms_per_ip: 50,
+            rooms_joined: 50,
             bans_per_room: 500,
             mutes_per_room: 500,
             invites_per_room: 500,
@@ -356,11 +360,12 @@ impl Config {
         range(
             bounds.rooms_per_connection >= 1
                 && bounds.rooms_per_ip >= 1
+                && bounds.rooms_joined >= 1
                 && bounds.bans_per_room >= 1
                 && bounds.mutes_per_room >= 1
                 && bounds.invites_per_room >= 1
                 && bounds.server_bans >= 1,
-            "limits.rooms_per_connection, rooms_per_ip, bans_per_room, mutes_per_room, invites_per_room and server_bans",
+            "limits.rooms_per_connection, rooms_per_ip, rooms_joined, bans_per_room, mutes_per_room, invites_per_room and server_bans",
             "at least 1",
         )?;
         range(

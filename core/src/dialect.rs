@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol of one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// chatd's own line protocol (docs/PROTOCOL.md): one current room.

@@ -71,11 +71,19 @@ pub enum ErrorCode {
     /// Operator login refused for now (recent failures, one already being
     /// checked, or no room to check it); the text says when to retry.
     TryLater,
+    /// The room holds as many members as its limit (IRC `+l`) allows.
+    RoomFull,
+    /// The room needs a key (IRC `+k`) and none or another was given.
+    BadKey,
+    /// An IRC client must register (NICK and USER) first.
+    NotRegistered,
+    /// An IRC mode letter the server does not know.
+    UnknownMode,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 35] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
@@ -107,6 +115,10 @@ impl ErrorCode {
         Self::IdleTimeout,
         Self::NotPrivate,
         Self::TryLater,
+        Self::RoomFull,
+        Self::BadKey,
+        Self::NotRegistered,
+        Self::UnknownMode,
     ];
 
     /// The code as it appears on the wire.
@@ -143,6 +155,10 @@ impl ErrorCode {
             Self::IdleTimeout => "idle-timeout",
             Self::NotPrivate => "not-private",
             Self::TryLater => "try-later",
+            Self::RoomFull => "room-full",
+            Self::BadKey => "bad-key",
+            Self::NotRegistered => "not-registered",
+            Self::UnknownMode => "unknown-mode",
         }
     }
 }

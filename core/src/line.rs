@@ -36,9 +36,32 @@ pub enum Frame<'a> {
 pub struct LineBuffer {
     partial: Vec<u8>,
     discarding: bool,
+    /// IRC's text formatting controls (bold, colour, CTCP's `\x01` ...)
+    /// are allowed: IRC clients send them in ordinary chat. The native
+    /// renderer strips them, so native terminals never see them.
+    irc_formatting: bool,
+}
+
+/// The control characters IRC clients use for text formatting and CTCP:
+/// `\x01` CTCP, `\x02` bold, `\x03` colour, `\x04` hex colour, `\x0f`
+/// reset, `\x11` monospace, `\x16` reverse, `\x1d` italic, `\x1e`
+/// strike, `\x1f` underline. None moves a terminal's cursor.
+pub fn is_irc_formatting(c: char) -> bool {
+    matches!(
+        c,
+        '\x01' | '\x02' | '\x03' | '\x04' | '\x0f' | '\x11' | '\x16' | '\x1d' | '\x1e' | '\x1f'
+    )
 }
 
 impl LineBuffer {
+    /// A buffer for an IRC connection: formatting controls pass.
+    pub fn irc() -> Self {
+        Self {
+            irc_formatting: true,
+            ..Self::default()
+        }
+    }
+
     /// Splits `input` into frames and hands each to `on_frame`, which may
     /// stop the feed (say, after the connection was closed). Bytes after a
     /// stop are dropped.
@@ -61,11 +84,13 @@ impl LineBuffer {
                 self.discarding = false;
                 ControlFlow::Continue(())
             } else if self.partial.is_empty() {
-                classify(head, max_len).map_or(ControlFlow::Continue(()), &mut on_frame)
+                classify(head, max_len, self.irc_formatting)
+                    .map_or(ControlFlow::Continue(()), &mut on_frame)
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(head);
-                classify(&line, max_len).map_or(ControlFlow::Continue(()), &mut on_frame)
+                classify(&line, max_len, self.irc_formatting)
+                    .map_or(ControlFlow::Continue(()), &mut on_frame)
             };
             if flow.is_break() {
                 return;
@@ -93,7 +118,7 @@ impl LineBuffer {
     }
 }
 
-fn classify(line: &[u8], max_len: usize) -> Option<Frame<'_>> {
+fn classify(line: &[u8], max_len: usize, irc_formatting: bool) -> Option<Frame<'_>> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
         return None;
@@ -104,7 +129,9 @@ fn classify(line: &[u8], max_len: usize) -> Option<Frame<'_>> {
     let Ok(text) = std::str::from_utf8(line) else {
         return Some(Frame::InvalidUtf8);
     };
-    if text.chars().any(|c| c.is_control() && c != '\t') {
+    let refused =
+        |c: char| c.is_control() && c != '\t' && !(irc_formatting && is_irc_formatting(c));
+    if text.chars().any(refused) {
         return Some(Frame::ControlChar);
     }
     Some(Frame::Line(text))

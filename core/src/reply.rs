@@ -10,13 +10,32 @@ use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::ids::{MessageId, Nick, RoomName};
 
+/// Someone as others see them: the nickname, and the `user@host` that
+/// IRC shows after it (`nick!user@host`); the native dialect shows the
+/// nickname only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Person<'a> {
+    /// The nickname.
+    pub nick: &'a Nick,
+    /// `user@host`.
+    pub userhost: &'a str,
+}
+
 /// One member in a `#who` listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhoEntry<'a> {
-    /// The member's nickname.
-    pub nick: &'a Nick,
-    /// Whether they own the room.
+    /// The member.
+    pub person: Person<'a>,
+    /// Whether they own the room (a channel operator, to IRC).
     pub owner: bool,
+    /// A channel operator other than the owner (IRC `+o`).
+    pub operator: bool,
+    /// May speak in a moderated room (IRC `+v`).
+    pub voice: bool,
+    /// Away, with a message (IRC `AWAY`).
+    pub away: bool,
+    /// A server operator.
+    pub server_operator: bool,
 }
 
 /// One room in a `#rooms` listing.
@@ -58,8 +77,8 @@ pub enum Reply<'a> {
     },
     /// Someone's nickname changed.
     NickChanged {
-        /// Before.
-        old: &'a Nick,
+        /// Before (with the user and host, which do not change).
+        old: Person<'a>,
         /// After.
         new: &'a Nick,
     },
@@ -80,24 +99,28 @@ pub enum Reply<'a> {
         /// The room.
         room: &'a RoomName,
         /// Who.
-        nick: &'a Nick,
+        who: Person<'a>,
     },
     /// You left a room.
     YouLeft {
         /// The room.
         room: &'a RoomName,
+        /// Why, if you said.
+        reason: Option<&'a str>,
     },
     /// Someone left your room.
     Left {
         /// The room.
         room: &'a RoomName,
         /// Who.
-        nick: &'a Nick,
+        who: Person<'a>,
+        /// Why, if they said.
+        reason: Option<&'a str>,
     },
     /// Someone left the server.
     Quit {
         /// Who.
-        nick: &'a Nick,
+        who: Person<'a>,
         /// Their message or the reason.
         message: Option<&'a str>,
     },
@@ -110,35 +133,45 @@ pub enum Reply<'a> {
     },
     /// Chat in a room.
     Chat {
+        /// Its message id.
+        id: MessageId,
         /// The room.
         room: &'a RoomName,
         /// The sender.
-        from: &'a Nick,
+        from: Person<'a>,
         /// The text.
         text: &'a str,
+        /// Sent as an IRC `NOTICE` (no automatic reply expected).
+        notice: bool,
     },
     /// An action in a room.
     Action {
+        /// Its message id.
+        id: MessageId,
         /// The room.
         room: &'a RoomName,
         /// The sender.
-        from: &'a Nick,
+        from: Person<'a>,
         /// The action.
         text: &'a str,
     },
     /// An urgent message in a room.
     Urgent {
+        /// Its message id.
+        id: MessageId,
         /// The room.
         room: &'a RoomName,
         /// The sender.
-        from: &'a Nick,
+        from: Person<'a>,
         /// The text.
         text: &'a str,
     },
     /// A private message to you.
     Whisper {
         /// The sender.
-        from: &'a Nick,
+        from: Person<'a>,
+        /// Sent as an IRC `NOTICE` (no automatic reply expected).
+        notice: bool,
         /// The text.
         text: &'a str,
     },
@@ -170,7 +203,7 @@ pub enum Reply<'a> {
         /// The room.
         room: &'a RoomName,
         /// Who set it.
-        by: &'a Nick,
+        by: Person<'a>,
         /// The new topic.
         topic: &'a str,
     },
@@ -235,16 +268,16 @@ pub enum Reply<'a> {
         /// The room.
         room: &'a RoomName,
         /// Who invited you.
-        by: &'a Nick,
+        by: Person<'a>,
     },
     /// Someone was kicked from a room (or, in scope Server, the server).
     Kicked {
         /// Where from.
         scope: Scope<'a>,
         /// Who.
-        nick: &'a Nick,
+        who: Person<'a>,
         /// By whom.
-        by: &'a Nick,
+        by: Person<'a>,
         /// Why.
         reason: Option<&'a str>,
     },
@@ -299,6 +332,23 @@ pub enum Reply<'a> {
     },
     /// Your goodbye after `#quit`.
     Goodbye,
+    /// A room's IRC modes changed (operators, voice, key, limit, bans ...).
+    ModeChanged {
+        /// The room.
+        room: &'a RoomName,
+        /// Who changed them.
+        by: Person<'a>,
+        /// The change as IRC writes it: `+o-v bob carol`.
+        changes: &'a str,
+    },
+    /// A message from an operator to every operator and every IRC client
+    /// with user mode `+w`.
+    Wallops {
+        /// The operator.
+        from: Person<'a>,
+        /// The text.
+        text: &'a str,
+    },
     /// The server is going down.
     ShuttingDown {
         /// Why.
@@ -308,6 +358,9 @@ pub enum Reply<'a> {
     Error {
         /// The stable code.
         code: ErrorCode,
+        /// The name (nickname, room, command) it is about, where there is
+        /// one: IRC's numerics carry it as a parameter.
+        subject: Option<&'a str>,
         /// A sentence for people.
         text: &'a str,
     },

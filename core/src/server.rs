@@ -4,6 +4,8 @@ mod chat;
 mod dispatch;
 mod histories;
 mod invariants;
+mod irc;
+mod irc_modes;
 mod liveness;
 mod login;
 mod moderation;
@@ -30,10 +32,12 @@ use crate::error::ErrorCode;
 use crate::history::{IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{CloseReason, Output, Priority, Refused};
+use crate::irc::caps::Caps;
+use crate::line::LineBuffer;
 use crate::login::Logins;
-use crate::native;
 use crate::rate_limit::SlidingWindow;
-use crate::reply::Reply;
+use crate::render::{self, Style, Viewer};
+use crate::reply::{Person, Reply};
 use crate::timers::{Timer, Timers};
 use crate::wall_clock::WallClock;
 
@@ -112,7 +116,22 @@ pub struct Server {
     timers: Timers,
     out: Outbox,
     shutting_down: bool,
+    /// The most recent departures, newest last, for IRC's WHOWAS.
+    departed: std::collections::VecDeque<Departed>,
+    /// IRC batches opened so far, for batch ids unique on a connection.
+    batches: u64,
 }
+
+/// Who left, as WHOWAS shows it.
+#[derive(Debug)]
+struct Departed {
+    nick: Nick,
+    userhost: Arc<str>,
+    realname: Box<str>,
+}
+
+/// How many departures WHOWAS remembers.
+const WHOWAS_KEPT: usize = 100;
 
 /// How a departing connection's room learns of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +156,7 @@ impl Server {
     /// (milliseconds since the Unix epoch), used to timestamp history.
     pub fn new(config: Config, now: Instant, unix_ms: u64) -> Result<Self, ConfigError> {
         config.validate()?;
+        let config_server_name = config.irc.server_name.clone();
         // Unknown operator names cost what the first operator's hash costs.
         let logins = Logins::new(config.operators.first().map(|o| o.password_hash.as_str()));
         let mut rooms = BTreeMap::new();
@@ -155,8 +175,10 @@ impl Server {
             pending_acks: AHashMap::new(),
             logins,
             timers: Timers::default(),
-            out: Outbox::default(),
+            out: Outbox::new(&config_server_name),
             shutting_down: false,
+            departed: std::collections::VecDeque::new(),
+            batches: 0,
         })
     }
 
@@ -238,35 +260,52 @@ impl Server {
         // Bans and limits see an IPv4 client the same however it came in.
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
         let address = peer.ip();
-        self.check_admission(now, address)?;
+        self.check_admission(now, address, dialect)?;
         let conn = ConnId::new(self.next_conn);
         self.next_conn += 1;
         let nick = Nick::guest(conn);
-        let general = RoomName::general();
         self.nicks.insert(nick.folded(), conn);
-        self.sessions.insert(
+        let mut session = Session::new(peer, dialect, nick, now);
+        if dialect == Dialect::Irc {
+            session.line = LineBuffer::irc();
+            if let Some(irc) = session.irc.as_mut() {
+                irc.pass_ok = self.config.irc.password.is_none();
+            }
+        }
+        self.out.set_viewer(
             conn,
-            Box::new(Session::new(peer, dialect, nick, general.clone(), now)),
+            Viewer {
+                style: Style::of(dialect),
+                nick,
+                userhost: session.userhost.clone(),
+                registering: dialect == Dialect::Irc,
+                caps: Caps::default(),
+            },
         );
+        self.sessions.insert(conn, Box::new(session));
         let group = self.address_group(address);
         self.addresses.entry(group).or_default().connections += 1;
         if self.config.idle.enabled {
             self.arm_idle(conn, now + self.config.idle.ping_after);
         }
-        let session = &self.sessions[&conn];
-        self.out.send(
-            conn,
-            &Reply::Welcome {
-                nick: &session.nick,
-                room: &general,
-            },
-        );
-        self.enter_room(conn, &general, Entry::Welcomed);
+        self.out.scene.unix_ms = self.wall.unix_ms(now);
+        if dialect == Dialect::Native {
+            let general = RoomName::general();
+            self.out.send(
+                conn,
+                &Reply::Welcome {
+                    nick: &nick,
+                    room: &general,
+                },
+            );
+            self.enter_room(conn, &general, Entry::Welcomed);
+        }
         Ok(conn)
     }
 
     /// Bytes read from a connection, split at any point.
     pub fn handle(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.out.scene.unix_ms = self.wall.unix_ms(now);
         self.handle_bytes(now, conn, bytes);
     }
 
@@ -331,6 +370,7 @@ impl Server {
 
     /// Time has reached a deadline from [`Server::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.out.scene.unix_ms = self.wall.unix_ms(now);
         while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Idle(conn) => self.check_idle(now, conn),
@@ -352,15 +392,13 @@ impl Server {
             let mark = Record::reservation(last, self.wall.unix_ms(now));
             self.out.push(Output::Persist(Arc::new(mark)));
         }
-        let line = native::encode(&Reply::ShuttingDown { reason });
+        self.out.scene.unix_ms = self.wall.unix_ms(now);
         let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
         for conn in conns {
-            self.out.push(Output::Send {
-                to: conn,
-                bytes: line.clone(),
-                priority: Priority::Urgent,
-            });
+            self.out
+                .send_with(conn, &Reply::ShuttingDown { reason }, Priority::Urgent);
             self.out.close(conn, CloseReason::Shutdown);
+            self.out.forget_viewer(conn);
         }
         self.sessions.clear();
         self.nicks.clear();
@@ -389,12 +427,22 @@ impl Server {
         self.timers.next_deadline()
     }
 
-    fn check_admission(&self, now: Instant, address: IpAddr) -> Result<(), Refused> {
+    fn check_admission(
+        &self,
+        now: Instant,
+        address: IpAddr,
+        dialect: Dialect,
+    ) -> Result<(), Refused> {
         let refuse = |code, text: String| {
+            let reply = Reply::Error {
+                code,
+                subject: None,
+                text: &text,
+            };
             Err(Refused {
                 code,
                 peer: address,
-                line: native::encode(&Reply::Error { code, text: &text }),
+                line: render::encode(Style::of(dialect), &reply, None, &self.out.scene),
             })
         };
         if self.shutting_down {
@@ -428,14 +476,27 @@ impl Server {
         Ok(())
     }
 
-    /// Forgets a connection: leaves its room (announcing the farewell
+    /// Forgets a connection: leaves its rooms (announcing the farewell
     /// there), frees its nickname and address slot. Does not emit
     /// [`Output::Close`]; callers do when the driver has not closed it yet.
     fn remove_session(&mut self, conn: ConnId, farewell: Farewell<'_>) {
         let Some(session) = self.sessions.remove(&conn) else {
             return;
         };
+        self.out.forget_viewer(conn);
         self.nicks.remove(&session.nick.folded());
+        if let Some(irc) = &session.irc
+            && let Some((_, realname)) = &irc.user
+        {
+            if self.departed.len() == WHOWAS_KEPT {
+                self.departed.pop_front();
+            }
+            self.departed.push_back(Departed {
+                nick: session.nick,
+                userhost: session.userhost.clone(),
+                realname: realname.clone(),
+            });
+        }
         let group = self.address_group(session.peer.ip());
         if let Some(state) = self.addresses.get_mut(&group) {
             state.connections -= 1;
@@ -464,26 +525,42 @@ impl Server {
                 self.timers.cancel(until, &timer);
             }
         }
-        if let Some(room) = self.rooms.get_mut(&session.room) {
-            room.remove_member(conn);
+        for name in &session.rooms {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.remove_member(conn);
+            }
         }
         if let Farewell::Quit(message) = farewell {
-            self.announce_quit(&session.room, &session.nick, message);
+            self.announce_quit(&session.rooms, session.person(), message);
         }
-        self.after_departure(&session.room, conn);
+        for name in &session.rooms {
+            self.after_departure(name, conn);
+        }
     }
 
-    /// "* nick quit[: message]" to a room the user has just left, unless
-    /// the room is too large for presence notices.
-    fn announce_quit(&mut self, room_name: &RoomName, nick: &Nick, message: Option<&str>) {
+    /// "* nick quit[: message]" to the rooms a user has just left, each
+    /// member told once, in rooms small enough for presence notices.
+    fn announce_quit(&mut self, rooms: &[RoomName], who: Person<'_>, message: Option<&str>) {
         let limit = self.config.presence_announce_limit;
-        if let Some(room) = self.rooms.get_mut(room_name)
-            && room.len() < limit
-        {
-            let reply = Reply::Quit { nick, message };
-            self.out
-                .broadcast(room.recipients(), None, &reply, Priority::Normal);
+        let reply = Reply::Quit { who, message };
+        if let [only] = rooms {
+            if let Some(room) = self.rooms.get_mut(only)
+                && room.len() < limit
+            {
+                self.out
+                    .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+            }
+            return;
         }
+        let mut peers = std::collections::BTreeSet::new();
+        for name in rooms {
+            if let Some(room) = self.rooms.get(name)
+                && room.len() < limit
+            {
+                peers.extend(room.members());
+            }
+        }
+        self.out.broadcast_to(peers, None, &reply, Priority::Normal);
     }
 }
 

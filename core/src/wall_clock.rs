@@ -24,6 +24,12 @@ impl WallClock {
         }
     }
 
+    /// The Unix time in milliseconds at the anchor (when the server
+    /// started, unless re-anchored since).
+    pub fn anchor_unix_ms(&self) -> u64 {
+        self.anchor_unix_ms
+    }
+
     /// The Unix time in milliseconds at `now`.
     pub fn unix_ms(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.anchor).as_millis();
@@ -43,6 +49,64 @@ pub fn format_utc(unix_ms: u64) -> String {
         day_secs % 3_600 / 60,
         day_secs % 60
     )
+}
+
+/// Formats Unix milliseconds as IRCv3 `server-time` wants them:
+/// `YYYY-MM-DDTHH:MM:SS.sssZ`.
+pub fn format_iso8601(unix_ms: u64) -> String {
+    let mut text = format_utc(unix_ms).replacen(' ', "T", 1);
+    text.push_str(&format!(".{:03}Z", unix_ms % 1_000));
+    text
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.sss]Z` (IRCv3 timestamps) into Unix
+/// milliseconds; `None` if it is not one, or before 1970.
+pub fn parse_iso8601(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<u64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let (time, millis) = match time.split_once('.') {
+        Some((time, fraction)) => {
+            let digits: String = fraction.chars().take(3).collect();
+            let scale = 10u64.pow(3 - u32::try_from(digits.len()).ok()?);
+            (time, digits.parse::<u64>().ok()? * scale)
+        }
+        None => (time, 0),
+    };
+    let mut time_parts = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hour, minute, second) = (
+        time_parts.next()??,
+        time_parts.next()??,
+        time_parts.next()??,
+    );
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + hour * 3_600 + minute * 60 + second) * 1_000) + millis)
+}
+
+/// The inverse of `civil_from_days` (H. Hinnant's `days_from_civil`), for
+/// dates on or after the epoch.
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let yoe = year - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's
@@ -71,6 +135,17 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00");
         assert_eq!(format_utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(format_utc(1_795_000_000_123), "2026-11-18 11:06:40");
+        assert_eq!(
+            format_iso8601(1_795_000_000_123),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(
+            parse_iso8601("2026-11-18T11:06:40.123Z"),
+            Some(1_795_000_000_123)
+        );
+        assert_eq!(parse_iso8601("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        assert_eq!(parse_iso8601("2000-02-29 00:00:00"), None);
+        assert_eq!(parse_iso8601("1969-12-31T23:59:59Z"), None);
     }
 
     #[test]

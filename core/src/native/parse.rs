@@ -81,7 +81,16 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     let command = match spec.name {
         "help" => Command::Help(optional(args)),
         "nick" => Command::Nick(chosen_nick(single(args).ok_or_else(usage)?)?),
-        "join" => Command::Join(room(single(args).ok_or_else(usage)?)?),
+        "join" => {
+            let (name, key) = split_word(args);
+            if name.is_empty() || key.contains([' ', '\t']) {
+                return Err(usage());
+            }
+            Command::Join {
+                room: room(name)?,
+                key: (!key.is_empty()).then_some(key),
+            }
+        }
         "create" => {
             let (name, rest) = split_word(args);
             if name.is_empty() {
@@ -352,7 +361,10 @@ mod tests {
     fn join_accepts_a_leading_hash_and_folds_case() {
         assert_eq!(
             parse("#join #Rust"),
-            Ok(Command::Join(RoomName::parse("rust").unwrap()))
+            Ok(Command::Join {
+                room: RoomName::parse("rust").unwrap(),
+                key: None
+            })
         );
     }
 

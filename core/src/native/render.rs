@@ -9,12 +9,14 @@
 //! - `+ WORD ...`: the answer to a query (`+ who`, `+ pong`, `+ ack` ...);
 //! - `! CODE: ...`: an error, with a stable code.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use bytes::Bytes;
 
 use crate::duration;
 use crate::history::{Record, RecordKind};
+use crate::line::is_irc_formatting;
 use crate::reply::{Reply, RoomEntry, Scope};
 use crate::wall_clock::format_utc;
 
@@ -34,7 +36,7 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             "* welcome, you are {nick} in #{room}; type #help for commands"
         ),
         Reply::NickChangedYou { new } => write!(out, "* you are now {new}"),
-        Reply::NickChanged { old, new } => write!(out, "* {old} is now known as {new}"),
+        Reply::NickChanged { old, new } => write!(out, "* {} is now known as {new}", old.nick),
         Reply::YouJoined { room } => write!(out, "* you joined #{room}"),
         Reply::YouCreated {
             room,
@@ -47,27 +49,42 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             out,
             "* you created private room #{room}; you own it; invite others with #invite NAME"
         ),
-        Reply::Joined { room, nick } => write!(out, "* {nick} joined #{room}"),
-        Reply::YouLeft { room } => write!(out, "* you left #{room}"),
-        Reply::Left { room, nick } => write!(out, "* {nick} left #{room}"),
-        Reply::Quit { nick, message } => {
-            write!(out, "* {nick} quit").and_then(|()| write_reason(out, *message))
+        Reply::Joined { room, who } => write!(out, "* {} joined #{room}", who.nick),
+        Reply::YouLeft { room, .. } => write!(out, "* you left #{room}"),
+        Reply::Left { room, who, reason } => {
+            write!(out, "* {} left #{room}", who.nick).and_then(|()| write_reason(out, *reason))
+        }
+        Reply::Quit { who, message } => {
+            write!(out, "* {} quit", who.nick).and_then(|()| write_reason(out, *message))
         }
         Reply::OwnerChanged { room, nick } => write!(out, "* {nick} now owns #{room}"),
-        Reply::Chat { room, from, text } => write!(out, "[#{room}] {from}: {text}"),
-        Reply::Action { room, from, text } => write!(out, "[#{room}] * {from} {text}"),
-        Reply::Urgent { room, from, text } => write!(out, "[#{room}] URGENT {from}: {text}"),
-        Reply::Whisper { from, text } => write!(out, "[whisper] {from}: {text}"),
-        Reply::WhisperSent { to, text } => write!(out, "[whisper to {to}] {text}"),
+        Reply::Chat {
+            room, from, text, ..
+        } => write!(out, "[#{room}] {}: {}", from.nick, shown(text)),
+        Reply::Action {
+            room, from, text, ..
+        } => write!(out, "[#{room}] * {} {}", from.nick, shown(text)),
+        Reply::Urgent {
+            room, from, text, ..
+        } => write!(out, "[#{room}] URGENT {}: {}", from.nick, shown(text)),
+        Reply::Whisper { from, text, .. } => {
+            write!(out, "[whisper] {}: {}", from.nick, shown(text))
+        }
+        Reply::WhisperSent { to, text } => write!(out, "[whisper to {to}] {}", shown(text)),
         Reply::HistoryHeader { room, count } => write!(out, "+ history #{room} {count}"),
         Reply::HistoryEntry(record) => write_history_entry(out, record),
         Reply::Topic {
             room,
             topic: Some(topic),
-        } => write!(out, "* topic of #{room}: {topic}"),
+        } => write!(out, "* topic of #{room}: {}", shown(topic)),
         Reply::Topic { room, topic: None } => write!(out, "* #{room} has no topic"),
         Reply::TopicChanged { room, by, topic } => {
-            write!(out, "* {by} set the topic of #{room}: {topic}")
+            write!(
+                out,
+                "* {} set the topic of #{room}: {}",
+                by.nick,
+                shown(topic)
+            )
         }
         Reply::RoomsHeader { count } => write!(out, "+ rooms {count}"),
         Reply::Page {
@@ -91,7 +108,7 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
                 if member.owner {
                     out.push('@');
                 }
-                out.push_str(member.nick.as_str());
+                out.push_str(member.person.nick.as_str());
             }
             Ok(())
         }
@@ -109,17 +126,18 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
         Reply::InviteSent { room, nick } => write!(out, "* invited {nick} to #{room}"),
         Reply::Invited { room, by } => write!(
             out,
-            "* {by} invited you to #{room}; type #join #{room} to enter"
+            "* {} invited you to #{room}; type #join #{room} to enter",
+            by.nick
         ),
         Reply::Kicked {
             scope,
-            nick,
+            who,
             by,
             reason,
         } => {
-            let _ = write!(out, "* {nick} was kicked from ");
+            let _ = write!(out, "* {} was kicked from ", who.nick);
             write_scope(out, *scope);
-            let _ = write!(out, " by {by}");
+            let _ = write!(out, " by {}", by.nick);
             write_reason(out, *reason)
         }
         Reply::BannedFromRoom {
@@ -169,9 +187,50 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             by: None,
         } => write!(out, "* {nick} is no longer muted in #{room}"),
         Reply::Goodbye => write!(out, "* goodbye"),
+        Reply::ModeChanged { room, by, changes } => {
+            write!(out, "* {} set mode {changes} on #{room}", by.nick)
+        }
+        Reply::Wallops { from, text } => {
+            write!(out, "* wallops from {}: {}", from.nick, shown(text))
+        }
         Reply::ShuttingDown { reason } => write!(out, "* server shutting down: {reason}"),
-        Reply::Error { code, text } => write!(out, "! {code}: {text}"),
+        Reply::Error { code, text, .. } => write!(out, "! {code}: {text}"),
     };
+}
+
+/// Text as a native terminal may show it: IRC's formatting controls
+/// (bold, colour with its digits, CTCP markers), which IRC clients may
+/// send, are removed; nothing else is changed.
+fn shown(text: &str) -> Cow<'_, str> {
+    if !text.contains(is_irc_formatting) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x03' {
+            // A colour code: up to two digits, then optionally a comma
+            // and up to two more.
+            skip_digits(&mut chars);
+            let mut lookahead = chars.clone();
+            if lookahead.next() == Some(',') && lookahead.next().is_some_and(|d| d.is_ascii_digit())
+            {
+                chars.next();
+                skip_digits(&mut chars);
+            }
+        } else if !is_irc_formatting(c) {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn skip_digits(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for _ in 0..2 {
+        if chars.peek().is_some_and(char::is_ascii_digit) {
+            chars.next();
+        }
+    }
 }
 
 fn write_history_entry(out: &mut String, record: &Record) -> std::fmt::Result {
@@ -180,10 +239,10 @@ fn write_history_entry(out: &mut String, record: &Record) -> std::fmt::Result {
     match record.kind {
         // Reservations never reach a history ring; shown like chat if one did.
         RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => {
-            write!(out, "[#{room} {time}] {from}: {text}")
+            write!(out, "[#{room} {time}] {from}: {}", shown(text))
         }
-        RecordKind::Action => write!(out, "[#{room} {time}] * {from} {text}"),
-        RecordKind::Urgent => write!(out, "[#{room} {time}] URGENT {from}: {text}"),
+        RecordKind::Action => write!(out, "[#{room} {time}] * {from} {}", shown(text)),
+        RecordKind::Urgent => write!(out, "[#{room} {time}] URGENT {from}: {}", shown(text)),
     }
 }
 
@@ -193,7 +252,7 @@ fn write_room_entry(out: &mut String, entry: &RoomEntry<'_>) -> std::fmt::Result
         out.push_str(" private");
     }
     if let Some(topic) = entry.topic {
-        write!(out, ": {topic}")?;
+        write!(out, ": {}", shown(topic))?;
     }
     Ok(())
 }
@@ -215,7 +274,7 @@ fn write_for(out: &mut String, duration: Option<std::time::Duration>) {
 
 fn write_reason(out: &mut String, reason: Option<&str>) -> std::fmt::Result {
     if let Some(reason) = reason {
-        write!(out, ": {reason}")?;
+        write!(out, ": {}", shown(reason))?;
     }
     Ok(())
 }
@@ -225,7 +284,7 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
     use crate::ids::{Nick, RoomName};
-    use crate::reply::WhoEntry;
+    use crate::reply::{Person, WhoEntry};
 
     fn text(reply: Reply<'_>) -> String {
         String::from_utf8(encode(&reply).to_vec()).unwrap()
@@ -237,15 +296,21 @@ mod tests {
         let alice = Nick::parse("alice").unwrap();
         assert_eq!(
             text(Reply::Chat {
+                id: crate::ids::MessageId::new(1),
                 room: &room,
-                from: &alice,
-                text: "hi"
+                from: Person {
+                    nick: &alice,
+                    userhost: "native@127.0.0.1"
+                },
+                text: "hi",
+                notice: false,
             }),
             "[#general] alice: hi\n"
         );
         assert_eq!(
             text(Reply::Error {
                 code: ErrorCode::NickTaken,
+                subject: None,
                 text: "alice is taken"
             }),
             "! nick-taken: alice is taken\n"
@@ -253,19 +318,31 @@ mod tests {
     }
 
     #[test]
+    fn irc_formatting_never_reaches_a_native_terminal() {
+        assert_eq!(shown("plain"), "plain");
+        assert_eq!(
+            shown("\x02bold\x02 \x0304,12red\x03 \x01ACTION\x01"),
+            "bold red ACTION"
+        );
+        assert_eq!(shown("\x0312,x"), ",x");
+    }
+
+    #[test]
     fn who_marks_the_owner() {
         let room = RoomName::parse("dev").unwrap();
         let (alice, bob) = (Nick::parse("alice").unwrap(), Nick::parse("bob").unwrap());
-        let members = [
-            WhoEntry {
-                nick: &alice,
-                owner: true,
+        let entry = |nick, owner| WhoEntry {
+            person: Person {
+                nick,
+                userhost: "native@127.0.0.1",
             },
-            WhoEntry {
-                nick: &bob,
-                owner: false,
-            },
-        ];
+            owner,
+            operator: false,
+            voice: false,
+            away: false,
+            server_operator: false,
+        };
+        let members = [entry(&alice, true), entry(&bob, false)];
         assert_eq!(
             text(Reply::Who {
                 room: &room,

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::history::{MessageIds, Record, RecordKind};
-use crate::ids::{ConnId, MessageId, Nick};
+use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
-use crate::native;
 use crate::reply::Reply;
 
 use super::Server;
@@ -21,38 +21,66 @@ impl Server {
     /// list (the sender excluded), kept in the room's history and handed to
     /// the driver to persist. With acknowledgements on, the sender's ACK
     /// waits for [`Server::handle_persisted`].
-    pub(super) fn post(&mut self, now: Instant, conn: ConnId, kind: RecordKind, text: &str) {
+    pub(super) fn post(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room_name: &RoomName,
+        kind: RecordKind,
+        text: &str,
+        notice: bool,
+    ) {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&session.room) else {
-            return;
+        let chan = format!("#{room_name}");
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            let text = format!("there is no room {chan}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::BadRoom, Some(&chan), &text);
         };
-        if kind == RecordKind::Urgent && room.owner != Some(conn) && !session.is_operator() {
+        let member = room.member(conn).copied();
+        let moderator = room.is_moderator(conn) || session.is_operator();
+        if member.is_none() && (room.modes.no_outside || room.private) && !session.is_operator() {
+            let text = format!("you are not in {chan}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
+        }
+        if kind == RecordKind::Urgent && !moderator {
             let text = match room.owner {
-                Some(_) => format!(
-                    "only the owner of #{} or an operator may send urgent messages",
-                    session.room
-                ),
-                None => format!(
-                    "only an operator may send urgent messages in #{}",
-                    session.room
-                ),
+                Some(_) => {
+                    format!("only the owner of {chan} or an operator may send urgent messages")
+                }
+                None => format!("only an operator may send urgent messages in {chan}"),
             };
-            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+            return self
+                .out
+                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         if let Some(left) = room.muted_for(conn, now) {
             let text = format!(
-                "you are muted in #{} for another {}",
-                session.room,
+                "you are muted in {chan} for another {}",
                 crate::duration::format(left)
             );
-            return self.out.error(conn, ErrorCode::Muted, &text);
+            return self
+                .out
+                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
         }
-        let (room_name, from) = (&session.room, &session.nick);
+        if room.modes.moderated && !moderator && !member.is_some_and(|m| m.voice) {
+            let text = format!("{chan} is moderated: only its operators and voiced members speak");
+            return self
+                .out
+                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
+        }
+        let ts = self.wall.unix_ms(now);
+        let id = take_id(&mut self.ids, &mut self.out, ts);
+        let from = session.person();
         let (reply, priority) = match kind {
             RecordKind::Action => (
                 Reply::Action {
+                    id,
                     room: room_name,
                     from,
                     text,
@@ -61,6 +89,7 @@ impl Server {
             ),
             RecordKind::Urgent => (
                 Reply::Urgent {
+                    id,
                     room: room_name,
                     from,
                     text,
@@ -69,26 +98,25 @@ impl Server {
             ),
             RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => (
                 Reply::Chat {
+                    id,
                     room: room_name,
                     from,
                     text,
+                    notice,
                 },
                 Priority::Normal,
             ),
         };
-        self.out.broadcast_bytes(
-            room.recipients(),
-            Some(conn),
-            native::encode(&reply),
-            priority,
-        );
-        let ts = self.wall.unix_ms(now);
-        let id = take_id(&mut self.ids, &mut self.out, ts);
+        self.out
+            .broadcast(&room.audiences(), Some(conn), &reply, priority);
+        if session.echoes() {
+            self.out.send_with(conn, &reply, priority);
+        }
         let record = Arc::new(Record {
             id,
             room: room_name.clone(),
             ts,
-            from: *from,
+            from: session.nick,
             kind,
             text: text.to_owned(),
             to: None,
@@ -104,7 +132,14 @@ impl Server {
     }
 
     /// `#msg NAME TEXT`.
-    pub(super) fn whisper(&mut self, now: Instant, conn: ConnId, target: &Nick, text: &str) {
+    pub(super) fn whisper(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        target: &Nick,
+        text: &str,
+        notice: bool,
+    ) {
         let Some(recipient) = self.conn_named(target) else {
             return self.no_such_nick(conn, target);
         };
@@ -115,17 +150,20 @@ impl Server {
         self.out.send(
             recipient,
             &Reply::Whisper {
-                from: &me.nick,
+                from: me.person(),
                 text,
+                notice,
             },
         );
-        self.out.send(
-            conn,
-            &Reply::WhisperSent {
-                to: &them.nick,
-                text,
-            },
-        );
+        if me.dialect == Dialect::Native || me.echoes() {
+            self.out.send(
+                conn,
+                &Reply::WhisperSent {
+                    to: &them.nick,
+                    text,
+                },
+            );
+        }
         let ts = self.wall.unix_ms(now);
         let id = take_id(&mut self.ids, &mut self.out, ts);
         if !self.config.persist_private_messages {
@@ -140,7 +178,7 @@ impl Server {
         }
         let record = Arc::new(Record {
             id,
-            room: me.room.clone(),
+            room: me.rooms.first().cloned().unwrap_or_else(RoomName::general),
             ts,
             from: me.nick,
             kind: RecordKind::Whisper,
@@ -155,20 +193,17 @@ impl Server {
     }
 
     /// `#history [N]`.
-    pub(super) fn history(&mut self, conn: ConnId, count: Option<usize>) {
-        let Some(me) = self.sessions.get(&conn) else {
-            return;
-        };
+    pub(super) fn history(&mut self, conn: ConnId, room: &RoomName, count: Option<usize>) {
         let count = count
             .unwrap_or(self.config.history_default)
             .min(self.config.history_size);
         let entries: Vec<Reply<'_>> = self
             .histories
-            .last(&me.room, count)
+            .last(room, count)
             .map(|record| Reply::HistoryEntry(record))
             .collect();
         let header = Reply::HistoryHeader {
-            room: &me.room,
+            room,
             count: entries.len(),
         };
         self.out

@@ -123,6 +123,9 @@ impl Server {
         if line.trim_matches([' ', '\t']).is_empty() {
             return;
         }
+        if self.sessions.get(&conn).is_some_and(|s| s.irc.is_some()) {
+            return self.handle_irc_line(now, conn, line);
+        }
         match native::parse(line) {
             Ok(command) => self.dispatch(now, conn, command),
             Err(error) => self.out.error(conn, error.code(), &error.to_string()),
@@ -130,6 +133,14 @@ impl Server {
     }
 
     fn dispatch(&mut self, now: Instant, conn: ConnId, command: Command<'_>) {
+        // Native commands act on the client's current room.
+        let Some(room) = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.current_room().cloned())
+        else {
+            return;
+        };
         // Every text others will see passes text::trusted first: nothing
         // made only of invisible characters, no bidirectional control left
         // open. A departing user's quit message is dropped instead.
@@ -141,36 +152,36 @@ impl Server {
                     _ => RecordKind::Msg,
                 };
                 if let Some(text) = self.trusted(conn, text) {
-                    self.post(now, conn, kind, &text);
+                    self.post(now, conn, &room, kind, &text, false);
                 }
             }
             Command::Msg { to, text } => {
                 if let Some(text) = self.trusted(conn, text) {
-                    self.whisper(now, conn, &to, &text);
+                    self.whisper(now, conn, &to, &text, false);
                 }
             }
             Command::Help(topic) => self.help(conn, topic),
             Command::Nick(nick) => self.change_nick(conn, nick),
-            Command::Join(room) => self.join(now, conn, room),
+            Command::Join { room: target, key } => self.join(now, conn, target, key),
             Command::Create { room, private } => self.create(conn, room, private),
-            Command::Invite(nick) => self.invite(conn, &nick),
+            Command::Invite(nick) => self.invite(conn, room, &nick),
             Command::Leave => self.leave(conn),
             Command::Rooms(page) => self.list_rooms(conn, page),
-            Command::Who(page) => self.who(conn, page),
-            Command::Topic(None) => self.topic(conn, None),
+            Command::Who(page) => self.who(conn, &room, page),
+            Command::Topic(None) => self.topic(conn, &room, None),
             Command::Topic(Some(text)) => {
                 if let Some(text) = self.trusted(conn, text) {
-                    self.topic(conn, Some(&text));
+                    self.topic(conn, &room, Some(&text));
                 }
             }
-            Command::History(count) => self.history(conn, count),
+            Command::History(count) => self.history(conn, &room, count),
             Command::Ack(on) => self.set_ack(conn, on),
             Command::Ping(token) => self.out.send(conn, &Reply::Pong { token }),
             Command::Pong => {}
             Command::Oper { name, password } => self.oper(now, conn, name, password),
             Command::Kick { target, reason } => {
                 if let Some(reason) = self.trusted_reason(conn, reason) {
-                    self.kick(conn, &target, reason.as_deref());
+                    self.kick(conn, room, &target, reason.as_deref());
                 }
             }
             Command::Ban {
@@ -179,12 +190,12 @@ impl Server {
                 reason,
             } => {
                 if let Some(reason) = self.trusted_reason(conn, reason) {
-                    self.ban(now, conn, &target, duration, reason.as_deref());
+                    self.ban(now, conn, room, &target, duration, reason.as_deref());
                 }
             }
-            Command::Unban(address) => self.unban(conn, address),
-            Command::Mute { target, duration } => self.mute(now, conn, &target, duration),
-            Command::Unmute(target) => self.unmute(now, conn, &target),
+            Command::Unban(address) => self.unban(conn, room, address),
+            Command::Mute { target, duration } => self.mute(now, conn, room, &target, duration),
+            Command::Unmute(target) => self.unmute(now, conn, room, &target),
             Command::Quit(message) => {
                 let message = message.and_then(|m| text::trusted(m).ok());
                 self.quit(conn, message.as_deref());
@@ -193,7 +204,7 @@ impl Server {
     }
 
     /// The text as others will see it, or an `invisible-text` error.
-    fn trusted<'a>(&mut self, conn: ConnId, text: &'a str) -> Option<Cow<'a, str>> {
+    pub(super) fn trusted<'a>(&mut self, conn: ConnId, text: &'a str) -> Option<Cow<'a, str>> {
         match text::trusted(text) {
             Ok(text) => Some(text),
             Err(error) => {
@@ -209,7 +220,7 @@ impl Server {
 
     /// An optional reason checked like any text: `Some(None)` when none
     /// was given, `None` when the one given was refused.
-    fn trusted_reason<'a>(
+    pub(super) fn trusted_reason<'a>(
         &mut self,
         conn: ConnId,
         reason: Option<&'a str>,
@@ -246,7 +257,7 @@ impl Server {
         }
     }
 
-    fn quit(&mut self, conn: ConnId, message: Option<&str>) {
+    pub(super) fn quit(&mut self, conn: ConnId, message: Option<&str>) {
         self.out.send(conn, &Reply::Goodbye);
         self.remove_session(conn, Farewell::Quit(message));
         self.out.close(conn, CloseReason::Quit);

@@ -12,8 +12,10 @@ impl Server {
     /// returns the first one broken, if any:
     ///
     /// 1. every session's nickname maps back to it, and no other names are mapped;
-    /// 2. every session is a member of exactly its current room, and every
-    ///    room member is a live session;
+    /// 2. every session is a member of exactly the rooms it lists, each
+    ///    once; a native session is in exactly one room, an IRC session in
+    ///    at most `limits.rooms_joined`; every room member is a live
+    ///    session that lists the room;
     /// 3. #general exists; every other room has a member; an owner is a member;
     /// 4. each room's cached recipient list equals its members;
     /// 5. per-address connection counts add up to the sessions;
@@ -37,12 +39,26 @@ impl Server {
             if self.conn_named(&session.nick) != Some(conn) {
                 return Err(format!("{conn}'s nick {} does not map to it", session.nick));
             }
-            let in_room = self
-                .rooms
-                .get(&session.room)
-                .is_some_and(|room| room.has_member(conn));
-            if !in_room {
-                return Err(format!("{conn} is not in its room #{}", session.room));
+            for name in &session.rooms {
+                let in_room = self
+                    .rooms
+                    .get(name)
+                    .is_some_and(|room| room.has_member(conn));
+                if !in_room {
+                    return Err(format!("{conn} is not in its room #{name}"));
+                }
+                if session.rooms.iter().filter(|r| *r == name).count() != 1 {
+                    return Err(format!("{conn} lists #{name} twice"));
+                }
+            }
+            let count_ok = match session.dialect {
+                crate::dialect::Dialect::Native => session.rooms.len() == 1,
+                crate::dialect::Dialect::Irc => {
+                    session.rooms.len() <= self.config.limits.rooms_joined
+                }
+            };
+            if !count_ok {
+                return Err(format!("{conn} is in {} rooms", session.rooms.len()));
             }
             if session.line.pending_len() > self.config.max_line_bytes + 1 {
                 return Err(format!("{conn} holds an over-long partial line"));
@@ -57,7 +73,7 @@ impl Server {
         let mut members = 0;
         for (name, room) in &self.rooms {
             for member in room.members() {
-                let here = self.sessions.get(&member).is_some_and(|s| s.room == *name);
+                let here = self.sessions.get(&member).is_some_and(|s| s.is_in(name));
                 if !here {
                     return Err(format!("#{name} lists {member}, which is not there"));
                 }
@@ -75,10 +91,10 @@ impl Server {
                 return Err(format!("#{name}'s recipient cache is stale"));
             }
         }
-        if members != self.sessions.len() {
+        let listed: usize = self.sessions.values().map(|s| s.rooms.len()).sum();
+        if members != listed {
             return Err(format!(
-                "{members} memberships for {} sessions",
-                self.sessions.len()
+                "{members} memberships for {listed} rooms listed by sessions"
             ));
         }
         let counted: usize = self.addresses.values().map(|a| a.connections).sum();
@@ -187,7 +203,9 @@ impl Server {
     pub fn sessions_view(&self) -> Vec<(crate::ids::ConnId, crate::ids::Nick, RoomName)> {
         self.sessions
             .iter()
-            .map(|(&conn, session)| (conn, session.nick, session.room.clone()))
+            .filter_map(|(&conn, session)| {
+                Some((conn, session.nick, session.rooms.first()?.clone()))
+            })
             .collect()
     }
 }

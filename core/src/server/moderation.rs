@@ -13,7 +13,7 @@ use crate::command::BanTarget;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::{CloseReason, Priority};
-use crate::reply::{Reply, Scope};
+use crate::reply::{Person, Reply, Scope};
 use crate::timers::Timer;
 
 use super::presence::Entry;
@@ -22,39 +22,80 @@ use super::{Farewell, Server, describe_ban};
 
 /// Why the caller may moderate here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Authority {
+pub(super) enum Authority {
     Operator,
     Owner,
 }
 
 impl Server {
     /// `#kick NAME [REASON]`: out of the room, or off the server in #general.
-    pub(super) fn kick(&mut self, conn: ConnId, target: &Nick, reason: Option<&str>) {
-        let Some((authority, room_name)) = self.authority(conn, "kick") else {
+    pub(super) fn kick(
+        &mut self,
+        conn: ConnId,
+        room_name: RoomName,
+        target: &Nick,
+        reason: Option<&str>,
+    ) {
+        let Some(authority) = self.authority(conn, &room_name, "kick") else {
             return;
         };
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
-        let (by, nick) = (self.nick_of(conn), self.nick_of(victim));
         let general = room_name == RoomName::general();
         let scope = if general {
             Scope::Server
         } else {
             Scope::Room(&room_name)
         };
+        let (by, who) = (&self.sessions[&conn], &self.sessions[&victim]);
         let reply = Reply::Kicked {
             scope,
-            nick: &nick,
-            by: &by,
+            who: who.person(),
+            by: by.person(),
             reason,
         };
-        self.broadcast_in(&room_name, &reply, Priority::Urgent);
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            self.out
+                .broadcast(&room.audiences(), None, &reply, Priority::Urgent);
+        }
         if general {
             self.remove_session(victim, Farewell::Silent);
             self.out.close(victim, CloseReason::Kicked);
         } else {
-            self.leave_room(victim, false);
+            self.put_out(victim, &room_name);
+        }
+    }
+
+    /// IRC `KILL` by an operator: the victim is told, disconnected, and
+    /// its rooms hear it quit.
+    pub(super) fn kill(&mut self, conn: ConnId, victim: ConnId, reason: Option<&str>) {
+        let (by, who) = (&self.sessions[&conn], &self.sessions[&victim]);
+        let reply = Reply::Kicked {
+            scope: Scope::Server,
+            who: who.person(),
+            by: by.person(),
+            reason,
+        };
+        self.out.send_with(victim, &reply, Priority::Urgent);
+        let message = match reason {
+            Some(reason) => format!("killed by {}: {reason}", by.nick),
+            None => format!("killed by {}", by.nick),
+        };
+        self.remove_session(victim, Farewell::Quit(Some(&message)));
+        self.out.close(victim, CloseReason::Kicked);
+    }
+
+    /// Takes a kicked or banned member out of a room (its removal was
+    /// already announced); a native client, which is always in a room,
+    /// goes back to #general.
+    fn put_out(&mut self, victim: ConnId, room_name: &RoomName) {
+        self.leave_room(victim, room_name, false, None);
+        let native = self
+            .sessions
+            .get(&victim)
+            .is_some_and(|s| s.dialect == crate::dialect::Dialect::Native);
+        if native {
             self.enter_room(victim, &RoomName::general(), Entry::Joined);
         }
     }
@@ -64,11 +105,12 @@ impl Server {
         &mut self,
         now: Instant,
         conn: ConnId,
+        room_name: RoomName,
         target: &BanTarget,
         duration: Option<Duration>,
         reason: Option<&str>,
     ) {
-        let Some((authority, room_name)) = self.authority(conn, "ban") else {
+        let Some(authority) = self.authority(conn, &room_name, "ban") else {
             return;
         };
         let address = match target {
@@ -127,11 +169,15 @@ impl Server {
         // Every victim goes before anyone is told, so no victim hears of
         // another while its own notice is on the way.
         let victims = self.sessions_at(address, conn);
-        let departures: Vec<(RoomName, Nick)> = victims
+        let departures: Vec<_> = victims
             .iter()
             .map(|victim| {
                 let session = &self.sessions[victim];
-                (session.room.clone(), session.nick)
+                (
+                    session.rooms.clone(),
+                    session.nick,
+                    session.userhost.clone(),
+                )
             })
             .collect();
         for victim in victims {
@@ -139,6 +185,7 @@ impl Server {
                 victim,
                 &Reply::Error {
                     code: ErrorCode::Banned,
+                    subject: None,
                     text: &text,
                 },
                 Priority::Urgent,
@@ -146,8 +193,12 @@ impl Server {
             self.remove_session(victim, Farewell::Silent);
             self.out.close(victim, CloseReason::Banned);
         }
-        for (room, nick) in departures {
-            self.announce_quit(&room, &nick, Some("banned"));
+        for (rooms, nick, userhost) in departures {
+            let who = Person {
+                nick: &nick,
+                userhost: &userhost,
+            };
+            self.announce_quit(&rooms, who, Some("banned"));
         }
     }
 
@@ -217,15 +268,14 @@ impl Server {
                 reason: reason.as_deref(),
             };
             self.broadcast_in(room_name, &reply, Priority::Urgent);
-            self.leave_room(victim, false);
-            self.enter_room(victim, &RoomName::general(), Entry::Joined);
+            self.put_out(victim, room_name);
         }
     }
 
     /// `#unban IP`: an operator lifts a server ban (or, failing that, a ban
     /// in their room); an owner lifts a ban in their room.
-    pub(super) fn unban(&mut self, conn: ConnId, address: IpAddr) {
-        let Some((authority, room_name)) = self.authority(conn, "unban") else {
+    pub(super) fn unban(&mut self, conn: ConnId, room_name: RoomName, address: IpAddr) {
+        let Some(authority) = self.authority(conn, &room_name, "unban") else {
             return;
         };
         if authority == Authority::Operator
@@ -255,8 +305,15 @@ impl Server {
     }
 
     /// `#mute NAME DURATION`.
-    pub(super) fn mute(&mut self, now: Instant, conn: ConnId, target: &Nick, duration: Duration) {
-        let Some((authority, room_name)) = self.authority(conn, "mute") else {
+    pub(super) fn mute(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room_name: RoomName,
+        target: &Nick,
+        duration: Duration,
+    ) {
+        let Some(authority) = self.authority(conn, &room_name, "mute") else {
             return;
         };
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
@@ -298,8 +355,14 @@ impl Server {
     }
 
     /// `#unmute NAME`.
-    pub(super) fn unmute(&mut self, now: Instant, conn: ConnId, target: &Nick) {
-        let Some((authority, room_name)) = self.authority(conn, "unmute") else {
+    pub(super) fn unmute(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room_name: RoomName,
+        target: &Nick,
+    ) {
+        let Some(authority) = self.authority(conn, &room_name, "unmute") else {
             return;
         };
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
@@ -370,22 +433,29 @@ impl Server {
         }
     }
 
-    /// The caller's right to `action` in their room, or a permission error.
-    fn authority(&mut self, conn: ConnId, action: &str) -> Option<(Authority, RoomName)> {
+    /// The caller's right to `action` in a room, or a permission error.
+    /// A room's channel operators (IRC `+o`) act with its owner's right.
+    pub(super) fn authority(
+        &mut self,
+        conn: ConnId,
+        room_name: &RoomName,
+        action: &str,
+    ) -> Option<Authority> {
         let session = self.sessions.get(&conn)?;
-        let room_name = session.room.clone();
-        let owner = self.rooms.get(&room_name).and_then(|room| room.owner);
+        let room = self.rooms.get(room_name);
         if session.is_operator() {
-            return Some((Authority::Operator, room_name));
+            return Some(Authority::Operator);
         }
-        if owner == Some(conn) {
-            return Some((Authority::Owner, room_name));
+        if room.is_some_and(|room| room.is_moderator(conn)) {
+            return Some(Authority::Owner);
         }
-        let text = match owner {
+        let text = match room.and_then(|room| room.owner) {
             Some(_) => format!("only the owner of #{room_name} or an operator may {action} here"),
             None => format!("only an operator may {action} in #{room_name}"),
         };
-        self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        let subject = format!("#{room_name}");
+        self.out
+            .error_about(conn, ErrorCode::PermissionDenied, Some(&subject), &text);
         None
     }
 
@@ -408,7 +478,9 @@ impl Server {
             .is_some_and(|room| room.has_member(victim))
         {
             let text = format!("{target} is not in #{room_name}");
-            self.out.error(conn, ErrorCode::NotInRoom, &text);
+            let subject = format!("{target} #{room_name}");
+            self.out
+                .error_about(conn, ErrorCode::NotInRoom, Some(&subject), &text);
             return None;
         }
         if authority != Authority::Operator && self.sessions[&victim].is_operator() {
@@ -475,9 +547,14 @@ impl Server {
     }
 
     /// One reply to every member of a room, the subject of it included.
-    fn broadcast_in(&mut self, room_name: &RoomName, reply: &Reply<'_>, priority: Priority) {
+    pub(super) fn broadcast_in(
+        &mut self,
+        room_name: &RoomName,
+        reply: &Reply<'_>,
+        priority: Priority,
+    ) {
         if let Some(room) = self.rooms.get_mut(room_name) {
-            self.out.broadcast(room.recipients(), None, reply, priority);
+            self.out.broadcast(&room.audiences(), None, reply, priority);
         }
     }
 }

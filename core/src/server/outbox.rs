@@ -1,29 +1,78 @@
-//! The queue of outputs, with helpers that encode replies once.
+//! The queue of outputs, with helpers that render events for their
+//! recipients: once per recipient style in a broadcast.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
+use ahash::AHashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ErrorCode;
 use crate::ids::ConnId;
 use crate::io::{CloseReason, Output, Priority};
-use crate::native;
+use crate::render::{self, Audience, Scene, Style, Viewer};
 use crate::reply::Reply;
 
-/// Outputs waiting for [`crate::Server::poll_output`].
-#[derive(Debug, Default)]
+/// Outputs waiting for [`crate::Server::poll_output`], and who each open
+/// connection is to the renderer.
+#[derive(Debug)]
 pub(crate) struct Outbox {
     queue: VecDeque<Output>,
+    /// Every open connection's style and name, kept by the server as
+    /// they change, so a reply to one connection renders without the
+    /// session at hand.
+    viewers: AHashMap<ConnId, Viewer>,
+    /// The server name and the time of the input being handled.
+    pub(crate) scene: Scene,
 }
 
 impl Outbox {
+    pub(crate) fn new(server_name: &str) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            viewers: AHashMap::new(),
+            scene: Scene {
+                server_name: server_name.into(),
+                unix_ms: 0,
+            },
+        }
+    }
+
     pub(crate) fn pop(&mut self) -> Option<Output> {
         self.queue.pop_front()
     }
 
     pub(crate) fn push(&mut self, output: Output) {
         self.queue.push_back(output);
+    }
+
+    /// Registers or updates who a connection is.
+    pub(crate) fn set_viewer(&mut self, conn: ConnId, viewer: Viewer) {
+        self.viewers.insert(conn, viewer);
+    }
+
+    /// The connection's viewer, to change in place.
+    pub(crate) fn viewer_mut(&mut self, conn: ConnId) -> Option<&mut Viewer> {
+        self.viewers.get_mut(&conn)
+    }
+
+    /// Forgets a connection that is gone.
+    pub(crate) fn forget_viewer(&mut self, conn: ConnId) {
+        self.viewers.remove(&conn);
+    }
+
+    /// How `conn`'s replies are spelled.
+    pub(crate) fn style_of(&self, conn: ConnId) -> Style {
+        self.viewers
+            .get(&conn)
+            .map_or(Style::Native, |viewer| viewer.style)
+    }
+
+    /// One event rendered for one connection.
+    pub(crate) fn render(&self, to: ConnId, reply: &Reply<'_>) -> Bytes {
+        let viewer = self.viewers.get(&to);
+        debug_assert!(viewer.is_some(), "a reply to {to}, which has no viewer");
+        let style = viewer.map_or(Style::Native, |viewer| viewer.style);
+        render::encode(style, reply, viewer, &self.scene)
     }
 
     /// One reply to one connection.
@@ -33,9 +82,19 @@ impl Outbox {
 
     /// One reply to one connection, at a chosen priority.
     pub(crate) fn send_with(&mut self, to: ConnId, reply: &Reply<'_>, priority: Priority) {
+        let bytes = self.render(to, reply);
+        self.send_bytes(to, bytes, priority);
+    }
+
+    /// Already-rendered bytes to one connection (nothing if empty: some
+    /// events have no spelling in some dialects).
+    pub(crate) fn send_bytes(&mut self, to: ConnId, bytes: Bytes, priority: Priority) {
+        if bytes.is_empty() {
+            return;
+        }
         self.queue.push_back(Output::Send {
             to,
-            bytes: native::encode(reply),
+            bytes,
             priority,
         });
     }
@@ -48,52 +107,78 @@ impl Outbox {
     ) {
         let mut block = BytesMut::new();
         for reply in replies {
-            block.put(native::encode(&reply));
+            block.put(self.render(to, &reply));
         }
-        self.queue.push_back(Output::Send {
-            to,
-            bytes: block.freeze(),
-            priority: Priority::Normal,
-        });
+        self.send_bytes(to, block.freeze(), Priority::Normal);
     }
 
     /// An error reply.
     pub(crate) fn error(&mut self, to: ConnId, code: ErrorCode, text: &str) {
-        self.send(to, &Reply::Error { code, text });
+        self.error_about(to, code, None, text);
     }
 
-    /// The same reply to a set of connections, encoded once.
+    /// An error reply about a name (IRC numerics carry it).
+    pub(crate) fn error_about(
+        &mut self,
+        to: ConnId,
+        code: ErrorCode,
+        subject: Option<&str>,
+        text: &str,
+    ) {
+        self.send(
+            to,
+            &Reply::Error {
+                code,
+                subject,
+                text,
+            },
+        );
+    }
+
+    /// The same event to every audience, encoded once per style.
     pub(crate) fn broadcast(
         &mut self,
-        to: Arc<[ConnId]>,
+        audiences: &[Audience],
         except: Option<ConnId>,
         reply: &Reply<'_>,
         priority: Priority,
     ) {
-        self.broadcast_bytes(to, except, native::encode(reply), priority);
+        for audience in audiences {
+            let nobody = match except {
+                Some(skip) => audience.to.iter().all(|&c| c == skip),
+                None => audience.to.is_empty(),
+            };
+            if nobody {
+                continue;
+            }
+            let bytes = render::encode(audience.style, reply, None, &self.scene);
+            if bytes.is_empty() {
+                continue;
+            }
+            self.queue.push_back(Output::Broadcast {
+                to: audience.to.clone(),
+                except,
+                bytes,
+                priority,
+            });
+        }
     }
 
-    /// Already-encoded bytes to a set of connections.
-    pub(crate) fn broadcast_bytes(
+    /// The same event to a set of connections that is not one room's
+    /// members (a quit or nick change seen in several rooms).
+    pub(crate) fn broadcast_to(
         &mut self,
-        to: Arc<[ConnId]>,
+        to: impl IntoIterator<Item = ConnId>,
         except: Option<ConnId>,
-        bytes: Bytes,
+        reply: &Reply<'_>,
         priority: Priority,
     ) {
-        let nobody_else = match except {
-            Some(skip) => to.iter().all(|&c| c == skip),
-            None => to.is_empty(),
-        };
-        if nobody_else {
-            return;
-        }
-        self.queue.push_back(Output::Broadcast {
-            to,
-            except,
-            bytes,
-            priority,
-        });
+        let members = to
+            .into_iter()
+            .map(|conn| (conn, self.style_of(conn)))
+            .collect::<Vec<_>>();
+        let audiences = render::audiences(members.into_iter());
+        self.broadcast(&audiences, except, reply, priority);
     }
 
     /// Flush, then close.

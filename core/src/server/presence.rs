@@ -1,13 +1,30 @@
-//! Moving connections between rooms and renaming them, with the
+//! Moving connections in and out of rooms and renaming them, with the
 //! announcements that go with it.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
-use crate::reply::Reply;
+use crate::render::Audience;
+use crate::reply::{Person, Reply, WhoEntry};
 
 use super::Server;
 use super::room::Room;
+use super::session::Session;
+
+/// Who hears of one connection's presence change.
+#[derive(Debug)]
+pub(super) enum Peers {
+    /// Nobody (no room, or only rooms too large for presence notices).
+    Nobody,
+    /// The members of its one room (the connection itself skipped).
+    Room(Arc<[Audience]>),
+    /// Members of several rooms, each once.
+    Set(BTreeSet<ConnId>),
+}
 
 /// What the entering client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,15 +42,20 @@ pub(super) enum Entry {
 
 impl Server {
     /// Puts a connection into an existing room, tells it (and the room).
+    /// An IRC client is also given the topic and the member list, as
+    /// IRC clients expect after their JOIN.
     pub(super) fn enter_room(&mut self, conn: ConnId, name: &RoomName, entry: Entry) {
         let limit = self.config.presence_announce_limit;
+        let style = self.out.style_of(conn);
         let (Some(session), Some(room)) = (self.sessions.get_mut(&conn), self.rooms.get_mut(name))
         else {
             debug_assert!(false, "enter_room: {conn} or #{name} is gone");
             return;
         };
-        session.room = name.clone();
-        room.add_member(conn);
+        if !session.rooms.contains(name) {
+            session.rooms.push(name.clone());
+        }
+        room.add_member(conn, style);
         match entry {
             Entry::Welcomed => {}
             Entry::Joined => self.out.send(conn, &Reply::YouJoined { room: name }),
@@ -57,39 +79,72 @@ impl Server {
         if room.len() <= limit {
             let reply = Reply::Joined {
                 room: name,
-                nick: &session.nick,
+                who: session.person(),
             };
             self.out
-                .broadcast(room.recipients(), Some(conn), &reply, Priority::Normal);
+                .broadcast(&room.audiences(), Some(conn), &reply, Priority::Normal);
+        }
+        if session.dialect == Dialect::Irc {
+            self.names(conn, name);
         }
     }
 
-    /// Leaves the current room (announcing it) and enters `target`.
+    /// The member list of a room as one block (IRC's NAMES, the native
+    /// `#who` without paging), sorted by nickname.
+    pub(super) fn names(&mut self, conn: ConnId, name: &RoomName) {
+        let Some(room) = self.rooms.get(name) else {
+            return;
+        };
+        let members = who_entries(&self.sessions, room);
+        self.out.send_block(
+            conn,
+            [Reply::Who {
+                room: name,
+                members: &members,
+            }],
+        );
+    }
+
+    /// A native client leaves its current room (announcing it) and
+    /// enters `target`.
     pub(super) fn switch_room(&mut self, conn: ConnId, target: &RoomName, entry: Entry) {
-        self.leave_room(conn, true);
+        if let Some(current) = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.current_room().cloned())
+        {
+            self.leave_room(conn, &current, true, None);
+        }
         self.enter_room(conn, target, entry);
     }
 
-    /// Takes a connection out of its current room. The session keeps the
-    /// old room name until it enters another.
-    pub(super) fn leave_room(&mut self, conn: ConnId, announce: bool) {
+    /// Takes a connection out of one of its rooms, announcing it (with the
+    /// reason, if any) when `announce`.
+    pub(super) fn leave_room(
+        &mut self,
+        conn: ConnId,
+        name: &RoomName,
+        announce: bool,
+        reason: Option<&str>,
+    ) {
         let limit = self.config.presence_announce_limit;
-        let Some(session) = self.sessions.get(&conn) else {
+        let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let name = session.room.clone();
-        if let Some(room) = self.rooms.get_mut(&name) {
+        session.rooms.retain(|room| room != name);
+        if let Some(room) = self.rooms.get_mut(name) {
             room.remove_member(conn);
             if announce && room.len() < limit {
                 let reply = Reply::Left {
-                    room: &name,
-                    nick: &session.nick,
+                    room: name,
+                    who: session.person(),
+                    reason,
                 };
                 self.out
-                    .broadcast(room.recipients(), None, &reply, Priority::Normal);
+                    .broadcast(&room.audiences(), None, &reply, Priority::Normal);
             }
         }
-        self.after_departure(&name, conn);
+        self.after_departure(name, conn);
     }
 
     /// After `conn` left `name`: hand ownership on to the member who has
@@ -118,7 +173,7 @@ impl Server {
                 nick: &session.nick,
             };
             self.out
-                .broadcast(room.recipients(), None, &reply, Priority::Normal);
+                .broadcast(&room.audiences(), None, &reply, Priority::Normal);
         }
     }
 
@@ -155,35 +210,105 @@ impl Server {
         }
     }
 
-    /// `#nick NAME`.
-    pub(super) fn change_nick(&mut self, conn: ConnId, new: Nick) {
+    /// Who hears of a presence change of `conn` (a nickname, a quit, an
+    /// away message): everyone sharing a room with it that is small
+    /// enough for presence notices, each once. Taken before the change,
+    /// since a quit empties the rooms.
+    pub(super) fn peers(&mut self, conn: ConnId) -> Peers {
         let limit = self.config.presence_announce_limit;
+        let Some(session) = self.sessions.get(&conn) else {
+            return Peers::Nobody;
+        };
+        if let [only] = session.rooms.as_slice() {
+            // One room (every native client): its shared lists, no copy.
+            return match self.rooms.get_mut(only) {
+                Some(room) if room.len() <= limit => Peers::Room(room.audiences()),
+                _ => Peers::Nobody,
+            };
+        }
+        let mut peers = BTreeSet::new();
+        for name in &session.rooms {
+            if let Some(room) = self.rooms.get(name)
+                && room.len() <= limit
+            {
+                peers.extend(room.members().filter(|&member| member != conn));
+            }
+        }
+        Peers::Set(peers)
+    }
+
+    /// Tells `peers` of `conn`'s change.
+    pub(super) fn tell_peers(&mut self, conn: ConnId, peers: Peers, reply: &Reply<'_>) {
+        match peers {
+            Peers::Nobody => {}
+            Peers::Room(audiences) => {
+                self.out
+                    .broadcast(&audiences, Some(conn), reply, Priority::Normal);
+            }
+            Peers::Set(set) => self.out.broadcast_to(set, None, reply, Priority::Normal),
+        }
+    }
+
+    /// `#nick NAME` / `NICK`.
+    pub(super) fn change_nick(&mut self, conn: ConnId, new: Nick) {
         if let Some(holder) = self.conn_named(&new)
             && holder != conn
         {
             let text = format!("{new} is taken; pick another nickname");
-            return self.out.error(conn, ErrorCode::NickTaken, &text);
+            return self
+                .out
+                .error_about(conn, ErrorCode::NickTaken, Some(new.as_str()), &text);
         }
-        let Some(session) = self.sessions.get_mut(&conn) else {
+        let Some(session) = self.sessions.get(&conn) else {
             return;
         };
         if session.nick == new {
             return self.out.send(conn, &Reply::NickChangedYou { new: &new });
         }
+        // Peers hear of it once each, however many rooms they share.
+        let peers = self.peers(conn);
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
         let old = std::mem::replace(&mut session.nick, new);
         self.nicks.remove(&old.folded());
         self.nicks.insert(session.nick.folded(), conn);
         self.out
             .send(conn, &Reply::NickChangedYou { new: &session.nick });
-        if let Some(room) = self.rooms.get_mut(&session.room)
-            && room.len() <= limit
-        {
-            let reply = Reply::NickChanged {
-                old: &old,
-                new: &session.nick,
-            };
-            self.out
-                .broadcast(room.recipients(), Some(conn), &reply, Priority::Normal);
+        if let Some(viewer) = self.out.viewer_mut(conn) {
+            viewer.nick = new;
         }
+        let (new, userhost) = (session.nick, session.userhost.clone());
+        let reply = Reply::NickChanged {
+            old: Person {
+                nick: &old,
+                userhost: &userhost,
+            },
+            new: &new,
+        };
+        self.tell_peers(conn, peers, &reply);
     }
+}
+
+/// A room's members as listings show them, sorted by nickname.
+pub(super) fn who_entries<'a>(
+    sessions: &'a BTreeMap<ConnId, Box<Session>>,
+    room: &'a Room,
+) -> Vec<WhoEntry<'a>> {
+    let mut members: Vec<WhoEntry<'_>> = room
+        .memberships()
+        .filter_map(|(member, place)| {
+            let session = sessions.get(&member)?;
+            Some(WhoEntry {
+                person: session.person(),
+                owner: room.owner == Some(member),
+                operator: place.operator,
+                voice: place.voice,
+                away: session.away.is_some(),
+                server_operator: session.is_operator(),
+            })
+        })
+        .collect();
+    members.sort_by_cached_key(|entry| entry.person.nick.folded());
+    members
 }

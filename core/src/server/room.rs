@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::address::AddressGroup;
 use crate::ids::ConnId;
+use crate::render::{self, Audience, Style};
 
 /// A ban on an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,52 @@ impl Ban {
     }
 }
 
+/// One member's place in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// How the member wants events spelled (kept here so a broadcast
+    /// needs no session lookups).
+    pub(crate) style: Style,
+    /// A channel operator besides the owner (IRC `+o`).
+    pub(crate) operator: bool,
+    /// May speak while the room is moderated (IRC `+v`).
+    pub(crate) voice: bool,
+}
+
+/// IRC channel modes beyond what the native dialect has (`+i` is
+/// [`Room::private`]; `+n` and `+t` hold unless turned off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChannelModes {
+    /// `+k`: the key needed to join.
+    pub(crate) key: Option<Box<str>>,
+    /// `+l`: most members.
+    pub(crate) limit: Option<usize>,
+    /// `+m`: only operators and voiced members speak.
+    pub(crate) moderated: bool,
+    /// `+n`: only members speak (on by default).
+    pub(crate) no_outside: bool,
+    /// `+s`: hidden from room listings of non-members.
+    pub(crate) secret: bool,
+    /// `+t`: only operators set the topic (on by default).
+    pub(crate) topic_locked: bool,
+    /// `+b` masks (`nick!user@host`), beside the address bans.
+    pub(crate) ban_masks: BTreeSet<Box<str>>,
+}
+
+impl Default for ChannelModes {
+    fn default() -> Self {
+        Self {
+            key: None,
+            limit: None,
+            moderated: false,
+            no_outside: true,
+            secret: false,
+            topic_locked: true,
+            ban_masks: BTreeSet::new(),
+        }
+    }
+}
+
 /// A room: members, owner, privacy, topic, and its moderation state.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
@@ -32,9 +79,12 @@ pub(crate) struct Room {
     pub(crate) private: bool,
     /// Topic text.
     pub(crate) topic: Option<Box<str>>,
-    members: BTreeSet<ConnId>,
-    /// The member list as shared by broadcasts; rebuilt after a change.
-    recipients: Option<Arc<[ConnId]>>,
+    members: BTreeMap<ConnId, Member>,
+    /// The member lists by style as shared by broadcasts; rebuilt after
+    /// a change.
+    audiences: Option<Arc<[Audience]>>,
+    /// IRC channel modes that have no native command.
+    pub(crate) modes: ChannelModes,
     /// Invited connections (private rooms).
     pub(crate) invites: BTreeSet<ConnId>,
     /// Muted connections and when their mute ends.
@@ -55,24 +105,58 @@ impl Room {
         }
     }
 
-    pub(crate) fn add_member(&mut self, conn: ConnId) {
-        if self.members.insert(conn) {
-            self.recipients = None;
+    pub(crate) fn add_member(&mut self, conn: ConnId, style: Style) {
+        let member = Member {
+            style,
+            operator: false,
+            voice: false,
+        };
+        if self.members.insert(conn, member).is_none() {
+            self.audiences = None;
         }
     }
 
     pub(crate) fn remove_member(&mut self, conn: ConnId) {
-        if self.members.remove(&conn) {
-            self.recipients = None;
+        if self.members.remove(&conn).is_some() {
+            self.audiences = None;
         }
     }
 
     pub(crate) fn has_member(&self, conn: ConnId) -> bool {
-        self.members.contains(&conn)
+        self.members.contains_key(&conn)
+    }
+
+    pub(crate) fn member(&self, conn: ConnId) -> Option<&Member> {
+        self.members.get(&conn)
+    }
+
+    /// A member's place, to change its channel modes.
+    pub(crate) fn member_mut(&mut self, conn: ConnId) -> Option<&mut Member> {
+        self.members.get_mut(&conn)
+    }
+
+    /// A member's style changed (it negotiated IRC capabilities).
+    pub(crate) fn restyle(&mut self, conn: ConnId, style: Style) {
+        if let Some(member) = self.members.get_mut(&conn)
+            && member.style != style
+        {
+            member.style = style;
+            self.audiences = None;
+        }
     }
 
     pub(crate) fn members(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.members.iter().copied()
+        self.members.keys().copied()
+    }
+
+    /// Members with their places, in increasing id order.
+    pub(crate) fn memberships(&self) -> impl Iterator<Item = (ConnId, &Member)> + '_ {
+        self.members.iter().map(|(&conn, member)| (conn, member))
+    }
+
+    /// Whether `conn` moderates here: the owner or a channel operator.
+    pub(crate) fn is_moderator(&self, conn: ConnId) -> bool {
+        self.owner == Some(conn) || self.members.get(&conn).is_some_and(|m| m.operator)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -83,11 +167,14 @@ impl Room {
         self.members.is_empty()
     }
 
-    /// Members in increasing id order, shared: building it costs once per
-    /// membership change, not once per message.
-    pub(crate) fn recipients(&mut self) -> Arc<[ConnId]> {
-        self.recipients
-            .get_or_insert_with(|| self.members.iter().copied().collect())
+    /// Members by style, each list in increasing id order, shared:
+    /// building them costs once per membership change, not once per
+    /// message.
+    pub(crate) fn audiences(&mut self) -> Arc<[Audience]> {
+        self.audiences
+            .get_or_insert_with(|| {
+                render::audiences(self.members.iter().map(|(&conn, m)| (conn, m.style)))
+            })
             .clone()
     }
 
@@ -103,10 +190,10 @@ impl Room {
         self.bans.get(&address).filter(|ban| ban.is_active(now))
     }
 
-    /// Whether the cached recipient list (if built) matches the members.
+    /// Whether the cached audiences (if built) match the members.
     pub(crate) fn cache_is_consistent(&self) -> bool {
-        self.recipients
-            .as_ref()
-            .is_none_or(|cached| cached.iter().copied().eq(self.members.iter().copied()))
+        self.audiences.as_ref().is_none_or(|cached| {
+            *cached == render::audiences(self.members.iter().map(|(&c, m)| (c, m.style)))
+        })
     }
 }

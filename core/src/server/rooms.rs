@@ -3,40 +3,89 @@
 use std::time::Instant;
 
 use crate::address::AddressGroup;
+use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
-use crate::reply::{Reply, RoomEntry, WhoEntry};
+use crate::reply::{Person, Reply, RoomEntry};
 
 use super::presence::Entry;
 use super::room::Room;
+use super::session::Session;
 use super::{Server, describe_ban};
 
 impl Server {
-    /// `#join ROOM`: switch rooms, creating the target if absent.
-    pub(super) fn join(&mut self, now: Instant, conn: ConnId, target: RoomName) {
+    /// `#join ROOM [KEY]` / `JOIN`: a native client switches rooms, an
+    /// IRC client adds one; the target is created if absent.
+    pub(super) fn join(&mut self, now: Instant, conn: ConnId, target: RoomName, key: Option<&str>) {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        if session.room == target {
-            let text = format!("you are already in #{target}");
-            return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
+        let native = session.dialect == Dialect::Native;
+        let chan = format!("#{target}");
+        if session.is_in(&target) {
+            if native {
+                let text = format!("you are already in #{target}");
+                self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
+            }
+            // IRC servers ignore a JOIN of a channel the client is in.
+            return;
+        }
+        if !native && session.rooms.len() >= self.config.limits.rooms_joined {
+            let text = format!(
+                "you are in {} rooms, the most one connection may be in",
+                self.config.limits.rooms_joined
+            );
+            return self
+                .out
+                .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
         }
         let Some(room) = self.rooms.get(&target) else {
             return self.create(conn, target, false);
         };
         let exempt = session.is_operator();
-        if room.private && !exempt && !room.invites.contains(&conn) {
-            let text = format!("#{target} is private; ask its owner for an invitation");
-            return self.out.error(conn, ErrorCode::InviteOnly, &text);
+        let refusal = if exempt {
+            None
+        } else if let Some(ban) = room.active_ban(session.peer.ip(), now) {
+            Some((ErrorCode::Banned, describe_ban(&chan, ban, now)))
+        } else if self.mask_banned(room, session) {
+            Some((ErrorCode::Banned, format!("you are banned from {chan}")))
+        } else if room.private && !room.invites.contains(&conn) {
+            Some((
+                ErrorCode::InviteOnly,
+                format!("{chan} is private; ask its owner for an invitation"),
+            ))
+        } else if room.modes.key.as_deref().is_some_and(|k| Some(k) != key) {
+            Some((
+                ErrorCode::BadKey,
+                format!("{chan} needs the right key to join"),
+            ))
+        } else if room.modes.limit.is_some_and(|limit| room.len() >= limit) {
+            Some((ErrorCode::RoomFull, format!("{chan} is full")))
+        } else {
+            None
+        };
+        if let Some((code, text)) = refusal {
+            return self.out.error_about(conn, code, Some(&chan), &text);
         }
-        if let Some(ban) = room.active_ban(session.peer.ip(), now)
-            && !exempt
-        {
-            let text = describe_ban(&format!("#{target}"), ban, now);
-            return self.out.error(conn, ErrorCode::Banned, &text);
+        if native {
+            self.switch_room(conn, &target, Entry::Joined);
+        } else {
+            self.enter_room(conn, &target, Entry::Joined);
         }
-        self.switch_room(conn, &target, Entry::Joined);
+    }
+
+    /// Whether one of a room's IRC ban masks matches the client's
+    /// `nick!user@host`.
+    pub(super) fn mask_banned(&self, room: &Room, session: &Session) -> bool {
+        if room.modes.ban_masks.is_empty() {
+            return false;
+        }
+        let full = format!("{}!{}", session.nick, session.userhost);
+        room.modes
+            .ban_masks
+            .iter()
+            .any(|mask| crate::irc::mask::matches(mask, &full))
     }
 
     /// `#create ROOM [private]`: a new room owned by the caller.
@@ -62,7 +111,15 @@ impl Server {
         let mut room = Room::new(Some(conn), private);
         room.created_by = Some((conn, group));
         self.rooms.insert(target.clone(), room);
-        self.switch_room(conn, &target, Entry::Created { private });
+        let native = self
+            .sessions
+            .get(&conn)
+            .is_some_and(|s| s.dialect == Dialect::Native);
+        if native {
+            self.switch_room(conn, &target, Entry::Created { private });
+        } else {
+            self.enter_room(conn, &target, Entry::Created { private });
+        }
     }
 
     /// Checks the caller's per-connection and per-address room limits
@@ -98,33 +155,51 @@ impl Server {
 
     /// `#leave`: back to #general.
     pub(super) fn leave(&mut self, conn: ConnId) {
-        let Some(session) = self.sessions.get(&conn) else {
+        let Some(current) = self.sessions.get(&conn).and_then(|s| s.current_room()) else {
             return;
         };
         let general = RoomName::general();
-        if session.room == general {
+        if *current == general {
             return self.out.error(
                 conn,
                 ErrorCode::AlreadyInRoom,
                 "you are already in #general, the room everyone starts in",
             );
         }
+        let current = current.clone();
         self.out.send(
             conn,
             &Reply::YouLeft {
-                room: &session.room,
+                room: &current,
+                reason: None,
             },
         );
         self.switch_room(conn, &general, Entry::Joined);
     }
 
-    /// `#invite NAME`: the owner of a private room lets someone in.
-    pub(super) fn invite(&mut self, conn: ConnId, target: &Nick) {
+    /// IRC `PART`: leave one room, telling its members why.
+    pub(super) fn part(&mut self, conn: ConnId, name: &RoomName, reason: Option<&str>) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        if !session.is_in(name) {
+            let chan = format!("#{name}");
+            let text = format!("you are not in {chan}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::NotInRoom, Some(&chan), &text);
+        }
+        // The leaver sees its own PART among the members' (IRC echoes it).
+        self.leave_room(conn, name, true, reason);
+    }
+
+    /// `#invite NAME` / `INVITE`: the owner of a private room lets
+    /// someone in.
+    pub(super) fn invite(&mut self, conn: ConnId, name: RoomName, target: &Nick) {
         let invitee = self.conn_named(target);
         let Some(me) = self.sessions.get(&conn) else {
             return;
         };
-        let name = me.room.clone();
         let Some(room) = self.rooms.get_mut(&name) else {
             return;
         };
@@ -132,16 +207,22 @@ impl Server {
             let text = format!("#{name} is public; anyone can join it");
             return self.out.error(conn, ErrorCode::NotPrivate, &text);
         }
-        if room.owner != Some(conn) && !me.is_operator() {
+        if !room.is_moderator(conn) && !me.is_operator() {
             let text = format!("only the owner of #{name} may invite");
-            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+            let chan = format!("#{name}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         let Some(invitee) = invitee else {
             return self.no_such_nick(conn, target);
         };
         if room.has_member(invitee) {
             let text = format!("{target} is already in #{name}");
-            return self.out.error(conn, ErrorCode::AlreadyInRoom, &text);
+            let subject = format!("{target} #{name}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::AlreadyInRoom, Some(&subject), &text);
         }
         let limit = self.config.limits.invites_per_room;
         if room.invites.len() >= limit && !room.invites.contains(&invitee) {
@@ -149,7 +230,7 @@ impl Server {
             return self.out.error(conn, ErrorCode::LimitReached, &text);
         }
         room.invites.insert(invitee);
-        let by = me.nick;
+        let (by, userhost) = (me.nick, me.userhost.clone());
         let Some(guest) = self.sessions.get_mut(&invitee) else {
             return;
         };
@@ -163,13 +244,11 @@ impl Server {
                 nick: &guest.nick,
             },
         );
-        self.out.send(
-            invitee,
-            &Reply::Invited {
-                room: &name,
-                by: &by,
-            },
-        );
+        let by = Person {
+            nick: &by,
+            userhost: &userhost,
+        };
+        self.out.send(invitee, &Reply::Invited { room: &name, by });
     }
 
     /// `#rooms [PAGE]`: public rooms, and private ones the caller is in,
@@ -179,7 +258,7 @@ impl Server {
             return;
         };
         let visible = |(_, room): &(&RoomName, &Room)| {
-            !room.private || room.has_member(conn) || me.is_operator()
+            !(room.private || room.modes.secret) || room.has_member(conn) || me.is_operator()
         };
         let total = self.rooms.iter().filter(visible).count();
         let paging = Paging::new(page, total, self.config.limits.list_page);
@@ -206,28 +285,17 @@ impl Server {
         );
     }
 
-    /// `#who [PAGE]`: the members of the caller's room, sorted by
-    /// nickname, a page at a time.
-    pub(super) fn who(&mut self, conn: ConnId, page: Option<usize>) {
-        let Some(me) = self.sessions.get(&conn) else {
+    /// `#who [PAGE]`: the members of a room, sorted by nickname, a page
+    /// at a time.
+    pub(super) fn who(&mut self, conn: ConnId, name: &RoomName, page: Option<usize>) {
+        let Some(room) = self.rooms.get(name) else {
             return;
         };
-        let Some(room) = self.rooms.get(&me.room) else {
-            return;
-        };
-        let mut members: Vec<WhoEntry<'_>> = room
-            .members()
-            .filter_map(|member| self.sessions.get(&member).map(|s| (member, s)))
-            .map(|(member, session)| WhoEntry {
-                nick: &session.nick,
-                owner: room.owner == Some(member),
-            })
-            .collect();
-        members.sort_by_cached_key(|entry| entry.nick.folded());
+        let members = super::presence::who_entries(&self.sessions, room);
         let paging = Paging::new(page, members.len(), self.config.limits.list_page);
         let end = (paging.skip + paging.size).min(members.len());
         let who = Reply::Who {
-            room: &me.room,
+            room: name,
             members: &members[paging.skip..end],
         };
         let footer = paging.footer("who");
@@ -235,44 +303,47 @@ impl Server {
             .send_block(conn, std::iter::once(who).chain(footer));
     }
 
-    /// `#topic [TEXT]`: show, or set (owner or operator).
-    pub(super) fn topic(&mut self, conn: ConnId, text: Option<&str>) {
+    /// `#topic [TEXT]` / `TOPIC`: show, or set (owner, channel operator
+    /// or server operator; anyone in a room whose topic IRC unlocked).
+    pub(super) fn topic(&mut self, conn: ConnId, name: &RoomName, text: Option<&str>) {
         let Some(me) = self.sessions.get(&conn) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&me.room) else {
+        let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
         let Some(text) = text else {
             let reply = Reply::Topic {
-                room: &me.room,
+                room: name,
                 topic: room.topic.as_deref(),
             };
             return self.out.send(conn, &reply);
         };
-        if room.owner != Some(conn) && !me.is_operator() {
+        let unlocked = !room.modes.topic_locked && room.has_member(conn);
+        if !room.is_moderator(conn) && !me.is_operator() && !unlocked {
             let text = match room.owner {
-                Some(_) => format!(
-                    "only the owner of #{} or an operator may set its topic",
-                    me.room
-                ),
-                None => format!("only an operator may set the topic of #{}", me.room),
+                Some(_) => format!("only the owner of #{name} or an operator may set its topic"),
+                None => format!("only an operator may set the topic of #{name}"),
             };
-            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+            let chan = format!("#{name}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         room.topic = Some(text.into());
         let reply = Reply::TopicChanged {
-            room: &me.room,
-            by: &me.nick,
+            room: name,
+            by: me.person(),
             topic: text,
         };
         self.out
-            .broadcast(room.recipients(), None, &reply, Priority::Normal);
+            .broadcast(&room.audiences(), None, &reply, Priority::Normal);
     }
 
     pub(super) fn no_such_nick(&mut self, conn: ConnId, target: &Nick) {
         let text = format!("nobody named {target} is online");
-        self.out.error(conn, ErrorCode::NoSuchNick, &text);
+        self.out
+            .error_about(conn, ErrorCode::NoSuchNick, Some(target.as_str()), &text);
     }
 }
 

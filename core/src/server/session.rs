@@ -5,10 +5,13 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
+use std::sync::Arc;
+
 use crate::dialect::Dialect;
 use crate::ids::{Nick, RoomName};
 use crate::line::LineBuffer;
 use crate::rate_limit::SlidingWindow;
+use crate::reply::Person;
 
 /// Whether a connection has shown signs of life recently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +49,17 @@ pub(crate) struct Session {
     pub(crate) dialect: Dialect,
     /// Current nickname.
     pub(crate) nick: Nick,
-    /// The room the client is in (the native dialect has one at a time).
-    pub(crate) room: RoomName,
+    /// `user@host` as IRC shows it after the nickname (the host is the
+    /// peer's address).
+    pub(crate) userhost: Arc<str>,
+    /// Rooms the client is in, in the order joined. A native client is
+    /// always in exactly one, its current room; an IRC client in any
+    /// number.
+    pub(crate) rooms: SmallVec<[RoomName; 1]>,
+    /// IRC registration and capabilities; `None` for native clients.
+    pub(crate) irc: Option<Box<IrcState>>,
+    /// The away message, if away (IRC `AWAY`).
+    pub(crate) away: Option<Box<str>>,
     /// Framing state: a partial line at most.
     pub(crate) line: LineBuffer,
     /// Rate-limit state, made on the first line: a connection that never
@@ -74,12 +86,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(peer: SocketAddr, dialect: Dialect, nick: Nick, room: RoomName, now: Instant) -> Self {
+    pub(crate) fn new(peer: SocketAddr, dialect: Dialect, nick: Nick, now: Instant) -> Self {
+        let irc = (dialect == Dialect::Irc).then(Box::default);
         Self {
             peer,
             dialect,
             nick,
-            room,
+            userhost: userhost("native", peer),
+            rooms: SmallVec::new(),
+            irc,
+            away: None,
             line: LineBuffer::default(),
             limits: None,
             last_active: now,
@@ -96,4 +112,70 @@ impl Session {
     pub(crate) fn is_operator(&self) -> bool {
         self.role == Role::Operator
     }
+
+    /// The current room of a native client (its only one).
+    pub(crate) fn current_room(&self) -> Option<&RoomName> {
+        match self.dialect {
+            Dialect::Native => self.rooms.first(),
+            Dialect::Irc => None,
+        }
+    }
+
+    /// Whether the client is in `room`.
+    pub(crate) fn is_in(&self, room: &RoomName) -> bool {
+        self.rooms.contains(room)
+    }
+
+    /// The client as others see it.
+    pub(crate) fn person(&self) -> Person<'_> {
+        Person {
+            nick: &self.nick,
+            userhost: &self.userhost,
+        }
+    }
+
+    /// Whether the client wants its own messages back (IRC
+    /// `echo-message`).
+    pub(crate) fn echoes(&self) -> bool {
+        self.irc
+            .as_ref()
+            .is_some_and(|irc| irc.caps.has(crate::irc::caps::Cap::EchoMessage))
+    }
+
+    /// Whether the client may use the server yet: native clients at once,
+    /// IRC clients once registered.
+    pub(crate) fn is_registered(&self) -> bool {
+        self.irc.as_ref().is_none_or(|irc| irc.registered)
+    }
+}
+
+/// `user@host` for a user name and a peer: the host is the address, with
+/// a leading `0` where an IPv6 address starts with `:` (a parameter may
+/// not start with one in IRC).
+pub(crate) fn userhost(user: &str, peer: SocketAddr) -> Arc<str> {
+    let host = peer.ip().to_string();
+    let zero = if host.starts_with(':') { "0" } else { "" };
+    format!("{user}@{zero}{host}").into()
+}
+
+/// An IRC client's protocol state: registration and capabilities.
+#[derive(Debug, Default)]
+pub(crate) struct IrcState {
+    /// `PASS` was given and matched (or none is needed).
+    pub(crate) pass_ok: bool,
+    /// A `NICK` was given.
+    pub(crate) nick_given: bool,
+    /// The `USER` name and real name, once given.
+    pub(crate) user: Option<(Box<str>, Box<str>)>,
+    /// `CAP LS` or `CAP REQ` started negotiation: registration waits for
+    /// `CAP END`.
+    pub(crate) negotiating: bool,
+    /// Registration is complete (001 was sent).
+    pub(crate) registered: bool,
+    /// Capabilities enabled.
+    pub(crate) caps: crate::irc::caps::Caps,
+    /// User modes `+i` and `+w`.
+    pub(crate) invisible: bool,
+    /// Receives WALLOPS.
+    pub(crate) wallops: bool,
 }

@@ -1,0 +1,347 @@
+//! IRC sessions against the core directly: registration, capability
+//! negotiation and the shape of IRC lines, where a transcript would be
+//! long-winded. Mixed IRC and native behaviour is in the transcripts.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use chatd_core::{Config, ConnId, Dialect, Output, Server};
+
+#[allow(clippy::disallowed_methods)]
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn peer(host: u8) -> SocketAddr {
+    format!("127.0.0.{host}:5000")
+        .parse()
+        .expect("valid address")
+}
+
+/// Every line each connection received, in order, CRLF removed.
+fn lines_to(conn: ConnId, outputs: &[Output]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for output in outputs {
+        let bytes = match output {
+            Output::Send { to, bytes, .. } if *to == conn => bytes,
+            Output::Broadcast {
+                to, except, bytes, ..
+            } if to.contains(&conn) && *except != Some(conn) => bytes,
+            _ => continue,
+        };
+        let text = String::from_utf8(bytes.to_vec()).expect("UTF-8");
+        lines.extend(text.lines().map(|l| l.trim_end_matches('\r').to_owned()));
+    }
+    lines
+}
+
+struct Harness {
+    server: Server,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let now = epoch();
+        let server = Server::new(config, now, 1_795_000_000_000).expect("valid config");
+        Self { server, now }
+    }
+
+    fn connect(&mut self, dialect: Dialect, host: u8) -> ConnId {
+        self.server
+            .accept_as(self.now, peer(host), dialect)
+            .expect("admitted")
+    }
+
+    /// Sends lines from `conn`, returns what `watch` received.
+    fn say(&mut self, conn: ConnId, text: &str, watch: ConnId) -> Vec<String> {
+        self.server.handle(self.now, conn, text.as_bytes());
+        let outputs: Vec<Output> = std::iter::from_fn(|| self.server.poll_output()).collect();
+        lines_to(watch, &outputs)
+    }
+}
+
+fn registered(h: &mut Harness, host: u8, nick: &str) -> ConnId {
+    let conn = h.connect(Dialect::Irc, host);
+    let lines = h.say(
+        conn,
+        &format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n"),
+        conn,
+    );
+    assert!(lines[0].contains(" 001 "), "no welcome: {lines:?}");
+    conn
+}
+
+#[test]
+fn registration_sends_the_welcome_burst_once_nick_and_user_are_in() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    assert_eq!(h.say(alice, "NICK alice\r\n", alice), Vec::<String>::new());
+    let lines = h.say(alice, "USER al 0 * :Alice A\r\n", alice);
+    let codes: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "001", "002", "003", "004", "005", "005", "251", "254", "255", "422"
+        ]
+    );
+    assert_eq!(
+        lines[0],
+        ":chatd.local 001 alice :Welcome to the chatd IRC network, alice!~al@127.0.0.1"
+    );
+    assert!(lines[4].contains(" CASEMAPPING=ascii ") && lines[4].contains(" CHANTYPES=# "));
+    assert!(lines[5].contains(" NETWORK=chatd ") && lines[5].contains(" PREFIX=(ov)@+ "));
+    assert_eq!(
+        h.say(alice, "USER again 0 * :x\r\n", alice),
+        [":chatd.local 462 alice :You may not reregister"]
+    );
+}
+
+#[test]
+fn commands_before_registration_get_451_and_capability_negotiation_holds_it() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    assert_eq!(
+        h.say(alice, "JOIN #rust\r\n", alice),
+        [":chatd.local 451 * :You have not registered"]
+    );
+    let lines = h.say(
+        alice,
+        "CAP LS 302\r\nNICK alice\r\nUSER al 0 * :A\r\n",
+        alice,
+    );
+    assert_eq!(lines.len(), 1, "registration waits for CAP END: {lines:?}");
+    assert!(
+        lines[0].starts_with(":chatd.local CAP * LS :")
+            && lines[0].contains("draft/chathistory=100")
+    );
+    assert_eq!(
+        h.say(alice, "CAP REQ :server-time bogus\r\n", alice),
+        [":chatd.local CAP * NAK :server-time bogus"]
+    );
+    assert_eq!(
+        h.say(
+            alice,
+            "CAP REQ :server-time echo-message\r\nCAP LIST\r\n",
+            alice
+        ),
+        [
+            ":chatd.local CAP * ACK :server-time echo-message",
+            ":chatd.local CAP * LIST :echo-message server-time",
+        ]
+    );
+    let lines = h.say(alice, "CAP END\r\n", alice);
+    assert!(lines[0].starts_with(":chatd.local 001 alice "), "{lines:?}");
+}
+
+#[test]
+fn a_wrong_or_missing_password_ends_the_connection() {
+    let mut config = Config::default();
+    config.irc.password = Some("sesame".into());
+    let mut h = Harness::new(config);
+    let alice = h.connect(Dialect::Irc, 1);
+    h.server.handle(
+        h.now,
+        alice,
+        b"PASS wrong\r\nNICK alice\r\nUSER al 0 * :A\r\n",
+    );
+    let outputs: Vec<Output> = std::iter::from_fn(|| h.server.poll_output()).collect();
+    assert_eq!(
+        lines_to(alice, &outputs),
+        [
+            ":chatd.local 464 * :Password incorrect",
+            "ERROR :Closing Link: password required",
+        ]
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn, .. } if *conn == alice))
+    );
+    let bob = h.connect(Dialect::Irc, 2);
+    let lines = h.say(bob, "PASS sesame\r\nNICK bob\r\nUSER b 0 * :B\r\n", bob);
+    assert!(lines[0].starts_with(":chatd.local 001 bob "), "{lines:?}");
+}
+
+#[test]
+fn irc_and_native_users_talk_in_one_room() {
+    let mut h = Harness::new(Config::default());
+    let alice = registered(&mut h, 1, "alice");
+    let bob = h.connect(Dialect::Native, 2);
+    h.say(bob, "#nick bob\n", bob);
+    assert_eq!(
+        h.say(alice, "JOIN #general\r\n", alice),
+        [
+            ":alice!~alice@127.0.0.1 JOIN #general",
+            ":chatd.local 353 alice = #general :alice bob",
+            ":chatd.local 366 alice #general :End of /NAMES list",
+        ]
+    );
+    // IRC formatting reaches IRC users, never a native terminal.
+    assert_eq!(
+        h.say(alice, "PRIVMSG #general :hello \x02there\x02\r\n", bob),
+        ["[#general] alice: hello there"]
+    );
+    assert_eq!(
+        h.say(alice, "PRIVMSG #general :\x01ACTION waves\x01\r\n", bob),
+        ["[#general] * alice waves"]
+    );
+    assert_eq!(
+        h.say(bob, "hi alice\n", alice),
+        [":bob!native@127.0.0.2 PRIVMSG #general :hi alice"]
+    );
+    assert_eq!(
+        h.say(bob, "#me waves back\n", alice),
+        [":bob!native@127.0.0.2 PRIVMSG #general :\x01ACTION waves back\x01"]
+    );
+    assert_eq!(
+        h.say(bob, "#msg alice psst\n", alice),
+        [":bob!native@127.0.0.2 PRIVMSG alice psst"]
+    );
+    assert_eq!(
+        h.say(alice, "NOTICE bob :heads up\r\n", bob),
+        ["[whisper] alice: heads up"]
+    );
+    assert_eq!(
+        h.say(bob, "#topic x\n", alice),
+        Vec::<String>::new(),
+        "only operators set #general's topic"
+    );
+    assert!(h.server.check_invariants().is_ok());
+}
+
+#[test]
+fn tags_and_echoes_follow_the_capabilities_asked_for() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    h.say(
+        alice,
+        "CAP REQ :server-time message-tags echo-message\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\nJOIN #general\r\n",
+        alice,
+    );
+    let bob = registered(&mut h, 2, "bob");
+    h.say(bob, "JOIN #general\r\n", bob);
+    // Alice's own line comes back to her (echo-message), with its id and
+    // time; Bob asked for no tags and gets none. Both see the same id.
+    let to_alice = h.say(alice, "PRIVMSG #general :hi\r\n", alice);
+    assert_eq!(
+        to_alice,
+        ["@msgid=1;time=2026-11-18T11:06:40.000Z :alice!~a@127.0.0.1 PRIVMSG #general hi"]
+    );
+    let to_bob = h.say(alice, "PRIVMSG #general :again\r\n", bob);
+    assert_eq!(to_bob, [":alice!~a@127.0.0.1 PRIVMSG #general again"]);
+}
+
+#[test]
+fn channel_modes_are_enforced_for_every_dialect() {
+    let mut h = Harness::new(Config::default());
+    let alice = registered(&mut h, 1, "alice");
+    assert!(h.say(alice, "JOIN #rust\r\n", alice)[1].ends_with(" @alice"));
+    let bob = h.connect(Dialect::Native, 2);
+    h.say(bob, "#nick bob\n#join #rust\n", bob);
+    assert_eq!(
+        h.say(alice, "MODE #rust +mk secret\r\n", alice),
+        [":alice!~alice@127.0.0.1 MODE #rust +mk secret"]
+    );
+    assert_eq!(
+        h.say(bob, "hello?\n", bob),
+        ["! muted: #rust is moderated: only its operators and voiced members speak"]
+    );
+    assert_eq!(
+        h.say(alice, "MODE #rust +v bob\r\n", bob),
+        ["* alice set mode +v bob on #rust"]
+    );
+    assert_eq!(
+        h.say(bob, "now I speak\n", alice),
+        [":bob!native@127.0.0.2 PRIVMSG #rust :now I speak"]
+    );
+    let carol = h.connect(Dialect::Native, 3);
+    h.say(carol, "", carol);
+    assert_eq!(
+        h.say(carol, "#join #rust\n", carol),
+        ["! bad-key: #rust needs the right key to join"]
+    );
+    let lines = h.say(carol, "#join #rust secret\n", carol);
+    assert_eq!(lines[0], "* you joined #rust");
+    assert_eq!(
+        h.say(alice, "MODE #rust +b guest3\r\nMODE #rust b\r\n", alice),
+        [
+            ":alice!~alice@127.0.0.1 MODE #rust +b guest3!*@*",
+            ":chatd.local 367 alice #rust guest3!*@*",
+            ":chatd.local 368 alice #rust :End of channel ban list",
+        ]
+    );
+    assert_eq!(
+        h.say(bob, "#mode\n", bob),
+        ["! unknown-command: #mode is not a command; type #help for the list"]
+    );
+    assert_eq!(
+        h.say(alice, "MODE #rust +z\r\n", alice),
+        [":chatd.local 472 alice z :is unknown mode char to me"]
+    );
+    let dave = registered(&mut h, 4, "dave");
+    assert_eq!(
+        h.say(dave, "MODE #rust -m\r\n", dave),
+        [
+            ":chatd.local 482 dave #rust :only the owner of #rust or an operator may change modes here"
+        ]
+    );
+    assert!(h.server.check_invariants().is_ok());
+}
+
+#[test]
+fn chathistory_answers_in_a_batch() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    h.say(
+        alice,
+        "CAP REQ :batch server-time\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\nJOIN #general\r\n",
+        alice,
+    );
+    for text in ["one", "two", "three"] {
+        h.say(alice, &format!("PRIVMSG #general :{text}\r\n"), alice);
+    }
+    let lines = h.say(alice, "CHATHISTORY LATEST #general * 2\r\n", alice);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[0].starts_with(":chatd.local BATCH +") && lines[0].ends_with(" chathistory #general")
+    );
+    assert!(lines[1].starts_with("@batch=") && lines[1].ends_with("PRIVMSG #general two"));
+    assert!(lines[2].ends_with("PRIVMSG #general three"));
+    assert!(lines[3].starts_with(":chatd.local BATCH -"));
+    let lines = h.say(alice, "CHATHISTORY BEFORE #general msgid=2 10\r\n", alice);
+    assert!(lines[1].ends_with(" one") && lines.len() == 3, "{lines:?}");
+    assert_eq!(
+        h.say(alice, "CHATHISTORY LATEST #nowhere * 10\r\n", alice),
+        [":chatd.local FAIL CHATHISTORY INVALID_TARGET :No such channel or you may not read it"]
+    );
+}
+
+#[test]
+fn nick_changes_and_quits_reach_each_peer_once() {
+    let mut h = Harness::new(Config::default());
+    let alice = registered(&mut h, 1, "alice");
+    let bob = registered(&mut h, 2, "bob");
+    h.say(alice, "JOIN #a,#b\r\n", alice);
+    h.say(bob, "JOIN #a,#b\r\n", bob);
+    assert_eq!(
+        h.say(alice, "NICK Alicia\r\n", bob),
+        [":alice!~alice@127.0.0.1 NICK Alicia"]
+    );
+    assert_eq!(
+        h.say(bob, "NICK ALICIA\r\n", bob),
+        [":chatd.local 433 bob ALICIA :ALICIA is taken; pick another nickname"]
+    );
+    assert_eq!(
+        h.say(alice, "QUIT :later\r\n", bob),
+        [
+            ":Alicia!~alice@127.0.0.1 QUIT :Quit: later",
+            ":chatd.local MODE #a +o bob",
+            ":chatd.local MODE #b +o bob",
+        ]
+    );
+    assert!(h.server.check_invariants().is_ok());
+}
