@@ -374,6 +374,7 @@ impl Server {
         while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Idle(conn) => self.check_idle(now, conn),
+                Timer::Fakelag(conn) => self.release_held(now, conn),
                 Timer::MuteExpiry { room, conn } => self.expire_mute(at, &room, conn),
                 Timer::RoomBanExpiry { room, address } => self.expire_room_ban(at, &room, address),
                 Timer::ServerBanExpiry(address) => self.expire_server_ban(at, address),
@@ -511,6 +512,9 @@ impl Server {
         }
         if let Some(at) = session.idle_at {
             self.timers.cancel(at, &Timer::Idle(conn));
+        }
+        if let Some(held) = &session.held {
+            self.timers.cancel(held.at, &Timer::Fakelag(conn));
         }
         for muted in &session.muted_in {
             if let Some(until) = self

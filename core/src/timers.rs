@@ -20,6 +20,8 @@ use crate::ids::{ConnId, RoomName};
 pub(crate) enum Timer {
     /// Has this connection been silent too long?
     Idle(ConnId),
+    /// May this IRC client's held lines go now (fakelag)?
+    Fakelag(ConnId),
     /// Does this mute end now?
     MuteExpiry {
         /// The room.

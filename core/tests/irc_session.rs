@@ -345,3 +345,106 @@ fn nick_changes_and_quits_reach_each_peer_once() {
     );
     assert!(h.server.check_invariants().is_ok());
 }
+
+#[test]
+fn labeled_commands_get_their_label_back() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    h.say(
+        alice,
+        "CAP REQ :labeled-response batch echo-message\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\n",
+        alice,
+    );
+    assert_eq!(
+        h.say(alice, "@label=one PING x\r\n", alice),
+        ["@label=one :chatd.local PONG chatd.local x"]
+    );
+    assert_eq!(
+        h.say(alice, "@label=two PONG x\r\n", alice),
+        ["@label=two :chatd.local ACK"]
+    );
+    let lines = h.say(alice, "@label=three JOIN #rust\r\n", alice);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines[0].starts_with("@label=three :chatd.local BATCH +")
+            && lines[0].ends_with(" labeled-response")
+    );
+    let id = lines[0]
+        .split(' ')
+        .nth(3)
+        .unwrap_or("")
+        .trim_start_matches('+')
+        .to_owned();
+    assert_eq!(
+        lines[1],
+        format!("@batch={id} :alice!~a@127.0.0.1 JOIN #rust")
+    );
+    assert!(lines[2].starts_with(&format!("@batch={id} :chatd.local 353 ")));
+    assert_eq!(lines[4], format!(":chatd.local BATCH -{id}"));
+    // A broadcast that reaches the sender (here its PART) is part of its
+    // labeled answer.
+    assert_eq!(
+        h.say(alice, "@label=four PART #rust\r\n", alice),
+        ["@label=four :alice!~a@127.0.0.1 PART #rust"]
+    );
+    // Without the capability, a label is ignored.
+    let bob = registered(&mut h, 2, "bob");
+    assert_eq!(
+        h.say(bob, "@label=five PING y\r\n", bob),
+        [":chatd.local PONG chatd.local y"]
+    );
+}
+
+#[test]
+fn past_the_rate_limit_irc_lines_wait_then_flooding_disconnects() {
+    let mut config = Config::default();
+    config.rate_limit.messages = 3;
+    config.rate_limit.window = std::time::Duration::from_secs(10);
+    let mut h = Harness::new(config);
+    let alice = registered(&mut h, 1, "alice");
+    // Registration used two of the three lines; the third goes at once,
+    // the next two wait for the window instead of being dropped.
+    let lines = h.say(alice, "PING a\r\nPING b\r\nPING c\r\n", alice);
+    assert_eq!(lines, [":chatd.local PONG chatd.local a"]);
+    let later = h.now + std::time::Duration::from_secs(11);
+    assert!(h.server.poll_timeout().is_some_and(|t| t <= later));
+    h.server.handle_timeout(later);
+    let outputs: Vec<Output> = std::iter::from_fn(|| h.server.poll_output()).collect();
+    assert_eq!(
+        lines_to(alice, &outputs),
+        [
+            ":chatd.local PONG chatd.local b",
+            ":chatd.local PONG chatd.local c"
+        ]
+    );
+    assert!(h.server.check_invariants().is_ok());
+    h.now = later;
+    let flood: String = (0..40).map(|i| format!("PING {i}\r\n")).collect();
+    h.server.handle(h.now, alice, flood.as_bytes());
+    let outputs: Vec<Output> = std::iter::from_fn(|| h.server.poll_output()).collect();
+    let lines = lines_to(alice, &outputs);
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("ERROR :Closing Link: alice (you kept sending past the rate limit; disconnecting)")
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::Close { conn, .. } if *conn == alice))
+    );
+    assert!(h.server.check_invariants().is_ok());
+}
+
+#[test]
+fn empty_list_items_are_answered_with_valid_lines() {
+    // Found by the irc_session fuzz target: an empty channel in a list
+    // was echoed as an empty middle parameter, which no IRC line may hold.
+    let mut h = Harness::new(Config::default());
+    let alice = registered(&mut h, 1, "alice");
+    let lines = h.say(alice, "JOIN ,#a\r\n", alice);
+    assert_eq!(
+        lines[0],
+        ":chatd.local 403 alice * :No such channel (rooms are # and up to 32 letters, digits, _ - .)"
+    );
+    assert_eq!(lines[1], ":alice!~alice@127.0.0.1 JOIN #a");
+}

@@ -59,7 +59,7 @@ impl Lines<'_> {
     /// A line from the server: a numeric or a server command.
     fn server(&mut self, command: &str, params: &[&str]) {
         let source = self.scene.server_name.clone();
-        write(&mut self.text, &[], Some(&source), command, params);
+        put(&mut self.text, &[], Some(&source), command, params);
         self.text.push_str("\r\n");
     }
 
@@ -89,7 +89,7 @@ impl Lines<'_> {
         if let Some(time) = &time {
             tags.push(("time", Some(time)));
         }
-        write(&mut self.text, &tags, Some(source), command, params);
+        put(&mut self.text, &tags, Some(source), command, params);
         self.text.push_str("\r\n");
     }
 
@@ -436,7 +436,7 @@ pub(crate) fn numeric(scene: &Scene, me: &str, code: &str, params: &[&str]) -> S
 /// One line from the server (already CRLF-terminated).
 pub(crate) fn server_line(scene: &Scene, command: &str, params: &[&str]) -> String {
     let mut text = String::new();
-    write(&mut text, &[], Some(&scene.server_name), command, params);
+    put(&mut text, &[], Some(&scene.server_name), command, params);
     text.push_str("\r\n");
     text
 }
@@ -444,7 +444,7 @@ pub(crate) fn server_line(scene: &Scene, command: &str, params: &[&str]) -> Stri
 /// One line from a person, with no tags (already CRLF-terminated).
 pub(crate) fn person_line(who: Person<'_>, command: &str, params: &[&str]) -> String {
     let mut text = String::new();
-    write(&mut text, &[], Some(&mask(who)), command, params);
+    put(&mut text, &[], Some(&mask(who)), command, params);
     text.push_str("\r\n");
     text
 }
@@ -452,12 +452,70 @@ pub(crate) fn person_line(who: Person<'_>, command: &str, params: &[&str]) -> St
 /// Puts every line of `lines` into the batch `id` (`@batch=id` first
 /// among its tags).
 pub(crate) fn in_batch(lines: &str, id: &str) -> String {
-    let mut out = String::with_capacity(lines.len() + 16);
-    for line in lines.split_inclusive("\r\n") {
-        match line.strip_prefix('@') {
-            Some(rest) => out.push_str(&format!("@batch={id};{rest}")),
-            None => out.push_str(&format!("@batch={id} {line}")),
+    let tag = format!("batch={id}");
+    lines
+        .split_inclusive("\r\n")
+        .map(|line| with_tag(line, &tag))
+        .collect()
+}
+
+/// The answer to a command that carried `@label=` (IRCv3
+/// `labeled-response`): `ACK` when there is none, the one line with the
+/// label, or a `labeled-response` batch around several lines.
+pub(crate) fn labeled(scene: &Scene, answer: &str, label: &str, batch: &str) -> String {
+    let label = super::message::escape_tag_value(label);
+    let lines = answer.split_inclusive("\r\n").count();
+    match lines {
+        0 => {
+            let mut text = format!("@label={label} ");
+            text.push_str(&server_line(scene, "ACK", &[]));
+            text
+        }
+        1 => with_tag(answer, &format!("label={label}")),
+        _ => {
+            let start = server_line(scene, "BATCH", &[&format!("+{batch}"), "labeled-response"]);
+            let mut text = with_tag(&start, &format!("label={label}"));
+            text.push_str(&in_batch(answer, batch));
+            text.push_str(&server_line(scene, "BATCH", &[&format!("-{batch}")]));
+            text
         }
     }
-    out
+}
+
+/// One line with one more tag, first among its tags.
+fn with_tag(line: &str, tag: &str) -> String {
+    match line.strip_prefix('@') {
+        Some(rest) => format!("@{tag};{rest}"),
+        None => format!("@{tag} {line}"),
+    }
+}
+
+/// Writes one message (without CRLF), first making every parameter but
+/// the last fit where it goes: a middle parameter may not be empty, hold
+/// a space or start with `:`. Parameters echo what clients sent (an
+/// empty item of `JOIN ,#a`, say), so this is where bad ones are caught.
+fn put(out: &mut String, tags: &[(&str, Option<&str>)], source: Option<&str>, command: &str, params: &[&str]) {
+    let Some((last, middle)) = params.split_last() else {
+        return write(out, tags, source, command, params);
+    };
+    let mut fixed: Vec<std::borrow::Cow<'_, str>> = middle.iter().map(|p| middle_param(p)).collect();
+    fixed.push(std::borrow::Cow::Borrowed(last));
+    let refs: Vec<&str> = fixed.iter().map(|p| p.as_ref()).collect();
+    write(out, tags, source, command, &refs);
+}
+
+/// A parameter made fit for a middle position: `*` for an empty one,
+/// spaces replaced, a leading `:` escaped by a `*`.
+fn middle_param(param: &str) -> std::borrow::Cow<'_, str> {
+    if param.is_empty() {
+        return "*".into();
+    }
+    if !param.contains(' ') && !param.starts_with(':') {
+        return param.into();
+    }
+    let mut fixed = param.replace(' ', "_");
+    if fixed.starts_with(':') {
+        fixed.insert(0, '*');
+    }
+    fixed.into()
 }

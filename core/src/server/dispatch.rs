@@ -15,7 +15,12 @@ use crate::native::{self, help};
 use crate::reply::Reply;
 use crate::text;
 
-use super::session::Liveness;
+use super::session::{Held, Liveness};
+use crate::timers::Timer;
+
+/// Most lines an IRC client may have waiting under fakelag before it is
+/// disconnected for flooding.
+pub(super) const FAKELAG_LINES: usize = 16;
 use super::{Farewell, Server};
 
 impl Server {
@@ -44,9 +49,88 @@ impl Server {
     }
 
     fn handle_frame(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>) {
+        if self.sessions.get(&conn).is_some_and(|s| s.irc.is_some()) {
+            return self.handle_irc_frame(now, conn, frame);
+        }
         if !self.admit_line(now, conn) {
             return;
         }
+        self.handle_admitted(now, conn, frame);
+    }
+
+    /// An IRC client's line under fakelag: past the rate limit its lines
+    /// wait (in order) instead of being dropped, and are handled as the
+    /// budget allows; only a client that keeps more than
+    /// [`FAKELAG_LINES`] waiting is disconnected for flooding.
+    fn handle_irc_frame(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let line = match frame {
+            Frame::Line(line) => line,
+            // Framing errors are answered at once: they cost no work.
+            other => return self.handle_admitted(now, conn, other),
+        };
+        if let Some(held) = session.held.as_mut() {
+            if held.lines.len() >= FAKELAG_LINES {
+                return self.flood_out(conn);
+            }
+            held.lines.push_back(line.into());
+            return;
+        }
+        match self.check_rate(now, conn) {
+            Ok(()) => self.handle_admitted(now, conn, Frame::Line(line)),
+            Err(wait) => {
+                let at = now + wait.max(Duration::from_millis(1));
+                if let Some(session) = self.sessions.get_mut(&conn) {
+                    session.held = Some(Box::new(Held {
+                        lines: std::iter::once(line.into()).collect(),
+                        at,
+                    }));
+                    self.timers.schedule(at, Timer::Fakelag(conn));
+                }
+            }
+        }
+    }
+
+    /// A fakelag timer fired: handle the held lines the budget allows now.
+    pub(super) fn release_held(&mut self, now: Instant, conn: ConnId) {
+        loop {
+            let Some(held) = self.sessions.get_mut(&conn).and_then(|s| s.held.as_mut()) else {
+                return;
+            };
+            let Some(line) = held.lines.pop_front() else {
+                if let Some(session) = self.sessions.get_mut(&conn) {
+                    session.held = None;
+                }
+                return;
+            };
+            match self.check_rate(now, conn) {
+                Ok(()) => self.handle_admitted(now, conn, Frame::Line(&line)),
+                Err(wait) => {
+                    let at = now + wait.max(Duration::from_millis(1));
+                    if let Some(held) = self.sessions.get_mut(&conn).and_then(|s| s.held.as_mut()) {
+                        held.lines.push_front(line);
+                        held.at = at;
+                        self.timers.schedule(at, Timer::Fakelag(conn));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flood_out(&mut self, conn: ConnId) {
+        self.out.error(
+            conn,
+            ErrorCode::Flooding,
+            "you kept sending past the rate limit; disconnecting",
+        );
+        self.remove_session(conn, Farewell::Quit(Some("flooding")));
+        self.out.close(conn, CloseReason::Flooding);
+    }
+
+    fn handle_admitted(&mut self, now: Instant, conn: ConnId, frame: Frame<'_>) {
         let (code, text) = match frame {
             Frame::Line(line) => return self.handle_line(now, conn, line),
             Frame::TooLong => (
@@ -73,42 +157,19 @@ impl Server {
     /// line gets an error with the retry delay; too many refusals within
     /// one window close the connection for flooding.
     fn admit_line(&mut self, now: Instant, conn: ConnId) -> bool {
+        let retry = match self.check_rate(now, conn) {
+            Ok(()) => return true,
+            Err(retry) => retry,
+        };
         let limits = &self.config.rate_limit;
-        if !limits.enabled {
-            return true;
-        }
-        let Some(session) = self.sessions.get_mut(&conn) else {
+        let Some(mine) = self.sessions.get_mut(&conn).and_then(|s| s.limits.as_mut()) else {
             return false;
-        };
-        let group =
-            crate::address::AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
-        let Some(address) = self.addresses.get_mut(&group) else {
-            debug_assert!(false, "{conn} has no address entry");
-            return false;
-        };
-        let mine = session.limits.get_or_insert_with(Box::default);
-        let own = mine.admitted.check(now, limits.connection_budget());
-        let shared = address.admitted.check(now, limits.ip_budget());
-        let retry = match (own, shared) {
-            (Ok(()), Ok(())) => {
-                mine.admitted.record(now);
-                address.admitted.record(now);
-                return true;
-            }
-            (Err(a), Err(b)) => a.max(b),
-            (Err(wait), Ok(())) | (Ok(()), Err(wait)) => wait,
         };
         mine.refused.record(now);
         let strikes = mine.refused.count(now, limits.window);
         let flood_limit = limits.flood_disconnect_after as usize;
         if flood_limit > 0 && strikes >= flood_limit {
-            self.out.error(
-                conn,
-                ErrorCode::Flooding,
-                "you kept sending past the rate limit; disconnecting",
-            );
-            self.remove_session(conn, Farewell::Quit(Some("flooding")));
-            self.out.close(conn, CloseReason::Flooding);
+            self.flood_out(conn);
             return false;
         }
         let text = format!(
@@ -117,6 +178,36 @@ impl Server {
         );
         self.out.error(conn, ErrorCode::RateLimited, &text);
         false
+    }
+
+    /// The per-connection and per-address sliding windows: `Ok` (and the
+    /// line counted) if both have room, else how long until they will.
+    fn check_rate(&mut self, now: Instant, conn: ConnId) -> Result<(), Duration> {
+        let limits = &self.config.rate_limit;
+        if !limits.enabled {
+            return Ok(());
+        }
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Ok(());
+        };
+        let group =
+            crate::address::AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
+        let Some(address) = self.addresses.get_mut(&group) else {
+            debug_assert!(false, "{conn} has no address entry");
+            return Ok(());
+        };
+        let mine = session.limits.get_or_insert_with(Box::default);
+        let own = mine.admitted.check(now, limits.connection_budget());
+        let shared = address.admitted.check(now, limits.ip_budget());
+        match (own, shared) {
+            (Ok(()), Ok(())) => {
+                mine.admitted.record(now);
+                address.admitted.record(now);
+                Ok(())
+            }
+            (Err(a), Err(b)) => Err(a.max(b)),
+            (Err(wait), Ok(())) | (Ok(()), Err(wait)) => Err(wait),
+        }
     }
 
     fn handle_line(&mut self, now: Instant, conn: ConnId, line: &str) {

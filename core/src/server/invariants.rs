@@ -24,7 +24,8 @@ impl Server {
     /// 8. in-memory history is within its byte budget and room count;
     /// 9. bans, mutes and invitations are within their limits;
     /// 10. no timer is pending for what no longer exists: at most one per
-    ///     session, timed ban and mute;
+    ///     session (two while an IRC client's lines wait out fakelag),
+    ///     timed ban and mute;
     /// 11. per-address and per-connection counts of rooms created match the
     ///     rooms that exist.
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -122,7 +123,9 @@ impl Server {
         if self.server_bans.len() > limits.server_bans {
             return Err(format!("{} server bans", self.server_bans.len()));
         }
-        let mut timed = self.sessions.len() + self.server_bans.len();
+        // An idle timer per session, and a fakelag timer per throttled one.
+        let throttled = self.sessions.values().filter(|s| s.held.is_some()).count();
+        let mut timed = self.sessions.len() + throttled + self.server_bans.len();
         let mut by_address: BTreeMap<AddressGroup, usize> = BTreeMap::new();
         let mut by_conn: BTreeMap<ConnId, usize> = BTreeMap::new();
         for (name, room) in &self.rooms {

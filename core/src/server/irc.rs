@@ -43,6 +43,33 @@ impl Server {
             // Nothing IRC can answer: a line with no command.
             return;
         };
+        let label = msg
+            .tag("label")
+            .filter(|label| !label.is_empty() && label.len() <= 64)
+            .filter(|_| self.has_cap(conn, Cap::LabeledResponse))
+            .map(str::to_owned);
+        let Some(label) = label else {
+            return self.handle_irc_message(now, conn, &msg);
+        };
+        let mark = self.out.begin_label(conn);
+        self.handle_irc_message(now, conn, &msg);
+        self.batches += 1;
+        let batch = format!("l{}", self.batches);
+        let scene = self.out.scene.clone();
+        self.out.end_label(mark, |answer| {
+            irc_render::labeled(&scene, answer, &label, &batch)
+        });
+    }
+
+    /// Whether an IRC client enabled a capability.
+    fn has_cap(&self, conn: ConnId, cap: Cap) -> bool {
+        self.sessions
+            .get(&conn)
+            .and_then(|s| s.irc.as_ref())
+            .is_some_and(|irc| irc.caps.has(cap))
+    }
+
+    fn handle_irc_message(&mut self, now: Instant, conn: ConnId, msg: &Message<'_>) {
         let command = msg.command.to_ascii_uppercase();
         let params = &msg.params;
         let registered = self.sessions.get(&conn).is_some_and(|s| s.is_registered());
@@ -70,7 +97,7 @@ impl Server {
             ),
             "JOIN" => self.irc_join(now, conn, params),
             "PART" => self.irc_part(conn, params),
-            "PRIVMSG" | "NOTICE" => self.irc_privmsg(now, conn, &msg, command == "NOTICE"),
+            "PRIVMSG" | "NOTICE" => self.irc_privmsg(now, conn, msg, command == "NOTICE"),
             "TOPIC" => self.irc_topic(conn, params),
             "NAMES" => self.irc_names(conn, params),
             "LIST" => self.irc_list(conn, params),
@@ -492,7 +519,7 @@ impl Server {
                 .map(|s| s.rooms.to_vec())
                 .unwrap_or_default();
             for room in rooms {
-                self.leave_room(conn, &room, true, None);
+                self.part(conn, &room, None);
             }
             return;
         }
@@ -904,12 +931,7 @@ impl Server {
         let params: Vec<&str> = message.as_deref().into_iter().collect();
         let line = Bytes::from(irc_render::person_line(session.person(), "AWAY", &params));
         for peer in peers {
-            let wants = self
-                .sessions
-                .get(&peer)
-                .and_then(|s| s.irc.as_ref())
-                .is_some_and(|irc| irc.caps.has(Cap::AwayNotify));
-            if wants {
+            if self.has_cap(peer, Cap::AwayNotify) {
                 self.out.send_bytes(peer, line.clone(), Priority::Normal);
             }
         }
@@ -1083,11 +1105,7 @@ impl Server {
                 );
             }
         };
-        let batched = self
-            .sessions
-            .get(&conn)
-            .and_then(|s| s.irc.as_ref())
-            .is_some_and(|irc| irc.caps.has(Cap::Batch));
+        let batched = self.has_cap(conn, Cap::Batch);
         let mut body = String::new();
         for record in &all[range] {
             let rendered = self.out.render(conn, &Reply::HistoryEntry(record));

@@ -23,6 +23,17 @@ pub(crate) struct Outbox {
     viewers: AHashMap<ConnId, Viewer>,
     /// The server name and the time of the input being handled.
     pub(crate) scene: Scene,
+    /// The connection whose labeled command is being handled (IRC
+    /// `labeled-response`): broadcasts reach it as separate sends, so its
+    /// answer can be labeled as a whole.
+    labeling: Option<ConnId>,
+}
+
+/// Where a labeled command's answer starts in the queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LabelMark {
+    conn: ConnId,
+    start: usize,
 }
 
 impl Outbox {
@@ -34,6 +45,7 @@ impl Outbox {
                 server_name: server_name.into(),
                 unix_ms: 0,
             },
+            labeling: None,
         }
     }
 
@@ -139,10 +151,20 @@ impl Outbox {
     pub(crate) fn broadcast(
         &mut self,
         audiences: &[Audience],
-        except: Option<ConnId>,
+        mut except: Option<ConnId>,
         reply: &Reply<'_>,
         priority: Priority,
     ) {
+        if let Some(labeled) = self.labeling
+            && except.is_none()
+            && audiences
+                .iter()
+                .any(|a| a.to.binary_search(&labeled).is_ok())
+        {
+            // Its copy goes separately, to be part of its labeled answer.
+            self.send_with(labeled, reply, priority);
+            except = Some(labeled);
+        }
         for audience in audiences {
             let nobody = match except {
                 Some(skip) => audience.to.iter().all(|&c| c == skip),
@@ -179,6 +201,61 @@ impl Outbox {
             .collect::<Vec<_>>();
         let audiences = render::audiences(members.into_iter());
         self.broadcast(&audiences, except, reply, priority);
+    }
+
+    /// Starts collecting `conn`'s answer to a labeled command.
+    pub(crate) fn begin_label(&mut self, conn: ConnId) -> LabelMark {
+        self.labeling = Some(conn);
+        LabelMark {
+            conn,
+            start: self.queue.len(),
+        }
+    }
+
+    /// Ends a labeled command: what was sent to its connection since
+    /// [`Outbox::begin_label`] becomes one send, relabeled by `finish`
+    /// (given the answer's text, possibly empty), in the place of the
+    /// first of them (before a close, if the command closed it).
+    pub(crate) fn end_label(&mut self, mark: LabelMark, finish: impl FnOnce(&str) -> String) {
+        self.labeling = None;
+        let mut answer = String::new();
+        let mut first = None;
+        let mut index = mark.start;
+        while index < self.queue.len() {
+            match &self.queue[index] {
+                Output::Send { to, bytes, .. } if *to == mark.conn => {
+                    answer.push_str(&String::from_utf8_lossy(bytes));
+                    if first.is_none() {
+                        first = Some(index);
+                        index += 1;
+                    } else {
+                        self.queue.remove(index);
+                    }
+                }
+                _ => index += 1,
+            }
+        }
+        let labeled = Bytes::from(finish(&answer));
+        match first.and_then(|at| self.queue.get_mut(at)) {
+            Some(Output::Send { bytes, .. }) => *bytes = labeled,
+            _ => {
+                // No answer: the label comes back on its own, before any
+                // close of the connection.
+                let close =
+                    self.queue.iter().skip(mark.start).position(
+                        |o| matches!(o, Output::Close { conn, .. } if *conn == mark.conn),
+                    );
+                let send = Output::Send {
+                    to: mark.conn,
+                    bytes: labeled,
+                    priority: Priority::Normal,
+                };
+                match close {
+                    Some(at) => self.queue.insert(mark.start + at, send),
+                    None => self.queue.push_back(send),
+                }
+            }
+        }
     }
 
     /// Flush, then close.

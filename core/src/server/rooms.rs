@@ -189,7 +189,9 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::NotInRoom, Some(&chan), &text);
         }
-        // The leaver sees its own PART among the members' (IRC echoes it).
+        // IRC echoes a PART to the one who leaves; the members hear it
+        // after it is gone.
+        self.out.send(conn, &Reply::YouLeft { room: name, reason });
         self.leave_room(conn, name, true, reason);
     }
 

@@ -62,6 +62,9 @@ pub(crate) struct Session {
     pub(crate) away: Option<Box<str>>,
     /// Framing state: a partial line at most.
     pub(crate) line: LineBuffer,
+    /// An IRC client's lines waiting out its rate limit (fakelag), made
+    /// only while it is throttled.
+    pub(crate) held: Option<Box<Held>>,
     /// Rate-limit state, made on the first line: a connection that never
     /// speaks does not pay for it.
     pub(crate) limits: Option<Box<LineLimits>>,
@@ -94,6 +97,7 @@ impl Session {
             nick,
             userhost: userhost("native", peer),
             rooms: SmallVec::new(),
+            held: None,
             irc,
             away: None,
             line: LineBuffer::default(),
@@ -156,6 +160,15 @@ pub(crate) fn userhost(user: &str, peer: SocketAddr) -> Arc<str> {
     let host = peer.ip().to_string();
     let zero = if host.starts_with(':') { "0" } else { "" };
     format!("{user}@{zero}{host}").into()
+}
+
+/// Lines held back by fakelag, and when the next may go.
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// The lines, oldest first.
+    pub(crate) lines: std::collections::VecDeque<Box<str>>,
+    /// When the pending fakelag timer fires (to cancel it on disconnect).
+    pub(crate) at: Instant,
 }
 
 /// An IRC client's protocol state: registration and capabilities.
