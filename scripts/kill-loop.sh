@@ -133,7 +133,7 @@ printf '[rate_limit]\nenabled = false\n' >"$work/chatd.toml"
 
 # Starts the server on $port with $data and $policy; sets server_pid.
 start_server() {
-    "$chatd" serve --bind "127.0.0.1:$port" --data-dir "$data" --fsync "$policy" \
+    "$chatd" serve --bind "127.0.0.1:$port" --irc-bind none --data-dir "$data" --fsync "$policy" \
         --backend "$backend" --threads 2 --config "$work/chatd.toml" --log-level warn \
         2>>"$work/server.log" &
     server_pid=$!

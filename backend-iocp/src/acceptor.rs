@@ -1,4 +1,4 @@
-//! Accepting connections on a plain blocking thread.
+//! Accepting connections on a plain blocking thread, one per listener.
 //!
 //! On IOCP a socket is bound to one completion port for life, so a socket
 //! must reach the runtime that will own it before compio attaches it. The
@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chatd_core::Dialect;
 use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::hub::{Event, Inbox};
+use chatd_engine::listener::Listener;
 
 /// A running acceptor thread.
 #[derive(Debug)]
@@ -27,7 +29,13 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
-    pub(crate) fn start(listener: TcpListener, inbox: Arc<Inbox>) -> io::Result<Self> {
+    /// Starts accepting on `listener`; each socket goes to the hub tagged
+    /// with the listener's dialect.
+    pub(crate) fn start(listener: Listener, inbox: Arc<Inbox>) -> io::Result<Self> {
+        let Listener {
+            socket: listener,
+            dialect,
+        } = listener;
         listener.set_nonblocking(false)?;
         let local = listener.local_addr()?;
         let wake_addr = match local.ip() {
@@ -42,8 +50,8 @@ impl Acceptor {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("chatd-accept".into())
-            .spawn(move || accept_loop(&listener, &inbox, &stopping))?;
+            .name(format!("chatd-accept-{dialect}"))
+            .spawn(move || accept_loop(&listener, dialect, &inbox, &stopping))?;
         Ok(Self {
             stop,
             wake_addr,
@@ -64,7 +72,7 @@ impl Acceptor {
     }
 }
 
-fn accept_loop(listener: &TcpListener, inbox: &Inbox, stop: &AtomicBool) {
+fn accept_loop(listener: &TcpListener, dialect: Dialect, inbox: &Inbox, stop: &AtomicBool) {
     let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = listener.accept();
@@ -74,7 +82,11 @@ fn accept_loop(listener: &TcpListener, inbox: &Inbox, stop: &AtomicBool) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff.succeeded();
-                inbox.send(Event::Accepted { stream, peer });
+                inbox.send(Event::Accepted {
+                    stream,
+                    peer,
+                    dialect,
+                });
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {

@@ -65,7 +65,8 @@ pub(crate) struct ThreadContext {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) signal: Arc<Signal>,
-    pub(crate) acceptor: Option<Acceptor>,
+    /// One acceptor per listener (thread 0 only), stopped at shutdown.
+    pub(crate) acceptors: Vec<Acceptor>,
 }
 
 struct Conn {
@@ -190,7 +191,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                 }
                 Command::Panic => panic!("injected panic on I/O thread {}", context.index),
                 Command::Stop => {
-                    if let Some(mut acceptor) = context.acceptor.take() {
+                    for mut acceptor in context.acceptors.drain(..) {
                         acceptor.stop();
                     }
                     stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);

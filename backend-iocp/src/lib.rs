@@ -5,8 +5,9 @@
 //! Only socket I/O lives here ([`IocpBackend`] implements
 //! [`chatd_engine::Backend`]); the chat runs on the engine's core thread,
 //! exactly as with backend-poll. N I/O threads each run one compio runtime
-//! and own the connections whose id modulo N is their index. A blocking
-//! acceptor thread hands new sockets to the core unattached, because on
+//! and own the connections whose id modulo N is their index. One blocking
+//! acceptor thread per listener (one per dialect) hands new sockets to the
+//! core unattached, because on
 //! IOCP a socket belongs to one completion port for life. The core's thread
 //! wakes an I/O thread through an atomic flag and waker ([`signal`]).
 
@@ -15,10 +16,10 @@ mod io_thread;
 mod signal;
 
 use std::io;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, mpsc};
 
 use chatd_engine::hub::{Inbox, Mailbox};
+use chatd_engine::listener::Listener;
 use chatd_engine::{Backend, IoThread};
 use compio::driver::DriverType;
 use compio::runtime::{Runtime, RuntimeBuilder};
@@ -49,13 +50,17 @@ impl Backend for IocpBackend {
 
     fn start(
         &self,
-        listener: TcpListener,
+        listeners: Vec<Listener>,
         threads: usize,
         max_outbound_bytes: usize,
         inbox: Arc<Inbox>,
     ) -> io::Result<Vec<IoThread>> {
         let threads = threads.max(1);
-        let mut acceptor = Some(Acceptor::start(listener, inbox.clone())?);
+        let acceptors = listeners
+            .into_iter()
+            .map(|listener| Acceptor::start(listener, inbox.clone()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut acceptors = Some(acceptors);
         let mut started = Vec::with_capacity(threads);
         for index in 0..threads {
             let signal = Arc::new(Signal::default());
@@ -69,7 +74,7 @@ impl Backend for IocpBackend {
                 inbox: inbox.clone(),
                 mailbox: mailbox.clone(),
                 signal,
-                acceptor: acceptor.take(),
+                acceptors: acceptors.take().unwrap_or_default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("chatd-io-{index}"))
@@ -96,7 +101,7 @@ struct PendingContext {
     inbox: Arc<Inbox>,
     mailbox: Arc<Mailbox>,
     signal: Arc<Signal>,
-    acceptor: Option<Acceptor>,
+    acceptors: Vec<Acceptor>,
 }
 
 fn run_thread(pending: PendingContext, ready: &mpsc::Sender<io::Result<String>>) {
@@ -115,7 +120,7 @@ fn run_thread(pending: PendingContext, ready: &mpsc::Sender<io::Result<String>>)
         inbox: pending.inbox,
         mailbox: pending.mailbox,
         signal: pending.signal,
-        acceptor: pending.acceptor,
+        acceptors: pending.acceptors,
     };
     runtime.block_on(io_thread::run(context));
 }

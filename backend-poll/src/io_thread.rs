@@ -1,5 +1,5 @@
 //! One I/O thread: a `Poller`, the connections it owns, and (on thread 0)
-//! the listener.
+//! the listeners, one per dialect.
 //!
 //! Each turn: wait for readiness, read what is ready into the thread's one
 //! read buffer and hand it to the hub, run the hub's commands, then write
@@ -16,18 +16,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use chatd_core::{ConnId, Priority};
+use chatd_core::{ConnId, Dialect, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
+use chatd_engine::listener::Listener;
 use polling::{Event as Interest, Events, PollMode, Poller};
 
 use chatd_engine::out_queue::OutQueue;
 
-/// The listener's key; connection keys are their ids, which never reach
-/// this value. (`usize::MAX` is reserved by `polling`.)
-const LISTENER_KEY: usize = usize::MAX - 1;
+/// The first listener's key; listener `i` has `FIRST_LISTENER_KEY - i`.
+/// Connection keys are their ids, which never come near these values.
+/// (`usize::MAX` is reserved by `polling`.)
+const FIRST_LISTENER_KEY: usize = usize::MAX - 1;
 /// Size of the thread's read buffer, shared by all its connections.
 const READ_BUFFER: usize = 64 * 1024;
 /// Reads per connection per turn, so one busy client cannot starve others.
@@ -54,6 +56,17 @@ struct Connection {
     dirty: bool,
 }
 
+/// A listener this thread accepts on, with its own backoff: the engine's
+/// rule (pause on a failing accept) holds per listener.
+struct Acceptor {
+    listener: TcpListener,
+    /// What connections accepted here speak.
+    dialect: Dialect,
+    /// Failing accepts: when to watch the listener again, and the log.
+    paused_until: Option<Instant>,
+    backoff: AcceptBackoff,
+}
+
 pub(crate) struct IoLoop {
     pub(crate) index: usize,
     pub(crate) threads: usize,
@@ -61,7 +74,8 @@ pub(crate) struct IoLoop {
     pub(crate) mode: PollMode,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) inbox: Arc<Inbox>,
-    pub(crate) listener: Option<TcpListener>,
+    /// The listeners (thread 0 only), by key order.
+    acceptors: Vec<Acceptor>,
     pub(crate) max_outbound: usize,
     conns: AHashMap<usize, Connection>,
     dirty: Vec<usize>,
@@ -72,9 +86,6 @@ pub(crate) struct IoLoop {
     stop_deadline: Option<Instant>,
     /// Connections whose reading waits for room in the hub's inbox.
     reads_paused: Vec<usize>,
-    /// Failing accepts: when to watch the listener again, and the log.
-    accept_paused_until: Option<Instant>,
-    accept_backoff: AcceptBackoff,
 }
 
 impl IoLoop {
@@ -86,9 +97,18 @@ impl IoLoop {
         mode: PollMode,
         mailbox: Arc<Mailbox>,
         inbox: Arc<Inbox>,
-        listener: Option<TcpListener>,
+        listeners: Vec<Listener>,
         max_outbound: usize,
     ) -> Self {
+        let acceptors = listeners
+            .into_iter()
+            .map(|listener| Acceptor {
+                listener: listener.socket,
+                dialect: listener.dialect,
+                paused_until: None,
+                backoff: AcceptBackoff::default(),
+            })
+            .collect();
         Self {
             index,
             threads,
@@ -96,7 +116,7 @@ impl IoLoop {
             mode,
             mailbox,
             inbox,
-            listener,
+            acceptors,
             max_outbound,
             conns: AHashMap::new(),
             dirty: Vec::new(),
@@ -104,15 +124,11 @@ impl IoLoop {
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
             reads_paused: Vec::new(),
-            accept_paused_until: None,
-            accept_backoff: AcceptBackoff::default(),
         }
     }
 
     pub(crate) fn run(mut self) {
-        if let Err(error) = self.register_listener() {
-            tracing::error!(%error, "cannot watch the listener; no connection will be accepted");
-        }
+        self.register_listeners();
         let mut events = Events::new();
         let mut backlog = false;
         loop {
@@ -123,7 +139,8 @@ impl IoLoop {
                 Some(Duration::ZERO)
             } else {
                 let linger = self.lingering.front().map(|&(deadline, _)| deadline);
-                [self.stop_deadline, linger, self.accept_paused_until]
+                let paused = self.acceptors.iter().filter_map(|a| a.paused_until).min();
+                [self.stop_deadline, linger, paused]
                     .into_iter()
                     .flatten()
                     .min()
@@ -137,8 +154,8 @@ impl IoLoop {
             }
             let mut pushed = false;
             for event in events.iter() {
-                if event.key == LISTENER_KEY {
-                    pushed |= self.accept_ready();
+                if let Some(index) = self.acceptor_of(event.key) {
+                    pushed |= self.accept_ready(index);
                     continue;
                 }
                 if event.readable {
@@ -169,30 +186,51 @@ impl IoLoop {
         }
     }
 
-    fn register_listener(&mut self) -> io::Result<()> {
-        let Some(listener) = &self.listener else {
-            return Ok(());
-        };
-        listener.set_nonblocking(true)?;
-        // SAFETY: the listener is owned by `self` and is removed from the
-        // poller (`stop_accepting`) before it is dropped.
-        #[allow(unsafe_code)]
-        unsafe {
-            self.poller
-                .add_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
+    fn register_listeners(&mut self) {
+        for (index, acceptor) in self.acceptors.iter().enumerate() {
+            let watch = || {
+                acceptor.listener.set_nonblocking(true)?;
+                // SAFETY: the listener is owned by `self` and is removed
+                // from the poller (`stop`) before it is dropped.
+                #[allow(unsafe_code)]
+                unsafe {
+                    self.poller.add_with_mode(
+                        &acceptor.listener,
+                        Interest::readable(listener_key(index)),
+                        self.mode,
+                    )
+                }
+            };
+            if let Err(error) = watch() {
+                tracing::error!(
+                    %error,
+                    dialect = %acceptor.dialect,
+                    "cannot watch a listener; it will accept no connection"
+                );
+            }
         }
     }
 
-    fn accept_ready(&mut self) -> bool {
-        let Some(listener) = &self.listener else {
+    /// Which listener a poller key is, if it is one.
+    fn acceptor_of(&self, key: usize) -> Option<usize> {
+        let index = FIRST_LISTENER_KEY.checked_sub(key)?;
+        (index < self.acceptors.len()).then_some(index)
+    }
+
+    fn accept_ready(&mut self, index: usize) -> bool {
+        let Some(acceptor) = self.acceptors.get_mut(index) else {
             return false;
         };
         let mut accepted = false;
         for _ in 0..ACCEPTS_PER_TURN {
-            match listener.accept() {
+            match acceptor.listener.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_backoff.succeeded();
-                    self.inbox.push(Event::Accepted { stream, peer });
+                    acceptor.backoff.succeeded();
+                    self.inbox.push(Event::Accepted {
+                        stream,
+                        peer,
+                        dialect: acceptor.dialect,
+                    });
                     accepted = true;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -202,49 +240,58 @@ impl IoLoop {
                     // readable, so stop watching it for a while (the
                     // engine's rule) rather than spin.
                     let now = Instant::now();
-                    let pause = self.accept_backoff.failed(&error, now);
+                    let pause = acceptor.backoff.failed(&error, now);
                     if !pause.is_zero() {
-                        self.pause_accepting(now + pause);
+                        self.pause_accepting(index, now + pause);
                         return accepted;
                     }
                 }
             }
         }
-        if self.mode == PollMode::Oneshot
-            && let Some(listener) = &self.listener
-            && let Err(error) =
-                self.poller
-                    .modify_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
-        {
-            tracing::error!(%error, "cannot re-arm the listener");
+        if self.mode == PollMode::Oneshot {
+            self.watch_listener(index, "cannot re-arm a listener");
         }
         accepted
     }
 
-    /// Stops watching the listener until `until`.
-    fn pause_accepting(&mut self, until: Instant) {
-        self.accept_paused_until = Some(until);
-        if let Some(listener) = &self.listener
-            && let Err(error) =
-                self.poller
-                    .modify_with_mode(listener, Interest::none(LISTENER_KEY), self.mode)
-        {
-            tracing::error!(%error, "cannot pause the listener");
+    /// Stops watching listener `index` until `until`.
+    fn pause_accepting(&mut self, index: usize, until: Instant) {
+        let Some(acceptor) = self.acceptors.get_mut(index) else {
+            return;
+        };
+        acceptor.paused_until = Some(until);
+        if let Err(error) = self.poller.modify_with_mode(
+            &acceptor.listener,
+            Interest::none(listener_key(index)),
+            self.mode,
+        ) {
+            tracing::error!(%error, dialect = %acceptor.dialect, "cannot pause a listener");
         }
     }
 
-    /// Watches the listener again once its pause is over.
+    /// Watches each paused listener again once its pause is over.
     fn resume_accepting(&mut self, now: Instant) {
-        if self.accept_paused_until.is_none_or(|until| until > now) {
-            return;
+        for index in 0..self.acceptors.len() {
+            let acceptor = &mut self.acceptors[index];
+            if acceptor.paused_until.is_none_or(|until| until > now) {
+                continue;
+            }
+            acceptor.paused_until = None;
+            self.watch_listener(index, "cannot watch a listener again");
         }
-        self.accept_paused_until = None;
-        if let Some(listener) = &self.listener
-            && let Err(error) =
-                self.poller
-                    .modify_with_mode(listener, Interest::readable(LISTENER_KEY), self.mode)
-        {
-            tracing::error!(%error, "cannot watch the listener again");
+    }
+
+    /// Registers readable interest in listener `index`.
+    fn watch_listener(&self, index: usize, failure: &str) {
+        let Some(acceptor) = self.acceptors.get(index) else {
+            return;
+        };
+        if let Err(error) = self.poller.modify_with_mode(
+            &acceptor.listener,
+            Interest::readable(listener_key(index)),
+            self.mode,
+        ) {
+            tracing::error!(%error, dialect = %acceptor.dialect, "{failure}");
         }
     }
 
@@ -596,8 +643,8 @@ impl IoLoop {
     }
 
     fn stop(&mut self) {
-        if let Some(listener) = self.listener.take() {
-            let _ = self.poller.delete(&listener);
+        for acceptor in self.acceptors.drain(..) {
+            let _ = self.poller.delete(&acceptor.listener);
         }
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
         // Connections already lingering now linger as the new ending says.
@@ -618,4 +665,9 @@ impl IoLoop {
             }
         }
     }
+}
+
+/// The poller key of listener `index`.
+fn listener_key(index: usize) -> usize {
+    FIRST_LISTENER_KEY - index
 }

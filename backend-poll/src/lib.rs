@@ -3,7 +3,8 @@
 //!
 //! Only socket I/O lives here ([`PollBackend`] implements
 //! [`chatd_engine::Backend`]): N I/O threads, each with its own `Poller` and
-//! a disjoint set of connections; thread 0 also accepts. Reads go through
+//! a disjoint set of connections; thread 0 also accepts, on every listener
+//! (one per dialect). Reads go through
 //! one 64 KiB buffer per thread, so an idle connection holds no read
 //! buffer at all; output waits in a per-connection queue of shared lines,
 //! bounded by `max_outbound_bytes`, and leaves in vectored writes. The
@@ -12,10 +13,10 @@
 mod io_thread;
 
 use std::io;
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use chatd_engine::hub::{Inbox, Mailbox};
+use chatd_engine::listener::Listener;
 use chatd_engine::{Backend, IoThread};
 use polling::{PollMode, Poller};
 
@@ -36,13 +37,13 @@ impl Backend for PollBackend {
 
     fn start(
         &self,
-        listener: TcpListener,
+        listeners: Vec<Listener>,
         threads: usize,
         max_outbound_bytes: usize,
         inbox: Arc<Inbox>,
     ) -> io::Result<Vec<IoThread>> {
         let threads = threads.max(1);
-        let mut listener = Some(listener);
+        let mut listeners = Some(listeners);
         let mut started = Vec::with_capacity(threads);
         for index in 0..threads {
             let poller = Arc::new(Poller::new()?);
@@ -64,7 +65,7 @@ impl Backend for PollBackend {
                 mode,
                 mailbox.clone(),
                 inbox.clone(),
-                listener.take(),
+                listeners.take().unwrap_or_default(),
                 max_outbound_bytes,
             );
             let thread = std::thread::Builder::new()

@@ -112,8 +112,9 @@ impl ServerProcess {
         Ok(server)
     }
 
-    /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0`) and
-    /// waits for its start-up line.
+    /// Starts `chatd serve` with `args` (plus `--bind 127.0.0.1:0` and
+    /// `--irc-bind none`: measurements speak native, and two runs must
+    /// not fight over the IRC port) and waits for its start-up line.
     pub fn start(binary: &Path, args: &[String]) -> anyhow::Result<Self> {
         Self::start_via(binary, &[], args)
     }
@@ -128,7 +129,7 @@ impl ServerProcess {
         let mut child = Command::new(program)
             .args(launcher_args)
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0"])
+            .args(["--bind", "127.0.0.1:0", "--irc-bind", "none"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -140,7 +141,10 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("chatd listening on ").nth(1) {
-                    let _ = found.send(rest.split(": ").next().unwrap_or_default().to_owned());
+                    // `ADDR (native)[, ADDR (irc)]: backend ...`: the
+                    // native listener comes first.
+                    let first = rest.split([' ', ',']).next().unwrap_or_default();
+                    let _ = found.send(first.trim_end_matches(':').to_owned());
                 } else if ["ERROR", "WARN", "panicked"]
                     .iter()
                     .any(|w| line.contains(w))

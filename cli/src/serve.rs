@@ -13,6 +13,7 @@ use chatd_engine::settings::Settings;
 use std::io::{BufRead, Write};
 
 use chatd_engine::hub::PanicSite;
+use chatd_engine::listener::describe_listening;
 use chatd_engine::{Backend, ControlHandle, launch};
 use clap::Args;
 
@@ -28,9 +29,13 @@ pub(crate) struct ServeArgs {
     /// I/O backend: poll (epoll/kqueue) or iocp (io_uring/IOCP).
     #[arg(long, value_parser = ["poll", "iocp"])]
     backend: Option<String>,
-    /// Address to listen on [default: 127.0.0.1:9090].
+    /// Address of the native listener [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     bind: Option<String>,
+    /// Address of the IRC listener, or `none` for no IRC listener
+    /// [default: 127.0.0.1:6667].
+    #[arg(long, value_name = "ADDR")]
+    irc_bind: Option<String>,
     /// I/O threads; 0 = one per core [default: 0].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -72,6 +77,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(bind) = args.bind {
         server.bind = bind;
     }
+    if let Some(irc_bind) = args.irc_bind {
+        server.irc_bind = irc_bind;
+    }
     if let Some(threads) = args.threads {
         server.threads = threads;
     }
@@ -109,7 +117,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     tracing::info!(
         "chatd listening on {}: backend {} ({}), {} I/O threads, {history}",
-        info.local_addr,
+        describe_listening(&info.listening),
         backend.name(),
         backend.mechanism(),
         info.threads,

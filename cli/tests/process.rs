@@ -10,17 +10,21 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chatd_core::history;
+use chatd_core::{Dialect, history};
+use chatd_engine::listener::{Listening, parse_listening};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-/// A running `chatd serve`, its address read from the start-up log line.
+/// A running `chatd serve`, its addresses read from the start-up log line.
 struct Server {
     child: Child,
+    /// The native listener.
     addr: SocketAddr,
+    /// Every listener, native first.
+    listening: Vec<Listening>,
     /// Everything it logged so far, and a signal for each new line.
     log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
@@ -55,6 +59,9 @@ impl Server {
         let mut child = command
             .args(["serve", "--bind", bind, "--threads", "2", "--data-dir"])
             .arg(data_dir)
+            // An ephemeral IRC port (read back from the start-up line), so
+            // parallel tests never fight over 6667.
+            .args(["--irc-bind", "127.0.0.1:0"])
             .args(extra)
             // As deployed: a backtrace is opt-in, and symbolising one from
             // a debug build on a loaded machine can outlast the exit limit.
@@ -72,19 +79,26 @@ impl Server {
             // Keep draining stderr so the server never blocks on its log.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("chatd listening on ").nth(1) {
-                    let addr = rest.split(": ").next().unwrap_or_default().to_owned();
-                    let _ = found.send(addr);
+                    let _ = found.send(parse_listening(rest));
                 }
                 kept.0.lock().expect("log lock").push(line);
                 kept.1.notify_all();
             }
         });
-        let addr = address
+        let listening = address
             .recv_timeout(Duration::from_secs(10))
-            .expect("start-up line")
-            .parse()
-            .expect("an address in the start-up line");
-        Self { child, addr, log }
+            .expect("start-up line");
+        let addr = listening
+            .iter()
+            .find(|l| l.dialect == Dialect::Native)
+            .expect("a native listener in the start-up line")
+            .address;
+        Self {
+            child,
+            addr,
+            listening,
+            log,
+        }
     }
 
     /// Sends one control line (manual-clock mode only).
@@ -208,10 +222,34 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
                 "serve",
                 "--bind",
                 taken.as_str(),
+                "--irc-bind",
+                "none",
                 "--data-dir",
                 data.as_str(),
             ],
-            "cannot listen on",
+            "for the native listener",
+        ),
+        (
+            vec![
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--irc-bind",
+                taken.as_str(),
+                "--data-dir",
+                data.as_str(),
+            ],
+            "for the irc listener",
+        ),
+        (
+            vec![
+                "serve",
+                "--irc-bind",
+                "everywhere",
+                "--data-dir",
+                data.as_str(),
+            ],
+            "irc_bind = \"everywhere\" is not a listen address for the irc listener",
         ),
         (
             vec!["serve", "--backend", "kqueue"],
@@ -228,6 +266,20 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
         assert!(
             !stderr.contains("panicked") && !stderr.contains("backtrace"),
             "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_start_up_line_names_every_listener_and_each_accepts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    let dialects: Vec<Dialect> = server.listening.iter().map(|l| l.dialect).collect();
+    assert_eq!(dialects, [Dialect::Native, Dialect::Irc]);
+    for listening in &server.listening {
+        assert!(
+            std::net::TcpStream::connect(listening.address).is_ok(),
+            "{listening:?} accepts"
         );
     }
 }

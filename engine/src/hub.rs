@@ -18,7 +18,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatd_core::{ConnId, LoginRequest, Output, PasswordVerdict, Priority, Server};
+use chatd_core::{ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
 use crate::auth::PasswordChecker;
@@ -28,12 +28,14 @@ use crate::persist::{HistoryWriter, PersistReport};
 /// Something that happened outside the core.
 #[derive(Debug)]
 pub enum Event {
-    /// The listener accepted a connection.
+    /// A listener accepted a connection.
     Accepted {
         /// The new socket (blocking or not; the owning thread sets it up).
         stream: TcpStream,
         /// The peer's address.
         peer: SocketAddr,
+        /// The dialect of the listener that accepted it.
+        dialect: Dialect,
     },
     /// Bytes read from a connection.
     Received {
@@ -449,12 +451,17 @@ impl Hub {
     /// Feeds one event to the core. Returns true when the server must stop.
     fn handle(&mut self, now: Instant, event: Event, batches: &mut [Vec<Command>]) -> bool {
         match event {
-            Event::Accepted { stream, peer } => match self.server.accept(now, peer) {
+            Event::Accepted {
+                stream,
+                peer,
+                dialect,
+            } => match self.server.accept_as(now, peer, dialect) {
                 Ok(conn) => {
                     batches[thread_of(conn, batches.len())].push(Command::Adopt { conn, stream });
                 }
                 Err(refused) => {
-                    tracing::info!(%peer, code = %refused.code, "refused a connection");
+                    // The core rendered the line in the connection's dialect.
+                    tracing::info!(%peer, %dialect, code = %refused.code, "refused a connection");
                     refuse(stream, &refused.line);
                 }
             },

@@ -9,8 +9,8 @@
 //!
 //! # Lifecycle
 //!
-//! [`launch`] recovers history from the data directory, binds the listener,
-//! starts the writer, the backend's I/O threads and the hub, and returns a
+//! [`launch`] recovers history from the data directory, binds every
+//! listener in the settings (one per dialect: native, IRC), starts the writer, the backend's I/O threads and the hub, and returns a
 //! [`Running`] server. [`Running::shutdown`] (or SIGINT/SIGTERM in the CLI)
 //! tells every client, flushes their queues for a bounded time, syncs the
 //! history and lets [`Running::wait`] return.
@@ -26,17 +26,18 @@ pub mod persist;
 pub mod settings;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use chatd_core::Server;
+use chatd_core::{Dialect, Server};
 
 use crate::clock::Clock;
 use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
+use crate::listener::{Listener, Listening};
 use crate::persist::{HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
-use crate::settings::Settings;
+use crate::settings::{ListenAddressError, Settings};
 
 /// How long I/O threads keep flushing queued output after a shutdown.
 pub const SHUTDOWN_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -49,12 +50,14 @@ pub trait Backend {
     /// The operating system mechanism in use (`epoll`, `kqueue`, ...).
     fn mechanism(&self) -> String;
 
-    /// Starts `threads` I/O threads. Thread 0 also accepts on `listener`
-    /// and hands new sockets to the hub as [`Event::Accepted`]. Thread `i`
-    /// owns connections whose id modulo `threads` is `i`.
+    /// Starts `threads` I/O threads and accepts on every one of
+    /// `listeners`, handing new sockets to the hub as [`Event::Accepted`]
+    /// with the listener's dialect; a failing accept pauses that listener
+    /// only ([`accept::AcceptBackoff`], one per listener). Thread `i` owns
+    /// connections whose id modulo `threads` is `i`.
     fn start(
         &self,
-        listener: TcpListener,
+        listeners: Vec<Listener>,
         threads: usize,
         max_outbound_bytes: usize,
         inbox: Arc<Inbox>,
@@ -84,14 +87,16 @@ pub enum LaunchError {
         /// Why.
         cause: io::Error,
     },
-    /// The listen address is not valid.
-    #[error("invalid listen address {0:?}")]
-    BadAddress(String),
-    /// Binding the listener failed (port in use, permission, ...).
-    #[error("cannot listen on {address}: {cause}")]
+    /// A listen address in the settings is not valid.
+    #[error(transparent)]
+    BadAddress(#[from] ListenAddressError),
+    /// Binding a listener failed (port in use, permission, ...).
+    #[error("cannot listen on {address} for the {dialect} listener: {cause}")]
     Bind {
         /// The address.
-        address: String,
+        address: SocketAddr,
+        /// The listener's dialect.
+        dialect: Dialect,
         /// Why.
         cause: io::Error,
     },
@@ -103,8 +108,8 @@ pub enum LaunchError {
 /// What start-up found and chose, for the start-up log line.
 #[derive(Debug, Clone)]
 pub struct StartInfo {
-    /// The bound address.
-    pub local_addr: SocketAddr,
+    /// Every listener, as bound, native first.
+    pub listening: Vec<Listening>,
     /// I/O threads.
     pub threads: usize,
     /// Records recovered from history.
@@ -168,9 +173,20 @@ impl Running {
         &self.info
     }
 
-    /// The address the server listens on.
+    /// The address the native listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.info.local_addr
+        // The native listener has no "none": launch fails without it.
+        self.address_of(Dialect::Native)
+            .expect("the native listener is always bound")
+    }
+
+    /// The address the listener of `dialect` is bound to, if it has one.
+    pub fn address_of(&self, dialect: Dialect) -> Option<SocketAddr> {
+        self.info
+            .listening
+            .iter()
+            .find(|listening| listening.dialect == dialect)
+            .map(|listening| listening.address)
     }
 
     /// A handle that can stop the server from another thread.
@@ -234,16 +250,7 @@ pub fn launch(
         (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
         server.restore(recovered.into_restore());
     }
-    let address: SocketAddr = settings
-        .server
-        .bind
-        .parse()
-        .map_err(|_| LaunchError::BadAddress(settings.server.bind.clone()))?;
-    let listener = listener::listen(address).map_err(|cause| LaunchError::Bind {
-        address: settings.server.bind.clone(),
-        cause,
-    })?;
-    let local_addr = listener.local_addr().map_err(LaunchError::Threads)?;
+    let (listeners, listening) = bind_all(settings)?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
     let writer = if persist {
         let reports = inbox.clone();
@@ -263,7 +270,7 @@ pub fn launch(
     let threads = settings.server.resolved_threads();
     let io = backend
         .start(
-            listener,
+            listeners,
             threads,
             settings.chat.max_outbound_bytes,
             inbox.clone(),
@@ -288,7 +295,7 @@ pub fn launch(
         .map_err(LaunchError::Threads)?;
     Ok(Running {
         info: StartInfo {
-            local_addr,
+            listening,
             threads,
             recovered_records,
             recovered_logs,
@@ -297,4 +304,30 @@ pub fn launch(
         hub,
         io_threads,
     })
+}
+
+/// Binds every listener the settings name, in order; the first that fails
+/// stops start-up, named with its dialect.
+fn bind_all(settings: &Settings) -> Result<(Vec<Listener>, Vec<Listening>), LaunchError> {
+    let wanted = settings.server.listeners()?;
+    let mut listeners = Vec::with_capacity(wanted.len());
+    let mut listening = Vec::with_capacity(wanted.len());
+    for want in wanted {
+        let bind_error = |cause| LaunchError::Bind {
+            address: want.address,
+            dialect: want.dialect,
+            cause,
+        };
+        let socket = listener::listen(want.address).map_err(bind_error)?;
+        let address = socket.local_addr().map_err(bind_error)?;
+        listening.push(Listening {
+            address,
+            dialect: want.dialect,
+        });
+        listeners.push(Listener {
+            socket,
+            dialect: want.dialect,
+        });
+    }
+    Ok((listeners, listening))
 }

@@ -1,4 +1,6 @@
-//! The listening socket, with an accept queue sized for reconnect storms.
+//! The listening sockets, each with the dialect of what it accepts and an
+//! accept queue sized for reconnect storms, and how the start-up line
+//! names them.
 //!
 //! The standard library listens with a backlog of 128. When a server
 //! restarts, every client reconnects at once; connections beyond the
@@ -10,10 +12,71 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
+use chatd_core::Dialect;
 use socket2::{Domain, Socket, Type};
 
 /// Connections the kernel may hold for us before we accept them.
 pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A bound listening socket and the dialect its connections speak. A
+/// backend accepts on every one it is given and tags each accepted socket
+/// with the listener's dialect ([`crate::hub::Event::Accepted`]).
+#[derive(Debug)]
+pub struct Listener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// What connections accepted here speak.
+    pub dialect: Dialect,
+}
+
+/// Where one listener ended up listening (the port resolved when `:0`
+/// was asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The bound address.
+    pub address: SocketAddr,
+    /// What its connections speak.
+    pub dialect: Dialect,
+}
+
+/// Names every listener for the start-up line, e.g.
+/// `127.0.0.1:9090 (native), 127.0.0.1:6667 (irc)`. The native listener
+/// comes first, so tools that take the first address of the line keep
+/// finding it; [`parse_listening`] reads the list back.
+pub fn describe_listening(listening: &[Listening]) -> String {
+    listening
+        .iter()
+        .map(|l| format!("{} ({})", l.address, l.dialect))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads a [`describe_listening`] list from the start of `text` (what
+/// follows `chatd listening on ` in the start-up line), up to the first
+/// entry that is not one.
+pub fn parse_listening(text: &str) -> Vec<Listening> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    loop {
+        let Some((address, after)) = rest.split_once(" (") else {
+            return found;
+        };
+        let Some((name, after)) = after.split_once(')') else {
+            return found;
+        };
+        let dialect = [Dialect::Native, Dialect::Irc]
+            .into_iter()
+            .find(|dialect| dialect.name() == name);
+        let (Ok(address), Some(dialect)) = (address.parse(), dialect) else {
+            return found;
+        };
+        found.push(Listening { address, dialect });
+        match after.strip_prefix(", ") {
+            Some(next) => rest = next,
+            None => return found,
+        }
+    }
+}
 
 /// Binds and listens on `address` with [`LISTEN_BACKLOG`].
 pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
@@ -50,6 +113,29 @@ mod tests {
             .collect();
         let (_, peer) = listener.accept().expect("the first is there");
         assert_eq!(peer, waiting[0].local_addr().unwrap());
+    }
+
+    #[test]
+    fn the_start_up_description_reads_back() {
+        let listening = [
+            Listening {
+                address: "127.0.0.1:9090".parse().unwrap(),
+                dialect: Dialect::Native,
+            },
+            Listening {
+                address: "[::1]:6667".parse().unwrap(),
+                dialect: Dialect::Irc,
+            },
+        ];
+        let line = format!(
+            "{}: backend poll (epoll), 2 I/O threads",
+            describe_listening(&listening)
+        );
+        assert_eq!(
+            line,
+            "127.0.0.1:9090 (native), [::1]:6667 (irc): backend poll (epoll), 2 I/O threads"
+        );
+        assert_eq!(parse_listening(&line), listening);
     }
 
     #[test]

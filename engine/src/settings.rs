@@ -4,7 +4,8 @@
 //!
 //! ```toml
 //! [server]
-//! bind = "127.0.0.1:9090"
+//! bind = "127.0.0.1:9090"     # the native dialect's listener
+//! irc_bind = "127.0.0.1:6667" # the IRC listener; "none" turns it off
 //! threads = 0              # 0 = one I/O thread per core
 //! data_dir = "chat_logs"
 //! fsync = "10ms"           # "always", "never", or a group-commit interval
@@ -20,9 +21,10 @@
 //! window = "10s"
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use chatd_core::Config;
+use chatd_core::{Config, Dialect};
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{DEFAULT_MAX_INBOX_BYTES, MIN_INBOX_BYTES};
@@ -41,8 +43,11 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Address to listen on.
+    /// Where the native dialect's listener binds (`IP:PORT`).
     pub bind: String,
+    /// Where the IRC listener binds (`IP:PORT`), or [`NO_LISTENER`] for
+    /// none.
+    pub irc_bind: String,
     /// I/O threads; 0 means one per available core.
     pub threads: usize,
     /// Where room logs live.
@@ -68,6 +73,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:9090".into(),
+            irc_bind: DEFAULT_IRC_BIND.into(),
             threads: 0,
             data_dir: PathBuf::from("chat_logs"),
             fsync: FsyncPolicy::Every(std::time::Duration::from_millis(10)),
@@ -80,7 +86,61 @@ impl Default for ServerSettings {
     }
 }
 
+/// The IRC listener's default address: IRC's usual port, on loopback
+/// like the native listener, so a plain `chatd serve` speaks both.
+pub const DEFAULT_IRC_BIND: &str = "127.0.0.1:6667";
+
+/// The address value that turns an optional listener off.
+pub const NO_LISTENER: &str = "none";
+
+/// One listener the server opens: where, and which dialect the
+/// connections it accepts speak. Later listeners (TLS, HTTP) are more
+/// entries in [`ServerSettings::listeners`], not another code path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// Where to bind.
+    pub address: SocketAddr,
+    /// What its connections speak.
+    pub dialect: Dialect,
+}
+
+/// A listen address in the settings that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} = {text:?} is not a listen address for the {dialect} listener (expected IP:PORT{})", if *.may_be_off { ", or \"none\"" } else { "" })]
+pub struct ListenAddressError {
+    /// The setting (`bind`, `irc_bind`).
+    pub key: &'static str,
+    /// Its value.
+    pub text: String,
+    /// The dialect of the listener it configures.
+    pub dialect: Dialect,
+    /// Whether `none` would have been accepted.
+    pub may_be_off: bool,
+}
+
 impl ServerSettings {
+    /// The listeners to open, native first (the one every deployment has).
+    pub fn listeners(&self) -> Result<Vec<ListenerSettings>, ListenAddressError> {
+        let configured = [
+            ("bind", &self.bind, Dialect::Native, false),
+            ("irc_bind", &self.irc_bind, Dialect::Irc, true),
+        ];
+        let mut listeners = Vec::with_capacity(configured.len());
+        for (key, text, dialect, may_be_off) in configured {
+            if may_be_off && text.trim() == NO_LISTENER {
+                continue;
+            }
+            let address = text.trim().parse().map_err(|_| ListenAddressError {
+                key,
+                text: text.clone(),
+                dialect,
+                may_be_off,
+            })?;
+            listeners.push(ListenerSettings { address, dialect });
+        }
+        Ok(listeners)
+    }
+
     /// The thread count with 0 resolved to the available cores.
     pub fn resolved_threads(&self) -> usize {
         if self.threads > 0 {
@@ -141,6 +201,9 @@ impl Settings {
         if server.open_log_files == 0 || server.history_queue == 0 {
             return Err("[server]: open_log_files and history_queue must be at least 1".into());
         }
+        server
+            .listeners()
+            .map_err(|error| format!("[server]: {error}"))?;
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -166,6 +229,68 @@ mod tests {
         assert_eq!(settings.server.fsync, FsyncPolicy::Always);
         assert_eq!(settings.server.threads, 3);
         assert_eq!(settings.chat.rate_limit.window, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_irc_listener_is_on_by_default_beside_the_native_one() {
+        let settings = Settings::parse("").unwrap();
+        assert_eq!(settings.server.irc_bind, DEFAULT_IRC_BIND);
+        let listeners = settings.server.listeners().unwrap();
+        assert_eq!(
+            listeners,
+            [
+                ListenerSettings {
+                    address: "127.0.0.1:9090".parse().unwrap(),
+                    dialect: Dialect::Native,
+                },
+                ListenerSettings {
+                    address: "127.0.0.1:6667".parse().unwrap(),
+                    dialect: Dialect::Irc,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn irc_bind_none_leaves_only_the_native_listener() {
+        let settings = Settings::parse("[server]\nirc_bind = \"none\"\n").unwrap();
+        let dialects: Vec<Dialect> = settings
+            .server
+            .listeners()
+            .unwrap()
+            .iter()
+            .map(|listener| listener.dialect)
+            .collect();
+        assert_eq!(dialects, [Dialect::Native]);
+    }
+
+    #[test]
+    fn a_bad_listen_address_names_the_setting_and_the_dialect() {
+        let error = Settings::parse("[server]\nirc_bind = \"localhost\"\n").unwrap_err();
+        assert!(
+            error.contains("irc_bind") && error.contains("irc listener"),
+            "{error}"
+        );
+        // "none" only turns off listeners that may be off.
+        let error = Settings::parse("[server]\nbind = \"none\"\n").unwrap_err();
+        assert!(
+            error.contains("bind") && error.contains("native listener"),
+            "{error}"
+        );
+        assert!(!error.contains("or \"none\""), "{error}");
+        let server = ServerSettings {
+            irc_bind: "127.0.0.1:99999".into(),
+            ..ServerSettings::default()
+        };
+        assert_eq!(
+            server.listeners().unwrap_err(),
+            ListenAddressError {
+                key: "irc_bind",
+                text: "127.0.0.1:99999".into(),
+                dialect: Dialect::Irc,
+                may_be_off: true,
+            }
+        );
     }
 
     #[test]

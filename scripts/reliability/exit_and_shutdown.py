@@ -9,7 +9,7 @@ CHATD = sys.argv[1]
 def start(backend, extra, stdin=subprocess.DEVNULL):
     d = tempfile.mkdtemp()
     env = dict(os.environ); env.pop("RUST_BACKTRACE", None)
-    p = subprocess.Popen([CHATD, "serve", "--bind", "127.0.0.1:0", "--threads", "2",
+    p = subprocess.Popen([CHATD, "serve", "--bind", "127.0.0.1:0", "--irc-bind", "none", "--threads", "2",
                           "--data-dir", d, "--backend", backend] + extra,
                          stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     addr = None

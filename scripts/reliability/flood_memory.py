@@ -9,7 +9,7 @@ def hwm(pid):
     for l in open(f"/proc/{pid}/status"):
         if l.startswith("VmHWM"): return int(l.split()[1]) // 1024
 for backend in ["poll", "iocp"]:
-    p = subprocess.Popen([CHATD, "serve", "--bind", "127.0.0.1:0", "--threads", "2", "--no-persist", "--config", cfg, "--backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([CHATD, "serve", "--bind", "127.0.0.1:0", "--irc-bind", "none", "--threads", "2", "--no-persist", "--config", cfg, "--backend", backend], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:
         m = re.search(r"listening on ([\d.]+):(\d+)", p.stderr.readline())
         if m: addr = (m.group(1), int(m.group(2))); break

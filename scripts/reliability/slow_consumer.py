@@ -6,7 +6,7 @@ import os, re, select, socket, subprocess, sys, tempfile, threading, time
 CHATD = sys.argv[1]
 cfg = tempfile.mktemp(suffix=".toml"); open(cfg, "w").write("[rate_limit]\nenabled = false\n")
 for backend in ["poll", "iocp"]:
-    p = subprocess.Popen([CHATD, "serve", "--bind", "127.0.0.1:0", "--threads", "2", "--no-persist",
+    p = subprocess.Popen([CHATD, "serve", "--bind", "127.0.0.1:0", "--irc-bind", "none", "--threads", "2", "--no-persist",
                           "--config", cfg, "--backend", backend],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:

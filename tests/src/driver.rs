@@ -3,12 +3,13 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use chatd_core::Config;
+use chatd_core::{Config, Dialect};
 
 /// What a client found when it looked for its next line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
-    /// A complete line, without its LF.
+    /// A complete line, without its LF (an IRC line keeps its CR here; the
+    /// runner strips it).
     Line(String),
     /// The server closed the connection and nothing is left unread.
     Closed,
@@ -32,8 +33,9 @@ pub trait Driver {
     /// Starts a fresh server (no history) with this config.
     fn start(&mut self, config: &Config) -> Result<(), DriverError>;
 
-    /// Opens a connection for `client` from `from` (a loopback address).
-    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError>;
+    /// Opens a connection for `client` from `from` (a loopback address)
+    /// speaking `dialect`: to that dialect's listener, or accepted as it.
+    fn connect(&mut self, client: &str, from: IpAddr, dialect: Dialect) -> Result<(), DriverError>;
 
     /// Sends bytes from `client`.
     fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError>;

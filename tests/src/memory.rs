@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chatd_core::history::{self, Record};
-use chatd_core::{Config, ConnId, Output, RoomName, Server};
+use chatd_core::{Config, ConnId, Dialect, Output, RoomName, Server};
 
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 
@@ -173,7 +173,7 @@ impl Driver for MemoryDriver {
         self.boot(Vec::new())
     }
 
-    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
+    fn connect(&mut self, client: &str, from: IpAddr, dialect: Dialect) -> Result<(), DriverError> {
         if self.clients.get(client).is_some_and(|c| c.conn.is_some()) {
             return Err(DriverError(format!("{client} is already connected")));
         }
@@ -181,7 +181,7 @@ impl Driver for MemoryDriver {
         self.next_port = self.next_port.wrapping_add(1).max(40_000);
         let now = self.now;
         let mut state = Client::default();
-        match self.server()?.accept(now, peer) {
+        match self.server()?.accept_as(now, peer, dialect) {
             Ok(conn) => {
                 state.conn = Some(conn);
                 self.by_conn.insert(conn, client.to_owned());

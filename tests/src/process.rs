@@ -9,13 +9,14 @@
 //! directory, its clock standing where the old one stopped.
 
 use std::io::{BufRead, BufReader, Lines, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chatd_core::Config;
+use chatd_core::{Config, Dialect};
+use chatd_engine::listener::{Listening, parse_listening};
 
 use crate::client::Clients;
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
@@ -43,7 +44,8 @@ struct ServerProcess {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
-    addr: SocketAddr,
+    /// Every listener, from the start-up line.
+    listening: Vec<Listening>,
 }
 
 impl ProcessDriver {
@@ -82,7 +84,10 @@ impl ProcessDriver {
         let mut child = Command::new(program)
             .args(leading)
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--backend", &self.backend])
+            // Ephemeral ports for both listeners, read back from the
+            // start-up line, so parallel runs never fight over a port.
+            .args(["--bind", "127.0.0.1:0", "--irc-bind", "127.0.0.1:0"])
+            .args(["--backend", &self.backend])
             .args(["--threads", &self.threads.to_string(), "--fsync", "always"])
             .arg("--config")
             .arg(self.config_path())
@@ -122,18 +127,21 @@ impl ProcessDriver {
                 return Err(DriverError(format!("{program} printed no start-up line")));
             }
         };
-        let addr = line
+        let listening = line
             .split("chatd listening on ")
             .nth(1)
-            .and_then(|rest| rest.split(": ").next())
-            .and_then(|addr| addr.parse().ok())
-            .ok_or_else(|| DriverError(format!("no address in {line:?}")))?;
+            .map(parse_listening)
+            .unwrap_or_default();
+        if listening.is_empty() {
+            let _ = child.kill();
+            return Err(DriverError(format!("no listener in {line:?}")));
+        }
         self.startup_lines.push(line);
         self.server = Some(ServerProcess {
             child,
             stdin,
             stdout: BufReader::new(stdout).lines(),
-            addr,
+            listening,
         });
         Ok(())
     }
@@ -181,8 +189,14 @@ impl Driver for ProcessDriver {
         self.boot()
     }
 
-    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
-        let server = self.server()?.addr;
+    fn connect(&mut self, client: &str, from: IpAddr, dialect: Dialect) -> Result<(), DriverError> {
+        let server = self
+            .server()?
+            .listening
+            .iter()
+            .find(|listening| listening.dialect == dialect)
+            .map(|listening| listening.address)
+            .ok_or_else(|| DriverError(format!("the server has no {dialect} listener")))?;
         self.clients.connect(client, server, from)
     }
 

@@ -1,7 +1,9 @@
 //! Runs a transcript against a driver and reports the first mismatch.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use chatd_core::Dialect;
 
 use crate::driver::{Driver, DriverError, Received};
 use crate::transcript::{Action, Step, Transcript};
@@ -40,6 +42,7 @@ pub fn run(transcript: &Transcript, driver: &mut dyn Driver) -> Result<(), Failu
         transcript,
         driver,
         connected: BTreeSet::new(),
+        dialects: BTreeMap::new(),
         barriers: 0,
     };
     let result = run.all_steps();
@@ -51,6 +54,8 @@ struct Run<'a> {
     transcript: &'a Transcript,
     driver: &'a mut dyn Driver,
     connected: BTreeSet<String>,
+    /// What each client connected as: how its lines end, how it pings.
+    dialects: BTreeMap<String, Dialect>,
     barriers: usize,
 }
 
@@ -79,24 +84,29 @@ impl Run<'_> {
     fn step(&mut self, step: &Step) -> Result<(), Failure> {
         let fail = |run: &Self, error: DriverError| run.failure(step, error.to_string());
         match &step.action {
-            Action::Connect { client, from } => {
+            Action::Connect {
+                client,
+                from,
+                dialect,
+            } => {
                 self.driver
-                    .connect(client, *from)
+                    .connect(client, *from, *dialect)
                     .map_err(|e| fail(self, e))?;
                 self.connected.insert(client.clone());
+                self.dialects.insert(client.clone(), *dialect);
             }
             Action::Send { client, bytes } => {
                 self.driver.send(client, bytes).map_err(|e| fail(self, e))?;
             }
             Action::Expect { client, line } => {
-                let got = self.driver.next_line(client).map_err(|e| fail(self, e))?;
+                let got = self.next_line(client).map_err(|e| fail(self, e))?;
                 if got != Received::Line(line.clone()) {
                     let message = format!("{client} expected {line:?}, got {}", describe(&got));
                     return Err(self.failure(step, message));
                 }
             }
             Action::ExpectClosed { client } => {
-                let got = self.driver.next_line(client).map_err(|e| fail(self, e))?;
+                let got = self.next_line(client).map_err(|e| fail(self, e))?;
                 if got != Received::Closed {
                     let message = format!(
                         "{client} expected the connection closed, got {}",
@@ -121,21 +131,56 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The next line `client` received, without the CR an IRC line ends
+    /// with (drivers strip only the LF).
+    fn next_line(&mut self, client: &str) -> Result<Received, DriverError> {
+        let got = self.driver.next_line(client)?;
+        if self.dialect_of(client) != Dialect::Irc {
+            return Ok(got);
+        }
+        Ok(match got {
+            Received::Line(line) => match line.strip_suffix('\r') {
+                Some(stripped) => Received::Line(stripped.to_owned()),
+                None => Received::Line(line),
+            },
+            other => other,
+        })
+    }
+
+    fn dialect_of(&self, client: &str) -> Dialect {
+        self.dialects.get(client).copied().unwrap_or_default()
+    }
+
     /// Sends a ping and expects its pong as the very next line: proof that
-    /// nothing else was pending for the client.
+    /// nothing else was pending for the client. Each dialect pings its own
+    /// way: `#ping TOKEN` answered `+ pong TOKEN`, or IRC's `PING TOKEN`
+    /// answered `:SERVER PONG SERVER TOKEN` (SERVER the config's
+    /// `irc.server_name`; the token may also come as the trailing
+    /// `:TOKEN`, the same IRC message).
     fn barrier(&mut self, step: &Step, client: &str) -> Result<(), Failure> {
         self.barriers += 1;
         let token = format!("barrier-{}", self.barriers);
-        let ping = format!("#ping {token}\n");
+        let (ping, expected, also) = match self.dialect_of(client) {
+            Dialect::Native => {
+                let pong = format!("+ pong {token}");
+                (format!("#ping {token}\n"), pong.clone(), pong)
+            }
+            Dialect::Irc => {
+                let server = &self.transcript.config.irc.server_name;
+                (
+                    format!("PING {token}\r\n"),
+                    format!(":{server} PONG {server} {token}"),
+                    format!(":{server} PONG {server} :{token}"),
+                )
+            }
+        };
         self.driver
             .send(client, ping.as_bytes())
             .map_err(|e| self.failure(step, e.to_string()))?;
-        let expected = format!("+ pong {token}");
         let got = self
-            .driver
             .next_line(client)
             .map_err(|e| self.failure(step, e.to_string()))?;
-        if got != Received::Line(expected.clone()) {
+        if got != Received::Line(expected.clone()) && got != Received::Line(also) {
             let message = format!(
                 "{client} had something unread: expected {expected:?}, got {}",
                 describe(&got)

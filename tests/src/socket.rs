@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatd_core::Config;
+use chatd_core::{Config, Dialect};
 use chatd_engine::clock::ManualClock;
 use chatd_engine::persist::FsyncPolicy;
 use chatd_engine::settings::{ServerSettings, Settings};
@@ -40,6 +40,8 @@ impl<B: Backend> SocketDriver<B> {
         let settings = Settings {
             server: ServerSettings {
                 bind: "127.0.0.1:0".into(),
+                // Ephemeral, so parallel tests never fight over 6667.
+                irc_bind: "127.0.0.1:0".into(),
                 threads,
                 data_dir: data_dir.path().to_path_buf(),
                 fsync: FsyncPolicy::Always,
@@ -72,11 +74,15 @@ impl<B: Backend> SocketDriver<B> {
         Ok(())
     }
 
-    fn address(&self) -> Result<SocketAddr, DriverError> {
-        self.running
+    /// Where the listener of `dialect` listens.
+    fn address(&self, dialect: Dialect) -> Result<SocketAddr, DriverError> {
+        let running = self
+            .running
             .as_ref()
-            .map(Running::local_addr)
-            .ok_or_else(|| DriverError("the server is not running".into()))
+            .ok_or_else(|| DriverError("the server is not running".into()))?;
+        running
+            .address_of(dialect)
+            .ok_or_else(|| DriverError(format!("the server has no {dialect} listener")))
     }
 }
 
@@ -90,8 +96,8 @@ impl<B: Backend> Driver for SocketDriver<B> {
         self.boot()
     }
 
-    fn connect(&mut self, client: &str, from: IpAddr) -> Result<(), DriverError> {
-        let server = self.address()?;
+    fn connect(&mut self, client: &str, from: IpAddr, dialect: Dialect) -> Result<(), DriverError> {
+        let server = self.address(dialect)?;
         self.clients.connect(client, server, from)
     }
 

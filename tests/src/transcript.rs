@@ -3,12 +3,13 @@
 //! ```text
 //! # comments and blank lines are ignored
 //! config max_line_bytes = 64          # TOML, as in the config file; before any other step
-//! connect alice                       # from 127.0.0.1
+//! connect alice                       # from 127.0.0.1, native dialect
 //! connect bob from 127.0.0.2          # from another loopback address
+//! connect carol irc from 127.0.0.3    # an IRC client (`native` is the default)
 //! alice < * welcome, you are guest1 in #general; type #help for commands
-//! alice > #nick alice                 # sends the text and LF
+//! alice > #nick alice                 # sends the text and LF (CR LF for IRC clients)
 //! alice >raw "caf\xc3\r\n"            # sends exact bytes (escapes: \xNN \r \n \t \\ \")
-//! alice < * you are now alice         # the exact next line alice receives
+//! alice < * you are now alice         # the exact next line alice receives (CR stripped for IRC)
 //! bob closed                          # the server closed bob's connection, nothing unread
 //! bob close                           # bob hangs up
 //! advance 61s                         # virtual time moves on
@@ -20,11 +21,12 @@
 //! a whole line starting with `#`.) At the end, every client still
 //! connected gets an implicit `quiet`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use chatd_core::Config;
+use chatd_core::{Config, Dialect};
 
 /// One parsed transcript.
 #[derive(Debug, Clone)]
@@ -51,14 +53,19 @@ pub struct Step {
 /// What a step does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Open a connection for a client, from an address.
+    /// Open a connection for a client, from an address, to the listener
+    /// of a dialect.
     Connect {
         /// The client's name in the script.
         client: String,
         /// The source address.
         from: IpAddr,
+        /// What the client speaks: which listener it connects to (socket
+        /// drivers) or how the core accepts it (memory driver).
+        dialect: Dialect,
     },
-    /// Send bytes.
+    /// Send bytes (a `>` line already ends as the client's dialect
+    /// ends lines).
     Send {
         /// Who sends.
         client: String,
@@ -69,7 +76,7 @@ pub enum Action {
     Expect {
         /// Who receives.
         client: String,
-        /// The line, without its LF.
+        /// The line, without its LF (nor, for an IRC client, its CR).
         line: String,
     },
     /// Expect the server to have closed the connection.
@@ -136,6 +143,9 @@ impl Transcript {
         };
         let mut config_toml = String::new();
         let mut steps = Vec::new();
+        // What each client was last connected as: a `>` line ends with
+        // the line ending of its dialect.
+        let mut dialects = HashMap::new();
         for (index, raw) in text.lines().enumerate() {
             let number = index + 1;
             let trimmed = raw.trim();
@@ -153,7 +163,14 @@ impl Transcript {
                 config_toml.push('\n');
                 continue;
             }
-            let action = parse_action(trimmed).map_err(|message| syntax(number, message))?;
+            let action =
+                parse_action(trimmed, &dialects).map_err(|message| syntax(number, message))?;
+            if let Action::Connect {
+                client, dialect, ..
+            } = &action
+            {
+                dialects.insert(client.clone(), *dialect);
+            }
             steps.push(Step {
                 line: number,
                 source: trimmed.to_owned(),
@@ -173,22 +190,30 @@ impl Transcript {
     }
 }
 
-fn parse_action(line: &str) -> Result<Action, String> {
+fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Action, String> {
+    const CONNECT_USAGE: &str = "usage: connect NAME [native|irc] [from IP]";
     let (first, rest) = split_word(line);
     match first {
         "connect" => {
-            let (client, rest) = split_word(rest);
+            let (client, mut rest) = split_word(rest);
+            let mut dialect = Dialect::Native;
+            let (word, after) = split_word(rest);
+            if let Some(named) = dialect_named(word) {
+                dialect = named;
+                rest = after;
+            }
             let from = match split_word(rest) {
                 ("", _) => IpAddr::from([127, 0, 0, 1]),
                 ("from", address) => address
                     .trim()
                     .parse()
                     .map_err(|_| format!("bad address {address:?}"))?,
-                _ => return Err("usage: connect NAME [from IP]".into()),
+                _ => return Err(CONNECT_USAGE.into()),
             };
             Ok(Action::Connect {
                 client: client_name(client)?,
                 from,
+                dialect,
             })
         }
         "advance" => chatd_core::duration::parse(rest.trim())
@@ -208,7 +233,10 @@ fn parse_action(line: &str) -> Result<Action, String> {
             match op {
                 ">" => {
                     let mut bytes = text.as_bytes().to_vec();
-                    bytes.push(b'\n');
+                    match dialects.get(&client) {
+                        Some(Dialect::Irc) => bytes.extend_from_slice(b"\r\n"),
+                        _ => bytes.push(b'\n'),
+                    }
                     Ok(Action::Send { client, bytes })
                 }
                 ">raw" => Ok(Action::Send {
@@ -225,6 +253,13 @@ fn parse_action(line: &str) -> Result<Action, String> {
             }
         }
     }
+}
+
+/// `native` or `irc`, as a `connect` step names the dialect.
+fn dialect_named(word: &str) -> Option<Dialect> {
+    [Dialect::Native, Dialect::Irc]
+        .into_iter()
+        .find(|dialect| dialect.name() == word)
 }
 
 fn client_name(name: &str) -> Result<String, String> {
@@ -326,6 +361,29 @@ mod tests {
         );
         assert_eq!(actions[7], Action::Advance(Duration::from_secs(60)));
         assert_eq!(actions.len(), 10);
+    }
+
+    #[test]
+    fn irc_clients_send_crlf_and_native_ones_lf() {
+        let text = "connect a irc\nconnect b native from 127.0.0.2\nconnect c irc from 127.0.0.3\nconnect d\na > NICK a\nb > hi\n";
+        let transcript = Transcript::parse("t", text).unwrap();
+        let actions: Vec<Action> = transcript.steps.into_iter().map(|s| s.action).collect();
+        let connect = |client: &str, from: [u8; 4], dialect| Action::Connect {
+            client: client.into(),
+            from: IpAddr::from(from),
+            dialect,
+        };
+        assert_eq!(actions[0], connect("a", [127, 0, 0, 1], Dialect::Irc));
+        assert_eq!(actions[1], connect("b", [127, 0, 0, 2], Dialect::Native));
+        assert_eq!(actions[2], connect("c", [127, 0, 0, 3], Dialect::Irc));
+        assert_eq!(actions[3], connect("d", [127, 0, 0, 1], Dialect::Native));
+        let send = |client: &str, bytes: &[u8]| Action::Send {
+            client: client.into(),
+            bytes: bytes.to_vec(),
+        };
+        assert_eq!(actions[4], send("a", b"NICK a\r\n"));
+        assert_eq!(actions[5], send("b", b"hi\n"));
+        assert!(Transcript::parse("t", "connect a klingon\n").is_err());
     }
 
     #[test]

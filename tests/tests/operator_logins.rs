@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chatd_core::Config;
 use chatd_engine::clock::ManualClock;
 use chatd_engine::persist::FsyncPolicy;
-use chatd_engine::settings::{ServerSettings, Settings};
+use chatd_engine::settings::{NO_LISTENER, ServerSettings, Settings};
 use chatd_engine::{Backend, launch};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
@@ -31,6 +31,8 @@ fn logins_beyond_the_queue_are_refused_as_busy(backend: &dyn Backend) {
     let settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
+            // No IRC here: the default port would collide between tests.
+            irc_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.path().to_path_buf(),
             fsync: FsyncPolicy::Never,

@@ -11,7 +11,7 @@ use chatd_core::{Config, MessageId, Nick, RoomName};
 use chatd_engine::clock::{Clock, ManualClock};
 use chatd_engine::hub::{InboxStats, MIN_INBOX_BYTES};
 use chatd_engine::persist::{FsyncPolicy, log_path};
-use chatd_engine::settings::{ServerSettings, Settings};
+use chatd_engine::settings::{NO_LISTENER, ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
@@ -63,6 +63,8 @@ fn start_with(
     let settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
+            // No IRC here: the default port would collide between tests.
+            irc_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.to_path_buf(),
             fsync,
@@ -303,6 +305,8 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
     let settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
+            // No IRC here: the default port would collide between tests.
+            irc_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.path().to_path_buf(),
             persist: false,
@@ -431,6 +435,8 @@ fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
     let mut settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
+            // No IRC here: the default port would collide between tests.
+            irc_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.path().to_path_buf(),
             persist: false,
