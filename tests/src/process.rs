@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,51 @@ use crate::memory::VIRTUAL_UNIX_START_MS;
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a server may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The native `chatd` binary of this build, for tests that start it as a
+/// process: `CHATD_BIN` if set, else `chatd` beside the running test's
+/// profile directory (`target/debug/chatd` for `target/debug/deps/TEST`),
+/// first brought up to date with `cargo build -p chatd-cli --bin chatd`
+/// (the tests crate cannot name another package's binary at compile time).
+pub fn native_chatd_binary() -> Result<PathBuf, DriverError> {
+    if let Some(path) = std::env::var_os("CHATD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|error| DriverError(error.to_string()))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| DriverError(format!("no profile directory above {}", exe.display())))?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| DriverError("no workspace above the tests crate".into()))?;
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(workspace)
+        .args(["build", "--quiet", "-p", "chatd-cli", "--bin", "chatd"]);
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .map_err(|error| DriverError(format!("cannot run cargo build: {error}")))?;
+    if !status.success() {
+        return Err(DriverError(format!(
+            "cargo build of chatd failed: {status}"
+        )));
+    }
+    let binary = profile_dir.join(format!("chatd{}", std::env::consts::EXE_SUFFIX));
+    if !binary.is_file() {
+        return Err(DriverError(format!(
+            "no chatd binary at {}",
+            binary.display()
+        )));
+    }
+    Ok(binary)
+}
 
 /// Runs transcripts against a server process.
 pub struct ProcessDriver {
