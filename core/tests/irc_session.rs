@@ -199,7 +199,7 @@ fn irc_and_native_users_talk_in_one_room() {
     );
     assert_eq!(
         h.say(bob, "#msg alice psst\n", alice),
-        [":bob!native@127.0.0.2 PRIVMSG alice psst"]
+        [":bob!native@127.0.0.2 PRIVMSG alice :psst"]
     );
     assert_eq!(
         h.say(alice, "NOTICE bob :heads up\r\n", bob),
@@ -229,17 +229,17 @@ fn tags_and_echoes_follow_the_capabilities_asked_for() {
     let to_alice = h.say(alice, "PRIVMSG #general :hi\r\n", alice);
     assert_eq!(
         to_alice,
-        ["@msgid=1;time=2026-11-18T11:06:40.000Z :alice!~a@127.0.0.1 PRIVMSG #general hi"]
+        ["@msgid=1;time=2026-11-18T11:06:40.000Z :alice!~a@127.0.0.1 PRIVMSG #general :hi"]
     );
     let to_bob = h.say(alice, "PRIVMSG #general :again\r\n", bob);
-    assert_eq!(to_bob, [":alice!~a@127.0.0.1 PRIVMSG #general again"]);
+    assert_eq!(to_bob, [":alice!~a@127.0.0.1 PRIVMSG #general :again"]);
 }
 
 #[test]
 fn channel_modes_are_enforced_for_every_dialect() {
     let mut h = Harness::new(Config::default());
     let alice = registered(&mut h, 1, "alice");
-    assert!(h.say(alice, "JOIN #rust\r\n", alice)[1].ends_with(" @alice"));
+    assert!(h.say(alice, "JOIN #rust\r\n", alice)[1].ends_with(" :@alice"));
     let bob = h.connect(Dialect::Native, 2);
     h.say(bob, "#nick bob\n#join #rust\n", bob);
     assert_eq!(
@@ -270,7 +270,7 @@ fn channel_modes_are_enforced_for_every_dialect() {
         h.say(alice, "MODE #rust +b guest3\r\nMODE #rust b\r\n", alice),
         [
             ":alice!~alice@127.0.0.1 MODE #rust +b guest3!*@*",
-            ":chatd.local 367 alice #rust guest3!*@*",
+            ":chatd.local 367 alice #rust :guest3!*@*",
             ":chatd.local 368 alice #rust :End of channel ban list",
         ]
     );
@@ -309,11 +309,11 @@ fn chathistory_answers_in_a_batch() {
     assert!(
         lines[0].starts_with(":chatd.local BATCH +") && lines[0].ends_with(" chathistory #general")
     );
-    assert!(lines[1].starts_with("@batch=") && lines[1].ends_with("PRIVMSG #general two"));
-    assert!(lines[2].ends_with("PRIVMSG #general three"));
+    assert!(lines[1].starts_with("@batch=") && lines[1].ends_with("PRIVMSG #general :two"));
+    assert!(lines[2].ends_with("PRIVMSG #general :three"));
     assert!(lines[3].starts_with(":chatd.local BATCH -"));
     let lines = h.say(alice, "CHATHISTORY BEFORE #general msgid=2 10\r\n", alice);
-    assert!(lines[1].ends_with(" one") && lines.len() == 3, "{lines:?}");
+    assert!(lines[1].ends_with(" :one") && lines.len() == 3, "{lines:?}");
     assert_eq!(
         h.say(alice, "CHATHISTORY LATEST #nowhere * 10\r\n", alice),
         [":chatd.local FAIL CHATHISTORY INVALID_TARGET :No such channel or you may not read it"]

@@ -105,6 +105,21 @@ impl Run<'_> {
                     return Err(self.failure(step, message));
                 }
             }
+            Action::SkipTo { client, line } => loop {
+                // Each read waits at most the driver's timeout, and a
+                // close ends the search: the skip is bounded.
+                match self.next_line(client).map_err(|e| fail(self, e))? {
+                    Received::Line(got) if got == *line => break,
+                    Received::Line(_) => {}
+                    other => {
+                        let message = format!(
+                            "{client} expected a line {line:?} eventually, got {}",
+                            describe(&other)
+                        );
+                        return Err(self.failure(step, message));
+                    }
+                }
+            },
             Action::ExpectClosed { client } => {
                 let got = self.next_line(client).map_err(|e| fail(self, e))?;
                 if got != Received::Closed {

@@ -79,6 +79,14 @@ pub enum Action {
         /// The line, without its LF (nor, for an IRC client, its CR).
         line: String,
     },
+    /// Read lines until one is exactly this (the others are not checked):
+    /// for long bursts tested elsewhere, such as IRC's registration.
+    SkipTo {
+        /// Who receives.
+        client: String,
+        /// The line to stop after, without its ending.
+        line: String,
+    },
     /// Expect the server to have closed the connection.
     ExpectClosed {
         /// Whose.
@@ -244,6 +252,15 @@ fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Actio
                     bytes: unescape(text)?,
                 }),
                 "<" => Ok(Action::Expect {
+                    client,
+                    line: text.to_owned(),
+                }),
+                "<raw" => Ok(Action::Expect {
+                    client,
+                    line: String::from_utf8(unescape(text)?)
+                        .map_err(|_| "an expected line must be UTF-8".to_owned())?,
+                }),
+                "<..." => Ok(Action::SkipTo {
                     client,
                     line: text.to_owned(),
                 }),

@@ -494,6 +494,9 @@ fn with_tag(line: &str, tag: &str) -> String {
 /// the last fit where it goes: a middle parameter may not be empty, hold
 /// a space or start with `:`. Parameters echo what clients sent (an
 /// empty item of `JOIN ,#a`, say), so this is where bad ones are caught.
+/// The last parameter of a numeric or of a command that carries text
+/// (`PRIVMSG`, `TOPIC`, `KICK` ...) always comes after `:`, as most
+/// servers write it, so a one-word message looks like a longer one.
 fn put(
     out: &mut String,
     tags: &[(&str, Option<&str>)],
@@ -506,9 +509,20 @@ fn put(
     };
     let mut fixed: Vec<std::borrow::Cow<'_, str>> =
         middle.iter().map(|p| middle_param(p)).collect();
-    fixed.push(std::borrow::Cow::Borrowed(last));
+    let text = match command {
+        "QUIT" | "AWAY" | "WALLOPS" => true,
+        "PRIVMSG" | "NOTICE" | "TOPIC" | "KICK" | "PART" => params.len() >= 2,
+        numeric => numeric.bytes().all(|b| b.is_ascii_digit()),
+    };
+    if !text {
+        fixed.push(std::borrow::Cow::Borrowed(last));
+    }
     let refs: Vec<&str> = fixed.iter().map(|p| p.as_ref()).collect();
     write(out, tags, source, command, &refs);
+    if text {
+        out.push_str(" :");
+        out.push_str(last);
+    }
 }
 
 /// A parameter made fit for a middle position: `*` for an empty one,
