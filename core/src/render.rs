@@ -67,6 +67,10 @@ pub(crate) struct Scene {
     pub(crate) server_name: Arc<str>,
     /// Milliseconds since the Unix epoch, now.
     pub(crate) unix_ms: u64,
+    /// Client-only tags (`+typing=active`, already escaped) of the IRC
+    /// message being relayed, for recipients that negotiated
+    /// `message-tags`; none outside that relay.
+    pub(crate) client_tags: Option<Arc<str>>,
 }
 
 /// The recipients of one style in a broadcast.

@@ -341,6 +341,14 @@ pub enum Reply<'a> {
         /// The change as IRC writes it: `+o-v bob carol`.
         changes: &'a str,
     },
+    /// An IRC `TAGMSG`: tags only (typing notices and the like), for IRC
+    /// clients that negotiated `message-tags`; native clients see nothing.
+    TagMsg {
+        /// The channel (`#room`) or nickname it went to.
+        target: &'a str,
+        /// The sender.
+        from: Person<'a>,
+    },
     /// A message from an operator to every operator and every IRC client
     /// with user mode `+w`.
     Wallops {

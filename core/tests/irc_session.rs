@@ -448,3 +448,48 @@ fn empty_list_items_are_answered_with_valid_lines() {
     );
     assert_eq!(lines[1], ":alice!~alice@127.0.0.1 JOIN #a");
 }
+
+#[test]
+fn client_tags_and_tagmsg_reach_clients_that_take_tags() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    h.say(
+        alice,
+        "CAP REQ :message-tags\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\nJOIN #general\r\n",
+        alice,
+    );
+    let bob = h.connect(Dialect::Irc, 2);
+    h.say(
+        bob,
+        "CAP REQ :message-tags\r\nNICK bob\r\nUSER b 0 * :B\r\nCAP END\r\nJOIN #general\r\n",
+        bob,
+    );
+    let carol = registered(&mut h, 3, "carol");
+    h.say(carol, "JOIN #general\r\n", carol);
+    let dave = h.connect(Dialect::Native, 4);
+    h.say(dave, "", dave);
+    assert_eq!(
+        h.say(alice, "@+typing=active TAGMSG #general\r\n", bob),
+        ["@+typing=active :alice!~a@127.0.0.1 TAGMSG #general"]
+    );
+    assert_eq!(
+        h.say(alice, "@+typing=active TAGMSG #general\r\n", carol),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        h.say(alice, "@+typing=active TAGMSG #general\r\n", dave),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        h.say(
+            alice,
+            "@+draft/reply=1;+x=a\\sb;server=no PRIVMSG #general :hi\r\n",
+            bob
+        ),
+        ["@+draft/reply=1;+x=a\\sb;msgid=1 :alice!~a@127.0.0.1 PRIVMSG #general :hi"]
+    );
+    assert_eq!(
+        h.say(alice, "@+draft/reply=1 PRIVMSG #general :hi\r\n", carol),
+        [":alice!~a@127.0.0.1 PRIVMSG #general :hi"]
+    );
+}

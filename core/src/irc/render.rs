@@ -89,7 +89,19 @@ impl Lines<'_> {
         if let Some(time) = &time {
             tags.push(("time", Some(time)));
         }
+        let start = self.text.len();
         put(&mut self.text, &tags, Some(source), command, params);
+        // Client-only tags ride along for clients that take tags at all
+        // (message-tags); they arrive escaped, so they go in verbatim.
+        if let Some(client) = self
+            .scene
+            .client_tags
+            .as_deref()
+            .filter(|_| self.tags.msgid)
+        {
+            let line = self.text.split_off(start);
+            self.text.push_str(&with_tag(&line, client));
+        }
         self.text.push_str("\r\n");
     }
 
@@ -301,6 +313,17 @@ impl Lines<'_> {
             Reply::Muted { room, .. } | Reply::Unmuted { room, .. } => {
                 let text = native_text(reply);
                 self.notice(&channel(room), &text);
+            }
+            Reply::TagMsg { target, from } => {
+                if self.tags.msgid {
+                    let target = if target.starts_with('#') {
+                        *target
+                    } else {
+                        self.me
+                    };
+                    let target = target.to_owned();
+                    self.person(*from, "TAGMSG", &[&target]);
+                }
             }
             Reply::ModeChanged { room, by, changes } => {
                 let mut params = vec![channel(room)];

@@ -22,6 +22,10 @@ use crate::wall_clock::format_utc;
 
 /// Encodes one reply as one or more LF-terminated lines.
 pub fn encode(reply: &Reply<'_>) -> Bytes {
+    if matches!(reply, Reply::TagMsg { .. }) {
+        // Tags only: nothing a native client shows, and nothing is sent.
+        return Bytes::new();
+    }
     let mut line = String::with_capacity(64);
     write_reply(&mut line, reply);
     line.push('\n');
@@ -187,6 +191,7 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             by: None,
         } => write!(out, "* {nick} is no longer muted in #{room}"),
         Reply::Goodbye => write!(out, "* goodbye"),
+        Reply::TagMsg { .. } => Ok(()),
         Reply::ModeChanged { room, by, changes } => {
             write!(out, "* {} set mode {changes} on #{room}", by.nick)
         }

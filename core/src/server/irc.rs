@@ -97,7 +97,14 @@ impl Server {
             ),
             "JOIN" => self.irc_join(now, conn, params),
             "PART" => self.irc_part(conn, params),
-            "PRIVMSG" | "NOTICE" => self.irc_privmsg(now, conn, msg, command == "NOTICE"),
+            "PRIVMSG" | "NOTICE" | "TAGMSG" => {
+                self.out.scene.client_tags = client_tags(msg);
+                match command.as_str() {
+                    "TAGMSG" => self.irc_tagmsg(conn, params),
+                    _ => self.irc_privmsg(now, conn, msg, command == "NOTICE"),
+                }
+                self.out.scene.client_tags = None;
+            }
             "TOPIC" => self.irc_topic(conn, params),
             "NAMES" => self.irc_names(conn, params),
             "LIST" => self.irc_list(conn, params),
@@ -601,6 +608,60 @@ impl Server {
             if !self.sessions.contains_key(&conn) {
                 return;
             }
+        }
+    }
+
+    /// `TAGMSG target`: tags only, to a channel's members or one user,
+    /// under the same membership rule as PRIVMSG; nothing is stored.
+    fn irc_tagmsg(&mut self, conn: ConnId, params: &[&str]) {
+        let Some(target) = params.first().filter(|t| !t.is_empty()) else {
+            return self.numeric(conn, n::ERR_NORECIPIENT, &["No recipient given (TAGMSG)"]);
+        };
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let echo = me.echoes();
+        if target.starts_with('#') {
+            let Some(name) = self.existing_channel(conn, target) else {
+                return;
+            };
+            let Some(me) = self.sessions.get(&conn) else {
+                return;
+            };
+            if !me.is_in(&name) {
+                let text = "Cannot send to channel";
+                return self.irc_error(conn, ErrorCode::Muted, Some(target), text);
+            }
+            let chan = channel(&name);
+            let reply = Reply::TagMsg {
+                target: &chan,
+                from: me.person(),
+            };
+            if let Some(room) = self.rooms.get_mut(&name) {
+                self.out
+                    .broadcast(&room.audiences(), Some(conn), &reply, Priority::Normal);
+            }
+            if echo {
+                self.out.send(conn, &reply);
+            }
+            return;
+        }
+        let Some(to) = Nick::parse(target)
+            .ok()
+            .and_then(|nick| self.conn_named(&nick))
+        else {
+            return self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");
+        };
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        let reply = Reply::TagMsg {
+            target,
+            from: me.person(),
+        };
+        self.out.send(to, &reply);
+        if echo {
+            self.out.send(conn, &reply);
         }
     }
 
@@ -1154,6 +1215,29 @@ impl HistoryRef {
             .and_then(crate::wall_clock::parse_iso8601)
             .map(Self::Time)
     }
+}
+
+/// The client-only tags (`+name[=value]`) of a message, escaped again for
+/// relaying; at most 4094 bytes of them, as IRCv3 message-tags allows a
+/// client (more are dropped whole, never cut).
+fn client_tags(msg: &Message<'_>) -> Option<std::sync::Arc<str>> {
+    let mut out = String::new();
+    for tag in msg.tags.iter().filter(|tag| tag.key.starts_with('+')) {
+        let value = crate::irc::message::escape_tag_value(&tag.value);
+        let item = if value.is_empty() {
+            tag.key.to_owned()
+        } else {
+            format!("{}={value}", tag.key)
+        };
+        if out.len() + item.len() + 1 > 4094 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(&item);
+    }
+    (!out.is_empty()).then(|| out.into())
 }
 
 /// A client's real name (the native dialect has none: its nickname).

@@ -44,6 +44,7 @@ impl Outbox {
             scene: Scene {
                 server_name: server_name.into(),
                 unix_ms: 0,
+                client_tags: None,
             },
             labeling: None,
         }
