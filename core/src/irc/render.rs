@@ -120,6 +120,20 @@ impl Lines<'_> {
         self.from(&source, None, self.scene.unix_ms, command, params);
     }
 
+    /// A message to a room from a person, with its id.
+    fn room_message(
+        &mut self,
+        id: MessageId,
+        room: &RoomName,
+        from: Person<'_>,
+        command: &str,
+        text: &str,
+    ) {
+        let source = mask(from);
+        let unix_ms = self.scene.unix_ms;
+        self.from(&source, Some(id), unix_ms, command, &[&channel(room), text]);
+    }
+
     /// A notice from the server to the viewer (or to a channel).
     fn notice(&mut self, to: &str, text: &str) {
         let to = if to.is_empty() { self.me } else { to };
@@ -171,14 +185,7 @@ impl Lines<'_> {
                 notice,
             } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
-                let source = mask(*from);
-                self.from(
-                    &source,
-                    Some(*id),
-                    self.scene.unix_ms,
-                    command,
-                    &[&channel(room), text],
-                );
+                self.room_message(*id, room, *from, command, text);
             }
             Reply::Action {
                 id,
@@ -186,15 +193,8 @@ impl Lines<'_> {
                 from,
                 text,
             } => {
-                let source = mask(*from);
                 let action = format!("\x01ACTION {text}\x01");
-                self.from(
-                    &source,
-                    Some(*id),
-                    self.scene.unix_ms,
-                    "PRIVMSG",
-                    &[&channel(room), &action],
-                );
+                self.room_message(*id, room, *from, "PRIVMSG", &action);
             }
             Reply::Urgent {
                 id,
@@ -202,15 +202,8 @@ impl Lines<'_> {
                 from,
                 text,
             } => {
-                let source = mask(*from);
                 let urgent = format!("URGENT: {text}");
-                self.from(
-                    &source,
-                    Some(*id),
-                    self.scene.unix_ms,
-                    "PRIVMSG",
-                    &[&channel(room), &urgent],
-                );
+                self.room_message(*id, room, *from, "PRIVMSG", &urgent);
             }
             Reply::Whisper { from, text, notice } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
