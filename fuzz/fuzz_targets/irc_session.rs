@@ -41,7 +41,7 @@ const VOCABULARY: [&str; 16] = [
     "TOPIC #a :t\r\n",
     "INVITE b3 #a\r\n",
     "WHOIS b2\r\nWHOWAS b4\r\nISON b2 b3\r\nUSERHOST b2\r\n",
-    "AWAY :gone\r\nAWAY\r\n",
+    "AWAY :gone\r\nAWAY\r\n@+typing=active TAGMSG #a\r\n",
     "CAP REQ :-echo-message batch\r\nCAP LIST\r\n",
     "JOIN 0\r\n",
     "#join #a\n#kick b2\n#mute b3 5s\n#ban b3 1m\n",
