@@ -271,11 +271,11 @@ fn check_chars(
 }
 
 fn is_nick_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || "_[]{}\\|^".contains(c)
+    c.is_ascii_alphabetic() || "_[]{}\\|^`".contains(c)
 }
 
 fn is_nick_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "_-[]{}\\|^".contains(c)
+    c.is_ascii_alphanumeric() || "_-[]{}\\|^`".contains(c)
 }
 
 fn is_room_start(c: char) -> bool {

@@ -179,6 +179,8 @@ pub enum Reply<'a> {
     WhisperSent {
         /// The recipient.
         to: &'a Nick,
+        /// Sent as an IRC `NOTICE`.
+        notice: bool,
         /// The text.
         text: &'a str,
     },

@@ -493,3 +493,95 @@ fn client_tags_and_tagmsg_reach_clients_that_take_tags() {
         [":alice!~a@127.0.0.1 PRIVMSG #general :hi"]
     );
 }
+
+/// Conformance points found by running irctest and by hand against the
+/// specifications (RFC 2812 and modern.ircdocs.horse).
+#[test]
+fn answers_follow_the_specifications() {
+    let mut h = Harness::new(Config::default());
+    let alice = h.connect(Dialect::Irc, 1);
+    h.say(
+        alice,
+        "CAP REQ :echo-message multi-prefix\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\n",
+        alice,
+    );
+    let bob = registered(&mut h, 2, "bob");
+    h.say(alice, "JOIN #chan\r\n", alice);
+    h.say(bob, "JOIN #chan\r\n", bob);
+    // PART of a channel one is not in: 442, not 441.
+    let carol = registered(&mut h, 3, "carol");
+    assert_eq!(
+        h.say(carol, "PART #chan\r\n", carol),
+        [":chatd.local 442 carol #chan :You're not on that channel"]
+    );
+    assert_eq!(
+        h.say(carol, "TOPIC #chan :mine\r\n", carol),
+        [":chatd.local 442 carol #chan :You're not on that channel"]
+    );
+    // NOTICE is never answered with an error.
+    assert_eq!(
+        h.say(carol, "NOTICE #nowhere :x\r\nNOTICE nobody :x\r\n", carol),
+        Vec::<String>::new()
+    );
+    // An echoed private NOTICE stays a NOTICE.
+    assert_eq!(
+        h.say(alice, "NOTICE bob :pm notice\r\n", alice),
+        [":alice!~a@127.0.0.1 NOTICE bob :pm notice"]
+    );
+    // WHO shows every prefix with multi-prefix.
+    h.say(alice, "MODE #chan +v alice\r\n", alice);
+    let who = h.say(alice, "WHO #chan\r\n", alice);
+    assert!(who[0].contains(" alice H@+ :0 A"), "{who:?}");
+    // INVITE to a public channel is passed on; to a member it is 443.
+    assert_eq!(
+        h.say(alice, "INVITE carol #chan\r\n", carol),
+        [":alice!~a@127.0.0.1 INVITE carol #chan"]
+    );
+    assert_eq!(
+        h.say(alice, "INVITE bob #chan\r\n", alice),
+        [":chatd.local 443 alice bob #chan :is already on channel"]
+    );
+    // KICK pairs channels and nicknames.
+    h.say(alice, "JOIN #third\r\n", alice);
+    h.say(bob, "JOIN #third\r\n", bob);
+    let kicks = h.say(alice, "KICK #chan,#third bob,bob :bye\r\n", bob);
+    assert_eq!(
+        kicks,
+        [
+            ":alice!~a@127.0.0.1 KICK #chan bob :bye",
+            ":alice!~a@127.0.0.1 KICK #third bob :bye",
+        ]
+    );
+    h.say(bob, "JOIN #chan\r\n", bob);
+    // An empty topic clears it.
+    h.say(alice, "TOPIC #chan :something\r\n", alice);
+    assert_eq!(
+        h.say(alice, "TOPIC #chan :\r\nTOPIC #chan\r\n", alice),
+        [
+            ":alice!~a@127.0.0.1 TOPIC #chan :",
+            ":chatd.local 331 alice #chan :No topic is set",
+        ]
+    );
+    // Missing parameters.
+    assert_eq!(
+        h.say(bob, "PING\r\n", bob),
+        [":chatd.local 409 bob :No origin specified"]
+    );
+    assert_eq!(
+        h.say(bob, "ISON\r\n", bob),
+        [":chatd.local 461 bob ISON :Not enough parameters"]
+    );
+    assert_eq!(
+        h.say(alice, "MODE #chan +k\r\n", alice),
+        [":chatd.local 461 alice MODE :Not enough parameters"]
+    );
+    // The backtick is a nickname character.
+    assert_eq!(
+        h.say(carol, "NICK c`x\r\n", carol),
+        [":carol!~carol@127.0.0.3 NICK c`x"]
+    );
+    // Client tags beyond the line limit are allowed, up to their own.
+    let tags = format!("@+x={} PING y\r\n", "a".repeat(4000));
+    assert_eq!(h.say(bob, &tags, bob), [":chatd.local PONG chatd.local y"]);
+    assert!(h.server.check_invariants().is_ok());
+}

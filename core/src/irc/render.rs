@@ -211,7 +211,10 @@ impl Lines<'_> {
                 self.person(*from, command, &[&me, text]);
             }
             // Sent only to clients with echo-message (the server decides).
-            Reply::WhisperSent { to, text } => self.myself("PRIVMSG", &[to.as_str(), text]),
+            Reply::WhisperSent { to, text, notice } => {
+                let command = if *notice { "NOTICE" } else { "PRIVMSG" };
+                self.myself(command, &[to.as_str(), text]);
+            }
             Reply::HistoryHeader { .. } => {}
             Reply::HistoryEntry(record) => self.history_entry(record),
             Reply::Topic {
@@ -390,7 +393,8 @@ impl Lines<'_> {
 
     fn history_entry(&mut self, record: &Record) {
         let chan = channel(&record.room);
-        let source = format!("{}!{}@{}", record.from, record.from, self.scene.server_name);
+        // Records keep the nickname, not the user and host it had.
+        let source = record.from.to_string();
         let text = match record.kind {
             RecordKind::Action => format!("\x01ACTION {}\x01", record.text),
             RecordKind::Urgent => format!("URGENT: {}", record.text),
@@ -471,7 +475,15 @@ pub(crate) fn in_batch(lines: &str, id: &str) -> String {
     let tag = format!("batch={id}");
     lines
         .split_inclusive("\r\n")
-        .map(|line| with_tag(line, &tag))
+        .map(|line| {
+            // A line of an inner batch carries that batch's tag only; the
+            // inner batch's own BATCH lines carry the outer tag.
+            if line.starts_with("@batch=") {
+                line.to_owned()
+            } else {
+                with_tag(line, &tag)
+            }
+        })
         .collect()
 }
 

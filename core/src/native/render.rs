@@ -74,7 +74,7 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
         Reply::Whisper { from, text, .. } => {
             write!(out, "[whisper] {}: {}", from.nick, shown(text))
         }
-        Reply::WhisperSent { to, text } => write!(out, "[whisper to {to}] {}", shown(text)),
+        Reply::WhisperSent { to, text, .. } => write!(out, "[whisper to {to}] {}", shown(text)),
         Reply::HistoryHeader { room, count } => write!(out, "+ history #{room} {count}"),
         Reply::HistoryEntry(record) => write_history_entry(out, record),
         Reply::Topic {
@@ -82,6 +82,13 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             topic: Some(topic),
         } => write!(out, "* topic of #{room}: {}", shown(topic)),
         Reply::Topic { room, topic: None } => write!(out, "* #{room} has no topic"),
+        Reply::TopicChanged {
+            room,
+            by,
+            topic: "",
+        } => {
+            write!(out, "* {} cleared the topic of #{room}", by.nick)
+        }
         Reply::TopicChanged { room, by, topic } => {
             write!(
                 out,

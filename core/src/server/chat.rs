@@ -176,6 +176,7 @@ impl Server {
                 &Reply::WhisperSent {
                     to: &them.nick,
                     text,
+                    notice,
                 },
             );
         }

@@ -18,6 +18,10 @@ use crate::text;
 use super::session::{Held, Liveness};
 use crate::timers::Timer;
 
+/// The bytes of tags an IRC line may carry on top of `max_line_bytes`
+/// (IRCv3 message-tags: 4094 for a client's tags, with `@` and a space).
+pub(super) const IRC_TAG_BYTES: usize = 4096;
+
 /// Most lines an IRC client may have waiting under fakelag before it is
 /// disconnected for flooding.
 pub(super) const FAKELAG_LINES: usize = 16;
@@ -36,7 +40,9 @@ impl Server {
         // The buffer leaves the session while its lines are handled, so a
         // handler may touch any state (even remove this session).
         let mut buffer = std::mem::take(&mut session.line);
-        let max_len = self.config.max_line_bytes;
+        // IRC lines may carry up to 4094 bytes of client tags before the
+        // message itself, which keeps the usual limit (server/irc.rs).
+        let max_len = self.config.max_line_bytes + if irc { IRC_TAG_BYTES } else { 0 };
         buffer.feed(bytes, max_len, |frame| {
             self.handle_frame(now, conn, frame, irc);
             if self.sessions.contains_key(&conn) {

@@ -43,6 +43,19 @@ impl Server {
             // Nothing IRC can answer: a line with no command.
             return;
         };
+        let tags = if line.starts_with('@') {
+            line.find(' ').map_or(line.len(), |end| end + 1)
+        } else {
+            0
+        };
+        if tags > super::dispatch::IRC_TAG_BYTES || line.len() - tags > self.config.max_line_bytes {
+            let text = format!(
+                "lines are limited to {} bytes and {} of tags; the line was discarded",
+                self.config.max_line_bytes,
+                super::dispatch::IRC_TAG_BYTES
+            );
+            return self.irc_error(conn, ErrorCode::LineTooLong, None, &text);
+        }
         let label = msg
             .tag("label")
             .filter(|label| !label.is_empty() && label.len() <= 64)
@@ -78,6 +91,9 @@ impl Server {
             "PASS" => self.irc_pass(conn, params),
             "NICK" => self.irc_nick(conn, params),
             "USER" => self.irc_user(conn, params),
+            "PING" if params.first().is_none_or(|p| p.is_empty()) => {
+                self.numeric(conn, n::ERR_NOORIGIN, &["No origin specified"]);
+            }
             "PING" => {
                 let token = params.first().copied().unwrap_or("");
                 let server = self.config.irc.server_name.clone();
@@ -99,11 +115,15 @@ impl Server {
             "PART" => self.irc_part(conn, params),
             "PRIVMSG" | "NOTICE" | "TAGMSG" => {
                 self.out.scene.client_tags = client_tags(msg);
+                if command == "NOTICE" {
+                    self.out.silent = Some(conn);
+                }
                 match command.as_str() {
                     "TAGMSG" => self.irc_tagmsg(conn, params),
                     _ => self.irc_privmsg(now, conn, msg, command == "NOTICE"),
                 }
                 self.out.scene.client_tags = None;
+                self.out.silent = None;
             }
             "TOPIC" => self.irc_topic(conn, params),
             "NAMES" => self.irc_names(conn, params),
@@ -551,9 +571,13 @@ impl Server {
             .and_then(|r| text::trusted(r).ok())
             .map(|r| r.into_owned());
         for target in list.split(',').take(MAX_TARGETS) {
-            if let Some(room) = self.existing_channel(conn, target) {
-                self.part(conn, &room, reason.as_deref());
+            let Some(room) = self.existing_channel(conn, target) else {
+                continue;
+            };
+            if self.not_on(conn, &room, target) {
+                continue;
             }
+            self.part(conn, &room, reason.as_deref());
         }
     }
 
@@ -674,6 +698,9 @@ impl Server {
         };
         match params.get(1) {
             None => self.topic(conn, &room, None),
+            Some(_) if self.not_on(conn, &room, target) => {}
+            // An empty topic clears it.
+            Some(&"") => self.topic(conn, &room, Some("")),
             Some(text) => {
                 if let Some(text) = self.trusted(conn, text).map(|t| t.into_owned()) {
                     self.topic(conn, &room, Some(&text));
@@ -743,30 +770,64 @@ impl Server {
         let Some(room) = self.existing_channel(conn, chan) else {
             return;
         };
-        if !self.sessions.get(&conn).is_some_and(|s| s.is_in(&room)) {
+        if self.not_on(conn, &room, chan) {
+            return;
+        }
+        if self.rooms.get(&room).is_some_and(|r| r.private) {
+            return self.invite(conn, room, &nick);
+        }
+        // A public room needs no invitation to enter: IRC still passes the
+        // invitation on (RFC 2812, 3.2.7), and nothing is recorded.
+        let Some(invitee) = self.conn_named(&nick) else {
+            return self.no_such_nick(conn, &nick);
+        };
+        if self.rooms.get(&room).is_some_and(|r| r.has_member(invitee)) {
+            let nick = self.sessions[&invitee].nick.to_string();
             return self.numeric(
                 conn,
-                n::ERR_NOTONCHANNEL,
-                &[chan, "You're not on that channel"],
+                n::ERR_USERONCHANNEL,
+                &[&nick, chan, "is already on channel"],
             );
         }
-        self.invite(conn, room, &nick);
+        let (me, them) = (&self.sessions[&conn], &self.sessions[&invitee]);
+        let reply_to_me = Reply::InviteSent {
+            room: &room,
+            nick: &them.nick,
+        };
+        let reply_to_them = Reply::Invited {
+            room: &room,
+            by: me.person(),
+        };
+        self.out.send(conn, &reply_to_me);
+        self.out.send(invitee, &reply_to_them);
     }
 
+    /// `KICK #a[,#b] nick[,nick]`: one channel and several nicknames, or
+    /// as many channels as nicknames, paired (RFC 2812, 3.2.8).
     fn irc_kick(&mut self, conn: ConnId, params: &[&str]) {
-        let [chan, targets, ..] = params else {
+        let [chans, targets, ..] = params else {
             return self.need_more_params(conn, "KICK");
-        };
-        let Some(room) = self.existing_channel(conn, chan) else {
-            return;
         };
         let reason = params
             .get(2)
             .and_then(|r| text::trusted(r).ok())
             .map(|r| r.into_owned());
-        for target in targets.split(',').take(MAX_TARGETS) {
+        let chans: Vec<&str> = chans.split(',').take(MAX_TARGETS).collect();
+        let targets: Vec<&str> = targets.split(',').take(MAX_TARGETS).collect();
+        let pairs: Vec<(&str, &str)> = match chans.as_slice() {
+            [one] => targets.iter().map(|t| (*one, *t)).collect(),
+            many if many.len() == targets.len() => many.iter().copied().zip(targets).collect(),
+            _ => return self.need_more_params(conn, "KICK"),
+        };
+        for (chan, target) in pairs {
+            let Some(room) = self.existing_channel(conn, chan) else {
+                continue;
+            };
+            if self.not_on(conn, &room, chan) {
+                continue;
+            }
             match Nick::parse(target) {
-                Ok(nick) => self.kick(conn, room.clone(), &nick, reason.as_deref()),
+                Ok(nick) => self.kick(conn, room, &nick, reason.as_deref()),
                 Err(_) => self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick"),
             }
             if !self.sessions.contains_key(&conn) {
@@ -775,11 +836,30 @@ impl Server {
         }
     }
 
+    /// `442` and true when `conn` is not in `room` (server operators act
+    /// from outside, as they do in the native dialect).
+    fn not_on(&mut self, conn: ConnId, room: &RoomName, chan: &str) -> bool {
+        let Some(session) = self.sessions.get(&conn) else {
+            return true;
+        };
+        if session.is_in(room) || session.is_operator() {
+            return false;
+        }
+        self.numeric(
+            conn,
+            n::ERR_NOTONCHANNEL,
+            &[chan, "You're not on that channel"],
+        );
+        true
+    }
+
     // ----- users ----------------------------------------------------------
 
     fn irc_who(&mut self, conn: ConnId, params: &[&str]) {
         let mask = params.first().copied().unwrap_or("*");
+        let operators_only = params.get(1).is_some_and(|flags| flags.contains('o'));
         let server = self.config.irc.server_name.clone();
+        let multi = self.has_cap(conn, Cap::MultiPrefix);
         let mut lines = Vec::new();
         if let Some(room) = mask
             .strip_prefix('#')
@@ -791,13 +871,34 @@ impl Server {
                 let Some(target) = self.conn_named(entry.person.nick) else {
                     continue;
                 };
-                lines.push(self.who_line(target, Some(&room), &server));
+                lines.push((target, Some(room.clone())));
             }
+        } else if matches!(mask, "*" | "0") {
+            // Everyone visible: those who share a room with the asker,
+            // bounded like any listing.
+            let limit = self.config.limits.list_page;
+            let mut seen = std::collections::BTreeSet::new();
+            let rooms = self
+                .sessions
+                .get(&conn)
+                .map(|s| s.rooms.to_vec())
+                .unwrap_or_default();
+            for name in rooms {
+                if let Some(room) = self.rooms.get(&name) {
+                    seen.extend(room.members());
+                }
+            }
+            lines.extend(seen.into_iter().take(limit).map(|target| (target, None)));
         } else if let Ok(nick) = Nick::parse(mask)
             && let Some(target) = self.conn_named(&nick)
         {
-            lines.push(self.who_line(target, None, &server));
+            lines.push((target, None));
         }
+        let lines: Vec<Vec<String>> = lines
+            .into_iter()
+            .filter(|(target, _)| !operators_only || self.sessions[target].is_operator())
+            .map(|(target, room)| self.who_line(target, room.as_ref(), &server, multi))
+            .collect();
         for params in lines {
             let refs: Vec<&str> = params.iter().map(String::as_str).collect();
             self.numeric(conn, n::RPL_WHOREPLY, &refs);
@@ -806,7 +907,13 @@ impl Server {
     }
 
     /// The parameters of one `352` line after the recipient's nickname.
-    fn who_line(&self, target: ConnId, room: Option<&RoomName>, server: &str) -> Vec<String> {
+    fn who_line(
+        &self,
+        target: ConnId,
+        room: Option<&RoomName>,
+        server: &str,
+        multi_prefix: bool,
+    ) -> Vec<String> {
         let session = &self.sessions[&target];
         let (user, host) = session.userhost.split_once('@').unwrap_or(("", ""));
         let mut flags = String::from(if session.away.is_some() { "G" } else { "H" });
@@ -817,9 +924,11 @@ impl Server {
         if let Some(name) = room_name
             && let Some(r) = self.rooms.get(name)
         {
+            let voice = r.member(target).is_some_and(|m| m.voice);
             if r.is_moderator(target) {
                 flags.push('@');
-            } else if r.member(target).is_some_and(|m| m.voice) {
+            }
+            if voice && (multi_prefix || !r.is_moderator(target)) {
                 flags.push('+');
             }
         }
@@ -921,6 +1030,9 @@ impl Server {
     }
 
     fn irc_ison(&mut self, conn: ConnId, params: &[&str]) {
+        if params.is_empty() {
+            return self.need_more_params(conn, "ISON");
+        }
         let online: Vec<String> = params
             .iter()
             .flat_map(|p| p.split(' '))

@@ -114,6 +114,9 @@ impl Server {
                                 param: Some(key.to_owned()),
                             });
                         }
+                        (true, None) => {
+                            return self.need_more_params_mode(conn);
+                        }
                         (false, _) if room.modes.key.is_some() => {
                             room.modes.key = None;
                             changes.push(Change {
@@ -130,10 +133,10 @@ impl Server {
                         return;
                     };
                     if plus {
-                        let limit = params
-                            .next()
-                            .and_then(|l| l.parse::<usize>().ok())
-                            .filter(|l| *l >= 1);
+                        let Some(given) = params.next() else {
+                            return self.need_more_params_mode(conn);
+                        };
+                        let limit = given.parse::<usize>().ok().filter(|l| *l >= 1);
                         if let Some(limit) = limit {
                             room.modes.limit = Some(limit);
                             changes.push(Change {

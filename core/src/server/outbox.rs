@@ -27,6 +27,9 @@ pub(crate) struct Outbox {
     /// `labeled-response`): broadcasts reach it as separate sends, so its
     /// answer can be labeled as a whole.
     labeling: Option<ConnId>,
+    /// A connection whose errors go unsaid: IRC's NOTICE is never
+    /// answered with an error (RFC 2812, 3.3.2).
+    pub(crate) silent: Option<ConnId>,
 }
 
 /// Where a labeled command's answer starts in the queue.
@@ -47,6 +50,7 @@ impl Outbox {
                 client_tags: None,
             },
             labeling: None,
+            silent: None,
         }
     }
 
@@ -138,6 +142,9 @@ impl Outbox {
         subject: Option<&str>,
         text: &str,
     ) {
+        if self.silent == Some(to) {
+            return;
+        }
         self.send(
             to,
             &Reply::Error {

@@ -332,7 +332,8 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
-        room.topic = Some(text.into());
+        // An empty topic (IRC's `TOPIC #room :`) clears it.
+        room.topic = (!text.is_empty()).then(|| text.into());
         let reply = Reply::TopicChanged {
             room: name,
             by: me.person(),
