@@ -223,9 +223,17 @@ impl Server {
         &self.config
     }
 
-    /// The connection using a nickname (case ignored).
+    /// The connection holding a nickname (case ignored), registered or
+    /// not: for uniqueness.
     fn conn_named(&self, nick: &Nick) -> Option<ConnId> {
         self.nicks.get(&nick.folded()).copied()
+    }
+
+    /// The user of a nickname (case ignored): a connection others can
+    /// reach, which an IRC client becomes only once registered.
+    fn user_named(&self, nick: &Nick) -> Option<ConnId> {
+        self.conn_named(nick)
+            .filter(|conn| self.sessions.get(conn).is_some_and(|s| s.is_registered()))
     }
 
     /// How many connections are open.

@@ -14,6 +14,8 @@
 
 use std::borrow::Cow;
 
+use crate::line::is_irc_formatting;
+
 /// Why a text was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
@@ -29,8 +31,15 @@ pub fn trusted(text: &str) -> Result<Cow<'_, str>, TextError> {
     // character is a bidirectional control, and the first non-blank one is
     // visible. That path costs a word-at-a-time ASCII check and usually one
     // byte, where the general one walks every character.
+    // IRC's formatting (with a colour's digits) shows nothing: what is
+    // left without it must be visible. Native lines never hold controls.
+    if has_control_byte(text.as_bytes()) && !without_irc_formatting(text).chars().any(is_visible) {
+        return Err(TextError::Invisible);
+    }
     if text.is_ascii() {
-        return if text.bytes().any(|b| b != b' ' && b != b'\t') {
+        // Graphic, not merely non-blank: IRC's formatting controls (the
+        // only controls that get this far) show nothing either.
+        return if text.bytes().any(|b| b.is_ascii_graphic()) {
             Ok(Cow::Borrowed(text))
         } else {
             Err(TextError::Invisible)
@@ -59,7 +68,7 @@ fn has_bidi_control(bytes: &[u8]) -> bool {
 /// `Default_Ignorable_Code_Point`, which clients render as nothing), and
 /// not one of the blank-looking letters used as invisible filler.
 fn is_visible(c: char) -> bool {
-    !(c.is_whitespace() || is_default_ignorable(c) || matches!(c, '\u{2800}'))
+    !(c.is_whitespace() || c.is_control() || is_default_ignorable(c) || matches!(c, '\u{2800}'))
 }
 
 /// Unicode 15's `Default_Ignorable_Code_Point` ranges.
@@ -133,6 +142,70 @@ fn close_bidi(text: &str) -> Cow<'_, str> {
         });
     }
     Cow::Owned(closed)
+}
+
+/// Text without IRC's formatting controls
+/// (bold, colour with its digits, CTCP markers), which IRC clients may
+/// send, are removed; nothing else is changed.
+pub fn without_irc_formatting(text: &str) -> Cow<'_, str> {
+    // Every formatting control is an ASCII byte below 0x20: a byte scan
+    // settles ordinary text without decoding it.
+    if !has_control_byte(text.as_bytes()) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x04' {
+            // A hex colour: six hex digits, then optionally a comma and
+            // six more.
+            skip_hex(&mut chars);
+            let mut lookahead = chars.clone();
+            if lookahead.next() == Some(',')
+                && lookahead.next().is_some_and(|d| d.is_ascii_hexdigit())
+            {
+                chars.next();
+                skip_hex(&mut chars);
+            }
+        } else if c == '\x03' {
+            // A colour code: up to two digits, then optionally a comma
+            // and up to two more.
+            skip_digits(&mut chars);
+            let mut lookahead = chars.clone();
+            if lookahead.next() == Some(',') && lookahead.next().is_some_and(|d| d.is_ascii_digit())
+            {
+                chars.next();
+                skip_digits(&mut chars);
+            }
+        } else if !is_irc_formatting(c) {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether any byte is below 0x20, in chunks the compiler can vectorise
+/// (no early exit inside a chunk).
+pub fn has_control_byte(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(32)
+        .any(|chunk| chunk.iter().fold(false, |found, &b| found | (b < 0x20)))
+}
+
+fn skip_hex(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for _ in 0..6 {
+        if chars.peek().is_some_and(char::is_ascii_hexdigit) {
+            chars.next();
+        }
+    }
+}
+
+fn skip_digits(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for _ in 0..2 {
+        if chars.peek().is_some_and(char::is_ascii_digit) {
+            chars.next();
+        }
+    }
 }
 
 #[cfg(test)]

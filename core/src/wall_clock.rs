@@ -84,9 +84,16 @@ pub fn parse_iso8601(text: &str) -> Option<u64> {
         time_parts.next()??,
         time_parts.next()??,
     );
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
     if !(1970..=9999).contains(&year)
         || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+        || !(1..=month_days).contains(&day)
         || hour > 23
         || minute > 59
         || second > 60
@@ -145,6 +152,8 @@ mod tests {
         );
         assert_eq!(parse_iso8601("2000-02-29T00:00:00Z"), Some(951_782_400_000));
         assert_eq!(parse_iso8601("2000-02-29 00:00:00"), None);
+        assert_eq!(parse_iso8601("1970-02-31T00:00:00Z"), None);
+        assert_eq!(parse_iso8601("2100-02-29T00:00:00Z"), None);
         assert_eq!(parse_iso8601("1969-12-31T23:59:59Z"), None);
     }
 

@@ -58,6 +58,7 @@ pub const ERR_CANNOTSENDTOCHAN: &str = "404";
 pub const ERR_TOOMANYCHANNELS: &str = "405";
 pub const ERR_WASNOSUCHNICK: &str = "406";
 pub const ERR_NOORIGIN: &str = "409";
+pub const ERR_TOOMANYTARGETS: &str = "407";
 pub const ERR_NORECIPIENT: &str = "411";
 pub const ERR_NOTEXTTOSEND: &str = "412";
 pub const ERR_INPUTTOOLONG: &str = "417";
@@ -89,6 +90,7 @@ pub const RPL_HELPSTART: &str = "704";
 pub const RPL_HELPTXT: &str = "705";
 pub const RPL_ENDOFHELP: &str = "706";
 pub const ERR_INVALIDCAPCMD: &str = "410";
+pub const ERR_INVALIDMODEPARAM: &str = "696";
 
 /// The numeric that answers an error, where IRC has one; the others
 /// become a server NOTICE (or, for the ones that end the connection,

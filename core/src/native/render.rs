@@ -16,7 +16,6 @@ use bytes::Bytes;
 
 use crate::duration;
 use crate::history::{Record, RecordKind};
-use crate::line::is_irc_formatting;
 use crate::reply::{Reply, RoomEntry, Scope};
 use crate::wall_clock::format_utc;
 
@@ -210,49 +209,9 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
     };
 }
 
-/// Text as a native terminal may show it: IRC's formatting controls
-/// (bold, colour with its digits, CTCP markers), which IRC clients may
-/// send, are removed; nothing else is changed.
+/// Text as a native terminal may show it (IRC formatting removed).
 fn shown(text: &str) -> Cow<'_, str> {
-    // Every formatting control is an ASCII byte below 0x20: a byte scan
-    // settles ordinary text without decoding it.
-    if !has_control_byte(text.as_bytes()) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x03' {
-            // A colour code: up to two digits, then optionally a comma
-            // and up to two more.
-            skip_digits(&mut chars);
-            let mut lookahead = chars.clone();
-            if lookahead.next() == Some(',') && lookahead.next().is_some_and(|d| d.is_ascii_digit())
-            {
-                chars.next();
-                skip_digits(&mut chars);
-            }
-        } else if !is_irc_formatting(c) {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Whether any byte is below 0x20, in chunks the compiler can vectorise
-/// (no early exit inside a chunk).
-fn has_control_byte(bytes: &[u8]) -> bool {
-    bytes
-        .chunks(32)
-        .any(|chunk| chunk.iter().fold(false, |found, &b| found | (b < 0x20)))
-}
-
-fn skip_digits(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    for _ in 0..2 {
-        if chars.peek().is_some_and(char::is_ascii_digit) {
-            chars.next();
-        }
-    }
+    crate::text::without_irc_formatting(text)
 }
 
 fn write_history_entry(out: &mut String, record: &Record) -> std::fmt::Result {

@@ -155,7 +155,7 @@ impl Server {
         text: &str,
         notice: bool,
     ) {
-        let Some(recipient) = self.conn_named(target) else {
+        let Some(recipient) = self.user_named(target) else {
             return self.no_such_nick(conn, target);
         };
         let (Some(me), Some(them)) = (self.sessions.get(&conn), self.sessions.get(&recipient))

@@ -77,7 +77,15 @@ impl Server {
         let line = match frame {
             Frame::Line(line) => line,
             // Framing errors are answered at once: they cost no work.
-            other => return self.handle_admitted(now, conn, other, true),
+            // Framing errors are answered at once, within the rate limit
+            // like any line, so a stream of bad bytes ends in a flood
+            // disconnect, not in as many answers.
+            other => {
+                if self.admit_line(now, conn) {
+                    self.handle_admitted(now, conn, other, true);
+                }
+                return;
+            }
         };
         if let Some(held) = session.held.as_mut() {
             if held.lines.len() >= FAKELAG_LINES {

@@ -481,7 +481,6 @@ impl Server {
             format!("NETWORK={}", self.config.irc.network),
             format!("NICKLEN={}", Nick::MAX_LEN),
             "PREFIX=(ov)@+".to_owned(),
-            "SAFELIST".to_owned(),
             format!(
                 "TARGMAX=JOIN:{MAX_TARGETS},KICK:{MAX_TARGETS},NAMES:1,PART:{MAX_TARGETS},PRIVMSG:{MAX_TARGETS},NOTICE:{MAX_TARGETS},WHOIS:1"
             ),
@@ -550,6 +549,7 @@ impl Server {
             }
             return;
         }
+        self.too_many_targets(conn, list);
         let mut keys = params.get(1).map(|k| k.split(',')).into_iter().flatten();
         for target in list.split(',').take(MAX_TARGETS) {
             let key = keys.next().filter(|k| !k.is_empty());
@@ -587,6 +587,7 @@ impl Server {
             let text = format!("No recipient given ({command})");
             return self.numeric(conn, n::ERR_NORECIPIENT, &[&text]);
         };
+        self.too_many_targets(conn, targets);
         let Some(body) = msg.params.get(1).filter(|t| !t.is_empty()) else {
             return self.numeric(conn, n::ERR_NOTEXTTOSEND, &["No text to send"]);
         };
@@ -672,7 +673,7 @@ impl Server {
         }
         let Some(to) = Nick::parse(target)
             .ok()
-            .and_then(|nick| self.conn_named(&nick))
+            .and_then(|nick| self.user_named(&nick))
         else {
             return self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");
         };
@@ -749,13 +750,24 @@ impl Server {
             .cloned()
             .collect();
         self.numeric(conn, n::RPL_LISTSTART, &["Channel", "Users  Name"]);
-        for name in names {
+        // The whole answer is queued at once: it must fit well within the
+        // slow-consumer bound, so a long LIST is cut (and says so).
+        let most = listing_cap(self.config.max_outbound_bytes);
+        let more = names.len().saturating_sub(most);
+        for name in names.into_iter().take(most) {
             let Some(room) = self.rooms.get(&name) else {
                 continue;
             };
             let members = room.len().to_string();
             let topic = room.topic.as_deref().unwrap_or("").to_owned();
             self.numeric(conn, n::RPL_LIST, &[&channel(&name), &members, &topic]);
+        }
+        if more > 0 {
+            let text =
+                format!("{more} more rooms not listed; LIST #room,#room asks for rooms by name");
+            let me = self.me(conn);
+            let line = irc_render::server_line(&self.out.scene, "NOTICE", &[&me, &text]);
+            self.send_text(conn, line);
         }
         self.numeric(conn, n::RPL_LISTEND, &["End of /LIST"]);
     }
@@ -778,7 +790,7 @@ impl Server {
         }
         // A public room needs no invitation to enter: IRC still passes the
         // invitation on (RFC 2812, 3.2.7), and nothing is recorded.
-        let Some(invitee) = self.conn_named(&nick) else {
+        let Some(invitee) = self.user_named(&nick) else {
             return self.no_such_nick(conn, &nick);
         };
         if self.rooms.get(&room).is_some_and(|r| r.has_member(invitee)) {
@@ -836,6 +848,15 @@ impl Server {
         }
     }
 
+    /// `407` for the targets of a list past [`MAX_TARGETS`], which are
+    /// not acted on.
+    fn too_many_targets(&mut self, conn: ConnId, list: &str) {
+        if let Some(first_dropped) = list.split(',').nth(MAX_TARGETS) {
+            let text = format!("Too many targets; only the first {MAX_TARGETS} were taken");
+            self.numeric(conn, n::ERR_TOOMANYTARGETS, &[first_dropped, &text]);
+        }
+    }
+
     /// `442` and true when `conn` is not in `room` (server operators act
     /// from outside, as they do in the native dialect).
     fn not_on(&mut self, conn: ConnId, room: &RoomName, chan: &str) -> bool {
@@ -868,7 +889,7 @@ impl Server {
             && let Some(r) = self.rooms.get(&room)
         {
             for entry in super::presence::who_entries(&self.sessions, r) {
-                let Some(target) = self.conn_named(entry.person.nick) else {
+                let Some(target) = self.user_named(entry.person.nick) else {
                     continue;
                 };
                 lines.push((target, Some(room.clone())));
@@ -890,12 +911,14 @@ impl Server {
             }
             lines.extend(seen.into_iter().take(limit).map(|target| (target, None)));
         } else if let Ok(nick) = Nick::parse(mask)
-            && let Some(target) = self.conn_named(&nick)
+            && let Some(target) = self.user_named(&nick)
         {
             lines.push((target, None));
         }
+        let most = listing_cap(self.config.max_outbound_bytes);
         let lines: Vec<Vec<String>> = lines
             .into_iter()
+            .take(most)
             .filter(|(target, _)| !operators_only || self.sessions[target].is_operator())
             .map(|(target, room)| self.who_line(target, room.as_ref(), &server, multi))
             .collect();
@@ -951,7 +974,7 @@ impl Server {
         };
         let Some(found) = Nick::parse(target)
             .ok()
-            .and_then(|nick| self.conn_named(&nick))
+            .and_then(|nick| self.user_named(&nick))
         else {
             self.irc_error(
                 conn,
@@ -1037,7 +1060,7 @@ impl Server {
             .iter()
             .flat_map(|p| p.split(' '))
             .filter_map(|word| Nick::parse(word).ok())
-            .filter_map(|nick| self.conn_named(&nick))
+            .filter_map(|nick| self.user_named(&nick))
             .map(|found| self.sessions[&found].nick.to_string())
             .collect();
         self.numeric(conn, n::RPL_ISON, &[&online.join(" ")]);
@@ -1051,7 +1074,7 @@ impl Server {
             .iter()
             .take(5)
             .filter_map(|word| Nick::parse(word).ok())
-            .filter_map(|nick| self.conn_named(&nick))
+            .filter_map(|nick| self.user_named(&nick))
             .map(|found| {
                 let session = &self.sessions[&found];
                 format!(
@@ -1123,7 +1146,7 @@ impl Server {
         }
         let Some(victim) = Nick::parse(target)
             .ok()
-            .and_then(|nick| self.conn_named(&nick))
+            .and_then(|nick| self.user_named(&nick))
         else {
             return self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");
         };
@@ -1184,7 +1207,11 @@ impl Server {
             .strip_prefix('#')
             .and_then(|b| RoomName::parse(b).ok())
             .filter(|room| {
-                self.sessions.get(&conn).is_some_and(|s| s.is_in(room)) || self.may_see(conn, room)
+                // Like native `#history`: the rooms you are in (operators:
+                // any), so a ban or a key keeps a room's history closed.
+                self.sessions
+                    .get(&conn)
+                    .is_some_and(|s| s.is_in(room) || s.is_operator())
             })
         else {
             return fail(
@@ -1204,10 +1231,15 @@ impl Server {
                 );
             }
         };
-        let limit = limit
-            .parse::<usize>()
-            .unwrap_or(0)
-            .clamp(1, CHATHISTORY_LIMIT);
+        // 0 asks for the most the server gives; anything not a number is
+        // refused, and more than the most is the most.
+        let Ok(limit) = limit.parse::<u64>() else {
+            return fail(self, "INVALID_PARAMS", "The limit must be a number");
+        };
+        let limit = match usize::try_from(limit) {
+            Ok(0) | Err(_) => CHATHISTORY_LIMIT,
+            Ok(limit) => limit.min(CHATHISTORY_LIMIT),
+        };
         let Some(points) = refs
             .iter()
             .map(|r| HistoryRef::parse(r))
@@ -1303,6 +1335,13 @@ impl Server {
         ));
         self.send_text(conn, text);
     }
+}
+
+/// Most entries of a LIST or WHO answer: the answer is queued whole, so
+/// at about 512 bytes an entry it stays within half the slow-consumer
+/// bound.
+fn listing_cap(max_outbound_bytes: usize) -> usize {
+    (max_outbound_bytes / 2 / 512).max(1)
 }
 
 /// A CHATHISTORY reference.

@@ -16,6 +16,9 @@ use crate::reply::Reply;
 
 use super::Server;
 
+/// Modes with a parameter one MODE line may change (ISUPPORT `MODES`).
+const MODES: usize = 4;
+
 /// One applied change, to announce.
 struct Change {
     plus: bool,
@@ -80,7 +83,17 @@ impl Server {
         let mut params = args[1..].iter().copied();
         let mut plus = true;
         let mut changes = Vec::new();
+        let mut listed = false;
+        // As announced (MODES=4): at most four modes with a parameter a
+        // line; the rest are ignored, which keeps each answer one line.
+        let mut with_parameter = 0;
         for letter in modestring.chars() {
+            if matches!(letter, 'b' | 'o' | 'v' | 'k' | 'l') {
+                with_parameter += 1;
+                if with_parameter > MODES {
+                    break;
+                }
+            }
             match letter {
                 '+' => plus = true,
                 '-' => plus = false,
@@ -90,7 +103,12 @@ impl Server {
                             changes.push(change);
                         }
                     }
-                    None => self.ban_list(conn, &name),
+                    // One listing per MODE line, however many `b`s.
+                    None if !listed => {
+                        listed = true;
+                        self.ban_list(conn, &name);
+                    }
+                    None => {}
                 },
                 'o' | 'v' => {
                     let Some(nick) = params.next() else {
@@ -136,8 +154,17 @@ impl Server {
                         let Some(given) = params.next() else {
                             return self.need_more_params_mode(conn);
                         };
-                        let limit = given.parse::<usize>().ok().filter(|l| *l >= 1);
-                        if let Some(limit) = limit {
+                        let Some(limit) = given.parse::<usize>().ok().filter(|l| *l >= 1) else {
+                            let chan = channel(&name);
+                            let why = "The limit must be a whole number of at least 1";
+                            self.mode_numeric(
+                                conn,
+                                n::ERR_INVALIDMODEPARAM,
+                                &[&chan, "l", given, why],
+                            );
+                            continue;
+                        };
+                        {
                             room.modes.limit = Some(limit);
                             changes.push(Change {
                                 plus,
@@ -268,6 +295,9 @@ impl Server {
         let limit = self.config.limits.bans_per_room;
         let canonical = mask::normalize_ban_mask(text);
         if canonical.len() > 200 || canonical.contains(' ') {
+            let chan = channel(name);
+            let why = "Ban masks are at most 200 characters";
+            self.mode_numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "b", "*", why]);
             return None;
         }
         let room = self.rooms.get_mut(name)?;
@@ -302,7 +332,7 @@ impl Server {
     ) -> Option<Change> {
         let Some(member) = Nick::parse(target)
             .ok()
-            .and_then(|nick| self.conn_named(&nick))
+            .and_then(|nick| self.user_named(&nick))
         else {
             self.out
                 .error_about(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");

@@ -20,6 +20,18 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
+        if !session.is_registered() {
+            // An IRC client has until its first idle check to register;
+            // answering pings is not enough to hold a nickname forever.
+            let text = format!(
+                "registration did not complete within {}; disconnecting",
+                crate::duration::format(idle.ping_after)
+            );
+            self.out.error(conn, ErrorCode::IdleTimeout, &text);
+            self.remove_session(conn, Farewell::Silent);
+            self.out.close(conn, CloseReason::IdleTimeout);
+            return;
+        }
         match session.liveness {
             Liveness::Active => {
                 let due = session.last_active + idle.ping_after;

@@ -115,7 +115,7 @@ impl Server {
         };
         let address = match target {
             BanTarget::Ip(address) => *address,
-            BanTarget::Nick(nick) => match self.conn_named(nick) {
+            BanTarget::Nick(nick) => match self.user_named(nick) {
                 Some(victim) => self.sessions[&victim].peer.ip(),
                 None => return self.no_such_nick(conn, nick),
             },
@@ -468,7 +468,7 @@ impl Server {
         target: &Nick,
         authority: Authority,
     ) -> Option<ConnId> {
-        let Some(victim) = self.conn_named(target) else {
+        let Some(victim) = self.user_named(target) else {
             self.no_such_nick(conn, target);
             return None;
         };
@@ -483,9 +483,21 @@ impl Server {
                 .error_about(conn, ErrorCode::NotInRoom, Some(&subject), &text);
             return None;
         }
+        let owner = self.rooms.get(room_name).and_then(|room| room.owner);
+        if authority != Authority::Operator && owner == Some(victim) && owner != Some(conn) {
+            // A channel operator acts with the owner's rights, never on
+            // the owner.
+            let text = format!("{target} owns #{room_name}");
+            let chan = format!("#{room_name}");
+            self.out
+                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
+            return None;
+        }
         if authority != Authority::Operator && self.sessions[&victim].is_operator() {
             let text = format!("{target} is a server operator");
-            self.out.error(conn, ErrorCode::PermissionDenied, &text);
+            let chan = format!("#{room_name}");
+            self.out
+                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
             return None;
         }
         Some(victim)

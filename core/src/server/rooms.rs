@@ -198,7 +198,7 @@ impl Server {
     /// `#invite NAME` / `INVITE`: the owner of a private room lets
     /// someone in.
     pub(super) fn invite(&mut self, conn: ConnId, name: RoomName, target: &Nick) {
-        let invitee = self.conn_named(target);
+        let invitee = self.user_named(target);
         let Some(me) = self.sessions.get(&conn) else {
             return;
         };
