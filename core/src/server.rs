@@ -5,7 +5,7 @@ mod dispatch;
 mod histories;
 mod invariants;
 mod irc;
-mod irc_modes;
+
 mod liveness;
 mod login;
 mod moderation;

@@ -1,7 +1,7 @@
 //! The IRC dialect (RFC 1459/2812 and the modern client protocol):
 //! the wire format, masks, capabilities, numerics, and rendering of the
 //! server's events as IRC lines. What IRC commands mean to the model is
-//! decided in the server (`server/irc.rs`); this module only reads and
+//! decided in the server (`server/irc/`); this module only reads and
 //! writes IRC.
 
 pub mod caps;

@@ -41,7 +41,7 @@ impl Server {
         // handler may touch any state (even remove this session).
         let mut buffer = std::mem::take(&mut session.line);
         // IRC lines may carry up to 4094 bytes of client tags before the
-        // message itself, which keeps the usual limit (server/irc.rs).
+        // message itself, which keeps the usual limit (server/irc/mod.rs).
         let max_len = self.config.max_line_bytes + if irc { IRC_TAG_BYTES } else { 0 };
         buffer.feed(bytes, max_len, |frame| {
             self.handle_frame(now, conn, frame, irc);

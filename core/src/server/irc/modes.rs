@@ -14,7 +14,7 @@ use crate::irc::numeric as n;
 use crate::irc::render::{self as irc_render, channel};
 use crate::reply::Reply;
 
-use super::Server;
+use crate::server::Server;
 
 /// Modes with a parameter one MODE line may change (ISUPPORT `MODES`).
 const MODES: usize = 4;
@@ -382,7 +382,7 @@ impl Server {
             if irc.invisible {
                 modes.push('i');
             }
-            if session.role == super::session::Role::Operator {
+            if session.role == crate::server::session::Role::Operator {
                 modes.push('o');
             }
             if irc.wallops {
@@ -407,8 +407,8 @@ impl Server {
                 'i' => std::mem::replace(&mut irc.invisible, plus) != plus,
                 'w' => std::mem::replace(&mut irc.wallops, plus) != plus,
                 // Operators are made by OPER only; anyone may drop it.
-                'o' if !plus && session.role == super::session::Role::Operator => {
-                    session.role = super::session::Role::User;
+                'o' if !plus && session.role == crate::server::session::Role::Operator => {
+                    session.role = crate::server::session::Role::User;
                     true
                 }
                 'o' => false,
