@@ -4,21 +4,42 @@
 //! each into bytes (see `native::render`). Keeping this layer separate lets
 //! an IRC dialect reuse the same state machine later.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::ids::{MessageId, Nick, RoomName};
 
-/// Someone as others see them: the nickname, and the `user@host` that
+/// Someone as others see them: the nickname, and the user and host that
 /// IRC shows after it (`nick!user@host`); the native dialect shows the
 /// nickname only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Person<'a> {
     /// The nickname.
     pub nick: &'a Nick,
-    /// `user@host`.
-    pub userhost: &'a str,
+    /// The user name (`~name` for IRC clients, `native` for native ones).
+    pub user: &'a str,
+    /// The address they connect from.
+    pub host: IpAddr,
+}
+
+impl Person<'_> {
+    /// `nick!user@host`, as IRC writes a message's source.
+    pub fn mask(&self) -> String {
+        format!("{}!{}@{}", self.nick, self.user, host_text(self.host))
+    }
+}
+
+/// An address as an IRC host: IPv6 addresses that start with `:` get a
+/// leading `0`, since no IRC parameter may start with one.
+pub fn host_text(host: IpAddr) -> String {
+    let text = host.to_string();
+    if text.starts_with(':') {
+        format!("0{text}")
+    } else {
+        text
+    }
 }
 
 /// One member in a `#who` listing.

@@ -126,7 +126,8 @@ pub struct Server {
 #[derive(Debug)]
 struct Departed {
     nick: Nick,
-    userhost: Arc<str>,
+    user: Box<str>,
+    host: IpAddr,
     realname: Box<str>,
 }
 
@@ -280,16 +281,19 @@ impl Server {
                 irc.pass_ok = self.config.irc.password.is_none();
             }
         }
-        self.out.set_viewer(
-            conn,
-            Viewer {
-                style: Style::of(dialect),
-                nick,
-                userhost: session.userhost.clone(),
-                registering: dialect == Dialect::Irc,
-                caps: Caps::default(),
-            },
-        );
+        if dialect == Dialect::Irc {
+            self.out.set_viewer(
+                conn,
+                Viewer {
+                    style: Style::of(dialect),
+                    nick,
+                    user: session.user().into(),
+                    host: peer.ip(),
+                    registering: true,
+                    caps: Caps::default(),
+                },
+            );
+        }
         self.sessions.insert(conn, Box::new(session));
         let group = self.address_group(address);
         self.addresses.entry(group).or_default().connections += 1;
@@ -495,14 +499,15 @@ impl Server {
         self.out.forget_viewer(conn);
         self.nicks.remove(&session.nick.folded());
         if let Some(irc) = &session.irc
-            && let Some((_, realname)) = &irc.user
+            && let Some((user, realname)) = &irc.user
         {
             if self.departed.len() == WHOWAS_KEPT {
                 self.departed.pop_front();
             }
             self.departed.push_back(Departed {
                 nick: session.nick,
-                userhost: session.userhost.clone(),
+                user: user.clone(),
+                host: session.peer.ip(),
                 realname: realname.clone(),
             });
         }

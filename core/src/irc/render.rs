@@ -17,7 +17,7 @@ use crate::error::ErrorCode;
 use crate::history::{Record, RecordKind};
 use crate::ids::{MessageId, RoomName};
 use crate::render::{IrcTags, Scene, Viewer};
-use crate::reply::{Person, Reply, Scope};
+use crate::reply::{Person, Reply, Scope, host_text};
 use crate::wall_clock::format_iso8601;
 
 /// Encodes one event for an IRC client with these tags; `viewer` is the
@@ -114,7 +114,12 @@ impl Lines<'_> {
     /// A message from the viewer itself (its JOIN, PART, NICK echoes).
     fn myself(&mut self, command: &str, params: &[&str]) {
         let source = match self.viewer {
-            Some(viewer) => format!("{}!{}", viewer.nick, viewer.userhost),
+            Some(viewer) => Person {
+                nick: &viewer.nick,
+                user: &viewer.user,
+                host: viewer.host,
+            }
+            .mask(),
             None => self.me.to_owned(),
         };
         self.from(&source, None, self.scene.unix_ms, command, params);
@@ -373,8 +378,11 @@ impl Lines<'_> {
             let mut entry = prefixes(member, multi);
             entry.push_str(member.person.nick.as_str());
             if userhost {
-                entry.push('!');
-                entry.push_str(member.person.userhost);
+                entry = format!(
+                    "{entry}!{}@{}",
+                    member.person.user,
+                    host_text(member.person.host)
+                );
             }
             if !line.is_empty() && line.len() + entry.len() > 400 {
                 let full = std::mem::take(&mut line);
@@ -430,7 +438,7 @@ pub(crate) fn prefixes(member: &crate::reply::WhoEntry<'_>, multi: bool) -> Stri
 
 /// `nick!user@host`.
 pub(crate) fn mask(who: Person<'_>) -> String {
-    format!("{}!{}", who.nick, who.userhost)
+    who.mask()
 }
 
 /// The native dialect's sentence for an event IRC has no words for,

@@ -281,7 +281,8 @@ mod tests {
                 room: &room,
                 from: Person {
                     nick: &alice,
-                    userhost: "native@127.0.0.1"
+                    user: "native",
+                    host: [127, 0, 0, 1].into(),
                 },
                 text: "hi",
                 notice: false,
@@ -315,7 +316,8 @@ mod tests {
         let entry = |nick, owner| WhoEntry {
             person: Person {
                 nick,
-                userhost: "native@127.0.0.1",
+                user: "native",
+                host: [127, 0, 0, 1].into(),
             },
             owner,
             operator: false,

@@ -176,7 +176,8 @@ impl Server {
                 (
                     session.rooms.clone(),
                     session.nick,
-                    session.userhost.clone(),
+                    session.user().to_owned(),
+                    session.peer.ip(),
                 )
             })
             .collect();
@@ -193,10 +194,11 @@ impl Server {
             self.remove_session(victim, Farewell::Silent);
             self.out.close(victim, CloseReason::Banned);
         }
-        for (rooms, nick, userhost) in departures {
+        for (rooms, nick, user, host) in departures {
             let who = Person {
                 nick: &nick,
-                userhost: &userhost,
+                user: &user,
+                host,
             };
             self.announce_quit(&rooms, who, Some("banned"));
         }

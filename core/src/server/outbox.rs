@@ -17,9 +17,10 @@ use crate::reply::Reply;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: VecDeque<Output>,
-    /// Every open connection's style and name, kept by the server as
+    /// Every open IRC connection's style and name, kept by the server as
     /// they change, so a reply to one connection renders without the
-    /// session at hand.
+    /// session at hand. Native connections have none (their replies name
+    /// nobody), so they cost this map nothing.
     viewers: AHashMap<ConnId, Viewer>,
     /// The server name and the time of the input being handled.
     pub(crate) scene: Scene,
@@ -87,7 +88,6 @@ impl Outbox {
     /// One event rendered for one connection.
     pub(crate) fn render(&self, to: ConnId, reply: &Reply<'_>) -> Bytes {
         let viewer = self.viewers.get(&to);
-        debug_assert!(viewer.is_some(), "a reply to {to}, which has no viewer");
         let style = viewer.map_or(Style::Native, |viewer| viewer.style);
         render::encode(style, reply, viewer, &self.scene)
     }

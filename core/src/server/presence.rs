@@ -278,11 +278,12 @@ impl Server {
         if let Some(viewer) = self.out.viewer_mut(conn) {
             viewer.nick = new;
         }
-        let (new, userhost) = (session.nick, session.userhost.clone());
+        let (new, user, host) = (session.nick, session.user().to_owned(), session.peer.ip());
         let reply = Reply::NickChanged {
             old: Person {
                 nick: &old,
-                userhost: &userhost,
+                user: &user,
+                host,
             },
             new: &new,
         };
@@ -304,7 +305,7 @@ pub(super) fn who_entries<'a>(
                 owner: room.owner == Some(member),
                 operator: place.operator,
                 voice: place.voice,
-                away: session.away.is_some(),
+                away: session.away().is_some(),
                 server_operator: session.is_operator(),
             })
         })

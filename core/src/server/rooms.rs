@@ -81,7 +81,7 @@ impl Server {
         if room.modes.ban_masks.is_empty() {
             return false;
         }
-        let full = format!("{}!{}", session.nick, session.userhost);
+        let full = session.person().mask();
         room.modes
             .ban_masks
             .iter()
@@ -232,7 +232,7 @@ impl Server {
             return self.out.error(conn, ErrorCode::LimitReached, &text);
         }
         room.invites.insert(invitee);
-        let (by, userhost) = (me.nick, me.userhost.clone());
+        let (by, user, host) = (me.nick, me.user().to_owned(), me.peer.ip());
         let Some(guest) = self.sessions.get_mut(&invitee) else {
             return;
         };
@@ -248,7 +248,8 @@ impl Server {
         );
         let by = Person {
             nick: &by,
-            userhost: &userhost,
+            user: &user,
+            host,
         };
         self.out.send(invitee, &Reply::Invited { room: &name, by });
     }

@@ -5,8 +5,6 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use std::sync::Arc;
-
 use crate::dialect::Dialect;
 use crate::ids::{Nick, RoomName};
 use crate::line::LineBuffer;
@@ -49,17 +47,12 @@ pub(crate) struct Session {
     pub(crate) dialect: Dialect,
     /// Current nickname.
     pub(crate) nick: Nick,
-    /// `user@host` as IRC shows it after the nickname (the host is the
-    /// peer's address).
-    pub(crate) userhost: Arc<str>,
     /// Rooms the client is in, in the order joined. A native client is
     /// always in exactly one, its current room; an IRC client in any
     /// number.
     pub(crate) rooms: SmallVec<[RoomName; 1]>,
     /// IRC registration and capabilities; `None` for native clients.
     pub(crate) irc: Option<Box<IrcState>>,
-    /// The away message, if away (IRC `AWAY`).
-    pub(crate) away: Option<Box<str>>,
     /// Framing state: a partial line at most.
     pub(crate) line: LineBuffer,
     /// An IRC client's lines waiting out its rate limit (fakelag), made
@@ -95,11 +88,9 @@ impl Session {
             peer,
             dialect,
             nick,
-            userhost: userhost("native", peer),
             rooms: SmallVec::new(),
             held: None,
             irc,
-            away: None,
             line: LineBuffer::default(),
             limits: None,
             last_active: now,
@@ -134,8 +125,23 @@ impl Session {
     pub(crate) fn person(&self) -> Person<'_> {
         Person {
             nick: &self.nick,
-            userhost: &self.userhost,
+            user: self.user(),
+            host: self.peer.ip(),
         }
+    }
+
+    /// The user name IRC shows: `~` and the USER name for IRC clients,
+    /// `native` for native ones (and IRC ones before USER).
+    pub(crate) fn user(&self) -> &str {
+        self.irc
+            .as_ref()
+            .and_then(|irc| irc.user.as_ref())
+            .map_or("native", |(user, _)| user)
+    }
+
+    /// The away message, if away (IRC `AWAY`; native clients never are).
+    pub(crate) fn away(&self) -> Option<&str> {
+        self.irc.as_ref().and_then(|irc| irc.away.as_deref())
     }
 
     /// Whether the client wants its own messages back (IRC
@@ -151,15 +157,6 @@ impl Session {
     pub(crate) fn is_registered(&self) -> bool {
         self.irc.as_ref().is_none_or(|irc| irc.registered)
     }
-}
-
-/// `user@host` for a user name and a peer: the host is the address, with
-/// a leading `0` where an IPv6 address starts with `:` (a parameter may
-/// not start with one in IRC).
-pub(crate) fn userhost(user: &str, peer: SocketAddr) -> Arc<str> {
-    let host = peer.ip().to_string();
-    let zero = if host.starts_with(':') { "0" } else { "" };
-    format!("{user}@{zero}{host}").into()
 }
 
 /// Lines held back by fakelag, and when the next may go.
@@ -178,8 +175,11 @@ pub(crate) struct IrcState {
     pub(crate) pass_ok: bool,
     /// A `NICK` was given.
     pub(crate) nick_given: bool,
-    /// The `USER` name and real name, once given.
+    /// The user name as shown (`~` and the `USER` name) and the real
+    /// name, once given.
     pub(crate) user: Option<(Box<str>, Box<str>)>,
+    /// The away message, if away (`AWAY`).
+    pub(crate) away: Option<Box<str>>,
     /// `CAP LS` or `CAP REQ` started negotiation: registration waits for
     /// `CAP END`.
     pub(crate) negotiating: bool,

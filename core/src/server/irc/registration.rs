@@ -10,7 +10,6 @@ use crate::irc::render::{self as irc_render};
 use crate::render::{IrcTags, Style};
 
 use super::{CHATHISTORY_LIMIT, MAX_TARGETS, VERSION};
-use crate::server::session::userhost;
 use crate::server::{Farewell, Server};
 
 impl Server {
@@ -81,13 +80,12 @@ impl Server {
             clean
         };
         let realname: String = realname.chars().take(100).collect();
-        session.userhost = userhost(&format!("~{clean}"), session.peer);
-        let userhost = session.userhost.clone();
-        if let Some(irc) = session.irc.as_mut() {
-            irc.user = Some((clean.into(), realname.into()));
-        }
+        let user = format!("~{clean}");
         if let Some(viewer) = self.out.viewer_mut(conn) {
-            viewer.userhost = userhost;
+            viewer.user = user.as_str().into();
+        }
+        if let Some(irc) = session.irc.as_mut() {
+            irc.user = Some((user.into(), realname.into()));
         }
         self.complete_registration(conn);
     }
@@ -212,14 +210,13 @@ impl Server {
             return;
         }
         irc.registered = true;
-        let nick = session.nick.to_string();
-        let userhost = session.userhost.clone();
+        let mask = session.person().mask();
         if let Some(viewer) = self.out.viewer_mut(conn) {
             viewer.registering = false;
         }
         let network = self.config.irc.network.clone();
         let server = self.config.irc.server_name.clone();
-        let welcome = format!("Welcome to the {network} IRC network, {nick}!{userhost}");
+        let welcome = format!("Welcome to the {network} IRC network, {mask}");
         self.numeric(conn, n::RPL_WELCOME, &[&welcome]);
         let host = format!("Your host is {server}, running version {VERSION}");
         self.numeric(conn, n::RPL_YOURHOST, &[&host]);

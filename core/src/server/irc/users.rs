@@ -9,7 +9,7 @@ use crate::io::Priority;
 use crate::irc::caps::Cap;
 use crate::irc::numeric as n;
 use crate::irc::render::{self as irc_render, channel};
-use crate::reply::Reply;
+use crate::reply::{Reply, host_text};
 use crate::text;
 
 use crate::server::Server;
@@ -77,8 +77,8 @@ impl Server {
         multi_prefix: bool,
     ) -> Vec<String> {
         let session = &self.sessions[&target];
-        let (user, host) = session.userhost.split_once('@').unwrap_or(("", ""));
-        let mut flags = String::from(if session.away.is_some() { "G" } else { "H" });
+        let (user, host) = (session.user(), host_text(session.peer.ip()));
+        let mut flags = String::from(if session.away().is_some() { "G" } else { "H" });
         if session.is_operator() {
             flags.push('*');
         }
@@ -126,9 +126,9 @@ impl Server {
         let server = self.config.irc.server_name.clone();
         let session = &self.sessions[&found];
         let nick = session.nick.to_string();
-        let (user, host) = session.userhost.split_once('@').unwrap_or(("", ""));
-        let (user, host, real) = (user.to_owned(), host.to_owned(), realname(session));
-        let away = session.away.clone();
+        let (user, host) = (session.user().to_owned(), host_text(session.peer.ip()));
+        let real = realname(session);
+        let away = session.away().map(str::to_owned);
         let operator = session.is_operator();
         let channels: Vec<String> = session
             .rooms
@@ -166,11 +166,10 @@ impl Server {
                     .rev()
                     .filter(|gone| gone.nick.folded() == nick.folded())
                     .map(|gone| {
-                        let (user, host) = gone.userhost.split_once('@').unwrap_or(("", ""));
                         (
                             gone.nick.to_string(),
-                            user.to_owned(),
-                            host.to_owned(),
+                            gone.user.to_string(),
+                            host_text(gone.host),
                             gone.realname.to_string(),
                         )
                     })
@@ -220,8 +219,8 @@ impl Server {
                     "{}{}={}{}",
                     session.nick,
                     if session.is_operator() { "*" } else { "" },
-                    if session.away.is_some() { '-' } else { '+' },
-                    session.userhost
+                    if session.away().is_some() { '-' } else { '+' },
+                    format_args!("{}@{}", session.user(), host_text(session.peer.ip()))
                 )
             })
             .collect();
@@ -237,7 +236,9 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        session.away = message.clone().map(Into::into);
+        if let Some(irc) = session.irc.as_mut() {
+            irc.away = message.clone().map(Into::into);
+        }
         match &message {
             Some(_) => self.numeric(
                 conn,
