@@ -7,9 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compare::CompareArgs;
-use crate::fanout::{self, FanoutMeasurement, FanoutPlan, Peer};
+use chatd_core::Dialect;
+
+use crate::fanout::{self, FanoutMeasurement, FanoutPlan};
 use crate::oper_flood::{self, FloodPlan};
-use crate::server::{Launch, ServerProcess};
+use crate::server::{Launch, ServerProcess, chatd_peer, parse_dialect};
 use crate::{connect, micro, relay, rtt};
 
 /// `chatd bench`: measurements of chatd, loopback only.
@@ -88,6 +90,10 @@ pub struct FanoutArgs {
     /// Keep history in memory only (the server's --no-persist).
     #[arg(long)]
     pub no_persist: bool,
+    /// What the clients speak: native, or irc (NICK/USER, JOIN, PRIVMSG
+    /// on chatd's IRC listener, started on a free port).
+    #[arg(long, default_value = "native", value_parser = parse_dialect)]
+    pub dialect: Dialect,
     /// How to start chatd.
     #[command(flatten)]
     pub launch: Launch,
@@ -101,7 +107,8 @@ impl FanoutArgs {
         } else {
             &[]
         };
-        let server = ServerProcess::launch_backend(&self.launch, &self.launch.backend, extra)?;
+        let server =
+            ServerProcess::launch_dialect(&self.launch, &self.launch.backend, extra, self.dialect)?;
         let plan = FanoutPlan {
             clients: self.clients,
             rooms: self.rooms,
@@ -112,10 +119,11 @@ impl FanoutArgs {
             duration: Duration::from_secs(self.seconds),
             reader_threads: self.readers,
         };
-        let measured = fanout::measure(&server, &Peer::Chatd, &plan, true)?;
+        let measured = fanout::measure(&server, &chatd_peer(self.dialect), &plan, true)?;
         println!(
-            "backend {} ({}): {} clients / {} rooms / {} senders, {}: {}",
+            "backend {} ({}, {}): {} clients / {} rooms / {} senders, {}: {}",
             self.launch.backend,
+            self.dialect,
             self.launch.config.display(),
             plan.clients,
             plan.rooms,
@@ -159,6 +167,11 @@ pub struct IdleArgs {
     /// Connections to open (at most about 19,990 with a 20,000-file limit).
     #[arg(long, default_value_t = 1_000)]
     pub connections: usize,
+    /// What the connections speak: native (wait for the welcome line), or
+    /// irc (register with NICK/USER, JOIN a room of 100, wait for its
+    /// 366; chatd's IRC listener is started on a free port).
+    #[arg(long, default_value = "native", value_parser = parse_dialect)]
+    pub dialect: Dialect,
     /// How to start chatd.
     #[command(flatten)]
     pub launch: Launch,
@@ -167,11 +180,13 @@ pub struct IdleArgs {
 impl IdleArgs {
     /// Runs and prints one line.
     pub fn run(self) -> anyhow::Result<()> {
-        let server = ServerProcess::launch(&self.launch)?;
-        let report = connect::run(&server, self.connections, true)?;
+        let server =
+            ServerProcess::launch_dialect(&self.launch, &self.launch.backend, &[], self.dialect)?;
+        let report = connect::run(&server, self.connections, self.dialect, true)?;
         println!(
-            "backend {} ({}): {} of {} connected, {} failures, in {:.2} s; server RSS {:.1} MiB -> {:.1} MiB = {:.0} bytes per connection",
+            "backend {} ({}, {}): {} of {} connected, {} failures, in {:.2} s; server RSS {:.1} MiB -> {:.1} MiB = {:.0} bytes per connection",
             self.launch.backend,
+            self.dialect,
             self.launch.config.display(),
             report.connected,
             report.requested,

@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatd_core::Dialect;
 use clap::{Args, ValueEnum};
 
 use crate::chart;
 use crate::connect;
 use crate::fanout::{self, FanoutPlan, Peer};
 use crate::peers::{self, PeerSpec};
-use crate::server::{Launch, ServerProcess};
+use crate::server::{Launch, ServerProcess, chatd_peer, parse_dialect};
 
 /// The scenarios (BENCHMARKS.md describes each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -142,6 +143,12 @@ pub struct CompareArgs {
     /// Where the results folder is made.
     #[arg(long, default_value = "bench-results")]
     pub results: PathBuf,
+    /// What chatd's clients speak: native, or irc (chatd's IRC listener
+    /// on a free port, spoken to with the IRC peers' NICK/USER, JOIN and
+    /// PRIVMSG; S3's connections register and join a room of 100). The
+    /// chatd columns are then `poll-irc` and `iocp-irc`.
+    #[arg(long, default_value = "native", value_parser = parse_dialect)]
+    pub dialect: Dialect,
     /// How to start chatd.
     #[command(flatten)]
     pub launch: Launch,
@@ -150,16 +157,25 @@ pub struct CompareArgs {
 /// A server measured in the comparison.
 #[derive(Debug, Clone)]
 enum Target {
-    Chatd(&'static str),
+    /// chatd on a backend, its clients speaking a dialect.
+    Chatd(&'static str, Dialect),
     Peer(Box<(PeerSpec, Peer)>),
 }
 
 impl Target {
     fn name(&self) -> String {
         match self {
-            Self::Chatd(backend) => (*backend).to_owned(),
+            Self::Chatd(backend, dialect) => chatd_column(backend, *dialect),
             Self::Peer(peer) => peer.0.name.clone(),
         }
+    }
+}
+
+/// chatd's column: the backend, with `-irc` when spoken to over IRC.
+fn chatd_column(backend: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Native => backend.to_owned(),
+        _ => format!("{backend}-{dialect}"),
     }
 }
 
@@ -177,7 +193,10 @@ struct Results {
 /// Runs the comparison.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let chatd = args.launch.chatd_binary()?;
-    let mut targets = vec![Target::Chatd("poll"), Target::Chatd("iocp")];
+    let mut targets = vec![
+        Target::Chatd("poll", args.dialect),
+        Target::Chatd("iocp", args.dialect),
+    ];
     let mut skipped = Vec::new();
     if args.peers != "none" {
         for spec in peers::load(std::path::Path::new(&args.peers))? {
@@ -275,26 +294,26 @@ fn run_one(
     target: &Target,
 ) -> anyhow::Result<Figures> {
     let server = match target {
-        Target::Chatd(backend) => {
+        Target::Chatd(backend, dialect) => {
             let extra: &[&str] = if scenario == Scenario::S1NoPersist {
                 &["--no-persist"]
             } else {
                 &[]
             };
-            ServerProcess::launch_backend(&args.launch, backend, extra)?
+            ServerProcess::launch_dialect(&args.launch, backend, extra, *dialect)?
         }
         Target::Peer(peer) => peer.0.start(chatd)?,
     };
     let mut figures = Figures::new();
     if scenario == Scenario::S3 {
-        let report = connect::run(&server, args.idle_connections, false)?;
+        let report = connect::run(&server, args.idle_connections, args.dialect, false)?;
         figures.insert(CONNECT_SECONDS, report.elapsed.as_secs_f64());
         figures.insert(FAILURES, report.failures as f64);
         figures.insert(BYTES_PER_CONN, report.rss_per_connection());
         return Ok(figures);
     }
     let peer = match target {
-        Target::Chatd(_) => Peer::Chatd,
+        Target::Chatd(_, dialect) => chatd_peer(*dialect),
         Target::Peer(peer) => peer.1.clone(),
     };
     let measured = fanout::measure(&server, &peer, &scenario.plan(args.seconds), false)?;
@@ -366,17 +385,20 @@ fn summary(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# chatd bench compare\n\n{}; {} rounds, {} s per fan-out run, server config {}, {} I/O threads; medians over rounds.\n",
+        "# chatd bench compare\n\n{}; {} rounds, {} s per fan-out run, server config {}, {} I/O threads, chatd spoken to in {}; medians over rounds.\n",
         machine(),
         args.rounds,
         args.seconds,
         args.launch.config.display(),
         args.launch.threads,
+        args.dialect,
     );
+    let poll = chatd_column("poll", args.dialect);
+    let iocp = chatd_column("iocp", args.dialect);
     for &scenario in &args.scenarios {
         let columns: Vec<&String> = targets
             .iter()
-            .filter(|t| !scenario.chatd_only() || *t == "poll" || *t == "iocp")
+            .filter(|t| !scenario.chatd_only() || **t == poll || **t == iocp)
             .collect();
         let _ = writeln!(out, "## {}\n", scenario.name());
         let _ = write!(out, "| |");
@@ -400,7 +422,7 @@ fn summary(
                     value(target).map_or("n/a".into(), format_value)
                 );
             }
-            let ratio = match (value("iocp"), value("poll")) {
+            let ratio = match (value(&iocp), value(&poll)) {
                 (Some(iocp), Some(poll)) if poll != 0.0 => format!("{:.2}", iocp / poll),
                 _ => "n/a".into(),
             };
@@ -450,6 +472,12 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&mut []), None);
+    }
+
+    #[test]
+    fn chatd_over_irc_has_columns_of_its_own() {
+        assert_eq!(chatd_column("poll", Dialect::Native), "poll");
+        assert_eq!(chatd_column("iocp", Dialect::Irc), "iocp-irc");
     }
 
     #[test]

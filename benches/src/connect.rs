@@ -2,7 +2,10 @@
 //!
 //! Connections come from 127.0.0.1, 127.0.0.2, ... (at most
 //! [`PER_SOURCE`] each, well inside the ephemeral port range), and each
-//! waits for its welcome line, so the server has really admitted it.
+//! waits for its welcome line, so the server has really admitted it. Over
+//! IRC each registers (NICK, USER) and joins a room of
+//! [`IRC_IDLE_ROOM_MEMBERS`], and waits for the end of the room's names
+//! (`366`): an idle IRC user is registered and in a channel.
 //! Reported: time to connect all, failures, and the server's RSS growth per
 //! connection.
 
@@ -12,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
+
+use chatd_core::Dialect;
 
 use crate::server::ServerProcess;
 
@@ -52,20 +57,30 @@ impl ConnectReport {
 /// serially measures the round trip, not how fast the server admits.
 pub const CONNECT_THREADS: usize = 4;
 
-/// Opens `count` connections, keeps them open while measuring, then closes them.
-pub fn run(server: &ServerProcess, count: usize, progress: bool) -> anyhow::Result<ConnectReport> {
+/// Members of each room the idle IRC connections join: connection `i`
+/// joins `#idle{i / 100}`. One room for all would have the server send
+/// every join to every member (19,000 squared over two lines), and the
+/// measurement would be of that burst, not of idle connections.
+pub const IRC_IDLE_ROOM_MEMBERS: usize = 100;
+
+/// Opens `count` connections speaking `dialect`, keeps them open while
+/// measuring, then closes them.
+pub fn run(
+    server: &ServerProcess,
+    count: usize,
+    dialect: Dialect,
+    progress: bool,
+) -> anyhow::Result<ConnectReport> {
     // Let the server settle (allocator warm-up, threads started).
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = server.rss_bytes()?;
     let start = Instant::now();
     let deadline = start + CONNECT_LIMIT;
-    let attempts = connect_all(
-        server.addr,
-        count,
-        Greeting::ChatdWelcome,
-        deadline,
-        progress,
-    );
+    let greeting = match dialect {
+        Dialect::Native => Greeting::ChatdWelcome,
+        Dialect::Irc => Greeting::IrcJoin,
+    };
+    let attempts = connect_all(server.addr, count, greeting, deadline, progress);
     let elapsed = start.elapsed();
     let failures = attempts.iter().filter(|a| a.is_err()).count();
     let open: Vec<TcpStream> = attempts.into_iter().filter_map(Result::ok).collect();
@@ -94,6 +109,9 @@ pub enum Greeting<'a> {
     None,
     /// Reads chatd's welcome line.
     ChatdWelcome,
+    /// Registers over IRC as `i{n}` and joins `#idle{n / 100}`
+    /// ([`IRC_IDLE_ROOM_MEMBERS`]); waits for the room's `366`.
+    IrcJoin,
     /// Sends these bytes for client `i` (an IRC server's NICK and USER:
     /// some servers stop accepting while many connections sit
     /// unregistered).
@@ -132,6 +150,7 @@ pub fn connect_all(
                                 Greeting::ChatdWelcome => {
                                     connect_and_welcome(server, source_for(i))
                                 }
+                                Greeting::IrcJoin => connect_and_join_irc(server, i),
                                 Greeting::Send(hello) => connect_from(server, source_for(i))
                                     .and_then(|mut stream| {
                                         stream.write_all(&hello(i))?;
@@ -203,6 +222,42 @@ pub fn connect_and_welcome(server: SocketAddr, source: IpAddr) -> std::io::Resul
         )));
     }
     Ok(stream)
+}
+
+/// Connects client `n` from [`source_for`]`(n)`, registers it over IRC as
+/// `i{n}` and joins `#idle{n / IRC_IDLE_ROOM_MEMBERS}`; returns once the
+/// room's names have ended (`366`), i.e. the server has the user in the
+/// room. What arrives after that (later members' joins) stays unread in
+/// the socket, as it would for a client that is away.
+pub fn connect_and_join_irc(server: SocketAddr, n: usize) -> std::io::Result<TcpStream> {
+    let mut stream = connect_from(server, source_for(n))?;
+    let room = n / IRC_IDLE_ROOM_MEMBERS;
+    stream.write_all(
+        format!("NICK i{n}\r\nUSER i{n} 0 * :i{n}\r\nJOIN #idle{room}\r\n").as_bytes(),
+    )?;
+    // The registration burst (001-005, LUSERS, 422) is a few hundred
+    // bytes: read in blocks, keeping the tail in case `366` is cut.
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Err(std::io::Error::other(format!(
+                "closed during registration: {:?}",
+                String::from_utf8_lossy(&seen)
+            )));
+        }
+        seen.extend_from_slice(&buffer[..read]);
+        if memchr::memmem::find(&seen, b" 366 ").is_some() {
+            return Ok(stream);
+        }
+        if let Some(error) = memchr::memmem::find(&seen, b"ERROR ") {
+            return Err(std::io::Error::other(format!(
+                "refused: {:?}",
+                String::from_utf8_lossy(&seen[error..])
+            )));
+        }
+    }
 }
 
 /// Binds the socket to a source address, leaving the port to connect().

@@ -137,6 +137,24 @@ mod tests {
     }
 
     #[test]
+    fn irc_deliveries_are_read_after_the_prefix() {
+        // A user or nick that starts with `b` puts `~b` into the prefix,
+        // never `~b ` (a prefix holds no space).
+        assert_eq!(
+            scan(&[b":b7!~b7@127.0.0.1 PRIVMSG #bench0 :~b 7 3 42 xxxx\r\n"]),
+            [payload(7, 3, 42)]
+        );
+        // Registration, names and joins carry no payload.
+        assert!(
+            scan(&[
+                b":chatd 001 u1 :Welcome to chatd u1\r\n",
+                b":u2!~u2@127.0.0.1 JOIN #bench0\r\n:chatd 353 u1 = #bench0 :u1 u2\r\n",
+            ])
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn lines_without_a_whole_payload_yield_nothing() {
         assert!(scan(&[b"* guest2 joined #bench0\n"]).is_empty());
         assert!(scan(&[b"[#bench0] guest1: ~b x 1 2\n"]).is_empty());

@@ -61,6 +61,22 @@ pub struct LineTemplates {
 }
 
 impl LineTemplates {
+    /// chatd's IRC listener (docs/IRC.md), spoken to as the IRC peers
+    /// are: register as `u{n}`, join after `001`, `PRIVMSG` the room.
+    /// Deliveries arrive as `:u{n}!~u{n}@127.0.0.1 PRIVMSG #room :~b ...`;
+    /// the payload is found after its marker as in every other dialect.
+    pub fn chatd_irc() -> Self {
+        Self {
+            hello: "NICK u{n}\nUSER u{n} 0 * :u{n}".into(),
+            registered: Some(" 001 ".into()),
+            join: "JOIN #{room}".into(),
+            say: "PRIVMSG #{room} :{payload}".into(),
+            // As for the IRC peers: no barrier is awaited after joining,
+            // so the run waits this long before the first message.
+            settle: Duration::from_secs(2),
+        }
+    }
+
     fn fill(template: &str, n: usize, room: &str, payload: &str) -> Vec<u8> {
         let mut bytes = Vec::new();
         // `\n` may be written out (TOML literal strings) or be a newline.
@@ -581,6 +597,23 @@ mod tests {
         assert_eq!(
             LineTemplates::fill("NICK b{n}\nUSER b{n} 0 * :b", 2, "bench0", ""),
             b"NICK b2\r\nUSER b2 0 * :b\r\n"
+        );
+    }
+
+    #[test]
+    fn chatd_is_spoken_to_over_irc_with_the_peers_templates() {
+        let irc = LineTemplates::chatd_irc();
+        assert_eq!(
+            LineTemplates::fill(&irc.hello, 12, "bench0", ""),
+            b"NICK u12\r\nUSER u12 0 * :u12\r\n"
+        );
+        assert_eq!(
+            LineTemplates::fill(&irc.join, 12, "bench3", ""),
+            b"JOIN #bench3\r\n"
+        );
+        assert_eq!(
+            LineTemplates::fill(&irc.say, 12, "bench3", "~b 12 5 99"),
+            b"PRIVMSG #bench3 :~b 12 5 99\r\n"
         );
     }
 

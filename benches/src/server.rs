@@ -8,12 +8,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chatd_core::Dialect;
+use chatd_engine::listener::parse_listening;
 
 /// A running server process.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
-    /// Where it listens.
+    /// Where the measurement connects: chatd's listener of the dialect it
+    /// was started for ([`ServerProcess::launch_dialect`]), or a peer's port.
     pub addr: SocketAddr,
     /// A data directory made for this run, removed at the end.
     scratch: Option<PathBuf>,
@@ -50,6 +53,18 @@ impl ServerProcess {
     /// Starts a server as `launch` says but with `backend` and `extra`
     /// flags, on a fresh scratch data directory.
     pub fn launch_backend(launch: &Launch, backend: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::launch_dialect(launch, backend, extra, Dialect::Native)
+    }
+
+    /// [`Self::launch_backend`] for clients speaking `dialect`: with IRC
+    /// the server also listens for IRC on a free loopback port, and
+    /// [`Self::addr`] is that listener.
+    pub fn launch_dialect(
+        launch: &Launch,
+        backend: &str,
+        extra: &[&str],
+        dialect: Dialect,
+    ) -> anyhow::Result<Self> {
         let binary = launch.chatd_binary()?;
         let scratch = std::env::temp_dir().join(format!("chatd-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&scratch);
@@ -67,9 +82,9 @@ impl ServerProcess {
         let mut server = match &launch.server_cpus {
             Some(cpus) => {
                 let pinned = ["-c".to_owned(), cpus.clone(), binary.display().to_string()];
-                Self::start_via(Path::new("taskset"), &pinned, &args)?
+                Self::start_via(Path::new("taskset"), &pinned, &binary, &args, dialect)?
             }
-            None => Self::start(&binary, &args)?,
+            None => Self::start_via(&binary, &[], &binary, &args, dialect)?,
         };
         server.scratch = Some(scratch);
         Ok(server)
@@ -116,20 +131,34 @@ impl ServerProcess {
     /// `--irc-bind none`: measurements speak native, and two runs must
     /// not fight over the IRC port) and waits for its start-up line.
     pub fn start(binary: &Path, args: &[String]) -> anyhow::Result<Self> {
-        Self::start_via(binary, &[], args)
+        Self::start_via(binary, &[], binary, args, Dialect::Native)
     }
 
     /// [`Self::start`] through a launcher: runs `program launcher_args...
-    /// serve ...`, e.g. `taskset -c 0 /path/chatd serve ...`.
+    /// serve ...`, e.g. `taskset -c 0 /path/chatd serve ...`, where
+    /// `binary` is the chatd that ends up running. For [`Dialect::Irc`]
+    /// the IRC listener takes a free loopback port and becomes
+    /// [`Self::addr`].
     fn start_via(
         program: &Path,
         launcher_args: &[String],
+        binary: &Path,
         args: &[String],
+        dialect: Dialect,
     ) -> anyhow::Result<Self> {
+        let irc_bind: &[&str] = match dialect {
+            Dialect::Irc => &["--irc-bind", "127.0.0.1:0"],
+            // Builds from before the IRC listener (such as 256227d, run to
+            // measure what a change costs) refuse the flag, and have no
+            // IRC port to fight over.
+            Dialect::Native if knows_irc_bind(binary) => &["--irc-bind", "none"],
+            Dialect::Native => &[],
+        };
         let mut child = Command::new(program)
             .args(launcher_args)
             .arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--irc-bind", "none"])
+            .args(["--bind", "127.0.0.1:0"])
+            .args(irc_bind)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -141,10 +170,18 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("chatd listening on ").nth(1) {
-                    // `ADDR (native)[, ADDR (irc)]: backend ...`: the
-                    // native listener comes first.
-                    let first = rest.split([' ', ',']).next().unwrap_or_default();
-                    let _ = found.send(first.trim_end_matches(':').to_owned());
+                    // `ADDR (native)[, ADDR (irc)]: backend ...`; builds
+                    // from before the IRC listener print a bare `ADDR:`.
+                    let listening = parse_listening(rest);
+                    let address = match listening.iter().find(|l| l.dialect == dialect) {
+                        Some(wanted) => Some(wanted.address.to_string()),
+                        None if listening.is_empty() && dialect == Dialect::Native => {
+                            let first = rest.split([' ', ',']).next().unwrap_or_default();
+                            Some(first.trim_end_matches(':').to_owned())
+                        }
+                        None => None,
+                    };
+                    let _ = found.send(address);
                 } else if ["ERROR", "WARN", "panicked"]
                     .iter()
                     .any(|w| line.contains(w))
@@ -157,6 +194,10 @@ impl ServerProcess {
         let Ok(addr) = address.recv_timeout(Duration::from_secs(10)) else {
             let _ = child.kill();
             bail!("the server printed no start-up line within 10 s");
+        };
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            bail!("the server's start-up line names no {dialect} listener");
         };
         Ok(Self {
             addr: addr.parse().context("start-up line address")?,
@@ -204,6 +245,32 @@ impl Drop for ServerProcess {
             let _ = std::fs::remove_dir_all(scratch);
         }
     }
+}
+
+/// Reads a dialect's name (`native` or `irc`) from the command line.
+pub fn parse_dialect(text: &str) -> Result<Dialect, String> {
+    [Dialect::Native, Dialect::Irc]
+        .into_iter()
+        .find(|dialect| dialect.name() == text)
+        .ok_or_else(|| format!("unknown dialect {text:?} (native or irc)"))
+}
+
+/// How the load generator speaks to chatd in `dialect`.
+pub fn chatd_peer(dialect: Dialect) -> crate::fanout::Peer {
+    match dialect {
+        Dialect::Native => crate::fanout::Peer::Chatd,
+        Dialect::Irc => crate::fanout::Peer::Lines(crate::fanout::LineTemplates::chatd_irc()),
+    }
+}
+
+/// Whether `binary serve` takes `--irc-bind` (its `--help` lists it).
+fn knows_irc_bind(binary: &Path) -> bool {
+    Command::new(binary)
+        .args(["serve", "--help"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| memchr::memmem::find(&out.stdout, b"--irc-bind").is_some())
 }
 
 /// The `chatd` binary next to the running executable (same target dir), or
