@@ -43,19 +43,15 @@ impl Style {
 }
 
 /// Who an IRC connection is, as the renderer needs it for replies to
-/// that connection alone (IRC numerics name their target, its own JOIN
-/// echo shows its mask). Native connections need none: their replies
-/// name nobody.
+/// that connection alone (IRC numerics name their target; the events
+/// that echo the connection's own acts carry its mask). Native
+/// connections need none: their replies name nobody.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Viewer {
     /// How it wants events spelled.
     pub(crate) style: Style,
     /// Its nickname.
     pub(crate) nick: Nick,
-    /// Its user name as shown (`~name`).
-    pub(crate) user: Box<str>,
-    /// Its address.
-    pub(crate) host: std::net::IpAddr,
     /// It has not finished IRC registration: numerics name it `*`.
     pub(crate) registering: bool,
     /// The IRC capabilities it enabled (none for native clients).

@@ -93,6 +93,8 @@ pub enum Reply<'a> {
     },
     /// Your nickname changed.
     NickChangedYou {
+        /// You, before the change.
+        me: Person<'a>,
         /// The new nickname.
         new: &'a Nick,
     },
@@ -105,11 +107,15 @@ pub enum Reply<'a> {
     },
     /// You joined a room.
     YouJoined {
+        /// You, as IRC shows you (`nick!user@host`) in the echo.
+        me: Person<'a>,
         /// The room.
         room: &'a RoomName,
     },
     /// You created (and own) a room.
     YouCreated {
+        /// You, as IRC shows you (`nick!user@host`) in the echo.
+        me: Person<'a>,
         /// The room.
         room: &'a RoomName,
         /// Invitation only.
@@ -124,6 +130,8 @@ pub enum Reply<'a> {
     },
     /// You left a room.
     YouLeft {
+        /// You, as IRC shows you (`nick!user@host`) in the echo.
+        me: Person<'a>,
         /// The room.
         room: &'a RoomName,
         /// Why, if you said.
@@ -198,6 +206,8 @@ pub enum Reply<'a> {
     },
     /// Echo of a private message you sent.
     WhisperSent {
+        /// You, as IRC shows you (`nick!user@host`) in the echo.
+        me: Person<'a>,
         /// The recipient.
         to: &'a Nick,
         /// Sent as an IRC `NOTICE`.

@@ -287,8 +287,6 @@ impl Server {
                 Viewer {
                     style: Style::of(dialect),
                     nick,
-                    user: session.user().into(),
-                    host: peer.ip(),
                     registering: true,
                     caps: Caps::default(),
                 },

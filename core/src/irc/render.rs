@@ -111,20 +111,6 @@ impl Lines<'_> {
         self.from(&source, None, self.scene.unix_ms, command, params);
     }
 
-    /// A message from the viewer itself (its JOIN, PART, NICK echoes).
-    fn myself(&mut self, command: &str, params: &[&str]) {
-        let source = match self.viewer {
-            Some(viewer) => Person {
-                nick: &viewer.nick,
-                user: &viewer.user,
-                host: viewer.host,
-            }
-            .mask(),
-            None => self.me.to_owned(),
-        };
-        self.from(&source, None, self.scene.unix_ms, command, params);
-    }
-
     /// A message to a room from a person, with its id.
     fn room_message(
         &mut self,
@@ -151,21 +137,21 @@ impl Lines<'_> {
             // Registration has its own burst (001-005, MOTD); IRC clients
             // are in no room until they JOIN.
             Reply::Welcome { .. } => {}
-            Reply::NickChangedYou { new } => {
-                if self.viewer.is_some_and(|v| !v.registering) && self.me != new.as_str() {
-                    self.myself("NICK", &[new.as_str()]);
+            Reply::NickChangedYou { me, new } => {
+                if self.viewer.is_some_and(|v| !v.registering) && me.nick != *new {
+                    self.person(*me, "NICK", &[new.as_str()]);
                 }
             }
             Reply::NickChanged { old, new } => self.person(*old, "NICK", &[new.as_str()]),
-            Reply::YouJoined { room } | Reply::YouCreated { room, .. } => {
-                self.myself("JOIN", &[&channel(room)]);
+            Reply::YouJoined { room, me } | Reply::YouCreated { room, me, .. } => {
+                self.person(*me, "JOIN", &[&channel(room)]);
             }
             Reply::Joined { room, who } => self.person(*who, "JOIN", &[&channel(room)]),
-            Reply::YouLeft { room, reason } => {
+            Reply::YouLeft { room, reason, me } => {
                 let chan = channel(room);
                 match reason {
-                    Some(reason) => self.myself("PART", &[&chan, reason]),
-                    None => self.myself("PART", &[&chan]),
+                    Some(reason) => self.person(*me, "PART", &[&chan, reason]),
+                    None => self.person(*me, "PART", &[&chan]),
                 }
             }
             Reply::Left { room, who, reason } => {
@@ -216,9 +202,14 @@ impl Lines<'_> {
                 self.person(*from, command, &[&me, text]);
             }
             // Sent only to clients with echo-message (the server decides).
-            Reply::WhisperSent { to, text, notice } => {
+            Reply::WhisperSent {
+                me,
+                to,
+                text,
+                notice,
+            } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
-                self.myself(command, &[to.as_str(), text]);
+                self.person(*me, command, &[to.as_str(), text]);
             }
             Reply::HistoryHeader { .. } => {}
             Reply::HistoryEntry(record) => self.history_entry(record),

@@ -38,16 +38,18 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
             out,
             "* welcome, you are {nick} in #{room}; type #help for commands"
         ),
-        Reply::NickChangedYou { new } => write!(out, "* you are now {new}"),
+        Reply::NickChangedYou { new, .. } => write!(out, "* you are now {new}"),
         Reply::NickChanged { old, new } => write!(out, "* {} is now known as {new}", old.nick),
-        Reply::YouJoined { room } => write!(out, "* you joined #{room}"),
+        Reply::YouJoined { room, .. } => write!(out, "* you joined #{room}"),
         Reply::YouCreated {
             room,
             private: false,
+            ..
         } => write!(out, "* you created #{room}; you own it"),
         Reply::YouCreated {
             room,
             private: true,
+            ..
         } => write!(
             out,
             "* you created private room #{room}; you own it; invite others with #invite NAME"

@@ -174,6 +174,7 @@ impl Server {
             self.out.send(
                 conn,
                 &Reply::WhisperSent {
+                    me: me.person(),
                     to: &them.nick,
                     text,
                     notice,

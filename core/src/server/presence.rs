@@ -58,12 +58,19 @@ impl Server {
         room.add_member(conn, style);
         match entry {
             Entry::Welcomed => {}
-            Entry::Joined => self.out.send(conn, &Reply::YouJoined { room: name }),
+            Entry::Joined => self.out.send(
+                conn,
+                &Reply::YouJoined {
+                    room: name,
+                    me: session.person(),
+                },
+            ),
             Entry::Created { private } => self.out.send(
                 conn,
                 &Reply::YouCreated {
                     room: name,
                     private,
+                    me: session.person(),
                 },
             ),
         }
@@ -263,7 +270,11 @@ impl Server {
             return;
         };
         if session.nick == new {
-            return self.out.send(conn, &Reply::NickChangedYou { new: &new });
+            let reply = Reply::NickChangedYou {
+                me: session.person(),
+                new: &new,
+            };
+            return self.out.send(conn, &reply);
         }
         // Peers hear of it once each, however many rooms they share.
         let peers = self.peers(conn);
@@ -273,8 +284,10 @@ impl Server {
         let old = std::mem::replace(&mut session.nick, new);
         self.nicks.remove(&old.folded());
         self.nicks.insert(session.nick.folded(), conn);
+        let mut me = session.person();
+        me.nick = &old;
         self.out
-            .send(conn, &Reply::NickChangedYou { new: &session.nick });
+            .send(conn, &Reply::NickChangedYou { me, new: &new });
         if let Some(viewer) = self.out.viewer_mut(conn) {
             viewer.nick = new;
         }

@@ -167,13 +167,14 @@ impl Server {
             );
         }
         let current = current.clone();
-        self.out.send(
-            conn,
-            &Reply::YouLeft {
+        if let Some(session) = self.sessions.get(&conn) {
+            let reply = Reply::YouLeft {
                 room: &current,
                 reason: None,
-            },
-        );
+                me: session.person(),
+            };
+            self.out.send(conn, &reply);
+        }
         self.switch_room(conn, &general, Entry::Joined);
     }
 
@@ -191,7 +192,12 @@ impl Server {
         }
         // IRC echoes a PART to the one who leaves; the members hear it
         // after it is gone.
-        self.out.send(conn, &Reply::YouLeft { room: name, reason });
+        let reply = Reply::YouLeft {
+            room: name,
+            reason,
+            me: session.person(),
+        };
+        self.out.send(conn, &reply);
         self.leave_room(conn, name, true, reason);
     }
 

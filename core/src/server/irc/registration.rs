@@ -81,9 +81,6 @@ impl Server {
         };
         let realname: String = realname.chars().take(100).collect();
         let user = format!("~{clean}");
-        if let Some(viewer) = self.out.viewer_mut(conn) {
-            viewer.user = user.as_str().into();
-        }
         if let Some(irc) = session.irc.as_mut() {
             irc.user = Some((user.into(), realname.into()));
         }
