@@ -131,6 +131,10 @@ struct Departed {
     realname: Box<str>,
 }
 
+/// How long an IRC client has to register when idle checks are off
+/// (with them on, it has until the first idle check).
+const REGISTRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many departures WHOWAS remembers.
 const WHOWAS_KEPT: usize = 100;
 
@@ -297,6 +301,10 @@ impl Server {
         self.addresses.entry(group).or_default().connections += 1;
         if self.config.idle.enabled {
             self.arm_idle(conn, now + self.config.idle.ping_after);
+        } else if dialect == Dialect::Irc {
+            // Without idle checks an IRC client still has a deadline to
+            // register by (liveness.rs).
+            self.arm_idle(conn, now + REGISTRATION_TIMEOUT);
         }
         self.out.scene.unix_ms = self.wall.unix_ms(now);
         if dialect == Dialect::Native {
@@ -496,7 +504,7 @@ impl Server {
         };
         self.out.forget_viewer(conn);
         self.nicks.remove(&session.nick.folded());
-        if let Some(irc) = &session.irc
+        if let Some(irc) = session.irc.as_ref().filter(|irc| irc.registered)
             && let Some((user, realname)) = &irc.user
         {
             if self.departed.len() == WHOWAS_KEPT {

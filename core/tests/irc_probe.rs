@@ -237,3 +237,243 @@ fn a_long_list_is_cut_within_the_output_bound() {
     );
     assert!(sent_bytes(alice, &outputs) < 32 * 1024);
 }
+
+/// Findings of the fresh review of the IRC change, one test each.
+mod review {
+    use super::*;
+    use chatd_core::{OperatorConfig, PasswordVerdict};
+
+    /// A valid PHC string; the verdict is given by the test, never checked.
+    const HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$Y2hhdGQtdHJhbnNjcmlwdHM$607V5zJpUmsmI3NpQeCJXClNnsXw/01C4mbkTOOEljk";
+
+    fn operator(h: &mut Harness, conn: chatd_core::ConnId) {
+        h.server.handle(h.now, conn, b"OPER admin secret\r\n");
+        let outputs: Vec<Output> = std::iter::from_fn(|| h.server.poll_output()).collect();
+        let check = outputs.into_iter().find_map(|o| match o {
+            Output::VerifyPassword(check) => Some(check),
+            _ => None,
+        });
+        h.server.handle_password_verdict(
+            h.now,
+            check.expect("a check").request,
+            PasswordVerdict::Match,
+        );
+        while h.server.poll_output().is_some() {}
+    }
+
+    fn with_operator() -> Config {
+        let mut config = unlimited();
+        config.operators.push(OperatorConfig {
+            name: "admin".into(),
+            password_hash: HASH.into(),
+        });
+        config
+    }
+
+    #[test]
+    fn channel_operator_status_in_general_is_refused() {
+        let mut h = Harness::new(with_operator());
+        let admin = registered(&mut h, 1, "admin");
+        operator(&mut h, admin);
+        h.say(admin, "JOIN #general\r\n", admin);
+        let bob = registered(&mut h, 2, "bob");
+        h.say(bob, "JOIN #general\r\n", bob);
+        assert_eq!(
+            h.say(admin, "MODE #general +o bob\r\n", admin),
+            [":chatd.local 482 admin #general :#general's operators are the server operators"]
+        );
+        let victim = h.connect(Dialect::Native, 3);
+        h.say(victim, "", victim);
+        assert!(h.say(bob, "KICK #general guest3\r\n", victim).is_empty());
+    }
+
+    #[test]
+    fn an_irc_user_kicked_off_the_server_quits_its_other_rooms() {
+        let mut h = Harness::new(with_operator());
+        let admin = registered(&mut h, 1, "admin");
+        operator(&mut h, admin);
+        h.say(admin, "JOIN #general\r\n", admin);
+        let victim = registered(&mut h, 2, "victim");
+        h.say(victim, "JOIN #general,#other\r\n", victim);
+        let watcher = registered(&mut h, 3, "watcher");
+        h.say(watcher, "JOIN #other\r\n", watcher);
+        h.server
+            .handle(h.now, admin, b"KICK #general victim :bye\r\n");
+        let outputs: Vec<Output> = std::iter::from_fn(|| h.server.poll_output()).collect();
+        assert_eq!(
+            lines_to(victim, &outputs),
+            ["ERROR :Closing Link: victim (Killed by admin: bye)"]
+        );
+        let seen = lines_to(watcher, &outputs);
+        assert!(
+            seen.iter()
+                .any(|l| l == ":victim!~victim@127.0.0.2 QUIT :Quit: kicked by admin"),
+            "{seen:?}"
+        );
+        assert!(h.server.check_invariants().is_ok());
+    }
+
+    #[test]
+    fn secret_rooms_stay_secret_to_topic_mode_and_who() {
+        let mut h = Harness::new(unlimited());
+        let alice = registered(&mut h, 1, "alice");
+        h.say(
+            alice,
+            "JOIN #hidden\r\nMODE #hidden +is\r\nTOPIC #hidden :the plan\r\n",
+            alice,
+        );
+        let mallory = registered(&mut h, 2, "mallory");
+        for query in ["TOPIC #hidden", "MODE #hidden"] {
+            assert_eq!(
+                h.say(mallory, &format!("{query}\r\n"), mallory),
+                [":chatd.local 442 mallory #hidden :You're not on that channel"]
+            );
+        }
+        let who = h.say(mallory, "WHO alice\r\n", mallory);
+        assert!(!who.iter().any(|l| l.contains("#hidden")), "{who:?}");
+    }
+
+    #[test]
+    fn a_mode_line_with_a_missing_parameter_still_announces_what_it_changed() {
+        let mut h = Harness::new(unlimited());
+        let alice = registered(&mut h, 1, "alice");
+        h.say(alice, "JOIN #r\r\n", alice);
+        assert_eq!(
+            h.say(alice, "MODE #r +mk\r\n", alice),
+            [
+                ":chatd.local 461 alice MODE :Not enough parameters",
+                ":alice!~alice@127.0.0.1 MODE #r +m",
+            ]
+        );
+    }
+
+    #[test]
+    fn registration_has_a_deadline_without_idle_checks_too() {
+        let mut config = unlimited();
+        config.idle.enabled = false;
+        let mut h = Harness::new(config);
+        let squatter = h.connect(Dialect::Irc, 1);
+        h.say(squatter, "NICK squatter\r\n", squatter);
+        let deadline = h.server.poll_timeout().expect("a registration deadline");
+        assert_eq!(deadline, h.now + std::time::Duration::from_secs(60));
+        h.server.handle_timeout(deadline);
+        let outputs: Vec<Output> = std::iter::from_fn(|| h.server.poll_output()).collect();
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Output::Close { conn, .. } if *conn == squatter))
+        );
+        // A registered client has no timer left when idle checks are off.
+        let alice = registered(&mut h, 2, "alice");
+        let deadline = h.server.poll_timeout().expect("its registration deadline");
+        h.server.handle_timeout(deadline);
+        while h.server.poll_output().is_some() {}
+        assert_eq!(h.server.poll_timeout(), None);
+        assert!(h.say(alice, "PING x\r\n", alice).len() == 1);
+    }
+
+    #[test]
+    fn a_long_partial_irc_line_keeps_the_invariants() {
+        let mut h = Harness::new(unlimited());
+        let alice = registered(&mut h, 1, "alice");
+        h.say(alice, &"x".repeat(6_000), alice);
+        assert!(h.server.check_invariants().is_ok());
+    }
+
+    #[test]
+    fn tagmsg_follows_the_rules_of_speech_and_names_its_target() {
+        let mut h = Harness::new(unlimited());
+        let alice = h.connect(Dialect::Irc, 1);
+        h.say(alice, "CAP REQ :message-tags echo-message\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\nJOIN #r\r\nMODE #r +m\r\n", alice);
+        let bob = h.connect(Dialect::Irc, 2);
+        h.say(bob, "CAP REQ :message-tags echo-message\r\nNICK bob\r\nUSER b 0 * :B\r\nCAP END\r\nJOIN #r\r\n", bob);
+        assert!(h.say(bob, "@+react=x TAGMSG #r\r\n", alice).is_empty());
+        assert_eq!(
+            h.say(alice, "@+typing=active TAGMSG bob\r\n", alice),
+            ["@+typing=active :alice!~a@127.0.0.1 TAGMSG bob"]
+        );
+    }
+
+    #[test]
+    fn names_takes_one_channel_and_a_bounded_list() {
+        let mut config = unlimited();
+        config.max_outbound_bytes = 16 * 1024;
+        let mut h = Harness::new(config);
+        let alice = registered(&mut h, 1, "alice");
+        h.say(alice, "JOIN #general\r\n", alice);
+        for i in 0..100 {
+            let conn = h.connect(Dialect::Native, 2 + (i % 50) as u8);
+            h.say(conn, "", conn);
+        }
+        let lines = h.say(alice, "NAMES #general,#general\r\n", alice);
+        assert_eq!(lines.iter().filter(|l| l.contains(" 366 ")).count(), 1);
+        let names: usize = lines
+            .iter()
+            .filter(|l| l.contains(" 353 "))
+            .map(|l| l.rsplit(':').next().unwrap_or("").split(' ').count())
+            .sum();
+        assert_eq!(names, 64);
+    }
+
+    #[test]
+    fn mode_minus_b_lifts_an_address_ban_and_masks_silence() {
+        let mut h = Harness::new(with_operator());
+        let owner = h.connect(Dialect::Native, 1);
+        h.say(
+            owner,
+            "#create #r
+#ban 127.0.0.9
+",
+            owner,
+        );
+        let admin = registered(&mut h, 2, "admin");
+        operator(&mut h, admin);
+        h.say(
+            admin, "JOIN #r
+", admin,
+        );
+        assert_eq!(
+            h.say(
+                admin,
+                "MODE #r -b *!*@127.0.0.9
+MODE #r b
+",
+                admin
+            ),
+            [
+                ":admin!~admin@127.0.0.2 MODE #r -b *!*@127.0.0.9",
+                ":chatd.local 368 admin #r :End of channel ban list",
+            ]
+        );
+        // A member matching a ban mask may not speak.
+        let bob = registered(&mut h, 3, "bob");
+        h.say(
+            bob, "JOIN #r
+", bob,
+        );
+        h.say(
+            admin,
+            "MODE #r +b bob
+",
+            admin,
+        );
+        assert_eq!(
+            h.say(
+                bob,
+                "PRIVMSG #r :hi
+",
+                bob
+            ),
+            [":chatd.local 404 bob #r :you are banned from #r"]
+        );
+    }
+
+    #[test]
+    fn chathistory_sends_no_tags_to_a_client_that_takes_none() {
+        let mut h = Harness::new(unlimited());
+        let alice = registered(&mut h, 1, "alice");
+        h.say(alice, "JOIN #r\r\nPRIVMSG #r :one\r\n", alice);
+        let lines = h.say(alice, "CHATHISTORY LATEST #r * 5\r\n", alice);
+        assert_eq!(lines, [":alice PRIVMSG #r :one"]);
+    }
+}

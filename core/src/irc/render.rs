@@ -273,7 +273,13 @@ impl Lines<'_> {
                     Some(reason) => format!("Killed by {}: {reason}", by.nick),
                     None => format!("Killed by {}", by.nick),
                 };
-                self.person(*who, "QUIT", &[&message]);
+                // The one put out reads it as its connection's end.
+                if self.viewer.is_some_and(|viewer| viewer.nick == *who.nick) {
+                    let line = format!("ERROR :Closing Link: {} ({message})\r\n", who.nick);
+                    self.text.push_str(&line);
+                } else {
+                    self.person(*who, "QUIT", &[&message]);
+                }
             }
             Reply::BannedFromRoom {
                 room,
@@ -308,13 +314,7 @@ impl Lines<'_> {
             }
             Reply::TagMsg { target, from } => {
                 if self.tags.msgid {
-                    let target = if target.starts_with('#') {
-                        *target
-                    } else {
-                        self.me
-                    };
-                    let target = target.to_owned();
-                    self.person(*from, "TAGMSG", &[&target]);
+                    self.person(*from, "TAGMSG", &[target]);
                 }
             }
             Reply::ModeChanged { room, by, changes } => {
@@ -400,9 +400,9 @@ impl Lines<'_> {
             RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => record.text.clone(),
         };
         let saved = self.tags;
-        // History lines always carry their time when the client takes
-        // tags at all: without it they would read as said now.
-        self.tags.time = true;
+        // History lines carry their time whenever the client takes tags
+        // at all: without it they would read as said now.
+        self.tags.time = self.tags.time || self.tags.msgid;
         self.from(
             &source,
             Some(record.id),

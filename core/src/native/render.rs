@@ -201,7 +201,7 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
         Reply::Goodbye => write!(out, "* goodbye"),
         Reply::TagMsg { .. } => Ok(()),
         Reply::ModeChanged { room, by, changes } => {
-            write!(out, "* {} set mode {changes} on #{room}", by.nick)
+            write!(out, "* {} set mode {} on #{room}", by.nick, shown(changes))
         }
         Reply::Wallops { from, text } => {
             write!(out, "* wallops from {}: {}", from.nick, shown(text))

@@ -82,6 +82,16 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
         }
+        if !room.modes.ban_masks.is_empty()
+            && !moderator()
+            && super::rooms::mask_banned(room, session)
+        {
+            let chan = chan();
+            let text = format!("you are banned from {chan}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
+        }
         if room.modes.moderated && !moderator() && !member().is_some_and(|m| m.voice) {
             let chan = chan();
             let text = format!("{chan} is moderated: only its operators and voiced members speak");

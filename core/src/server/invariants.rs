@@ -61,7 +61,12 @@ impl Server {
             if !count_ok {
                 return Err(format!("{conn} is in {} rooms", session.rooms.len()));
             }
-            if session.line.pending_len() > self.config.max_line_bytes + 1 {
+            let tags = if session.irc.is_some() {
+                super::dispatch::IRC_TAG_BYTES
+            } else {
+                0
+            };
+            if session.line.pending_len() > self.config.max_line_bytes + tags + 1 {
                 return Err(format!("{conn} holds an over-long partial line"));
             }
         }

@@ -23,13 +23,23 @@ impl Server {
         if !session.is_registered() {
             // An IRC client has until its first idle check to register;
             // answering pings is not enough to hold a nickname forever.
+            let allowed = if idle.enabled {
+                idle.ping_after
+            } else {
+                super::REGISTRATION_TIMEOUT
+            };
             let text = format!(
                 "registration did not complete within {}; disconnecting",
-                crate::duration::format(idle.ping_after)
+                crate::duration::format(allowed)
             );
             self.out.error(conn, ErrorCode::IdleTimeout, &text);
             self.remove_session(conn, Farewell::Silent);
             self.out.close(conn, CloseReason::IdleTimeout);
+            return;
+        }
+        if !idle.enabled {
+            // Only the registration deadline was armed.
+            session.idle_at = None;
             return;
         }
         match session.liveness {

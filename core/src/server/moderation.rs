@@ -39,10 +39,18 @@ impl Server {
         let Some(authority) = self.authority(conn, &room_name, "kick") else {
             return;
         };
+        let general = room_name == RoomName::general();
+        if general && authority != Authority::Operator {
+            // A kick in #general is a kick from the server: operators only,
+            // whatever channel modes say.
+            let text = "only an operator may kick in #general (it disconnects)";
+            return self
+                .out
+                .error_about(conn, ErrorCode::PermissionDenied, Some("#general"), text);
+        }
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
-        let general = room_name == RoomName::general();
         let scope = if general {
             Scope::Server
         } else {
@@ -55,16 +63,38 @@ impl Server {
             by: by.person(),
             reason,
         };
+        // The victim is told on its own (an IRC client reads its own
+        // disconnection as ERROR, not as someone's QUIT).
+        let except = general.then_some(victim);
         if let Some(room) = self.rooms.get_mut(&room_name) {
             self.out
-                .broadcast(&room.audiences(), None, &reply, Priority::Urgent);
+                .broadcast(&room.audiences(), except, &reply, Priority::Urgent);
         }
         if general {
+            self.out.send_with(victim, &reply, Priority::Urgent);
+            // Its other rooms (an IRC client's) hear it quit.
+            let others: Vec<RoomName> = self.sessions[&victim]
+                .rooms
+                .iter()
+                .filter(|name| **name != room_name)
+                .cloned()
+                .collect();
+            let (nick, user, host) = {
+                let who = &self.sessions[&victim];
+                (who.nick, who.user().to_owned(), who.peer.ip())
+            };
+            let message = format!("kicked by {}", self.sessions[&conn].nick);
             self.remove_session(victim, Farewell::Silent);
             self.out.close(victim, CloseReason::Kicked);
-        } else {
-            self.put_out(victim, &room_name);
+            let who = Person {
+                nick: &nick,
+                user: &user,
+                host,
+            };
+            self.announce_quit(&others, who, Some(&message));
+            return;
         }
+        self.put_out(victim, &room_name);
     }
 
     /// IRC `KILL` by an operator: the victim is told, disconnected, and
@@ -217,7 +247,8 @@ impl Server {
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
-        if room.bans.len() >= limit && !room.bans.contains_key(&address) {
+        let held = room.bans.len() + room.modes.ban_masks.len();
+        if held >= limit && !room.bans.contains_key(&address) {
             let text =
                 format!("#{room_name} holds {limit} bans, the most a room may; lift one first");
             return self.out.error(conn, ErrorCode::LimitReached, &text);

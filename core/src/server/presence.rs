@@ -102,7 +102,11 @@ impl Server {
         let Some(room) = self.rooms.get(name) else {
             return;
         };
-        let members = who_entries(&self.sessions, room);
+        let mut members = who_entries(&self.sessions, room);
+        // The answer is queued whole: at most as many names as fit in a
+        // quarter of the slow-consumer bound at about 64 bytes a name
+        // (a nickname with its user and host).
+        members.truncate((self.config.max_outbound_bytes / 4 / 64).max(1));
         self.out.send_block(
             conn,
             [Reply::Who {

@@ -44,17 +44,18 @@ impl Server {
             return self.create(conn, target, false);
         };
         let exempt = session.is_operator();
+        // Invitation first, then bans: the order native clients always saw.
         let refusal = if exempt {
             None
-        } else if let Some(ban) = room.active_ban(session.peer.ip(), now) {
-            Some((ErrorCode::Banned, describe_ban(&chan, ban, now)))
-        } else if self.mask_banned(room, session) {
-            Some((ErrorCode::Banned, format!("you are banned from {chan}")))
         } else if room.private && !room.invites.contains(&conn) {
             Some((
                 ErrorCode::InviteOnly,
                 format!("{chan} is private; ask its owner for an invitation"),
             ))
+        } else if let Some(ban) = room.active_ban(session.peer.ip(), now) {
+            Some((ErrorCode::Banned, describe_ban(&chan, ban, now)))
+        } else if mask_banned(room, session) {
+            Some((ErrorCode::Banned, format!("you are banned from {chan}")))
         } else if room.modes.key.as_deref().is_some_and(|k| Some(k) != key) {
             Some((
                 ErrorCode::BadKey,
@@ -75,19 +76,6 @@ impl Server {
         }
     }
 
-    /// Whether one of a room's IRC ban masks matches the client's
-    /// `nick!user@host`.
-    pub(super) fn mask_banned(&self, room: &Room, session: &Session) -> bool {
-        if room.modes.ban_masks.is_empty() {
-            return false;
-        }
-        let full = session.person().mask();
-        room.modes
-            .ban_masks
-            .iter()
-            .any(|mask| crate::irc::mask::matches(mask, &full))
-    }
-
     /// `#create ROOM [private]`: a new room owned by the caller.
     pub(super) fn create(&mut self, conn: ConnId, target: RoomName, private: bool) {
         if self.rooms.contains_key(&target) {
@@ -99,9 +87,12 @@ impl Server {
                 "the server has reached its limit of {} rooms",
                 self.config.max_rooms
             );
-            return self.out.error(conn, ErrorCode::TooManyRooms, &text);
+            let chan = format!("#{target}");
+            return self
+                .out
+                .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
         }
-        let Some(group) = self.may_create_room(conn) else {
+        let Some(group) = self.may_create_room(conn, &target) else {
             return;
         };
         if let Some(session) = self.sessions.get_mut(&conn) {
@@ -125,7 +116,7 @@ impl Server {
     /// Checks the caller's per-connection and per-address room limits
     /// (operators are exempt) and returns the address group to count the
     /// new room against, or replies with the error.
-    fn may_create_room(&mut self, conn: ConnId) -> Option<AddressGroup> {
+    fn may_create_room(&mut self, conn: ConnId, target: &RoomName) -> Option<AddressGroup> {
         let session = self.sessions.get(&conn)?;
         let group = AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
         if session.is_operator() {
@@ -149,7 +140,9 @@ impl Server {
         } else {
             return Some(group);
         };
-        self.out.error(conn, ErrorCode::TooManyRooms, &text);
+        let chan = format!("#{target}");
+        self.out
+            .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
         None
     }
 
@@ -394,4 +387,17 @@ impl Paging {
             total: self.total,
         })
     }
+}
+
+/// Whether one of a room's IRC ban masks matches the client's
+/// `nick!user@host`.
+pub(super) fn mask_banned(room: &Room, session: &Session) -> bool {
+    if room.modes.ban_masks.is_empty() {
+        return false;
+    }
+    let full = session.person().mask();
+    room.modes
+        .ban_masks
+        .iter()
+        .any(|mask| crate::irc::mask::matches(mask, &full))
 }

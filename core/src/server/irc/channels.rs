@@ -127,7 +127,7 @@ impl Server {
 
     /// `TAGMSG target`: tags only, to a channel's members or one user,
     /// under the same membership rule as PRIVMSG; nothing is stored.
-    pub(super) fn irc_tagmsg(&mut self, conn: ConnId, params: &[&str]) {
+    pub(super) fn irc_tagmsg(&mut self, now: Instant, conn: ConnId, params: &[&str]) {
         let Some(target) = params.first().filter(|t| !t.is_empty()) else {
             return self.numeric(conn, n::ERR_NORECIPIENT, &["No recipient given (TAGMSG)"]);
         };
@@ -142,7 +142,16 @@ impl Server {
             let Some(me) = self.sessions.get(&conn) else {
                 return;
             };
-            if !me.is_in(&name) {
+            // Whoever may not speak here may not send tags either.
+            let silenced = self.rooms.get(&name).is_some_and(|room| {
+                let member = room.member(conn);
+                let moderator = room.is_moderator(conn) || me.is_operator();
+                member.is_none()
+                    || room.muted_for(conn, now).is_some()
+                    || (room.modes.moderated && !moderator && !member.is_some_and(|m| m.voice))
+                    || (!moderator && crate::server::rooms::mask_banned(room, me))
+            });
+            if silenced {
                 let text = "Cannot send to channel";
                 return self.irc_error(conn, ErrorCode::Muted, Some(target), text);
             }
@@ -166,11 +175,14 @@ impl Server {
         else {
             return self.irc_error(conn, ErrorCode::NoSuchNick, Some(target), "No such nick");
         };
-        let Some(me) = self.sessions.get(&conn) else {
+        let (Some(me), Some(them)) = (self.sessions.get(&conn), self.sessions.get(&to)) else {
             return;
         };
+        // The recipient's nickname as it spells it, for both the recipient
+        // and the sender's echo.
+        let target = them.nick.to_string();
         let reply = Reply::TagMsg {
-            target,
+            target: &target,
             from: me.person(),
         };
         self.out.send(to, &reply);
@@ -187,6 +199,13 @@ impl Server {
             return;
         };
         match params.get(1) {
+            None if !self.may_see(conn, &room) => {
+                self.numeric(
+                    conn,
+                    n::ERR_NOTONCHANNEL,
+                    &[target, "You're not on that channel"],
+                );
+            }
             None => self.topic(conn, &room, None),
             Some(_) if self.not_on(conn, &room, target) => {}
             // An empty topic clears it.
@@ -203,7 +222,7 @@ impl Server {
         let Some(list) = params.first() else {
             return self.numeric(conn, n::RPL_ENDOFNAMES, &["*", "End of /NAMES list"]);
         };
-        for target in list.split(',').take(MAX_TARGETS) {
+        for target in list.split(',').take(1) {
             let room = target
                 .strip_prefix('#')
                 .and_then(|bare| RoomName::parse(bare).ok())

@@ -124,11 +124,11 @@ impl Server {
             "PART" => self.irc_part(conn, params),
             "PRIVMSG" | "NOTICE" | "TAGMSG" => {
                 self.out.scene.client_tags = channels::client_tags(msg);
-                if command == "NOTICE" {
+                if command != "PRIVMSG" {
                     self.out.silent = Some(conn);
                 }
                 match command.as_str() {
-                    "TAGMSG" => self.irc_tagmsg(conn, params),
+                    "TAGMSG" => self.irc_tagmsg(now, conn, params),
                     _ => self.irc_privmsg(now, conn, msg, command == "NOTICE"),
                 }
                 self.out.scene.client_tags = None;
@@ -204,6 +204,10 @@ impl Server {
     }
 
     pub(super) fn numeric(&mut self, conn: ConnId, code: &str, params: &[&str]) {
+        // NOTICE and TAGMSG are never answered with an error (4xx).
+        if self.out.silent == Some(conn) && code.starts_with('4') {
+            return;
+        }
         let me = self.me(conn);
         let line = irc_render::numeric(&self.out.scene, &me, code, params);
         self.send_text(conn, line);

@@ -68,6 +68,10 @@ impl Server {
         };
         let chan = channel(&name);
         let Some(modestring) = args.first() else {
+            if !self.may_see(conn, &name) {
+                let text = "You're not on that channel";
+                return self.mode_numeric(conn, n::ERR_NOTONCHANNEL, &[&chan, text]);
+            }
             let (modes, params) = self.mode_summary(&name, conn);
             let mut all = vec![chan.as_str(), modes.as_str()];
             all.extend(params.iter().map(String::as_str));
@@ -132,9 +136,7 @@ impl Server {
                                 param: Some(key.to_owned()),
                             });
                         }
-                        (true, None) => {
-                            return self.need_more_params_mode(conn);
-                        }
+                        (true, None) => self.need_more_params_mode(conn),
                         (false, _) if room.modes.key.is_some() => {
                             room.modes.key = None;
                             changes.push(Change {
@@ -152,7 +154,8 @@ impl Server {
                     };
                     if plus {
                         let Some(given) = params.next() else {
-                            return self.need_more_params_mode(conn);
+                            self.need_more_params_mode(conn);
+                            continue;
                         };
                         let Some(limit) = given.parse::<usize>().ok().filter(|l| *l >= 1) else {
                             let chan = channel(&name);
@@ -313,7 +316,21 @@ impl Server {
             }
             room.modes.ban_masks.insert(canonical.clone().into());
         } else if !room.modes.ban_masks.remove(canonical.as_str()) {
-            return None;
+            // An address ban of `#ban` is listed as `*!*@address`; that
+            // mask lifts it.
+            let address = canonical
+                .strip_prefix("*!*@")
+                .and_then(|host| {
+                    host.strip_prefix('0')
+                        .filter(|h| h.starts_with(':'))
+                        .unwrap_or(host)
+                        .parse()
+                        .ok()
+                })
+                .map(crate::address::canonical);
+            let lifted = address.and_then(|address| Some((address, room.bans.remove(&address)?)));
+            let (address, ban) = lifted?;
+            self.cancel_room_ban_timer(name, address, &ban);
         }
         Some(Change {
             plus,
@@ -330,6 +347,16 @@ impl Server {
         letter: char,
         target: &str,
     ) -> Option<Change> {
+        if letter == 'o' && *name == RoomName::general() {
+            // #general's moderators are the server operators; channel
+            // operator status there would make kicks from the server
+            // anyone's.
+            let chan = channel(name);
+            let text = "#general's operators are the server operators";
+            self.out
+                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), text);
+            return None;
+        }
         let Some(member) = Nick::parse(target)
             .ok()
             .and_then(|nick| self.user_named(&nick))

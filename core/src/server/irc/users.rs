@@ -59,7 +59,7 @@ impl Server {
             .into_iter()
             .take(most)
             .filter(|(target, _)| !operators_only || self.sessions[target].is_operator())
-            .map(|(target, room)| self.who_line(target, room.as_ref(), &server, multi))
+            .map(|(target, room)| self.who_line(conn, target, room.as_ref(), &server, multi))
             .collect();
         for params in lines {
             let refs: Vec<&str> = params.iter().map(String::as_str).collect();
@@ -71,6 +71,7 @@ impl Server {
     /// The parameters of one `352` line after the recipient's nickname.
     pub(super) fn who_line(
         &self,
+        asker: ConnId,
         target: ConnId,
         room: Option<&RoomName>,
         server: &str,
@@ -82,7 +83,9 @@ impl Server {
         if session.is_operator() {
             flags.push('*');
         }
-        let room_name = room.or(session.rooms.first());
+        // Without a channel asked for, the first the asker may see.
+        let room_name =
+            room.or_else(|| session.rooms.iter().find(|name| self.may_see(asker, name)));
         if let Some(name) = room_name
             && let Some(r) = self.rooms.get(name)
         {
