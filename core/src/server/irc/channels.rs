@@ -255,6 +255,9 @@ impl Server {
             .keys()
             .filter(|name| wanted.as_ref().is_none_or(|w| w.contains(name)))
             .filter(|name| self.may_see(conn, name))
+            // A channel is its members: an empty #general (the only room
+            // that outlives its members) is not listed unless asked for.
+            .filter(|name| wanted.is_some() || self.rooms.get(*name).is_some_and(|r| !r.is_empty()))
             .cloned()
             .collect();
         self.numeric(conn, n::RPL_LISTSTART, &["Channel", "Users  Name"]);
