@@ -13,6 +13,8 @@ use crate::reply::Reply;
 
 use super::Server;
 use super::outbox::Outbox;
+use super::room::Room;
+use super::session::Session;
 
 impl Server {
     /// A chat line, action or urgent message to the caller's room.
@@ -42,62 +44,10 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::BadRoom, Some(&chan), &text);
         };
-        // A native client speaks in its current room, where it is a member
-        // by invariant 2: the member lookup is left to IRC clients and to
-        // the rare rules that need it.
-        let native = session.dialect == Dialect::Native;
-        let member = || room.member(conn).copied();
-        let moderator = || {
-            room.owner == Some(conn)
-                || member().is_some_and(|m| m.operator)
-                || session.is_operator()
-        };
-        let outside = !native && member().is_none();
-        if outside && (room.modes.no_outside || room.private) && !session.is_operator() {
+        let urgent = kind == RecordKind::Urgent;
+        if let Some((code, text)) = speech_refusal(room, room_name, conn, session, now, urgent) {
             let chan = chan();
-            let text = format!("you are not in {chan}");
-            return self
-                .out
-                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
-        }
-        if kind == RecordKind::Urgent && !moderator() {
-            let chan = chan();
-            let text = match room.owner {
-                Some(_) => {
-                    format!("only the owner of {chan} or an operator may send urgent messages")
-                }
-                None => format!("only an operator may send urgent messages in {chan}"),
-            };
-            return self
-                .out
-                .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
-        }
-        if let Some(left) = room.muted_for(conn, now) {
-            let chan = chan();
-            let text = format!(
-                "you are muted in {chan} for another {}",
-                crate::duration::format(left)
-            );
-            return self
-                .out
-                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
-        }
-        if !room.modes.ban_masks.is_empty()
-            && !moderator()
-            && super::rooms::mask_banned(room, session)
-        {
-            let chan = chan();
-            let text = format!("you are banned from {chan}");
-            return self
-                .out
-                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
-        }
-        if room.modes.moderated && !moderator() && !member().is_some_and(|m| m.voice) {
-            let chan = chan();
-            let text = format!("{chan} is moderated: only its operators and voiced members speak");
-            return self
-                .out
-                .error_about(conn, ErrorCode::Muted, Some(&chan), &text);
+            return self.out.error_about(conn, code, Some(&chan), &text);
         }
         let ts = self.wall.unix_ms(now);
         let id = take_id(&mut self.ids, &mut self.out, ts);
@@ -244,6 +194,60 @@ impl Server {
             self.out.send(conn, &Reply::AckMode(on));
         }
     }
+}
+
+/// Why a client may not speak in a room now, if it may not: the rules
+/// every way of speaking shares (native chat, PRIVMSG, NOTICE, TAGMSG).
+/// Room names are formatted only here, off the hot path.
+pub(super) fn speech_refusal(
+    room: &Room,
+    room_name: &RoomName,
+    conn: ConnId,
+    session: &Session,
+    now: Instant,
+    urgent: bool,
+) -> Option<(ErrorCode, String)> {
+    // A native client speaks in its current room, where it is a member
+    // by invariant 2: the member lookup is left to IRC clients and to
+    // the rare rules that need it.
+    let native = session.dialect == Dialect::Native;
+    let member = || room.member(conn).copied();
+    let moderator = || {
+        room.owner == Some(conn) || member().is_some_and(|m| m.operator) || session.is_operator()
+    };
+    let outside = !native && member().is_none();
+    if outside && (room.modes.no_outside || room.private) && !session.is_operator() {
+        return Some((ErrorCode::Muted, format!("you are not in #{room_name}")));
+    }
+    if urgent && !moderator() {
+        let text = match room.owner {
+            Some(_) => {
+                format!("only the owner of #{room_name} or an operator may send urgent messages")
+            }
+            None => format!("only an operator may send urgent messages in #{room_name}"),
+        };
+        return Some((ErrorCode::PermissionDenied, text));
+    }
+    if let Some(left) = room.muted_for(conn, now) {
+        let text = format!(
+            "you are muted in #{room_name} for another {}",
+            crate::duration::format(left)
+        );
+        return Some((ErrorCode::Muted, text));
+    }
+    if !room.modes.ban_masks.is_empty() && !moderator() && super::rooms::mask_banned(room, session)
+    {
+        return Some((
+            ErrorCode::Muted,
+            format!("you are banned from #{room_name}"),
+        ));
+    }
+    if room.modes.moderated && !moderator() && !member().is_some_and(|m| m.voice) {
+        let text =
+            format!("#{room_name} is moderated: only its operators and voiced members speak");
+        return Some((ErrorCode::Muted, text));
+    }
+    None
 }
 
 /// The next message id; a reservation that falls due goes to the writer

@@ -143,17 +143,11 @@ impl Server {
                 return;
             };
             // Whoever may not speak here may not send tags either.
-            let silenced = self.rooms.get(&name).is_some_and(|room| {
-                let member = room.member(conn);
-                let moderator = room.is_moderator(conn) || me.is_operator();
-                member.is_none()
-                    || room.muted_for(conn, now).is_some()
-                    || (room.modes.moderated && !moderator && !member.is_some_and(|m| m.voice))
-                    || (!moderator && crate::server::rooms::mask_banned(room, me))
+            let refusal = self.rooms.get(&name).and_then(|room| {
+                crate::server::chat::speech_refusal(room, &name, conn, me, now, false)
             });
-            if silenced {
-                let text = "Cannot send to channel";
-                return self.irc_error(conn, ErrorCode::Muted, Some(target), text);
+            if let Some((code, text)) = refusal {
+                return self.irc_error(conn, code, Some(target), &text);
             }
             let chan = channel(&name);
             let reply = Reply::TagMsg {

@@ -29,31 +29,13 @@ struct Change {
 impl Server {
     pub(super) fn irc_mode(&mut self, conn: ConnId, params: &[&str]) {
         let Some(target) = params.first() else {
-            return self.need_more_params_mode(conn);
+            return self.need_more_params(conn, "MODE");
         };
         if target.starts_with('#') {
             self.channel_mode(conn, target, &params[1..]);
         } else {
             self.user_mode(conn, target, params.get(1).copied());
         }
-    }
-
-    fn need_more_params_mode(&mut self, conn: ConnId) {
-        self.out.error_about(
-            conn,
-            ErrorCode::BadSyntax,
-            Some("MODE"),
-            "Not enough parameters",
-        );
-    }
-
-    fn mode_numeric(&mut self, conn: ConnId, code: &str, params: &[&str]) {
-        let me = self
-            .sessions
-            .get(&conn)
-            .map_or_else(|| "*".to_owned(), |s| s.nick.to_string());
-        let line = irc_render::numeric(&self.out.scene, &me, code, params);
-        self.out.send_bytes(conn, line.into(), Priority::Normal);
     }
 
     fn channel_mode(&mut self, conn: ConnId, target: &str, args: &[&str]) {
@@ -70,12 +52,12 @@ impl Server {
         let Some(modestring) = args.first() else {
             if !self.may_see(conn, &name) {
                 let text = "You're not on that channel";
-                return self.mode_numeric(conn, n::ERR_NOTONCHANNEL, &[&chan, text]);
+                return self.numeric(conn, n::ERR_NOTONCHANNEL, &[&chan, text]);
             }
             let (modes, params) = self.mode_summary(&name, conn);
             let mut all = vec![chan.as_str(), modes.as_str()];
             all.extend(params.iter().map(String::as_str));
-            return self.mode_numeric(conn, n::RPL_CHANNELMODEIS, &all);
+            return self.numeric(conn, n::RPL_CHANNELMODEIS, &all);
         };
         // A ban list query needs no rights.
         if matches!(*modestring, "b" | "+b") && args.len() == 1 {
@@ -136,7 +118,7 @@ impl Server {
                                 param: Some(key.to_owned()),
                             });
                         }
-                        (true, None) => self.need_more_params_mode(conn),
+                        (true, None) => self.need_more_params(conn, "MODE"),
                         (false, _) if room.modes.key.is_some() => {
                             room.modes.key = None;
                             changes.push(Change {
@@ -154,17 +136,13 @@ impl Server {
                     };
                     if plus {
                         let Some(given) = params.next() else {
-                            self.need_more_params_mode(conn);
+                            self.need_more_params(conn, "MODE");
                             continue;
                         };
                         let Some(limit) = given.parse::<usize>().ok().filter(|l| *l >= 1) else {
                             let chan = channel(&name);
                             let why = "The limit must be a whole number of at least 1";
-                            self.mode_numeric(
-                                conn,
-                                n::ERR_INVALIDMODEPARAM,
-                                &[&chan, "l", given, why],
-                            );
+                            self.numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "l", given, why]);
                             continue;
                         };
                         {
@@ -279,9 +257,9 @@ impl Server {
             .collect();
         masks.extend(room.modes.ban_masks.iter().map(|m| m.to_string()));
         for mask_text in masks {
-            self.mode_numeric(conn, n::RPL_BANLIST, &[&chan, &mask_text]);
+            self.numeric(conn, n::RPL_BANLIST, &[&chan, &mask_text]);
         }
-        self.mode_numeric(
+        self.numeric(
             conn,
             n::RPL_ENDOFBANLIST,
             &[&chan, "End of channel ban list"],
@@ -300,7 +278,7 @@ impl Server {
         if canonical.len() > 200 || canonical.contains(' ') {
             let chan = channel(name);
             let why = "Ban masks are at most 200 characters";
-            self.mode_numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "b", "*", why]);
+            self.numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "b", "*", why]);
             return None;
         }
         let room = self.rooms.get_mut(name)?;
@@ -399,7 +377,7 @@ impl Server {
         };
         if !target.eq_ignore_ascii_case(session.nick.as_str()) {
             let line = "Can't change mode for other users";
-            return self.mode_numeric(conn, n::ERR_USERSDONTMATCH, &[line]);
+            return self.numeric(conn, n::ERR_USERSDONTMATCH, &[line]);
         }
         let Some(irc) = session.irc.as_mut() else {
             return;
@@ -415,7 +393,7 @@ impl Server {
             if irc.wallops {
                 modes.push('w');
             }
-            return self.mode_numeric(conn, n::RPL_UMODEIS, &[&modes]);
+            return self.numeric(conn, n::RPL_UMODEIS, &[&modes]);
         };
         let mut plus = true;
         let mut applied = String::new();
@@ -459,7 +437,7 @@ impl Server {
             self.out.send_bytes(conn, line.into(), Priority::Normal);
         }
         if unknown {
-            self.mode_numeric(conn, n::ERR_UMODEUNKNOWNFLAG, &["Unknown MODE flag"]);
+            self.numeric(conn, n::ERR_UMODEUNKNOWNFLAG, &["Unknown MODE flag"]);
         }
     }
 }
