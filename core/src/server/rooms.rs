@@ -176,12 +176,9 @@ impl Server {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
+        // Callers check membership (IRC's 442 comes from them).
         if !session.is_in(name) {
-            let chan = format!("#{name}");
-            let text = format!("you are not in {chan}");
-            return self
-                .out
-                .error_about(conn, ErrorCode::NotInRoom, Some(&chan), &text);
+            return;
         }
         // IRC echoes a PART to the one who leaves; the members hear it
         // after it is gone.
