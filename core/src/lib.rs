@@ -28,6 +28,7 @@ pub mod dialect;
 pub mod duration;
 pub mod error;
 pub mod history;
+pub mod history_query;
 pub mod ids;
 pub mod io;
 pub mod irc;
