@@ -38,6 +38,12 @@ pub enum BenchCommand {
     /// Another client's round trips without and with slow or flooding
     /// attackers.
     Attack(crate::attack::AttackArgs),
+    /// Start-up time and RSS of the server on 0, 1 M and 10 M records of
+    /// history (generated data directories).
+    History(crate::history::HistoryArgs),
+    /// `#history before ID 50` and `#search WORD` latency, idle and under
+    /// an S2-lite load, on 1 M records of history.
+    HistoryLatency(crate::history_latency::HistoryLatencyArgs),
 }
 
 impl BenchCommand {
@@ -56,6 +62,8 @@ impl BenchCommand {
             Self::Relay(args) => args.run(),
             Self::Soak(args) => args.run(),
             Self::Attack(args) => args.run(),
+            Self::History(args) => args.run(),
+            Self::HistoryLatency(args) => args.run(),
         }
     }
 }

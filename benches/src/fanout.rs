@@ -163,7 +163,22 @@ pub fn measure(
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<FanoutMeasurement> {
-    let cpu_now = || anyhow::Ok((self_cpu_time()?, server.cpu_time()?));
+    measure_with(server, peer, plan, progress, || {})
+}
+
+/// [`measure`], calling `at_start` once everyone has joined, just before
+/// the first message goes out (for a probe that measures under load).
+pub fn measure_with(
+    server: &ServerProcess,
+    peer: &Peer,
+    plan: &FanoutPlan,
+    progress: bool,
+    at_start: impl FnOnce(),
+) -> anyhow::Result<FanoutMeasurement> {
+    let cpu_now = || {
+        at_start();
+        anyhow::Ok((self_cpu_time()?, server.cpu_time()?))
+    };
     let (report, (generator_before, server_before)) =
         run_then(server.addr, peer, plan, progress, cpu_now)?;
     Ok(FanoutMeasurement {

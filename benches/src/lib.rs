@@ -16,6 +16,9 @@
 //!   rounds, with a table and a [`chart`];
 //! - [`soak`]: a long steady chat while the server's RSS and descriptors
 //!   are sampled; [`attack`]: round trips without and with attackers;
+//! - [`history`]: start-up time and RSS against the history on disk;
+//!   [`history_latency`]: `#history before` and `#search` latency, idle
+//!   and under load;
 //! - [`commands`]: the command-line front ends.
 
 pub mod attack;
@@ -26,6 +29,8 @@ pub mod connect;
 pub mod deliveries;
 pub mod fanout;
 pub mod histogram;
+pub mod history;
+pub mod history_latency;
 pub mod micro;
 pub mod oper_flood;
 pub mod peers;

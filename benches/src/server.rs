@@ -65,9 +65,23 @@ impl ServerProcess {
         extra: &[&str],
         dialect: Dialect,
     ) -> anyhow::Result<Self> {
-        let binary = launch.chatd_binary()?;
         let scratch = std::env::temp_dir().join(format!("chatd-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&scratch);
+        let mut server = Self::launch_in(launch, backend, extra, dialect, &scratch)?;
+        server.scratch = Some(scratch);
+        Ok(server)
+    }
+
+    /// [`Self::launch_dialect`] on the data directory `data`, which is
+    /// left in place when the server stops.
+    pub fn launch_in(
+        launch: &Launch,
+        backend: &str,
+        extra: &[&str],
+        dialect: Dialect,
+        data: &Path,
+    ) -> anyhow::Result<Self> {
+        let binary = launch.chatd_binary()?;
         let mut args = vec![
             "--config".into(),
             launch.config.display().to_string(),
@@ -76,18 +90,16 @@ impl ServerProcess {
             "--threads".into(),
             launch.threads.to_string(),
             "--data-dir".into(),
-            scratch.display().to_string(),
+            data.display().to_string(),
         ];
         args.extend(extra.iter().map(|flag| (*flag).to_owned()));
-        let mut server = match &launch.server_cpus {
+        match &launch.server_cpus {
             Some(cpus) => {
                 let pinned = ["-c".to_owned(), cpus.clone(), binary.display().to_string()];
-                Self::start_via(Path::new("taskset"), &pinned, &binary, &args, dialect)?
+                Self::start_via(Path::new("taskset"), &pinned, &binary, &args, dialect)
             }
-            None => Self::start_via(&binary, &[], &binary, &args, dialect)?,
-        };
-        server.scratch = Some(scratch);
-        Ok(server)
+            None => Self::start_via(&binary, &[], &binary, &args, dialect),
+        }
     }
 
     /// Starts any server from its command line (`argv[0]` is the program)
@@ -264,7 +276,7 @@ pub fn chatd_peer(dialect: Dialect) -> crate::fanout::Peer {
 }
 
 /// Whether `binary serve` takes `--irc-bind` (its `--help` lists it).
-fn knows_irc_bind(binary: &Path) -> bool {
+pub(crate) fn knows_irc_bind(binary: &Path) -> bool {
     Command::new(binary)
         .args(["serve", "--help"])
         .stdin(Stdio::null())
@@ -291,6 +303,11 @@ pub fn sibling_chatd() -> anyhow::Result<PathBuf> {
 /// This process's own CPU time (user plus system).
 pub fn self_cpu_time() -> anyhow::Result<Duration> {
     cpu_time_of("self")
+}
+
+/// CPU time (user plus system) of process `pid`.
+pub(crate) fn cpu_time_of_pid(pid: u32) -> anyhow::Result<Duration> {
+    cpu_time_of(&pid.to_string())
 }
 
 fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
