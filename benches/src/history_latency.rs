@@ -3,8 +3,8 @@
 //!
 //! It writes a data directory of R records over the load's rooms
 //! (`bench0`, `bench1`, ...; see [`crate::history::generate`]), starts
-//! chatd on it, and connects a probe client that turns message ids on
-//! and then asks, one at a time, `#history #benchK before ID 50` (random
+//! chatd on it, and connects a probe client that turns message ids on,
+//! goes to a room of its own (`#probe`) and then asks, one at a time, `#history #benchK before ID 50` (random
 //! room and id among the written records) and `#search WORD` (a word in
 //! one record of 100,000 by default, so the search looks through
 //! everything). First with the server idle, then while the fan-out load
@@ -160,12 +160,24 @@ impl Probe {
         loop {
             let line = probe.next_line()?;
             if line == "* ids on" {
-                return Ok(probe);
+                break;
             }
             if line.starts_with('!') {
                 bail!(
                     "this chatd does not know `#ids on` ({line}): it predates issue 14's history queries, nothing to measure"
                 );
+            }
+        }
+        // A room of its own: #general hears every load client arrive and
+        // leave, thousands of lines the probe would have to read through.
+        probe.writer.write_all(b"#join probe\n")?;
+        loop {
+            let line = probe.next_line()?;
+            if line.starts_with('!') {
+                bail!("the probe cannot join #probe: {line}");
+            }
+            if line.starts_with('*') && line.contains("#probe") {
+                return Ok(probe);
             }
         }
     }
