@@ -14,6 +14,7 @@
 //! the crash test can run the writer on a simulated disk that loses,
 //! tears and reorders whatever was not synced.
 
+pub mod index;
 mod recover;
 mod storage;
 mod writer;
