@@ -516,6 +516,11 @@ mod tests {
             "first id > last id"
         );
         let mut rng = Rng(7);
+        let (segment, _) = segment(50, &mut rng);
+        let built = build_for_segment(&segment);
+        let mut body = built[..built.len() - 4].to_vec();
+        body.push(0);
+        assert_eq!(SegmentIndex::parse(&with_crc(body)), None, "trailing byte");
         for len in 0..400 {
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             if len >= 8 {
