@@ -1253,15 +1253,14 @@ mod tests {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let sink = answers.clone();
         let (started, release) = mpsc::channel::<()>();
-        let gate = Mutex::new(Some(started));
-        let blocked = Arc::new(Mutex::new(()));
-        let hold = blocked.lock().unwrap();
-        let blocked_in_thread = blocked.clone();
+        let (go, wait) = mpsc::channel::<()>();
+        let gate = Mutex::new(Some((started, wait)));
         let reader = HistoryReader::start(tmp.path(), move |answer: HistoryAnswer| {
-            if let Some(started) = gate.lock().unwrap().take() {
+            if let Some((started, wait)) = gate.lock().unwrap().take() {
                 started.send(()).unwrap();
-                // Hold the thread on its first answer until the queue is full.
-                drop(blocked_in_thread.lock().unwrap());
+                // Hold the thread on its first answer until the queue is
+                // full (not forever should the test fail meanwhile).
+                let _ = wait.recv_timeout(Duration::from_secs(10));
             }
             sink.lock().unwrap().push(answer);
         })
@@ -1294,7 +1293,7 @@ mod tests {
         }
         let refused = reader.submit(query(999)).unwrap_err();
         assert_eq!(refused.request, QueryId(999));
-        drop(hold);
+        go.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while answers.lock().unwrap().len() < QUEUE + 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
