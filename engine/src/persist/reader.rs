@@ -503,7 +503,8 @@ fn read_directory(segments: &[Segment], position: Position, run: &mut Run<'_>) -
 /// Reads a whole log for export: records of `log` (a room's name or
 /// [`WHISPERS_DIR`]) under `dir`, oldest first, those at or after
 /// `since_ms` (ms since the Unix epoch) only, each handed to `each` with
-/// its JSON text exactly as stored. Returns how many were handed over.
+/// its JSON text exactly as stored; an error from `each` stops the export
+/// and is returned. Returns how many records were handed over.
 ///
 /// A log kept in the layout before segments (`<dir>/<log>.log`) is read
 /// too, so an old data directory can be exported before the server has
@@ -512,7 +513,7 @@ pub fn export(
     dir: &Path,
     log: &str,
     since_ms: Option<u64>,
-    mut each: impl FnMut(&Record, &str),
+    mut each: impl FnMut(&Record, &str) -> io::Result<()>,
 ) -> io::Result<usize> {
     if log != WHISPERS_DIR && RoomName::parse(log).map_or(true, |room| room.as_str() != log) {
         return Err(io::Error::new(
@@ -580,7 +581,7 @@ pub fn export(
                 {
                     // decode checked the bytes after the prefix are UTF-8 JSON.
                     let json = std::str::from_utf8(&line[9..]).unwrap_or_default();
-                    each(&record, json);
+                    each(&record, json)?;
                     count += 1;
                 }
                 Ok(())
@@ -1324,6 +1325,7 @@ mod tests {
         let count = export(tmp.path(), "general", None, |record, json| {
             assert_eq!(encode(record)[9..], format!("{json}\n").into_bytes()[..]);
             seen.push(record.id.get());
+            Ok(())
         })
         .unwrap();
         assert_eq!(count, 3000);
@@ -1332,12 +1334,13 @@ mod tests {
         let mut seen = Vec::new();
         let count = export(tmp.path(), "general", Some(since), |record, _| {
             seen.push(record.id.get());
+            Ok(())
         })
         .unwrap();
         assert_eq!((count, seen), (501, (2500..=3000).collect::<Vec<_>>()));
-        let missing = export(tmp.path(), "nowhere", None, |_, _| {}).unwrap_err();
+        let missing = export(tmp.path(), "nowhere", None, |_, _| Ok(())).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
-        let bad = export(tmp.path(), "../general", None, |_, _| {}).unwrap_err();
+        let bad = export(tmp.path(), "../general", None, |_, _| Ok(())).unwrap_err();
         assert_eq!(bad.kind(), io::ErrorKind::InvalidInput);
         // The layout before segments.
         std::fs::write(
