@@ -1350,9 +1350,18 @@ mod tests {
         .unwrap();
         let mut seen = Vec::new();
         export(tmp.path(), "old", None, |record, _| {
-            seen.push(record.id.get())
+            seen.push(record.id.get());
+            Ok(())
         })
         .unwrap();
         assert_eq!(seen, [7]);
+        // An error from the callback stops the export.
+        let mut calls = 0;
+        let stopped = export(tmp.path(), "general", None, |_, _| {
+            calls += 1;
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        })
+        .unwrap_err();
+        assert_eq!((stopped.kind(), calls), (io::ErrorKind::BrokenPipe, 1));
     }
 }
