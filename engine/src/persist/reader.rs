@@ -51,6 +51,23 @@ const CHUNK: usize = 64 * 1024;
 /// in memory. Far above any record the server writes.
 const MAX_LINE: usize = 4 << 20;
 
+/// Read sizes: the defaults, or small ones in tests to exercise every
+/// line crossing a chunk boundary.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Bytes read at a time.
+    chunk: usize,
+    /// Longest line read; longer is damage.
+    max_line: usize,
+}
+
+impl Limits {
+    const DEFAULT: Self = Self {
+        chunk: CHUNK,
+        max_line: MAX_LINE,
+    };
+}
+
 /// Lines scanned between two looks at the clock.
 const LINES_PER_CLOCK: u32 = 256;
 
@@ -173,6 +190,9 @@ struct Run<'a> {
     words: &'a [String],
     unreadable: bool,
     lines: u32,
+    limits: Limits,
+    /// A line lowercased, for the search pre-filter.
+    lowered: Vec<u8>,
 }
 
 impl Run<'_> {
@@ -223,6 +243,7 @@ impl Run<'_> {
             self.index(segment, &file)
         };
         let result = match index {
+            None if descending => self.scan_backward(&mut file, segment.first),
             None => self.scan(&mut file, 0, None),
             Some(index) => self.blocks(&mut file, &index, descending),
         };
@@ -292,26 +313,114 @@ impl Run<'_> {
             Some(len) => Box::new(Read::take(&mut *file, len)),
             None => Box::new(&mut *file),
         };
-        for_each_line(reader, |line| {
-            self.lines += 1;
-            if self.lines.is_multiple_of(LINES_PER_CLOCK) {
-                self.check_time()?;
-            }
-            // Most lines of a segment are outside the answer: their id,
-            // read off the front of the JSON, says so without decoding.
-            if let Some(id) = peek_id(line)
-                && !self.wants(id, id)
-            {
-                return Ok(());
-            }
-            if let Ok(record) = history::decode(line)
-                && self.query.admits(&record)
-            {
-                self.collector.offer(Arc::new(record));
-            }
+        for_each_line(reader, self.limits, |line| {
+            self.line(line)?;
             Ok(())
         })
     }
+
+    /// Reads a segment from its end backwards, chunk by chunk, and stops
+    /// as soon as no older record of it can change the answer: a page of
+    /// the newest records costs a few chunks, not the whole segment.
+    fn scan_backward(&mut self, file: &mut File, segment_first: u64) -> Result<(), ScanError> {
+        let mut pos = file.seek(SeekFrom::End(0))?;
+        let mut chunk = vec![0; self.limits.chunk.max(1)];
+        // The end of a line whose start lies before `pos` (LF included).
+        let mut pending: Vec<u8> = Vec::new();
+        // The bytes up to the next LF found (reading backwards) belong to
+        // a line that is ignored: the unterminated last line, or one
+        // longer than the limit.
+        let mut skip_to_lf = true;
+        while pos > 0 {
+            let start = pos.saturating_sub(chunk.len() as u64);
+            let len = (pos - start) as usize;
+            file.seek(SeekFrom::Start(start))?;
+            file.read_exact(&mut chunk[..len])?;
+            pos = start;
+            let mut data = chunk[..len].to_vec();
+            data.append(&mut pending);
+            let mut end = data.len();
+            if skip_to_lf {
+                match memchr::memrchr(b'\n', &data) {
+                    Some(last) => {
+                        end = last + 1;
+                        skip_to_lf = false;
+                    }
+                    None => continue,
+                }
+            }
+            let mut lines = &data[..end];
+            if start > 0 {
+                // The first line may start in an earlier chunk.
+                let head = memchr::memchr(b'\n', lines).map_or(lines.len(), |lf| lf + 1);
+                if head > self.limits.max_line {
+                    skip_to_lf = true;
+                } else {
+                    pending = lines[..head].to_vec();
+                }
+                lines = &lines[head..];
+            }
+            // Every line in `lines` ends with its LF; newest first.
+            let mut rest = lines;
+            while let Some(body) = rest.strip_suffix(b"\n") {
+                let begin = memchr::memrchr(b'\n', body).map_or(0, |lf| lf + 1);
+                let line = &body[begin..];
+                rest = &body[..begin];
+                if line.len() > self.limits.max_line {
+                    continue;
+                }
+                if let Some(id) = self.line(line)?
+                    && !self.wants(segment_first, id)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers one line's record if the query admits it. Returns the line's
+    /// id when known (read off its front, or decoded).
+    fn line(&mut self, line: &[u8]) -> Result<Option<u64>, Stop> {
+        self.lines += 1;
+        if self.lines.is_multiple_of(LINES_PER_CLOCK) {
+            self.check_time()?;
+        }
+        // Most lines of a segment are outside the answer: their id, read
+        // off the front of the JSON, says so without decoding.
+        let peeked = peek_id(line);
+        if let Some(id) = peeked
+            && !self.wants(id, id)
+        {
+            return Ok(Some(id));
+        }
+        if !may_match(line, self.words, &mut self.lowered) {
+            return Ok(peeked);
+        }
+        let Ok(record) = history::decode(line) else {
+            return Ok(None);
+        };
+        let id = record.id.get();
+        if self.query.admits(&record) {
+            self.collector.offer(Arc::new(record));
+        }
+        Ok(Some(id))
+    }
+}
+
+/// Whether a record line may hold every one of `words` (lowercase) as
+/// words of its text, without decoding it: a line of plain ASCII without
+/// JSON `\u` escapes holds a word only if its bytes contain the word,
+/// ignoring ASCII case. Any other line may (it is decoded to know).
+fn may_match(line: &[u8], words: &[String], lowered: &mut Vec<u8>) -> bool {
+    if words.is_empty() || !line.is_ascii() || memchr::memmem::find(line, b"\\u").is_some() {
+        return true;
+    }
+    lowered.clear();
+    lowered.extend(line.iter().map(u8::to_ascii_lowercase));
+    words
+        .iter()
+        .all(|word| memchr::memmem::find(lowered, word.as_bytes()).is_some())
 }
 
 /// Why a scan stopped.
@@ -334,12 +443,13 @@ impl From<io::Error> for ScanError {
 }
 
 /// Calls `each` with every LF-terminated line of `reader` (without its LF)
-/// no longer than [`MAX_LINE`]; an unterminated last line is ignored.
+/// no longer than `limits.max_line`; an unterminated last line is ignored.
 fn for_each_line<E: From<io::Error>>(
     mut reader: impl Read,
+    limits: Limits,
     mut each: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut chunk = vec![0; CHUNK];
+    let mut chunk = vec![0; limits.chunk.max(1)];
     let mut line: Vec<u8> = Vec::new();
     let mut overlong = false;
     loop {
@@ -352,7 +462,7 @@ fn for_each_line<E: From<io::Error>>(
         let mut rest = &chunk[..read];
         while !rest.is_empty() {
             let Some(end) = memchr::memchr(b'\n', rest) else {
-                if !overlong && line.len() + rest.len() <= MAX_LINE {
+                if !overlong && line.len() + rest.len() <= limits.max_line {
                     line.extend_from_slice(rest);
                 } else {
                     overlong = true;
@@ -362,7 +472,7 @@ fn for_each_line<E: From<io::Error>>(
             };
             let part = &rest[..end];
             rest = &rest[end + 1..];
-            if overlong || line.len() + part.len() > MAX_LINE {
+            if overlong || line.len() + part.len() > limits.max_line {
                 // Damage: skipped.
             } else if line.is_empty() {
                 each(part)?;
@@ -394,6 +504,15 @@ fn peek_id(line: &[u8]) -> Option<u64> {
 /// logged and gives [`Shortfall::Unreadable`]; missing directories are
 /// empty histories.
 pub fn answer(dir: &Path, query: &HistoryQuery, deadline: Option<Instant>) -> HistoryAnswer {
+    answer_with(dir, query, deadline, Limits::DEFAULT)
+}
+
+fn answer_with(
+    dir: &Path,
+    query: &HistoryQuery,
+    deadline: Option<Instant>,
+    limits: Limits,
+) -> HistoryAnswer {
     let words: &[String] = match &query.scope {
         Scope::Search { terms, .. } => terms.words(),
         Scope::Room { .. } | Scope::Whispers { .. } => &[],
@@ -405,6 +524,8 @@ pub fn answer(dir: &Path, query: &HistoryQuery, deadline: Option<Instant>) -> Hi
         words,
         unreadable: false,
         lines: 0,
+        limits,
+        lowered: Vec::new(),
     };
     let stopped = read_scope(dir, &mut run).is_err();
     let shortfall = if run.unreadable {
@@ -575,7 +696,7 @@ pub fn export(
                 Some(len) => Box::new(Read::take(&mut file, len)),
                 None => Box::new(&mut file),
             };
-            for_each_line(reader, |line| -> io::Result<()> {
+            for_each_line(reader, Limits::DEFAULT, |line| -> io::Result<()> {
                 if let Ok(record) = history::decode(line)
                     && record.ts >= since
                 {
@@ -881,10 +1002,14 @@ mod tests {
         records
     }
 
-    /// The answer by brute force: every record offered.
-    fn reference(records: &[Record], query: &HistoryQuery) -> Vec<Arc<Record>> {
+    /// The answer by brute force: every record offered (those whose line
+    /// is no longer than `max_line`).
+    fn reference(records: &[Record], query: &HistoryQuery, max_line: usize) -> Vec<Arc<Record>> {
         let mut collector = query.collector();
-        for record in records.iter().filter(|record| query.admits(record)) {
+        for record in records
+            .iter()
+            .filter(|record| query.admits(record) && encode(record).len() - 1 <= max_line)
+        {
             collector.offer(Arc::new(record.clone()));
         }
         collector.finish()
@@ -963,16 +1088,22 @@ mod tests {
             let count = 300 + rng.below(1500);
             let max_id = write_random(&mut rng, count, tmp.path());
             let stored = on_disk(tmp.path());
+            // Small reads put every line across chunk boundaries; a small
+            // line limit makes some lines too long.
+            let limits = Limits {
+                chunk: [1, 7, 100, 4096, CHUNK][rng.below(5) as usize],
+                max_line: if rng.chance(25) { 160 } else { MAX_LINE },
+            };
             for _ in 0..80 {
                 let query = random_query(&mut rng, max_id);
-                let expected = reference(&stored, &query);
-                let answer = answer(tmp.path(), &query, None);
+                let expected = reference(&stored, &query, limits.max_line);
+                let answer = answer_with(tmp.path(), &query, None, limits);
                 assert_eq!(answer.request, query.request);
                 assert_eq!(answer.shortfall, None, "{query:?}");
                 assert_eq!(
                     ids(&answer.records),
                     ids(&expected),
-                    "round {round}: {query:?}"
+                    "round {round}, {limits:?}: {query:?}"
                 );
                 assert_eq!(answer.records, expected);
                 asked += 1;
@@ -1363,5 +1494,88 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!((stopped.kind(), calls), (io::ErrorKind::BrokenPipe, 1));
+    }
+
+    /// Figures for the report, not a check: `cargo test -p chatd-engine
+    /// --lib persist::reader::tests::measure -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn measure_queries_on_a_large_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::new(tmp.path());
+        let mut rng = Rng(3);
+        let count: u64 = 300_000;
+        let written = Instant::now();
+        for id in 1..=count {
+            let room_name = ["general", "dev", "secret", "lunch"][(id % 4) as usize];
+            let mut text: Vec<&str> = (0..8).map(|_| rng.pick(&WORDS)).collect();
+            if id % 50_000 == 0 {
+                text.push("needle");
+            }
+            store.append(&record(id, room_name, &text.join(" ")), 4 << 20);
+        }
+        store.write(|_, _, idx| Some(idx));
+        let bytes: usize = store
+            .segments
+            .values()
+            .flatten()
+            .map(|(_, b)| b.len())
+            .sum();
+        println!(
+            "{count} records, {} MB in {} segments, written in {:?}",
+            bytes >> 20,
+            store.segments.values().map(Vec::len).sum::<usize>(),
+            written.elapsed()
+        );
+        let run = |name: &str, scope: Scope, position: Position| {
+            let query = HistoryQuery {
+                request: QueryId(1),
+                conn: conn(),
+                scope,
+                position,
+                limit: 20,
+                below: None,
+            };
+            let started = Instant::now();
+            let answer = answer(tmp.path(), &query, Some(started + Duration::from_secs(60)));
+            println!(
+                "{name}: {} records, {:?}, {:?}",
+                answer.records.len(),
+                answer.shortfall,
+                started.elapsed()
+            );
+        };
+        let general = || Scope::Room {
+            room: room("general"),
+            private_ok: false,
+        };
+        let needle = || Scope::Search {
+            terms: SearchTerms::parse("needle").unwrap(),
+            room: None,
+            private_rooms: Vec::new(),
+        };
+        run("room latest 20", general(), Position::Latest);
+        run(
+            "room before the middle",
+            general(),
+            Position::Before(MessageId::new(count / 2)),
+        );
+        run(
+            "room around an old id",
+            general(),
+            Position::Around(MessageId::new(1000)),
+        );
+        run("search a rare word (indexes)", needle(), Position::Latest);
+        for entry in walk(tmp.path()) {
+            if entry.extension().is_some_and(|ext| ext == "idx") {
+                std::fs::remove_file(entry).unwrap();
+            }
+        }
+        run(
+            "room before the middle, no indexes",
+            general(),
+            Position::Before(MessageId::new(count / 2)),
+        );
+        run("search a rare word, no indexes", needle(), Position::Latest);
     }
 }
