@@ -1091,7 +1091,7 @@ mod tests {
             // Small reads put every line across chunk boundaries; a small
             // line limit makes some lines too long.
             let limits = Limits {
-                chunk: [1, 7, 100, 4096, CHUNK][rng.below(5) as usize],
+                chunk: [3, 7, 100, 4096, CHUNK][rng.below(5) as usize],
                 max_line: if rng.chance(25) { 160 } else { MAX_LINE },
             };
             for _ in 0..80 {
