@@ -1325,6 +1325,45 @@ mod tests {
         assert_eq!((missing.records.len(), missing.shortfall), (0, None));
     }
 
+    /// The pre-filter never hides a match: a word whose letters change
+    /// when lowercased (the Kelvin sign lowercases to `k`) or that sits
+    /// behind a JSON escape is still found.
+    #[test]
+    fn the_search_pre_filter_never_hides_a_match() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("general");
+        std::fs::create_dir_all(&dir).unwrap();
+        let texts = ["\u{212A}EY", "KEY\u{1f}x", "Key!", "keys", "monkey"];
+        let bytes: Vec<u8> = texts
+            .iter()
+            .zip(1..)
+            .flat_map(|(text, id)| encode(&record(id, "general", text)))
+            .collect();
+        std::fs::write(dir.join(segment_name(MessageId::new(1))), bytes).unwrap();
+        let query = HistoryQuery {
+            request: QueryId(1),
+            conn: conn(),
+            scope: Scope::Search {
+                terms: SearchTerms::parse("key").unwrap(),
+                room: None,
+                private_rooms: Vec::new(),
+            },
+            position: Position::Latest,
+            limit: 10,
+            below: None,
+        };
+        assert_eq!(ids(&answer(tmp.path(), &query, None).records), [1, 2, 3]);
+        let mut lowered = Vec::new();
+        let words = ["key".to_owned()];
+        assert!(may_match(
+            b"0 {\"text\":\"no words asked\"}",
+            &[],
+            &mut lowered
+        ));
+        assert!(may_match(b"0 {\"text\":\"A KEY\"}", &words, &mut lowered));
+        assert!(!may_match(b"0 {\"text\":\"A KE Y\"}", &words, &mut lowered));
+    }
+
     #[test]
     fn peek_id_reads_the_id_off_a_record_line_or_gives_up() {
         let line = encode(&record(123_456, "general", "hi"));
