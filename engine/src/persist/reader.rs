@@ -1334,11 +1334,17 @@ mod tests {
         let dir = tmp.path().join("general");
         std::fs::create_dir_all(&dir).unwrap();
         let texts = ["\u{212A}EY", "KEY\u{1f}x", "Key!", "keys", "monkey"];
-        let bytes: Vec<u8> = texts
+        let mut bytes: Vec<u8> = texts
             .iter()
             .zip(1..)
             .flat_map(|(text, id)| encode(&record(id, "general", text)))
             .collect();
+        // Written by another encoder: "Key" with its K escaped.
+        let json =
+            r#"{"id":6,"room":"general","ts":1,"from":"bob","kind":"msg","text":"\u004bey"}"#;
+        bytes.extend_from_slice(
+            format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).as_bytes(),
+        );
         std::fs::write(dir.join(segment_name(MessageId::new(1))), bytes).unwrap();
         let query = HistoryQuery {
             request: QueryId(1),
@@ -1352,7 +1358,7 @@ mod tests {
             limit: 10,
             below: None,
         };
-        assert_eq!(ids(&answer(tmp.path(), &query, None).records), [1, 2, 3]);
+        assert_eq!(ids(&answer(tmp.path(), &query, None).records), [1, 2, 3, 6]);
         let mut lowered = Vec::new();
         let words = ["key".to_owned()];
         assert!(may_match(
