@@ -221,7 +221,8 @@ impl Run<'_> {
     }
 
     /// Reads one segment: the blocks that may matter when it has a usable
-    /// index, else all of it.
+    /// index; else from its end backwards when `descending` (newest
+    /// records wanted first), or all of it from the start.
     fn segment(&mut self, segment: &Segment, descending: bool) -> Result<(), Stop> {
         self.check_time()?;
         if !self.wants(segment.first, segment.last) {
