@@ -41,6 +41,19 @@ pub const WHISPERS_DIR: &str = "_whispers";
 /// ([`Shortfall::TimeBound`]).
 pub const SEARCH_TIME: Duration = Duration::from_millis(250);
 
+/// How long any other query may read: a safety net (a page of history
+/// normally costs a few reads), so that no query holds the reader thread
+/// for long whatever lies on disk.
+pub const HISTORY_TIME: Duration = Duration::from_secs(5);
+
+/// How long the reader thread lets a query read.
+fn time_bound(scope: &Scope) -> Duration {
+    match scope {
+        Scope::Search { .. } => SEARCH_TIME,
+        Scope::Room { .. } | Scope::Whispers { .. } => HISTORY_TIME,
+    }
+}
+
 /// Queries waiting for the reader thread at most; beyond, `submit` refuses.
 pub const QUEUE: usize = 64;
 
@@ -729,7 +742,8 @@ impl std::fmt::Debug for HistoryReader {
 
 impl HistoryReader {
     /// Starts the reader thread on the data directory `dir`; every answer
-    /// goes to `report`. A search reads for [`SEARCH_TIME`] at most.
+    /// goes to `report`. A search reads for [`SEARCH_TIME`] at most, any
+    /// other query for [`HISTORY_TIME`].
     pub fn start(
         dir: &Path,
         report: impl Fn(HistoryAnswer) + Send + Sync + 'static,
@@ -745,9 +759,8 @@ impl HistoryReader {
                     if thread_stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let deadline = matches!(query.scope, Scope::Search { .. })
-                        .then(|| Instant::now() + SEARCH_TIME);
-                    report(answer(&dir, &query, deadline));
+                    let deadline = Instant::now() + time_bound(&query.scope);
+                    report(answer(&dir, &query, Some(deadline)));
                 }
             })?;
         Ok(Self {
@@ -1369,6 +1382,26 @@ mod tests {
         ));
         assert!(may_match(b"0 {\"text\":\"A KEY\"}", &words, &mut lowered));
         assert!(!may_match(b"0 {\"text\":\"A KE Y\"}", &words, &mut lowered));
+    }
+
+    #[test]
+    fn a_search_has_the_short_time_bound() {
+        let search = Scope::Search {
+            terms: SearchTerms::parse("rust").unwrap(),
+            room: None,
+            private_rooms: Vec::new(),
+        };
+        assert_eq!(time_bound(&search), Duration::from_millis(250));
+        let room = Scope::Room {
+            room: room("general"),
+            private_ok: true,
+        };
+        assert_eq!(time_bound(&room), Duration::from_secs(5));
+        let whispers = Scope::Whispers {
+            me: nick("alice"),
+            other: nick("bob"),
+        };
+        assert_eq!(time_bound(&whispers), Duration::from_secs(5));
     }
 
     #[test]
