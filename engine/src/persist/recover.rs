@@ -12,7 +12,10 @@ use chatd_core::history::{self, IdFloor, Record, RecordError};
 use chatd_core::{MessageId, RoomName};
 
 use super::migrate::migrate;
-use super::segment::{BackLines, IDS_LOG, WHISPERS_DIR, index_path, is_history_dir, list_segments};
+use super::segment::{
+    BackLines, IDS_LOG, WHISPERS_DIR, index_path, is_history_dir, leftovers, list_segments,
+    segments_in,
+};
 use super::storage::{LogFile, Storage};
 
 /// How much history start-up keeps, and how long a record may be.
@@ -234,7 +237,17 @@ fn find_tail<S: Storage>(
     limits: &RecoveryLimits,
     recovered: &mut Recovered,
 ) -> io::Result<Option<Tail>> {
-    let mut segments = list_segments(storage, dir)?;
+    let entries = storage.list(dir)?;
+    for leftover in leftovers(dir, &entries) {
+        match storage.remove(&leftover) {
+            Ok(()) => tracing::info!(file = %leftover, "removed a leftover history index file"),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(file = %leftover, %error, "cannot remove a leftover history index file")
+            }
+        }
+    }
+    let mut segments = segments_in(dir, &entries);
     while let Some(newest) = segments.pop() {
         if let Some((last, end)) = last_good(storage, &newest.path, newest.len, limits, recovered)?
         {

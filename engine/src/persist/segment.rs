@@ -11,7 +11,7 @@ use std::io;
 use chatd_core::RoomName;
 use chatd_core::history::{self, Record};
 
-use super::storage::{Storage, join};
+use super::storage::{Entry, Storage, join};
 
 /// The log that holds id reservations (history.rs, `MessageIds`). Room
 /// names start with a letter or digit, so no room is called this.
@@ -62,9 +62,13 @@ pub struct Segment {
 
 /// The segments of a history directory, oldest first.
 pub fn list_segments<S: Storage>(storage: &mut S, dir: &str) -> io::Result<Vec<Segment>> {
-    let mut segments: Vec<Segment> = storage
-        .list(dir)?
-        .into_iter()
+    Ok(segments_in(dir, &storage.list(dir)?))
+}
+
+/// The segments among the entries of directory `dir`, oldest first.
+pub(crate) fn segments_in(dir: &str, entries: &[Entry]) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = entries
+        .iter()
         .filter(|entry| !entry.dir)
         .filter_map(|entry| {
             Some(Segment {
@@ -75,7 +79,28 @@ pub fn list_segments<S: Storage>(storage: &mut S, dir: &str) -> io::Result<Vec<S
         })
         .collect();
     segments.sort_by_key(|segment| segment.first_id);
-    Ok(segments)
+    segments
+}
+
+/// Files of a history directory left by a crash that nothing reads: an
+/// index written half (`.idx.tmp`), an index whose segment is gone.
+pub(crate) fn leftovers(dir: &str, entries: &[Entry]) -> Vec<String> {
+    let is_segment = |stem: &str| {
+        entries
+            .iter()
+            .any(|entry| !entry.dir && entry.name.strip_suffix(".log") == Some(stem))
+    };
+    entries
+        .iter()
+        .filter(|entry| !entry.dir)
+        .filter(|entry| {
+            entry.name.ends_with(".idx.tmp")
+                || entry.name.strip_suffix(".idx").is_some_and(|stem| {
+                    parse_segment_name(&format!("{stem}.log")).is_some() && !is_segment(stem)
+                })
+        })
+        .map(|entry| join(dir, &entry.name))
+        .collect()
 }
 
 /// One line found reading backwards.

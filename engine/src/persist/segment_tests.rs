@@ -740,3 +740,30 @@ fn retention_runs_on_the_writer_thread() {
     writer.finish();
     assert_eq!(count(dir.path()), 0);
 }
+
+#[test]
+fn index_files_a_crash_left_behind_are_removed_at_start() {
+    let mut image = Image::new();
+    let segment = "general/00000000000000000001.log";
+    image.insert(segment.into(), history::encode(&message(1, "general", 1)));
+    image.insert("general/00000000000000000001.idx".into(), vec![1, 2, 3]);
+    image.insert("general/00000000000000000001.idx.tmp".into(), vec![4]);
+    image.insert("general/00000000000000000005.idx".into(), vec![5]);
+    image.insert("general/notes.txt".into(), vec![6]);
+    let mut disk = SimDisk::from_image(&image, 1);
+    let recovered = recover(&mut disk, &RecoveryLimits::unlimited()).unwrap();
+    assert_eq!(ids(&recovered.records), [1]);
+    let left: Vec<String> = disk
+        .snapshot()
+        .into_keys()
+        .filter(|name| name.starts_with("general/") && name != "general/")
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "general/00000000000000000001.idx",
+            "general/00000000000000000001.log",
+            "general/notes.txt",
+        ]
+    );
+}
