@@ -13,8 +13,8 @@ use chatd_core::{MessageId, RoomName};
 
 use super::migrate::migrate;
 use super::segment::{
-    BackLines, IDS_LOG, WHISPERS_DIR, index_path, is_history_dir, leftovers, list_segments,
-    segments_in,
+    BackLine, BackLines, IDS_LOG, WHISPERS_DIR, index_path, is_history_dir, leftovers,
+    list_segments, segments_in,
 };
 use super::storage::{LogFile, Storage};
 
@@ -187,37 +187,20 @@ fn last_good<S: Storage>(
 ) -> io::Result<Option<(Record, u64)>> {
     let mut lines = BackLines::new(name, len, limits.max_record_bytes);
     let mut found = None;
-    let mut damage: Option<(u64, RecordError)> = None;
+    // What is wrong with the file's last line, for the log.
+    let mut last_error: Option<RecordError> = None;
     while let Some(line) = lines.prev(storage)? {
         if let Some(record) = line.record() {
             recovered.read += 1;
             found = Some((record, line.end()));
             break;
         }
-        let error = match &line {
-            super::segment::BackLine::Line {
-                bytes,
-                terminated: true,
-                ..
-            } => history::decode(bytes)
-                .err()
-                .unwrap_or(RecordError::Unterminated),
-            super::segment::BackLine::Line { .. } => RecordError::Unterminated,
-            super::segment::BackLine::Overlong { .. } => {
-                RecordError::Invalid(format!("longer than {} bytes", limits.max_record_bytes))
-            }
-        };
-        // Reading backwards, the last error seen is the first damaged line.
-        if damage.is_none() {
-            damage = Some((line.offset(), error));
-        } else if let Some(first) = &mut damage {
-            first.0 = line.offset();
-        }
+        last_error.get_or_insert_with(|| line_error(&line, limits.max_record_bytes));
     }
     recovered.bytes_read += lines.bytes_read;
     let good_end = found.as_ref().map_or(0, |(_, end)| *end);
     if good_end < len {
-        let error = damage.map_or(RecordError::Unterminated, |(_, error)| error);
+        let error = last_error.unwrap_or(RecordError::Unterminated);
         tracing::warn!(log = %name, offset = good_end, len = len - good_end, %error, "cut off a torn history tail");
         let mut log = storage.open(name)?.log;
         log.set_len(good_end)?;
@@ -225,6 +208,23 @@ fn last_good<S: Storage>(
         recovered.torn += 1;
     }
     Ok(found)
+}
+
+/// Why a line read backwards is not a record.
+fn line_error(line: &BackLine, max_record: usize) -> RecordError {
+    match line {
+        BackLine::Line {
+            bytes,
+            terminated: true,
+            ..
+        } => history::decode(bytes)
+            .err()
+            .unwrap_or(RecordError::Unterminated),
+        BackLine::Line { .. } => RecordError::Unterminated,
+        BackLine::Overlong { .. } => {
+            RecordError::Invalid(format!("longer than {max_record} bytes"))
+        }
+    }
 }
 
 /// The last good record of a history directory: in its newest segment, or
@@ -308,7 +308,10 @@ fn read_tail<S: Storage>(
             while let Some(line) = lines.prev(storage)? {
                 let Some(record) = line.record() else {
                     recovered.skipped += 1;
-                    tracing::warn!(log = %segment.path, offset = line.offset(), "skipped a damaged history record");
+                    // A file of garbage must not flood the log.
+                    if recovered.skipped <= MAX_DETAILED {
+                        tracing::warn!(log = %segment.path, offset = line.offset(), "skipped a damaged history record");
+                    }
                     continue;
                 };
                 recovered.read += 1;
