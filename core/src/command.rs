@@ -54,6 +54,8 @@ pub enum Command<'a> {
     History(Option<usize>),
     /// Turn acknowledgements on or off.
     Ack(bool),
+    /// Turn message ids on chat lines on or off.
+    Ids(bool),
     /// An urgent message to the current room.
     Urgent(&'a str),
     /// Ask for a pong carrying the token.

@@ -79,6 +79,12 @@ pub const COMMANDS: &[CommandSpec] = &[
         "acknowledge each chat line you send once it is stored and delivered",
     ),
     spec(
+        "ids",
+        &[],
+        "#ids on|off",
+        "show each chat line's message id as id=N (for #history before, since and around)",
+    ),
+    spec(
         "urgent",
         &[],
         "#urgent TEXT",

@@ -144,11 +144,18 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
                 },
             )?)),
         },
-        "ack" => match single(args) {
-            Some(flag) if flag.eq_ignore_ascii_case("on") => Command::Ack(true),
-            Some(flag) if flag.eq_ignore_ascii_case("off") => Command::Ack(false),
-            _ => return Err(usage()),
-        },
+        "ack" | "ids" => {
+            let on = match single(args) {
+                Some(flag) if flag.eq_ignore_ascii_case("on") => true,
+                Some(flag) if flag.eq_ignore_ascii_case("off") => false,
+                _ => return Err(usage()),
+            };
+            if spec.name == "ack" {
+                Command::Ack(on)
+            } else {
+                Command::Ids(on)
+            }
+        }
         "urgent" => Command::Urgent(required(args).ok_or_else(usage)?),
         "ping" => Command::Ping(optional(args)),
         "pong" => Command::Pong,

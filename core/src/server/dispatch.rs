@@ -283,6 +283,7 @@ impl Server {
             }
             Command::History(count) => self.history(conn, &room, count),
             Command::Ack(on) => self.set_ack(conn, on),
+            Command::Ids(on) => self.set_ids(conn, on),
             Command::Ping(token) => self.out.send(conn, &Reply::Pong { token }),
             Command::Pong => {}
             Command::Oper { name, password } => self.oper(now, conn, name, password),
