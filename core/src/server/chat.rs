@@ -11,7 +11,7 @@ use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
 use crate::irc::caps::Caps;
 use crate::render::{Style, Viewer};
-use crate::reply::{HistoryOf, Reply};
+use crate::reply::Reply;
 
 use super::Server;
 use super::outbox::Outbox;
@@ -172,24 +172,6 @@ impl Server {
             self.pending_acks.insert(id, conn);
         }
         self.out.push(Output::Persist(record));
-    }
-
-    /// `#history [N]`.
-    pub(super) fn history(&mut self, conn: ConnId, room: &RoomName, count: Option<usize>) {
-        let count = count
-            .unwrap_or(self.config.history_default)
-            .min(self.config.history_size);
-        let entries: Vec<Reply<'_>> = self
-            .histories
-            .last(room, count)
-            .map(|record| Reply::HistoryEntry(record))
-            .collect();
-        let header = Reply::HistoryHeader {
-            of: HistoryOf::Room(room),
-            count: entries.len(),
-        };
-        self.out
-            .send_block(conn, std::iter::once(header).chain(entries));
     }
 
     /// `#ids on|off`: message ids on chat lines and history entries.
