@@ -14,6 +14,8 @@
 //! the crash test can run the writer on a simulated disk that loses,
 //! tears and reorders whatever was not synced.
 
+pub mod index;
+pub mod reader;
 mod recover;
 mod storage;
 mod writer;
@@ -35,6 +37,7 @@ use chatd_core::history::Record;
 use chatd_core::{MessageId, RoomName};
 use serde::{Deserialize, Serialize};
 
+pub use self::reader::{HistoryReader, answer, export};
 pub use self::recover::{Damage, LogScan, MAX_DETAILED, Recovered, RecoveryLimits, recover, scan};
 pub use self::storage::{DirStorage, FileLog, LogFile, Opened, Storage};
 use self::writer::Writer;
