@@ -36,7 +36,7 @@ use chatd_core::{Dialect, Server};
 use crate::clock::Clock;
 use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
 use crate::listener::{Listener, Listening};
-use crate::persist::{HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
+use crate::persist::{HistoryReader, HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
 use crate::settings::{ListenAddressError, Settings};
 
 /// How long I/O threads keep flushing queued output after a shutdown.
@@ -272,6 +272,16 @@ pub fn launch(
     } else {
         None
     };
+    let reader = if persist {
+        let answers = inbox.clone();
+        let reader = HistoryReader::start(&data_dir, move |answer| {
+            answers.send(Event::HistoryAnswered(answer));
+        })
+        .map_err(LaunchError::Threads)?;
+        Some(reader)
+    } else {
+        None
+    };
     let threads = settings.server.resolved_threads();
     let io = backend
         .start(
@@ -293,6 +303,10 @@ pub fn launch(
         writer,
         wall_clock,
         auth,
+        reader,
+        appended: 0,
+        settled: 0,
+        held: std::collections::VecDeque::new(),
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

@@ -1270,7 +1270,7 @@ mod tests {
             Box::new(HistoryQuery {
                 request: QueryId(n),
                 conn: conn(),
-                scope: if n % 2 == 0 {
+                scope: if n.is_multiple_of(2) {
                     Scope::Room {
                         room: room("general"),
                         private_ok: false,
