@@ -379,7 +379,7 @@ fn stop_with_sigterm(backend: &str) {
     assert_eq!(alice.next_line().expect("read"), Received::Closed);
     let status = server.wait(Duration::from_secs(10));
     assert!(status.success(), "{backend}: exit status {status:?}");
-    let bytes = std::fs::read(dir.path().join("general.log")).expect("log exists");
+    let bytes = chatd_engine::persist::read_history(dir.path(), "general").expect("log exists");
     let texts: Vec<String> = history::recover(&bytes)
         .records
         .into_iter()
@@ -453,7 +453,7 @@ fn kill_mid_stream_and_recover(backend: &str, policy: &str) {
     drop(server);
 
     // Every acknowledged message is in the log after the crash ...
-    let bytes = std::fs::read(data.join("general.log")).expect("log exists");
+    let bytes = chatd_engine::persist::read_history(&data, "general").expect("log exists");
     let stored: std::collections::BTreeSet<u64> = history::recover(&bytes)
         .records
         .iter()

@@ -114,8 +114,10 @@ pub struct StartInfo {
     pub threads: usize,
     /// Records recovered from history.
     pub recovered_records: usize,
-    /// Logs read.
+    /// Histories found (rooms, whispers, id reservations).
     pub recovered_logs: usize,
+    /// Rooms whose older history is on disk only (not all of it restored).
+    pub incomplete_rooms: usize,
 }
 
 /// A running server.
@@ -243,17 +245,17 @@ pub fn launch(
     };
     let persist = settings.server.persist;
     let (mut recovered_records, mut recovered_logs) = (0, 0);
+    let mut incomplete_rooms = 0;
     if persist {
         std::fs::create_dir_all(&data_dir).map_err(data_error)?;
         let limits = RecoveryLimits::for_config(&settings.chat);
-        let recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
+        let mut recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
         (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
-        // Recovery keeps each room's tail only: every room it restored may
-        // hold more on disk than memory does, so #history reads the rest.
-        let restored: std::collections::BTreeSet<chatd_core::RoomName> =
-            recovered.records.iter().map(|r| r.room.clone()).collect();
+        let incomplete = std::mem::take(&mut recovered.incomplete);
+        incomplete_rooms = incomplete.len();
         server.restore(recovered.into_restore());
-        server.mark_history_incomplete(restored);
+        // Rooms whose older history is on disk only: #history reads it.
+        server.mark_history_incomplete(incomplete);
     }
     let (listeners, listening) = bind_all(settings)?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
@@ -263,6 +265,8 @@ pub fn launch(
             policy: settings.server.fsync,
             open_files: settings.server.open_log_files,
             queue: settings.server.history_queue,
+            segment_bytes: settings.history.segment_bytes,
+            retention: settings.history.retention(),
         };
         let writer = HistoryWriter::start(&data_dir, options, move |report| {
             reports.send(Event::Persisted(report));
@@ -318,6 +322,7 @@ pub fn launch(
             threads,
             recovered_records,
             recovered_logs,
+            incomplete_rooms,
         },
         inbox,
         hub,

@@ -10,7 +10,7 @@ use chatd_core::history::{self, Record, RecordKind};
 use chatd_core::{Config, MessageId, Nick, RoomName};
 use chatd_engine::clock::{Clock, ManualClock};
 use chatd_engine::hub::{InboxStats, MIN_INBOX_BYTES};
-use chatd_engine::persist::{FsyncPolicy, log_path};
+use chatd_engine::persist::{FsyncPolicy, read_history, room_dir};
 use chatd_engine::settings::{NO_LISTENER, ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
 use chatd_tests::client::LineClient;
@@ -73,6 +73,7 @@ fn start_with(
             ..ServerSettings::default()
         },
         chat,
+        history: Default::default(),
     };
     launch(
         &settings,
@@ -315,6 +316,7 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
             ..ServerSettings::default()
         },
         chat,
+        history: Default::default(),
     };
     let gate = Arc::new(GatedClock::new());
     let running = launch(&settings, backend, gate.clone()).expect("server starts");
@@ -444,6 +446,7 @@ fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
             ..ServerSettings::default()
         },
         chat: Config::default(),
+        history: Default::default(),
     };
     settings.chat.idle.enabled = false;
     // 2026-11-18 11:06:40 UTC.
@@ -538,7 +541,9 @@ fn record(id: u64, text: &str) -> Record {
 
 fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = log_path(dir.path(), &RoomName::general());
+    // A log as older servers wrote it (one flat file per room): start-up
+    // moves it to `general/00000000000000000001.log`.
+    let path = dir.path().join("general.log");
     let mut bytes = Vec::new();
     bytes.extend(history::encode(&record(1, "first")));
     let corrupt_at = bytes.len() + 40;
@@ -554,8 +559,10 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Back
     assert_eq!(running.info().recovered_records, 2);
     // The torn tail was cut off the file; the damaged middle line is kept
     // on disk for inspection but skipped.
+    let segment = room_dir(dir.path(), &RoomName::general()).join("00000000000000000001.log");
+    assert!(!path.exists(), "migrated");
     assert_eq!(
-        std::fs::metadata(&path).expect("log").len(),
+        std::fs::metadata(&segment).expect("segment").len(),
         valid_len as u64
     );
     let mut alice = welcome(running.local_addr(), 1);
@@ -579,7 +586,7 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Back
         .expect("ids continue after the largest recovered");
     stop(running);
 
-    let recovered = history::recover(&std::fs::read(&path).expect("log"));
+    let recovered = history::recover(&read_history(dir.path(), "general").expect("log"));
     let ids: Vec<u64> = recovered.records.iter().map(|r| r.id.get()).collect();
     assert_eq!(
         ids,
@@ -591,8 +598,8 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Back
 
 fn history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
-    // A directory where the log file should be: every append fails.
-    std::fs::create_dir(log_path(dir.path(), &RoomName::general())).expect("blocker");
+    // A file where the room's directory should be: every append fails.
+    std::fs::write(room_dir(dir.path(), &RoomName::general()), b"").expect("blocker");
     let running = start(backend, dir.path(), Config::default());
     let addr = running.local_addr();
     let mut alice = welcome(addr, 1);
