@@ -236,7 +236,10 @@ pub fn launch(
     clock: Arc<dyn Clock>,
 ) -> Result<Running, LaunchError> {
     let anchored = clock.now();
-    let mut server = Server::new(settings.chat.clone(), anchored, clock.unix_ms())?;
+    let mut chat = settings.chat.clone();
+    // #history does not show what retention is about to delete.
+    chat.history_retention = settings.history.retention;
+    let mut server = Server::new(chat, anchored, clock.unix_ms())?;
     let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
     let data_error = |cause| LaunchError::DataDir {
