@@ -74,6 +74,8 @@ enum Header {
     Room(RoomName),
     Whispers(Nick),
     Search,
+    /// An IRC CHATHISTORY batch of this room.
+    Irc(RoomName),
 }
 
 impl Ask {
@@ -227,6 +229,38 @@ impl Server {
         self.ask(now, conn, ask);
     }
 
+    /// IRC `CHATHISTORY` by message id, already checked: the asker is in
+    /// the room (or an operator).
+    pub(super) fn irc_history_query(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        room: RoomName,
+        position: Position,
+        limit: usize,
+    ) {
+        let floors: Vec<(RoomName, u64)> = self
+            .rooms
+            .get(&room)
+            .filter(|r| r.private)
+            .map(|r| (room.clone(), r.first_id))
+            .into_iter()
+            .collect();
+        let ask = Ask {
+            query: query(
+                Scope::Room {
+                    room: room.clone(),
+                    private_ok: !floors.is_empty(),
+                },
+                position,
+                limit,
+            ),
+            header: Header::Irc(room),
+            floors,
+        };
+        self.ask(now, conn, ask);
+    }
+
     /// Runs a request now, or queues it behind the one at the driver.
     fn ask(&mut self, now: Instant, conn: ConnId, ask: Ask) {
         let state = self.queries.by_conn.entry(conn).or_default();
@@ -236,7 +270,7 @@ impl Server {
                     "{} history requests are already waiting; ask again once they are answered",
                     MAX_WAITING + 1
                 );
-                return self.out.error(conn, ErrorCode::TryLater, &text);
+                return self.refuse(conn, &ask, ErrorCode::TryLater, &text);
             }
             state.waiting.push_back(ask);
             return;
@@ -322,13 +356,15 @@ impl Server {
             return;
         };
         match answer.shortfall {
-            Some(Shortfall::Busy) => self.out.error(
+            Some(Shortfall::Busy) => self.refuse(
                 conn,
+                &flight.ask,
                 ErrorCode::TryLater,
                 "the stored history is busy; ask again in a moment",
             ),
-            Some(Shortfall::Unreadable) => self.out.error(
+            Some(Shortfall::Unreadable) => self.refuse(
                 conn,
+                &flight.ask,
                 ErrorCode::HistoryUnavailable,
                 "the stored history could not be read",
             ),
@@ -371,6 +407,22 @@ impl Server {
             .mark_incomplete(rooms.iter().map(std::borrow::Borrow::borrow));
     }
 
+    /// A request that gets no answer: an error line, or for IRC's
+    /// CHATHISTORY a `FAIL` (draft/chathistory: `MESSAGE_ERROR`).
+    fn refuse(&mut self, conn: ConnId, ask: &Ask, code: ErrorCode, text: &str) {
+        match ask.header {
+            Header::Irc(_) => {
+                let line = crate::irc::render::server_line(
+                    &self.out.scene,
+                    "FAIL",
+                    &["CHATHISTORY", "MESSAGE_ERROR", text],
+                );
+                self.send_text(conn, line);
+            }
+            _ => self.out.error(conn, code, text),
+        }
+    }
+
     /// Lines with an earlier wall-clock time than this are past retention.
     fn retention_cutoff(&self, now: Instant) -> Option<u64> {
         let retention = self.config.history_retention?;
@@ -382,6 +434,7 @@ impl Server {
     fn answer(&mut self, conn: ConnId, ask: &Ask, records: &[Arc<Record>], partial: bool) {
         let count = records.len();
         let header = match &ask.header {
+            Header::Irc(room) => return self.irc_history_batch(conn, room, records),
             Header::Room(room) => Reply::HistoryHeader {
                 of: HistoryOf::Room(room),
                 count,
@@ -693,5 +746,61 @@ mod tests {
             },
         );
         assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+
+    #[test]
+    fn irc_chathistory_by_msgid_reads_beyond_the_ring_through_the_same_path() {
+        let mut h = Harness::new(small_ring());
+        let alice = h
+            .server
+            .accept_as(
+                h.now,
+                "127.0.0.1:5001".parse().unwrap(),
+                crate::dialect::Dialect::Irc,
+            )
+            .unwrap();
+        h.say(
+            alice,
+            "CAP REQ :batch\r\nNICK alice\r\nUSER a 0 * :A\r\nCAP END\r\nJOIN #general\r",
+        );
+        for text in ["one", "two", "three", "four", "five"] {
+            h.say(alice, &format!("PRIVMSG #general :{text}\r"));
+        }
+        assert!(
+            h.say(alice, "CHATHISTORY BEFORE #general msgid=4 10\r")
+                .is_empty()
+        );
+        let query = h.queries.pop().unwrap();
+        assert_eq!(query.position, Position::Before(MessageId::new(4)));
+        assert_eq!(query.below, Some(MessageId::new(3)));
+        let lines = h.answer(
+            alice,
+            HistoryAnswer {
+                request: query.request,
+                records: vec![stored(1, "one"), stored(2, "two")],
+                shortfall: None,
+            },
+        );
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(lines[0].contains("BATCH +"));
+        assert!(lines[1].ends_with("PRIVMSG #general :one"));
+        assert!(lines[3].ends_with("PRIVMSG #general :three"));
+        // A busy reader is a FAIL, as CHATHISTORY reports errors.
+        h.say(alice, "CHATHISTORY AFTER #general msgid=1 2\r");
+        let query = h.queries.pop().unwrap();
+        let lines = h.answer(
+            alice,
+            HistoryAnswer {
+                request: query.request,
+                records: Vec::new(),
+                shortfall: Some(Shortfall::Busy),
+            },
+        );
+        assert_eq!(
+            lines,
+            [
+                ":chatd.local FAIL CHATHISTORY MESSAGE_ERROR :the stored history is busy; ask again in a moment"
+            ]
+        );
     }
 }
