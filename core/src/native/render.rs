@@ -95,25 +95,28 @@ fn write_reply(out: &mut String, reply: &Reply<'_>, ids: bool) {
             from,
             text,
             ..
-        } => write!(out, "[#{room}{}] {}: {}", tag(*id), from.nick, shown(text)),
+        } => {
+            open_room(out, room, ids.then_some(*id));
+            write!(out, "{}: {}", from.nick, shown(text))
+        }
         Reply::Action {
             id,
             room,
             from,
             text,
-        } => write!(out, "[#{room}{}] * {} {}", tag(*id), from.nick, shown(text)),
+        } => {
+            open_room(out, room, ids.then_some(*id));
+            write!(out, "* {} {}", from.nick, shown(text))
+        }
         Reply::Urgent {
             id,
             room,
             from,
             text,
-        } => write!(
-            out,
-            "[#{room}{}] URGENT {}: {}",
-            tag(*id),
-            from.nick,
-            shown(text)
-        ),
+        } => {
+            open_room(out, room, ids.then_some(*id));
+            write!(out, "URGENT {}: {}", from.nick, shown(text))
+        }
         Reply::Whisper { id, from, text, .. } => {
             write!(out, "[whisper{}] {}: {}", tag(*id), from.nick, shown(text))
         }
@@ -270,6 +273,17 @@ fn write_reply(out: &mut String, reply: &Reply<'_>, ids: bool) {
         Reply::ShuttingDown { reason } => write!(out, "* server shutting down: {reason}"),
         Reply::Error { code, text, .. } => write!(out, "! {code}: {text}"),
     };
+}
+
+/// `[#room] ` or, with ids on, `[#room id=N] `: the start of a live chat
+/// line, written piece by piece (the hot path of every broadcast).
+fn open_room(out: &mut String, room: &crate::ids::RoomName, id: Option<MessageId>) {
+    out.push_str("[#");
+    out.push_str(room.as_str());
+    if let Some(id) = id {
+        let _ = write!(out, " id={id}");
+    }
+    out.push_str("] ");
 }
 
 /// Text as a native terminal may show it (IRC formatting removed).
