@@ -267,7 +267,7 @@ impl Server {
         if state.in_flight.is_some() {
             if state.waiting.len() >= MAX_WAITING {
                 let text = format!(
-                    "{} history requests are already waiting; ask again once they are answered",
+                    "{} of your history requests are already pending; ask again once they are answered",
                     MAX_WAITING + 1
                 );
                 return self.refuse(conn, &ask, ErrorCode::TryLater, &text);
