@@ -641,7 +641,7 @@ mod tests {
         assert_eq!(
             h.say(alice, "#history 1"),
             [
-                "! try-later: 5 history requests are already waiting; ask again once they are answered"
+                "! try-later: 5 of your history requests are already pending; ask again once they are answered"
             ]
         );
         assert_eq!(h.queries.len(), 1);
