@@ -67,6 +67,9 @@ pub(crate) struct Ask {
     /// id of the room as it exists now: lines below it were said in an
     /// earlier room of the same name.
     floors: Vec<(RoomName, u64)>,
+    /// Rooms whose lines the asker may not read though they are not
+    /// private (a key, `+s`, a ban), sorted: a search leaves them out.
+    closed: Vec<RoomName>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +87,7 @@ impl Ask {
     fn admits(&self, record: &Record, cutoff_ms: Option<u64>) -> bool {
         self.query.admits(record)
             && cutoff_ms.is_none_or(|cutoff| record.ts >= cutoff)
+            && (record.to.is_some() || self.closed.binary_search(&record.room).is_err())
             && (!record.private
                 || record.to.is_some()
                 || self
@@ -144,6 +148,7 @@ impl Server {
                 ),
                 header: Header::Whispers(other),
                 floors: Vec::new(),
+                closed: Vec::new(),
             },
             target => {
                 let room = match target {
@@ -151,18 +156,16 @@ impl Server {
                     _ => current.clone(),
                 };
                 let mut floors = Vec::new();
-                let private = self.rooms.get(&room).filter(|r| r.private);
-                if let Some(private) = private {
-                    if !session.is_in(&room) {
-                        let text = format!("#{room} is private: only its members read its history");
-                        let subject = format!("#{room}");
-                        return self.out.error_about(
-                            conn,
-                            ErrorCode::PermissionDenied,
-                            Some(&subject),
-                            &text,
-                        );
-                    }
+                if let Some(text) = self.closed_to(now, conn, &room) {
+                    let subject = format!("#{room}");
+                    return self.out.error_about(
+                        conn,
+                        ErrorCode::PermissionDenied,
+                        Some(&subject),
+                        &format!("{text}: only its members read its history"),
+                    );
+                }
+                if let Some(private) = self.rooms.get(&room).filter(|r| r.private) {
                     floors.push((room.clone(), private.first_id));
                 }
                 Ask {
@@ -176,6 +179,7 @@ impl Server {
                     ),
                     header: Header::Room(room),
                     floors,
+                    closed: Vec::new(),
                 }
             }
         };
@@ -194,15 +198,26 @@ impl Server {
             return;
         };
         if let Some(name) = &room
-            && self.rooms.get(name).is_some_and(|r| r.private)
-            && !session.is_in(name)
+            && let Some(text) = self.closed_to(now, conn, name)
         {
-            let text = format!("#{name} is private: only its members search it");
+            let text = format!("{text}: only its members search it");
             let subject = format!("#{name}");
             return self
                 .out
                 .error_about(conn, ErrorCode::PermissionDenied, Some(&subject), &text);
         }
+        let closed: Vec<RoomName> = match &room {
+            Some(_) => Vec::new(),
+            None => self
+                .rooms
+                .keys()
+                .filter(|name| {
+                    self.rooms.get(*name).is_some_and(|r| !r.private)
+                        && self.closed_to(now, conn, name).is_some()
+                })
+                .cloned()
+                .collect(),
+        };
         let mut floors: Vec<(RoomName, u64)> = session
             .rooms
             .iter()
@@ -225,6 +240,7 @@ impl Server {
             ),
             header: Header::Search,
             floors,
+            closed,
         };
         self.ask(now, conn, ask);
     }
@@ -257,8 +273,37 @@ impl Server {
             ),
             header: Header::Irc(room),
             floors,
+            closed: Vec::new(),
         };
         self.ask(now, conn, ask);
+    }
+
+    /// Why `conn` may not read a room's lines, if it may not: a private
+    /// room, a key (IRC `+k`), a secret room (`+s`) or a ban keep them to
+    /// its members (and server operators, except for private rooms,
+    /// whose lines are for their members alone). Rooms that no longer
+    /// exist are open (their private lines stay hidden by the scope).
+    fn closed_to(&self, now: Instant, conn: ConnId, name: &RoomName) -> Option<String> {
+        let session = self.sessions.get(&conn)?;
+        let room = self.rooms.get(name)?;
+        if session.is_in(name) {
+            return None;
+        }
+        if room.private {
+            return Some(format!("#{name} is private"));
+        }
+        if session.is_operator() {
+            return None;
+        }
+        if room.modes.key.is_some() || room.modes.secret {
+            return Some(format!("#{name} is closed"));
+        }
+        if room.active_ban(session.peer.ip(), now).is_some()
+            || super::rooms::mask_banned(room, session)
+        {
+            return Some(format!("you are banned from #{name}"));
+        }
+        None
     }
 
     /// Runs a request now, or queues it behind the one at the driver.
