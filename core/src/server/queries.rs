@@ -136,6 +136,15 @@ impl Server {
             .count
             .unwrap_or(self.config.history_default)
             .min(self.config.history_page);
+        if matches!(args.target, Some(HistoryTarget::Whispers(_))) && session.nick.is_guest_name() {
+            // Guest names are handed out again from guest1 after every
+            // restart: a guest's whispers are not the new guest's.
+            return self.out.error(
+                conn,
+                ErrorCode::PermissionDenied,
+                "guest names are given to someone new after a restart: choose a nickname with #nick to read your whispers",
+            );
+        }
         let ask = match args.target {
             Some(HistoryTarget::Whispers(other)) => Ask {
                 query: query(
