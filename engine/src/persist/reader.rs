@@ -41,6 +41,19 @@ pub const WHISPERS_DIR: &str = "_whispers";
 /// ([`Shortfall::TimeBound`]).
 pub const SEARCH_TIME: Duration = Duration::from_millis(250);
 
+/// How long any other query may read: a safety net (a page of history
+/// normally costs a few reads), so that no query holds the reader thread
+/// for long whatever lies on disk.
+pub const HISTORY_TIME: Duration = Duration::from_secs(5);
+
+/// How long the reader thread lets a query read.
+fn time_bound(scope: &Scope) -> Duration {
+    match scope {
+        Scope::Search { .. } => SEARCH_TIME,
+        Scope::Room { .. } | Scope::Whispers { .. } => HISTORY_TIME,
+    }
+}
+
 /// Queries waiting for the reader thread at most; beyond, `submit` refuses.
 pub const QUEUE: usize = 64;
 
@@ -50,6 +63,23 @@ const CHUNK: usize = 64 * 1024;
 /// Longest line read; a longer one is damage, skipped without being held
 /// in memory. Far above any record the server writes.
 const MAX_LINE: usize = 4 << 20;
+
+/// Read sizes: the defaults, or small ones in tests to exercise every
+/// line crossing a chunk boundary.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Bytes read at a time.
+    chunk: usize,
+    /// Longest line read; longer is damage.
+    max_line: usize,
+}
+
+impl Limits {
+    const DEFAULT: Self = Self {
+        chunk: CHUNK,
+        max_line: MAX_LINE,
+    };
+}
 
 /// Lines scanned between two looks at the clock.
 const LINES_PER_CLOCK: u32 = 256;
@@ -173,6 +203,9 @@ struct Run<'a> {
     words: &'a [String],
     unreadable: bool,
     lines: u32,
+    limits: Limits,
+    /// A line lowercased, for the search pre-filter.
+    lowered: Vec<u8>,
 }
 
 impl Run<'_> {
@@ -201,7 +234,8 @@ impl Run<'_> {
     }
 
     /// Reads one segment: the blocks that may matter when it has a usable
-    /// index, else all of it.
+    /// index; else from its end backwards when `descending` (newest
+    /// records wanted first), or all of it from the start.
     fn segment(&mut self, segment: &Segment, descending: bool) -> Result<(), Stop> {
         self.check_time()?;
         if !self.wants(segment.first, segment.last) {
@@ -223,6 +257,7 @@ impl Run<'_> {
             self.index(segment, &file)
         };
         let result = match index {
+            None if descending => self.scan_backward(&mut file, segment.first),
             None => self.scan(&mut file, 0, None),
             Some(index) => self.blocks(&mut file, &index, descending),
         };
@@ -292,26 +327,114 @@ impl Run<'_> {
             Some(len) => Box::new(Read::take(&mut *file, len)),
             None => Box::new(&mut *file),
         };
-        for_each_line(reader, |line| {
-            self.lines += 1;
-            if self.lines.is_multiple_of(LINES_PER_CLOCK) {
-                self.check_time()?;
-            }
-            // Most lines of a segment are outside the answer: their id,
-            // read off the front of the JSON, says so without decoding.
-            if let Some(id) = peek_id(line)
-                && !self.wants(id, id)
-            {
-                return Ok(());
-            }
-            if let Ok(record) = history::decode(line)
-                && self.query.admits(&record)
-            {
-                self.collector.offer(Arc::new(record));
-            }
+        for_each_line(reader, self.limits, |line| {
+            self.line(line)?;
             Ok(())
         })
     }
+
+    /// Reads a segment from its end backwards, chunk by chunk, and stops
+    /// as soon as no older record of it can change the answer: a page of
+    /// the newest records costs a few chunks, not the whole segment.
+    fn scan_backward(&mut self, file: &mut File, segment_first: u64) -> Result<(), ScanError> {
+        let mut pos = file.seek(SeekFrom::End(0))?;
+        let mut chunk = vec![0; self.limits.chunk.max(1)];
+        // The end of a line whose start lies before `pos` (LF included).
+        let mut pending: Vec<u8> = Vec::new();
+        // The bytes up to the next LF found (reading backwards) belong to
+        // a line that is ignored: the unterminated last line, or one
+        // longer than the limit.
+        let mut skip_to_lf = true;
+        while pos > 0 {
+            let start = pos.saturating_sub(chunk.len() as u64);
+            let len = (pos - start) as usize;
+            file.seek(SeekFrom::Start(start))?;
+            file.read_exact(&mut chunk[..len])?;
+            pos = start;
+            let mut data = chunk[..len].to_vec();
+            data.append(&mut pending);
+            let mut end = data.len();
+            if skip_to_lf {
+                match memchr::memrchr(b'\n', &data) {
+                    Some(last) => {
+                        end = last + 1;
+                        skip_to_lf = false;
+                    }
+                    None => continue,
+                }
+            }
+            let mut lines = &data[..end];
+            if start > 0 {
+                // The first line may start in an earlier chunk.
+                let head = memchr::memchr(b'\n', lines).map_or(lines.len(), |lf| lf + 1);
+                if head > self.limits.max_line {
+                    skip_to_lf = true;
+                } else {
+                    pending = lines[..head].to_vec();
+                }
+                lines = &lines[head..];
+            }
+            // Every line in `lines` ends with its LF; newest first.
+            let mut rest = lines;
+            while let Some(body) = rest.strip_suffix(b"\n") {
+                let begin = memchr::memrchr(b'\n', body).map_or(0, |lf| lf + 1);
+                let line = &body[begin..];
+                rest = &body[..begin];
+                if line.len() > self.limits.max_line {
+                    continue;
+                }
+                if let Some(id) = self.line(line)?
+                    && !self.wants(segment_first, id)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers one line's record if the query admits it. Returns the line's
+    /// id when known (read off its front, or decoded).
+    fn line(&mut self, line: &[u8]) -> Result<Option<u64>, Stop> {
+        self.lines += 1;
+        if self.lines.is_multiple_of(LINES_PER_CLOCK) {
+            self.check_time()?;
+        }
+        // Most lines of a segment are outside the answer: their id, read
+        // off the front of the JSON, says so without decoding.
+        let peeked = peek_id(line);
+        if let Some(id) = peeked
+            && !self.wants(id, id)
+        {
+            return Ok(Some(id));
+        }
+        if !may_match(line, self.words, &mut self.lowered) {
+            return Ok(peeked);
+        }
+        let Ok(record) = history::decode(line) else {
+            return Ok(None);
+        };
+        let id = record.id.get();
+        if self.query.admits(&record) {
+            self.collector.offer(Arc::new(record));
+        }
+        Ok(Some(id))
+    }
+}
+
+/// Whether a record line may hold every one of `words` (lowercase) as
+/// words of its text, without decoding it: a line of plain ASCII without
+/// JSON `\u` escapes holds a word only if its bytes contain the word,
+/// ignoring ASCII case. Any other line may (it is decoded to know).
+fn may_match(line: &[u8], words: &[String], lowered: &mut Vec<u8>) -> bool {
+    if words.is_empty() || !line.is_ascii() || memchr::memmem::find(line, b"\\u").is_some() {
+        return true;
+    }
+    lowered.clear();
+    lowered.extend(line.iter().map(u8::to_ascii_lowercase));
+    words
+        .iter()
+        .all(|word| memchr::memmem::find(lowered, word.as_bytes()).is_some())
 }
 
 /// Why a scan stopped.
@@ -334,12 +457,13 @@ impl From<io::Error> for ScanError {
 }
 
 /// Calls `each` with every LF-terminated line of `reader` (without its LF)
-/// no longer than [`MAX_LINE`]; an unterminated last line is ignored.
+/// no longer than `limits.max_line`; an unterminated last line is ignored.
 fn for_each_line<E: From<io::Error>>(
     mut reader: impl Read,
+    limits: Limits,
     mut each: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut chunk = vec![0; CHUNK];
+    let mut chunk = vec![0; limits.chunk.max(1)];
     let mut line: Vec<u8> = Vec::new();
     let mut overlong = false;
     loop {
@@ -352,7 +476,7 @@ fn for_each_line<E: From<io::Error>>(
         let mut rest = &chunk[..read];
         while !rest.is_empty() {
             let Some(end) = memchr::memchr(b'\n', rest) else {
-                if !overlong && line.len() + rest.len() <= MAX_LINE {
+                if !overlong && line.len() + rest.len() <= limits.max_line {
                     line.extend_from_slice(rest);
                 } else {
                     overlong = true;
@@ -362,7 +486,7 @@ fn for_each_line<E: From<io::Error>>(
             };
             let part = &rest[..end];
             rest = &rest[end + 1..];
-            if overlong || line.len() + part.len() > MAX_LINE {
+            if overlong || line.len() + part.len() > limits.max_line {
                 // Damage: skipped.
             } else if line.is_empty() {
                 each(part)?;
@@ -394,6 +518,15 @@ fn peek_id(line: &[u8]) -> Option<u64> {
 /// logged and gives [`Shortfall::Unreadable`]; missing directories are
 /// empty histories.
 pub fn answer(dir: &Path, query: &HistoryQuery, deadline: Option<Instant>) -> HistoryAnswer {
+    answer_with(dir, query, deadline, Limits::DEFAULT)
+}
+
+fn answer_with(
+    dir: &Path,
+    query: &HistoryQuery,
+    deadline: Option<Instant>,
+    limits: Limits,
+) -> HistoryAnswer {
     let words: &[String] = match &query.scope {
         Scope::Search { terms, .. } => terms.words(),
         Scope::Room { .. } | Scope::Whispers { .. } => &[],
@@ -405,6 +538,8 @@ pub fn answer(dir: &Path, query: &HistoryQuery, deadline: Option<Instant>) -> Hi
         words,
         unreadable: false,
         lines: 0,
+        limits,
+        lowered: Vec::new(),
     };
     let stopped = read_scope(dir, &mut run).is_err();
     let shortfall = if run.unreadable {
@@ -503,7 +638,8 @@ fn read_directory(segments: &[Segment], position: Position, run: &mut Run<'_>) -
 /// Reads a whole log for export: records of `log` (a room's name or
 /// [`WHISPERS_DIR`]) under `dir`, oldest first, those at or after
 /// `since_ms` (ms since the Unix epoch) only, each handed to `each` with
-/// its JSON text exactly as stored. Returns how many were handed over.
+/// its JSON text exactly as stored; an error from `each` stops the export
+/// and is returned. Returns how many records were handed over.
 ///
 /// A log kept in the layout before segments (`<dir>/<log>.log`) is read
 /// too, so an old data directory can be exported before the server has
@@ -512,7 +648,7 @@ pub fn export(
     dir: &Path,
     log: &str,
     since_ms: Option<u64>,
-    mut each: impl FnMut(&Record, &str),
+    mut each: impl FnMut(&Record, &str) -> io::Result<()>,
 ) -> io::Result<usize> {
     if log != WHISPERS_DIR && RoomName::parse(log).map_or(true, |room| room.as_str() != log) {
         return Err(io::Error::new(
@@ -574,13 +710,13 @@ pub fn export(
                 Some(len) => Box::new(Read::take(&mut file, len)),
                 None => Box::new(&mut file),
             };
-            for_each_line(reader, |line| -> io::Result<()> {
+            for_each_line(reader, Limits::DEFAULT, |line| -> io::Result<()> {
                 if let Ok(record) = history::decode(line)
                     && record.ts >= since
                 {
                     // decode checked the bytes after the prefix are UTF-8 JSON.
                     let json = std::str::from_utf8(&line[9..]).unwrap_or_default();
-                    each(&record, json);
+                    each(&record, json)?;
                     count += 1;
                 }
                 Ok(())
@@ -606,7 +742,8 @@ impl std::fmt::Debug for HistoryReader {
 
 impl HistoryReader {
     /// Starts the reader thread on the data directory `dir`; every answer
-    /// goes to `report`. A search reads for [`SEARCH_TIME`] at most.
+    /// goes to `report`. A search reads for [`SEARCH_TIME`] at most, any
+    /// other query for [`HISTORY_TIME`].
     pub fn start(
         dir: &Path,
         report: impl Fn(HistoryAnswer) + Send + Sync + 'static,
@@ -622,9 +759,8 @@ impl HistoryReader {
                     if thread_stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let deadline = matches!(query.scope, Scope::Search { .. })
-                        .then(|| Instant::now() + SEARCH_TIME);
-                    report(answer(&dir, &query, deadline));
+                    let deadline = Instant::now() + time_bound(&query.scope);
+                    report(answer(&dir, &query, Some(deadline)));
                 }
             })?;
         Ok(Self {
@@ -880,10 +1016,14 @@ mod tests {
         records
     }
 
-    /// The answer by brute force: every record offered.
-    fn reference(records: &[Record], query: &HistoryQuery) -> Vec<Arc<Record>> {
+    /// The answer by brute force: every record offered (those whose line
+    /// is no longer than `max_line`).
+    fn reference(records: &[Record], query: &HistoryQuery, max_line: usize) -> Vec<Arc<Record>> {
         let mut collector = query.collector();
-        for record in records.iter().filter(|record| query.admits(record)) {
+        for record in records
+            .iter()
+            .filter(|record| query.admits(record) && encode(record).len() - 1 <= max_line)
+        {
             collector.offer(Arc::new(record.clone()));
         }
         collector.finish()
@@ -962,16 +1102,22 @@ mod tests {
             let count = 300 + rng.below(1500);
             let max_id = write_random(&mut rng, count, tmp.path());
             let stored = on_disk(tmp.path());
+            // Small reads put every line across chunk boundaries; a small
+            // line limit makes some lines too long.
+            let limits = Limits {
+                chunk: [3, 7, 100, 4096, CHUNK][rng.below(5) as usize],
+                max_line: if rng.chance(25) { 160 } else { MAX_LINE },
+            };
             for _ in 0..80 {
                 let query = random_query(&mut rng, max_id);
-                let expected = reference(&stored, &query);
-                let answer = answer(tmp.path(), &query, None);
+                let expected = reference(&stored, &query, limits.max_line);
+                let answer = answer_with(tmp.path(), &query, None, limits);
                 assert_eq!(answer.request, query.request);
                 assert_eq!(answer.shortfall, None, "{query:?}");
                 assert_eq!(
                     ids(&answer.records),
                     ids(&expected),
-                    "round {round}: {query:?}"
+                    "round {round}, {limits:?}: {query:?}"
                 );
                 assert_eq!(answer.records, expected);
                 asked += 1;
@@ -1193,6 +1339,71 @@ mod tests {
         assert_eq!((missing.records.len(), missing.shortfall), (0, None));
     }
 
+    /// The pre-filter never hides a match: a word whose letters change
+    /// when lowercased (the Kelvin sign lowercases to `k`) or that sits
+    /// behind a JSON escape is still found.
+    #[test]
+    fn the_search_pre_filter_never_hides_a_match() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("general");
+        std::fs::create_dir_all(&dir).unwrap();
+        let texts = ["\u{212A}EY", "KEY\u{1f}x", "Key!", "keys", "monkey"];
+        let mut bytes: Vec<u8> = texts
+            .iter()
+            .zip(1..)
+            .flat_map(|(text, id)| encode(&record(id, "general", text)))
+            .collect();
+        // Written by another encoder: "Key" with its K escaped.
+        let json =
+            r#"{"id":6,"room":"general","ts":1,"from":"bob","kind":"msg","text":"\u004bey"}"#;
+        bytes.extend_from_slice(
+            format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes())).as_bytes(),
+        );
+        std::fs::write(dir.join(segment_name(MessageId::new(1))), bytes).unwrap();
+        let query = HistoryQuery {
+            request: QueryId(1),
+            conn: conn(),
+            scope: Scope::Search {
+                terms: SearchTerms::parse("key").unwrap(),
+                room: None,
+                private_rooms: Vec::new(),
+            },
+            position: Position::Latest,
+            limit: 10,
+            below: None,
+        };
+        assert_eq!(ids(&answer(tmp.path(), &query, None).records), [1, 2, 3, 6]);
+        let mut lowered = Vec::new();
+        let words = ["key".to_owned()];
+        assert!(may_match(
+            b"0 {\"text\":\"no words asked\"}",
+            &[],
+            &mut lowered
+        ));
+        assert!(may_match(b"0 {\"text\":\"A KEY\"}", &words, &mut lowered));
+        assert!(!may_match(b"0 {\"text\":\"A KE Y\"}", &words, &mut lowered));
+    }
+
+    #[test]
+    fn a_search_has_the_short_time_bound() {
+        let search = Scope::Search {
+            terms: SearchTerms::parse("rust").unwrap(),
+            room: None,
+            private_rooms: Vec::new(),
+        };
+        assert_eq!(time_bound(&search), Duration::from_millis(250));
+        let room = Scope::Room {
+            room: room("general"),
+            private_ok: true,
+        };
+        assert_eq!(time_bound(&room), Duration::from_secs(5));
+        let whispers = Scope::Whispers {
+            me: nick("alice"),
+            other: nick("bob"),
+        };
+        assert_eq!(time_bound(&whispers), Duration::from_secs(5));
+    }
+
     #[test]
     fn peek_id_reads_the_id_off_a_record_line_or_gives_up() {
         let line = encode(&record(123_456, "general", "hi"));
@@ -1253,15 +1464,14 @@ mod tests {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let sink = answers.clone();
         let (started, release) = mpsc::channel::<()>();
-        let gate = Mutex::new(Some(started));
-        let blocked = Arc::new(Mutex::new(()));
-        let hold = blocked.lock().unwrap();
-        let blocked_in_thread = blocked.clone();
+        let (go, wait) = mpsc::channel::<()>();
+        let gate = Mutex::new(Some((started, wait)));
         let reader = HistoryReader::start(tmp.path(), move |answer: HistoryAnswer| {
-            if let Some(started) = gate.lock().unwrap().take() {
+            if let Some((started, wait)) = gate.lock().unwrap().take() {
                 started.send(()).unwrap();
-                // Hold the thread on its first answer until the queue is full.
-                drop(blocked_in_thread.lock().unwrap());
+                // Hold the thread on its first answer until the queue is
+                // full (not forever should the test fail meanwhile).
+                let _ = wait.recv_timeout(Duration::from_secs(10));
             }
             sink.lock().unwrap().push(answer);
         })
@@ -1294,7 +1504,7 @@ mod tests {
         }
         let refused = reader.submit(query(999)).unwrap_err();
         assert_eq!(refused.request, QueryId(999));
-        drop(hold);
+        go.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while answers.lock().unwrap().len() < QUEUE + 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -1325,6 +1535,7 @@ mod tests {
         let count = export(tmp.path(), "general", None, |record, json| {
             assert_eq!(encode(record)[9..], format!("{json}\n").into_bytes()[..]);
             seen.push(record.id.get());
+            Ok(())
         })
         .unwrap();
         assert_eq!(count, 3000);
@@ -1333,12 +1544,13 @@ mod tests {
         let mut seen = Vec::new();
         let count = export(tmp.path(), "general", Some(since), |record, _| {
             seen.push(record.id.get());
+            Ok(())
         })
         .unwrap();
         assert_eq!((count, seen), (501, (2500..=3000).collect::<Vec<_>>()));
-        let missing = export(tmp.path(), "nowhere", None, |_, _| {}).unwrap_err();
+        let missing = export(tmp.path(), "nowhere", None, |_, _| Ok(())).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
-        let bad = export(tmp.path(), "../general", None, |_, _| {}).unwrap_err();
+        let bad = export(tmp.path(), "../general", None, |_, _| Ok(())).unwrap_err();
         assert_eq!(bad.kind(), io::ErrorKind::InvalidInput);
         // The layout before segments.
         std::fs::write(
@@ -1348,9 +1560,101 @@ mod tests {
         .unwrap();
         let mut seen = Vec::new();
         export(tmp.path(), "old", None, |record, _| {
-            seen.push(record.id.get())
+            seen.push(record.id.get());
+            Ok(())
         })
         .unwrap();
         assert_eq!(seen, [7]);
+        // An error from the callback stops the export.
+        let mut calls = 0;
+        let stopped = export(tmp.path(), "general", None, |_, _| {
+            calls += 1;
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        })
+        .unwrap_err();
+        assert_eq!((stopped.kind(), calls), (io::ErrorKind::BrokenPipe, 1));
+    }
+
+    /// Figures for the report, not a check: `cargo test -p chatd-engine
+    /// --lib persist::reader::tests::measure -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn measure_queries_on_a_large_history() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::new(tmp.path());
+        let mut rng = Rng(3);
+        let count: u64 = 300_000;
+        let written = Instant::now();
+        for id in 1..=count {
+            let room_name = ["general", "dev", "secret", "lunch"][(id % 4) as usize];
+            let mut text: Vec<&str> = (0..8).map(|_| rng.pick(&WORDS)).collect();
+            if id % 50_000 == 0 {
+                text.push("needle");
+            }
+            store.append(&record(id, room_name, &text.join(" ")), 4 << 20);
+        }
+        store.write(|_, _, idx| Some(idx));
+        let bytes: usize = store
+            .segments
+            .values()
+            .flatten()
+            .map(|(_, b)| b.len())
+            .sum();
+        println!(
+            "{count} records, {} MB in {} segments, written in {:?}",
+            bytes >> 20,
+            store.segments.values().map(Vec::len).sum::<usize>(),
+            written.elapsed()
+        );
+        let run = |name: &str, scope: Scope, position: Position| {
+            let query = HistoryQuery {
+                request: QueryId(1),
+                conn: conn(),
+                scope,
+                position,
+                limit: 20,
+                below: None,
+            };
+            let started = Instant::now();
+            let answer = answer(tmp.path(), &query, Some(started + Duration::from_secs(60)));
+            println!(
+                "{name}: {} records, {:?}, {:?}",
+                answer.records.len(),
+                answer.shortfall,
+                started.elapsed()
+            );
+        };
+        let general = || Scope::Room {
+            room: room("general"),
+            private_ok: false,
+        };
+        let needle = || Scope::Search {
+            terms: SearchTerms::parse("needle").unwrap(),
+            room: None,
+            private_rooms: Vec::new(),
+        };
+        run("room latest 20", general(), Position::Latest);
+        run(
+            "room before the middle",
+            general(),
+            Position::Before(MessageId::new(count / 2)),
+        );
+        run(
+            "room around an old id",
+            general(),
+            Position::Around(MessageId::new(1000)),
+        );
+        run("search a rare word (indexes)", needle(), Position::Latest);
+        for entry in walk(tmp.path()) {
+            if entry.extension().is_some_and(|ext| ext == "idx") {
+                std::fs::remove_file(entry).unwrap();
+            }
+        }
+        run(
+            "room before the middle, no indexes",
+            general(),
+            Position::Before(MessageId::new(count / 2)),
+        );
+        run("search a rare word, no indexes", needle(), Position::Latest);
     }
 }
