@@ -200,7 +200,10 @@ impl Server {
     /// records show as used ([`IdFloor`]; give records in the order
     /// written). Memory stays within the history bounds however many
     /// records come in: the bounds are enforced as they go, keeping the
-    /// most recent rooms.
+    /// most recent rooms. A room whose records were all given (from its
+    /// first) answers `#history` from memory; give the driver's list of
+    /// rooms with older records not given to
+    /// [`Server::mark_history_incomplete`] afterwards.
     pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
         let capacity = self.config.history_size;
         let mut floor = IdFloor::default();
