@@ -280,3 +280,52 @@ fn take_id(ids: &mut MessageIds, out: &mut Outbox, ts: u64) -> MessageId {
     }
     allocation.id
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::io::Output;
+    use crate::server::Server;
+    use crate::test_support::epoch;
+
+    #[test]
+    fn ids_are_one_more_style_encoded_once_for_all_its_recipients() {
+        let now = epoch();
+        let mut server = Server::new(Config::default(), now, 1_795_000_000_000).unwrap();
+        let conns: Vec<_> = (1..=4)
+            .map(|i| {
+                let peer = format!("127.0.0.{i}:5000").parse().unwrap();
+                server.accept(now, peer).unwrap()
+            })
+            .collect();
+        let mut broadcasts = |server: &mut Server, line: &str| {
+            server.handle(now, conns[0], line.as_bytes());
+            std::iter::from_fn(|| server.poll_output())
+                .filter_map(|output| match output {
+                    Output::Broadcast { to, bytes, .. } => {
+                        Some((to.len(), String::from_utf8(bytes.to_vec()).unwrap()))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        broadcasts(&mut server, "");
+        assert_eq!(broadcasts(&mut server, "plain\n").len(), 1);
+        for &conn in &conns[2..] {
+            server.handle(now, conn, b"#ids on\n");
+        }
+        let sent = broadcasts(&mut server, "with ids\n");
+        assert_eq!(
+            sent,
+            [
+                (2, "[#general] guest1: with ids\n".to_owned()),
+                (2, "[#general id=2] guest1: with ids\n".to_owned()),
+            ]
+        );
+        for &conn in &conns[2..] {
+            server.handle(now, conn, b"#ids off\n");
+        }
+        assert_eq!(broadcasts(&mut server, "plain again\n").len(), 1);
+        server.check_invariants().unwrap();
+    }
+}
