@@ -298,7 +298,7 @@ mod tests {
                 server.accept(now, peer).unwrap()
             })
             .collect();
-        let mut broadcasts = |server: &mut Server, line: &str| {
+        let broadcasts = |server: &mut Server, line: &str| {
             server.handle(now, conns[0], line.as_bytes());
             std::iter::from_fn(|| server.poll_output())
                 .filter_map(|output| match output {
