@@ -178,7 +178,10 @@ fn check_command(command: &Command<'_>) {
         }
         Command::Search { terms, .. } => {
             let words = terms.words();
-            assert!(!words.is_empty() && words.len() <= 8, "search for {words:?}");
+            assert!(
+                !words.is_empty() && words.len() <= 8,
+                "search for {words:?}"
+            );
         }
         _ => {}
     }
