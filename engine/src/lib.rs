@@ -36,7 +36,7 @@ use chatd_core::{Dialect, Server};
 use crate::clock::Clock;
 use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
 use crate::listener::{Listener, Listening};
-use crate::persist::{HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
+use crate::persist::{HistoryReader, HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
 use crate::settings::{ListenAddressError, Settings};
 
 /// How long I/O threads keep flushing queued output after a shutdown.
@@ -236,7 +236,10 @@ pub fn launch(
     clock: Arc<dyn Clock>,
 ) -> Result<Running, LaunchError> {
     let anchored = clock.now();
-    let mut server = Server::new(settings.chat.clone(), anchored, clock.unix_ms())?;
+    let mut chat = settings.chat.clone();
+    // #history does not show what retention is about to delete.
+    chat.history_retention = settings.history.retention;
+    let mut server = Server::new(chat, anchored, clock.unix_ms())?;
     let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
     let data_error = |cause| LaunchError::DataDir {
@@ -254,10 +257,8 @@ pub fn launch(
         let incomplete = std::mem::take(&mut recovered.incomplete);
         incomplete_rooms = incomplete.len();
         server.restore(recovered.into_restore());
-        // Issue 14, at merge with the core's side: rooms whose older
-        // history is on disk only.
-        // server.mark_history_incomplete(incomplete);
-        drop(incomplete);
+        // Rooms whose older history is on disk only: #history reads it.
+        server.mark_history_incomplete(incomplete);
     }
     let (listeners, listening) = bind_all(settings)?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
@@ -275,6 +276,16 @@ pub fn launch(
         })
         .map_err(data_error)?;
         Some(writer)
+    } else {
+        None
+    };
+    let reader = if persist {
+        let answers = inbox.clone();
+        let reader = HistoryReader::start(&data_dir, move |answer| {
+            answers.send(Event::HistoryAnswered(answer));
+        })
+        .map_err(LaunchError::Threads)?;
+        Some(reader)
     } else {
         None
     };
@@ -299,6 +310,10 @@ pub fn launch(
         writer,
         wall_clock,
         auth,
+        reader,
+        appended: 0,
+        settled: 0,
+        held: std::collections::VecDeque::new(),
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

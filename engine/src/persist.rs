@@ -47,8 +47,8 @@ use chatd_core::history::Record;
 use chatd_core::{MessageId, RoomName};
 use serde::{Deserialize, Serialize};
 
-pub use self::reader::{HistoryReader, answer, export};
 pub use self::migrate::{Migration, migrate};
+pub use self::reader::{HistoryReader, answer, export};
 pub use self::recover::{
     Damage, LogScan, MAX_DETAILED, Recovered, RecoveryLimits, footprint, recover, scan, scan_lines,
 };
@@ -332,6 +332,18 @@ fn unix_ms() -> u64 {
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+/// The answer to a history query when no stored history is read
+/// (`persist = false`): nothing stored, so no records, never a wait.
+pub fn unanswered(
+    query: &chatd_core::history_query::HistoryQuery,
+) -> chatd_core::history_query::HistoryAnswer {
+    chatd_core::history_query::HistoryAnswer {
+        request: query.request,
+        records: Vec::new(),
+        shortfall: None,
+    }
 }
 
 /// The directory of a room's segments. Room names are safe file names by

@@ -48,6 +48,7 @@ on_both_backends!(
     shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit,
     a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing,
     history_timestamps_follow_a_corrected_system_clock,
+    history_beyond_memory_without_persist_is_what_memory_holds,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -646,5 +647,51 @@ fn ack_waits_until_the_record_is_synced_under_the_policy(backend: &dyn Backend) 
         alice.next_line().expect("read"),
         Received::Line("+ pong after".into())
     );
+    stop(running);
+}
+
+/// With nothing stored (`persist = false`) a `#history` beyond what memory
+/// keeps is a query the engine answers empty at once: the answer is what
+/// memory holds, never a wait.
+fn history_beyond_memory_without_persist_is_what_memory_holds(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            // No IRC here: the default port would collide between tests.
+            irc_bind: NO_LISTENER.into(),
+            threads: 2,
+            data_dir: dir.path().to_path_buf(),
+            persist: false,
+            backend: backend.name().into(),
+            ..ServerSettings::default()
+        },
+        chat: Config::default(),
+        history: Default::default(),
+    };
+    settings.chat.idle.enabled = false;
+    settings.chat.history_size = 2;
+    let running = launch(
+        &settings,
+        backend,
+        Arc::new(ManualClock::new(1_795_000_000_000)),
+    )
+    .expect("server starts");
+    let mut alice = welcome(running.local_addr(), 1);
+    for text in ["one", "two", "three", "four"] {
+        alice.say(text).expect("send");
+    }
+    alice.say("#history 10").expect("send");
+    alice
+        .wait_for(|line| line.starts_with("+ history"))
+        .expect("history");
+    for text in ["three", "four"] {
+        assert_eq!(
+            alice.next_line().expect("read"),
+            Received::Line(format!("[#general 2026-11-18 11:06:40] guest1: {text}")),
+            "{}",
+            backend.name()
+        );
+    }
     stop(running);
 }
