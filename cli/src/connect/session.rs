@@ -311,7 +311,7 @@ impl Session {
                     };
                 }
                 if matches!(classify(&text), LineKind::Error { .. }) {
-                    step.show.push(text);
+                    // Our own question, refused: nothing for the user.
                     return Phase::Live;
                 }
             }
