@@ -25,8 +25,8 @@ struct Server {
     addr: SocketAddr,
     /// Every listener, native first.
     listening: Vec<Listening>,
-    /// Everything it logged so far, and a signal for each new line.
-    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Everything it logged so far.
+    log: Printed,
 }
 
 impl Server {
@@ -73,16 +73,9 @@ impl Server {
             .expect("chatd starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (found, address) = mpsc::channel();
-        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let kept = log.clone();
-        thread::spawn(move || {
-            // Keep draining stderr so the server never blocks on its log.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("chatd listening on ").nth(1) {
-                    let _ = found.send(parse_listening(rest));
-                }
-                kept.0.lock().expect("log lock").push(line);
-                kept.1.notify_all();
+        let log = Printed::keep_each(stderr, move |line| {
+            if let Some(rest) = line.split("chatd listening on ").nth(1) {
+                let _ = found.send(parse_listening(rest));
             }
         });
         let listening = address
@@ -109,22 +102,12 @@ impl Server {
     }
 
     fn log_text(&self) -> String {
-        self.log.0.lock().expect("log lock").join("\n")
+        self.log.lines().join("\n")
     }
 
     /// Waits until a logged line satisfies `wanted`; fails after `limit`.
     fn wait_for_log(&self, limit: Duration, wanted: impl Fn(&str) -> bool) {
-        let (lines, logged) = &*self.log;
-        let (lines, timeout) = logged
-            .wait_timeout_while(lines.lock().expect("log lock"), limit, |lines| {
-                !lines.iter().any(|line| wanted(line))
-            })
-            .expect("log lock");
-        assert!(
-            !timeout.timed_out(),
-            "not logged within {limit:?}: {}",
-            lines.join("\n")
-        );
+        self.log.wait_for("that log line", limit, wanted);
     }
 
     #[cfg(unix)]
@@ -162,6 +145,53 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Lines a child process prints, kept as they come, with a signal for each.
+struct Printed(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Printed {
+    /// Keeps every line `from` prints until it closes.
+    fn keep(from: impl std::io::Read + Send + 'static) -> Self {
+        Self::keep_each(from, |_| {})
+    }
+
+    /// Keeps every line `from` prints until it closes (reading it all the
+    /// while, so the child never blocks on it), showing each to `each`.
+    fn keep_each(
+        from: impl std::io::Read + Send + 'static,
+        mut each: impl FnMut(&str) + Send + 'static,
+    ) -> Self {
+        let printed = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let kept = printed.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                each(&line);
+                kept.0.lock().expect("printed lock").push(line);
+                kept.1.notify_all();
+            }
+        });
+        Self(printed)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.0.lock().expect("printed lock").clone()
+    }
+
+    /// Waits until a printed line satisfies `wanted`; fails after `limit`.
+    fn wait_for(&self, what: &str, limit: Duration, wanted: impl Fn(&str) -> bool) {
+        let (lines, printed) = &*self.0;
+        let (lines, timeout) = printed
+            .wait_timeout_while(lines.lock().expect("printed lock"), limit, |lines| {
+                !lines.iter().any(|line| wanted(line))
+            })
+            .expect("printed lock");
+        assert!(
+            !timeout.timed_out(),
+            "never printed {what} within {limit:?}:\n{}",
+            lines.join("\n")
+        );
     }
 }
 
@@ -806,43 +836,6 @@ mod terminal {
         carol
             .wait_for(|line| line == "+ who #general 2: alice guest2")
             .expect("alice is back");
-    }
-}
-
-/// Lines a child process prints, kept as they come, with a signal for each.
-struct Printed(Arc<(Mutex<Vec<String>>, Condvar)>);
-
-impl Printed {
-    /// Keeps every line `from` prints until it closes.
-    fn keep(from: impl std::io::Read + Send + 'static) -> Self {
-        let printed = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let kept = printed.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(from).lines().map_while(Result::ok) {
-                kept.0.lock().expect("printed lock").push(line);
-                kept.1.notify_all();
-            }
-        });
-        Self(printed)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.0.0.lock().expect("printed lock").clone()
-    }
-
-    /// Waits until a printed line satisfies `wanted`; fails after `limit`.
-    fn wait_for(&self, what: &str, limit: Duration, wanted: impl Fn(&str) -> bool) {
-        let (lines, printed) = &*self.0;
-        let (lines, timeout) = printed
-            .wait_timeout_while(lines.lock().expect("printed lock"), limit, |lines| {
-                !lines.iter().any(|line| wanted(line))
-            })
-            .expect("printed lock");
-        assert!(
-            !timeout.timed_out(),
-            "never printed {what} within {limit:?}:\n{}",
-            lines.join("\n")
-        );
     }
 }
 
