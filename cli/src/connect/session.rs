@@ -822,6 +822,21 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_question_of_our_own_is_not_shown() {
+        let mut session = Session::new(None);
+        session.connected();
+        assert!(session.user_line("#who".into()).is_empty());
+        let (_, sent) = feed(&mut session, &[WELCOME, "* ids on"]);
+        assert_eq!(sent, ["#history #general 1"]);
+        let (shown, sent) = feed(
+            &mut session,
+            &["! bad-syntax: usage: #history [N]", "[#general id=3] x: y"],
+        );
+        assert_eq!(shown, ["[#general] x: y"]);
+        assert_eq!(sent, ["#who"]);
+    }
+
+    #[test]
     fn the_dedup_window_forgets_the_oldest_ids_as_seen() {
         let mut session = live_alice();
         for id in 100..100 + SEEN_WINDOW as u64 + 10 {
