@@ -18,6 +18,7 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chatd_core::history_query::HistoryAnswer;
 use chatd_core::{ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
@@ -64,6 +65,8 @@ pub enum Event {
         /// The verdict.
         verdict: PasswordVerdict,
     },
+    /// The history reader answered a query (or could not queue it).
+    HistoryAnswered(HistoryAnswer),
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
@@ -484,6 +487,7 @@ impl Hub {
             Event::PasswordChecked { request, verdict } => {
                 self.server.handle_password_verdict(now, request, verdict);
             }
+            Event::HistoryAnswered(answer) => self.server.handle_history_answer(now, answer),
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);
@@ -533,6 +537,12 @@ impl Hub {
                     Some(writer) => writer.append(record),
                     None => kept_in_memory.push(record.id),
                 },
+                Output::QueryHistory(query) => {
+                    // Through the inbox, like a password verdict: the core
+                    // never hears of its query while still emitting it.
+                    let answer = crate::persist::unanswered(&query);
+                    self.inbox.push(Event::HistoryAnswered(answer));
+                }
                 Output::VerifyPassword(check) => {
                     if let Err(check) = self.auth.submit(check) {
                         tracing::debug!(request = %check.request, "password check queue full");

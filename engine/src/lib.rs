@@ -248,7 +248,12 @@ pub fn launch(
         let limits = RecoveryLimits::for_config(&settings.chat);
         let recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
         (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
+        // Recovery keeps each room's tail only: every room it restored may
+        // hold more on disk than memory does, so #history reads the rest.
+        let restored: std::collections::BTreeSet<chatd_core::RoomName> =
+            recovered.records.iter().map(|r| r.room.clone()).collect();
         server.restore(recovered.into_restore());
+        server.mark_history_incomplete(restored);
     }
     let (listeners, listening) = bind_all(settings)?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));

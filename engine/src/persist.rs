@@ -284,6 +284,18 @@ pub fn log_path(dir: &Path, room: &RoomName) -> PathBuf {
     dir.join(format!("{}.log", room.as_str()))
 }
 
+/// The answer to a history query when no stored history is read
+/// (`persist = false`): nothing stored, so no records, never a wait.
+pub fn unanswered(
+    query: &chatd_core::history_query::HistoryQuery,
+) -> chatd_core::history_query::HistoryAnswer {
+    chatd_core::history_query::HistoryAnswer {
+        request: query.request,
+        records: Vec::new(),
+        shortfall: None,
+    }
+}
+
 /// Reads every log under `dir` (see [`recover`]). A missing directory is
 /// an empty history.
 pub fn recover_dir(dir: &Path, limits: &RecoveryLimits) -> io::Result<Recovered> {

@@ -9,6 +9,8 @@ use crate::error::ErrorCode;
 use crate::history::{MessageIds, Record, RecordKind};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
+use crate::irc::caps::Caps;
+use crate::render::{Style, Viewer};
 use crate::reply::Reply;
 
 use super::Server;
@@ -122,9 +124,13 @@ impl Server {
         else {
             return;
         };
+        // The id comes first: clients with ids on see it on both lines.
+        let ts = self.wall.unix_ms(now);
+        let id = take_id(&mut self.ids, &mut self.out, ts);
         self.out.send(
             recipient,
             &Reply::Whisper {
+                id,
                 from: me.person(),
                 text,
                 notice,
@@ -134,6 +140,7 @@ impl Server {
             self.out.send(
                 conn,
                 &Reply::WhisperSent {
+                    id,
                     me: me.person(),
                     to: &them.nick,
                     text,
@@ -141,8 +148,6 @@ impl Server {
                 },
             );
         }
-        let ts = self.wall.unix_ms(now);
-        let id = take_id(&mut self.ids, &mut self.out, ts);
         if !self.config.persist_private_messages {
             // Nothing is written, so only a durable reservation keeps this
             // id from being handed out again after a restart.
@@ -169,22 +174,38 @@ impl Server {
         self.out.push(Output::Persist(record));
     }
 
-    /// `#history [N]`.
-    pub(super) fn history(&mut self, conn: ConnId, room: &RoomName, count: Option<usize>) {
-        let count = count
-            .unwrap_or(self.config.history_default)
-            .min(self.config.history_size);
-        let entries: Vec<Reply<'_>> = self
-            .histories
-            .last(room, count)
-            .map(|record| Reply::HistoryEntry(record))
-            .collect();
-        let header = Reply::HistoryHeader {
-            room,
-            count: entries.len(),
+    /// `#ids on|off`: message ids on chat lines and history entries.
+    /// A native client with ids on is one more render style, so it gets
+    /// a viewer (the renderer's record of its style) and its rooms
+    /// regroup their audiences; with ids off it costs nothing again.
+    pub(super) fn set_ids(&mut self, conn: ConnId, on: bool) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
         };
-        self.out
-            .send_block(conn, std::iter::once(header).chain(entries));
+        if session.dialect != Dialect::Native {
+            return;
+        }
+        session.ids = on;
+        let style = if on { Style::NativeIds } else { Style::Native };
+        if on {
+            self.out.set_viewer(
+                conn,
+                Viewer {
+                    style,
+                    nick: session.nick,
+                    registering: false,
+                    caps: Caps::default(),
+                },
+            );
+        } else {
+            self.out.forget_viewer(conn);
+        }
+        for name in &session.rooms {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.restyle(conn, style);
+            }
+        }
+        self.out.send(conn, &Reply::IdsMode(on));
     }
 
     /// `#ack on|off`.
