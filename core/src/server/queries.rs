@@ -422,6 +422,16 @@ impl Server {
                 ErrorCode::HistoryUnavailable,
                 "the stored history could not be read",
             ),
+            // Only a search may show what it found in time: a history page
+            // cut short would look complete, and a client catching up with
+            // `since` would skip what it did not get.
+            Some(Shortfall::TimeBound) if !matches!(flight.ask.header, Header::Search) => self
+                .refuse(
+                    conn,
+                    &flight.ask,
+                    ErrorCode::HistoryUnavailable,
+                    "reading the stored history took too long; ask again",
+                ),
             shortfall @ (None | Some(Shortfall::TimeBound)) => {
                 let cutoff = self.retention_cutoff(now);
                 let mut collector: Collector = flight.ask.query.collector();
@@ -752,6 +762,25 @@ mod tests {
         assert_eq!(
             lines,
             ["! history-unavailable: the stored history could not be read"]
+        );
+        // A history page cut short by the time bound is no page: a client
+        // catching up would take it for all there is.
+        for text in ["one", "two", "three", "four", "five"] {
+            h.say(alice, text);
+        }
+        h.say(alice, "#history since 1 10");
+        let query = h.queries.pop().unwrap();
+        let lines = h.answer(
+            alice,
+            HistoryAnswer {
+                request: query.request,
+                records: vec![stored(2, "partial")],
+                shortfall: Some(Shortfall::TimeBound),
+            },
+        );
+        assert_eq!(
+            lines,
+            ["! history-unavailable: reading the stored history took too long; ask again"]
         );
         h.say(alice, "#search anything");
         let query = h.queries.pop().unwrap();
