@@ -33,11 +33,9 @@
 //! set; probe `i` is bit `(h1 + i * h2) mod (bloom_len * 8)`, bit `b` being
 //! `1 << (b % 8)` of byte `b / 8`.
 
-use std::collections::HashSet;
-
 use chatd_core::MessageId;
 use chatd_core::history::{self, Record, RecordKind};
-use chatd_core::history_query::words_of;
+use chatd_core::history_query::{SearchTerms, words_of};
 
 /// The first eight bytes of every index.
 pub const MAGIC: &[u8; 8] = b"CHATDIX1";
@@ -193,7 +191,10 @@ struct Open {
     first_ts: u64,
     last_ts: u64,
     records: u32,
-    words: HashSet<String>,
+    /// The FNV-1a hash of every word added (repeats included until the
+    /// block is closed): hashing in place keeps the writer from allocating
+    /// a string per word.
+    word_hashes: Vec<u64>,
 }
 
 impl IndexBuilder {
@@ -231,7 +232,7 @@ impl IndexBuilder {
             first_ts: record.ts,
             last_ts: record.ts,
             records: 0,
-            words: HashSet::new(),
+            word_hashes: Vec::new(),
         });
         open.end = open.end.max(end);
         open.first_id = open.first_id.min(id);
@@ -240,16 +241,18 @@ impl IndexBuilder {
         open.last_ts = open.last_ts.max(record.ts);
         open.records = open.records.saturating_add(1);
         if record.kind != RecordKind::Reserve {
-            open.words.extend(words_of(&record.text));
+            for_each_word_hash(&record.text, |hash| open.word_hashes.push(hash));
         }
     }
 
     /// Writes out the block being filled.
     fn close(&mut self) {
-        let Some(open) = self.current.take() else {
+        let Some(mut open) = self.current.take() else {
             return;
         };
-        let bloom = bloom_of(&open.words);
+        open.word_hashes.sort_unstable();
+        open.word_hashes.dedup();
+        let bloom = bloom_of(&open.word_hashes);
         for field in [
             open.offset,
             open.end - open.offset,
@@ -297,32 +300,55 @@ pub fn build_for_segment(bytes: &[u8]) -> Vec<u8> {
 
 /// FNV-1a, 64 bits.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = FNV_OFFSET;
     for &byte in bytes {
         hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        hash = hash.wrapping_mul(FNV_PRIME);
     }
     hash
 }
 
-/// The bits a word sets in a bloom of `bits` bits.
-fn probes(word: &str, bits: u64) -> impl Iterator<Item = u64> {
-    let hash = fnv1a64(word.as_bytes());
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Calls `each` with the [`fnv1a64`] of every word [`words_of`] finds in
+/// `text`, in order, without allocating for ASCII words (the common case
+/// on the writer's path; other words are lowercased the way `words_of`
+/// does it).
+fn for_each_word_hash(text: &str, mut each: impl FnMut(u64)) {
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_ascii() {
+            if word.len() >= SearchTerms::MIN_WORD {
+                let mut hash = FNV_OFFSET;
+                for &byte in word.as_bytes() {
+                    hash ^= u64::from(byte.to_ascii_lowercase());
+                    hash = hash.wrapping_mul(FNV_PRIME);
+                }
+                each(hash);
+            }
+        } else if word.chars().count() >= SearchTerms::MIN_WORD {
+            each(fnv1a64(word.to_lowercase().as_bytes()));
+        }
+    }
+}
+
+/// The bits a word (by its [`fnv1a64`]) sets in a bloom of `bits` bits.
+fn probes(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
     let h1 = hash & 0xffff_ffff;
     let h2 = (hash >> 32) | 1;
     (0..PROBES).map(move |i| (h1 + i * h2) % bits)
 }
 
-/// A bloom filter holding `words`.
-fn bloom_of(words: &HashSet<String>) -> Vec<u8> {
-    let len = (BITS_PER_WORD * words.len())
+/// A bloom filter holding the words with these distinct hashes.
+fn bloom_of(word_hashes: &[u64]) -> Vec<u8> {
+    let len = (BITS_PER_WORD * word_hashes.len())
         .div_ceil(8)
         .next_multiple_of(8)
         .max(MIN_BLOOM_BYTES);
     let mut bloom = vec![0u8; len];
     let bits = len as u64 * 8;
-    for word in words {
-        for bit in probes(word, bits) {
+    for &hash in word_hashes {
+        for bit in probes(hash, bits) {
             bloom[(bit / 8) as usize] |= 1 << (bit % 8);
         }
     }
@@ -335,7 +361,7 @@ fn bloom_has(bloom: &[u8], word: &str) -> bool {
     if bits == 0 {
         return true;
     }
-    probes(word, bits).all(|bit| {
+    probes(fnv1a64(word.as_bytes()), bits).all(|bit| {
         bloom
             .get((bit / 8) as usize)
             .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
@@ -344,6 +370,8 @@ fn bloom_has(bloom: &[u8], word: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use chatd_core::history::encode;
     use chatd_core::{Nick, RoomName};
 
@@ -535,7 +563,8 @@ mod tests {
     fn false_positives_stay_rare() {
         let mut rng = Rng(0x1234_5678);
         let words: HashSet<String> = (0..1000).map(|_| rng.word()).collect();
-        let bloom = bloom_of(&words);
+        let hashes: Vec<u64> = words.iter().map(|w| fnv1a64(w.as_bytes())).collect();
+        let bloom = bloom_of(&hashes);
         assert_eq!(
             bloom.len(),
             (10 * words.len()).div_ceil(8).next_multiple_of(8)
@@ -555,5 +584,36 @@ mod tests {
         let rate = positive as f64 / tried as f64;
         assert!(rate < 0.025, "false-positive rate {rate}");
         assert!(rate > 0.002, "suspiciously low rate {rate}");
+    }
+
+    #[test]
+    fn word_hashes_are_the_hashes_of_the_search_words() {
+        let mut rng = Rng(7);
+        let pieces = [
+            "Rust",
+            "ÉTÉ",
+            "a",
+            "x1",
+            "naïve",
+            "DEPLOY",
+            "--",
+            " ",
+            "ß",
+            "日本語",
+            "42",
+            "İstanbul",
+            ".",
+            "Ab",
+        ];
+        for _ in 0..2000 {
+            let text: String = (0..rng.next() % 12)
+                .map(|_| pieces[(rng.next() % pieces.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(if rng.next() % 2 == 0 { " " } else { "" });
+            let mut hashed = Vec::new();
+            for_each_word_hash(&text, |hash| hashed.push(hash));
+            let expected: Vec<u64> = words_of(&text).map(|w| fnv1a64(w.as_bytes())).collect();
+            assert_eq!(hashed, expected, "{text:?}");
+        }
     }
 }
