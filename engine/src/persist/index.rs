@@ -35,7 +35,7 @@
 
 use chatd_core::MessageId;
 use chatd_core::history::{self, Record, RecordKind};
-use chatd_core::history_query::{SearchTerms, words_of};
+use chatd_core::history_query::SearchTerms;
 
 /// The first eight bytes of every index.
 pub const MAGIC: &[u8; 8] = b"CHATDIX1";
@@ -80,7 +80,7 @@ pub struct Block {
 
 impl Block {
     /// Whether the block may hold a record with every one of `words`
-    /// (lowercased, as [`words_of`] gives them). `false` is certain; `true`
+    /// (lowercased, as [`words_of`](chatd_core::history_query::words_of) gives them). `false` is certain; `true`
     /// may be a false positive. No words: `true`.
     pub fn may_contain_all(&self, words: &[String]) -> bool {
         words.iter().all(|word| bloom_has(&self.bloom, word))
@@ -311,7 +311,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// Calls `each` with the [`fnv1a64`] of every word [`words_of`] finds in
+/// Calls `each` with the [`fnv1a64`] of every word [`words_of`](chatd_core::history_query::words_of) finds in
 /// `text`, in order, without allocating for ASCII words (the common case
 /// on the writer's path; other words are lowercased the way `words_of`
 /// does it).
@@ -373,6 +373,7 @@ mod tests {
     use std::collections::HashSet;
 
     use chatd_core::history::encode;
+    use chatd_core::history_query::words_of;
     use chatd_core::{Nick, RoomName};
 
     use super::*;
@@ -609,7 +610,11 @@ mod tests {
             let text: String = (0..rng.next() % 12)
                 .map(|_| pieces[(rng.next() % pieces.len() as u64) as usize])
                 .collect::<Vec<_>>()
-                .join(if rng.next() % 2 == 0 { " " } else { "" });
+                .join(if rng.next().is_multiple_of(2) {
+                    " "
+                } else {
+                    ""
+                });
             let mut hashed = Vec::new();
             for_each_word_hash(&text, |hash| hashed.push(hash));
             let expected: Vec<u64> = words_of(&text).map(|w| fnv1a64(w.as_bytes())).collect();
