@@ -2,13 +2,15 @@
 //!
 //! - `chatd serve` runs the server (see `chatd serve --help`);
 //! - `chatd connect` is the terminal client;
-//! - `chatd hash-password` prints an operator entry for the config file.
+//! - `chatd hash-password` prints an operator entry for the config file;
+//! - `chatd history export` prints a room's stored history.
 //!
 //! Any failure at start is one line on stderr and a non-zero exit.
 
 mod connect;
 mod crash;
 mod hash_password;
+mod history;
 mod logging;
 mod serve;
 
@@ -33,6 +35,10 @@ enum Command {
     /// Hash an operator password (read from the terminal or stdin) and print
     /// the config entry.
     HashPassword(hash_password::HashPasswordArgs),
+    /// Read stored history: `chatd history export ROOM` prints a room's
+    /// history (read-only; works while the server runs).
+    #[command(subcommand)]
+    History(history::HistoryCommand),
     /// Measure: both backends and peers side by side, fan-out, idle
     /// connections, round trips, the core alone (loopback only; see
     /// BENCHMARKS.md).
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Connect(args) => connect::run(args),
         Command::HashPassword(args) => hash_password::run(&args),
+        Command::History(command) => history::run(command).map_err(Into::into),
         Command::Bench(command) => command.run(),
     };
     match result {

@@ -106,11 +106,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let info = running.info();
     let history = if settings.server.persist {
         format!(
-            "data dir {}, fsync {}, {} history records from {} logs",
+            "data dir {}, fsync {}, {} history records from {} logs ({} rooms with older history on disk only)",
             settings.server.data_dir.display(),
             settings.server.fsync,
             info.recovered_records,
             info.recovered_logs,
+            info.incomplete_rooms,
         )
     } else {
         "history in memory only (persist off)".to_owned()

@@ -25,8 +25,8 @@ struct Server {
     addr: SocketAddr,
     /// Every listener, native first.
     listening: Vec<Listening>,
-    /// Everything it logged so far, and a signal for each new line.
-    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Everything it logged so far.
+    log: Printed,
 }
 
 impl Server {
@@ -73,16 +73,9 @@ impl Server {
             .expect("chatd starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (found, address) = mpsc::channel();
-        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let kept = log.clone();
-        thread::spawn(move || {
-            // Keep draining stderr so the server never blocks on its log.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("chatd listening on ").nth(1) {
-                    let _ = found.send(parse_listening(rest));
-                }
-                kept.0.lock().expect("log lock").push(line);
-                kept.1.notify_all();
+        let log = Printed::keep_each(stderr, move |line| {
+            if let Some(rest) = line.split("chatd listening on ").nth(1) {
+                let _ = found.send(parse_listening(rest));
             }
         });
         let listening = address
@@ -109,22 +102,12 @@ impl Server {
     }
 
     fn log_text(&self) -> String {
-        self.log.0.lock().expect("log lock").join("\n")
+        self.log.lines().join("\n")
     }
 
     /// Waits until a logged line satisfies `wanted`; fails after `limit`.
     fn wait_for_log(&self, limit: Duration, wanted: impl Fn(&str) -> bool) {
-        let (lines, logged) = &*self.log;
-        let (lines, timeout) = logged
-            .wait_timeout_while(lines.lock().expect("log lock"), limit, |lines| {
-                !lines.iter().any(|line| wanted(line))
-            })
-            .expect("log lock");
-        assert!(
-            !timeout.timed_out(),
-            "not logged within {limit:?}: {}",
-            lines.join("\n")
-        );
+        self.log.wait_for("that log line", limit, wanted);
     }
 
     #[cfg(unix)]
@@ -162,6 +145,53 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Lines a child process prints, kept as they come, with a signal for each.
+struct Printed(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Printed {
+    /// Keeps every line `from` prints until it closes.
+    fn keep(from: impl std::io::Read + Send + 'static) -> Self {
+        Self::keep_each(from, |_| {})
+    }
+
+    /// Keeps every line `from` prints until it closes (reading it all the
+    /// while, so the child never blocks on it), showing each to `each`.
+    fn keep_each(
+        from: impl std::io::Read + Send + 'static,
+        mut each: impl FnMut(&str) + Send + 'static,
+    ) -> Self {
+        let printed = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let kept = printed.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                each(&line);
+                kept.0.lock().expect("printed lock").push(line);
+                kept.1.notify_all();
+            }
+        });
+        Self(printed)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.0.lock().expect("printed lock").clone()
+    }
+
+    /// Waits until a printed line satisfies `wanted`; fails after `limit`.
+    fn wait_for(&self, what: &str, limit: Duration, wanted: impl Fn(&str) -> bool) {
+        let (lines, printed) = &*self.0;
+        let (lines, timeout) = printed
+            .wait_timeout_while(lines.lock().expect("printed lock"), limit, |lines| {
+                !lines.iter().any(|line| wanted(line))
+            })
+            .expect("printed lock");
+        assert!(
+            !timeout.timed_out(),
+            "never printed {what} within {limit:?}:\n{}",
+            lines.join("\n")
+        );
     }
 }
 
@@ -379,7 +409,7 @@ fn stop_with_sigterm(backend: &str) {
     assert_eq!(alice.next_line().expect("read"), Received::Closed);
     let status = server.wait(Duration::from_secs(10));
     assert!(status.success(), "{backend}: exit status {status:?}");
-    let bytes = std::fs::read(dir.path().join("general.log")).expect("log exists");
+    let bytes = chatd_engine::persist::read_history(dir.path(), "general").expect("log exists");
     let texts: Vec<String> = history::recover(&bytes)
         .records
         .into_iter()
@@ -453,7 +483,7 @@ fn kill_mid_stream_and_recover(backend: &str, policy: &str) {
     drop(server);
 
     // Every acknowledged message is in the log after the crash ...
-    let bytes = std::fs::read(data.join("general.log")).expect("log exists");
+    let bytes = chatd_engine::persist::read_history(&data, "general").expect("log exists");
     let stored: std::collections::BTreeSet<u64> = history::recover(&bytes)
         .records
         .iter()
@@ -807,4 +837,160 @@ mod terminal {
             .wait_for(|line| line == "+ who #general 2: alice guest2")
             .expect("alice is back");
     }
+}
+
+/// A client that says `line N` for N from `first`, at most `window` ahead
+/// of its acknowledgements, until `last` (exclusive) or until the server is
+/// gone; gives back the line numbers acknowledged (in order) and the next
+/// number it had not yet sent. `on_ack` sees each count of acks so far.
+fn say_numbered_lines(
+    addr: SocketAddr,
+    first: usize,
+    last: usize,
+    window: usize,
+    on_ack: impl Fn(usize),
+) -> (Vec<usize>, usize) {
+    let mut writer = client(addr);
+    writer.say("#nick sender").expect("send");
+    writer.say("#ack on").expect("send");
+    writer
+        .wait_for(|l| l == "* acknowledgements on")
+        .expect("ack mode");
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let acked = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicBool::new(false));
+    let (progress, gone) = (acked.clone(), closed.clone());
+    let mut sender = writer.try_clone_sender().expect("clone");
+    let streaming = thread::spawn(move || {
+        for n in first..last {
+            while n - first >= progress.load(Ordering::Acquire) + window {
+                if gone.load(Ordering::Acquire) {
+                    return n;
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+            if sender.say(&format!("line {n}")).is_err() {
+                return n;
+            }
+        }
+        last
+    });
+    let mut numbers = Vec::new();
+    while numbers.len() < last - first {
+        match writer.next_line().expect("read") {
+            Received::Line(line) if line.starts_with("+ ack ") => {
+                numbers.push(first + numbers.len());
+                acked.store(numbers.len(), Ordering::Release);
+                on_ack(numbers.len());
+            }
+            Received::Line(line) => assert!(!line.starts_with('!'), "refused: {line}"),
+            Received::Closed => break,
+            Received::Nothing => panic!("no ack for 5 s after {} acks", numbers.len()),
+        }
+    }
+    closed.store(true, Ordering::Release);
+    let next = streaming.join().expect("streamer");
+    (numbers, next)
+}
+
+/// The client in a pipe, the server killed while a conversation flows and
+/// started again on the same port and data: the client reconnects, asks for
+/// what it missed, and prints every acknowledged line exactly once, in
+/// order (lines not acknowledged before the kill may be missing).
+#[cfg(unix)]
+#[test]
+fn connect_in_a_pipe_catches_up_after_the_server_is_killed_mid_conversation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("chatd.toml");
+    std::fs::write(&config, "[rate_limit]\nenabled = false\n").expect("write config");
+    let config = config.to_string_lossy().into_owned();
+    let data = dir.path().join("data");
+    let bind = format!("127.0.0.1:{}", free_port());
+    let args = ["--config", config.as_str(), "--fsync", "always"];
+    let server = Server::start_on(&bind, &data, &args);
+
+    let mut reader = Command::new(CHATD)
+        .args(["connect", &bind, "--nick", "reader"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chatd connect runs");
+    let printed = Printed::keep(reader.stdout.take().expect("stdout"));
+    let notes = Printed::keep(reader.stderr.take().expect("stderr"));
+    let limit = Duration::from_secs(30);
+    printed.wait_for("the nickname", limit, |l| l == "* you are now reader");
+
+    // Killed after 150 acknowledgements, lines still flowing.
+    let (mut acked, next) = say_numbered_lines(server.addr, 0, 100_000, 50, |acks| {
+        if acks == 150 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &server.child.id().to_string()])
+                .status();
+        }
+    });
+    assert!(
+        acked.len() >= 150 && next < 100_000,
+        "{} acked",
+        acked.len()
+    );
+    drop(server);
+
+    // Back once the client waits longer to retry: what is said now, it
+    // can only learn by asking.
+    notes.wait_for("a second failed reconnect", limit, |l| {
+        l.contains("reconnecting in 2s")
+    });
+    let server = Server::start_on(&bind, &data, &args);
+    let (missed, next) = say_numbered_lines(server.addr, next, next + 20, 20, |_| {});
+    assert_eq!(missed.len(), 20);
+    acked.extend(missed);
+    // And more while it catches up.
+    notes.wait_for("the reconnection", limit, |l| l.contains("reconnected to"));
+    let (live, next) = say_numbered_lines(server.addr, next, next + 200, 20, |_| {});
+    assert_eq!(live.len(), 200);
+    acked.extend(live);
+    let last = format!("sender: line {}", next - 1);
+    printed.wait_for("the last line", limit, |l| l.ends_with(&last));
+
+    drop(reader.stdin.take());
+    let deadline = Instant::now() + limit;
+    while reader.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "chatd connect did not exit");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let lines = printed.lines();
+    let numbers: Vec<usize> = lines
+        .iter()
+        .filter_map(|l| l.split_once("] sender: line ")?.1.parse().ok())
+        .collect();
+    let replayed = lines
+        .iter()
+        .filter(|l| l.starts_with("[#general 2") && l.contains("] sender: line "))
+        .count();
+    eprintln!(
+        "{} lines printed, {replayed} of them caught up from history",
+        numbers.len()
+    );
+    let shown: std::collections::BTreeSet<usize> = numbers.iter().copied().collect();
+    let missing: Vec<usize> = acked
+        .iter()
+        .copied()
+        .filter(|n| !shown.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never printed: {missing:?}\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        numbers.windows(2).all(|pair| pair[0] < pair[1]),
+        "printed twice or out of order:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        replayed >= 20,
+        "the lines said while it was away came live?\n{}",
+        lines.join("\n")
+    );
 }

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::history_query::{Position, SearchTerms};
 use crate::ids::{Nick, RoomName};
 
 /// One request from a client.
@@ -50,10 +51,19 @@ pub enum Command<'a> {
     Me(&'a str),
     /// Show (None) or set the current room's topic.
     Topic(Option<&'a str>),
-    /// Show recent messages of the current room.
-    History(Option<usize>),
+    /// Show stored messages of a room or of one's whispers.
+    History(HistoryArgs),
+    /// Find messages containing every search word.
+    Search {
+        /// The words.
+        terms: SearchTerms,
+        /// Only this room (`in #ROOM`), else every room one may read.
+        room: Option<RoomName>,
+    },
     /// Turn acknowledgements on or off.
     Ack(bool),
+    /// Turn message ids on chat lines on or off.
+    Ids(bool),
     /// An urgent message to the current room.
     Urgent(&'a str),
     /// Ask for a pong carrying the token.
@@ -96,6 +106,26 @@ pub enum Command<'a> {
     Unmute(Nick),
     /// Leave the server.
     Quit(Option<&'a str>),
+}
+
+/// The arguments of `#history [#ROOM|@NAME] [before ID|since ID|around ID] [N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryArgs {
+    /// Whose history; the current room if absent.
+    pub target: Option<HistoryTarget>,
+    /// Where in it.
+    pub position: Position,
+    /// How many entries; the configured default if absent.
+    pub count: Option<usize>,
+}
+
+/// Whose history `#history` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryTarget {
+    /// A room's (`#ROOM`).
+    Room(RoomName),
+    /// One's whispers with someone (`@NAME`).
+    Whispers(Nick),
 }
 
 /// Whom a ban names.

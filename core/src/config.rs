@@ -33,6 +33,13 @@ pub struct Config {
     pub history_size: usize,
     /// How many messages `#history` shows when no count is given.
     pub history_default: usize,
+    /// Most entries one `#history` answer shows (a larger count asks for
+    /// this many).
+    pub history_page: usize,
+    /// Lines older than this are not shown by `#history` (the engine sets
+    /// it from its `[history] retention`; not a key of this table).
+    #[serde(skip)]
+    pub history_retention: Option<Duration>,
     /// Bytes of history kept in memory for all rooms together; past it,
     /// histories of rooms that no longer exist go first, then the biggest
     /// rooms' oldest lines.
@@ -67,6 +74,8 @@ impl Default for Config {
             presence_announce_limit: 500,
             history_size: 100,
             history_default: 20,
+            history_page: 100,
+            history_retention: None,
             history_bytes: 64 << 20,
             persist_private_messages: false,
             max_outbound_bytes: 1 << 20,
@@ -251,6 +260,8 @@ pub struct LimitsConfig {
     pub server_bans: usize,
     /// Entries per page of `#who` and `#rooms`.
     pub list_page: usize,
+    /// Most entries one `#search` answer shows (the newest matches).
+    pub search_results: usize,
     /// IPv6 addresses in the same network of this prefix length share
     /// per-address limits (one person usually holds a whole /64).
     pub ipv6_prefix: u8,
@@ -267,6 +278,7 @@ impl Default for LimitsConfig {
             invites_per_room: 500,
             server_bans: 10_000,
             list_page: 100,
+            search_results: 20,
             ipv6_prefix: 64,
         }
     }
@@ -347,6 +359,11 @@ impl Config {
         )?;
         range(self.history_default >= 1, "history_default", "at least 1")?;
         range(
+            (1..=10_000).contains(&self.history_page),
+            "history_page",
+            "between 1 and 10000",
+        )?;
+        range(
             self.history_bytes >= 1 << 16,
             "history_bytes",
             "at least 65536",
@@ -372,6 +389,11 @@ impl Config {
             (1..=10_000).contains(&bounds.list_page),
             "limits.list_page",
             "between 1 and 10000",
+        )?;
+        range(
+            (1..=1_000).contains(&bounds.search_results),
+            "limits.search_results",
+            "between 1 and 1000",
         )?;
         range(
             (1..=128).contains(&bounds.ipv6_prefix),

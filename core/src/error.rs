@@ -79,11 +79,14 @@ pub enum ErrorCode {
     NotRegistered,
     /// An IRC mode letter the server does not know.
     UnknownMode,
+    /// The stored history could not be read just now (`#history`,
+    /// `#search`); the server's log says why.
+    HistoryUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 35] = [
+    pub const ALL: [ErrorCode; 36] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
@@ -119,6 +122,7 @@ impl ErrorCode {
         Self::BadKey,
         Self::NotRegistered,
         Self::UnknownMode,
+        Self::HistoryUnavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -159,6 +163,7 @@ impl ErrorCode {
             Self::BadKey => "bad-key",
             Self::NotRegistered => "not-registered",
             Self::UnknownMode => "unknown-mode",
+            Self::HistoryUnavailable => "history-unavailable",
         }
     }
 }

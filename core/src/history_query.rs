@@ -11,8 +11,8 @@
 //! above [`HistoryQuery::below`] with a second collector, so the answer is
 //! the same as if every record had been read from one place.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::history::{Record, RecordKind};
@@ -390,9 +390,18 @@ mod tests {
     fn positions_pick_their_records_whatever_the_order_offered() {
         assert_eq!(collect(Position::Latest, 3), [18, 19, 20]);
         assert_eq!(collect(Position::Before(MessageId::new(10)), 3), [7, 8, 9]);
-        assert_eq!(collect(Position::Since(MessageId::new(10)), 3), [11, 12, 13]);
-        assert_eq!(collect(Position::Around(MessageId::new(10)), 5), [8, 9, 10, 11, 12]);
-        assert_eq!(collect(Position::Around(MessageId::new(10)), 4), [9, 10, 11, 12]);
+        assert_eq!(
+            collect(Position::Since(MessageId::new(10)), 3),
+            [11, 12, 13]
+        );
+        assert_eq!(
+            collect(Position::Around(MessageId::new(10)), 5),
+            [8, 9, 10, 11, 12]
+        );
+        assert_eq!(
+            collect(Position::Around(MessageId::new(10)), 4),
+            [9, 10, 11, 12]
+        );
         assert_eq!(collect(Position::Since(MessageId::new(18)), 5), [19, 20]);
         assert_eq!(collect(Position::Before(MessageId::new(2)), 5), [1]);
     }

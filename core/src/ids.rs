@@ -145,7 +145,7 @@ impl Nick {
         }
     }
 
-    fn is_guest_name(&self) -> bool {
+    pub(crate) fn is_guest_name(&self) -> bool {
         let folded = self.folded();
         folded
             .as_str()

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::error::ErrorCode;
 use crate::history::Record;
+use crate::history_query::HistoryQuery;
 use crate::ids::ConnId;
 use crate::login::PasswordCheck;
 
@@ -61,6 +62,14 @@ pub enum Output {
     /// thread, then call [`crate::Server::handle_password_verdict`] with
     /// its request. Boxed: rare, and much larger than the other outputs.
     VerifyPassword(Box<PasswordCheck>),
+    /// Read the stored history for a query the core's memory cannot
+    /// answer alone (`#history` beyond its recent lines, `#search`): offer
+    /// every stored record the query [admits](HistoryQuery::admits) to its
+    /// [collector](HistoryQuery::collector), off the core's thread, then
+    /// call [`crate::Server::handle_history_answer`] with the answer. An
+    /// answer must come back for every query (empty when nothing is
+    /// stored). Boxed: rare, and larger than the other outputs.
+    QueryHistory(Box<HistoryQuery>),
 }
 
 /// Why the core closed a connection.

@@ -28,6 +28,10 @@ pub(crate) struct IrcTags {
 pub(crate) enum Style {
     /// The native line dialect.
     Native,
+    /// The native line dialect with message ids on chat lines (`#ids on`):
+    /// one more style, so a broadcast is still encoded once per style
+    /// present, never once per recipient.
+    NativeIds,
     /// IRC, with these tags.
     Irc(IrcTags),
 }
@@ -111,6 +115,7 @@ pub(crate) fn encode(
 ) -> Bytes {
     match style {
         Style::Native => native::encode(reply),
+        Style::NativeIds => native::render::encode_with_ids(reply),
         Style::Irc(tags) => irc::render::encode(reply, tags, viewer, scene),
     }
 }

@@ -81,6 +81,15 @@ pub enum Scope<'a> {
     Server,
 }
 
+/// Whose history a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOf<'a> {
+    /// A room's chat lines.
+    Room(&'a RoomName),
+    /// Your whispers with this person, both ways.
+    Whispers(&'a Nick),
+}
+
 /// A line (or, for listings, a block of lines) to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply<'a> {
@@ -197,6 +206,8 @@ pub enum Reply<'a> {
     },
     /// A private message to you.
     Whisper {
+        /// Its message id.
+        id: MessageId,
         /// The sender.
         from: Person<'a>,
         /// Sent as an IRC `NOTICE` (no automatic reply expected).
@@ -206,6 +217,8 @@ pub enum Reply<'a> {
     },
     /// Echo of a private message you sent.
     WhisperSent {
+        /// Its message id.
+        id: MessageId,
         /// You, as IRC shows you (`nick!user@host`) in the echo.
         me: Person<'a>,
         /// The recipient.
@@ -217,13 +230,29 @@ pub enum Reply<'a> {
     },
     /// Heads a history listing.
     HistoryHeader {
-        /// The room.
-        room: &'a RoomName,
+        /// Whose history: a room's, or your whispers with someone.
+        of: HistoryOf<'a>,
         /// How many entries follow.
         count: usize,
     },
-    /// One history entry.
+    /// One history entry of a room (also a search result).
     HistoryEntry(&'a Record),
+    /// One stored whisper in a whisper history.
+    WhisperEntry {
+        /// The whisper.
+        record: &'a Record,
+        /// Sent by the reader (else received from the other party).
+        sent: bool,
+    },
+    /// Heads the results of a search.
+    SearchHeader {
+        /// How many entries follow.
+        count: usize,
+        /// The search stopped at its time bound: older matches may exist.
+        partial: bool,
+    },
+    /// Message ids on chat lines were turned on or off (`#ids`).
+    IdsMode(bool),
     /// The current topic.
     Topic {
         /// The room.

@@ -11,6 +11,7 @@ mod login;
 mod moderation;
 mod outbox;
 mod presence;
+mod queries;
 mod room;
 mod rooms;
 mod session;
@@ -58,12 +59,15 @@ use self::session::Session;
 ///    connection, [`Server::handle_closed`] when a peer hung up,
 ///    [`Server::handle_persisted`] / [`Server::handle_persist_failed`] when
 ///    the history writer finished a record, [`Server::handle_password_verdict`]
-///    when a password check is done, or [`Server::handle_timeout`]
+///    when a password check is done, [`Server::handle_history_answer`] when
+///    a history query is answered, or [`Server::handle_timeout`]
 ///    once the deadline from step 3 has passed.
 /// 2. Drain [`Server::poll_output`] until it returns `None`, doing each
 ///    output in order: send or broadcast bytes, close after flushing, append
 ///    a record to the room's log, verify a password off this thread (its
-///    verdict comes back through [`Server::handle_password_verdict`]).
+///    verdict comes back through [`Server::handle_password_verdict`]),
+///    read the stored history for a query (its answer comes back through
+///    [`Server::handle_history_answer`]).
 /// 3. Ask [`Server::poll_timeout`] for the next deadline and wait for input
 ///    until then.
 ///
@@ -120,6 +124,8 @@ pub struct Server {
     departed: std::collections::VecDeque<Departed>,
     /// IRC batches opened so far, for batch ids unique on a connection.
     batches: u64,
+    /// `#history` and `#search` requests at the driver or waiting.
+    queries: queries::Queries,
 }
 
 /// Who left, as WHOWAS shows it.
@@ -184,6 +190,7 @@ impl Server {
             shutting_down: false,
             departed: std::collections::VecDeque::new(),
             batches: 0,
+            queries: queries::Queries::default(),
         })
     }
 
@@ -193,7 +200,10 @@ impl Server {
     /// records show as used ([`IdFloor`]; give records in the order
     /// written). Memory stays within the history bounds however many
     /// records come in: the bounds are enforced as they go, keeping the
-    /// most recent rooms.
+    /// most recent rooms. A room whose records were all given (from its
+    /// first) answers `#history` from memory; give the driver's list of
+    /// rooms with older records not given to
+    /// [`Server::mark_history_incomplete`] afterwards.
     pub fn restore(&mut self, records: impl IntoIterator<Item = Record>) {
         let capacity = self.config.history_size;
         let mut floor = IdFloor::default();
@@ -420,6 +430,7 @@ impl Server {
             self.out.forget_viewer(conn);
         }
         self.sessions.clear();
+        self.queries.clear();
         self.nicks.clear();
         self.addresses.clear();
         self.pending_acks.clear();
@@ -503,6 +514,7 @@ impl Server {
             return;
         };
         self.out.forget_viewer(conn);
+        self.queries.forget(conn);
         self.nicks.remove(&session.nick.folded());
         if let Some(irc) = session.irc.as_ref().filter(|irc| irc.registered)
             && let Some((user, realname)) = &irc.user

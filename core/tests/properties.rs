@@ -47,6 +47,14 @@ const VOCABULARY: &[&str] = &[
     "#me ",
     "#topic ",
     "#history ",
+    "#history before 3",
+    "#history #general since 1 2",
+    "#history around 2 3",
+    "#history @guest1",
+    "#search hello",
+    "#search hello in #general",
+    "#ids on",
+    "#ids off",
     "#ack on",
     "#ack off",
     "#urgent ",
@@ -393,6 +401,8 @@ struct Player {
     /// Operator passwords handed to "the verifier" during this step,
     /// answered at its end for the same reason as the disk.
     unverified: Vec<PasswordCheck>,
+    /// History queries not answered yet.
+    unqueried: Vec<chatd_core::history_query::QueryId>,
 }
 
 impl Player {
@@ -408,6 +418,7 @@ impl Player {
             persisted: 0,
             unanswered: Vec::new(),
             unverified: Vec::new(),
+            unqueried: Vec::new(),
         }
     }
 
@@ -476,7 +487,25 @@ impl Player {
     /// Password checks are answered at the same point (and verified for
     /// real), as a verifier on another thread would.
     fn answer_persistence(&mut self) -> Result<(), String> {
-        while !self.unanswered.is_empty() || !self.unverified.is_empty() {
+        while !self.unanswered.is_empty()
+            || !self.unverified.is_empty()
+            || !self.unqueried.is_empty()
+        {
+            // Nothing stored to read; every third query finds the reader
+            // busy, so both paths run.
+            for request in std::mem::take(&mut self.unqueried) {
+                self.persisted += 1;
+                let shortfall = self
+                    .persisted
+                    .is_multiple_of(3)
+                    .then_some(chatd_core::history_query::Shortfall::Busy);
+                let answer = chatd_core::history_query::HistoryAnswer {
+                    request,
+                    records: Vec::new(),
+                    shortfall,
+                };
+                self.server.handle_history_answer(self.now, answer);
+            }
             for check in std::mem::take(&mut self.unverified) {
                 let verdict = PasswordHash::new(&check.hash)
                     .ok()
@@ -525,6 +554,7 @@ impl Player {
                 }
                 Output::Persist(record) => self.unanswered.push(record.id),
                 Output::VerifyPassword(check) => self.unverified.push(*check),
+                Output::QueryHistory(query) => self.unqueried.push(query.request),
             }
         }
         Ok(())

@@ -18,12 +18,13 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
 use chatd_core::{ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
 use crate::auth::PasswordChecker;
 use crate::clock::{Clock, WallClockSync};
-use crate::persist::{HistoryWriter, PersistReport};
+use crate::persist::{HistoryReader, HistoryWriter, PersistReport};
 
 /// Something that happened outside the core.
 #[derive(Debug)]
@@ -64,6 +65,8 @@ pub enum Event {
         /// The verdict.
         verdict: PasswordVerdict,
     },
+    /// The history reader answered a query (or could not queue it).
+    HistoryAnswered(HistoryAnswer),
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
@@ -362,7 +365,32 @@ pub(crate) struct Hub {
     pub(crate) wall_clock: WallClockSync,
     /// The workers that verify operator passwords.
     pub(crate) auth: PasswordChecker,
+    /// The thread that reads stored history for queries, or `None` when
+    /// nothing is stored (`persist = false`): queries are then answered
+    /// empty at once.
+    pub(crate) reader: Option<HistoryReader>,
+    /// Records handed to the writer, and those it has reported on
+    /// (stored or failed): a query waits in `held` until the writer has
+    /// reported every record handed to it before the query, so the reader
+    /// sees every line the core no longer holds in memory.
+    pub(crate) appended: u64,
+    pub(crate) settled: u64,
+    pub(crate) held: std::collections::VecDeque<HeldQuery>,
 }
+
+/// A history query waiting for the writer to catch up.
+#[derive(Debug)]
+pub(crate) struct HeldQuery {
+    /// `appended` when the core emitted it.
+    mark: u64,
+    /// When it was emitted: after [`HOLD_LIMIT`] it goes to the reader
+    /// anyway, so a writer that never reports cannot hang it.
+    since: Instant,
+    query: Box<HistoryQuery>,
+}
+
+/// Longest a query waits for the writer.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 impl Hub {
     pub(crate) fn run(mut self) {
@@ -472,11 +500,17 @@ impl Hub {
                 self.server.handle_slow_consumer(now, conn);
             }
             Event::Persisted(PersistReport::Stored(ids)) => {
+                if self.writer.is_some() {
+                    self.settled += ids.len() as u64;
+                }
                 for id in ids {
                     self.server.handle_persisted(now, id);
                 }
             }
             Event::Persisted(PersistReport::Failed(ids)) => {
+                if self.writer.is_some() {
+                    self.settled += ids.len() as u64;
+                }
                 for id in ids {
                     self.server.handle_persist_failed(now, id);
                 }
@@ -484,6 +518,7 @@ impl Hub {
             Event::PasswordChecked { request, verdict } => {
                 self.server.handle_password_verdict(now, request, verdict);
             }
+            Event::HistoryAnswered(answer) => self.server.handle_history_answer(now, answer),
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);
@@ -530,8 +565,24 @@ impl Hub {
                     batches[thread_of(conn, threads)].push(Command::Close { conn });
                 }
                 Output::Persist(record) => match &self.writer {
-                    Some(writer) => writer.append(record),
+                    Some(writer) => {
+                        writer.append(record);
+                        self.appended += 1;
+                    }
                     None => kept_in_memory.push(record.id),
+                },
+                Output::QueryHistory(query) => match &self.reader {
+                    Some(_) => self.held.push_back(HeldQuery {
+                        mark: self.appended,
+                        since: self.clock.now(),
+                        query,
+                    }),
+                    // Nothing stored: answered empty at once, through the
+                    // inbox like a password verdict, so the core never
+                    // hears of its query while still emitting it.
+                    None => self
+                        .inbox
+                        .push(Event::HistoryAnswered(crate::persist::unanswered(&query))),
                 },
                 Output::VerifyPassword(check) => {
                     if let Err(check) = self.auth.submit(check) {
@@ -551,6 +602,40 @@ impl Hub {
             // them in the same order relative to other events.
             self.inbox
                 .send(Event::Persisted(PersistReport::Stored(kept_in_memory)));
+        }
+        self.release_queries();
+    }
+
+    /// Hands the reader every held query the writer has caught up with
+    /// (or that waited too long). A full reader queue is answered `Busy`,
+    /// through the inbox.
+    fn release_queries(&mut self) {
+        let Some(reader) = &self.reader else {
+            return;
+        };
+        let mut now = None;
+        while let Some(held) = self.held.front() {
+            let caught_up = self.settled >= held.mark;
+            if !caught_up {
+                let now = *now.get_or_insert_with(|| self.clock.now());
+                if now.saturating_duration_since(held.since) < HOLD_LIMIT {
+                    break;
+                }
+                tracing::warn!(
+                    "the history writer is slow: a query reads without its latest records"
+                );
+            }
+            let Some(held) = self.held.pop_front() else {
+                break;
+            };
+            if let Err(query) = reader.submit(held.query) {
+                tracing::debug!(request = query.request.0, "history reader queue full");
+                self.inbox.push(Event::HistoryAnswered(HistoryAnswer {
+                    request: query.request,
+                    records: Vec::new(),
+                    shortfall: Some(Shortfall::Busy),
+                }));
+            }
         }
     }
 }

@@ -36,7 +36,7 @@ use chatd_core::{Dialect, Server};
 use crate::clock::Clock;
 use crate::hub::{Event, Hub, Inbox, InboxStats, Mailbox, PanicSite};
 use crate::listener::{Listener, Listening};
-use crate::persist::{HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
+use crate::persist::{HistoryReader, HistoryWriter, RecoveryLimits, WriterOptions, recover_dir};
 use crate::settings::{ListenAddressError, Settings};
 
 /// How long I/O threads keep flushing queued output after a shutdown.
@@ -114,8 +114,10 @@ pub struct StartInfo {
     pub threads: usize,
     /// Records recovered from history.
     pub recovered_records: usize,
-    /// Logs read.
+    /// Histories found (rooms, whispers, id reservations).
     pub recovered_logs: usize,
+    /// Rooms whose older history is on disk only (not all of it restored).
+    pub incomplete_rooms: usize,
 }
 
 /// A running server.
@@ -234,7 +236,10 @@ pub fn launch(
     clock: Arc<dyn Clock>,
 ) -> Result<Running, LaunchError> {
     let anchored = clock.now();
-    let mut server = Server::new(settings.chat.clone(), anchored, clock.unix_ms())?;
+    let mut chat = settings.chat.clone();
+    // #history does not show what retention is about to delete.
+    chat.history_retention = settings.history.retention;
+    let mut server = Server::new(chat, anchored, clock.unix_ms())?;
     let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
     let data_error = |cause| LaunchError::DataDir {
@@ -243,12 +248,17 @@ pub fn launch(
     };
     let persist = settings.server.persist;
     let (mut recovered_records, mut recovered_logs) = (0, 0);
+    let mut incomplete_rooms = 0;
     if persist {
         std::fs::create_dir_all(&data_dir).map_err(data_error)?;
         let limits = RecoveryLimits::for_config(&settings.chat);
-        let recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
+        let mut recovered = recover_dir(&data_dir, &limits).map_err(data_error)?;
         (recovered_records, recovered_logs) = (recovered.records.len(), recovered.logs);
+        let incomplete = std::mem::take(&mut recovered.incomplete);
+        incomplete_rooms = incomplete.len();
         server.restore(recovered.into_restore());
+        // Rooms whose older history is on disk only: #history reads it.
+        server.mark_history_incomplete(incomplete);
     }
     let (listeners, listening) = bind_all(settings)?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
@@ -258,12 +268,24 @@ pub fn launch(
             policy: settings.server.fsync,
             open_files: settings.server.open_log_files,
             queue: settings.server.history_queue,
+            segment_bytes: settings.history.segment_bytes,
+            retention: settings.history.retention(),
         };
         let writer = HistoryWriter::start(&data_dir, options, move |report| {
             reports.send(Event::Persisted(report));
         })
         .map_err(data_error)?;
         Some(writer)
+    } else {
+        None
+    };
+    let reader = if persist {
+        let answers = inbox.clone();
+        let reader = HistoryReader::start(&data_dir, move |answer| {
+            answers.send(Event::HistoryAnswered(answer));
+        })
+        .map_err(LaunchError::Threads)?;
+        Some(reader)
     } else {
         None
     };
@@ -288,6 +310,10 @@ pub fn launch(
         writer,
         wall_clock,
         auth,
+        reader,
+        appended: 0,
+        settled: 0,
+        held: std::collections::VecDeque::new(),
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())
@@ -299,6 +325,7 @@ pub fn launch(
             threads,
             recovered_records,
             recovered_logs,
+            incomplete_rooms,
         },
         inbox,
         hub,

@@ -1,25 +1,37 @@
-//! History on disk: one append-only log per room, written off the hot path
-//! with group commit, and read back at start.
+//! History on disk: per room a directory of append-only segments, written
+//! off the hot path with group commit, and read back at start from their
+//! ends only.
 //!
-//! The writer thread takes every record the core emits, appends each to its
-//! log (`<data-dir>/<room>.log`; whispers in `_whispers.log`, id
-//! reservations in `_ids.log`; format in docs/HISTORY.md) and makes it
-//! durable under the [`FsyncPolicy`]: one fsync covers every record
-//! written since the last one. Only then does it report the records as
+//! The writer thread takes every record the core emits, appends each to
+//! its history's newest segment (`<data-dir>/<room>/<FIRSTID>.log`;
+//! whispers in `_whispers/`, id reservations in `_ids.log`; format in
+//! docs/HISTORY.md), seals a full segment (synced, indexed) before
+//! starting the next, and makes records durable under the
+//! [`FsyncPolicy`]: one fsync covers every record written since the last
+//! one. Only then does it report the records as
 //! persisted, which is when `#ack` clients get their ACK. A record that
 //! could not be written is reported as failed and never acknowledged; the
 //! server keeps serving chat either way.
 //!
 //! File operations go through [`Storage`] ([`DirStorage`] on std::fs), so
 //! the crash test can run the writer on a simulated disk that loses,
-//! tears and reorders whatever was not synced.
+//! tears and reorders whatever was not synced. Between batches the writer
+//! also deletes what [`Retention`] says to.
 
+pub mod index;
+mod migrate;
+pub mod reader;
 mod recover;
+mod retention;
+mod seal;
+mod segment;
 mod storage;
 mod writer;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod segment_tests;
 #[cfg(test)]
 mod sim;
 
@@ -35,10 +47,25 @@ use chatd_core::history::Record;
 use chatd_core::{MessageId, RoomName};
 use serde::{Deserialize, Serialize};
 
-pub use self::recover::{Damage, LogScan, MAX_DETAILED, Recovered, RecoveryLimits, recover, scan};
-pub use self::storage::{DirStorage, FileLog, LogFile, Opened, Storage};
-use self::writer::Writer;
-pub use self::writer::{IDS_LOG, WHISPERS_LOG, log_name};
+pub use self::migrate::{Migration, migrate};
+pub use self::reader::{HistoryReader, answer, export};
+pub use self::recover::{
+    Damage, LogScan, MAX_DETAILED, Recovered, RecoveryLimits, footprint, recover, scan, scan_lines,
+};
+pub use self::retention::{Deletion, HistoryLimits, Reason, Retention, RetentionSummary};
+pub use self::segment::{
+    BackLine, BackLines, IDS_LOG, Segment, WHISPERS_DIR, index_path, is_history_dir, list_segments,
+    parse_segment_name, segment_name,
+};
+pub use self::storage::{DirStorage, Entry, FileLog, LogFile, Opened, Storage};
+pub use self::writer::history_dir;
+use self::writer::{Layout, Writer};
+
+/// Default size at which a segment is sealed (`[history] segment_bytes`).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// Smallest segment size the settings accept.
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 
 /// When written records are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +135,7 @@ pub enum PersistReport {
 }
 
 /// How the writer runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterOptions {
     /// When written records are forced to disk.
     pub policy: FsyncPolicy,
@@ -119,6 +146,10 @@ pub struct WriterOptions {
     /// disk is stuck or far too slow), a new record is reported as not
     /// stored at once instead of waiting.
     pub queue: usize,
+    /// A segment this long is sealed before the next append.
+    pub segment_bytes: u64,
+    /// What old history is deleted.
+    pub retention: Retention,
 }
 
 impl WriterOptions {
@@ -134,6 +165,8 @@ impl WriterOptions {
             policy,
             open_files: Self::DEFAULT_OPEN_FILES,
             queue: Self::DEFAULT_QUEUE,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retention: Retention::default(),
         }
     }
 }
@@ -179,7 +212,12 @@ impl HistoryWriter {
     ) -> io::Result<Self> {
         let report: ReportFn = Arc::new(report);
         let (records, inbox) = mpsc::sync_channel(options.queue.max(1));
-        let mut writer = Writer::new(storage, options.policy, options.open_files);
+        let layout = Layout {
+            segment_bytes: options.segment_bytes.max(1),
+            retention: options.retention,
+            ..Layout::default()
+        };
+        let mut writer = Writer::with_layout(storage, options.policy, options.open_files, layout);
         let thread_report = report.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-history".into())
@@ -276,16 +314,58 @@ fn run<S: Storage>(
         if stop {
             return;
         }
+        let now = Instant::now();
+        if writer.retention_due(now) {
+            writer.enforce_retention(now, unix_ms());
+            for one in writer.take_reports() {
+                report(one);
+            }
+        }
     }
 }
 
-/// The log file of a room. Room names are safe file names by construction.
-pub fn log_path(dir: &Path, room: &RoomName) -> PathBuf {
-    dir.join(format!("{}.log", room.as_str()))
+/// Wall-clock time for retention (the writer thread may read clocks; the
+/// core may not).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
-/// Reads every log under `dir` (see [`recover`]). A missing directory is
-/// an empty history.
+/// The answer to a history query when no stored history is read
+/// (`persist = false`): nothing stored, so no records, never a wait.
+pub fn unanswered(
+    query: &chatd_core::history_query::HistoryQuery,
+) -> chatd_core::history_query::HistoryAnswer {
+    chatd_core::history_query::HistoryAnswer {
+        request: query.request,
+        records: Vec::new(),
+        shortfall: None,
+    }
+}
+
+/// The directory of a room's segments. Room names are safe file names by
+/// construction.
+pub fn room_dir(dir: &Path, room: &RoomName) -> PathBuf {
+    dir.join(room.as_str())
+}
+
+/// Every byte of a history (a room's name, or [`WHISPERS_DIR`]) in order:
+/// its segments one after the other, as one old flat log would hold them
+/// (for tools and tests; `chatd_core::history::recover` reads the result).
+pub fn read_history(dir: &Path, history: &str) -> io::Result<Vec<u8>> {
+    let mut storage = DirStorage::new(dir);
+    let mut bytes = Vec::new();
+    for segment in list_segments(&mut storage, history)? {
+        io::Read::read_to_end(&mut storage.read(&segment.path)?, &mut bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// Reads what start-up needs under `dir` (see [`recover`]). A missing
+/// directory is an empty history.
 pub fn recover_dir(dir: &Path, limits: &RecoveryLimits) -> io::Result<Recovered> {
     recover(&mut DirStorage::new(dir), limits)
 }
@@ -325,6 +405,14 @@ mod tests {
         }
         writer.finish();
         reports.lock().unwrap().clone()
+    }
+
+    /// The one segment of a history.
+    fn only_segment(dir: &Path, history: &str) -> PathBuf {
+        let mut storage = DirStorage::new(dir);
+        let segments = list_segments(&mut storage, history).unwrap();
+        assert_eq!(segments.len(), 1, "{segments:?}");
+        dir.join(&segments[0].path)
     }
 
     fn stored_ids(reports: &[PersistReport]) -> Vec<u64> {
@@ -369,7 +457,7 @@ mod tests {
             FsyncPolicy::Always,
             &[record(1, "general"), record(2, "general")],
         );
-        let path = log_path(dir.path(), &RoomName::general());
+        let path = only_segment(dir.path(), "general");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(bytes.len() - 7);
         std::fs::write(&path, &bytes).unwrap();
@@ -388,8 +476,9 @@ mod tests {
     #[test]
     fn unwritable_directory_reports_failure_instead_of_storing() {
         let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("general.log");
-        std::fs::create_dir(&blocker).unwrap();
+        // A file where the room's directory should be.
+        let blocker = dir.path().join("general");
+        std::fs::write(&blocker, b"").unwrap();
         let reports = write_all(
             dir.path(),
             FsyncPolicy::Always,
@@ -423,14 +512,15 @@ mod tests {
         let mut ids = stored_ids(&write_all(dir.path(), FsyncPolicy::Always, &records));
         ids.sort_unstable();
         assert_eq!(ids, [1, 2, 1025]);
-        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+        let read = |name: &str| String::from_utf8(read_history(dir.path(), name).unwrap()).unwrap();
         assert!(
-            !read("rust.log").contains("whisper"),
+            !read("rust").contains("whisper"),
             "not in the sender's room log"
         );
-        assert!(read(WHISPERS_LOG).contains("\"kind\":\"whisper\""));
-        assert!(read(IDS_LOG).contains("\"kind\":\"reserve\""));
-        assert!(!dir.path().join("general.log").exists());
+        assert!(read(WHISPERS_DIR).contains("\"kind\":\"whisper\""));
+        let ids = std::fs::read_to_string(dir.path().join(IDS_LOG)).unwrap();
+        assert!(ids.contains("\"kind\":\"reserve\""));
+        assert!(!dir.path().join("general").exists());
         let recovered = recover_dir(dir.path(), &RecoveryLimits::unlimited()).unwrap();
         assert_eq!(recovered.logs, 3);
         assert_eq!(recovered.next_id, 1026);
@@ -472,16 +562,40 @@ mod tests {
             self.disk.open(name)
         }
 
-        fn sync_dir(&mut self) -> io::Result<()> {
-            self.disk.sync_dir()
+        fn create_dir(&mut self, dir: &str) -> io::Result<bool> {
+            self.disk.create_dir(dir)
         }
 
-        fn list(&mut self) -> io::Result<Vec<String>> {
-            self.disk.list()
+        fn sync_dir(&mut self, dir: &str) -> io::Result<()> {
+            self.disk.sync_dir(dir)
+        }
+
+        fn list(&mut self, dir: &str) -> io::Result<Vec<Entry>> {
+            self.disk.list(dir)
         }
 
         fn read(&mut self, name: &str) -> io::Result<Self::Reader> {
             self.disk.read(name)
+        }
+
+        fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.disk.read_at(name, offset, buf)
+        }
+
+        fn len(&mut self, name: &str) -> io::Result<u64> {
+            self.disk.len(name)
+        }
+
+        fn remove(&mut self, name: &str) -> io::Result<()> {
+            self.disk.remove(name)
+        }
+
+        fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+            self.disk.rename(from, to)
+        }
+
+        fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+            self.disk.write_file(name, bytes)
         }
     }
 
@@ -527,117 +641,6 @@ mod tests {
         let mut stored = stored_ids(&reports.lock().unwrap());
         stored.sort_unstable();
         assert_eq!(stored, [1, 2, 3]);
-    }
-
-    /// Logs made up as they are read, never held whole: `records` records
-    /// spread over `rooms` logs, ids increasing with the log's index.
-    struct GeneratedLogs {
-        rooms: u64,
-        records: u64,
-    }
-
-    /// One generated log being read.
-    struct GeneratedLog {
-        room: u64,
-        rooms: u64,
-        next: u64,
-        end: u64,
-        pending: Vec<u8>,
-        at: usize,
-        largest_read: Arc<Mutex<usize>>,
-    }
-
-    impl io::Read for GeneratedLog {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let mut largest = self.largest_read.lock().unwrap();
-            *largest = (*largest).max(buf.len());
-            while self.at == self.pending.len() && self.next < self.end {
-                let id = self.next * self.rooms + self.room + 1;
-                self.pending = history::encode(&record(id, &format!("room{}", self.room)));
-                self.at = 0;
-                self.next += 1;
-            }
-            let n = buf.len().min(self.pending.len() - self.at);
-            buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn start_up_streams_large_logs_and_keeps_only_what_the_server_holds() {
-        let largest_read = Arc::new(Mutex::new(0));
-        let mut storage = GeneratedStorage {
-            logs: GeneratedLogs {
-                rooms: 5,
-                records: 200_000,
-            },
-            largest_read: largest_read.clone(),
-        };
-        let limits = RecoveryLimits {
-            max_rooms: 3,
-            history_size: 100,
-            max_record_bytes: 4096,
-        };
-        let recovered = recover(&mut storage, &limits).unwrap();
-        assert_eq!(recovered.read, 200_000);
-        assert_eq!(recovered.records.len(), 300);
-        // The three rooms written last (highest ids), each its last 100.
-        let per_room = 200_000 / 5;
-        for (index, room) in [2u64, 3, 4].into_iter().enumerate() {
-            let kept = &recovered.records[index * 100..(index + 1) * 100];
-            let expected: Vec<u64> = (per_room - 100..per_room)
-                .map(|n| n * 5 + room + 1)
-                .collect();
-            let ids: Vec<u64> = kept.iter().map(|r| r.id.get()).collect();
-            assert_eq!(ids, expected, "room{room}");
-        }
-        assert_eq!(recovered.next_id, 200_001);
-        assert!(
-            *largest_read.lock().unwrap() <= 64 * 1024,
-            "reads in bounded chunks"
-        );
-    }
-
-    struct GeneratedStorage {
-        logs: GeneratedLogs,
-        largest_read: Arc<Mutex<usize>>,
-    }
-
-    impl Storage for GeneratedStorage {
-        type Log = <SimDisk as Storage>::Log;
-        type Reader = GeneratedLog;
-
-        fn open(&mut self, _name: &str) -> io::Result<Opened<Self::Log>> {
-            Err(io::Error::other("generated logs are read-only"))
-        }
-
-        fn sync_dir(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-
-        fn list(&mut self) -> io::Result<Vec<String>> {
-            Ok((0..self.logs.rooms)
-                .map(|r| format!("room{r}.log"))
-                .collect())
-        }
-
-        fn read(&mut self, name: &str) -> io::Result<GeneratedLog> {
-            let room: u64 = name
-                .trim_start_matches("room")
-                .trim_end_matches(".log")
-                .parse()
-                .map_err(io::Error::other)?;
-            Ok(GeneratedLog {
-                room,
-                rooms: self.logs.rooms,
-                next: 0,
-                end: self.logs.records / self.logs.rooms,
-                pending: Vec::new(),
-                at: 0,
-                largest_read: self.largest_read.clone(),
-            })
-        }
     }
 
     #[test]

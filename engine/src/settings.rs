@@ -16,19 +16,32 @@
 //! max_inbox_bytes = 8388608 # input waiting for the core before reads pause
 //!
 //! history_size = 100
+//! [history]
+//! retention = "90d"        # records older than this are deleted; absent = forever
+//! max_bytes = 10737418240  # all history on disk together; absent = no limit
+//! room_max_bytes = 1073741824 # each room (and the whispers); absent = no limit
+//! segment_bytes = 4194304  # a room's segment is sealed at this size
+//! [history.rooms.general]  # per-room overrides
+//! retention = "7d"
+//! max_bytes = 1048576
 //! [rate_limit]
 //! messages = 20
 //! window = "10s"
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chatd_core::{Config, Dialect};
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{DEFAULT_MAX_INBOX_BYTES, MIN_INBOX_BYTES};
-use crate::persist::{FsyncPolicy, WriterOptions};
+use crate::persist::{
+    DEFAULT_SEGMENT_BYTES, FsyncPolicy, HistoryLimits, MIN_SEGMENT_BYTES, Retention, WHISPERS_DIR,
+    WriterOptions,
+};
 
 /// Everything `chatd serve` needs.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -37,6 +50,109 @@ pub struct Settings {
     pub server: ServerSettings,
     /// The core's settings.
     pub chat: Config,
+    /// The `[history]` table.
+    pub history: HistorySettings,
+}
+
+/// The `[history]` table: how history is laid out on disk and how much of
+/// it is kept (docs/HISTORY.md, "Retention").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// Records older than this are deleted (whole segments); `None`
+    /// keeps them forever.
+    pub retention: Option<Duration>,
+    /// Most bytes of history on disk, all rooms and whispers together.
+    pub max_bytes: Option<u64>,
+    /// Most bytes of history on disk per room (and for the whispers).
+    pub room_max_bytes: Option<u64>,
+    /// A room's segment is sealed once it is this long (at least
+    /// [`MIN_SEGMENT_BYTES`]).
+    pub segment_bytes: u64,
+    /// Overrides per room (`[history.rooms.NAME]`; `_whispers` for the
+    /// whispers).
+    pub rooms: BTreeMap<String, RoomHistorySettings>,
+}
+
+/// A `[history.rooms.NAME]` table: one room's limits instead of the
+/// defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomHistorySettings {
+    /// This room's `retention`.
+    pub retention: Option<Duration>,
+    /// This room's `room_max_bytes`.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        Self {
+            retention: None,
+            max_bytes: None,
+            room_max_bytes: None,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            rooms: BTreeMap::new(),
+        }
+    }
+}
+
+impl HistorySettings {
+    /// Checks the values, naming the setting that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(format!(
+                "segment_bytes = {} is too small (at least {MIN_SEGMENT_BYTES})",
+                self.segment_bytes
+            ));
+        }
+        let positive = |key: String, bytes: Option<u64>| match bytes {
+            Some(0) => Err(format!(
+                "{key} must be at least 1 (leave it out for no limit)"
+            )),
+            _ => Ok(()),
+        };
+        let some_time = |key: String, age: Option<Duration>| match age {
+            Some(age) if age.is_zero() => Err(format!(
+                "{key} must be longer than 0 (leave it out to keep history forever)"
+            )),
+            _ => Ok(()),
+        };
+        positive("max_bytes".into(), self.max_bytes)?;
+        positive("room_max_bytes".into(), self.room_max_bytes)?;
+        some_time("retention".into(), self.retention)?;
+        for (name, room) in &self.rooms {
+            let is_room = chatd_core::RoomName::parse(name).is_ok_and(|room| room.as_str() == name);
+            if !is_room && name != WHISPERS_DIR {
+                return Err(format!(
+                    "[history.rooms.{name}]: not a room name (lowercase letters, digits, _ - and ., starting with a letter or digit; or {WHISPERS_DIR})"
+                ));
+            }
+            positive(format!("[history.rooms.{name}] max_bytes"), room.max_bytes)?;
+            some_time(format!("[history.rooms.{name}] retention"), room.retention)?;
+        }
+        Ok(())
+    }
+
+    /// What the history writer deletes.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            default: HistoryLimits {
+                max_age: self.retention,
+                max_bytes: self.room_max_bytes,
+            },
+            max_bytes: self.max_bytes,
+            overrides: self
+                .rooms
+                .iter()
+                .map(|(name, room)| {
+                    let limits = HistoryLimits {
+                        max_age: room.retention,
+                        max_bytes: room.max_bytes,
+                    };
+                    (name.clone(), limits)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The `[server]` table: how the process runs.
@@ -84,6 +200,65 @@ impl Default for ServerSettings {
             history_queue: WriterOptions::DEFAULT_QUEUE,
         }
     }
+}
+
+/// Reads the `[history]` table, naming the key of any bad value.
+fn parse_history(value: toml::Value) -> Result<HistorySettings, String> {
+    let mut history = HistorySettings::default();
+    for (key, value) in table_of("[history]", value)? {
+        match key.as_str() {
+            "retention" => history.retention = Some(duration_of(&key, &value)?),
+            "max_bytes" => history.max_bytes = Some(bytes_of(&key, &value)?),
+            "room_max_bytes" => history.room_max_bytes = Some(bytes_of(&key, &value)?),
+            "segment_bytes" => history.segment_bytes = bytes_of(&key, &value)?,
+            "rooms" => {
+                for (name, room) in table_of("rooms", value)? {
+                    let mut settings = RoomHistorySettings::default();
+                    let what = format!("[history.rooms.{name}]");
+                    for (key, value) in table_of(&what, room)? {
+                        let named = format!("{what} {key}");
+                        match key.as_str() {
+                            "retention" => settings.retention = Some(duration_of(&named, &value)?),
+                            "max_bytes" => settings.max_bytes = Some(bytes_of(&named, &value)?),
+                            _ => {
+                                return Err(format!(
+                                    "{what}: unknown setting {key} (retention, max_bytes)"
+                                ));
+                            }
+                        }
+                    }
+                    history.rooms.insert(name, settings);
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown setting {key} (retention, max_bytes, room_max_bytes, segment_bytes, rooms)"
+                ));
+            }
+        }
+    }
+    Ok(history)
+}
+
+fn table_of(what: &str, value: toml::Value) -> Result<toml::Table, String> {
+    match value {
+        toml::Value::Table(table) => Ok(table),
+        other => Err(format!("{what} must be a table, not {}", other.type_str())),
+    }
+}
+
+fn bytes_of(key: &str, value: &toml::Value) -> Result<u64, String> {
+    value
+        .as_integer()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| format!("{key} = {value} is not a number of bytes"))
+}
+
+fn duration_of(key: &str, value: &toml::Value) -> Result<Duration, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("{key} = {value} is not a duration such as \"90d\""))?;
+    chatd_core::duration::parse(text).map_err(|error| format!("{key}: {error}"))
 }
 
 /// The IRC listener's default address: IRC's usual port, on loopback
@@ -204,11 +379,22 @@ impl Settings {
         server
             .listeners()
             .map_err(|error| format!("[server]: {error}"))?;
+        let history = match table.remove("history") {
+            Some(value) => parse_history(value).map_err(|error| format!("[history]: {error}"))?,
+            None => HistorySettings::default(),
+        };
+        history
+            .validate()
+            .map_err(|error| format!("[history]: {error}"))?;
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
         chat.validate().map_err(|e| e.to_string())?;
-        Ok(Self { server, chat })
+        Ok(Self {
+            server,
+            chat,
+            history,
+        })
     }
 }
 
@@ -291,6 +477,65 @@ mod tests {
                 may_be_off: true,
             }
         );
+    }
+
+    #[test]
+    fn the_history_table_sets_segments_and_retention_with_room_overrides() {
+        let settings = Settings::parse(
+            "[history]\nretention = \"90d\"\nmax_bytes = 1000000\nroom_max_bytes = 500000\nsegment_bytes = 65536\n[history.rooms.general]\nretention = \"7d\"\n[history.rooms._whispers]\nmax_bytes = 1000\n",
+        )
+        .unwrap();
+        let history = &settings.history;
+        assert_eq!(history.segment_bytes, 65536);
+        let retention = history.retention();
+        assert_eq!(retention.max_bytes, Some(1_000_000));
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            retention.limits_for("general"),
+            HistoryLimits {
+                max_age: Some(7 * day),
+                max_bytes: Some(500_000),
+            }
+        );
+        assert_eq!(
+            retention.limits_for("_whispers"),
+            HistoryLimits {
+                max_age: Some(90 * day),
+                max_bytes: Some(1000),
+            }
+        );
+        assert_eq!(
+            retention.limits_for("rust"),
+            HistoryLimits {
+                max_age: Some(90 * day),
+                max_bytes: Some(500_000),
+            }
+        );
+        // Absent: keep everything, 4 MiB segments.
+        let settings = Settings::parse("").unwrap();
+        assert!(settings.history.retention().is_off());
+        assert_eq!(settings.history.segment_bytes, DEFAULT_SEGMENT_BYTES);
+    }
+
+    #[test]
+    fn bad_history_settings_name_the_setting() {
+        for (text, named) in [
+            ("[history]\nsegment_bytes = 1000", "segment_bytes"),
+            ("[history]\nretention = \"soon\"", "retention"),
+            ("[history]\nretention = \"0s\"", "retention"),
+            ("[history]\nmax_bytes = 0", "max_bytes"),
+            ("[history]\nroom_max_bytes = -5", "room_max_bytes"),
+            ("[history]\nkeep = 1", "keep"),
+            ("[history.rooms.General]\nretention = \"1d\"", "General"),
+            ("[history.rooms.general]\nmax_bytes = 0", "general"),
+            ("[history.rooms.general]\nsize = 3", "size"),
+        ] {
+            let error = Settings::parse(text).unwrap_err();
+            assert!(
+                error.starts_with("[history]") && error.contains(named),
+                "{text}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -703,6 +703,15 @@ impl Driver {
                     self.unanswered.push(record.id);
                 }
                 Output::VerifyPassword(check) => self.unverified.push(*check),
+                // Nothing is stored here: every history query finds nothing.
+                Output::QueryHistory(query) => self.server.handle_history_answer(
+                    self.now,
+                    chatd_core::history_query::HistoryAnswer {
+                        request: query.request,
+                        records: Vec::new(),
+                        shortfall: None,
+                    },
+                ),
             }
         }
     }

@@ -73,6 +73,14 @@ impl Run {
                 }
                 Output::Persist(record) => self.server.handle_persisted(self.now, record.id),
                 Output::VerifyPassword(_) => {}
+                Output::QueryHistory(query) => self.server.handle_history_answer(
+                    self.now,
+                    chatd_core::history_query::HistoryAnswer {
+                        request: query.request,
+                        records: Vec::new(),
+                        shortfall: None,
+                    },
+                ),
             }
         }
     }

@@ -171,7 +171,18 @@ fn check_command(command: &Command<'_>) {
             );
         }
         Command::Mute { duration, .. } => assert!(in_range(*duration), "mute for {duration:?}"),
-        Command::History(Some(count)) => assert!(*count >= 1, "history of {count}"),
+        Command::History(args) => {
+            if let Some(count) = args.count {
+                assert!(count >= 1, "history of {count}");
+            }
+        }
+        Command::Search { terms, .. } => {
+            let words = terms.words();
+            assert!(
+                !words.is_empty() && words.len() <= 8,
+                "search for {words:?}"
+            );
+        }
         _ => {}
     }
 }

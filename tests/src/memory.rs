@@ -4,13 +4,18 @@
 //! every transcript also checks that framing does not depend on how TCP
 //! happens to cut the stream. Persisted records are encoded into per-room
 //! byte logs exactly as on disk and recovered from those bytes on restart.
-//! Operator passwords are verified at once, on this thread.
+//! Operator passwords are verified at once, on this thread, and history
+//! queries answered at once from the logs' bytes (whispers included: they
+//! are kept in the log of the room their sender was in).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use chatd_core::history::{self, Record};
+use chatd_core::history_query::{HistoryAnswer, HistoryQuery};
 use chatd_core::{Config, ConnId, Dialect, Output, RoomName, Server};
 
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
@@ -121,9 +126,33 @@ impl MemoryDriver {
                     self.server()?
                         .handle_password_verdict(now, check.request, verdict);
                 }
+                Output::QueryHistory(query) => {
+                    // Synchronously too: every stored record (whispers
+                    // included) recovered from the logs' bytes, as the
+                    // engine's reader reads its files.
+                    let answer = self.answer(&query);
+                    self.server()?.handle_history_answer(now, answer);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Answers a history query from the byte logs.
+    fn answer(&self, query: &HistoryQuery) -> HistoryAnswer {
+        let mut collector = query.collector();
+        for bytes in self.logs.values() {
+            for record in history::recover(bytes).records {
+                if query.admits(&record) {
+                    collector.offer(Arc::new(record));
+                }
+            }
+        }
+        HistoryAnswer {
+            request: query.request,
+            records: collector.finish(),
+            shortfall: None,
+        }
     }
 
     fn deliver(&mut self, conn: ConnId, bytes: &[u8]) {

@@ -50,6 +50,7 @@ impl<B: Backend> SocketDriver<B> {
                 ..ServerSettings::default()
             },
             chat: Config::default(),
+            history: Default::default(),
         };
         Ok(Self {
             backend,

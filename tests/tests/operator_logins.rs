@@ -45,6 +45,7 @@ fn logins_beyond_the_queue_are_refused_as_busy(backend: &dyn Backend) {
             presence_announce_limit: 1,
             ..Config::default()
         },
+        history: Default::default(),
     };
     let clock = Arc::new(ManualClock::new(1_795_000_000_000));
     let running = launch(&settings, backend, clock).expect("server starts");

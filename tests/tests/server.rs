@@ -10,7 +10,7 @@ use chatd_core::history::{self, Record, RecordKind};
 use chatd_core::{Config, MessageId, Nick, RoomName};
 use chatd_engine::clock::{Clock, ManualClock};
 use chatd_engine::hub::{InboxStats, MIN_INBOX_BYTES};
-use chatd_engine::persist::{FsyncPolicy, log_path};
+use chatd_engine::persist::{FsyncPolicy, read_history, room_dir};
 use chatd_engine::settings::{NO_LISTENER, ServerSettings, Settings};
 use chatd_engine::{Backend, Running, launch};
 use chatd_tests::client::LineClient;
@@ -48,6 +48,7 @@ on_both_backends!(
     shutdown_with_nothing_queued_does_not_wait_for_the_flush_limit,
     a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing,
     history_timestamps_follow_a_corrected_system_clock,
+    history_beyond_memory_without_persist_is_what_memory_holds,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -73,6 +74,7 @@ fn start_with(
             ..ServerSettings::default()
         },
         chat,
+        history: Default::default(),
     };
     launch(
         &settings,
@@ -315,6 +317,7 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
             ..ServerSettings::default()
         },
         chat,
+        history: Default::default(),
     };
     let gate = Arc::new(GatedClock::new());
     let running = launch(&settings, backend, gate.clone()).expect("server starts");
@@ -444,6 +447,7 @@ fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
             ..ServerSettings::default()
         },
         chat: Config::default(),
+        history: Default::default(),
     };
     settings.chat.idle.enabled = false;
     // 2026-11-18 11:06:40 UTC.
@@ -538,7 +542,9 @@ fn record(id: u64, text: &str) -> Record {
 
 fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = log_path(dir.path(), &RoomName::general());
+    // A log as older servers wrote it (one flat file per room): start-up
+    // moves it to `general/00000000000000000001.log`.
+    let path = dir.path().join("general.log");
     let mut bytes = Vec::new();
     bytes.extend(history::encode(&record(1, "first")));
     let corrupt_at = bytes.len() + 40;
@@ -554,8 +560,10 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Back
     assert_eq!(running.info().recovered_records, 2);
     // The torn tail was cut off the file; the damaged middle line is kept
     // on disk for inspection but skipped.
+    let segment = room_dir(dir.path(), &RoomName::general()).join("00000000000000000001.log");
+    assert!(!path.exists(), "migrated");
     assert_eq!(
-        std::fs::metadata(&path).expect("log").len(),
+        std::fs::metadata(&segment).expect("segment").len(),
         valid_len as u64
     );
     let mut alice = welcome(running.local_addr(), 1);
@@ -579,7 +587,7 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Back
         .expect("ids continue after the largest recovered");
     stop(running);
 
-    let recovered = history::recover(&std::fs::read(&path).expect("log"));
+    let recovered = history::recover(&read_history(dir.path(), "general").expect("log"));
     let ids: Vec<u64> = recovered.records.iter().map(|r| r.id.get()).collect();
     assert_eq!(
         ids,
@@ -591,8 +599,8 @@ fn history_survives_a_torn_tail_and_a_corrupted_middle_record(backend: &dyn Back
 
 fn history_the_disk_refuses_is_not_acknowledged_and_chat_goes_on(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
-    // A directory where the log file should be: every append fails.
-    std::fs::create_dir(log_path(dir.path(), &RoomName::general())).expect("blocker");
+    // A file where the room's directory should be: every append fails.
+    std::fs::write(room_dir(dir.path(), &RoomName::general()), b"").expect("blocker");
     let running = start(backend, dir.path(), Config::default());
     let addr = running.local_addr();
     let mut alice = welcome(addr, 1);
@@ -639,5 +647,51 @@ fn ack_waits_until_the_record_is_synced_under_the_policy(backend: &dyn Backend) 
         alice.next_line().expect("read"),
         Received::Line("+ pong after".into())
     );
+    stop(running);
+}
+
+/// With nothing stored (`persist = false`) a `#history` beyond what memory
+/// keeps is a query the engine answers empty at once: the answer is what
+/// memory holds, never a wait.
+fn history_beyond_memory_without_persist_is_what_memory_holds(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            // No IRC here: the default port would collide between tests.
+            irc_bind: NO_LISTENER.into(),
+            threads: 2,
+            data_dir: dir.path().to_path_buf(),
+            persist: false,
+            backend: backend.name().into(),
+            ..ServerSettings::default()
+        },
+        chat: Config::default(),
+        history: Default::default(),
+    };
+    settings.chat.idle.enabled = false;
+    settings.chat.history_size = 2;
+    let running = launch(
+        &settings,
+        backend,
+        Arc::new(ManualClock::new(1_795_000_000_000)),
+    )
+    .expect("server starts");
+    let mut alice = welcome(running.local_addr(), 1);
+    for text in ["one", "two", "three", "four"] {
+        alice.say(text).expect("send");
+    }
+    alice.say("#history 10").expect("send");
+    alice
+        .wait_for(|line| line.starts_with("+ history"))
+        .expect("history");
+    for text in ["three", "four"] {
+        assert_eq!(
+            alice.next_line().expect("read"),
+            Received::Line(format!("[#general 2026-11-18 11:06:40] guest1: {text}")),
+            "{}",
+            backend.name()
+        );
+    }
     stop(running);
 }

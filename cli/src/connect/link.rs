@@ -32,7 +32,7 @@ pub(crate) enum LinkEvent {
 
 /// The user's side of the link.
 pub(crate) struct Link {
-    outgoing: Sender<String>,
+    outgoing: Outgoing,
     /// Events, in order.
     pub(crate) events: Receiver<LinkEvent>,
 }
@@ -40,25 +40,45 @@ pub(crate) struct Link {
 impl Link {
     /// Starts the link thread for `addr`.
     pub(crate) fn spawn(addr: String) -> Self {
-        let (outgoing, lines) = mpsc::channel();
         let (report, events) = mpsc::channel();
-        thread::spawn(move || run(&addr, &lines, &report));
+        let outgoing = spawn_reporting(addr, move |event| report.send(event).is_ok());
         Self { outgoing, events }
     }
 
     /// Sends one line (the LF is added).
     pub(crate) fn send(&self, line: &str) {
-        // The thread only ends after this side is dropped.
-        let _ = self.outgoing.send(line.to_owned());
+        self.outgoing.send(line);
     }
 }
 
-fn run(addr: &str, lines: &Receiver<String>, report: &Sender<LinkEvent>) {
+/// The sending side of a link whose events go where its starter said.
+pub(crate) struct Outgoing(Sender<String>);
+
+impl Outgoing {
+    /// Sends one line (the LF is added).
+    pub(crate) fn send(&self, line: &str) {
+        // The thread only ends after this side is dropped.
+        let _ = self.0.send(line.to_owned());
+    }
+}
+
+/// Starts the link thread for `addr`, giving each event to `report`, which
+/// answers false once nobody listens any more (the thread then ends).
+pub(crate) fn spawn_reporting(
+    addr: String,
+    report: impl Fn(LinkEvent) -> bool + Send + 'static,
+) -> Outgoing {
+    let (outgoing, lines) = mpsc::channel();
+    thread::spawn(move || run(&addr, &lines, &report));
+    Outgoing(outgoing)
+}
+
+fn run(addr: &str, lines: &Receiver<String>, report: &dyn Fn(LinkEvent) -> bool) {
     let mut retry = FIRST_RETRY;
     loop {
         let reason = match TcpStream::connect(addr) {
             Ok(stream) => {
-                if report.send(LinkEvent::Connected).is_err() {
+                if !report(LinkEvent::Connected) {
                     return;
                 }
                 retry = FIRST_RETRY;
@@ -72,13 +92,10 @@ fn run(addr: &str, lines: &Receiver<String>, report: &Sender<LinkEvent>) {
         // Lines typed while there is no connection are not kept: the user
         // is told the link is down and sees when it is back.
         while lines.try_recv().is_ok() {}
-        if report
-            .send(LinkEvent::Lost {
-                reason,
-                retry_in: retry,
-            })
-            .is_err()
-        {
+        if !report(LinkEvent::Lost {
+            reason,
+            retry_in: retry,
+        }) {
             return;
         }
         match lines.recv_timeout(retry) {
@@ -94,7 +111,7 @@ fn run(addr: &str, lines: &Receiver<String>, report: &Sender<LinkEvent>) {
 fn serve(
     mut stream: TcpStream,
     lines: &Receiver<String>,
-    report: &Sender<LinkEvent>,
+    report: &dyn Fn(LinkEvent) -> bool,
 ) -> Option<String> {
     if let Err(error) = stream.set_read_timeout(Some(POLL)) {
         return Some(error.to_string());
@@ -123,7 +140,7 @@ fn serve(
                     let text = String::from_utf8_lossy(&line[..end])
                         .trim_end_matches('\r')
                         .to_owned();
-                    if report.send(LinkEvent::Line(text)).is_err() {
+                    if !report(LinkEvent::Line(text)) {
                         return None;
                     }
                 }

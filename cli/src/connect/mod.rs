@@ -9,6 +9,7 @@ mod input;
 mod link;
 mod plain;
 mod protocol;
+mod session;
 mod tui;
 mod view;
 

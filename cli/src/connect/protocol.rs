@@ -4,6 +4,7 @@
 //! Only the documented line shapes are used: the marker at the start of a
 //! line, and the fixed sentences for welcome, nick changes and joins.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// What a server line is, for colouring and for the tracker.
@@ -60,13 +61,17 @@ pub(crate) fn classify(line: &str) -> LineKind<'_> {
     if let Some(rest) = line.strip_prefix("[whisper to ")
         && let Some((nick, text)) = rest.split_once("] ")
     {
+        // A history entry has the time after the nickname.
+        let nick = nick.split(' ').next().unwrap_or(nick);
         return LineKind::Whisper {
             nick,
             outgoing: true,
             text,
         };
     }
-    if let Some(rest) = line.strip_prefix("[whisper] ")
+    if let Some(rest) = line.strip_prefix("[whisper")
+        && let Some((time, rest)) = rest.split_once("] ")
+        && (time.is_empty() || time.starts_with(' '))
         && let Some((nick, text)) = rest.split_once(": ")
     {
         return LineKind::Whisper {
@@ -99,6 +104,77 @@ fn room_line<'a>(tag: &'a str, rest: &'a str) -> LineKind<'a> {
         rest,
         urgent,
     }
+}
+
+/// Takes the message id out of a chat line (` id=N` at the end of the
+/// bracket, sent once `#ids on`): `[#general id=42] alice: hi` gives 42 and
+/// `[#general] alice: hi`, the line as a server without ids would send it.
+/// Room lines, history entries and whispers carry ids; any other line comes
+/// back unchanged, without an id.
+pub(crate) fn take_id(line: &str) -> (Option<u64>, Cow<'_, str>) {
+    let Some(inner) = line.strip_prefix('[') else {
+        return (None, Cow::Borrowed(line));
+    };
+    let Some(end) = inner.find("] ") else {
+        return (None, Cow::Borrowed(line));
+    };
+    let tag = &inner[..end];
+    if !(tag.starts_with('#') || tag.starts_with("whisper")) {
+        return (None, Cow::Borrowed(line));
+    }
+    let Some((head, digits)) = tag.rsplit_once(" id=") else {
+        return (None, Cow::Borrowed(line));
+    };
+    match digits.parse::<u64>() {
+        Ok(id) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+            (Some(id), Cow::Owned(format!("[{head}{}", &inner[end..])))
+        }
+        _ => (None, Cow::Borrowed(line)),
+    }
+}
+
+/// The bracket of a chat line: whose line it is and whether it is a history
+/// entry (the bracket holds a time as well).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChatTag<'a> {
+    /// The room, without `#`; `None` for a whisper.
+    pub(crate) room: Option<&'a str>,
+    /// A history entry, not a live line.
+    pub(crate) history: bool,
+}
+
+/// The bracket of a room line or whisper (ids taken out): `[#rust]`,
+/// `[#rust 2026-11-22 10:00:05]`, `[whisper]`, `[whisper to bob]`,
+/// `[whisper 2026-11-22 10:00:05]`, `[whisper to bob 2026-11-22 10:00:05]`.
+pub(crate) fn chat_tag(line: &str) -> Option<ChatTag<'_>> {
+    let (tag, _) = line.strip_prefix('[')?.split_once("] ")?;
+    let words = tag.split(' ').count();
+    if let Some(room) = tag.strip_prefix('#') {
+        let (room, history) = match room.split_once(' ') {
+            Some((room, _)) => (room, true),
+            None => (room, false),
+        };
+        return Some(ChatTag {
+            room: Some(room),
+            history,
+        });
+    }
+    if tag == "whisper" || tag.starts_with("whisper ") {
+        let live_words = if tag.starts_with("whisper to ") { 3 } else { 1 };
+        return Some(ChatTag {
+            room: None,
+            history: words > live_words,
+        });
+    }
+    None
+}
+
+/// The header of a history answer for a room: `+ history #ROOM N` gives the
+/// room (without `#`) and N.
+pub(crate) fn history_header(line: &str) -> Option<(&str, usize)> {
+    let rest = line.strip_prefix("+ history #")?;
+    let (room, count) = rest.split_once(' ')?;
+    Some((room, count.parse().ok()?))
 }
 
 /// Who we are, where we are, and whom we have seen (for completion).
@@ -242,6 +318,22 @@ mod tests {
             }
         );
         assert_eq!(
+            classify("[whisper to bob 2026-11-22 10:00:05] ok"),
+            LineKind::Whisper {
+                nick: "bob",
+                outgoing: true,
+                text: "ok"
+            }
+        );
+        assert_eq!(
+            classify("[whisper 2026-11-22 10:00:05] bob: psst"),
+            LineKind::Whisper {
+                nick: "bob",
+                outgoing: false,
+                text: "psst"
+            }
+        );
+        assert_eq!(
             classify("! nick-taken: bob is taken"),
             LineKind::Error {
                 code: "nick-taken",
@@ -254,6 +346,74 @@ mod tests {
             LineKind::Notice("bob joined #rust")
         );
         assert_eq!(classify("garbage"), LineKind::Other("garbage"));
+    }
+
+    #[test]
+    fn ids_come_out_of_every_chat_line_form() {
+        for (with, without, id) in [
+            (
+                "[#general id=42] alice: hello",
+                "[#general] alice: hello",
+                42,
+            ),
+            (
+                "[#general id=42] * alice waves",
+                "[#general] * alice waves",
+                42,
+            ),
+            (
+                "[#general id=42] URGENT alice: fire",
+                "[#general] URGENT alice: fire",
+                42,
+            ),
+            ("[whisper id=43] bob: hi", "[whisper] bob: hi", 43),
+            ("[whisper to bob id=43] hi", "[whisper to bob] hi", 43),
+            (
+                "[#general 2026-11-18 11:06:40 id=42] alice: hi ] id=7",
+                "[#general 2026-11-18 11:06:40] alice: hi ] id=7",
+                42,
+            ),
+            (
+                "[whisper 2026-11-18 11:06:40 id=9] bob: hi",
+                "[whisper 2026-11-18 11:06:40] bob: hi",
+                9,
+            ),
+            (
+                "[whisper to bob 2026-11-18 11:06:40 id=18446744073709551615] hi",
+                "[whisper to bob 2026-11-18 11:06:40] hi",
+                u64::MAX,
+            ),
+        ] {
+            assert_eq!(take_id(with), (Some(id), Cow::Borrowed(without)), "{with}");
+        }
+        for unchanged in [
+            "[#general] alice: id=3",
+            "[#general id=] alice: hi",
+            "[#general id=+4] alice: hi",
+            "[#general id=99999999999999999999] alice: hi",
+            "[other id=4] x",
+            "* bob joined #general",
+            "+ history #general 2",
+            "[#general id=4]",
+        ] {
+            assert_eq!(take_id(unchanged), (None, Cow::Borrowed(unchanged)));
+        }
+        let tag = |room, history| Some(ChatTag { room, history });
+        for (line, expected) in [
+            ("[#rust] a: b", tag(Some("rust"), false)),
+            ("[#rust 2026-11-22 10:00:05] a: b", tag(Some("rust"), true)),
+            ("[whisper] a: b", tag(None, false)),
+            ("[whisper to bob] b", tag(None, false)),
+            ("[whisper 2026-11-22 10:00:05] a: b", tag(None, true)),
+            ("[whisper to bob 2026-11-22 10:00:05] b", tag(None, true)),
+            ("[whisperer] b", None),
+            ("* x", None),
+        ] {
+            assert_eq!(chat_tag(line), expected, "{line}");
+        }
+        assert_eq!(history_header("+ history #rust 12"), Some(("rust", 12)));
+        assert_eq!(history_header("+ history @bob 12"), None);
+        assert_eq!(history_header("+ history #rust many"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use ratatui::{DefaultTerminal, Frame};
 
 use super::input::LineEditor;
 use super::link::{Link, LinkEvent};
-use super::protocol::Tracker;
+use super::session::Session;
 use super::view::Theme;
 
 /// Lines kept for scrolling back.
@@ -32,12 +32,9 @@ pub(crate) struct App {
     theme: Theme,
     lines: VecDeque<Line<'static>>,
     editor: LineEditor,
-    tracker: Tracker,
+    /// Nick, room, ids and catching up after a reconnect.
+    session: Session,
     state: State,
-    /// A connection has been up before: the next one restores nick and room.
-    connected_before: bool,
-    /// `--nick`, sent on the first connection.
-    wanted_nick: Option<String>,
     /// Lines scrolled back from the bottom.
     scroll: usize,
     /// The user asked to leave; stop once the server has closed.
@@ -52,10 +49,8 @@ impl App {
             theme,
             lines: VecDeque::new(),
             editor: LineEditor::default(),
-            tracker: Tracker::default(),
+            session: Session::new(wanted_nick),
             state: State::Connecting,
-            connected_before: false,
-            wanted_nick,
             scroll: 0,
             quitting: false,
             done: false,
@@ -94,29 +89,26 @@ impl App {
                 self.state = State::Connected;
                 let note = format!("connected to {}", self.addr);
                 self.push(self.theme.local(&note));
-                let restore = if self.connected_before {
-                    self.tracker.restore_lines()
-                } else {
-                    self.wanted_nick
-                        .iter()
-                        .map(|nick| format!("#nick {nick}"))
-                        .collect()
-                };
-                for line in restore {
+                for line in self.session.connected() {
                     link.send(&line);
                 }
-                self.connected_before = true;
             }
             LinkEvent::Line(line) => {
-                self.tracker.observe(&line);
-                let styled = self.theme.server_line(&line);
-                self.push(styled);
+                let step = self.session.line(&line);
+                for shown in step.show {
+                    let styled = self.theme.server_line(&shown);
+                    self.push(styled);
+                }
+                for line in step.send {
+                    link.send(&line);
+                }
             }
             LinkEvent::Lost { reason, retry_in } => {
                 if self.quitting {
                     self.done = true;
                     return;
                 }
+                self.session.lost();
                 self.state = State::Reconnecting(retry_in);
                 let note = format!(
                     "{reason}; reconnecting in {}",
@@ -145,7 +137,7 @@ impl App {
             KeyCode::End => self.editor.end(),
             KeyCode::Up => self.editor.older(),
             KeyCode::Down => self.editor.newer(),
-            KeyCode::Tab => self.editor.complete(&self.tracker.nicks),
+            KeyCode::Tab => self.editor.complete(&self.session.tracker.nicks),
             KeyCode::PageUp => self.scroll = (self.scroll + 10).min(self.lines.len()),
             KeyCode::PageDown => self.scroll = self.scroll.saturating_sub(10),
             KeyCode::Enter => self.submit(link),
@@ -166,22 +158,14 @@ impl App {
             self.quitting = true;
         }
         // Your own chat is not echoed by the server; show it as sent.
-        if !line.starts_with('#') || line.starts_with("##") {
-            let room = self
-                .tracker
-                .room
-                .clone()
-                .unwrap_or_else(|| "general".into());
-            let nick = self.tracker.nick.clone().unwrap_or_else(|| "you".into());
-            let text = line
-                .strip_prefix('#')
-                .filter(|_| line.starts_with("##"))
-                .unwrap_or(&line);
-            let echoed = self.theme.server_line(&format!("[#{room}] {nick}: {text}"));
+        if let Some(echo) = self.session.echo(&line) {
+            let echoed = self.theme.server_line(&echo);
             self.push(echoed);
         }
         self.scroll = 0;
-        link.send(&line);
+        for line in self.session.user_line(line) {
+            link.send(&line);
+        }
     }
 
     fn leave(&mut self, link: &Link) {
@@ -211,13 +195,15 @@ impl App {
     fn status_text(&self) -> String {
         let state = match &self.state {
             State::Connecting => "connecting".to_owned(),
+            State::Connected if self.session.catching_up() => "catching up".to_owned(),
             State::Connected => "connected".to_owned(),
             State::Reconnecting(wait) => {
                 format!("reconnecting in {}", chatd_core::duration::format(*wait))
             }
         };
-        let nick = self.tracker.nick.as_deref().unwrap_or("-");
+        let nick = self.session.tracker.nick.as_deref().unwrap_or("-");
         let room = self
+            .session
             .tracker
             .room
             .as_deref()
@@ -309,6 +295,8 @@ mod tests {
             ),
             &link,
         );
+        app.link_event(LinkEvent::Line("* ids on".into()), &link);
+        app.link_event(LinkEvent::Line("+ history #general 0".into()), &link);
         for c in "half typed".chars() {
             app.key(KeyEvent::from(KeyCode::Char(c)), &link);
         }
@@ -322,6 +310,62 @@ mod tests {
             " chatd 127.0.0.1:9090 | guest1 | #general | connected"
         );
         assert_eq!(rows[5], "> half typed");
+    }
+
+    #[test]
+    fn after_a_reconnect_the_missed_lines_are_shown_once_in_order() {
+        let link = Link::spawn("127.0.0.1:1".into());
+        let mut app = App::new("127.0.0.1:9090".into(), None, Theme { color: false });
+        let welcome = "* welcome, you are guest1 in #general; type #help for commands";
+        let feed = |app: &mut App, lines: &[&str]| {
+            for line in lines {
+                app.link_event(LinkEvent::Line((*line).into()), &link);
+            }
+        };
+        app.link_event(LinkEvent::Connected, &link);
+        feed(
+            &mut app,
+            &[
+                welcome,
+                "* ids on",
+                "+ history #general 0",
+                "[#general id=1] bob: one",
+            ],
+        );
+        app.link_event(
+            LinkEvent::Lost {
+                reason: "gone".into(),
+                retry_in: Duration::from_millis(500),
+            },
+            &link,
+        );
+        app.link_event(LinkEvent::Connected, &link);
+        feed(&mut app, &[welcome, "* ids on"]);
+        assert!(
+            screen(&app)[4].ends_with("| catching up"),
+            "{:?}",
+            screen(&app)
+        );
+        feed(
+            &mut app,
+            &[
+                "[#general id=3] bob: three",
+                "+ history #general 2",
+                "[#general 2026-11-18 11:06:40 id=2] bob: two",
+                "[#general 2026-11-18 11:06:41 id=3] bob: three",
+                "[#general id=1] bob: one",
+            ],
+        );
+        let rows = screen(&app);
+        assert_eq!(
+            rows[1..4],
+            [
+                "commands",
+                "[#general 2026-11-18 11:06:40] bob: two",
+                "[#general] bob: three",
+            ]
+        );
+        assert!(rows[4].ends_with("| connected"), "{rows:?}");
     }
 
     #[test]

@@ -92,11 +92,10 @@ impl Theme {
                 outgoing,
                 text,
             } => {
-                let tag = if outgoing {
-                    format!("[whisper to {nick}] ")
-                } else {
-                    "[whisper] ".to_owned()
-                };
+                // The bracket as sent: a history entry's holds its time.
+                let tag = line
+                    .split_once("] ")
+                    .map_or_else(String::new, |(tag, _)| format!("{tag}] "));
                 let mut spans = vec![Span::styled(
                     tag,
                     self.fg(Color::Magenta).add_modifier(Modifier::ITALIC),
@@ -147,6 +146,9 @@ mod tests {
             "[#rust] * bob waves",
             "[#ops] URGENT al: go",
             "[whisper] bob: psst",
+            "[whisper to bob] ok",
+            "[whisper 2026-11-22 10:00:05] bob: psst",
+            "[whisper to bob 2026-11-22 10:00:05] ok",
             "! muted: no",
             "* x joined #y",
         ] {

@@ -196,7 +196,9 @@ impl Lines<'_> {
                 let urgent = format!("URGENT: {text}");
                 self.room_message(*id, room, *from, "PRIVMSG", &urgent);
             }
-            Reply::Whisper { from, text, notice } => {
+            Reply::Whisper {
+                from, text, notice, ..
+            } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
                 let me = self.me.to_owned();
                 self.person(*from, command, &[&me, text]);
@@ -207,11 +209,17 @@ impl Lines<'_> {
                 to,
                 text,
                 notice,
+                ..
             } => {
                 let command = if *notice { "NOTICE" } else { "PRIVMSG" };
                 self.person(*me, command, &[to.as_str(), text]);
             }
-            Reply::HistoryHeader { .. } => {}
+            // Native `#history @NAME` and `#search` only: IRC asks with
+            // CHATHISTORY.
+            Reply::HistoryHeader { .. }
+            | Reply::SearchHeader { .. }
+            | Reply::WhisperEntry { .. }
+            | Reply::IdsMode(_) => {}
             Reply::HistoryEntry(record) => self.history_entry(record),
             Reply::Topic {
                 room,

@@ -69,14 +69,26 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "history",
         &[],
-        "#history [N]",
-        "show the last N messages of your room (default 20)",
+        "#history [#ROOM|@NAME] [before ID|since ID|around ID] [N]",
+        "show N stored messages (default 20) of your room, of ROOM, or of your whispers with NAME; before, since and around page by message id (see #ids)",
+    ),
+    spec(
+        "search",
+        &[],
+        "#search TEXT [in #ROOM]",
+        "show the newest messages that contain every word of TEXT, in the rooms you may read or in ROOM",
     ),
     spec(
         "ack",
         &[],
         "#ack on|off",
         "acknowledge each chat line you send once it is stored and delivered",
+    ),
+    spec(
+        "ids",
+        &[],
+        "#ids on|off",
+        "show each chat line's message id as id=N (for #history before, since and around)",
     ),
     spec(
         "urgent",

@@ -7,10 +7,11 @@
 
 use std::net::IpAddr;
 
-use crate::command::{BanTarget, Command};
+use crate::command::{BanTarget, Command, HistoryArgs, HistoryTarget};
 use crate::duration;
 use crate::error::ErrorCode;
-use crate::ids::{NameError, Nick, RoomName};
+use crate::history_query::{Position, SearchTerms};
+use crate::ids::{MessageId, NameError, Nick, RoomName};
 use crate::native::help::{self, CommandSpec};
 
 /// A line that is not a valid command.
@@ -135,20 +136,41 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
         "me" => Command::Me(required(args).ok_or_else(usage)?),
         "topic" => Command::Topic(optional(args)),
-        "history" => match optional(args) {
-            None => Command::History(None),
-            Some(count) => Command::History(Some(positive_count(count).map_err(
-                |error| match error {
-                    ParseError::Usage(_) => usage(),
-                    other => other,
-                },
-            )?)),
-        },
-        "ack" => match single(args) {
-            Some(flag) if flag.eq_ignore_ascii_case("on") => Command::Ack(true),
-            Some(flag) if flag.eq_ignore_ascii_case("off") => Command::Ack(false),
-            _ => return Err(usage()),
-        },
+        "history" => Command::History(parse_history(args).map_err(|error| match error {
+            ParseError::Usage(_) => usage(),
+            other => other,
+        })?),
+        "search" => {
+            let text = trimmed(args);
+            let (text, room) = match text.rsplit_once([' ', '\t']) {
+                Some((before, name)) if name.starts_with('#') => {
+                    match before
+                        .trim_end_matches([' ', '\t'])
+                        .rsplit_once([' ', '\t'])
+                    {
+                        Some((words, word)) if word.eq_ignore_ascii_case("in") => {
+                            (words, Some(room(name)?))
+                        }
+                        _ => (text, None),
+                    }
+                }
+                _ => (text, None),
+            };
+            let terms = SearchTerms::parse(text).ok_or_else(usage)?;
+            Command::Search { terms, room }
+        }
+        "ack" | "ids" => {
+            let on = match single(args) {
+                Some(flag) if flag.eq_ignore_ascii_case("on") => true,
+                Some(flag) if flag.eq_ignore_ascii_case("off") => false,
+                _ => return Err(usage()),
+            };
+            if spec.name == "ack" {
+                Command::Ack(on)
+            } else {
+                Command::Ids(on)
+            }
+        }
         "urgent" => Command::Urgent(required(args).ok_or_else(usage)?),
         "ping" => Command::Ping(optional(args)),
         "pong" => Command::Pong,
@@ -193,6 +215,62 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
     };
     Ok(command)
+}
+
+/// `[#ROOM|@NAME] [before ID|since ID|around ID] [N]`, each part optional
+/// but in this order.
+fn parse_history(args: &str) -> Result<HistoryArgs, ParseError> {
+    let usage = || ParseError::Usage(&help::COMMANDS[0]);
+    let mut words = args.split([' ', '\t']).filter(|w| !w.is_empty()).peekable();
+    let target = match words.peek() {
+        Some(word) if word.starts_with('#') => {
+            let target = HistoryTarget::Room(room(word)?);
+            words.next();
+            Some(target)
+        }
+        Some(word) if word.starts_with('@') => {
+            let target = HistoryTarget::Whispers(nick(&word[1..])?);
+            words.next();
+            Some(target)
+        }
+        _ => None,
+    };
+    let mut position = Position::Latest;
+    if let Some(word) = words.peek() {
+        let make: Option<fn(MessageId) -> Position> = match word.to_ascii_lowercase().as_str() {
+            "before" => Some(Position::Before),
+            "since" => Some(Position::Since),
+            "around" => Some(Position::Around),
+            _ => None,
+        };
+        if let Some(make) = make {
+            words.next();
+            let id = words.next().ok_or_else(usage)?;
+            position = make(message_id(id)?);
+        }
+    }
+    let count = match words.next() {
+        Some(count) => Some(positive_count(count)?),
+        None => None,
+    };
+    if words.next().is_some() {
+        return Err(usage());
+    }
+    Ok(HistoryArgs {
+        target,
+        position,
+        count,
+    })
+}
+
+/// A message id as `#ids on` shows it.
+fn message_id(text: &str) -> Result<MessageId, ParseError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::Usage(&help::COMMANDS[0]));
+    }
+    text.parse::<u64>()
+        .map(MessageId::new)
+        .map_err(|_| ParseError::OutOfRange(format!("{text}: no message has such an id")))
 }
 
 fn parse_ban(args: &str) -> Result<Command<'_>, ParseError> {
@@ -439,7 +517,11 @@ mod tests {
     fn history_counts_are_clamped_not_refused_when_huge() {
         assert_eq!(
             parse("#history 99999999999999999999999999"),
-            Ok(Command::History(Some(usize::MAX)))
+            Ok(Command::History(HistoryArgs {
+                target: None,
+                position: Position::Latest,
+                count: Some(usize::MAX)
+            }))
         );
         assert_eq!(
             parse("#history -3").unwrap_err().code(),

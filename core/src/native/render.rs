@@ -16,22 +16,48 @@ use bytes::Bytes;
 
 use crate::duration;
 use crate::history::{Record, RecordKind};
-use crate::reply::{Reply, RoomEntry, Scope};
+use crate::ids::MessageId;
+use crate::reply::{HistoryOf, Reply, RoomEntry, Scope};
 use crate::wall_clock::format_utc;
 
 /// Encodes one reply as one or more LF-terminated lines.
 pub fn encode(reply: &Reply<'_>) -> Bytes {
+    encode_styled(reply, false)
+}
+
+/// Encodes one reply for a client that turned ids on (`#ids on`): chat
+/// lines and history entries carry their message id as ` id=N` inside
+/// the bracket (`[#general id=42] alice: hello`); every other line is as
+/// [`encode`] writes it.
+pub fn encode_with_ids(reply: &Reply<'_>) -> Bytes {
+    encode_styled(reply, true)
+}
+
+fn encode_styled(reply: &Reply<'_>, ids: bool) -> Bytes {
     if matches!(reply, Reply::TagMsg { .. }) {
         // Tags only: nothing a native client shows, and nothing is sent.
         return Bytes::new();
     }
     let mut line = String::with_capacity(64);
-    write_reply(&mut line, reply);
+    write_reply(&mut line, reply, ids);
     line.push('\n');
     Bytes::from(line)
 }
 
-fn write_reply(out: &mut String, reply: &Reply<'_>) {
+/// ` id=N` when ids are on, nothing otherwise.
+struct IdTag(Option<MessageId>);
+
+impl std::fmt::Display for IdTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, " id={id}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn write_reply(out: &mut String, reply: &Reply<'_>, ids: bool) {
+    let tag = |id: MessageId| IdTag(ids.then_some(id));
     // Writing into a String cannot fail; the results are ignored on purpose.
     let _ = match reply {
         Reply::Welcome { nick, room } => write!(
@@ -64,20 +90,58 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
         }
         Reply::OwnerChanged { room, nick } => write!(out, "* {nick} now owns #{room}"),
         Reply::Chat {
-            room, from, text, ..
-        } => write!(out, "[#{room}] {}: {}", from.nick, shown(text)),
-        Reply::Action {
-            room, from, text, ..
-        } => write!(out, "[#{room}] * {} {}", from.nick, shown(text)),
-        Reply::Urgent {
-            room, from, text, ..
-        } => write!(out, "[#{room}] URGENT {}: {}", from.nick, shown(text)),
-        Reply::Whisper { from, text, .. } => {
-            write!(out, "[whisper] {}: {}", from.nick, shown(text))
+            id,
+            room,
+            from,
+            text,
+            ..
+        } => {
+            open_room(out, room, ids.then_some(*id));
+            write!(out, "{}: {}", from.nick, shown(text))
         }
-        Reply::WhisperSent { to, text, .. } => write!(out, "[whisper to {to}] {}", shown(text)),
-        Reply::HistoryHeader { room, count } => write!(out, "+ history #{room} {count}"),
-        Reply::HistoryEntry(record) => write_history_entry(out, record),
+        Reply::Action {
+            id,
+            room,
+            from,
+            text,
+        } => {
+            open_room(out, room, ids.then_some(*id));
+            write!(out, "* {} {}", from.nick, shown(text))
+        }
+        Reply::Urgent {
+            id,
+            room,
+            from,
+            text,
+        } => {
+            open_room(out, room, ids.then_some(*id));
+            write!(out, "URGENT {}: {}", from.nick, shown(text))
+        }
+        Reply::Whisper { id, from, text, .. } => {
+            write!(out, "[whisper{}] {}: {}", tag(*id), from.nick, shown(text))
+        }
+        Reply::WhisperSent { id, to, text, .. } => {
+            write!(out, "[whisper to {to}{}] {}", tag(*id), shown(text))
+        }
+        Reply::HistoryHeader {
+            of: HistoryOf::Room(room),
+            count,
+        } => write!(out, "+ history #{room} {count}"),
+        Reply::HistoryHeader {
+            of: HistoryOf::Whispers(nick),
+            count,
+        } => write!(out, "+ history @{nick} {count}"),
+        Reply::SearchHeader {
+            count,
+            partial: false,
+        } => write!(out, "+ search {count}"),
+        Reply::SearchHeader {
+            count,
+            partial: true,
+        } => write!(out, "+ search {count} partial"),
+        Reply::HistoryEntry(record) => write_history_entry(out, record, ids),
+        Reply::WhisperEntry { record, sent } => write_whisper_entry(out, record, *sent, ids),
+        Reply::IdsMode(on) => write!(out, "* ids {}", if *on { "on" } else { "off" }),
         Reply::Topic {
             room,
             topic: Some(topic),
@@ -211,21 +275,51 @@ fn write_reply(out: &mut String, reply: &Reply<'_>) {
     };
 }
 
+/// `[#room] ` or, with ids on, `[#room id=N] `: the start of a live chat
+/// line, written piece by piece (the hot path of every broadcast).
+fn open_room(out: &mut String, room: &crate::ids::RoomName, id: Option<MessageId>) {
+    out.push_str("[#");
+    out.push_str(room.as_str());
+    if let Some(id) = id {
+        let _ = write!(out, " id={id}");
+    }
+    out.push_str("] ");
+}
+
 /// Text as a native terminal may show it (IRC formatting removed).
 fn shown(text: &str) -> Cow<'_, str> {
     crate::text::without_irc_formatting(text)
 }
 
-fn write_history_entry(out: &mut String, record: &Record) -> std::fmt::Result {
+fn write_history_entry(out: &mut String, record: &Record, ids: bool) -> std::fmt::Result {
     let time = format_utc(record.ts);
     let (room, from, text) = (&record.room, &record.from, &record.text);
+    let tag = IdTag(ids.then_some(record.id));
     match record.kind {
         // Reservations never reach a history ring; shown like chat if one did.
         RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => {
-            write!(out, "[#{room} {time}] {from}: {}", shown(text))
+            write!(out, "[#{room} {time}{tag}] {from}: {}", shown(text))
         }
-        RecordKind::Action => write!(out, "[#{room} {time}] * {from} {}", shown(text)),
-        RecordKind::Urgent => write!(out, "[#{room} {time}] URGENT {from}: {}", shown(text)),
+        RecordKind::Action => write!(out, "[#{room} {time}{tag}] * {from} {}", shown(text)),
+        RecordKind::Urgent => write!(out, "[#{room} {time}{tag}] URGENT {from}: {}", shown(text)),
+    }
+}
+
+/// A stored whisper as its reader sees it: `[whisper to bob TIME] hi` when
+/// the reader sent it, `[whisper TIME] bob: hi` when it came from the other
+/// party.
+fn write_whisper_entry(
+    out: &mut String,
+    record: &Record,
+    sent: bool,
+    ids: bool,
+) -> std::fmt::Result {
+    let time = format_utc(record.ts);
+    let tag = IdTag(ids.then_some(record.id));
+    let text = shown(&record.text);
+    match (&record.to, sent) {
+        (Some(to), true) => write!(out, "[whisper to {to} {time}{tag}] {text}"),
+        _ => write!(out, "[whisper {time}{tag}] {}: {text}", record.from),
     }
 }
 

@@ -9,6 +9,8 @@ use crate::error::ErrorCode;
 use crate::history::{MessageIds, Record, RecordKind};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
+use crate::irc::caps::Caps;
+use crate::render::{Style, Viewer};
 use crate::reply::Reply;
 
 use super::Server;
@@ -122,9 +124,13 @@ impl Server {
         else {
             return;
         };
+        // The id comes first: clients with ids on see it on both lines.
+        let ts = self.wall.unix_ms(now);
+        let id = take_id(&mut self.ids, &mut self.out, ts);
         self.out.send(
             recipient,
             &Reply::Whisper {
+                id,
                 from: me.person(),
                 text,
                 notice,
@@ -134,6 +140,7 @@ impl Server {
             self.out.send(
                 conn,
                 &Reply::WhisperSent {
+                    id,
                     me: me.person(),
                     to: &them.nick,
                     text,
@@ -141,8 +148,6 @@ impl Server {
                 },
             );
         }
-        let ts = self.wall.unix_ms(now);
-        let id = take_id(&mut self.ids, &mut self.out, ts);
         if !self.config.persist_private_messages {
             // Nothing is written, so only a durable reservation keeps this
             // id from being handed out again after a restart.
@@ -169,22 +174,38 @@ impl Server {
         self.out.push(Output::Persist(record));
     }
 
-    /// `#history [N]`.
-    pub(super) fn history(&mut self, conn: ConnId, room: &RoomName, count: Option<usize>) {
-        let count = count
-            .unwrap_or(self.config.history_default)
-            .min(self.config.history_size);
-        let entries: Vec<Reply<'_>> = self
-            .histories
-            .last(room, count)
-            .map(|record| Reply::HistoryEntry(record))
-            .collect();
-        let header = Reply::HistoryHeader {
-            room,
-            count: entries.len(),
+    /// `#ids on|off`: message ids on chat lines and history entries.
+    /// A native client with ids on is one more render style, so it gets
+    /// a viewer (the renderer's record of its style) and its rooms
+    /// regroup their audiences; with ids off it costs nothing again.
+    pub(super) fn set_ids(&mut self, conn: ConnId, on: bool) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
         };
-        self.out
-            .send_block(conn, std::iter::once(header).chain(entries));
+        if session.dialect != Dialect::Native {
+            return;
+        }
+        session.ids = on;
+        let style = if on { Style::NativeIds } else { Style::Native };
+        if on {
+            self.out.set_viewer(
+                conn,
+                Viewer {
+                    style,
+                    nick: session.nick,
+                    registering: false,
+                    caps: Caps::default(),
+                },
+            );
+        } else {
+            self.out.forget_viewer(conn);
+        }
+        for name in &session.rooms {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.restyle(conn, style);
+            }
+        }
+        self.out.send(conn, &Reply::IdsMode(on));
     }
 
     /// `#ack on|off`.
@@ -258,4 +279,53 @@ fn take_id(ids: &mut MessageIds, out: &mut Outbox, ts: u64) -> MessageId {
         out.push(Output::Persist(Arc::new(Record::reservation(reserved, ts))));
     }
     allocation.id
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::io::Output;
+    use crate::server::Server;
+    use crate::test_support::epoch;
+
+    #[test]
+    fn ids_are_one_more_style_encoded_once_for_all_its_recipients() {
+        let now = epoch();
+        let mut server = Server::new(Config::default(), now, 1_795_000_000_000).unwrap();
+        let conns: Vec<_> = (1..=4)
+            .map(|i| {
+                let peer = format!("127.0.0.{i}:5000").parse().unwrap();
+                server.accept(now, peer).unwrap()
+            })
+            .collect();
+        let broadcasts = |server: &mut Server, line: &str| {
+            server.handle(now, conns[0], line.as_bytes());
+            std::iter::from_fn(|| server.poll_output())
+                .filter_map(|output| match output {
+                    Output::Broadcast { to, bytes, .. } => {
+                        Some((to.len(), String::from_utf8(bytes.to_vec()).unwrap()))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        broadcasts(&mut server, "");
+        assert_eq!(broadcasts(&mut server, "plain\n").len(), 1);
+        for &conn in &conns[2..] {
+            server.handle(now, conn, b"#ids on\n");
+        }
+        let sent = broadcasts(&mut server, "with ids\n");
+        assert_eq!(
+            sent,
+            [
+                (2, "[#general] guest1: with ids\n".to_owned()),
+                (2, "[#general id=2] guest1: with ids\n".to_owned()),
+            ]
+        );
+        for &conn in &conns[2..] {
+            server.handle(now, conn, b"#ids off\n");
+        }
+        assert_eq!(broadcasts(&mut server, "plain again\n").len(), 1);
+        server.check_invariants().unwrap();
+    }
 }

@@ -281,8 +281,10 @@ impl Server {
                     self.topic(conn, &room, Some(&text));
                 }
             }
-            Command::History(count) => self.history(conn, &room, count),
+            Command::History(args) => self.history(now, conn, &room, args),
+            Command::Search { terms, room } => self.search(now, conn, terms, room),
             Command::Ack(on) => self.set_ack(conn, on),
+            Command::Ids(on) => self.set_ids(conn, on),
             Command::Ping(token) => self.out.send(conn, &Reply::Pong { token }),
             Command::Pong => {}
             Command::Oper { name, password } => self.oper(now, conn, name, password),

@@ -17,12 +17,21 @@
 //! The same bound applies to the number of histories kept: never more than
 //! `max_rooms`; past it, the same dead rooms go first, down to nine tenths
 //! of it (as far as dead rooms allow).
+//!
+//! Each room's history also knows whether it is *complete*: whether it
+//! holds every chat line the room ever had (then `#history` is answered
+//! from memory alone, whatever it asks). A room is complete until it loses
+//! a line to trimming, its history is dropped, or the driver marks it
+//! incomplete after a restore ([`Histories::mark_incomplete`]). Rooms with
+//! no history in memory are complete unless remembered as incomplete; that
+//! memory is bounded too: past [`REMEMBERED_INCOMPLETE`] names, every room
+//! without a history in memory counts as incomplete.
 
 use std::collections::VecDeque;
 use std::mem::size_of;
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 
 use crate::history::Record;
 use crate::ids::RoomName;
@@ -33,13 +42,25 @@ pub(crate) struct Histories {
     rooms: AHashMap<RoomName, RoomHistory>,
     /// What every kept record costs, by [`footprint`].
     bytes: usize,
+    /// Rooms without a history in memory that have (or may have) stored
+    /// lines: their next history starts incomplete.
+    incomplete: AHashSet<RoomName>,
+    /// Too many names were remembered in `incomplete`: every room without
+    /// a history in memory counts as incomplete.
+    all_absent_incomplete: bool,
 }
 
+/// How many rooms without a history in memory are remembered as
+/// incomplete by name; past it, all of them count as incomplete.
+pub(crate) const REMEMBERED_INCOMPLETE: usize = 65_536;
+
 /// One room's recent lines, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomHistory {
     entries: VecDeque<Arc<Record>>,
     bytes: usize,
+    /// Holds every line the room ever had.
+    complete: bool,
 }
 
 /// The limits a [`Histories`] keeps to.
@@ -57,7 +78,15 @@ impl Histories {
     /// [`Histories::enforce`] after.
     pub(crate) fn push(&mut self, record: Arc<Record>, per_room: usize) {
         let size = footprint(&record);
-        let room = self.rooms.entry(record.room.clone()).or_default();
+        let (incomplete, all_absent) = (&mut self.incomplete, self.all_absent_incomplete);
+        let room = self
+            .rooms
+            .entry(record.room.clone())
+            .or_insert_with(|| RoomHistory {
+                entries: VecDeque::new(),
+                bytes: 0,
+                complete: !(incomplete.remove(&record.room) || all_absent),
+            });
         while room.entries.len() >= per_room.max(1) {
             let Some(oldest) = room.entries.pop_front() else {
                 break;
@@ -65,6 +94,7 @@ impl Histories {
             let freed = footprint(&oldest);
             room.bytes -= freed;
             self.bytes -= freed;
+            room.complete = false;
         }
         room.entries.push_back(record);
         room.bytes += size;
@@ -79,10 +109,60 @@ impl Histories {
         })
     }
 
-    /// Forgets a room's history.
+    /// A room's lines in memory, oldest first.
+    pub(crate) fn entries(&self, room: &RoomName) -> impl Iterator<Item = &Arc<Record>> {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flat_map(|history| history.entries.iter())
+    }
+
+    /// The id of a room's oldest line in memory, if it has any.
+    pub(crate) fn oldest(&self, room: &RoomName) -> Option<crate::ids::MessageId> {
+        self.rooms
+            .get(room)
+            .and_then(|history| history.entries.front())
+            .map(|record| record.id)
+    }
+
+    /// Whether memory holds every line the room ever had.
+    pub(crate) fn is_complete(&self, room: &RoomName) -> bool {
+        match self.rooms.get(room) {
+            Some(history) => history.complete,
+            None => !(self.all_absent_incomplete || self.incomplete.contains(room)),
+        }
+    }
+
+    /// Notes that these rooms have stored lines memory does not hold
+    /// (after a restore that kept only their tails, or none of them).
+    pub(crate) fn mark_incomplete<'a>(&mut self, rooms: impl IntoIterator<Item = &'a RoomName>) {
+        for room in rooms {
+            match self.rooms.get_mut(room) {
+                Some(history) => history.complete = false,
+                None => self.remember_incomplete(room.clone()),
+            }
+        }
+    }
+
+    /// Remembers a room without a history in memory as incomplete, within
+    /// [`REMEMBERED_INCOMPLETE`] names.
+    fn remember_incomplete(&mut self, room: RoomName) {
+        if self.all_absent_incomplete {
+            return;
+        }
+        if self.incomplete.len() >= REMEMBERED_INCOMPLETE {
+            self.incomplete = AHashSet::new();
+            self.all_absent_incomplete = true;
+            return;
+        }
+        self.incomplete.insert(room);
+    }
+
+    /// Forgets a room's history; its stored lines are then beyond memory.
     pub(crate) fn remove(&mut self, room: &RoomName) {
         if let Some(history) = self.rooms.remove(room) {
             self.bytes -= history.bytes;
+            self.remember_incomplete(room.clone());
         }
     }
 
@@ -152,11 +232,21 @@ impl Histories {
                 };
                 let size = footprint(&oldest);
                 history.bytes -= size;
+                history.complete = false;
                 freed += size;
             }
         }
         self.bytes -= freed;
-        self.rooms.retain(|_, history| !history.entries.is_empty());
+        let emptied: Vec<RoomName> = self
+            .rooms
+            .iter()
+            .filter(|(_, history)| history.entries.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in emptied {
+            self.rooms.remove(&name);
+            self.remember_incomplete(name);
+        }
     }
 }
 
@@ -305,6 +395,57 @@ mod tests {
         assert_eq!(histories.bytes(), expected);
         histories.remove(&RoomName::parse("a").unwrap());
         assert_eq!(histories.bytes(), 0);
+    }
+
+    #[test]
+    fn a_room_is_complete_until_trimmed_dropped_or_marked() {
+        let name = |n: &str| RoomName::parse(n).unwrap();
+        let mut histories = Histories::default();
+        // Never written: nothing stored, complete.
+        assert!(histories.is_complete(&name("a")));
+        for id in 1..=3 {
+            histories.push(record(id, "a", 1), 3);
+        }
+        assert!(histories.is_complete(&name("a")));
+        assert_eq!(histories.oldest(&name("a")).map(MessageId::get), Some(1));
+        // The fourth line pushes the first out.
+        histories.push(record(4, "a", 1), 3);
+        assert!(!histories.is_complete(&name("a")));
+        // A dropped history stays incomplete when the room writes again.
+        histories.push(record(5, "b", 1), 3);
+        assert!(histories.is_complete(&name("b")));
+        histories.remove(&name("b"));
+        assert!(!histories.is_complete(&name("b")));
+        histories.push(record(6, "b", 1), 3);
+        assert!(!histories.is_complete(&name("b")));
+        // Marked after a restore, with or without lines in memory.
+        histories.push(record(7, "c", 1), 3);
+        histories.mark_incomplete([&name("c"), &name("d")]);
+        assert!(!histories.is_complete(&name("c")));
+        assert!(!histories.is_complete(&name("d")));
+        histories.push(record(8, "d", 1), 3);
+        assert!(!histories.is_complete(&name("d")));
+        // Trimmed to the budget: incomplete, even when emptied.
+        let mut histories = Histories::default();
+        for id in 0..50 {
+            histories.push(record(id, "big", 1000), 100);
+        }
+        histories.push(record(50, "small", 10), 100);
+        histories.enforce(bounds(20_000), |_| true);
+        assert!(!histories.is_complete(&name("big")));
+        assert!(histories.is_complete(&name("small")));
+    }
+
+    #[test]
+    fn names_remembered_as_incomplete_are_bounded() {
+        let mut histories = Histories::default();
+        let names: Vec<RoomName> = (0..=REMEMBERED_INCOMPLETE)
+            .map(|n| RoomName::parse(&format!("r{n}")).unwrap())
+            .collect();
+        histories.mark_incomplete(&names);
+        assert!(histories.incomplete.len() <= REMEMBERED_INCOMPLETE);
+        // Past the bound every room without lines in memory is incomplete.
+        assert!(!histories.is_complete(&RoomName::parse("never").unwrap()));
     }
 
     #[test]

@@ -128,6 +128,12 @@ impl Server {
         if self.server_bans.len() > limits.server_bans {
             return Err(format!("{} server bans", self.server_bans.len()));
         }
+        if !self
+            .queries
+            .only_for(|conn| self.sessions.contains_key(&conn))
+        {
+            return Err("history requests of a connection that is gone".into());
+        }
         // An idle timer per session, and a fakelag timer per throttled one.
         let throttled = self.sessions.values().filter(|s| s.held.is_some()).count();
         let mut timed = self.sessions.len() + throttled + self.server_bans.len();

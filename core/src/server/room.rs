@@ -94,6 +94,10 @@ pub(crate) struct Room {
     /// Who created it and from where, counted against their room limits
     /// while the room exists (#general has no creator).
     pub(crate) created_by: Option<(ConnId, AddressGroup)>,
+    /// The first message id this room could have used: stored lines of a
+    /// private room below it belong to an earlier room of the same name,
+    /// which its members now must not read.
+    pub(crate) first_id: u64,
 }
 
 impl Room {

@@ -101,6 +101,7 @@ impl Server {
         self.addresses.entry(group).or_default().rooms_created += 1;
         let mut room = Room::new(Some(conn), private);
         room.created_by = Some((conn, group));
+        room.first_id = self.ids.peek_next();
         self.rooms.insert(target.clone(), room);
         let native = self
             .sessions

@@ -69,6 +69,8 @@ pub(crate) struct Session {
     pub(crate) role: Role,
     /// Whether each chat line is acknowledged.
     pub(crate) ack: bool,
+    /// Whether chat lines carry their message ids (`#ids on`).
+    pub(crate) ids: bool,
     /// Private rooms this client is invited to (to clean up on disconnect).
     pub(crate) invited_to: SmallVec<[RoomName; 1]>,
     /// Rooms where this client is muted (to clean up on disconnect).
@@ -97,6 +99,7 @@ impl Session {
             liveness: Liveness::Active,
             role: Role::User,
             ack: false,
+            ids: false,
             invited_to: SmallVec::new(),
             muted_in: Vec::new(),
             idle_at: None,

@@ -9,8 +9,9 @@ use chatd_core::history::{MessageIds, Record, RecordKind};
 use chatd_core::{ConnId, MessageId, Nick, RoomName};
 use quickcheck::{QuickCheck, TestResult};
 
+use super::retention::{HistoryLimits, Retention};
 use super::sim::{Faults, Image, Rng, SimDisk};
-use super::writer::Writer;
+use super::writer::{Layout, Writer};
 use super::{FsyncPolicy, PersistReport, RecoveryLimits, recover};
 
 /// One random workload, as the core would produce it: chat in several
@@ -25,6 +26,9 @@ struct Workload {
     steps: u64,
     open_limit: usize,
     faults: Faults,
+    /// Small, so that segments are sealed and new ones begun often.
+    segment_bytes: u64,
+    retention: Retention,
     cut: u64,
 }
 
@@ -38,6 +42,19 @@ struct Promises {
     /// Ids acknowledged to a client: stored records, and unwritten
     /// whispers once a reservation covered them.
     acked: Vec<(u64, u64)>,
+    /// Segments retention deleted: history directory, id range, and the
+    /// operation count when the pass began.
+    deleted: Vec<(String, u64, Option<u64>, u64)>,
+}
+
+impl Promises {
+    /// Whether retention may have deleted record `id` of history `dir`
+    /// before the power cut.
+    fn deleted_before(&self, dir: &str, id: u64, cut: u64) -> bool {
+        self.deleted.iter().any(|(deleted, first, next, at)| {
+            deleted == dir && *first <= id && next.is_none_or(|next| id < next) && *at < cut
+        })
+    }
 }
 
 /// Connection ids come only from the core.
@@ -63,7 +80,13 @@ fn room(index: u64) -> RoomName {
 fn run(workload: &Workload) -> (Promises, Image) {
     let disk = SimDisk::new(workload.seed, workload.faults);
     disk.cut_before(workload.cut);
-    let mut writer = Writer::new(disk.clone(), workload.policy, workload.open_limit);
+    let layout = Layout {
+        segment_bytes: workload.segment_bytes,
+        retention: workload.retention.clone(),
+        max_record: 1 << 20,
+    };
+    let mut writer =
+        Writer::with_layout(disk.clone(), workload.policy, workload.open_limit, layout);
     let mut rng = Rng::new(workload.seed ^ 0x9e37_79b9);
     let mut ids = MessageIds::new(1 + rng.below(3000));
     let mut promises = Promises::default();
@@ -116,6 +139,27 @@ fn run(workload: &Workload) -> (Promises, Image) {
             writer.sync();
         }
         settle(&mut writer, &disk, &mut ids, &mut promises);
+        if writer.retention_due(now) || rng.chance(100) {
+            // Wall-clock time in this workload is the newest message's id
+            // (ts = id; reservations run ahead of it).
+            let now_ms = promises
+                .written
+                .values()
+                .filter(|record| record.kind != RecordKind::Reserve)
+                .map(|record| record.ts)
+                .max()
+                .unwrap_or(0);
+            let at = disk.ops();
+            for deletion in writer.enforce_retention(now, now_ms).deleted {
+                promises.deleted.push((
+                    deletion.dir,
+                    deletion.first_id,
+                    deletion.next_first_id,
+                    at,
+                ));
+            }
+            settle(&mut writer, &disk, &mut ids, &mut promises);
+        }
     }
     writer.sync();
     settle(&mut writer, &disk, &mut ids, &mut promises);
@@ -159,9 +203,28 @@ fn check(workload: &Workload, promises: &Promises, image: &Image) -> Result<(), 
     let recovered = recover(&mut disk, &RecoveryLimits::unlimited())
         .map_err(|error| format!("recovery failed: {error}"))?;
     // Recovery keeps only restorable records; read everything for the check.
+    // Recovery cut every torn tail: each history's newest segment (and
+    // `_ids.log`) ends in a whole record.
+    let after = disk.snapshot();
+    let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
+    for name in after.keys().filter(|name| name.ends_with(".log")) {
+        newest.insert(super::storage::parent(name), name);
+    }
+    for name in newest.values() {
+        let recovery = chatd_core::history::recover(&after[*name]);
+        // An empty `_ids.log` is whole; an empty segment would have been removed.
+        let empty_segment = recovery.records.is_empty() && *name != super::IDS_LOG;
+        if recovery.torn_tail.is_some() || empty_segment {
+            return Err(format!(
+                "{name} has a torn tail or no record after recovery"
+            ));
+        }
+    }
     let mut all = BTreeMap::new();
     for (name, bytes) in image {
-        let _ = name;
+        if !name.ends_with(".log") {
+            continue;
+        }
         let scan = super::scan(&bytes[..], 1 << 20, |record| {
             let id = record.id.get();
             if let Some(previous) = all.insert(id, record.clone())
@@ -198,7 +261,13 @@ fn check(workload: &Workload, promises: &Promises, image: &Image) -> Result<(), 
                     workload.cut, recovered.next_id
                 ));
             }
-        } else if all.get(&id) != Some(written) {
+        } else if all.get(&id) != Some(written)
+            && !promises.deleted_before(
+                &super::history_dir(written).unwrap_or_default(),
+                id,
+                workload.cut,
+            )
+        {
             return Err(format!(
                 "record {id} stored at op {at} (cut at {}) is lost",
                 workload.cut
@@ -237,6 +306,23 @@ fn workload(
     faulty: bool,
     cut: u16,
 ) -> Workload {
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let mut retention = Retention::default();
+    match rng.below(5) {
+        0 => retention.default.max_bytes = Some(300 + rng.below(3000)),
+        1 => retention.max_bytes = Some(1000 + rng.below(6000)),
+        2 => retention.default.max_age = Some(Duration::from_millis(50 + rng.below(400))),
+        3 => {
+            retention.overrides.insert(
+                "room0".into(),
+                HistoryLimits {
+                    max_age: Some(Duration::from_millis(100)),
+                    max_bytes: Some(500),
+                },
+            );
+        }
+        _ => {}
+    }
     let policy = match policy % 4 {
         0 => FsyncPolicy::Always,
         1 => FsyncPolicy::Every(Duration::from_millis(5)),
@@ -261,8 +347,10 @@ fn workload(
         steps: 1 + u64::from(steps % 40),
         open_limit: 1 + usize::from(open % 4),
         faults,
+        segment_bytes: 100 + rng.below(1500),
+        retention,
         // Up to a little past the end, so some runs lose nothing.
-        cut: u64::from(cut) % 400,
+        cut: u64::from(cut) % 600,
     }
 }
 
@@ -330,8 +418,13 @@ fn writing_to_a_thousand_rooms_keeps_at_most_the_open_file_limit() {
         // Closed logs were synced before closing: a power cut now loses none.
         disk.drop_all_unsynced();
         let image = disk.image();
-        assert_eq!(image.len(), 1000);
-        assert!(image.values().all(|bytes| bytes.ends_with(b"\n")));
+        let logs: Vec<&Vec<u8>> = image
+            .iter()
+            .filter(|(name, _)| name.ends_with(".log"))
+            .map(|(_, bytes)| bytes)
+            .collect();
+        assert_eq!(logs.len(), 1000);
+        assert!(logs.iter().all(|bytes| bytes.ends_with(b"\n")));
     }
 }
 
@@ -351,10 +444,83 @@ fn a_torn_tail_cut_at_recovery_stays_cut_after_another_power_cut() {
     let mut bytes = chatd_core::history::encode(&record);
     let good = bytes.len();
     bytes.extend_from_slice(b"0badc0de {\"id\":2,\"ro");
-    image.insert("room1.log".into(), bytes);
+    let segment = "room1/00000000000000000001.log";
+    image.insert(segment.into(), bytes);
     let mut disk = SimDisk::from_image(&image, 1);
     let recovered = recover(&mut disk, &RecoveryLimits::unlimited()).unwrap();
     assert_eq!((recovered.records.len(), recovered.torn), (1, 1));
     disk.drop_all_unsynced();
-    assert_eq!(disk.image()["room1.log"].len(), good);
+    assert_eq!(disk.image()[segment].len(), good);
+}
+
+fn message(id: u64, room_index: u64) -> Arc<Record> {
+    Arc::new(Record {
+        id: MessageId::new(id),
+        room: room(room_index),
+        ts: id,
+        from: nick(),
+        kind: RecordKind::Msg,
+        text: format!("message {id}"),
+        to: None,
+        private: false,
+    })
+}
+
+#[test]
+fn a_crash_between_sealing_a_segment_and_the_first_record_of_the_next_loses_nothing() {
+    let layout = || Layout {
+        segment_bytes: 300,
+        ..Layout::default()
+    };
+    let now = Instant::now();
+    // Fill the first segment past its size and make it durable.
+    let first: Vec<Arc<Record>> = (1..=5).map(|id| message(id, 0)).collect();
+    let prepare = |seed: u64| {
+        let disk = SimDisk::new(seed, Faults::default());
+        let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 4, layout());
+        writer.write_batch(now, &first);
+        writer.sync();
+        (disk, writer)
+    };
+    let (disk, mut writer) = prepare(1);
+    let sealed_from = disk.ops();
+    // The next record seals the first segment and begins the next.
+    writer.write_batch(now, &[message(6, 0)]);
+    let through = disk.ops();
+    assert!(
+        through > sealed_from + 3,
+        "sealing takes several operations"
+    );
+    let mut cuts_with_an_empty_next_segment = 0;
+    for cut in sealed_from..=through {
+        for seed in 1..=8 {
+            let (disk, mut writer) = prepare(seed);
+            disk.cut_before(cut);
+            writer.write_batch(now, &[message(6, 0)]);
+            let image = disk.image();
+            let empty_next = image
+                .get("room0/00000000000000000006.log")
+                .is_some_and(|bytes| !bytes.ends_with(b"\n"));
+            cuts_with_an_empty_next_segment += usize::from(empty_next);
+            let mut restarted = SimDisk::from_image(&image, seed);
+            let recovered = recover(&mut restarted, &RecoveryLimits::unlimited()).unwrap();
+            let ids: Vec<u64> = recovered.records.iter().map(|r| r.id.get()).collect();
+            assert!(ids.starts_with(&[1, 2, 3, 4, 5]), "cut {cut}: {ids:?}");
+            assert!(recovered.next_id >= 6, "cut {cut}");
+            // Writing goes on after the restart, in order, on clean lines.
+            let mut writer =
+                Writer::with_layout(restarted.clone(), FsyncPolicy::Always, 4, layout());
+            writer.write_batch(now, &[message(recovered.next_id, 0)]);
+            writer.sync();
+            let again = recover(&mut restarted, &RecoveryLimits::unlimited()).unwrap();
+            let ids: Vec<u64> = again.records.iter().map(|r| r.id.get()).collect();
+            assert_eq!(ids.last(), Some(&recovered.next_id), "cut {cut}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "cut {cut}: {ids:?}");
+            assert_eq!(again.torn, 0, "cut {cut}");
+        }
+    }
+    assert!(
+        cuts_with_an_empty_next_segment > 0,
+        "some cut leaves the new segment without a whole record"
+    );
 }

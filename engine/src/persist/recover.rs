@@ -1,18 +1,22 @@
-//! Reading history back at start: every log streamed record by record
-//! through a bounded buffer, torn tails cut off (and the cut synced), and
-//! no more history kept than the server will hold.
+//! Reading history back at start, fast: each history's newest segment is
+//! read backwards from its end in 64 KiB chunks to its last good record
+//! (a torn tail after it is cut off, and the cut synced), then only as far
+//! back as the server will hold. What start-up reads does not grow with
+//! what is on disk.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read};
+use std::sync::Arc;
 
-use chatd_core::MessageId;
 use chatd_core::history::{self, IdFloor, Record, RecordError};
+use chatd_core::{MessageId, RoomName};
 
+use super::migrate::migrate;
+use super::segment::{
+    BackLine, BackLines, IDS_LOG, WHISPERS_DIR, index_path, is_history_dir, leftovers,
+    list_segments, segments_in,
+};
 use super::storage::{LogFile, Storage};
-
-/// Bytes read from a log at a time.
-const CHUNK: usize = 64 * 1024;
 
 /// How much history start-up keeps, and how long a record may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +26,10 @@ pub struct RecoveryLimits {
     pub max_rooms: usize,
     /// Records kept per room: its last ones (the server's `history_size`).
     pub history_size: usize,
+    /// Memory for all kept records together, counted as the core counts
+    /// its history (the server's `history_bytes`): rooms are kept newest
+    /// first until it is used.
+    pub history_bytes: usize,
     /// Longest record line read; a longer line is damage and is skipped
     /// without being held in memory.
     pub max_record_bytes: usize,
@@ -35,15 +43,17 @@ impl RecoveryLimits {
         Self {
             max_rooms: config.max_rooms,
             history_size: config.history_size,
+            history_bytes: config.history_bytes,
             max_record_bytes: config.max_line_bytes.saturating_mul(6).saturating_add(4096),
         }
     }
 
-    /// Keeps everything (tests and tools that read whole logs).
+    /// Keeps everything (tests and tools that read whole histories).
     pub fn unlimited() -> Self {
         Self {
             max_rooms: usize::MAX,
             history_size: usize::MAX,
+            history_bytes: usize::MAX,
             max_record_bytes: 16 << 20,
         }
     }
@@ -53,25 +63,33 @@ impl RecoveryLimits {
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// The history kept: the last `history_size` restorable records of
-    /// each of the `max_rooms` most recently written rooms, room by room
-    /// in file order.
+    /// the rooms written most recently, newest rooms first until
+    /// `history_bytes` is used, room by room in name order.
     pub records: Vec<Record>,
-    /// Records read in all logs (kept or not).
+    /// Rooms whose kept records do not reach back to their first stored
+    /// record (or that were not kept at all): their older records are on
+    /// disk only. In name order.
+    pub incomplete: Vec<RoomName>,
+    /// Records decoded.
     pub read: usize,
-    /// Logs read.
+    /// Histories found (rooms, whispers, id reservations).
     pub logs: usize,
-    /// Damaged lines skipped in the middle of logs.
+    /// Damaged lines skipped in the middle of what was read.
     pub skipped: usize,
     /// Torn tails cut off.
     pub torn: usize,
+    /// Bytes read from the histories' files (migration aside).
+    pub bytes_read: u64,
+    /// Old flat logs moved into segment directories at this start.
+    pub migrated: usize,
     /// Where message ids continue: above every id any log shows as used.
     pub next_id: u64,
 }
 
 impl Recovered {
     /// What to give `Server::restore`: the history kept, then one
-    /// reservation that carries the id floor of every record read
-    /// (including the ones not kept).
+    /// reservation that carries the id floor of every history (including
+    /// records not kept).
     pub fn into_restore(self) -> impl Iterator<Item = Record> {
         let floor =
             (self.next_id > 1).then(|| Record::reservation(MessageId::new(self.next_id - 1), 0));
@@ -79,85 +97,248 @@ impl Recovered {
     }
 }
 
-/// Reads every log in `storage`, cutting torn tails off the files (and
-/// syncing the cut, so appends start on a clean line even after another
-/// crash) and skipping damaged records, each reported in the log.
+/// What one kept record costs in the core's history (as
+/// `chatd_core::server::histories::footprint` counts it).
+pub fn footprint(record: &Record) -> usize {
+    size_of::<Record>() + record.text.len() + 2 * size_of::<usize>() + size_of::<Arc<Record>>()
+}
+
+/// The end of a history found at start: its last good record.
+struct Tail {
+    dir: String,
+    last: Record,
+    /// The segment holding it, and where the record's line ends.
+    segment: String,
+    end: u64,
+}
+
+/// Reads what start-up needs from `storage`: first moves old flat logs
+/// into segment directories ([`migrate`]), then per history finds the
+/// last good record reading backwards (cutting torn tails off the files
+/// and syncing the cut, so appends start on a clean line even after
+/// another crash), then reads the tails of the rooms written most
+/// recently, within `limits`.
 pub fn recover<S: Storage>(storage: &mut S, limits: &RecoveryLimits) -> io::Result<Recovered> {
-    let mut names = storage.list()?;
-    names.sort();
-    let mut recovered = Recovered::default();
+    let mut recovered = Recovered {
+        migrated: migrate(storage, limits.max_record_bytes)?.logs,
+        ..Recovered::default()
+    };
     let mut floor = IdFloor::default();
-    // Min-heap on the newest id: the room written longest ago leaves first.
-    let mut rooms: BinaryHeap<Reverse<KeptRoom>> = BinaryHeap::new();
-    for name in names {
-        let mut ring: VecDeque<Record> = VecDeque::new();
-        let reader = storage.read(&name)?;
-        let scan = scan(reader, limits.max_record_bytes, |record| {
-            recovered.read += 1;
-            floor.observe(&record);
-            if record.is_restorable() && limits.history_size > 0 {
-                if ring.len() >= limits.history_size {
-                    ring.pop_front();
-                }
-                ring.push_back(record);
+    let mut entries = storage.list("")?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut rooms = Vec::new();
+    for entry in entries {
+        if !entry.dir && entry.name == IDS_LOG {
+            recovered.logs += 1;
+            if let Some((record, _)) =
+                last_good(storage, IDS_LOG, entry.len, limits, &mut recovered)?
+            {
+                // The last reservation written is what counts (IdFloor).
+                floor.observe(&record);
             }
-        })?;
-        recovered.logs += 1;
-        for damage in &scan.skipped {
-            tracing::warn!(log = %name, offset = damage.offset, len = damage.len, error = %damage.error, "skipped a damaged history record");
-        }
-        if scan.more_skipped > 0 {
-            tracing::warn!(log = %name, count = scan.more_skipped, "skipped more damaged history records");
-        }
-        recovered.skipped += scan.skipped.len() + scan.more_skipped;
-        if let Some(torn) = &scan.torn {
-            tracing::warn!(log = %name, offset = torn.offset, len = torn.len, error = %torn.error, "cut off a torn history tail");
-            let mut log = storage.open(&name)?.log;
-            log.set_len(scan.valid_len)?;
-            log.sync()?;
-            recovered.torn += 1;
-        }
-        if let Some(newest) = ring.iter().map(|r| r.id).max() {
-            rooms.push(Reverse(KeptRoom {
-                newest,
-                records: ring,
-            }));
-            if rooms.len() > limits.max_rooms {
-                rooms.pop();
+        } else if entry.dir && is_history_dir(&entry.name) {
+            let Some(tail) = find_tail(storage, &entry.name, limits, &mut recovered)? else {
+                continue;
+            };
+            recovered.logs += 1;
+            floor.observe(&tail.last);
+            if tail.dir != WHISPERS_DIR {
+                rooms.push(tail);
             }
         }
     }
-    let mut rooms: Vec<KeptRoom> = rooms.into_iter().map(|Reverse(room)| room).collect();
-    rooms.sort_by(|a, b| a.records[0].room.cmp(&b.records[0].room));
-    recovered.records = rooms.into_iter().flat_map(|room| room.records).collect();
+    // Newest rooms first: they are kept while the limits allow.
+    rooms.sort_by_key(|tail| std::cmp::Reverse(tail.last.id.get()));
+    let mut budget = limits.history_bytes;
+    let mut exhausted = false;
+    let mut kept: Vec<(RoomName, VecDeque<Record>)> = Vec::new();
+    for (index, tail) in rooms.iter().enumerate() {
+        let Ok(room) = RoomName::parse(&tail.dir) else {
+            continue;
+        };
+        if exhausted || index >= limits.max_rooms {
+            recovered.incomplete.push(room);
+            continue;
+        }
+        let (records, end) = read_tail(storage, tail, limits, &mut budget, &mut recovered)?;
+        if end != TailEnd::Complete {
+            recovered.incomplete.push(room.clone());
+        }
+        exhausted = end == TailEnd::Budget;
+        if !records.is_empty() {
+            kept.push((room, records));
+        }
+    }
+    kept.sort_by(|a, b| a.0.cmp(&b.0));
+    recovered.records = kept.into_iter().flat_map(|(_, records)| records).collect();
+    recovered.incomplete.sort();
     recovered.next_id = floor.next();
     Ok(recovered)
 }
 
-/// One room's kept history, ordered by its newest record.
-struct KeptRoom {
-    newest: MessageId,
-    records: VecDeque<Record>,
+/// The last good record of the file `name` (ending at `len`) and where its
+/// line ends; anything after it is a torn tail, cut off and synced.
+fn last_good<S: Storage>(
+    storage: &mut S,
+    name: &str,
+    len: u64,
+    limits: &RecoveryLimits,
+    recovered: &mut Recovered,
+) -> io::Result<Option<(Record, u64)>> {
+    let mut lines = BackLines::new(name, len, limits.max_record_bytes);
+    let mut found = None;
+    // What is wrong with the file's last line, for the log.
+    let mut last_error: Option<RecordError> = None;
+    while let Some(line) = lines.prev(storage)? {
+        if let Some(record) = line.record() {
+            recovered.read += 1;
+            found = Some((record, line.end()));
+            break;
+        }
+        last_error.get_or_insert_with(|| line_error(&line, limits.max_record_bytes));
+    }
+    recovered.bytes_read += lines.bytes_read;
+    let good_end = found.as_ref().map_or(0, |(_, end)| *end);
+    if good_end < len {
+        let error = last_error.unwrap_or(RecordError::Unterminated);
+        tracing::warn!(log = %name, offset = good_end, len = len - good_end, %error, "cut off a torn history tail");
+        let mut log = storage.open(name)?.log;
+        log.set_len(good_end)?;
+        log.sync()?;
+        recovered.torn += 1;
+    }
+    Ok(found)
 }
 
-impl PartialEq for KeptRoom {
-    fn eq(&self, other: &Self) -> bool {
-        self.newest == other.newest
+/// Why a line read backwards is not a record.
+fn line_error(line: &BackLine, max_record: usize) -> RecordError {
+    match line {
+        BackLine::Line {
+            bytes,
+            terminated: true,
+            ..
+        } => history::decode(bytes)
+            .err()
+            .unwrap_or(RecordError::Unterminated),
+        BackLine::Line { .. } => RecordError::Unterminated,
+        BackLine::Overlong { .. } => {
+            RecordError::Invalid(format!("longer than {max_record} bytes"))
+        }
     }
 }
 
-impl Eq for KeptRoom {}
-
-impl PartialOrd for KeptRoom {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+/// The last good record of a history directory: in its newest segment, or
+/// (when that has none, after a crash between sealing a segment and the
+/// first record of the next) in the newest segment before it. A newest
+/// segment without a good record is removed.
+fn find_tail<S: Storage>(
+    storage: &mut S,
+    dir: &str,
+    limits: &RecoveryLimits,
+    recovered: &mut Recovered,
+) -> io::Result<Option<Tail>> {
+    let entries = storage.list(dir)?;
+    for leftover in leftovers(dir, &entries) {
+        match storage.remove(&leftover) {
+            Ok(()) => tracing::info!(file = %leftover, "removed a leftover history index file"),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(file = %leftover, %error, "cannot remove a leftover history index file")
+            }
+        }
     }
+    let mut segments = segments_in(dir, &entries);
+    while let Some(newest) = segments.pop() {
+        if let Some((last, end)) = last_good(storage, &newest.path, newest.len, limits, recovered)?
+        {
+            return Ok(Some(Tail {
+                dir: dir.to_owned(),
+                last,
+                segment: newest.path,
+                end,
+            }));
+        }
+        tracing::warn!(segment = %newest.path, "removed a history segment without a whole record");
+        match storage.remove(&index_path(&newest.path)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        storage.remove(&newest.path)?;
+        storage.sync_dir(dir)?;
+    }
+    Ok(None)
 }
 
-impl Ord for KeptRoom {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.newest.get().cmp(&other.newest.get())
+/// Why reading a room's tail stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TailEnd {
+    /// Everything the room has on disk was kept.
+    Complete,
+    /// At `history_size` records, or some records were not restorable.
+    Partial,
+    /// The memory budget for all rooms is used up.
+    Budget,
+}
+
+/// Reads a room's last records backwards from its tail: at most
+/// `history_size` records, restorable ones kept while `budget` lasts.
+fn read_tail<S: Storage>(
+    storage: &mut S,
+    tail: &Tail,
+    limits: &RecoveryLimits,
+    budget: &mut usize,
+    recovered: &mut Recovered,
+) -> io::Result<(VecDeque<Record>, TailEnd)> {
+    let mut records = VecDeque::new();
+    let mut examined = 0usize;
+    let mut end_state = TailEnd::Complete;
+    let segments = list_segments(storage, &tail.dir)?;
+    let Some(newest) = segments.iter().position(|s| s.path == tail.segment) else {
+        return Ok((records, TailEnd::Partial));
+    };
+    for segment in segments[..=newest].iter().rev() {
+        let end = if segment.path == tail.segment {
+            tail.end
+        } else {
+            segment.len
+        };
+        let mut lines = BackLines::new(&segment.path, end, limits.max_record_bytes);
+        let result = (|| {
+            while let Some(line) = lines.prev(storage)? {
+                let Some(record) = line.record() else {
+                    recovered.skipped += 1;
+                    // A file of garbage must not flood the log.
+                    if recovered.skipped <= MAX_DETAILED {
+                        tracing::warn!(log = %segment.path, offset = line.offset(), "skipped a damaged history record");
+                    }
+                    continue;
+                };
+                recovered.read += 1;
+                if examined == limits.history_size {
+                    return Ok(Some(TailEnd::Partial));
+                }
+                examined += 1;
+                if !record.is_restorable() {
+                    end_state = TailEnd::Partial;
+                    continue;
+                }
+                let cost = footprint(&record);
+                if cost > *budget {
+                    *budget = 0;
+                    return Ok(Some(TailEnd::Budget));
+                }
+                *budget -= cost;
+                records.push_front(record);
+            }
+            Ok::<_, io::Error>(None)
+        })();
+        recovered.bytes_read += lines.bytes_read;
+        if let Some(stop) = result? {
+            return Ok((records, stop));
+        }
     }
+    Ok((records, end_state))
 }
 
 /// A damaged stretch of a log.
@@ -196,13 +377,23 @@ pub const MAX_DETAILED: usize = 64;
 /// before a good record is skipped, damage after the last one is the torn
 /// tail.
 pub fn scan<R: Read>(
-    mut reader: R,
+    reader: R,
     max_record: usize,
     mut on_record: impl FnMut(Record),
 ) -> io::Result<LogScan> {
+    scan_lines(reader, max_record, |_, _, record| on_record(record))
+}
+
+/// [`scan`], also giving each record's offset and line length (LF
+/// included), as the segment index wants them.
+pub fn scan_lines<R: Read>(
+    mut reader: R,
+    max_record: usize,
+    mut on_record: impl FnMut(u64, u64, Record),
+) -> io::Result<LogScan> {
     let mut scan = LogScan::default();
     let mut pending = Pending::default();
-    let mut chunk = vec![0; CHUNK];
+    let mut chunk = vec![0; super::segment::CHUNK];
     let mut line: Vec<u8> = Vec::new();
     let mut overlong = false;
     let mut line_start: u64 = 0;
@@ -246,7 +437,7 @@ pub fn scan<R: Read>(
                     Ok(record) => {
                         pending.skip_into(&mut scan);
                         scan.valid_len = offset;
-                        on_record(record);
+                        on_record(line_start, offset - line_start, record);
                     }
                     Err(error) => pending.push(Damage { error, ..damage }),
                 }

@@ -2,13 +2,15 @@
 //!
 //! Each file has what reads see (the page cache) and what is durable.
 //! Writes and length changes since a file's last sync are kept apart, in
-//! order; a sync applies them to the durable copy. A new file's directory
-//! entry is durable only after a directory sync. At a power cut (before a
-//! chosen operation) the image of the disk is: each file's durable copy,
-//! plus any subset of its unsynced operations in any order, each write
-//! possibly torn to any piece of itself; a file whose entry was never
-//! synced may be gone. Faults can be injected: a write that stops part
-//! way (disk full), a failed length change, a failed sync that loses some
+//! order; a sync applies them to the durable copy. Directory entries work
+//! the same way: creating, renaming and removing a name is durable once
+//! its directory is synced (with the earlier changes it depends on). At a
+//! power cut (before a chosen operation) the image of the disk is: the
+//! durable names, plus any subset of the unsynced name changes (each
+//! rename whole), each file with its durable copy plus any subset of its
+//! unsynced operations in any order, each write possibly torn to any
+//! piece of itself. Faults can be injected: a write that stops part way
+//! (disk full), a failed length change, a failed sync that loses some
 //! unsynced writes for good (as Linux does after a writeback error), a
 //! failed directory sync, a failed open.
 
@@ -16,7 +18,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::storage::{LogFile, Opened, Storage};
+use super::storage::{Entry, LogFile, Opened, Storage, parent};
 
 /// A small deterministic generator (xorshift64*).
 #[derive(Debug, Clone)]
@@ -93,6 +95,7 @@ impl Op {
     }
 }
 
+/// A file's contents (an inode: names point at it).
 #[derive(Debug, Clone, Default)]
 struct SimFile {
     /// What reads see.
@@ -101,16 +104,87 @@ struct SimFile {
     durable: Vec<u8>,
     /// Changes since the last sync, in order.
     pending: Vec<Op>,
-    /// Whether the directory entry is durable.
-    entry_durable: bool,
 }
 
-/// Files after a power cut.
+/// What a name points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File(usize),
+}
+
+/// An unsynced change to the names.
+#[derive(Debug, Clone)]
+enum NameOp {
+    Link(String, Node),
+    Unlink(String),
+    Rename(String, String),
+}
+
+impl NameOp {
+    fn paths(&self) -> Vec<&str> {
+        match self {
+            Self::Link(path, _) | Self::Unlink(path) => vec![path],
+            Self::Rename(from, to) => vec![from, to],
+        }
+    }
+
+    /// Whether syncing directory `dir` makes this change durable.
+    fn in_dir(&self, dir: &str) -> bool {
+        self.paths().iter().any(|path| parent(path) == dir)
+    }
+
+    /// Whether this change must be durable before `later` can be: they
+    /// touch the same name, or this one makes a directory `later` uses.
+    fn needed_by(&self, later: &NameOp) -> bool {
+        self.paths().iter().any(|mine| {
+            later
+                .paths()
+                .iter()
+                .any(|theirs| mine == theirs || theirs.starts_with(&format!("{mine}/")))
+        })
+    }
+
+    /// Applies the change to `names` if it can be (its source exists,
+    /// its directory exists).
+    fn apply(&self, names: &mut BTreeMap<String, Node>) {
+        let dir_exists = |names: &BTreeMap<String, Node>, path: &str| {
+            let dir = parent(path);
+            dir.is_empty() || names.get(dir) == Some(&Node::Dir)
+        };
+        match self {
+            Self::Link(path, node) => {
+                if dir_exists(names, path) && !names.contains_key(path) {
+                    names.insert(path.clone(), *node);
+                }
+            }
+            Self::Unlink(path) => {
+                names.remove(path);
+            }
+            Self::Rename(from, to) => {
+                if dir_exists(names, to)
+                    && let Some(node) = names.remove(from)
+                {
+                    names.insert(to.clone(), node);
+                }
+            }
+        }
+    }
+}
+
+/// Files after a power cut, by path; a directory is a path ending in `/`
+/// with no bytes.
 pub(crate) type Image = BTreeMap<String, Vec<u8>>;
 
 #[derive(Debug)]
 struct Disk {
-    files: BTreeMap<String, SimFile>,
+    files: Vec<SimFile>,
+    /// The names reads see.
+    names: BTreeMap<String, Node>,
+    /// The names that survive a power cut for sure.
+    durable_names: BTreeMap<String, Node>,
+    /// Name changes not yet durable, in order.
+    pending_names: Vec<NameOp>,
     /// Operations done so far.
     ops: u64,
     /// Cut the power before this operation.
@@ -133,7 +207,10 @@ impl SimDisk {
     /// An empty disk.
     pub(crate) fn new(seed: u64, faults: Faults) -> Self {
         Self(Arc::new(Mutex::new(Disk {
-            files: BTreeMap::new(),
+            files: Vec::new(),
+            names: BTreeMap::new(),
+            durable_names: BTreeMap::new(),
+            pending_names: Vec::new(),
             ops: 0,
             cut_before: None,
             image: None,
@@ -146,20 +223,33 @@ impl SimDisk {
     }
 
     /// A disk holding `image`, all of it durable (a machine restarted).
+    /// Directories of the files in it exist.
     pub(crate) fn from_image(image: &Image, seed: u64) -> Self {
         let disk = Self::new(seed, Faults::default());
-        disk.lock().files = image
-            .iter()
-            .map(|(name, data)| {
-                let file = SimFile {
-                    data: data.clone(),
-                    durable: data.clone(),
-                    pending: Vec::new(),
-                    entry_durable: true,
-                };
-                (name.clone(), file)
-            })
-            .collect();
+        {
+            let mut guard = disk.lock();
+            let inner = &mut *guard;
+            for (path, data) in image {
+                let mut dir = parent(path.trim_end_matches('/'));
+                while !dir.is_empty() {
+                    inner.names.insert(dir.to_owned(), Node::Dir);
+                    dir = parent(dir);
+                }
+                if let Some(dir) = path.strip_suffix('/') {
+                    inner.names.insert(dir.to_owned(), Node::Dir);
+                } else {
+                    inner.files.push(SimFile {
+                        data: data.clone(),
+                        durable: data.clone(),
+                        pending: Vec::new(),
+                    });
+                    inner
+                        .names
+                        .insert(path.clone(), Node::File(inner.files.len() - 1));
+                }
+            }
+            inner.durable_names = inner.names.clone();
+        }
         disk
     }
 
@@ -187,6 +277,18 @@ impl SimDisk {
         }
     }
 
+    /// What reads see now, as an image (no power cut).
+    pub(crate) fn snapshot(&self) -> Image {
+        let disk = self.lock();
+        disk.names
+            .iter()
+            .map(|(path, node)| match node {
+                Node::Dir => (format!("{path}/"), Vec::new()),
+                Node::File(file) => (path.clone(), disk.files[*file].data.clone()),
+            })
+            .collect()
+    }
+
     /// The most log handles open at once so far.
     pub(crate) fn most_open_handles(&self) -> usize {
         self.lock().most_open_handles
@@ -208,13 +310,21 @@ impl Disk {
     }
 
     fn crash(&mut self) -> Image {
-        let mut image = Image::new();
-        let names: Vec<String> = self.files.keys().cloned().collect();
-        for name in names {
-            let file = &self.files[&name];
-            if !file.entry_durable && self.rng.chance(500) {
-                continue;
+        let mut names = self.durable_names.clone();
+        if !self.drop_all_unsynced {
+            for op in self.pending_names.clone() {
+                if self.rng.chance(500) {
+                    op.apply(&mut names);
+                }
             }
+        }
+        let mut image = Image::new();
+        for (path, node) in names {
+            let Node::File(file) = node else {
+                image.insert(format!("{path}/"), Vec::new());
+                continue;
+            };
+            let file = &self.files[file];
             let mut data = file.durable.clone();
             let mut pending = file.pending.clone();
             if !self.drop_all_unsynced {
@@ -228,7 +338,7 @@ impl Disk {
                     }
                 }
             }
-            image.insert(name, data);
+            image.insert(path, data);
         }
         image
     }
@@ -237,10 +347,49 @@ impl Disk {
         per_mille > 0 && self.rng.chance(per_mille)
     }
 
-    fn file(&mut self, name: &str) -> io::Result<&mut SimFile> {
-        self.files
-            .get_mut(name)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    fn file_of(&self, name: &str) -> io::Result<usize> {
+        match self.names.get(name) {
+            Some(Node::File(file)) => Ok(*file),
+            Some(Node::Dir) => Err(io::Error::other(format!("{name} is a directory"))),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    fn dir_exists(&self, dir: &str) -> bool {
+        dir.is_empty() || self.names.get(dir) == Some(&Node::Dir)
+    }
+
+    /// Records a name change (already applied to `names`).
+    fn name_op(&mut self, op: NameOp) {
+        self.pending_names.push(op);
+    }
+
+    /// A new empty file named `name` (its directory exists).
+    fn create(&mut self, name: &str) -> usize {
+        self.files.push(SimFile::default());
+        let file = self.files.len() - 1;
+        self.names.insert(name.to_owned(), Node::File(file));
+        self.name_op(NameOp::Link(name.to_owned(), Node::File(file)));
+        file
+    }
+
+    fn sync_names(&mut self, dir: &str) {
+        let mut commit = vec![false; self.pending_names.len()];
+        for at in (0..self.pending_names.len()).rev() {
+            let wanted = self.pending_names[at].in_dir(dir)
+                || (at + 1..self.pending_names.len()).any(|later| {
+                    commit[later] && self.pending_names[at].needed_by(&self.pending_names[later])
+                });
+            commit[at] = wanted;
+        }
+        let pending = std::mem::take(&mut self.pending_names);
+        for (op, commit) in pending.into_iter().zip(commit) {
+            if commit {
+                op.apply(&mut self.durable_names);
+            } else {
+                self.pending_names.push(op);
+            }
+        }
     }
 }
 
@@ -259,41 +408,143 @@ impl Storage for SimDisk {
         if disk.fault(rate) {
             return Err(injected("open"));
         }
-        let created = !disk.files.contains_key(name);
-        let len = disk.files.entry(name.to_owned()).or_default().data.len() as u64;
+        let (file, created) = match disk.names.get(name) {
+            Some(Node::File(file)) => (*file, false),
+            Some(Node::Dir) => return Err(io::Error::other(format!("{name} is a directory"))),
+            None if disk.dir_exists(parent(name)) => (disk.create(name), true),
+            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        let len = disk.files[file].data.len() as u64;
         disk.open_handles += 1;
         disk.most_open_handles = disk.most_open_handles.max(disk.open_handles);
         drop(disk);
         Ok(Opened {
             log: SimLog {
                 disk: self.clone(),
-                name: name.to_owned(),
+                file,
             },
             len,
             created,
         })
     }
 
-    fn sync_dir(&mut self) -> io::Result<()> {
+    fn create_dir(&mut self, dir: &str) -> io::Result<bool> {
+        let mut disk = self.lock();
+        disk.step();
+        let rate = disk.faults.open;
+        if disk.fault(rate) {
+            return Err(injected("create_dir"));
+        }
+        match disk.names.get(dir) {
+            Some(Node::Dir) => Ok(false),
+            Some(Node::File(_)) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+            None if disk.dir_exists(parent(dir)) => {
+                disk.names.insert(dir.to_owned(), Node::Dir);
+                disk.name_op(NameOp::Link(dir.to_owned(), Node::Dir));
+                Ok(true)
+            }
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    fn sync_dir(&mut self, dir: &str) -> io::Result<()> {
         let mut disk = self.lock();
         disk.step();
         let rate = disk.faults.sync_dir;
         if disk.fault(rate) {
             return Err(injected("sync_dir"));
         }
-        for file in disk.files.values_mut() {
-            file.entry_durable = true;
-        }
+        disk.sync_names(dir);
         Ok(())
     }
 
-    fn list(&mut self) -> io::Result<Vec<String>> {
-        Ok(self.lock().files.keys().cloned().collect())
+    fn list(&mut self, dir: &str) -> io::Result<Vec<Entry>> {
+        let disk = self.lock();
+        Ok(disk
+            .names
+            .iter()
+            .filter(|(path, _)| parent(path) == dir && !path.is_empty())
+            .map(|(path, node)| {
+                let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+                match node {
+                    Node::Dir => Entry {
+                        name,
+                        dir: true,
+                        len: 0,
+                    },
+                    Node::File(file) => Entry {
+                        name,
+                        dir: false,
+                        len: disk.files[*file].data.len() as u64,
+                    },
+                }
+            })
+            .collect())
     }
 
     fn read(&mut self, name: &str) -> io::Result<Cursor<Vec<u8>>> {
+        let disk = self.lock();
+        let file = disk.file_of(name)?;
+        Ok(Cursor::new(disk.files[file].data.clone()))
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let disk = self.lock();
+        let data = &disk.files[disk.file_of(name)?].data;
+        let start = (offset as usize).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+
+    fn len(&mut self, name: &str) -> io::Result<u64> {
+        let disk = self.lock();
+        Ok(disk.files[disk.file_of(name)?].data.len() as u64)
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
         let mut disk = self.lock();
-        Ok(Cursor::new(disk.file(name)?.data.clone()))
+        disk.step();
+        disk.file_of(name)?;
+        disk.names.remove(name);
+        disk.name_op(NameOp::Unlink(name.to_owned()));
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        let mut disk = self.lock();
+        disk.step();
+        let file = disk.file_of(from)?;
+        if !disk.dir_exists(parent(to)) || disk.names.get(to) == Some(&Node::Dir) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        disk.names.remove(from);
+        disk.names.insert(to.to_owned(), Node::File(file));
+        disk.name_op(NameOp::Rename(from.to_owned(), to.to_owned()));
+        Ok(())
+    }
+
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut disk = self.lock();
+        disk.step();
+        let file = match disk.names.get(name) {
+            Some(Node::File(file)) => *file,
+            Some(Node::Dir) => return Err(io::Error::other(format!("{name} is a directory"))),
+            None if disk.dir_exists(parent(name)) => disk.create(name),
+            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        let file = &mut disk.files[file];
+        for op in [
+            Op::SetLen(0),
+            Op::Write {
+                at: 0,
+                bytes: bytes.to_vec(),
+            },
+        ] {
+            op.apply(&mut file.data);
+            file.pending.push(op);
+        }
+        Ok(())
     }
 }
 
@@ -301,7 +552,7 @@ impl Storage for SimDisk {
 #[derive(Debug)]
 pub(crate) struct SimLog {
     disk: SimDisk,
-    name: String,
+    file: usize,
 }
 
 impl Drop for SimLog {
@@ -316,7 +567,7 @@ impl LogFile for SimLog {
         disk.step();
         let (faults, partial) = (disk.faults.write, disk.rng.below(bytes.len() as u64 + 1));
         let failed = disk.fault(faults);
-        let file = disk.file(&self.name)?;
+        let file = &mut disk.files[self.file];
         let at = file.data.len();
         let written = if failed {
             &bytes[..partial as usize]
@@ -342,7 +593,7 @@ impl LogFile for SimLog {
         if disk.fault(rate) {
             return Err(injected("set_len"));
         }
-        let file = disk.file(&self.name)?;
+        let file = &mut disk.files[self.file];
         let op = Op::SetLen(len as usize);
         op.apply(&mut file.data);
         file.pending.push(op);
@@ -355,9 +606,7 @@ impl LogFile for SimLog {
         let rate = disk.faults.sync;
         let failed = disk.fault(rate);
         let Disk { files, rng, .. } = &mut *disk;
-        let file = files
-            .get_mut(&self.name)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let file = &mut files[self.file];
         let pending = std::mem::take(&mut file.pending);
         if failed {
             // Some unsynced writes reached the disk, some never will

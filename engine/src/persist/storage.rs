@@ -1,29 +1,83 @@
 //! The file operations the history writer and recovery need, behind a
 //! trait, so a simulated disk can stand in for the real one in tests
 //! (`sim.rs`): the crash test must see which writes were synced.
+//!
+//! Names are paths relative to the data directory with `/` between their
+//! parts (`general/00000000000000000001.log`); `""` is the data directory
+//! itself.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// A directory of append-only logs.
+/// A directory tree of append-only logs and small files.
 pub trait Storage: Send + 'static {
     /// An open log.
     type Log: LogFile;
-    /// A log being read back.
+    /// A file being read from its start.
     type Reader: Read;
 
-    /// Opens the log `name` for appending, creating it if missing.
+    /// Opens the log `name` for appending, creating it if missing (its
+    /// directory must exist).
     fn open(&mut self, name: &str) -> io::Result<Opened<Self::Log>>;
 
-    /// Makes the directory's entries (newly created logs) durable.
-    fn sync_dir(&mut self) -> io::Result<()>;
+    /// Creates the directory `dir` (its parent must exist); true if this
+    /// call created it (its entry is not durable until the parent's
+    /// [`Storage::sync_dir`]).
+    fn create_dir(&mut self, dir: &str) -> io::Result<bool>;
 
-    /// The names of the logs (files ending in `.log`), in any order.
-    fn list(&mut self) -> io::Result<Vec<String>>;
+    /// Makes the entries of directory `dir` (created, renamed, removed
+    /// files) durable.
+    fn sync_dir(&mut self, dir: &str) -> io::Result<()>;
 
-    /// Reads a log from its start.
+    /// The entries of directory `dir`, in any order; a missing directory
+    /// has none.
+    fn list(&mut self, dir: &str) -> io::Result<Vec<Entry>>;
+
+    /// Reads a file from its start.
     fn read(&mut self, name: &str) -> io::Result<Self::Reader>;
+
+    /// Reads up to `buf.len()` bytes of `name` at `offset`; fewer only at
+    /// the end of the file.
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// The length of the file `name`.
+    fn len(&mut self, name: &str) -> io::Result<u64>;
+
+    /// Removes the file `name`.
+    fn remove(&mut self, name: &str) -> io::Result<()>;
+
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
+
+    /// Writes a whole small file (replacing it), without syncing it.
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name within the directory.
+    pub name: String,
+    /// Whether it is a directory (otherwise a regular file).
+    pub dir: bool,
+    /// A file's length in bytes (0 for a directory).
+    pub len: u64,
+}
+
+/// `dir/name`, or `name` in the data directory itself.
+pub(crate) fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The directory a name is in (`""` for the data directory).
+#[cfg(test)]
+pub(crate) fn parent(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
 /// A log opened by [`Storage::open`].
@@ -51,7 +105,7 @@ pub trait LogFile: Send {
     fn sync(&mut self) -> io::Result<()>;
 }
 
-/// Logs as files in a directory, on [`std::fs`].
+/// Logs as files in a directory tree, on [`std::fs`].
 #[derive(Debug, Clone)]
 pub struct DirStorage {
     dir: PathBuf,
@@ -64,6 +118,14 @@ impl DirStorage {
             dir: dir.to_path_buf(),
         }
     }
+
+    fn path(&self, name: &str) -> PathBuf {
+        if name.is_empty() {
+            return self.dir.clone();
+        }
+        name.split('/')
+            .fold(self.dir.clone(), |path, part| path.join(part))
+    }
 }
 
 impl Storage for DirStorage {
@@ -71,7 +133,7 @@ impl Storage for DirStorage {
     type Reader = File;
 
     fn open(&mut self, name: &str) -> io::Result<Opened<FileLog>> {
-        let path = self.dir.join(name);
+        let path = self.path(name);
         // Not `append` mode: on Windows an append-only handle may not
         // change the file's length, and cutting a fragment off needs that.
         // The handle's position is kept at the end instead.
@@ -91,36 +153,90 @@ impl Storage for DirStorage {
         })
     }
 
-    fn sync_dir(&mut self) -> io::Result<()> {
-        sync_dir(&self.dir)
+    fn create_dir(&mut self, dir: &str) -> io::Result<bool> {
+        match std::fs::create_dir(self.path(dir)) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                if self.path(dir).is_dir() {
+                    Ok(false)
+                } else {
+                    Err(error)
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
-    fn list(&mut self) -> io::Result<Vec<String>> {
-        let entries = match std::fs::read_dir(&self.dir) {
+    fn sync_dir(&mut self, dir: &str) -> io::Result<()> {
+        sync_dir(&self.path(dir))
+    }
+
+    fn list(&mut self, dir: &str) -> io::Result<Vec<Entry>> {
+        let entries = match std::fs::read_dir(self.path(dir)) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(error) => return Err(error),
         };
-        let mut names = Vec::new();
+        let mut listed = Vec::new();
         for entry in entries {
             let entry = entry?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if !name.ends_with(".log") {
-                continue;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                listed.push(Entry {
+                    name,
+                    dir: true,
+                    len: 0,
+                });
+            } else if kind.is_file() {
+                let len = entry.metadata()?.len();
+                listed.push(Entry {
+                    name,
+                    dir: false,
+                    len,
+                });
+            } else {
+                tracing::warn!(path = %entry.path().display(), "not a regular file or directory; skipped");
             }
-            if !entry.file_type()?.is_file() {
-                tracing::warn!(log = %entry.path().display(), "not a regular file; skipped");
-                continue;
-            }
-            names.push(name);
         }
-        Ok(names)
+        Ok(listed)
     }
 
     fn read(&mut self, name: &str) -> io::Result<File> {
-        File::open(self.dir.join(name))
+        File::open(self.path(name))
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut file = File::open(self.path(name))?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read(&mut buf[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(done)
+    }
+
+    fn len(&mut self, name: &str) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.path(name))?.len())
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path(name))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.path(from), self.path(to))
+    }
+
+    fn write_file(&mut self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        std::fs::write(self.path(name), bytes)
     }
 }
 

@@ -3,30 +3,53 @@
 //! `persist.rs` feeds it; the crash test drives it directly on a simulated
 //! disk with virtual time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatd_core::MessageId;
 use chatd_core::history::{self, Record, RecordKind};
 
-use super::storage::{LogFile, Storage};
+use super::retention::{Deletion, Retention, RetentionSummary};
+use super::seal;
+use super::segment::{IDS_LOG, WHISPERS_DIR, list_segments, segment_name};
+use super::storage::{LogFile, Storage, join};
 use super::{FsyncPolicy, PersistReport};
 
-/// The log that holds id reservations (history.rs, `MessageIds`). Room
-/// names start with a letter or digit, so no room's log is called this.
-pub const IDS_LOG: &str = "_ids.log";
-
-/// The log that holds whispers when `persist_private_messages` is on.
-pub const WHISPERS_LOG: &str = "_whispers.log";
-
-/// The log a record belongs in.
-pub fn log_name(record: &Record) -> String {
+/// The history a record belongs in: the directory of its segments (a
+/// room's name, or [`WHISPERS_DIR`]), or `None` for id reservations (in
+/// [`IDS_LOG`]).
+pub fn history_dir(record: &Record) -> Option<String> {
     match record.kind {
-        RecordKind::Reserve => IDS_LOG.to_owned(),
-        RecordKind::Whisper => WHISPERS_LOG.to_owned(),
+        RecordKind::Reserve => None,
+        RecordKind::Whisper => Some(WHISPERS_DIR.to_owned()),
         RecordKind::Msg | RecordKind::Action | RecordKind::Urgent => {
-            format!("{}.log", record.room.as_str())
+            Some(record.room.as_str().to_owned())
+        }
+    }
+}
+
+/// How often retention runs when nothing was sealed.
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// How the writer lays out and trims its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// A segment this long is sealed before the next append.
+    pub(crate) segment_bytes: u64,
+    /// What retention deletes.
+    pub(crate) retention: Retention,
+    /// Longest record line read back (sealing scans the segment).
+    pub(crate) max_record: usize,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            segment_bytes: crate::persist::DEFAULT_SEGMENT_BYTES,
+            retention: Retention::default(),
+            max_record: 16 << 20,
         }
     }
 }
@@ -35,28 +58,44 @@ pub fn log_name(record: &Record) -> String {
 pub(crate) struct Writer<S: Storage> {
     storage: S,
     policy: FsyncPolicy,
+    layout: Layout,
     /// Most logs kept open; the least recently written one is closed
     /// (synced first) to make room.
     open_limit: usize,
+    /// Open logs by history (room directory, `_whispers`, or `_ids.log`).
     open: HashMap<String, OpenLog<S::Log>>,
     /// Use counter for the LRU.
     tick: u64,
-    /// Logs closed while bytes past their last whole record may remain
-    /// (a cut that failed): the length to cut them to before appending.
+    /// Files closed while bytes past their last whole record may remain
+    /// (a cut that failed), by path: the length to cut them to before
+    /// appending.
     uncut: HashMap<String, u64>,
-    /// A log was created since the directory was last synced.
-    dir_unsynced: bool,
+    /// Directories with entries (new files or directories) not yet
+    /// synced; `""` is the data directory.
+    dirs_unsynced: BTreeSet<String>,
     /// Records written to logs closed since the last sync under
     /// [`FsyncPolicy::Never`] (nothing to sync, reported at the next one).
     detached: Vec<MessageId>,
     /// When the oldest record not yet reported was written.
     oldest_unsynced: Option<Instant>,
     reports: Vec<PersistReport>,
+    /// A segment was sealed since retention last ran.
+    sealed: bool,
+    /// When retention runs next regardless.
+    next_retention: Option<Instant>,
+    /// The newest id reservation known durable in `_ids.log` (read from
+    /// its end at the first retention pass): retention deletes only
+    /// records below it.
+    covered: Option<u64>,
 }
 
 /// A log the writer holds open.
 struct OpenLog<L> {
     log: L,
+    /// Its path.
+    path: String,
+    /// The directory of a segmented history (`None`: `_ids.log`).
+    dir: Option<String>,
     /// Last use, for the LRU.
     used: u64,
     /// End of the last whole record written: the next append goes here.
@@ -72,18 +111,33 @@ struct OpenLog<L> {
 
 impl<S: Storage> Writer<S> {
     /// A writer on `storage`, keeping at most `open_limit` logs open.
+    #[cfg(test)]
     pub(crate) fn new(storage: S, policy: FsyncPolicy, open_limit: usize) -> Self {
+        Self::with_layout(storage, policy, open_limit, Layout::default())
+    }
+
+    /// A writer with segment size and retention.
+    pub(crate) fn with_layout(
+        storage: S,
+        policy: FsyncPolicy,
+        open_limit: usize,
+        layout: Layout,
+    ) -> Self {
         Self {
             storage,
             policy,
+            layout,
             open_limit: open_limit.max(1),
             open: HashMap::new(),
             tick: 0,
             uncut: HashMap::new(),
-            dir_unsynced: false,
+            dirs_unsynced: BTreeSet::new(),
             detached: Vec::new(),
             oldest_unsynced: None,
             reports: Vec::new(),
+            sealed: false,
+            next_retention: None,
+            covered: None,
         }
     }
 
@@ -102,21 +156,23 @@ impl<S: Storage> Writer<S> {
     pub(crate) fn write_batch(&mut self, now: Instant, batch: &[Arc<Record>]) {
         let mut per_log: BTreeMap<String, (Vec<u8>, Vec<MessageId>)> = BTreeMap::new();
         for record in batch {
-            let entry = per_log.entry(log_name(record)).or_default();
+            let key = history_dir(record).unwrap_or_else(|| IDS_LOG.to_owned());
+            let entry = per_log.entry(key).or_default();
             entry.0.extend_from_slice(&history::encode(record));
             entry.1.push(record.id);
         }
         let mut failed = Vec::new();
-        for (name, (bytes, ids)) in per_log {
-            match self.append(&name, &bytes) {
+        for (key, (bytes, ids)) in per_log {
+            let first_id = ids.first().map_or(0, |id| id.get());
+            match self.append(&key, &bytes, first_id) {
                 Ok(()) => {
-                    if let Some(open) = self.open.get_mut(&name) {
+                    if let Some(open) = self.open.get_mut(&key) {
                         open.unsynced.extend(ids);
                     }
                     self.oldest_unsynced.get_or_insert(now);
                 }
                 Err(error) => {
-                    tracing::error!(log = %name, %error, records = ids.len(), "cannot write history; these messages are not stored");
+                    tracing::error!(log = %key, %error, records = ids.len(), "cannot write history; these messages are not stored");
                     failed.extend(ids);
                 }
             }
@@ -126,13 +182,26 @@ impl<S: Storage> Writer<S> {
         }
     }
 
-    /// How long to wait for more records before a pending sync is due.
+    /// How long to wait for more records before a pending sync (or the
+    /// next retention pass) is due.
     pub(crate) fn wait_time(&self, now: Instant) -> Option<Duration> {
-        match (self.policy, self.oldest_unsynced) {
+        let sync = match (self.policy, self.oldest_unsynced) {
             (FsyncPolicy::Every(every), Some(since)) => {
                 Some((since + every).saturating_duration_since(now))
             }
             _ => None,
+        };
+        let retention = if self.layout.retention.is_off() {
+            None
+        } else {
+            Some(
+                self.next_retention
+                    .map_or(Duration::ZERO, |at| at.saturating_duration_since(now)),
+            )
+        };
+        match (sync, retention) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -146,6 +215,94 @@ impl<S: Storage> Writer<S> {
         }
     }
 
+    /// Whether a retention pass is due: retention is on, and a segment
+    /// was sealed or a minute passed since the last pass.
+    pub(crate) fn retention_due(&self, now: Instant) -> bool {
+        !self.layout.retention.is_off()
+            && (self.sealed || self.next_retention.is_none_or(|at| now >= at))
+    }
+
+    /// Deletes what retention says to (`now_ms`: wall-clock time, ms since
+    /// the epoch), closing an open segment first, and logs the counts.
+    pub(crate) fn enforce_retention(&mut self, now: Instant, now_ms: u64) -> RetentionSummary {
+        self.sealed = false;
+        self.next_retention = Some(now + RETENTION_EVERY);
+        let covered = match self.covered {
+            Some(covered) => covered,
+            None => {
+                // Only what is durable of it.
+                let len = match self.open.get(IDS_LOG) {
+                    Some(open) => open.synced_len,
+                    None => self.storage.len(IDS_LOG).unwrap_or(0),
+                };
+                let last = super::retention::last_record(
+                    &mut self.storage,
+                    IDS_LOG,
+                    len,
+                    self.layout.max_record,
+                )
+                .unwrap_or(None);
+                let covered = last.map_or(0, |record| record.id.get());
+                self.covered = Some(covered);
+                covered
+            }
+        };
+        let plan = match super::retention::plan(
+            &mut self.storage,
+            &self.layout.retention,
+            now_ms,
+            self.layout.max_record,
+        ) {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::warn!(%error, "cannot apply history retention; trying again later");
+                return RetentionSummary::default();
+            }
+        };
+        let mut summary = RetentionSummary::default();
+        for deletion in plan {
+            if deletion.last_id >= covered {
+                // Its ids are not yet under a durable reservation.
+                continue;
+            }
+            self.close_path(&deletion.path);
+            match delete_segment(&mut self.storage, &deletion) {
+                Ok(()) => summary.add(&deletion),
+                Err(error) => {
+                    // Windows: a reader may hold it open. The next pass retries.
+                    tracing::warn!(segment = %deletion.path, %error, "cannot delete an expired history segment; trying again later");
+                    summary.failed += 1;
+                }
+            }
+        }
+        if summary.segments > 0 || summary.failed > 0 {
+            tracing::info!(
+                segments = summary.segments,
+                bytes = summary.bytes,
+                by_age = summary.by_age,
+                by_room_size = summary.by_room_size,
+                by_total_size = summary.by_total_size,
+                failed = summary.failed,
+                "history retention deleted {} segments ({} bytes)",
+                summary.segments,
+                summary.bytes
+            );
+        }
+        summary
+    }
+
+    /// Closes the log open at `path`, if any, as the LRU would.
+    fn close_path(&mut self, path: &str) {
+        let key = self
+            .open
+            .iter()
+            .find(|(_, open)| open.path == path)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = key {
+            self.close(&key);
+        }
+    }
+
     /// Makes everything written durable (group commit) and reports it.
     pub(crate) fn sync(&mut self) {
         self.oldest_unsynced = None;
@@ -153,12 +310,15 @@ impl<S: Storage> Writer<S> {
         let mut failed = Vec::new();
         if self.policy == FsyncPolicy::Never {
             for open in self.open.values_mut() {
+                if open.dir.is_none() {
+                    note_covered(&mut self.covered, &open.unsynced);
+                }
                 stored.append(&mut open.unsynced);
             }
-        } else if let Err(error) = self.sync_dir_if_needed() {
+        } else if let Err(error) = self.sync_dirs() {
             // A new log may vanish with its directory entry: nothing
             // written since the last sync can be called durable.
-            tracing::error!(%error, "cannot sync the history directory");
+            tracing::error!(%error, "cannot sync a history directory");
             for open in self.open.values_mut() {
                 if !open.unsynced.is_empty() {
                     failed.append(&mut open.unsynced);
@@ -175,7 +335,10 @@ impl<S: Storage> Writer<S> {
             for name in dirty {
                 if let Some(open) = self.open.get_mut(&name) {
                     let ids = std::mem::take(&mut open.unsynced);
-                    if sync_log(&name, open) {
+                    if sync_log(open) {
+                        if open.dir.is_none() {
+                            note_covered(&mut self.covered, &ids);
+                        }
                         stored.extend(ids);
                     } else {
                         failed.extend(ids);
@@ -191,42 +354,77 @@ impl<S: Storage> Writer<S> {
         }
     }
 
-    fn sync_dir_if_needed(&mut self) -> std::io::Result<()> {
-        if self.dir_unsynced {
-            self.storage.sync_dir()?;
-            self.dir_unsynced = false;
+    /// Syncs every directory with new entries, the data directory first.
+    fn sync_dirs(&mut self) -> io::Result<()> {
+        while let Some(dir) = self.dirs_unsynced.first().cloned() {
+            self.storage.sync_dir(&dir)?;
+            self.dirs_unsynced.remove(&dir);
         }
         Ok(())
     }
 
-    /// Appends whole records to a log, first cutting off anything a failed
-    /// write left behind, so a record never lands on a fragment.
-    fn append(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        self.tick += 1;
-        let tick = self.tick;
-        if !self.open.contains_key(name) {
-            self.make_room();
-            let opened = self.storage.open(name)?;
-            self.dir_unsynced |= opened.created;
-            let mut open = OpenLog {
-                log: opened.log,
-                used: tick,
-                good_len: opened.len,
-                synced_len: opened.len,
-                needs_cut: false,
-                unsynced: Vec::new(),
-            };
-            if let Some(len) = self.uncut.remove(name) {
-                open.good_len = len;
-                open.synced_len = open.synced_len.min(len);
-                open.needs_cut = true;
+    /// Opens the file a history appends to: `_ids.log`, or the newest
+    /// segment of a directory (a new one named after `first_id` if none).
+    fn open_history(&mut self, key: &str, first_id: u64) -> io::Result<OpenLog<S::Log>> {
+        let (path, dir) = if key == IDS_LOG {
+            (IDS_LOG.to_owned(), None)
+        } else {
+            if self.storage.create_dir(key)? {
+                self.dirs_unsynced.insert(String::new());
             }
-            self.open.insert(name.to_owned(), open);
+            let path = match list_segments(&mut self.storage, key)?.pop() {
+                Some(newest) => newest.path,
+                None => join(key, &segment_name(first_id)),
+            };
+            (path, Some(key.to_owned()))
+        };
+        self.open_file(path, dir)
+    }
+
+    fn open_file(&mut self, path: String, dir: Option<String>) -> io::Result<OpenLog<S::Log>> {
+        let opened = self.storage.open(&path)?;
+        if opened.created {
+            self.dirs_unsynced.insert(dir.clone().unwrap_or_default());
         }
+        let mut open = OpenLog {
+            log: opened.log,
+            path,
+            dir,
+            used: self.tick,
+            good_len: opened.len,
+            synced_len: opened.len,
+            needs_cut: false,
+            unsynced: Vec::new(),
+        };
+        if let Some(len) = self.uncut.remove(&open.path) {
+            open.good_len = len;
+            open.synced_len = open.synced_len.min(len);
+            open.needs_cut = true;
+        }
+        Ok(open)
+    }
+
+    /// Appends whole records to a history, first sealing its segment if
+    /// it is full and cutting off anything a failed write left behind, so
+    /// a record never lands on a fragment.
+    fn append(&mut self, key: &str, bytes: &[u8], first_id: u64) -> io::Result<()> {
+        self.tick += 1;
+        if !self.open.contains_key(key) {
+            self.make_room();
+            let open = self.open_history(key, first_id)?;
+            self.open.insert(key.to_owned(), open);
+        }
+        let full = self.open.get(key).is_some_and(|open| {
+            open.dir.is_some() && open.good_len > 0 && open.good_len >= self.layout.segment_bytes
+        });
+        if full {
+            self.rotate(key, first_id)?;
+        }
+        let tick = self.tick;
         let open = self
             .open
-            .get_mut(name)
-            .ok_or_else(|| std::io::Error::other("log not open"))?;
+            .get_mut(key)
+            .ok_or_else(|| io::Error::other("log not open"))?;
         open.used = tick;
         if open.needs_cut {
             open.log.set_len(open.good_len)?;
@@ -249,8 +447,60 @@ impl<S: Storage> Writer<S> {
         }
     }
 
-    /// Closes the least recently used log if the limit is reached, syncing
-    /// it first unless the policy never syncs.
+    /// Seals the open segment of `key` (cut clean, synced unless the
+    /// policy never syncs, indexed) and opens a new one named after
+    /// `first_id`. A segment that cannot be made durable is not sealed:
+    /// its unsynced records fail and so does this append.
+    fn rotate(&mut self, key: &str, first_id: u64) -> io::Result<()> {
+        let Some(mut open) = self.open.remove(key) else {
+            return Err(io::Error::other("log not open"));
+        };
+        if open.needs_cut {
+            if let Err(error) = open.log.set_len(open.good_len) {
+                self.open.insert(key.to_owned(), open);
+                return Err(error);
+            }
+            open.needs_cut = false;
+        }
+        let ids = std::mem::take(&mut open.unsynced);
+        if self.policy == FsyncPolicy::Never {
+            self.detached.extend(ids);
+        } else {
+            let synced = match self.sync_dirs() {
+                Ok(()) => sync_log(&mut open),
+                Err(error) => {
+                    tracing::error!(%error, "cannot sync a history directory");
+                    abandon_unsynced(&mut open);
+                    false
+                }
+            };
+            if !synced {
+                if !ids.is_empty() {
+                    self.reports.push(PersistReport::Failed(ids));
+                }
+                self.open.insert(key.to_owned(), open);
+                return Err(io::Error::other("the full segment could not be sealed"));
+            }
+            if !ids.is_empty() {
+                self.reports.push(PersistReport::Stored(ids));
+            }
+        }
+        let sealed_path = open.path.clone();
+        let sealed_len = open.good_len;
+        drop(open);
+        seal::write_index(
+            &mut self.storage,
+            &sealed_path,
+            sealed_len,
+            self.layout.max_record,
+        );
+        self.sealed = true;
+        let new = self.open_file(join(key, &segment_name(first_id)), Some(key.to_owned()))?;
+        self.open.insert(key.to_owned(), new);
+        Ok(())
+    }
+
+    /// Closes the least recently used log if the limit is reached.
     fn make_room(&mut self) {
         while self.open.len() >= self.open_limit {
             let Some(name) = self
@@ -261,34 +511,62 @@ impl<S: Storage> Writer<S> {
             else {
                 return;
             };
-            let Some(mut open) = self.open.remove(&name) else {
-                return;
-            };
-            let ids = std::mem::take(&mut open.unsynced);
-            if self.policy == FsyncPolicy::Never {
-                self.detached.extend(ids);
-            } else if !ids.is_empty() {
-                let synced = match self.sync_dir_if_needed() {
-                    Ok(()) => sync_log(&name, &mut open),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot sync the history directory");
-                        abandon_unsynced(&mut open);
-                        false
-                    }
-                };
-                self.reports.push(if synced {
-                    PersistReport::Stored(ids)
-                } else {
-                    PersistReport::Failed(ids)
-                });
-            }
-            // A reopened log's length is taken as durable, so one is only
-            // closed at a durable length (or remembered as still to cut).
-            if open.needs_cut {
-                self.uncut.insert(name, open.good_len);
-            }
+            self.close(&name);
         }
     }
+
+    /// Closes an open log, syncing it first unless the policy never syncs.
+    fn close(&mut self, key: &str) {
+        let Some(mut open) = self.open.remove(key) else {
+            return;
+        };
+        let ids = std::mem::take(&mut open.unsynced);
+        if self.policy == FsyncPolicy::Never {
+            self.detached.extend(ids);
+        } else if !ids.is_empty() {
+            let synced = match self.sync_dirs() {
+                Ok(()) => sync_log(&mut open),
+                Err(error) => {
+                    tracing::error!(%error, "cannot sync a history directory");
+                    abandon_unsynced(&mut open);
+                    false
+                }
+            };
+            if synced && open.dir.is_none() {
+                note_covered(&mut self.covered, &ids);
+            }
+            self.reports.push(if synced {
+                PersistReport::Stored(ids)
+            } else {
+                PersistReport::Failed(ids)
+            });
+        }
+        // A reopened log's length is taken as durable, so one is only
+        // closed at a durable length (or remembered as still to cut).
+        if open.needs_cut {
+            self.uncut.insert(open.path.clone(), open.good_len);
+        }
+    }
+}
+
+/// Notes reservations made durable (only once the starting point was read
+/// from `_ids.log`: before, the first retention pass reads it anyway).
+fn note_covered(covered: &mut Option<u64>, reservations: &[MessageId]) {
+    if let (Some(covered), Some(last)) = (covered.as_mut(), reservations.last()) {
+        // The last reservation written is the one that counts (IdFloor).
+        *covered = last.get();
+    }
+}
+
+/// Deletes a segment's index, then the segment (a segment without its
+/// index is fine; an index without its segment is an orphan).
+fn delete_segment<S: Storage>(storage: &mut S, deletion: &Deletion) -> io::Result<()> {
+    match storage.remove(&super::segment::index_path(&deletion.path)) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    storage.remove(&deletion.path)
 }
 
 /// Syncs one log; false if it failed (the error is logged here, where the
@@ -296,14 +574,14 @@ impl<S: Storage> Writer<S> {
 /// unwritten pages while still showing them to reads, so the log is cut
 /// back to its last durable length: later records must not follow a hole
 /// (the pages may be lost, or written later, as garbage or not at all).
-fn sync_log<L: LogFile>(name: &str, open: &mut OpenLog<L>) -> bool {
+fn sync_log<L: LogFile>(open: &mut OpenLog<L>) -> bool {
     match open.log.sync() {
         Ok(()) => {
             open.synced_len = open.good_len;
             true
         }
         Err(error) => {
-            tracing::error!(log = %name, %error, "cannot sync history to disk; unsynced messages are not stored");
+            tracing::error!(log = %open.path, %error, "cannot sync history to disk; unsynced messages are not stored");
             abandon_unsynced(open);
             false
         }

@@ -1,6 +1,13 @@
-//! IRC CHATHISTORY (draft/chathistory) over the in-memory history.
+//! IRC CHATHISTORY (draft/chathistory): by message id through the same
+//! query path as native `#history` (the whole stored history); by
+//! timestamp, `LATEST` after a point and `BETWEEN` over what memory holds.
 
-use crate::ids::{ConnId, RoomName};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::history::Record;
+use crate::history_query::Position;
+use crate::ids::{ConnId, MessageId, RoomName};
 use crate::irc::caps::Cap;
 use crate::irc::render::{self as irc_render, channel};
 use crate::reply::Reply;
@@ -10,9 +17,11 @@ use crate::server::Server;
 
 impl Server {
     /// `CHATHISTORY LATEST|BEFORE|AFTER|AROUND #chan REF LIMIT` (and
-    /// `BETWEEN #chan REF REF LIMIT`): the room's recent history in a
-    /// `chathistory` batch, within what the server keeps in memory.
-    pub(super) fn irc_chathistory(&mut self, conn: ConnId, params: &[&str]) {
+    /// `BETWEEN #chan REF REF LIMIT`): the room's history in a
+    /// `chathistory` batch. `LATEST *` and `BEFORE`, `AFTER` and `AROUND` a
+    /// `msgid=` read the whole stored history as native `#history` does;
+    /// the other forms what the server keeps in memory.
+    pub(super) fn irc_chathistory(&mut self, now: Instant, conn: ConnId, params: &[&str]) {
         let fail = |server: &mut Self, code: &str, text: &str| {
             let line =
                 irc_render::server_line(&server.out.scene, "FAIL", &["CHATHISTORY", code, text]);
@@ -70,6 +79,16 @@ impl Server {
                 "References are msgid=N, timestamp=T or *",
             );
         };
+        let by_id = match (sub.as_str(), points.as_slice()) {
+            ("LATEST", [HistoryRef::Latest]) => Some(Position::Latest),
+            ("BEFORE", [HistoryRef::Id(id)]) => Some(Position::Before(MessageId::new(*id))),
+            ("AFTER", [HistoryRef::Id(id)]) => Some(Position::Since(MessageId::new(*id))),
+            ("AROUND", [HistoryRef::Id(id)]) => Some(Position::Around(MessageId::new(*id))),
+            _ => None,
+        };
+        if let Some(position) = by_id {
+            return self.irc_history_query(now, conn, room, position, limit);
+        }
         let all: Vec<_> = self
             .histories
             .last(&room, self.config.history_size)
@@ -129,9 +148,20 @@ impl Server {
                 );
             }
         };
+        self.irc_history_batch(conn, &room, &all[range]);
+    }
+
+    /// History entries for an IRC client: in a `chathistory` batch if it
+    /// takes batches.
+    pub(in crate::server) fn irc_history_batch(
+        &mut self,
+        conn: ConnId,
+        room: &RoomName,
+        records: &[Arc<Record>],
+    ) {
         let batched = self.has_cap(conn, Cap::Batch);
         let mut body = String::new();
-        for record in &all[range] {
+        for record in records {
             let rendered = self.out.render(conn, &Reply::HistoryEntry(record));
             body.push_str(&String::from_utf8_lossy(&rendered));
         }
@@ -144,7 +174,7 @@ impl Server {
         let mut text = irc_render::server_line(
             &scene,
             "BATCH",
-            &[&format!("+{id}"), "chathistory", &channel(&room)],
+            &[&format!("+{id}"), "chathistory", &channel(room)],
         );
         text.push_str(&irc_render::in_batch(&body, &id));
         text.push_str(&irc_render::server_line(

@@ -178,7 +178,7 @@ impl Server {
             }
             "MOTD" => self.motd(conn),
             "LUSERS" => self.lusers(conn),
-            "CHATHISTORY" => self.irc_chathistory(conn, params),
+            "CHATHISTORY" => self.irc_chathistory(now, conn, params),
             _ => {
                 let text = "Unknown command";
                 self.irc_error(conn, ErrorCode::UnknownCommand, Some(msg.command), text);
