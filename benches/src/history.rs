@@ -4,8 +4,9 @@
 //! For each record count it writes a data directory (1,000 rooms by
 //! default) straight to disk with [`chatd_core::history::encode`], in the
 //! segmented layout of issue 14 (`<room>/<FIRSTID>.log`, 20-digit
-//! FIRSTID, 4 MiB segments) or the flat layout of earlier builds
-//! (`<room>.log`), plus one reservation line in `_ids.log`. Then it starts
+//! FIRSTID, 4 MiB segments, an `.idx` beside every sealed one as the
+//! writer leaves it) or the flat layout of earlier builds (`<room>.log`),
+//! plus one reservation line in `_ids.log`. Then it starts
 //! the server on it a few times and measures, for each start, the time
 //! from spawn to the start-up line and to the welcome line of a first
 //! connection, and the server's RSS (VmRSS) and peak RSS (VmHWM) at that
@@ -25,6 +26,7 @@ use anyhow::{Context, bail};
 use chatd_core::history::encode;
 use chatd_core::{Dialect, MessageId, Nick, Record, RecordKind, RoomName};
 use chatd_engine::listener::parse_listening;
+use chatd_engine::persist::index::IndexBuilder;
 use clap::{Parser, ValueEnum};
 
 use crate::server::{Launch, knows_irc_bind};
@@ -94,6 +96,8 @@ pub struct Generated {
     pub records: u64,
     /// Log files written (segments or flat logs, `_ids.log` not counted).
     pub logs: usize,
+    /// `.idx` files written (one per sealed segment).
+    pub indexes: usize,
     /// Bytes of all logs, `_ids.log` included.
     pub bytes: u64,
 }
@@ -133,6 +137,22 @@ const WORDS: [&str; 32] = [
 struct Open {
     out: BufWriter<File>,
     len: u64,
+    /// The segment's path, for its `.idx` when it is sealed.
+    path: PathBuf,
+    /// Its index as the server's writer builds it (segmented layout only).
+    index: Option<IndexBuilder>,
+}
+
+impl Open {
+    /// Flushes the log and, for a sealed segment, writes its `.idx` as the
+    /// writer does at a seal (the newest segment of a room has none).
+    fn close(mut self, sealed: bool) -> io::Result<()> {
+        self.out.flush()?;
+        if let (true, Some(index)) = (sealed, self.index) {
+            fs::write(self.path.with_extension("idx"), index.finish())?;
+        }
+        Ok(())
+    }
 }
 
 /// `count` room names `{prefix}0`, `{prefix}1`, ... (`width` digits at
@@ -172,6 +192,7 @@ pub fn generate(
     let mut generated = Generated {
         records,
         logs: 0,
+        indexes: 0,
         bytes: 0,
     };
     let mut text = String::new();
@@ -205,8 +226,9 @@ pub fn generate(
         let full = open
             .get(&room)
             .is_some_and(|log| layout == Layout::Segmented && log.len >= segment_bytes);
-        if full && let Some(mut log) = open.remove(&room) {
-            log.out.flush()?;
+        if full && let Some(log) = open.remove(&room) {
+            log.close(true)?;
+            generated.indexes += 1;
         }
         let log = match open.entry(room) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -221,17 +243,22 @@ pub fn generate(
                 };
                 generated.logs += 1;
                 entry.insert(Open {
-                    out: BufWriter::with_capacity(64 * 1024, File::create(path)?),
+                    out: BufWriter::with_capacity(64 * 1024, File::create(&path)?),
                     len: 0,
+                    path,
+                    index: (layout == Layout::Segmented).then(IndexBuilder::new),
                 })
             }
         };
+        if let Some(index) = &mut log.index {
+            index.add(log.len, line.len() as u64, &record);
+        }
         log.out.write_all(&line)?;
         log.len += line.len() as u64;
         generated.bytes += line.len() as u64;
     }
-    for (_, mut log) in open {
-        log.out.flush()?;
+    for (_, log) in open {
+        log.close(false)?;
     }
     // The core reserves ids in blocks of 1,024 (docs/HISTORY.md).
     let reserved = (records / 1024 + 1) * 1024;
@@ -459,8 +486,9 @@ impl HistoryArgs {
             )
             .with_context(|| format!("cannot write {}", scratch.0.display()))?;
             eprintln!(
-                "wrote {records} records in {} logs ({:.0} MiB) in {:.1} s",
+                "wrote {records} records in {} logs and {} indexes ({:.0} MiB) in {:.1} s",
                 generated.logs,
+                generated.indexes,
                 mib(generated.bytes),
                 made.elapsed().as_secs_f64()
             );
@@ -494,6 +522,7 @@ impl HistoryArgs {
 mod tests {
     use super::*;
     use chatd_core::history::recover;
+    use chatd_engine::persist::index::SegmentIndex;
 
     fn scratch(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
@@ -533,6 +562,7 @@ mod tests {
         assert_eq!(made.records, 5_000);
         let mut ids = Vec::new();
         let mut logs = 0;
+        let mut indexes = 0;
         for room in fs::read_dir(&dir.0).unwrap() {
             let room = room.unwrap();
             if !room.file_type().unwrap().is_dir() {
@@ -541,6 +571,7 @@ mod tests {
             let mut names: Vec<String> = fs::read_dir(room.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|name| name.ends_with(".log"))
                 .collect();
             names.sort();
             assert!(names.len() > 1, "{names:?}");
@@ -563,15 +594,26 @@ mod tests {
                         .iter()
                         .all(|r| r.room.as_str() == room_name)
                 );
-                // Only the newest segment may be short.
+                // Only the newest segment may be short; the sealed ones
+                // have an index that covers every record, the newest none.
+                let idx = room.path().join(name.replace(".log", ".idx"));
                 if i + 1 < names.len() {
                     assert!(bytes.len() as u64 >= segment_bytes);
                     assert!(bytes.len() as u64 - segment_bytes < encode(last).len() as u64);
+                    let index = SegmentIndex::parse(&fs::read(&idx).unwrap()).unwrap();
+                    let indexed: u64 = index.blocks.iter().map(|b| u64::from(b.records)).sum();
+                    assert_eq!(indexed, recovery.records.len() as u64);
+                    assert_eq!(index.blocks[0].first_id.get(), first);
+                    assert_eq!(index.blocks.last().unwrap().last_id, last.id);
+                    indexes += 1;
+                } else {
+                    assert!(!idx.exists(), "{}", idx.display());
                 }
                 ids.extend(recovery.records.iter().map(|r| r.id.get()));
             }
         }
         assert_eq!(logs, made.logs);
+        assert_eq!(indexes, made.indexes);
         ids.sort_unstable();
         assert_eq!(ids, (1..=5_000).collect::<Vec<u64>>());
         let reservation = recover(&fs::read(dir.0.join("_ids.log")).unwrap());
