@@ -37,7 +37,8 @@ pub struct HistoryArgs {
     /// Record counts to measure, comma-separated (`k` and `M` suffixes).
     #[arg(long, default_value = "0,1M,10M", value_delimiter = ',', value_parser = parse_count)]
     pub records: Vec<u64>,
-    /// Rooms the records are spread over (evenly, in a fixed random order).
+    /// Rooms the records are spread over (each record's room drawn
+    /// uniformly at random, the same on every run).
     #[arg(long, default_value_t = 1_000)]
     pub rooms: usize,
     /// Starts per record count.
