@@ -305,7 +305,10 @@ fn run<S: Storage>(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => stop = true,
         }
-        if stop || writer.sync_due(Instant::now()) {
+        if stop {
+            // Syncs, and writes the open segments' indexes.
+            writer.finish();
+        } else if writer.sync_due(Instant::now()) {
             writer.sync();
         }
         for one in writer.take_reports() {

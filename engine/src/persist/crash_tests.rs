@@ -29,6 +29,8 @@ struct Workload {
     /// Small, so that segments are sealed and new ones begun often.
     segment_bytes: u64,
     retention: Retention,
+    /// Small, so that open segments' indexes are written often.
+    index_every: u64,
     cut: u64,
 }
 
@@ -84,6 +86,7 @@ fn run(workload: &Workload) -> (Promises, Image) {
         segment_bytes: workload.segment_bytes,
         retention: workload.retention.clone(),
         max_record: 1 << 20,
+        index_every: workload.index_every,
     };
     let mut writer =
         Writer::with_layout(disk.clone(), workload.policy, workload.open_limit, layout);
@@ -349,6 +352,7 @@ fn workload(
         faults,
         segment_bytes: 100 + rng.below(1500),
         retention,
+        index_every: 1 + rng.below(400),
         // Up to a little past the end, so some runs lose nothing.
         cut: u64::from(cut) % 600,
     }

@@ -61,6 +61,7 @@ fn layout(segment_bytes: u64, retention: Retention) -> Layout {
         segment_bytes,
         retention,
         max_record: 1 << 20,
+        index_every: super::writer::INDEX_EVERY,
     }
 }
 
