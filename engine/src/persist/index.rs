@@ -415,6 +415,49 @@ fn bloom_has(bloom: &[u8], word: &str) -> bool {
     })
 }
 
+/// The ids of the records of `segment` that a reader using `index` would
+/// miss: whole lines that decode, start before the end of the index's last
+/// block, and are not inside a block whose id and time ranges and bloom
+/// filter admit them (readers read the bytes after the last block as they
+/// are). Test builds only.
+#[cfg(test)]
+pub(crate) fn hidden_records(segment: &[u8], index: &SegmentIndex) -> Vec<u64> {
+    let covered = index
+        .blocks
+        .iter()
+        .map(|block| block.offset + block.len)
+        .max()
+        .unwrap_or(0);
+    let mut hidden = Vec::new();
+    let mut offset = 0usize;
+    while let Some(end) = memchr::memchr(b'\n', &segment[offset..]) {
+        let (start, stop) = (offset as u64, (offset + end + 1) as u64);
+        if let Ok(record) = history::decode(&segment[offset..offset + end])
+            && start < covered
+        {
+            let words: Vec<String> = if record.kind == RecordKind::Reserve {
+                Vec::new()
+            } else {
+                words_of(&record.text).collect()
+            };
+            let found = index.blocks.iter().any(|block| {
+                block.offset <= start
+                    && stop <= block.offset + block.len
+                    && block.first_id <= record.id
+                    && record.id <= block.last_id
+                    && block.first_ts <= record.ts
+                    && record.ts <= block.last_ts
+                    && block.may_contain_all(&words)
+            });
+            if !found {
+                hidden.push(record.id.get());
+            }
+        }
+        offset += end + 1;
+    }
+    hidden
+}
+
 #[cfg(test)]
 mod tests {
     use chatd_core::history::encode;
