@@ -298,6 +298,11 @@ impl SimDisk {
         self.lock().log_bytes_read
     }
 
+    /// Changes the fault rates from now on.
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
     /// The most log handles open at once so far.
     pub(crate) fn most_open_handles(&self) -> usize {
         self.lock().most_open_handles
