@@ -1,4 +1,6 @@
-//! The sparse index of a sealed history segment (`<FIRSTID>.idx`).
+//! The sparse index of a history segment (`<FIRSTID>.idx`): of all of a
+//! sealed segment, of a prefix of the newest (the writer rewrites it as
+//! the segment grows, see `writer.rs`).
 //!
 //! A segment's records are grouped in blocks of consecutive records (a new
 //! block starts once the current one holds at least [`BLOCK_BYTES`]). For
@@ -9,7 +11,7 @@
 //!
 //! The index is a hint: a reader that finds it missing, short or with a
 //! bad checksum ignores it ([`SegmentIndex::parse`] gives `None`) and scans
-//! the whole segment.
+//! the whole segment; bytes after its last block are scanned too.
 //!
 //! # Format (little-endian)
 //!
