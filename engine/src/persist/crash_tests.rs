@@ -301,7 +301,7 @@ fn check(workload: &Workload, promises: &Promises, image: &Image) -> Result<(), 
         },
     );
     let mut later = stored.clone();
-    let mut rng = Rng::new(workload.seed ^ 0xa11c_e5);
+    let mut rng = Rng::new(workload.seed ^ 0x00a1_1ce5);
     let now = Instant::now();
     let mut next = recovered.next_id;
     for _ in 0..1 + rng.below(8) {
