@@ -393,7 +393,8 @@ impl Run<'_> {
             if start > floor {
                 // The first line may start in an earlier chunk.
                 let head = memchr::memchr(b'\n', lines).map_or(lines.len(), |lf| lf + 1);
-                if head > self.limits.max_line {
+                // `head` includes its LF; a line of `max_line` bytes is kept.
+                if head > self.limits.max_line + 1 {
                     skip_to_lf = true;
                 } else {
                     pending = lines[..head].to_vec();
