@@ -418,6 +418,23 @@ mod tests {
         dir.join(&segments[0].path)
     }
 
+    /// At shutdown the writer thread writes the index of every open
+    /// segment, so a search after a restart has blocks to skip.
+    #[test]
+    fn shutdown_writes_the_open_segments_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Arc<Record>> = (1..=40)
+            .map(|id| record(id, ["a", "b"][id as usize % 2]))
+            .collect();
+        write_all(dir.path(), FsyncPolicy::Always, &records);
+        for room in ["a", "b"] {
+            let segment = only_segment(dir.path(), room);
+            let bytes = std::fs::read(&segment).unwrap();
+            let index = std::fs::read(segment.with_extension("idx")).expect("an index");
+            assert_eq!(index, index::build_for_segment(&bytes), "{room}");
+        }
+    }
+
     fn stored_ids(reports: &[PersistReport]) -> Vec<u64> {
         reports
             .iter()
