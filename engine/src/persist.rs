@@ -305,7 +305,10 @@ fn run<S: Storage>(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => stop = true,
         }
-        if stop || writer.sync_due(Instant::now()) {
+        if stop {
+            // Syncs, and writes the open segments' indexes.
+            writer.finish();
+        } else if writer.sync_due(Instant::now()) {
             writer.sync();
         }
         for one in writer.take_reports() {
@@ -413,6 +416,23 @@ mod tests {
         let segments = list_segments(&mut storage, history).unwrap();
         assert_eq!(segments.len(), 1, "{segments:?}");
         dir.join(&segments[0].path)
+    }
+
+    /// At shutdown the writer thread writes the index of every open
+    /// segment, so a search after a restart has blocks to skip.
+    #[test]
+    fn shutdown_writes_the_open_segments_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Arc<Record>> = (1..=40)
+            .map(|id| record(id, ["a", "b"][id as usize % 2]))
+            .collect();
+        write_all(dir.path(), FsyncPolicy::Always, &records);
+        for room in ["a", "b"] {
+            let segment = only_segment(dir.path(), room);
+            let bytes = std::fs::read(&segment).unwrap();
+            let index = std::fs::read(segment.with_extension("idx")).expect("an index");
+            assert_eq!(index, index::build_for_segment(&bytes), "{room}");
+        }
     }
 
     fn stored_ids(reports: &[PersistReport]) -> Vec<u64> {

@@ -29,6 +29,8 @@ struct Workload {
     /// Small, so that segments are sealed and new ones begun often.
     segment_bytes: u64,
     retention: Retention,
+    /// Small, so that open segments' indexes are written often.
+    index_every: u64,
     cut: u64,
 }
 
@@ -84,6 +86,7 @@ fn run(workload: &Workload) -> (Promises, Image) {
         segment_bytes: workload.segment_bytes,
         retention: workload.retention.clone(),
         max_record: 1 << 20,
+        index_every: workload.index_every,
     };
     let mut writer =
         Writer::with_layout(disk.clone(), workload.policy, workload.open_limit, layout);
@@ -282,6 +285,39 @@ fn check(workload: &Workload, promises: &Promises, image: &Image) -> Result<(), 
             ));
         }
     }
+    // No index a reader would use hides a stored record: neither one that
+    // survived the cut, nor one written after the restart (segments opened
+    // again seed their index from what they find).
+    let stored: BTreeSet<u64> = promises.stored.iter().map(|(id, _)| *id).collect();
+    hidden_stored(&after, &stored, "after recovery")?;
+    let mut writer = Writer::with_layout(
+        disk.clone(),
+        workload.policy,
+        workload.open_limit,
+        Layout {
+            segment_bytes: workload.segment_bytes,
+            index_every: workload.index_every,
+            ..Layout::default()
+        },
+    );
+    let mut later = stored.clone();
+    let mut rng = Rng::new(workload.seed ^ 0x00a1_1ce5);
+    let now = Instant::now();
+    let mut next = recovered.next_id;
+    for _ in 0..1 + rng.below(8) {
+        let batch: Vec<Arc<Record>> = (0..1 + rng.below(6))
+            .map(|_| {
+                let record = message(next, rng.below(workload.rooms));
+                later.insert(next);
+                next += 1;
+                record
+            })
+            .collect();
+        writer.write_batch(now, &batch);
+        writer.sync();
+    }
+    writer.finish();
+    hidden_stored(&disk.snapshot(), &later, "after writing on")?;
     // After the restart, new ids go on above everything acknowledged.
     let mut restarted = MessageIds::new(recovered.next_id);
     let next = restarted.allocate().id.get();
@@ -293,6 +329,36 @@ fn check(workload: &Workload, promises: &Promises, image: &Image) -> Result<(), 
         && next <= largest
     {
         return Err(format!("id {next} handed out again after a restart"));
+    }
+    Ok(())
+}
+
+/// Checks that every index in `image` that a reader would use (intact,
+/// no block past its segment's end) describes each record of `ids` in its
+/// segment (see `index::hidden_records`).
+fn hidden_stored(image: &Image, ids: &BTreeSet<u64>, when: &str) -> Result<(), String> {
+    for (name, bytes) in image.iter().filter(|(name, _)| name.ends_with(".idx")) {
+        let segment = format!("{}.log", name.trim_end_matches(".idx"));
+        let (Some(index), Some(log)) = (
+            super::index::SegmentIndex::parse(bytes),
+            image.get(&segment),
+        ) else {
+            continue;
+        };
+        if index
+            .blocks
+            .iter()
+            .any(|block| block.offset + block.len > log.len() as u64)
+        {
+            continue;
+        }
+        let hidden: Vec<u64> = super::index::hidden_records(log, &index)
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .collect();
+        if !hidden.is_empty() {
+            return Err(format!("{when}: {name} hides records {hidden:?}"));
+        }
     }
     Ok(())
 }
@@ -349,6 +415,7 @@ fn workload(
         faults,
         segment_bytes: 100 + rng.below(1500),
         retention,
+        index_every: 1 + rng.below(400),
         // Up to a little past the end, so some runs lose nothing.
         cut: u64::from(cut) % 600,
     }

@@ -1,4 +1,6 @@
-//! The sparse index of a sealed history segment (`<FIRSTID>.idx`).
+//! The sparse index of a history segment (`<FIRSTID>.idx`): of all of a
+//! sealed segment, of a prefix of the newest (the writer rewrites it as
+//! the segment grows, see `writer.rs`).
 //!
 //! A segment's records are grouped in blocks of consecutive records (a new
 //! block starts once the current one holds at least [`BLOCK_BYTES`]). For
@@ -9,7 +11,7 @@
 //!
 //! The index is a hint: a reader that finds it missing, short or with a
 //! bad checksum ignores it ([`SegmentIndex::parse`] gives `None`) and scans
-//! the whole segment.
+//! the whole segment; bytes after its last block are scanned too.
 //!
 //! # Format (little-endian)
 //!
@@ -179,6 +181,8 @@ pub struct IndexBuilder {
     out: Vec<u8>,
     blocks: u32,
     current: Option<Open>,
+    /// End of the last record described (0: none).
+    covered: u64,
 }
 
 /// The block being filled.
@@ -207,7 +211,37 @@ impl IndexBuilder {
             out,
             blocks: 0,
             current: None,
+            covered: 0,
         }
+    }
+
+    /// A builder that goes on from an existing index: its blocks are kept
+    /// as they are (closed), and the next record added starts a new block.
+    /// Records added must lie at or after [`IndexBuilder::covered`].
+    pub fn from_index(index: &SegmentIndex) -> Self {
+        let mut builder = Self::new();
+        for block in &index.blocks {
+            builder.put_block(
+                [
+                    block.offset,
+                    block.len,
+                    block.first_id.get(),
+                    block.last_id.get(),
+                    block.first_ts,
+                    block.last_ts,
+                ],
+                block.records,
+                &block.bloom,
+            );
+            builder.covered = builder.covered.max(block.offset.saturating_add(block.len));
+        }
+        builder
+    }
+
+    /// The end of the last record described (0 when there is none): an
+    /// index of this builder tells readers nothing about bytes from here.
+    pub fn covered(&self) -> u64 {
+        self.covered
     }
 
     /// Adds the record whose line (LF included) starts at byte `offset` of
@@ -240,6 +274,7 @@ impl IndexBuilder {
         open.first_ts = open.first_ts.min(record.ts);
         open.last_ts = open.last_ts.max(record.ts);
         open.records = open.records.saturating_add(1);
+        self.covered = self.covered.max(end);
         if record.kind != RecordKind::Reserve {
             for_each_word_hash(&record.text, |hash| open.word_hashes.push(hash));
         }
@@ -247,39 +282,85 @@ impl IndexBuilder {
 
     /// Writes out the block being filled.
     fn close(&mut self) {
-        let Some(mut open) = self.current.take() else {
+        let Some(open) = self.current.take() else {
             return;
         };
-        open.word_hashes.sort_unstable();
-        open.word_hashes.dedup();
-        let bloom = bloom_of(&open.word_hashes);
-        for field in [
-            open.offset,
-            open.end - open.offset,
-            open.first_id,
-            open.last_id,
-            open.first_ts,
-            open.last_ts,
-        ] {
-            self.out.extend_from_slice(&field.to_le_bytes());
-        }
-        self.out.extend_from_slice(&open.records.to_le_bytes());
-        // A bloom is 10 bits per distinct word of at most 16 KiB of text
-        // (plus one line): far below 4 GiB.
-        let bloom_len = u32::try_from(bloom.len()).unwrap_or(u32::MAX);
-        self.out.extend_from_slice(&bloom_len.to_le_bytes());
-        self.out.extend_from_slice(&bloom);
+        let (fields, records, bloom) = open.block();
+        self.put_block(fields, records, &bloom);
+    }
+
+    /// Appends one block's bytes to the index.
+    fn put_block(&mut self, fields: [u64; 6], records: u32, bloom: &[u8]) {
+        put_block(&mut self.out, fields, records, bloom);
         self.blocks += 1;
     }
 
     /// The index file's bytes.
     pub fn finish(mut self) -> Vec<u8> {
         self.close();
-        self.out[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&self.blocks.to_le_bytes());
-        let crc = crc32fast::hash(&self.out);
-        self.out.extend_from_slice(&crc.to_le_bytes());
-        self.out
+        seal_bytes(self.out, self.blocks)
     }
+
+    /// The index file's bytes as [`IndexBuilder::finish`] would give them
+    /// now (the block being filled included, as a block), without ending
+    /// the builder: records added later go on filling the same block.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = self.out.clone();
+        let mut blocks = self.blocks;
+        if let Some(open) = &self.current {
+            let (fields, records, bloom) = open.block();
+            put_block(&mut out, fields, records, &bloom);
+            blocks += 1;
+        }
+        seal_bytes(out, blocks)
+    }
+}
+
+impl Open {
+    /// The hashes of the block's words, each once, sorted.
+    fn distinct_word_hashes(&self) -> Vec<u64> {
+        let mut hashes = self.word_hashes.clone();
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes
+    }
+
+    /// The block's fixed fields, record count and bloom filter.
+    fn block(&self) -> ([u64; 6], u32, Vec<u8>) {
+        (
+            [
+                self.offset,
+                self.end - self.offset,
+                self.first_id,
+                self.last_id,
+                self.first_ts,
+                self.last_ts,
+            ],
+            self.records,
+            bloom_of(&self.distinct_word_hashes()),
+        )
+    }
+}
+
+/// Appends one block (fields, record count, bloom) to index bytes.
+fn put_block(out: &mut Vec<u8>, fields: [u64; 6], records: u32, bloom: &[u8]) {
+    for field in fields {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    out.extend_from_slice(&records.to_le_bytes());
+    // A bloom is 10 bits per distinct word of at most 16 KiB of text
+    // (plus one line): far below 4 GiB.
+    let bloom_len = u32::try_from(bloom.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&bloom_len.to_le_bytes());
+    out.extend_from_slice(bloom);
+}
+
+/// Index bytes with their block count and checksum filled in.
+fn seal_bytes(mut out: Vec<u8>, blocks: u32) -> Vec<u8> {
+    out[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&blocks.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Indexes a whole segment from its bytes: every LF-terminated line that
@@ -366,6 +447,49 @@ fn bloom_has(bloom: &[u8], word: &str) -> bool {
             .get((bit / 8) as usize)
             .is_some_and(|byte| byte & (1 << (bit % 8)) != 0)
     })
+}
+
+/// The ids of the records of `segment` that a reader using `index` would
+/// miss: whole lines that decode, start before the end of the index's last
+/// block, and are not inside a block whose id and time ranges and bloom
+/// filter admit them (readers read the bytes after the last block as they
+/// are). Test builds only.
+#[cfg(test)]
+pub(crate) fn hidden_records(segment: &[u8], index: &SegmentIndex) -> Vec<u64> {
+    let covered = index
+        .blocks
+        .iter()
+        .map(|block| block.offset + block.len)
+        .max()
+        .unwrap_or(0);
+    let mut hidden = Vec::new();
+    let mut offset = 0usize;
+    while let Some(end) = memchr::memchr(b'\n', &segment[offset..]) {
+        let (start, stop) = (offset as u64, (offset + end + 1) as u64);
+        if let Ok(record) = history::decode(&segment[offset..offset + end])
+            && start < covered
+        {
+            let words: Vec<String> = if record.kind == RecordKind::Reserve {
+                Vec::new()
+            } else {
+                chatd_core::history_query::words_of(&record.text).collect()
+            };
+            let found = index.blocks.iter().any(|block| {
+                block.offset <= start
+                    && stop <= block.offset + block.len
+                    && block.first_id <= record.id
+                    && record.id <= block.last_id
+                    && block.first_ts <= record.ts
+                    && record.ts <= block.last_ts
+                    && block.may_contain_all(&words)
+            });
+            if !found {
+                hidden.push(record.id.get());
+            }
+        }
+        offset += end + 1;
+    }
+    hidden
 }
 
 #[cfg(test)]
@@ -492,6 +616,69 @@ mod tests {
         assert!(second < end);
         assert_eq!((block.first_id.get(), block.last_id.get()), (1, 2));
         assert!(block.may_contain_all(&["alpha".into(), "gamma".into()]));
+    }
+
+    /// A snapshot is what `finish` would give at that point, and the
+    /// builder goes on as if none had been taken.
+    #[test]
+    fn a_snapshot_is_the_index_so_far_and_changes_nothing() {
+        let mut rng = Rng(0xfeed);
+        let (bytes, lines) = segment(600, &mut rng);
+        let mut builder = IndexBuilder::new();
+        assert_eq!(
+            SegmentIndex::parse(&builder.snapshot()),
+            Some(SegmentIndex::default())
+        );
+        for (n, (offset, len, record)) in lines.iter().enumerate() {
+            builder.add(*offset, *len, record);
+            assert_eq!(builder.covered(), offset + len);
+            if n % 97 == 0 {
+                let end = (offset + len) as usize;
+                assert_eq!(builder.snapshot(), build_for_segment(&bytes[..end]), "{n}");
+            }
+        }
+        assert_eq!(builder.finish(), build_for_segment(&bytes));
+    }
+
+    /// An index restored from a snapshot goes on with a new block at its
+    /// end: its blocks stay, and every later record is described after
+    /// them.
+    #[test]
+    fn a_builder_restored_from_an_index_goes_on_after_it() {
+        let mut rng = Rng(0xbeef);
+        let (bytes, lines) = segment(900, &mut rng);
+        let half = lines.len() / 2;
+        let (offset, len, _) = &lines[half - 1];
+        let prefix =
+            SegmentIndex::parse(&build_for_segment(&bytes[..(offset + len) as usize])).unwrap();
+        let mut builder = IndexBuilder::from_index(&prefix);
+        assert_eq!(builder.covered(), offset + len);
+        for (offset, len, record) in &lines[half..] {
+            builder.add(*offset, *len, record);
+        }
+        let index = SegmentIndex::parse(&builder.finish()).expect("a valid index");
+        assert_eq!(index.blocks[..prefix.blocks.len()], prefix.blocks[..]);
+        let rest = &index.blocks[prefix.blocks.len()..];
+        assert_eq!(
+            rest[0].offset,
+            offset + len,
+            "a new block at the covered end"
+        );
+        assert_eq!(rest[0].first_id, lines[half].2.id);
+        let total: u32 = index.blocks.iter().map(|block| block.records).sum();
+        assert_eq!(total as usize, lines.len());
+        let last = index.blocks.last().unwrap();
+        assert_eq!(last.offset + last.len, bytes.len() as u64);
+        for (offset, _, record) in &lines {
+            let block = index
+                .blocks
+                .iter()
+                .find(|b| (b.offset..b.offset + b.len).contains(offset))
+                .expect("every record in a block");
+            let words: Vec<String> = words_of(&record.text).collect();
+            assert!(block.may_contain_all(&words));
+            assert!(block.first_id <= record.id && record.id <= block.last_id);
+        }
     }
 
     #[test]

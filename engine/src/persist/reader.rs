@@ -11,10 +11,12 @@
 //! segments named after their first record's id (`<FIRSTID>.log`, 20
 //! digits); whispers in `<data>/_whispers/`. A segment holds the ids from
 //! its name up to the next segment's; only the newest is still written.
-//! Sealed segments may have a sparse index (`<FIRSTID>.idx`, see
+//! Segments may have a sparse index (`<FIRSTID>.idx`, see
 //! [`super::index`]) whose blocks let a reader skip what cannot matter: by
 //! id range (the query's [`Collector::wants`]) and, for a search, by the
-//! bloom filter of each block's words.
+//! bloom filter of each block's words. A sealed segment's index covers it
+//! whole; the newest segment's covers what it held when the writer last
+//! wrote it, and the bytes after it are read as they are.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -67,7 +69,7 @@ const MAX_LINE: usize = 4 << 20;
 /// Read sizes: the defaults, or small ones in tests to exercise every
 /// line crossing a chunk boundary.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+pub(crate) struct Limits {
     /// Bytes read at a time.
     chunk: usize,
     /// Longest line read; longer is damage.
@@ -75,7 +77,7 @@ struct Limits {
 }
 
 impl Limits {
-    const DEFAULT: Self = Self {
+    pub(crate) const DEFAULT: Self = Self {
         chunk: CHUNK,
         max_line: MAX_LINE,
     };
@@ -114,7 +116,8 @@ struct Segment {
     first: u64,
     /// The last id it can hold: one below the next segment's first.
     last: u64,
-    /// The newest segment of its directory (still written, no index).
+    /// The newest segment of its directory (still written; its index, if
+    /// any, covers only part of it).
     newest: bool,
     dir: Arc<Path>,
 }
@@ -206,6 +209,8 @@ struct Run<'a> {
     limits: Limits,
     /// A line lowercased, for the search pre-filter.
     lowered: Vec<u8>,
+    /// Bytes of segments read so far.
+    bytes_read: u64,
 }
 
 impl Run<'_> {
@@ -251,15 +256,17 @@ impl Run<'_> {
                 return Ok(());
             }
         };
-        let index = if segment.newest {
+        // `#history` reads the newest segment backwards from its end, a
+        // few chunks: its index would cost more than it saves.
+        let index = if segment.newest && self.words.is_empty() {
             None
         } else {
             self.index(segment, &file)
         };
         let result = match index {
-            None if descending => self.scan_backward(&mut file, segment.first),
+            None if descending => self.scan_backward(&mut file, segment.first, 0),
             None => self.scan(&mut file, 0, None),
-            Some(index) => self.blocks(&mut file, &index, descending),
+            Some(index) => self.blocks(&mut file, &index, descending, segment.first),
         };
         match result {
             Ok(()) => Ok(()),
@@ -271,7 +278,10 @@ impl Run<'_> {
         }
     }
 
-    /// The segment's index, when it is intact and fits the segment.
+    /// The segment's index, when it is intact and fits the segment. An
+    /// index with a block past the segment's length is ignored whole: the
+    /// segment was cut back since it was written, and bytes after the cut
+    /// may be other records than its blocks describe.
     fn index(&self, segment: &Segment, file: &File) -> Option<SegmentIndex> {
         let bytes = std::fs::read(segment.index_path()).ok()?;
         let index = SegmentIndex::parse(&bytes)?;
@@ -288,12 +298,14 @@ impl Run<'_> {
     }
 
     /// Reads the blocks of an indexed segment that may matter, and any
-    /// bytes after the last block (none in a segment sealed by the writer).
+    /// bytes after the last block (none in a segment sealed by the writer;
+    /// in the newest, what was appended since its index was written).
     fn blocks(
         &mut self,
         file: &mut File,
         index: &SegmentIndex,
         descending: bool,
+        segment_first: u64,
     ) -> Result<(), ScanError> {
         let tail = index
             .blocks
@@ -302,7 +314,7 @@ impl Run<'_> {
         let mut order: Vec<&Block> = index.blocks.iter().collect();
         if descending {
             order.reverse();
-            self.scan(file, tail, None)?;
+            self.scan_backward(file, segment_first, tail)?;
         }
         for block in order {
             self.check_time()?;
@@ -327,16 +339,29 @@ impl Run<'_> {
             Some(len) => Box::new(Read::take(&mut *file, len)),
             None => Box::new(&mut *file),
         };
-        for_each_line(reader, self.limits, |line| {
+        let count = std::cell::Cell::new(0);
+        let reader = Counted {
+            inner: reader,
+            count: &count,
+        };
+        let result = for_each_line(reader, self.limits, |line| {
             self.line(line)?;
             Ok(())
-        })
+        });
+        self.bytes_read += count.get();
+        result
     }
 
-    /// Reads a segment from its end backwards, chunk by chunk, and stops
-    /// as soon as no older record of it can change the answer: a page of
-    /// the newest records costs a few chunks, not the whole segment.
-    fn scan_backward(&mut self, file: &mut File, segment_first: u64) -> Result<(), ScanError> {
+    /// Reads a segment from its end backwards down to `floor` (a line
+    /// start), chunk by chunk, and stops as soon as no older record of it
+    /// can change the answer: a page of the newest records costs a few
+    /// chunks, not the whole segment.
+    fn scan_backward(
+        &mut self,
+        file: &mut File,
+        segment_first: u64,
+        floor: u64,
+    ) -> Result<(), ScanError> {
         let mut pos = file.seek(SeekFrom::End(0))?;
         let mut chunk = vec![0; self.limits.chunk.max(1)];
         // The end of a line whose start lies before `pos` (LF included).
@@ -345,11 +370,12 @@ impl Run<'_> {
         // a line that is ignored: the unterminated last line, or one
         // longer than the limit.
         let mut skip_to_lf = true;
-        while pos > 0 {
-            let start = pos.saturating_sub(chunk.len() as u64);
+        while pos > floor {
+            let start = pos.saturating_sub(chunk.len() as u64).max(floor);
             let len = (pos - start) as usize;
             file.seek(SeekFrom::Start(start))?;
             file.read_exact(&mut chunk[..len])?;
+            self.bytes_read += len as u64;
             pos = start;
             let mut data = chunk[..len].to_vec();
             data.append(&mut pending);
@@ -364,10 +390,11 @@ impl Run<'_> {
                 }
             }
             let mut lines = &data[..end];
-            if start > 0 {
+            if start > floor {
                 // The first line may start in an earlier chunk.
                 let head = memchr::memchr(b'\n', lines).map_or(lines.len(), |lf| lf + 1);
-                if head > self.limits.max_line {
+                // `head` includes its LF; a line of `max_line` bytes is kept.
+                if head > self.limits.max_line + 1 {
                     skip_to_lf = true;
                 } else {
                     pending = lines[..head].to_vec();
@@ -435,6 +462,20 @@ fn may_match(line: &[u8], words: &[String], lowered: &mut Vec<u8>) -> bool {
     words
         .iter()
         .all(|word| memchr::memmem::find(lowered, word.as_bytes()).is_some())
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    count: &'a std::cell::Cell<u64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
 }
 
 /// Why a scan stopped.
@@ -527,6 +568,16 @@ fn answer_with(
     deadline: Option<Instant>,
     limits: Limits,
 ) -> HistoryAnswer {
+    answer_counted(dir, query, deadline, limits).0
+}
+
+/// [`answer`], also giving the bytes of segments it read.
+pub(crate) fn answer_counted(
+    dir: &Path,
+    query: &HistoryQuery,
+    deadline: Option<Instant>,
+    limits: Limits,
+) -> (HistoryAnswer, u64) {
     let words: &[String] = match &query.scope {
         Scope::Search { terms, .. } => terms.words(),
         Scope::Room { .. } | Scope::Whispers { .. } => &[],
@@ -540,6 +591,7 @@ fn answer_with(
         lines: 0,
         limits,
         lowered: Vec::new(),
+        bytes_read: 0,
     };
     let stopped = read_scope(dir, &mut run).is_err();
     let shortfall = if run.unreadable {
@@ -549,11 +601,15 @@ fn answer_with(
     } else {
         None
     };
-    HistoryAnswer {
-        request: query.request,
-        records: run.collector.finish(),
-        shortfall,
-    }
+    let bytes_read = run.bytes_read;
+    (
+        HistoryAnswer {
+            request: query.request,
+            records: run.collector.finish(),
+            shortfall,
+        },
+        bytes_read,
+    )
 }
 
 /// Lists the segments the query's scope covers and reads them in the
@@ -665,8 +721,10 @@ pub fn export(
     if room_dir.is_dir() {
         let segments = list_segments(&room_dir)?;
         for segment in &segments {
+            // The newest segment's index covers a prefix of it; the
+            // rest is read after its last block.
             let index = match since_ms {
-                Some(_) if !segment.newest => std::fs::read(segment.index_path())
+                Some(_) => std::fs::read(segment.index_path())
                     .ok()
                     .and_then(|bytes| SegmentIndex::parse(&bytes)),
                 _ => None,
@@ -688,6 +746,15 @@ pub fn export(
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(error),
         };
+        // An index with a block past the file's end is ignored (as `#search`
+        // does).
+        let len = file.metadata()?.len();
+        let index = index.filter(|index| {
+            index
+                .blocks
+                .iter()
+                .all(|block| block.offset.saturating_add(block.len) <= len)
+        });
         let mut ranges: Vec<(u64, Option<u64>)> = Vec::new();
         match index {
             Some(index) => {
@@ -873,6 +940,9 @@ mod tests {
         dir: PathBuf,
         /// Per directory: (first id, bytes) of each segment, oldest first.
         segments: BTreeMap<String, Vec<(u64, Vec<u8>)>>,
+        /// The newest segments get an index too (as the writer writes it
+        /// for an open segment).
+        index_newest: bool,
     }
 
     impl Store {
@@ -880,6 +950,7 @@ mod tests {
             Self {
                 dir: dir.to_path_buf(),
                 segments: BTreeMap::new(),
+                index_newest: false,
             }
         }
 
@@ -919,7 +990,7 @@ mod tests {
                 for (n, (first, bytes)) in segments.iter().enumerate() {
                     let first_id = MessageId::new(*first);
                     std::fs::write(dir.join(segment_name(first_id)), bytes).unwrap();
-                    if n + 1 < segments.len()
+                    if (n + 1 < segments.len() || self.index_newest)
                         && let Some(idx) = index(name, *first, build_for_segment(bytes))
                     {
                         std::fs::write(dir.join(index_name(first_id)), idx).unwrap();
@@ -1053,6 +1124,7 @@ mod tests {
         let records = random_history(rng, count);
         let segment_bytes = [2_000, 20_000, 50_000][rng.below(3) as usize];
         let mut store = Store::new(dir);
+        store.index_newest = rng.chance(50);
         for record in &records {
             store.append(record, segment_bytes);
             if rng.chance(2) {
@@ -1255,6 +1327,54 @@ mod tests {
             ids(&answer(tmp.path(), &query, None).records),
             [7, last.first_id.get()]
         );
+    }
+
+    /// An index that describes more than its segment now holds (the
+    /// segment was cut back, and other records written after the cut) is
+    /// ignored whole, also its blocks that still fit: they may describe
+    /// bytes that are other records now.
+    #[test]
+    fn an_index_with_a_block_past_the_end_of_its_segment_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        let mut id = 0;
+        while bytes.len() < 6 * BLOCK_BYTES as usize {
+            id += 1;
+            bytes.extend_from_slice(&encode(&record(id, "general", "plain hays")));
+        }
+        let idx = build_for_segment(&bytes);
+        let blocks = SegmentIndex::parse(&idx).unwrap().blocks;
+        let covered = bytes.len();
+        // Cut back into the second block; a needle there, then more
+        // records, to a little less than the index covers.
+        let cut = blocks[1].offset as usize + 200;
+        let cut = cut + memchr::memchr(b'\n', &bytes[cut..]).unwrap() + 1;
+        bytes.truncate(cut);
+        id += 1;
+        let needle = id;
+        bytes.extend_from_slice(&encode(&record(needle, "general", "needle hay")));
+        while bytes.len() + 300 < covered {
+            id += 1;
+            bytes.extend_from_slice(&encode(&record(id, "general", "plain hays")));
+        }
+        assert!(blocks[1].offset + blocks[1].len < bytes.len() as u64);
+        let dir = tmp.path().join("general");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(segment_name(MessageId::new(1))), &bytes).unwrap();
+        std::fs::write(dir.join(index_name(MessageId::new(1))), &idx).unwrap();
+        let query = HistoryQuery {
+            request: QueryId(1),
+            conn: conn(),
+            scope: Scope::Search {
+                terms: SearchTerms::parse("needle").unwrap(),
+                room: None,
+                private_rooms: Vec::new(),
+            },
+            position: Position::Latest,
+            limit: 10,
+            below: None,
+        };
+        assert_eq!(ids(&answer(tmp.path(), &query, None).records), [needle]);
     }
 
     #[test]

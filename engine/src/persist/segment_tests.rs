@@ -12,7 +12,7 @@ use chatd_core::{MessageId, Nick, RoomName};
 
 use super::index::SegmentIndex;
 use super::retention::{HistoryLimits, Retention, RetentionSummary};
-use super::segment::{BackLine, BackLines, CHUNK};
+use super::segment::{BackLine, BackLines, CHUNK, index_path};
 use super::sim::{Faults, Image, Rng, SimDisk};
 use super::storage::{Entry, Opened, Storage};
 use super::writer::{Layout, Writer};
@@ -61,6 +61,7 @@ fn layout(segment_bytes: u64, retention: Retention) -> Layout {
         segment_bytes,
         retention,
         max_record: 1 << 20,
+        index_every: super::writer::INDEX_EVERY,
     }
 }
 
@@ -766,4 +767,344 @@ fn index_files_a_crash_left_behind_are_removed_at_start() {
             "general/notes.txt",
         ]
     );
+}
+
+/// A record of `room` with a few words of a small vocabulary (and `extra`).
+fn worded(id: u64, room: &str, extra: &str) -> Arc<Record> {
+    const WORDS: [&str; 12] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+        "juliet", "kilo", "lima",
+    ];
+    let mut text: Vec<&str> = (0..5)
+        .map(|n| WORDS[((id * 7 + n * 5) % WORDS.len() as u64) as usize])
+        .collect();
+    if !extra.is_empty() {
+        text.push(extra);
+    }
+    Arc::new(Record {
+        text: text.join(" "),
+        ..(*message(id, room, 1_795_000_000_000 + id)).clone()
+    })
+}
+
+/// The index of a segment on a simulated disk, if there is a valid one.
+fn index_of(disk: &mut SimDisk, segment: &str) -> Option<SegmentIndex> {
+    let len = disk.len(&index_path(segment)).ok()?;
+    let mut bytes = vec![0; len as usize];
+    disk.read_at(&index_path(segment), 0, &mut bytes).ok()?;
+    SegmentIndex::parse(&bytes)
+}
+
+/// The bytes of a file on a simulated disk.
+fn bytes_of(disk: &SimDisk, name: &str) -> Vec<u8> {
+    disk.snapshot().get(name).cloned().unwrap_or_default()
+}
+
+fn covered(index: &SegmentIndex) -> u64 {
+    index
+        .blocks
+        .last()
+        .map_or(0, |block| block.offset + block.len)
+}
+
+fn sim_layout(segment_bytes: u64) -> Layout {
+    Layout {
+        segment_bytes,
+        ..Layout::default()
+    }
+}
+
+#[test]
+fn the_open_segment_gets_an_index_every_256_kib_and_at_shutdown() {
+    let disk = SimDisk::new(1, Faults::default());
+    let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 4, sim_layout(4 << 20));
+    let now = Instant::now();
+    let segment = "general/00000000000000000001.log";
+    let mut id = 0;
+    let mut last_covered = 0;
+    let mut writes = 0;
+    while bytes_of(&disk, segment).len() < 700 * 1024 {
+        let batch: Vec<Arc<Record>> = (0..20)
+            .map(|_| {
+                id += 1;
+                worded(id, "general", "")
+            })
+            .collect();
+        writer.write_batch(now, &batch);
+        writer.sync();
+        let len = bytes_of(&disk, segment).len() as u64;
+        let mut storage = disk.clone();
+        match index_of(&mut storage, segment) {
+            None => assert!(len < writer::INDEX_EVERY, "no index at {len} bytes"),
+            Some(index) => {
+                let end = covered(&index);
+                assert!(end <= len, "only written bytes are described");
+                assert!(len - end < writer::INDEX_EVERY + 4096, "{end} of {len}");
+                assert!(end >= last_covered);
+                if end > last_covered {
+                    writes += 1;
+                }
+                last_covered = end;
+                let bytes = bytes_of(&disk, segment);
+                assert_eq!(
+                    super::index::hidden_records(&bytes, &index),
+                    Vec::<u64>::new()
+                );
+            }
+        }
+    }
+    assert_eq!(writes, 2, "written at 256 KiB and 512 KiB");
+    assert!(last_covered < bytes_of(&disk, segment).len() as u64);
+    writer.finish();
+    let mut storage = disk.clone();
+    let index = index_of(&mut storage, segment).expect("an index at shutdown");
+    let bytes = bytes_of(&disk, segment);
+    assert_eq!(covered(&index), bytes.len() as u64, "all of it at shutdown");
+    let records: u32 = index.blocks.iter().map(|block| block.records).sum();
+    assert_eq!(u64::from(records), id);
+    assert_eq!(
+        super::index::hidden_records(&bytes, &index),
+        Vec::<u64>::new()
+    );
+}
+
+#[test]
+fn sealing_writes_the_index_built_while_appending_without_reading_the_segment() {
+    let disk = SimDisk::new(1, Faults::default());
+    let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 4, sim_layout(100_000));
+    let now = Instant::now();
+    let mut id = 0;
+    let mut storage = disk.clone();
+    while list_segments(&mut storage, "general").unwrap().len() < 3 {
+        id += 1;
+        writer.write_batch(now, &[worded(id, "general", "")]);
+        writer.sync();
+    }
+    assert_eq!(disk.log_bytes_read(), 0, "no segment read back");
+    let segments = list_segments(&mut storage, "general").unwrap();
+    for sealed in &segments[..2] {
+        let bytes = bytes_of(&disk, &sealed.path);
+        let written = bytes_of(&disk, &index_path(&sealed.path));
+        assert_eq!(
+            written,
+            super::index::build_for_segment(&bytes),
+            "{}",
+            sealed.path
+        );
+    }
+}
+
+#[test]
+fn a_segment_opened_again_seeds_its_index_from_the_idx_and_reads_only_the_rest() {
+    for damage in ["none", "garbage", "past the end"] {
+        let disk = SimDisk::new(1, Faults::default());
+        let layout = Layout {
+            index_every: 64 * 1024,
+            ..sim_layout(4 << 20)
+        };
+        let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 1, layout);
+        let now = Instant::now();
+        let segment = "general/00000000000000000001.log";
+        let mut id = 0;
+        while bytes_of(&disk, segment).len() < 300 * 1024 {
+            id += 1;
+            writer.write_batch(now, &[worded(id, "general", "")]);
+            writer.sync();
+        }
+        // Another room: the LRU (one open log) closes general, writing its index.
+        id += 1;
+        writer.write_batch(now, &[worded(id, "other", "")]);
+        writer.sync();
+        let mut storage = disk.clone();
+        let before = index_of(&mut storage, segment).expect("written at close");
+        let len = bytes_of(&disk, segment).len() as u64;
+        assert_eq!(covered(&before), len);
+        match damage {
+            "garbage" => storage
+                .write_file(&index_path(segment), b"CHATDIX1 not really")
+                .unwrap(),
+            "past the end" => {
+                let mut longer = bytes_of(&disk, segment);
+                longer.extend_from_slice(&history::encode(&worded(999_999, "general", "")));
+                storage
+                    .write_file(
+                        &index_path(segment),
+                        &super::index::build_for_segment(&longer),
+                    )
+                    .unwrap();
+            }
+            _ => {}
+        }
+        let read_before = disk.log_bytes_read();
+        id += 1;
+        writer.write_batch(now, &[worded(id, "general", "zulu")]);
+        writer.sync();
+        let read = disk.log_bytes_read() - read_before;
+        if damage == "none" {
+            assert_eq!(read, 0, "nothing after the index to read");
+        } else {
+            assert!(read >= len, "{damage}: scanned whole ({read} of {len})");
+            // Replaced at once (more than `index_every` undescribed).
+            let fresh = index_of(&mut storage, segment).expect("a fresh index");
+            assert_eq!(covered(&fresh), bytes_of(&disk, segment).len() as u64);
+        }
+        writer.finish();
+        let after = index_of(&mut storage, segment).expect("an index at shutdown");
+        let bytes = bytes_of(&disk, segment);
+        assert_eq!(covered(&after), bytes.len() as u64, "{damage}");
+        assert_eq!(
+            super::index::hidden_records(&bytes, &after),
+            Vec::<u64>::new()
+        );
+        if damage == "none" {
+            assert_eq!(after.blocks[..before.blocks.len()], before.blocks[..]);
+            let last = after.blocks.last().unwrap();
+            assert_eq!(
+                (last.offset, last.records),
+                (len, 1),
+                "a new block at the end"
+            );
+            assert!(last.may_contain_all(&["zulu".into()]));
+        }
+    }
+}
+
+/// A search over rooms whose newest (open) segments hold everything reads
+/// the blocks whose bloom may match and the bytes no index describes yet,
+/// not the segments whole.
+#[test]
+fn a_search_over_open_segments_reads_only_the_blocks_that_may_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Writer::with_layout(
+        DirStorage::new(dir.path()),
+        FsyncPolicy::Never,
+        64,
+        layout(4 << 20, Retention::default()),
+    );
+    let now = Instant::now();
+    let rooms = 12;
+    let mut id = 0;
+    let mut total = 0;
+    let mut needles = Vec::new();
+    for round in 0..2600 {
+        let batch: Vec<Arc<Record>> = (0..rooms)
+            .map(|room| {
+                id += 1;
+                let needle = (room == 3 && round == 700) || (room == 7 && round == 2590);
+                if needle {
+                    needles.push(id);
+                }
+                let record = worded(
+                    id,
+                    &format!("room{room}"),
+                    if needle { "needle" } else { "" },
+                );
+                total += history::encode(&record).len() as u64;
+                record
+            })
+            .collect();
+        writer.write_batch(now, &batch);
+    }
+    writer.sync();
+    let search = || chatd_core::history_query::HistoryQuery {
+        request: chatd_core::history_query::QueryId(1),
+        conn: {
+            let now = Instant::now();
+            let mut server =
+                chatd_core::Server::new(chatd_core::Config::default(), now, 0).unwrap();
+            server.accept(now, "127.0.0.1:1".parse().unwrap()).unwrap()
+        },
+        scope: chatd_core::history_query::Scope::Search {
+            terms: chatd_core::history_query::SearchTerms::parse("needle").unwrap(),
+            room: None,
+            private_rooms: Vec::new(),
+        },
+        position: chatd_core::history_query::Position::Latest,
+        limit: 10,
+        below: None,
+    };
+    let found = |dir: &Path| {
+        let (answer, read) = reader::answer_counted(dir, &search(), None, reader::Limits::DEFAULT);
+        let mut ids: Vec<u64> = answer.records.iter().map(|r| r.id.get()).collect();
+        ids.sort_unstable();
+        (ids, read)
+    };
+    // Each room's segment is past 256 KiB: indexed but for its tail.
+    assert!(total / rooms > writer::INDEX_EVERY + 20_000, "{total}");
+    let (ids, read) = found(dir.path());
+    assert_eq!(ids, needles);
+    // The tails after each index, and a few blocks.
+    let tails = total - rooms * writer::INDEX_EVERY;
+    assert!(
+        read < tails + total / 20,
+        "read {read} of {total} before shutdown (tails {tails})"
+    );
+    writer.finish();
+    let (ids, read) = found(dir.path());
+    assert_eq!(ids, needles);
+    assert!(read < total / 20, "read {read} of {total} after shutdown");
+}
+
+/// A failed sync cuts the segment back below what its `.idx` (written
+/// for the open segment) describes; the records appended after the cut
+/// land where that index describes others. The index is removed, and the
+/// removal made durable, before they are appended: no power cut brings it
+/// back over them.
+#[test]
+fn an_index_describing_bytes_cut_off_never_comes_back_over_later_records() {
+    let mut lost = 0;
+    for seed in 1..=64 {
+        let disk = SimDisk::new(seed, Faults::default());
+        let layout = Layout {
+            index_every: 1,
+            ..sim_layout(1 << 20)
+        };
+        let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 4, layout);
+        let now = Instant::now();
+        let batch = |ids: std::ops::RangeInclusive<u64>, word: &str| -> Vec<Arc<Record>> {
+            ids.map(|id| worded(id, "general", word)).collect()
+        };
+        writer.write_batch(now, &batch(1..=5, ""));
+        writer.sync();
+        // Indexed, then cut off by a failed sync.
+        disk.set_faults(Faults {
+            sync: 1000,
+            ..Faults::default()
+        });
+        writer.write_batch(now, &batch(6..=8, "lost"));
+        writer.sync();
+        disk.set_faults(Faults::default());
+        writer.write_batch(now, &batch(41..=80, "needle"));
+        writer.sync();
+        let stored: BTreeSet<u64> = writer
+            .take_reports()
+            .into_iter()
+            .filter_map(|report| match report {
+                PersistReport::Stored(ids) => Some(ids),
+                PersistReport::Failed(_) => None,
+            })
+            .flatten()
+            .map(MessageId::get)
+            .collect();
+        assert!(stored.contains(&80) && !stored.contains(&6), "{stored:?}");
+        let image = disk.image();
+        let segment = "general/00000000000000000001.log";
+        let Some(index) = image
+            .get(&index_path(segment))
+            .and_then(|bytes| SegmentIndex::parse(bytes))
+        else {
+            continue;
+        };
+        let log = &image[segment];
+        if covered(&index) > log.len() as u64 {
+            continue;
+        }
+        let hidden: Vec<u64> = super::index::hidden_records(log, &index)
+            .into_iter()
+            .filter(|id| stored.contains(id))
+            .collect();
+        lost += usize::from(!hidden.is_empty());
+        assert_eq!(hidden, Vec::<u64>::new(), "seed {seed}");
+    }
+    assert_eq!(lost, 0);
 }

@@ -197,6 +197,8 @@ struct Disk {
     faults: Faults,
     open_handles: usize,
     most_open_handles: usize,
+    /// Bytes of `.log` files read.
+    log_bytes_read: u64,
 }
 
 /// A shared simulated disk; clones see the same files.
@@ -219,6 +221,7 @@ impl SimDisk {
             faults,
             open_handles: 0,
             most_open_handles: 0,
+            log_bytes_read: 0,
         })))
     }
 
@@ -287,6 +290,17 @@ impl SimDisk {
                 Node::File(file) => (path.clone(), disk.files[*file].data.clone()),
             })
             .collect()
+    }
+
+    /// Bytes of `.log` files read so far (a whole-file read counts the
+    /// file's length).
+    pub(crate) fn log_bytes_read(&self) -> u64 {
+        self.lock().log_bytes_read
+    }
+
+    /// Changes the fault rates from now on.
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
     }
 
     /// The most log handles open at once so far.
@@ -483,17 +497,24 @@ impl Storage for SimDisk {
     }
 
     fn read(&mut self, name: &str) -> io::Result<Cursor<Vec<u8>>> {
-        let disk = self.lock();
+        let mut disk = self.lock();
         let file = disk.file_of(name)?;
-        Ok(Cursor::new(disk.files[file].data.clone()))
+        let data = disk.files[file].data.clone();
+        if name.ends_with(".log") {
+            disk.log_bytes_read += data.len() as u64;
+        }
+        Ok(Cursor::new(data))
     }
 
     fn read_at(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let disk = self.lock();
+        let mut disk = self.lock();
         let data = &disk.files[disk.file_of(name)?].data;
         let start = (offset as usize).min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);
+        if name.ends_with(".log") {
+            disk.log_bytes_read += n as u64;
+        }
         Ok(n)
     }
 

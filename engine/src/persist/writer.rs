@@ -3,7 +3,7 @@
 //! `persist.rs` feeds it; the crash test drives it directly on a simulated
 //! disk with virtual time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use chatd_core::MessageId;
 use chatd_core::history::{self, Record, RecordKind};
 
+use super::index::IndexBuilder;
 use super::retention::{Deletion, Retention, RetentionSummary};
-use super::seal;
-use super::segment::{IDS_LOG, WHISPERS_DIR, list_segments, segment_name};
+use super::seal::{self, Found};
+use super::segment::{IDS_LOG, WHISPERS_DIR, index_path, list_segments, segment_name};
 use super::storage::{LogFile, Storage, join};
 use super::{FsyncPolicy, PersistReport};
 
@@ -30,6 +31,10 @@ pub fn history_dir(record: &Record) -> Option<String> {
     }
 }
 
+/// The open segment's `.idx` is written again once this many more bytes
+/// of records are described than when it was last written.
+pub(crate) const INDEX_EVERY: u64 = 256 * 1024;
+
 /// How often retention runs when nothing was sealed.
 pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -42,6 +47,8 @@ pub(crate) struct Layout {
     pub(crate) retention: Retention,
     /// Longest record line read back (sealing scans the segment).
     pub(crate) max_record: usize,
+    /// The open segment's `.idx` is rewritten after this many more bytes.
+    pub(crate) index_every: u64,
 }
 
 impl Default for Layout {
@@ -50,6 +57,7 @@ impl Default for Layout {
             segment_bytes: crate::persist::DEFAULT_SEGMENT_BYTES,
             retention: Retention::default(),
             max_record: 16 << 20,
+            index_every: INDEX_EVERY,
         }
     }
 }
@@ -70,6 +78,9 @@ pub(crate) struct Writer<S: Storage> {
     /// (a cut that failed), by path: the length to cut them to before
     /// appending.
     uncut: HashMap<String, u64>,
+    /// Segments closed while an `.idx` of theirs may describe bytes cut
+    /// off since: it is removed, durably, before they are appended to.
+    stale_indexes: HashSet<String>,
     /// Directories with entries (new files or directories) not yet
     /// synced; `""` is the data directory.
     dirs_unsynced: BTreeSet<String>,
@@ -107,6 +118,28 @@ struct OpenLog<L> {
     needs_cut: bool,
     /// Records written since the last sync.
     unsynced: Vec<MessageId>,
+    /// The index of the segment's first `indexed_len` bytes, fed as
+    /// records are appended. `None` until seeded (from the `.idx` and the
+    /// bytes after it, before the first append), after a cut below what it
+    /// described, and for `_ids.log`.
+    index: Option<IndexBuilder>,
+    /// The bytes `index` has seen.
+    indexed_len: u64,
+    /// What the `.idx` last written (or found) covers
+    /// ([`IndexBuilder::covered`]); the next is due [`Layout::index_every`]
+    /// bytes later.
+    index_written: u64,
+    /// The most bytes an `.idx` of this segment on disk may describe,
+    /// including one a power cut could bring back: a cut below it makes
+    /// the index stale.
+    index_claims: u64,
+    /// An `.idx` may describe bytes that are no longer there (or be
+    /// damaged): it is removed and the removal made durable before the
+    /// next append, so that it never describes other bytes later.
+    stale_index: bool,
+    /// Seeding the index failed (a read error): not tried again while the
+    /// segment is open; sealing scans it.
+    seed_failed: bool,
 }
 
 impl<S: Storage> Writer<S> {
@@ -131,6 +164,7 @@ impl<S: Storage> Writer<S> {
             open: HashMap::new(),
             tick: 0,
             uncut: HashMap::new(),
+            stale_indexes: HashSet::new(),
             dirs_unsynced: BTreeSet::new(),
             detached: Vec::new(),
             oldest_unsynced: None,
@@ -154,17 +188,20 @@ impl<S: Storage> Writer<S> {
 
     /// Appends a batch: one write per log, records in arrival order.
     pub(crate) fn write_batch(&mut self, now: Instant, batch: &[Arc<Record>]) {
-        let mut per_log: BTreeMap<String, (Vec<u8>, Vec<MessageId>)> = BTreeMap::new();
+        type Lines = (Vec<u8>, Vec<MessageId>, Vec<(Arc<Record>, u64)>);
+        let mut per_log: BTreeMap<String, Lines> = BTreeMap::new();
         for record in batch {
             let key = history_dir(record).unwrap_or_else(|| IDS_LOG.to_owned());
             let entry = per_log.entry(key).or_default();
-            entry.0.extend_from_slice(&history::encode(record));
+            let line = history::encode(record);
+            entry.0.extend_from_slice(&line);
             entry.1.push(record.id);
+            entry.2.push((record.clone(), line.len() as u64));
         }
         let mut failed = Vec::new();
-        for (key, (bytes, ids)) in per_log {
+        for (key, (bytes, ids, lines)) in per_log {
             let first_id = ids.first().map_or(0, |id| id.get());
-            match self.append(&key, &bytes, first_id) {
+            match self.append(&key, &bytes, &lines, first_id) {
                 Ok(()) => {
                     if let Some(open) = self.open.get_mut(&key) {
                         open.unsynced.extend(ids);
@@ -299,7 +336,20 @@ impl<S: Storage> Writer<S> {
             .find(|(_, open)| open.path == path)
             .map(|(key, _)| key.clone());
         if let Some(key) = key {
-            self.close(&key);
+            // About to be deleted: no index written.
+            self.close(&key, false);
+        }
+    }
+
+    /// Shutdown: makes everything written durable and writes the `.idx`
+    /// of every open segment that has records its last one does not
+    /// describe.
+    pub(crate) fn finish(&mut self) {
+        self.sync();
+        for open in self.open.values_mut() {
+            if index_outdated(open) {
+                write_snapshot(&mut self.storage, open);
+            }
         }
     }
 
@@ -386,8 +436,12 @@ impl<S: Storage> Writer<S> {
         if opened.created {
             self.dirs_unsynced.insert(dir.clone().unwrap_or_default());
         }
+        // A new segment's index starts empty; an existing one is seeded
+        // before the first append.
+        let index = (dir.is_some() && opened.created).then(IndexBuilder::new);
         let mut open = OpenLog {
             log: opened.log,
+            stale_index: self.stale_indexes.remove(&path),
             path,
             dir,
             used: self.tick,
@@ -395,6 +449,11 @@ impl<S: Storage> Writer<S> {
             synced_len: opened.len,
             needs_cut: false,
             unsynced: Vec::new(),
+            index,
+            indexed_len: 0,
+            index_written: 0,
+            index_claims: 0,
+            seed_failed: false,
         };
         if let Some(len) = self.uncut.remove(&open.path) {
             open.good_len = len;
@@ -407,7 +466,13 @@ impl<S: Storage> Writer<S> {
     /// Appends whole records to a history, first sealing its segment if
     /// it is full and cutting off anything a failed write left behind, so
     /// a record never lands on a fragment.
-    fn append(&mut self, key: &str, bytes: &[u8], first_id: u64) -> io::Result<()> {
+    fn append(
+        &mut self,
+        key: &str,
+        bytes: &[u8],
+        lines: &[(Arc<Record>, u64)],
+        first_id: u64,
+    ) -> io::Result<()> {
         self.tick += 1;
         if !self.open.contains_key(key) {
             self.make_room();
@@ -430,9 +495,17 @@ impl<S: Storage> Writer<S> {
             open.log.set_len(open.good_len)?;
             open.needs_cut = false;
         }
+        prepare_index(&mut self.storage, open, self.layout.max_record)?;
+        let start = open.good_len;
         match open.log.append(bytes) {
             Ok(()) => {
                 open.good_len += bytes.len() as u64;
+                index_appended(open, start, lines);
+                if open.index.as_ref().is_some_and(|index| {
+                    index.covered() >= open.index_written.saturating_add(self.layout.index_every)
+                }) {
+                    write_snapshot(&mut self.storage, open);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -485,15 +558,26 @@ impl<S: Storage> Writer<S> {
                 self.reports.push(PersistReport::Stored(ids));
             }
         }
-        let sealed_path = open.path.clone();
-        let sealed_len = open.good_len;
+        // The index built while appending; without one in hand (opened
+        // full, or dropped by a cut), from the `.idx` and a scan of the
+        // rest.
+        let builder = match open.index.take() {
+            Some(index) if open.indexed_len == open.good_len => Ok(index),
+            _ => seal::seed(
+                &mut self.storage,
+                &open.path,
+                open.good_len,
+                self.layout.max_record,
+            )
+            .map(|(index, _)| index),
+        };
+        let written = builder.and_then(|index| {
+            seal::write_index_bytes(&mut self.storage, &open.path, &index.finish())
+        });
+        if let Err(error) = written {
+            tracing::warn!(segment = %open.path, %error, "cannot write a history segment index; readers will scan the segment");
+        }
         drop(open);
-        seal::write_index(
-            &mut self.storage,
-            &sealed_path,
-            sealed_len,
-            self.layout.max_record,
-        );
         self.sealed = true;
         let new = self.open_file(join(key, &segment_name(first_id)), Some(key.to_owned()))?;
         self.open.insert(key.to_owned(), new);
@@ -511,12 +595,14 @@ impl<S: Storage> Writer<S> {
             else {
                 return;
             };
-            self.close(&name);
+            self.close(&name, true);
         }
     }
 
-    /// Closes an open log, syncing it first unless the policy never syncs.
-    fn close(&mut self, key: &str) {
+    /// Closes an open log, syncing it first unless the policy never syncs,
+    /// and (`write_index`) writing its `.idx` if records were appended
+    /// since the last.
+    fn close(&mut self, key: &str, write_index: bool) {
         let Some(mut open) = self.open.remove(key) else {
             return;
         };
@@ -546,6 +632,118 @@ impl<S: Storage> Writer<S> {
         if open.needs_cut {
             self.uncut.insert(open.path.clone(), open.good_len);
         }
+        if open.stale_index {
+            self.stale_indexes.insert(open.path.clone());
+        } else if write_index && index_outdated(&open) {
+            write_snapshot(&mut self.storage, &mut open);
+        }
+    }
+}
+
+/// Before the first append to a segment opened again, seeds its index
+/// (from its `.idx` when intact, then a scan of the bytes after it); and
+/// removes an `.idx` that may describe bytes that are no longer there,
+/// durably, so that no power cut brings it back over other records.
+fn prepare_index<S: Storage>(
+    storage: &mut S,
+    open: &mut OpenLog<S::Log>,
+    max_record: usize,
+) -> io::Result<()> {
+    let Some(dir) = open.dir.clone() else {
+        return Ok(());
+    };
+    if open.index.is_none() && !open.seed_failed {
+        match seal::seed(storage, &open.path, open.good_len, max_record) {
+            Ok((index, found)) => {
+                open.index = Some(index);
+                open.indexed_len = open.good_len;
+                match found {
+                    Found::Usable { covered } => {
+                        open.index_written = covered;
+                        open.index_claims = open.index_claims.max(covered);
+                    }
+                    Found::Unusable => open.stale_index = true,
+                    Found::Nothing => open.index_written = 0,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(segment = %open.path, %error, "cannot read a history segment to index it; sealing will scan it");
+                open.seed_failed = true;
+                // Whatever index is there cannot be trusted.
+                open.stale_index = true;
+            }
+        }
+    }
+    if open.stale_index {
+        match storage.remove(&index_path(&open.path)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        storage.sync_dir(&dir)?;
+        open.stale_index = false;
+        open.index_claims = 0;
+        open.index_written = 0;
+    }
+    Ok(())
+}
+
+/// Feeds the records just appended at `start` to the segment's index.
+fn index_appended<L>(open: &mut OpenLog<L>, start: u64, lines: &[(Arc<Record>, u64)]) {
+    let Some(index) = open.index.as_mut() else {
+        return;
+    };
+    if open.indexed_len != start {
+        // Not in step with the file: dropped, sealing scans instead.
+        open.index = None;
+        return;
+    }
+    let mut offset = start;
+    for (record, len) in lines {
+        index.add(offset, *len, record);
+        offset += len;
+    }
+    open.indexed_len = open.good_len;
+}
+
+/// Whether the segment's index describes records its last `.idx` does not
+/// (and may be written: in step with the file, nothing stale on disk).
+fn index_outdated<L>(open: &OpenLog<L>) -> bool {
+    open.dir.is_some()
+        && !open.stale_index
+        && open.indexed_len == open.good_len
+        && open
+            .index
+            .as_ref()
+            .is_some_and(|index| index.covered() > open.index_written)
+}
+
+/// Writes the open segment's `.idx` as its index stands (only bytes
+/// already written to the segment are described). Failing is logged:
+/// readers scan what no index describes.
+fn write_snapshot<S: Storage>(storage: &mut S, open: &mut OpenLog<S::Log>) {
+    let Some(index) = open.index.as_ref() else {
+        return;
+    };
+    // Counted before trying: a failed write may still have replaced it.
+    open.index_claims = open.index_claims.max(open.indexed_len);
+    open.index_written = index.covered();
+    if let Err(error) = seal::write_index_bytes(storage, &open.path, &index.snapshot()) {
+        tracing::warn!(segment = %open.path, %error, "cannot write a history segment index; readers will scan the segment");
+    }
+}
+
+/// After the segment was cut back to `good_len`: an index describing more
+/// is dropped (sealing or the next append seeds another), and an `.idx`
+/// on disk that may describe more is marked stale.
+fn index_cut<L>(open: &mut OpenLog<L>) {
+    if open.indexed_len > open.good_len {
+        open.index = None;
+        open.indexed_len = 0;
+        open.seed_failed = false;
+    }
+    if open.index_claims > open.good_len {
+        open.stale_index = true;
     }
 }
 
@@ -593,6 +791,7 @@ fn sync_log<L: LogFile>(open: &mut OpenLog<L>) -> bool {
 /// must not become a hole under records written later.
 fn abandon_unsynced<L: LogFile>(open: &mut OpenLog<L>) {
     open.good_len = open.synced_len;
+    index_cut(open);
     open.needs_cut = true;
     if open.log.set_len(open.good_len).is_ok() {
         open.needs_cut = false;
