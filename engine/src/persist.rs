@@ -318,6 +318,9 @@ fn run<S: Storage>(
             return;
         }
         let now = Instant::now();
+        if writer.index_due(now) {
+            writer.write_outdated_indexes();
+        }
         if writer.retention_due(now) {
             writer.enforce_retention(now, unix_ms());
             for one in writer.take_reports() {

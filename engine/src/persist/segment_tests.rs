@@ -815,6 +815,37 @@ fn sim_layout(segment_bytes: u64) -> Layout {
 }
 
 #[test]
+fn a_room_that_goes_quiet_has_its_open_segment_indexed_soon_after() {
+    let disk = SimDisk::new(1, Faults::default());
+    let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 4, sim_layout(4 << 20));
+    let start = Instant::now();
+    let segment = "general/00000000000000000001.log";
+    let batch: Vec<Arc<Record>> = (1..=3).map(|id| worded(id, "general", "")).collect();
+    writer.write_batch(start, &batch);
+    writer.sync();
+    let mut storage = disk.clone();
+    assert!(
+        index_of(&mut storage, segment).is_none(),
+        "far below 256 KiB"
+    );
+    assert!(!writer.index_due(start + writer::INDEX_AFTER / 2));
+    assert!(
+        writer
+            .wait_time(start)
+            .is_some_and(|wait| wait <= writer::INDEX_AFTER),
+        "the writer wakes up for it"
+    );
+    assert!(writer.index_due(start + writer::INDEX_AFTER));
+    writer.write_outdated_indexes();
+    let index = index_of(&mut storage, segment).expect("indexed once due");
+    assert_eq!(covered(&index), bytes_of(&disk, segment).len() as u64);
+    assert!(
+        !writer.index_due(start + writer::INDEX_AFTER * 2),
+        "nothing new since"
+    );
+}
+
+#[test]
 fn the_open_segment_gets_an_index_every_256_kib_and_at_shutdown() {
     let disk = SimDisk::new(1, Faults::default());
     let mut writer = Writer::with_layout(disk.clone(), FsyncPolicy::Always, 4, sim_layout(4 << 20));

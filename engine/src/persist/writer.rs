@@ -35,6 +35,12 @@ pub fn history_dir(record: &Record) -> Option<String> {
 /// of records are described than when it was last written.
 pub(crate) const INDEX_EVERY: u64 = 256 * 1024;
 
+/// At most this long after a record is appended, its open segment's
+/// `.idx` describes it (unless written again since): a room that goes
+/// quiet soon has an index covering all of it, so a search reads at most
+/// this long's worth of lines, or [`INDEX_EVERY`] bytes, unindexed per room.
+pub(crate) const INDEX_AFTER: Duration = Duration::from_secs(5);
+
 /// How often retention runs when nothing was sealed.
 pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -94,6 +100,9 @@ pub(crate) struct Writer<S: Storage> {
     sealed: bool,
     /// When retention runs next regardless.
     next_retention: Option<Instant>,
+    /// When the open segments' indexes are next brought up to date
+    /// ([`INDEX_AFTER`] after the first append since they last were).
+    index_due: Option<Instant>,
     /// The newest id reservation known durable in `_ids.log` (read from
     /// its end at the first retention pass): retention deletes only
     /// records below it.
@@ -171,6 +180,7 @@ impl<S: Storage> Writer<S> {
             reports: Vec::new(),
             sealed: false,
             next_retention: None,
+            index_due: None,
             covered: None,
         }
     }
@@ -207,6 +217,7 @@ impl<S: Storage> Writer<S> {
                         open.unsynced.extend(ids);
                     }
                     self.oldest_unsynced.get_or_insert(now);
+                    self.index_due.get_or_insert(now + INDEX_AFTER);
                 }
                 Err(error) => {
                     tracing::error!(log = %key, %error, records = ids.len(), "cannot write history; these messages are not stored");
@@ -236,9 +247,23 @@ impl<S: Storage> Writer<S> {
                     .map_or(Duration::ZERO, |at| at.saturating_duration_since(now)),
             )
         };
-        match (sync, retention) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let index = self.index_due.map(|at| at.saturating_duration_since(now));
+        [sync, retention, index].into_iter().flatten().min()
+    }
+
+    /// Whether the open segments' indexes are due to be brought up to date.
+    pub(crate) fn index_due(&self, now: Instant) -> bool {
+        self.index_due.is_some_and(|at| now >= at)
+    }
+
+    /// Writes the `.idx` of every open segment with records its index file
+    /// does not describe yet.
+    pub(crate) fn write_outdated_indexes(&mut self) {
+        self.index_due = None;
+        for open in self.open.values_mut() {
+            if index_outdated(open) {
+                write_snapshot(&mut self.storage, open);
+            }
         }
     }
 
@@ -346,11 +371,7 @@ impl<S: Storage> Writer<S> {
     /// describe.
     pub(crate) fn finish(&mut self) {
         self.sync();
-        for open in self.open.values_mut() {
-            if index_outdated(open) {
-                write_snapshot(&mut self.storage, open);
-            }
-        }
+        self.write_outdated_indexes();
     }
 
     /// Makes everything written durable (group commit) and reports it.
