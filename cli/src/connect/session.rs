@@ -11,8 +11,9 @@
 //! across a crash (docs/HISTORY.md, "Message ids"), and a connection gets
 //! its room's messages in id order. So after a reconnect, everything said in
 //! our room since the last id we saw there is exactly what we missed:
-//! `#history #ROOM since LAST 100`, again from the newest id of each full
-//! page until a page comes back short. Lines that arrive live meanwhile are
+//! `#history #ROOM since LAST 100`, again from the newest id of each page
+//! until a page comes back empty (not merely short: a server may answer
+//! fewer per page than asked, its `history_page`). Lines that arrive live meanwhile are
 //! merged in by id, and an id already shown is never shown again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -383,7 +384,7 @@ impl Session {
                     let later = state.pending.split_off(&(newest + 1));
                     let done = std::mem::replace(&mut state.pending, later);
                     self.show_pending(done, &state.room, step);
-                    if count < CATCH_UP_PAGE || newest == state.page_since {
+                    if newest == state.page_since {
                         return self.finish(state, step);
                     }
                     state.page_since = newest;
@@ -676,14 +677,13 @@ mod tests {
                 &entry(110),
             ],
         );
-        assert_eq!(
-            shown,
-            [
-                "[#general] bob: line 109",
-                &shown_entry(110),
-                "[#general] bob: line 111"
-            ]
-        );
+        assert_eq!(shown, ["[#general] bob: line 109", &shown_entry(110)]);
+        // A short page may be the server's page size: ask until empty.
+        // The live line above the page waits for its place until then.
+        assert_eq!(sent, ["#history #general since 110 100"]);
+        assert!(session.catching_up());
+        let (shown, sent) = feed(&mut session, &["+ history #general 0"]);
+        assert_eq!(shown, ["[#general] bob: line 111"]);
         // Typed while down or catching up: sent once caught up.
         assert_eq!(sent, ["while down"]);
         assert!(!session.catching_up());

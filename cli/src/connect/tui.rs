@@ -353,6 +353,8 @@ mod tests {
                 "+ history #general 2",
                 "[#general 2026-11-18 11:06:40 id=2] bob: two",
                 "[#general 2026-11-18 11:06:41 id=3] bob: three",
+                // Asked again after a page, until one comes back empty.
+                "+ history #general 0",
                 "[#general id=1] bob: one",
             ],
         );
