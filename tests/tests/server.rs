@@ -430,18 +430,16 @@ impl Clock for CorrectedClock {
     }
 }
 
-/// The hub feeds the wall clock to the core once a minute: after the
-/// system clock is corrected by a day, a minute later new history is
-/// stamped with the corrected date.
-fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// Settings for a server on a free port, without IRC, idle checks or
+/// history files (`persist = false`), on `backend`.
+fn memory_only_settings(backend: &dyn Backend, data_dir: &std::path::Path) -> Settings {
     let mut settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
             // No IRC here: the default port would collide between tests.
             irc_bind: NO_LISTENER.into(),
             threads: 2,
-            data_dir: dir.path().to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
             persist: false,
             backend: backend.name().into(),
             ..ServerSettings::default()
@@ -450,6 +448,15 @@ fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
         history: Default::default(),
     };
     settings.chat.idle.enabled = false;
+    settings
+}
+
+/// The hub feeds the wall clock to the core once a minute: after the
+/// system clock is corrected by a day, a minute later new history is
+/// stamped with the corrected date.
+fn history_timestamps_follow_a_corrected_system_clock(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = memory_only_settings(backend, dir.path());
     // 2026-11-18 11:06:40 UTC.
     let clock = Arc::new(CorrectedClock {
         clock: ManualClock::new(1_795_000_000_000),
@@ -655,21 +662,7 @@ fn ack_waits_until_the_record_is_synced_under_the_policy(backend: &dyn Backend) 
 /// memory holds, never a wait.
 fn history_beyond_memory_without_persist_is_what_memory_holds(backend: &dyn Backend) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings {
-        server: ServerSettings {
-            bind: "127.0.0.1:0".into(),
-            // No IRC here: the default port would collide between tests.
-            irc_bind: NO_LISTENER.into(),
-            threads: 2,
-            data_dir: dir.path().to_path_buf(),
-            persist: false,
-            backend: backend.name().into(),
-            ..ServerSettings::default()
-        },
-        chat: Config::default(),
-        history: Default::default(),
-    };
-    settings.chat.idle.enabled = false;
+    let mut settings = memory_only_settings(backend, dir.path());
     settings.chat.history_size = 2;
     let running = launch(
         &settings,

@@ -541,6 +541,19 @@ impl<S: Storage> Writer<S> {
         }
     }
 
+    /// Syncs the directories, then a log being closed or sealed: whether
+    /// its records are durable (if not, they are cut off it).
+    fn sync_closing(&mut self, open: &mut OpenLog<S::Log>) -> bool {
+        match self.sync_dirs() {
+            Ok(()) => sync_log(open),
+            Err(error) => {
+                tracing::error!(%error, "cannot sync a history directory");
+                abandon_unsynced(open);
+                false
+            }
+        }
+    }
+
     /// Seals the open segment of `key` (cut clean, synced unless the
     /// policy never syncs, indexed) and opens a new one named after
     /// `first_id`. A segment that cannot be made durable is not sealed:
@@ -560,14 +573,7 @@ impl<S: Storage> Writer<S> {
         if self.policy == FsyncPolicy::Never {
             self.detached.extend(ids);
         } else {
-            let synced = match self.sync_dirs() {
-                Ok(()) => sync_log(&mut open),
-                Err(error) => {
-                    tracing::error!(%error, "cannot sync a history directory");
-                    abandon_unsynced(&mut open);
-                    false
-                }
-            };
+            let synced = self.sync_closing(&mut open);
             if !synced {
                 if !ids.is_empty() {
                     self.reports.push(PersistReport::Failed(ids));
@@ -631,14 +637,7 @@ impl<S: Storage> Writer<S> {
         if self.policy == FsyncPolicy::Never {
             self.detached.extend(ids);
         } else if !ids.is_empty() {
-            let synced = match self.sync_dirs() {
-                Ok(()) => sync_log(&mut open),
-                Err(error) => {
-                    tracing::error!(%error, "cannot sync a history directory");
-                    abandon_unsynced(&mut open);
-                    false
-                }
-            };
+            let synced = self.sync_closing(&mut open);
             if synced && open.dir.is_none() {
                 note_covered(&mut self.covered, &ids);
             }
