@@ -410,6 +410,10 @@ impl Run<'_> {
                 if line.len() > self.limits.max_line {
                     continue;
                 }
+                // Safe on a damaged line's id too (read off its front, it
+                // may be anything): backwards reads only look for the
+                // newest records below a point, and once the collector is
+                // full every older record is below what it keeps.
                 if let Some(id) = self.line(line)?
                     && !self.wants(segment_first, id)
                 {
@@ -637,9 +641,12 @@ fn read_scope(dir: &Path, run: &mut Run<'_>) -> Result<(), Stop> {
                 .iter()
                 .flat_map(|room| segments_of(dir.join(room.as_str()), run))
                 .collect();
-            // Newest first across rooms (oldest first for `since`).
+            // Newest first across rooms, read backwards, for the newest
+            // matches (what `#search` asks); oldest first, read forwards,
+            // for any other position: reading backwards stops once nothing
+            // older can matter, which holds only when older is below.
             segments.sort_by_key(|segment| std::cmp::Reverse(segment.first));
-            let ascending = matches!(position, Position::Since(_));
+            let ascending = !matches!(position, Position::Latest | Position::Before(_));
             if ascending {
                 segments.reverse();
             }
@@ -1272,6 +1279,55 @@ mod tests {
         let answer = answer(tmp.path(), &query, None);
         assert_eq!(ids(&answer.records), [1, 3]);
         assert_eq!(answer.shortfall, None);
+    }
+
+    /// A search at a position other than the newest reads forwards (found
+    /// by the `history_reader` fuzz target: reading backwards stopped
+    /// before the records above the position).
+    #[test]
+    fn a_search_around_an_id_finds_the_records_above_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::new(tmp.path());
+        for id in 1..=7 {
+            store.append(
+                &record(id, "general", &format!("hello world {id}")),
+                1 << 20,
+            );
+        }
+        store.write(|_, _, _| None);
+        // A damaged newest line whose front claims a low id (its checksum
+        // fails), as the fuzzer made it.
+        let path = tmp
+            .path()
+            .join("general")
+            .join(segment_name(MessageId::new(1)));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut damaged = encode(&record(4, "general", "hello world"));
+        damaged[0] ^= 1;
+        bytes.extend_from_slice(&damaged);
+        std::fs::write(&path, &bytes).unwrap();
+        let query = |position| HistoryQuery {
+            request: QueryId(1),
+            conn: conn(),
+            scope: Scope::Search {
+                terms: SearchTerms::parse("hello world").unwrap(),
+                room: None,
+                private_rooms: Vec::new(),
+            },
+            position,
+            limit: 1,
+            below: None,
+        };
+        let around = answer(
+            tmp.path(),
+            &query(Position::Around(MessageId::new(6))),
+            None,
+        );
+        assert_eq!(ids(&around.records), [6]);
+        let since = answer(tmp.path(), &query(Position::Since(MessageId::new(3))), None);
+        assert_eq!(ids(&since.records), [4]);
+        let latest = answer(tmp.path(), &query(Position::Latest), None);
+        assert_eq!(ids(&latest.records), [7]);
     }
 
     /// A block whose bloom filter rules the words out is not read: seen
