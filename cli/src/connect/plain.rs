@@ -6,7 +6,7 @@
 //! before exiting.
 
 use std::io::{self, BufRead, Write};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 
 use super::link::{self, LinkEvent};
@@ -14,6 +14,46 @@ use super::session::Session;
 
 /// The barrier token; its pong is not printed.
 const BARRIER: &str = "chatd-connect-end-of-input";
+
+/// Most typed lines held while the connection is down or catching up;
+/// past it stdin is not read until they are sent, so a large input piped
+/// in while the server is away waits in the pipe, not in memory.
+const HELD_LINES: usize = 1_000;
+
+/// Whether the stdin thread may read another line: shut while the session
+/// holds [`HELD_LINES`] lines.
+#[derive(Default)]
+struct Gate {
+    shut: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn set_shut(&self, shut: bool) {
+        let mut state = self
+            .shut
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *state != shut {
+            *state = shut;
+            self.opened.notify_all();
+        }
+    }
+
+    /// Waits while the gate is shut.
+    fn pass(&self) {
+        let mut shut = self
+            .shut
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *shut {
+            shut = self
+                .opened
+                .wait(shut)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
 
 /// What the client waits for.
 enum Event {
@@ -28,8 +68,16 @@ pub(crate) fn run(addr: &str, nick: Option<&str>) -> anyhow::Result<()> {
     let link = link::spawn_reporting(addr.to_owned(), move |event| {
         from_link.send(Event::Link(event)).is_ok()
     });
+    let gate = Arc::new(Gate::default());
+    let reader_gate = gate.clone();
     thread::spawn(move || {
-        for line in io::stdin().lock().lines().map_while(Result::ok) {
+        let stdin = io::stdin();
+        let mut lines = stdin.lock().lines();
+        loop {
+            reader_gate.pass();
+            let Some(Ok(line)) = lines.next() else {
+                break;
+            };
             if events.send(Event::Stdin(line)).is_err() {
                 return;
             }
@@ -98,6 +146,45 @@ pub(crate) fn run(addr: &str, nick: Option<&str>) -> anyhow::Result<()> {
                 }
             }
         }
+        gate.set_shut(session.held() >= HELD_LINES);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_shut_gate_holds_the_reader_until_it_opens() {
+        let gate = Arc::new(Gate::default());
+        gate.set_shut(true);
+        let passed = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (gate, passed) = (gate.clone(), passed.clone());
+            thread::spawn(move || {
+                gate.pass();
+                passed.store(true, Ordering::SeqCst);
+            })
+        };
+        thread::sleep(Duration::from_millis(100));
+        assert!(!passed.load(Ordering::SeqCst), "passed a shut gate");
+        gate.set_shut(false);
+        reader.join().unwrap();
+        assert!(passed.load(Ordering::SeqCst));
+        // An open gate lets through at once.
+        gate.pass();
+    }
+
+    #[test]
+    fn lines_typed_while_down_are_counted_until_sent() {
+        let mut session = Session::new(None);
+        for n in 0..3 {
+            assert!(session.user_line(format!("line {n}")).is_empty());
+        }
+        assert_eq!(session.held(), 3);
+    }
 }

@@ -121,6 +121,11 @@ impl Session {
         }
     }
 
+    /// How many typed lines wait for the connection to be ready.
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// Whether a new connection is still being set up or caught up.
     pub(crate) fn catching_up(&self) -> bool {
         !matches!(self.phase, Phase::Live | Phase::Down)
