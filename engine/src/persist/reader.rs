@@ -35,9 +35,7 @@ use chatd_core::history_query::{
 use chatd_core::ids::RoomName;
 
 use super::index::{Block, SegmentIndex};
-
-/// The directory of whisper segments.
-pub const WHISPERS_DIR: &str = "_whispers";
+use super::segment::{self, WHISPERS_DIR, parse_segment_name};
 
 /// How long a search may read before it answers with what it found
 /// ([`Shortfall::TimeBound`]).
@@ -86,27 +84,15 @@ impl Limits {
 /// Lines scanned between two looks at the clock.
 const LINES_PER_CLOCK: u32 = 256;
 
-/// Digits of a segment's name.
-const NAME_DIGITS: usize = 20;
-
 /// The file name of the segment whose first record has id `first`.
 pub fn segment_name(first: MessageId) -> String {
-    format!("{:020}.log", first.get())
+    segment::segment_name(first.get())
 }
 
 /// The file name of the index of the segment whose first record has id
 /// `first`.
 pub fn index_name(first: MessageId) -> String {
-    format!("{:020}.idx", first.get())
-}
-
-/// The first id of a segment named `name`, if it is a segment's name.
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".log")?;
-    if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    segment::index_path(&segment_name(first))
 }
 
 /// One segment file of a room (or of the whispers).
