@@ -36,3 +36,14 @@ impl std::fmt::Display for Dialect {
         f.write_str(self.name())
     }
 }
+
+/// How a connection reached the server: what its listener speaks and
+/// whether its transport is encrypted. To the core an encrypted
+/// connection is like any other, except that passwords may cross it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The listener's dialect.
+    pub dialect: Dialect,
+    /// The transport is encrypted (TLS).
+    pub encrypted: bool,
+}

@@ -21,6 +21,7 @@
 //!   ([`ErrorCode`]); mistakes of the driver are `debug_assert!`s.
 //! - Output order is deterministic: members, rooms and fan-out are ordered.
 
+pub mod accounts;
 pub mod address;
 pub mod command;
 pub mod config;
@@ -46,11 +47,12 @@ pub mod wall_clock;
 #[cfg(test)]
 mod test_support;
 
+pub use accounts::{Account, AccountChange, AccountWrite, HashRequest};
 pub use command::{BanTarget, Command};
 pub use config::{
     Config, ConfigError, IdleConfig, IrcConfig, LimitsConfig, OperatorConfig, RateLimitConfig,
 };
-pub use dialect::Dialect;
+pub use dialect::{Arrival, Dialect};
 pub use error::ErrorCode;
 pub use history::{Record, RecordKind, Recovery};
 pub use ids::{ConnId, MessageId, NameError, Nick, RoomName};

@@ -28,7 +28,7 @@ use ahash::AHashMap;
 
 use crate::address::AddressGroup;
 use crate::config::{Config, ConfigError};
-use crate::dialect::Dialect;
+use crate::dialect::{Arrival, Dialect};
 use crate::error::ErrorCode;
 use crate::history::{IdFloor, MessageIds, Record};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
@@ -280,6 +280,27 @@ impl Server {
         peer: SocketAddr,
         dialect: Dialect,
     ) -> Result<ConnId, Refused> {
+        self.accept_via(
+            now,
+            peer,
+            Arrival {
+                dialect,
+                encrypted: false,
+            },
+        )
+    }
+
+    /// Decides whether to admit a new connection from `peer` that came in
+    /// as `arrival` says (the listener's dialect, and whether its
+    /// transport is encrypted, e.g. TLS). Otherwise as
+    /// [`Server::accept_as`].
+    pub fn accept_via(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        arrival: Arrival,
+    ) -> Result<ConnId, Refused> {
+        let dialect = arrival.dialect;
         // Bans and limits see an IPv4 client the same however it came in.
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
         let address = peer.ip();
@@ -289,6 +310,7 @@ impl Server {
         let nick = Nick::guest(conn);
         self.nicks.insert(nick.folded(), conn);
         let mut session = Session::new(peer, dialect, nick, now);
+        session.encrypted = arrival.encrypted;
         if dialect == Dialect::Irc {
             session.line = LineBuffer::irc();
             if let Some(irc) = session.irc.as_mut() {

@@ -45,6 +45,8 @@ pub(crate) struct Session {
     pub(crate) peer: SocketAddr,
     /// The protocol it speaks.
     pub(crate) dialect: Dialect,
+    /// Its transport is encrypted (TLS): passwords may cross it.
+    pub(crate) encrypted: bool,
     /// Current nickname.
     pub(crate) nick: Nick,
     /// Rooms the client is in, in the order joined. A native client is
@@ -89,6 +91,7 @@ impl Session {
         Self {
             peer,
             dialect,
+            encrypted: false,
             nick,
             rooms: SmallVec::new(),
             held: None,
