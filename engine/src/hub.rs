@@ -67,6 +67,24 @@ pub enum Event {
     },
     /// The history reader answered a query (or could not queue it).
     HistoryAnswered(HistoryAnswer),
+    /// The account worker hashed a new password
+    /// ([`crate::accounts::Job::Hash`]); `None` when the job could not be
+    /// queued (the core refuses the attempt with try-later).
+    PasswordHashed {
+        /// The core's request.
+        request: LoginRequest,
+        /// The Argon2id PHC string.
+        hash: Option<String>,
+    },
+    /// The account worker finished a store write
+    /// ([`crate::accounts::Job::Store`]); `stored` is false when it failed
+    /// or could not be queued, and the change is then not acknowledged.
+    AccountStored {
+        /// The core's request.
+        request: LoginRequest,
+        /// Whether the change is durable.
+        stored: bool,
+    },
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
@@ -519,6 +537,14 @@ impl Hub {
                 self.server.handle_password_verdict(now, request, verdict);
             }
             Event::HistoryAnswered(answer) => self.server.handle_history_answer(now, answer),
+            // Nothing emits account jobs yet; the core's handlers for these
+            // answers come with its account commands.
+            Event::PasswordHashed { request, hash } => {
+                tracing::debug!(%request, hashed = hash.is_some(), "password hashed; dropped");
+            }
+            Event::AccountStored { request, stored } => {
+                tracing::debug!(%request, stored, "account write finished; dropped");
+            }
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);

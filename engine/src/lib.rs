@@ -16,6 +16,7 @@
 //! history and lets [`Running::wait`] return.
 
 pub mod accept;
+pub mod accounts;
 pub mod auth;
 pub mod clock;
 pub mod closing;

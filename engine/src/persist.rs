@@ -33,7 +33,7 @@ mod crash_tests;
 #[cfg(test)]
 mod segment_tests;
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;
 
 use std::io;
 use std::path::{Path, PathBuf};
