@@ -2,10 +2,11 @@
 //! with backoff when the server goes away, passes lines both ways.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread;
 use std::time::Duration;
+
+use super::tls::{Connector, Stream};
 
 /// First and longest wait between reconnection attempts.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -18,6 +19,9 @@ const POLL: Duration = Duration::from_millis(20);
 pub(crate) enum LinkEvent {
     /// A connection is up (the first, or a new one after a loss).
     Connected,
+    /// Something the user must see before a connection is made (the
+    /// `--insecure` warning, given at every connection).
+    Warning(String),
     /// A line from the server, without its LF.
     Line(String),
     /// The connection is gone (or could not be made); the next attempt
@@ -39,9 +43,9 @@ pub(crate) struct Link {
 
 impl Link {
     /// Starts the link thread for `addr`.
-    pub(crate) fn spawn(addr: String) -> Self {
+    pub(crate) fn spawn(addr: String, connector: Connector) -> Self {
         let (report, events) = mpsc::channel();
-        let outgoing = spawn_reporting(addr, move |event| report.send(event).is_ok());
+        let outgoing = spawn_reporting(addr, connector, move |event| report.send(event).is_ok());
         Self { outgoing, events }
     }
 
@@ -62,21 +66,33 @@ impl Outgoing {
     }
 }
 
-/// Starts the link thread for `addr`, giving each event to `report`, which
-/// answers false once nobody listens any more (the thread then ends).
+/// Starts the link thread for `addr`, connecting through `connector`
+/// (plain or TLS), giving each event to `report`, which answers false
+/// once nobody listens any more (the thread then ends).
 pub(crate) fn spawn_reporting(
     addr: String,
+    connector: Connector,
     report: impl Fn(LinkEvent) -> bool + Send + 'static,
 ) -> Outgoing {
     let (outgoing, lines) = mpsc::channel();
-    thread::spawn(move || run(&addr, &lines, &report));
+    thread::spawn(move || run(&addr, &connector, &lines, &report));
     Outgoing(outgoing)
 }
 
-fn run(addr: &str, lines: &Receiver<String>, report: &dyn Fn(LinkEvent) -> bool) {
+fn run(
+    addr: &str,
+    connector: &Connector,
+    lines: &Receiver<String>,
+    report: &dyn Fn(LinkEvent) -> bool,
+) {
     let mut retry = FIRST_RETRY;
     loop {
-        let reason = match TcpStream::connect(addr) {
+        if let Some(warning) = connector.warning()
+            && !report(LinkEvent::Warning(warning))
+        {
+            return;
+        }
+        let reason = match connector.connect(addr) {
             Ok(stream) => {
                 if !report(LinkEvent::Connected) {
                     return;
@@ -87,7 +103,7 @@ fn run(addr: &str, lines: &Receiver<String>, report: &dyn Fn(LinkEvent) -> bool)
                     None => return,
                 }
             }
-            Err(error) => format!("cannot connect to {addr}: {error}"),
+            Err(reason) => reason,
         };
         // Lines typed while there is no connection are not kept: the user
         // is told the link is down and sees when it is back.
@@ -109,21 +125,26 @@ fn run(addr: &str, lines: &Receiver<String>, report: &dyn Fn(LinkEvent) -> bool)
 /// Moves lines until the connection ends (Some(reason)) or the user side
 /// is gone (None).
 fn serve(
-    mut stream: TcpStream,
+    mut stream: Stream,
     lines: &Receiver<String>,
     report: &dyn Fn(LinkEvent) -> bool,
 ) -> Option<String> {
-    if let Err(error) = stream.set_read_timeout(Some(POLL)) {
+    if let Err(error) = stream.tcp().set_read_timeout(Some(POLL)) {
         return Some(error.to_string());
     }
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut unread = Vec::new();
     let mut buffer = [0u8; 8192];
     loop {
         loop {
             match lines.try_recv() {
                 Ok(line) => {
-                    if let Err(error) = stream.write_all(format!("{line}\n").as_bytes()) {
+                    // Flushed at once: over TLS a line may otherwise wait
+                    // in the record layer.
+                    let sent = stream
+                        .write_all(format!("{line}\n").as_bytes())
+                        .and_then(|()| stream.flush());
+                    if let Err(error) = sent {
                         return Some(error.to_string());
                     }
                 }
@@ -151,6 +172,11 @@ fn serve(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            // TLS: the server closed the socket without a close_notify
+            // (as when it exits); for the user the same as a plain close.
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Some("the server closed the connection".into());
+            }
             Err(error) => return Some(error.to_string()),
         }
     }

@@ -10,10 +10,12 @@ mod link;
 mod plain;
 mod protocol;
 mod session;
+mod tls;
 mod tui;
 mod view;
 
 use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -26,13 +28,25 @@ pub(crate) struct ConnectArgs {
     /// Nickname to take on connecting (and after each reconnect).
     #[arg(long)]
     nick: Option<String>,
+    /// Connect over TLS, checking the server's certificate against
+    /// Mozilla's roots (and --ca).
+    #[arg(long)]
+    tls: bool,
+    /// A PEM file of CA certificates to trust as well (a private CA).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// Do not check the server's certificate at all (testing only; a
+    /// warning is printed at every connection).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    insecure: bool,
 }
 
 pub(crate) fn run(args: ConnectArgs) -> anyhow::Result<()> {
+    let connector = tls::Connector::new(&args.addr, args.tls, args.ca.as_deref(), args.insecure)?;
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
-        return plain::run(&args.addr, args.nick.as_deref());
+        return plain::run(&args.addr, connector, args.nick.as_deref());
     }
-    let link = link::Link::spawn(args.addr.clone());
+    let link = link::Link::spawn(args.addr.clone(), connector);
     let app = tui::App::new(args.addr, args.nick, view::Theme::from_env());
     let mut terminal = ratatui::init();
     let result = app.run(&mut terminal, &link);

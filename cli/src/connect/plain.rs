@@ -11,6 +11,7 @@ use std::thread;
 
 use super::link::{self, LinkEvent};
 use super::session::Session;
+use super::tls::Connector;
 
 /// The barrier token; its pong is not printed.
 const BARRIER: &str = "chatd-connect-end-of-input";
@@ -62,10 +63,10 @@ enum Event {
     EndOfInput,
 }
 
-pub(crate) fn run(addr: &str, nick: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn run(addr: &str, connector: Connector, nick: Option<&str>) -> anyhow::Result<()> {
     let (events, next) = mpsc::channel();
     let from_link = events.clone();
-    let link = link::spawn_reporting(addr.to_owned(), move |event| {
+    let link = link::spawn_reporting(addr.to_owned(), connector, move |event| {
         from_link.send(Event::Link(event)).is_ok()
     });
     let gate = Arc::new(Gate::default());
@@ -101,6 +102,9 @@ pub(crate) fn run(addr: &str, nick: Option<&str>) -> anyhow::Result<()> {
                 for line in session.connected() {
                     link.send(&line);
                 }
+            }
+            Event::Link(LinkEvent::Warning(warning)) => {
+                eprintln!("chatd connect: {warning}");
             }
             Event::Link(LinkEvent::Line(line)) => {
                 if line == barrier {

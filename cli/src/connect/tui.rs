@@ -116,6 +116,8 @@ impl App {
                 );
                 self.push(self.theme.local(&note));
             }
+            // On the screen, since stderr is the screen here.
+            LinkEvent::Warning(warning) => self.push(self.theme.local(&warning)),
         }
     }
 
@@ -286,7 +288,7 @@ mod tests {
 
     #[test]
     fn messages_scroll_above_a_kept_input_line_and_status() {
-        let link = Link::spawn("127.0.0.1:1".into());
+        let link = Link::spawn("127.0.0.1:1".into(), crate::connect::tls::Connector::Plain);
         let mut app = App::new("127.0.0.1:9090".into(), None, Theme { color: false });
         app.link_event(LinkEvent::Connected, &link);
         app.link_event(
@@ -314,7 +316,7 @@ mod tests {
 
     #[test]
     fn after_a_reconnect_the_missed_lines_are_shown_once_in_order() {
-        let link = Link::spawn("127.0.0.1:1".into());
+        let link = Link::spawn("127.0.0.1:1".into(), crate::connect::tls::Connector::Plain);
         let mut app = App::new("127.0.0.1:9090".into(), None, Theme { color: false });
         let welcome = "* welcome, you are guest1 in #general; type #help for commands";
         let feed = |app: &mut App, lines: &[&str]| {
@@ -372,7 +374,7 @@ mod tests {
 
     #[test]
     fn lost_connection_is_shown_and_typing_is_refused() {
-        let link = Link::spawn("127.0.0.1:1".into());
+        let link = Link::spawn("127.0.0.1:1".into(), crate::connect::tls::Connector::Plain);
         let mut app = App::new("127.0.0.1:9090".into(), None, Theme { color: false });
         app.link_event(
             LinkEvent::Lost {
