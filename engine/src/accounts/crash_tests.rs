@@ -197,7 +197,7 @@ fn crash_property(seed: u64, steps: u8, restarts: u8, faulty: bool, cut: u16) ->
 #[test]
 fn failed_writes_syncs_and_opens_never_lose_or_damage_accounts() {
     QuickCheck::new()
-        .tests(2000)
-        .max_tests(2000)
+        .tests(3000)
+        .max_tests(3000)
         .quickcheck(crash_property as fn(u64, u8, u8, bool, u16) -> TestResult);
 }

@@ -252,6 +252,12 @@ fn remove_leftover_temp<S: Storage>(storage: &mut S) -> Result<(), AccountStoreE
         storage
             .remove(COMPACTION_TEMP)
             .map_err(AccountStoreError::io("remove the leftover compaction of"))?;
+        // Durable before the name is used again: otherwise a power cut
+        // could keep the rename of the next temp file but not its
+        // creation, renaming this stale one over the log.
+        storage
+            .sync_dir("")
+            .map_err(AccountStoreError::io("sync the directory of"))?;
     }
     Ok(())
 }
