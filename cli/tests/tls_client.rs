@@ -136,6 +136,17 @@ fn lines_of(from: impl Read + Send + 'static) -> Receiver<String> {
 /// `cut_first`, the first connection is closed (without close_notify, as
 /// a crashed server would) after that long.
 fn tls_proxy(leaf: Leaf, upstream: SocketAddr, cut_first: Option<Duration>) -> SocketAddr {
+    tls_proxy_telling(leaf, upstream, cut_first, mpsc::channel().0)
+}
+
+/// [`tls_proxy`], sending on `cut` once it has closed the first
+/// connection.
+fn tls_proxy_telling(
+    leaf: Leaf,
+    upstream: SocketAddr,
+    cut_first: Option<Duration>,
+    cut: mpsc::Sender<()>,
+) -> SocketAddr {
     let config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -150,8 +161,17 @@ fn tls_proxy(leaf: Leaf, upstream: SocketAddr, cut_first: Option<Duration>) -> S
         for (n, tcp) in listener.incoming().enumerate() {
             let Ok(tcp) = tcp else { return };
             let config = config.clone();
-            let cut = if n == 0 { cut_first } else { None };
-            thread::spawn(move || pass_through(config, tcp, upstream, cut));
+            let (after, told) = if n == 0 {
+                (cut_first, Some(cut.clone()))
+            } else {
+                (None, None)
+            };
+            thread::spawn(move || {
+                pass_through(config, tcp, upstream, after);
+                if let Some(told) = told {
+                    let _ = told.send(());
+                }
+            });
         }
     });
     addr
@@ -258,7 +278,7 @@ fn lines_pass_over_tls_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = write_pem(dir.path(), &ca.pem());
     // A plain client in the same room sees what comes over TLS.
-    let observer = observe(chatd.addr);
+    let (observer, _socket) = observe(chatd.addr);
     let target = format!("localhost:{}", proxy.port());
     let output = connect(
         &["--tls", "--ca", &ca_file, &target],
@@ -272,11 +292,12 @@ fn lines_pass_over_tls_with_a_private_ca() {
 }
 
 /// A plain TCP client of `chatd`, registered (its welcome read); its
-/// lines.
-fn observe(chatd: SocketAddr) -> Receiver<String> {
-    let lines = lines_of(TcpStream::connect(chatd).unwrap());
+/// lines, and its socket to write to.
+fn observe(chatd: SocketAddr) -> (Receiver<String>, TcpStream) {
+    let socket = TcpStream::connect(chatd).unwrap();
+    let lines = lines_of(socket.try_clone().unwrap());
     wait_for_line(&lines, "* welcome");
-    lines
+    (lines, socket)
 }
 
 fn wait_for_line(lines: &Receiver<String>, wanted: &str) {
@@ -355,15 +376,17 @@ fn an_unknown_authority_is_refused_with_a_hint_at_ca() {
 }
 
 #[test]
-fn insecure_warns_at_every_connection_and_reconnects_over_tls() {
+fn insecure_warns_at_every_connection_and_reconnects_and_catches_up_over_tls() {
     let chatd = Chatd::start();
+    let (cut, was_cut) = mpsc::channel();
     // Signed by a CA the client was not told of.
-    let proxy = tls_proxy(
+    let proxy = tls_proxy_telling(
         Ca::new().leaf(&["localhost"], false),
         chatd.addr,
         Some(Duration::from_millis(1500)),
+        cut,
     );
-    let observer = observe(chatd.addr);
+    let (observer, mut observer_socket) = observe(chatd.addr);
     let mut child = Command::new(CHATD)
         .args(["connect", "--tls", "--insecure", "--nick", "tlsuser"])
         .arg(format!("localhost:{}", proxy.port()))
@@ -374,6 +397,12 @@ fn insecure_warns_at_every_connection_and_reconnects_over_tls() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let stderr = lines_of(child.stderr.take().unwrap());
+    // Said while the client is away (it retries after half a second): it
+    // must come back through the catch-up over the next TLS connection.
+    was_cut
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the proxy cuts the first connection");
+    writeln!(observer_socket, "said while tlsuser was away").unwrap();
     let mut seen = Vec::new();
     while !seen
         .iter()
@@ -393,6 +422,11 @@ fn insecure_warns_at_every_connection_and_reconnects_over_tls() {
     let warnings = seen.iter().filter(|line| *line == warning).count();
     assert_eq!(warnings, 2, "a warning per connection: {seen:#?}");
     assert!(output.status.success(), "{output:?} {seen:#?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(": said while tlsuser was away"),
+        "caught up: {stdout}"
+    );
     // Sent over the second TLS connection, with the nick taken back.
     wait_for_line(&observer, "[#general] tlsuser: back over tls");
 }
