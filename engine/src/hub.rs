@@ -22,6 +22,7 @@ use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
 use chatd_core::{ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
+use crate::account_jobs::AccountJobs;
 use crate::auth::PasswordChecker;
 use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryReader, HistoryWriter, PersistReport};
@@ -67,6 +68,20 @@ pub enum Event {
     },
     /// The history reader answered a query (or could not queue it).
     HistoryAnswered(HistoryAnswer),
+    /// A new account password was hashed (`None`: it could not be).
+    PasswordHashed {
+        /// The core's request.
+        request: LoginRequest,
+        /// The Argon2id PHC string.
+        hash: Option<String>,
+    },
+    /// An account change was made durable (or could not be).
+    AccountStored {
+        /// The core's request.
+        request: LoginRequest,
+        /// Whether it is stored.
+        stored: bool,
+    },
     /// Stop the server gracefully.
     Shutdown {
         /// Told to every client.
@@ -363,8 +378,10 @@ pub(crate) struct Hub {
     pub(crate) writer: Option<HistoryWriter>,
     /// When the core's calendar time is next re-anchored.
     pub(crate) wall_clock: WallClockSync,
-    /// The workers that verify operator passwords.
+    /// The workers that verify operator and account passwords.
     pub(crate) auth: PasswordChecker,
+    /// Where account passwords are hashed and account changes stored.
+    pub(crate) accounts: Box<dyn AccountJobs>,
     /// The thread that reads stored history for queries, or `None` when
     /// nothing is stored (`persist = false`): queries are then answered
     /// empty at once.
@@ -519,6 +536,12 @@ impl Hub {
                 self.server.handle_password_verdict(now, request, verdict);
             }
             Event::HistoryAnswered(answer) => self.server.handle_history_answer(now, answer),
+            Event::PasswordHashed { request, hash } => {
+                self.server.handle_password_hashed(now, request, hash);
+            }
+            Event::AccountStored { request, stored } => {
+                self.server.handle_account_stored(now, request, stored);
+            }
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
                 self.server.handle_shutdown(now, &reason);
@@ -584,6 +607,8 @@ impl Hub {
                         .inbox
                         .push(Event::HistoryAnswered(crate::persist::unanswered(&query))),
                 },
+                Output::HashPassword(request) => self.accounts.hash(request),
+                Output::StoreAccount(write) => self.accounts.store(write),
                 Output::VerifyPassword(check) => {
                     if let Err(check) = self.auth.submit(check) {
                         tracing::debug!(request = %check.request, "password check queue full");

@@ -16,6 +16,7 @@
 //! history and lets [`Running::wait`] return.
 
 pub mod accept;
+pub mod account_jobs;
 pub mod auth;
 pub mod clock;
 pub mod closing;
@@ -302,6 +303,10 @@ pub fn launch(
         io.into_iter().map(|t| (t.mailbox, t.thread)).unzip();
     let auth = auth::PasswordChecker::start(auth::default_workers(), inbox.clone())
         .map_err(LaunchError::Threads)?;
+    let account_dir = persist.then_some(data_dir.as_path());
+    let (accounts, stored_accounts) =
+        account_jobs::AccountLog::start(account_dir, inbox.clone()).map_err(data_error)?;
+    server.load_accounts(stored_accounts);
     let hub = Hub {
         server,
         clock,
@@ -310,6 +315,7 @@ pub fn launch(
         writer,
         wall_clock,
         auth,
+        accounts: Box::new(accounts),
         reader,
         appended: 0,
         settled: 0,

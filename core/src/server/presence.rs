@@ -301,6 +301,7 @@ impl Server {
                 nick: &old,
                 user: &user,
                 host,
+                account: None,
             },
             new: &new,
         };
