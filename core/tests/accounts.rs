@@ -130,7 +130,10 @@ fn the_registrant_is_told_only_once_the_account_is_stored() {
     let AccountChange::Put(account) = &write.change else {
         panic!("a put: {write:?}");
     };
-    assert_eq!((account.name.as_str(), account.password_hash.as_str()), ("alice", HASH));
+    assert_eq!(
+        (account.name.as_str(), account.password_hash.as_str()),
+        ("alice", HASH)
+    );
     assert_eq!(server.account_count(), 1, "not applied before it is stored");
     server.handle_account_stored(now, write.request, true);
     assert_eq!(
@@ -259,5 +262,55 @@ fn account_settings_are_validated() {
             config.accounts.allow_plaintext_auth
         ),
         (60, 12, true)
+    );
+}
+
+#[test]
+fn a_second_login_of_an_account_keeps_protecting_the_nickname_it_holds() {
+    let (mut server, now) = server(Config::default());
+    let mut accounts = vec![];
+    for name in ["alice", "bob"] {
+        accounts.push(Account {
+            name: Nick::parse(name).expect("nick"),
+            password_hash: HASH.into(),
+            operator: false,
+            registered_at_ms: 1,
+        });
+    }
+    server.load_accounts(accounts);
+    let login = |server: &mut Server, conn: ConnId| {
+        let outputs = send(server, now, conn, "#login alice opensesame");
+        let [Output::VerifyPassword(check)] = outputs.as_slice() else {
+            panic!("a check: {outputs:?}");
+        };
+        server.handle_password_verdict(now, check.request, PasswordVerdict::Match);
+        drain(server)
+    };
+    let first = connect(&mut server, now, "127.0.0.1:5000", false);
+    login(&mut server, first);
+    let second = connect(&mut server, now, "127.0.0.2:5000", false);
+    let outputs = send(&mut server, now, second, "#nick bob");
+    assert_eq!(
+        lines(second, &outputs)[1],
+        "* bob is registered; log in with #login bob PASSWORD within 30s or you will be renamed\n"
+    );
+    // Logged in to alice, which the first connection holds: the second
+    // keeps bob's nickname, still not its own, and is renamed in time.
+    let outputs = login(&mut server, second);
+    assert_eq!(
+        lines(second, &outputs),
+        [
+            "* you are logged in as alice\n",
+            "* bob is registered; log in with #login bob PASSWORD within 30s or you will be renamed\n"
+        ]
+    );
+    let later = now + std::time::Duration::from_secs(30);
+    server.handle_timeout(later);
+    assert_eq!(
+        lines(second, &drain(&mut server))[..2],
+        [
+            "* bob is registered to an account you are not logged in to; you are renamed\n",
+            "* you are now guest2\n"
+        ]
     );
 }

@@ -226,7 +226,8 @@ mod tests {
         let path = dir.path().join(ACCOUNTS_FILE);
         std::fs::write(&path, "garbage\n{\"op\":\"remove\",\"name\":\"bob\"}\n").unwrap();
         let error = read(&path).unwrap_err();
-        assert!(error.to_string().contains("line 1"), "{error}");
+        let expected = format!("{ACCOUNTS_FILE} line 1:");
+        assert!(error.to_string().contains(&expected), "{error}");
     }
 
     #[test]

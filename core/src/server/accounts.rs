@@ -533,7 +533,11 @@ impl Server {
             Some(holder) if holder == conn => {}
             Some(holder) => {
                 let same_account = self.sessions.get(&holder).and_then(|s| s.account) == Some(name);
-                if !same_account {
+                if same_account {
+                    // This connection keeps its own nickname, which may
+                    // be someone else's registered one.
+                    self.protect(now, conn);
+                } else {
                     self.rename_to_guest(holder);
                     self.change_nick_protected(now, conn, name);
                 }
