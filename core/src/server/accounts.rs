@@ -677,12 +677,18 @@ impl Server {
             }
             self.announce_account(member, None);
         }
-        for room in self.rooms.values_mut() {
+        for (room_name, room) in &mut self.rooms {
             if room.owner_account == Some(folded) {
                 room.owner_account = None;
             }
-            room.account_mutes.remove(&folded);
             room.account_bans.remove(&folded);
+            if let Some(until) = room.account_mutes.remove(&folded) {
+                let timer = Timer::AccountMuteExpiry {
+                    room: room_name.clone(),
+                    account: folded,
+                };
+                self.timers.cancel(until, &timer);
+            }
         }
     }
 
