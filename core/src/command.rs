@@ -106,6 +106,35 @@ pub enum Command<'a> {
     Unmute(Nick),
     /// Leave the server.
     Quit(Option<&'a str>),
+    /// Register the current nickname as an account with this password.
+    Register(&'a str),
+    /// Log in to an account and take its nickname.
+    Login {
+        /// The account.
+        name: Nick,
+        /// Its password.
+        password: &'a str,
+    },
+    /// Log out of the account.
+    Logout,
+    /// Change the account's password.
+    ChangePassword {
+        /// The password now.
+        old: &'a str,
+        /// The new one.
+        new: &'a str,
+    },
+    /// Delete the account (its password confirms it).
+    Unregister(&'a str),
+    /// Whether a nickname is registered and logged in.
+    Whois(Nick),
+    /// Set (`true`) or clear an account's operator flag.
+    OperatorAccount {
+        /// The account.
+        name: Nick,
+        /// The flag.
+        operator: bool,
+    },
 }
 
 /// The arguments of `#history [#ROOM|@NAME] [before ID|since ID|around ID] [N]`.

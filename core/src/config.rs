@@ -8,6 +8,7 @@ use std::time::Duration;
 use argon2::PasswordHash;
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::AccountsConfig;
 use crate::duration::serde_human;
 use crate::ids::{NameError, Nick};
 use crate::login::LoginConfig;
@@ -59,6 +60,8 @@ pub struct Config {
     pub operators: Vec<OperatorConfig>,
     /// Delays after failed operator logins.
     pub operator_login: LoginConfig,
+    /// Registered nicknames: protection grace, password rules.
+    pub accounts: AccountsConfig,
     /// What IRC clients are told at registration, and the password they
     /// must give.
     pub irc: IrcConfig,
@@ -84,6 +87,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             operators: Vec::new(),
             operator_login: LoginConfig::default(),
+            accounts: AccountsConfig::default(),
             irc: IrcConfig::default(),
         }
     }
@@ -429,6 +433,7 @@ impl Config {
             "longer than zero while idle checks are enabled",
         )?;
         self.operator_login.validate()?;
+        self.accounts.validate()?;
         self.irc.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for operator in &self.operators {

@@ -82,11 +82,18 @@ pub enum ErrorCode {
     /// The stored history could not be read just now (`#history`,
     /// `#search`); the server's log says why.
     HistoryUnavailable,
+    /// A password was sent over an unencrypted connection from an
+    /// address other than loopback; use TLS.
+    EncryptionRequired,
+    /// The nickname is already registered (`#register`).
+    AccountExists,
+    /// No such account, or you are not logged in to one.
+    NotLoggedIn,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 39] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
@@ -123,6 +130,9 @@ impl ErrorCode {
         Self::NotRegistered,
         Self::UnknownMode,
         Self::HistoryUnavailable,
+        Self::EncryptionRequired,
+        Self::AccountExists,
+        Self::NotLoggedIn,
     ];
 
     /// The code as it appears on the wire.
@@ -164,6 +174,9 @@ impl ErrorCode {
             Self::NotRegistered => "not-registered",
             Self::UnknownMode => "unknown-mode",
             Self::HistoryUnavailable => "history-unavailable",
+            Self::EncryptionRequired => "encryption-required",
+            Self::AccountExists => "account-exists",
+            Self::NotLoggedIn => "not-logged-in",
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::accounts::{AccountWrite, HashRequest};
 use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::history_query::HistoryQuery;
@@ -70,6 +71,16 @@ pub enum Output {
     /// answer must come back for every query (empty when nothing is
     /// stored). Boxed: rare, and larger than the other outputs.
     QueryHistory(Box<HistoryQuery>),
+    /// Hash a new account password (Argon2id, slow by design) off the
+    /// core's thread, then call [`crate::Server::handle_password_hashed`]
+    /// with its request and the PHC string (`None` if it could not be
+    /// hashed). Boxed: rare.
+    HashPassword(Box<HashRequest>),
+    /// Make an account change durable, then call
+    /// [`crate::Server::handle_account_stored`] with its request and
+    /// whether it is stored. Changes must be applied in the order given.
+    /// Boxed: rare.
+    StoreAccount(Box<AccountWrite>),
 }
 
 /// Why the core closed a connection.

@@ -47,7 +47,7 @@ pub mod wall_clock;
 #[cfg(test)]
 mod test_support;
 
-pub use accounts::{Account, AccountChange, AccountWrite, HashRequest};
+pub use accounts::{Account, AccountChange, AccountWrite, AccountsConfig, HashRequest};
 pub use command::{BanTarget, Command};
 pub use config::{
     Config, ConfigError, IdleConfig, IrcConfig, LimitsConfig, OperatorConfig, RateLimitConfig,
@@ -57,7 +57,9 @@ pub use error::ErrorCode;
 pub use history::{Record, RecordKind, Recovery};
 pub use ids::{ConnId, MessageId, NameError, Nick, RoomName};
 pub use io::{CloseReason, Output, Priority, Refused};
-pub use login::{LoginConfig, LoginRequest, Password, PasswordCheck, PasswordVerdict};
+pub use login::{
+    CheckPurpose, LoginConfig, LoginRequest, Password, PasswordCheck, PasswordVerdict,
+};
 pub use reply::Reply;
 #[cfg(feature = "fuzzing")]
 pub use server::RoomView;

@@ -142,11 +142,24 @@ pub struct PasswordCheck {
     pub name: String,
     /// The address that tried (for the driver's log).
     pub peer: IpAddr,
+    /// What the password is for (for the driver's log).
+    pub purpose: CheckPurpose,
     /// The Argon2 PHC string to verify against: the account's, or the
     /// dummy for an unknown name.
     pub hash: String,
     /// What the client typed.
     pub password: Password,
+}
+
+/// What a [`PasswordCheck`] is for: the driver's log says which kind of
+/// login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckPurpose {
+    /// `#oper` against a configured operator.
+    Operator,
+    /// A password of an account (`#login`, SASL, `#password`,
+    /// `#unregister`).
+    Account,
 }
 
 /// The driver's answer to a [`PasswordCheck`].
@@ -363,8 +376,24 @@ pub(crate) struct Logins {
     pub(crate) dummy_hash: String,
 }
 
+/// What a verification in flight will do once it matches.
+#[derive(Debug, Clone)]
+pub(crate) enum Purpose {
+    /// `#oper`: the connection becomes an operator.
+    Oper,
+    /// `#login` (or SASL PLAIN, `sasl` set): the connection logs in.
+    Login {
+        /// Answer as SASL (IRC numerics 903/904) rather than as `#login`.
+        sasl: bool,
+    },
+    /// `#password`: the old one matched, so the new one is hashed.
+    ChangePassword(Password),
+    /// `#unregister`: the account is removed.
+    Unregister,
+}
+
 /// What the core remembers about a verification in flight.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pending {
     /// Who asked (may be gone when the verdict arrives).
     pub(crate) conn: ConnId,
@@ -372,9 +401,11 @@ pub(crate) struct Pending {
     pub(crate) address: AddressGroup,
     /// The folded name, when it is a valid name at all.
     pub(crate) name: Option<Nick>,
-    /// Whether the name is an operator's: a match against the dummy hash
-    /// must never let anyone in.
+    /// Whether the name is an operator's or an account's: a match
+    /// against the dummy hash must never let anyone in.
     pub(crate) known: bool,
+    /// What a match does.
+    pub(crate) purpose: Purpose,
 }
 
 impl Logins {
@@ -388,10 +419,17 @@ impl Logins {
         }
     }
 
-    /// Registers a verification about to be asked for.
-    pub(crate) fn begin(&mut self, pending: Pending) -> LoginRequest {
+    /// A request id never used before (also for account hashes and
+    /// stores, so no two requests of any kind share one).
+    pub(crate) fn fresh(&mut self) -> LoginRequest {
         let request = LoginRequest(self.next_request);
         self.next_request += 1;
+        request
+    }
+
+    /// Registers a verification about to be asked for.
+    pub(crate) fn begin(&mut self, pending: Pending) -> LoginRequest {
+        let request = self.fresh();
         self.throttle.begin(pending.address, pending.name);
         self.pending.insert(request, pending);
         request

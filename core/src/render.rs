@@ -21,6 +21,8 @@ pub(crate) struct IrcTags {
     pub(crate) time: bool,
     /// `message-tags`: `msgid=` on chat messages.
     pub(crate) msgid: bool,
+    /// `account-tag`: `account=` on messages from logged-in users.
+    pub(crate) account: bool,
 }
 
 /// How one connection wants events spelled.

@@ -11,6 +11,25 @@ use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::ids::{MessageId, Nick, RoomName};
 
+/// One step of an IRC SASL exchange (IRCv3 sasl-3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslStep {
+    /// `AUTHENTICATE +`: send the credentials.
+    Continue,
+    /// 903: success.
+    Succeeded,
+    /// 904: failure.
+    Failed,
+    /// 905: the credentials were too long.
+    TooLong,
+    /// 906: aborted by the client.
+    Aborted,
+    /// 907: already logged in.
+    Already,
+    /// 908: the mechanisms offered (then 904).
+    Mechanisms,
+}
+
 /// Someone as others see them: the nickname, and the user and host that
 /// IRC shows after it (`nick!user@host`); the native dialect shows the
 /// nickname only.
@@ -22,6 +41,8 @@ pub struct Person<'a> {
     pub user: &'a str,
     /// The address they connect from.
     pub host: IpAddr,
+    /// The account they are logged in to (IRC `account-tag`).
+    pub account: Option<&'a Nick>,
 }
 
 impl Person<'_> {
@@ -394,6 +415,70 @@ pub enum Reply<'a> {
     },
     /// Your goodbye after `#quit`.
     Goodbye,
+    /// You registered your nickname (and are logged in to it).
+    Registered {
+        /// The account.
+        account: &'a Nick,
+    },
+    /// You logged in.
+    LoggedIn {
+        /// You, as IRC shows you (`nick!user@host`), for its 900 numeric.
+        me: Person<'a>,
+        /// The account.
+        account: &'a Nick,
+    },
+    /// You logged out (or your account was removed).
+    LoggedOut {
+        /// You, as IRC shows you, for its 901 numeric.
+        me: Person<'a>,
+        /// The account you were logged in to.
+        account: &'a Nick,
+    },
+    /// Your password was changed.
+    PasswordChanged,
+    /// Your account was removed (`#unregister`).
+    Unregistered {
+        /// The account.
+        account: &'a Nick,
+    },
+    /// An IRC SASL exchange step (native clients never start one).
+    Sasl(SaslStep),
+    /// You hold a registered nickname without being logged in to it.
+    NickProtected {
+        /// The nickname.
+        nick: &'a Nick,
+        /// How long until you are renamed.
+        grace: Duration,
+    },
+    /// You are being renamed: your nickname is registered to an account
+    /// you are not logged in to.
+    NickReclaimed {
+        /// The nickname.
+        nick: &'a Nick,
+    },
+    /// What `#whois` knows of a nickname.
+    Whois {
+        /// The nickname asked about.
+        nick: &'a Nick,
+        /// Whether it is registered.
+        registered: bool,
+        /// How many connections are logged in to it.
+        logins: usize,
+        /// Whether someone holds the nickname now.
+        online: bool,
+        /// The account is an operator's (shown to operators only).
+        operator: bool,
+    },
+    /// An account's operator flag changed (to the operator who changed it).
+    OperatorAccount {
+        /// The account.
+        account: &'a Nick,
+        /// Whether it is now an operator account.
+        operator: bool,
+    },
+    /// You are no longer a server operator (your account's flag was
+    /// revoked, or you logged out of an operator account).
+    OperDown,
     /// A room's IRC modes changed (operators, voice, key, limit, bans ...).
     ModeChanged {
         /// The room.

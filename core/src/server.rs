@@ -1,5 +1,6 @@
 //! The chat server state machine.
 
+mod accounts;
 mod chat;
 mod dispatch;
 mod histories;
@@ -115,8 +116,11 @@ pub struct Server {
     server_bans: BTreeMap<IpAddr, Ban>,
     /// Messages whose sender waits for an acknowledgement.
     pending_acks: AHashMap<MessageId, ConnId>,
-    /// `#oper` verifications in flight and failed-login throttling.
+    /// `#oper` and account verifications in flight and failed-login
+    /// throttling.
     logins: Logins,
+    /// Registered accounts, and their hashes and stores in flight.
+    accounts: crate::accounts::Accounts,
     timers: Timers,
     out: Outbox,
     shutting_down: bool,
@@ -185,6 +189,7 @@ impl Server {
             server_bans: BTreeMap::new(),
             pending_acks: AHashMap::new(),
             logins,
+            accounts: crate::accounts::Accounts::new(),
             timers: Timers::default(),
             out: Outbox::new(&config_server_name),
             shutting_down: false,
@@ -428,6 +433,10 @@ impl Server {
                 Timer::MuteExpiry { room, conn } => self.expire_mute(at, &room, conn),
                 Timer::RoomBanExpiry { room, address } => self.expire_room_ban(at, &room, address),
                 Timer::ServerBanExpiry(address) => self.expire_server_ban(at, address),
+                Timer::NickGrace(conn) => self.end_grace(at, conn),
+                Timer::AccountMuteExpiry { room, account } => {
+                    self.expire_account_mute(at, &room, account)
+                }
             }
         }
     }
@@ -568,6 +577,9 @@ impl Server {
         }
         if let Some(held) = &session.held {
             self.timers.cancel(held.at, &Timer::Fakelag(conn));
+        }
+        if let Some(at) = session.grace_at {
+            self.timers.cancel(at, &Timer::NickGrace(conn));
         }
         for muted in &session.muted_in {
             if let Some(until) = self

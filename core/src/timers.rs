@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::ids::{ConnId, RoomName};
+use crate::ids::{ConnId, Nick, RoomName};
 
 /// What a timer checks when it fires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,16 @@ pub(crate) enum Timer {
     },
     /// Does this server ban end now?
     ServerBanExpiry(IpAddr),
+    /// Does this connection still hold a registered nickname without
+    /// being logged in to it (then it is renamed)?
+    NickGrace(ConnId),
+    /// Does this account's mute end now?
+    AccountMuteExpiry {
+        /// The room.
+        room: RoomName,
+        /// The muted account (folded).
+        account: Nick,
+    },
 }
 
 /// Deadlines in order; ties fire in the order they were set.

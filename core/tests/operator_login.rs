@@ -179,9 +179,15 @@ fn an_ipv6_network_waits_as_one_address() {
     let first: SocketAddr = "[2001:db8:1:2::10]:5000".parse().expect("address");
     let neighbour: SocketAddr = "[2001:db8:1:2::99]:5000".parse().expect("address");
     let elsewhere: SocketAddr = "[2001:db8:1:3::10]:5000".parse().expect("address");
-    let alice = server.accept(now, first).expect("admitted");
-    let bob = server.accept(now, neighbour).expect("admitted");
-    let carol = server.accept(now, elsewhere).expect("admitted");
+    // Over TLS: passwords from beyond loopback need an encrypted
+    // connection (accounts.allow_plaintext_auth is off).
+    let tls = chatd_core::Arrival {
+        dialect: chatd_core::Dialect::Native,
+        encrypted: true,
+    };
+    let alice = server.accept_via(now, first, tls).expect("admitted");
+    let bob = server.accept_via(now, neighbour, tls).expect("admitted");
+    let carol = server.accept_via(now, elsewhere, tls).expect("admitted");
     drain(&mut server);
     let (check, _) = send(&mut server, now, alice, "#oper someone guess");
     server.handle_password_verdict(

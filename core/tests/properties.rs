@@ -64,6 +64,15 @@ const VOCABULARY: &[&str] = &[
     "#oper admin opensesame",
     "#oper admin wrong",
     "#oper nobody wrong",
+    "#register longenough",
+    "#login alice longenough",
+    "#login bob wrongwrong",
+    "#logout",
+    "#password longenough newpassword",
+    "#unregister longenough",
+    "#whois ",
+    "#oper-grant ",
+    "#oper-revoke ",
     "#help ",
     "#ping ",
     "#pong",
@@ -555,6 +564,17 @@ impl Player {
                 Output::Persist(record) => self.unanswered.push(record.id),
                 Output::VerifyPassword(check) => self.unverified.push(*check),
                 Output::QueryHistory(query) => self.unqueried.push(query.request),
+                // Answered at once: a hash no password matches, and every
+                // change stored.
+                Output::HashPassword(request) => {
+                    let hash = Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".to_owned());
+                    self.server
+                        .handle_password_hashed(self.now, request.request, hash);
+                }
+                Output::StoreAccount(write) => {
+                    self.server
+                        .handle_account_stored(self.now, write.request, true);
+                }
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
-use chatd_core::{PasswordCheck, PasswordVerdict};
+use chatd_core::{CheckPurpose, PasswordCheck, PasswordVerdict};
 
 use crate::hub::{Event, Inbox};
 
@@ -85,12 +85,20 @@ fn work(queue: &Mutex<Receiver<Box<PasswordCheck>>>, inbox: &Inbox) {
         };
         let verdict = verify(&check.hash, &check.password);
         if verdict == PasswordVerdict::Mismatch {
-            tracing::warn!(
-                name = ?check.name,
-                peer = %check.peer,
-                conn = %check.conn,
-                "failed operator login"
-            );
+            match check.purpose {
+                CheckPurpose::Operator => tracing::warn!(
+                    name = ?check.name,
+                    peer = %check.peer,
+                    conn = %check.conn,
+                    "failed operator login"
+                ),
+                CheckPurpose::Account => tracing::warn!(
+                    name = ?check.name,
+                    peer = %check.peer,
+                    conn = %check.conn,
+                    "failed account login"
+                ),
+            }
         }
         inbox.send(Event::PasswordChecked {
             request: check.request,

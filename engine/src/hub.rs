@@ -22,6 +22,7 @@ use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
 use chatd_core::{ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server};
 use crossbeam_queue::SegQueue;
 
+use crate::accounts::{AccountWorker, Job};
 use crate::auth::PasswordChecker;
 use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryReader, HistoryWriter, PersistReport};
@@ -381,8 +382,10 @@ pub(crate) struct Hub {
     pub(crate) writer: Option<HistoryWriter>,
     /// When the core's calendar time is next re-anchored.
     pub(crate) wall_clock: WallClockSync,
-    /// The workers that verify operator passwords.
+    /// The workers that verify operator and account passwords.
     pub(crate) auth: PasswordChecker,
+    /// Where account passwords are hashed and account changes stored.
+    pub(crate) accounts: AccountWorker,
     /// The thread that reads stored history for queries, or `None` when
     /// nothing is stored (`persist = false`): queries are then answered
     /// empty at once.
@@ -537,13 +540,11 @@ impl Hub {
                 self.server.handle_password_verdict(now, request, verdict);
             }
             Event::HistoryAnswered(answer) => self.server.handle_history_answer(now, answer),
-            // Nothing emits account jobs yet; the core's handlers for these
-            // answers come with its account commands.
             Event::PasswordHashed { request, hash } => {
-                tracing::debug!(%request, hashed = hash.is_some(), "password hashed; dropped");
+                self.server.handle_password_hashed(now, request, hash);
             }
             Event::AccountStored { request, stored } => {
-                tracing::debug!(%request, stored, "account write finished; dropped");
+                self.server.handle_account_stored(now, request, stored);
             }
             Event::Shutdown { reason } => {
                 tracing::info!(%reason, "shutting down");
@@ -610,6 +611,26 @@ impl Hub {
                         .inbox
                         .push(Event::HistoryAnswered(crate::persist::unanswered(&query))),
                 },
+                Output::HashPassword(request) => {
+                    if let Err(Job::Hash(request)) = self.accounts.submit(Job::Hash(request)) {
+                        tracing::debug!(request = %request.request, "account queue full");
+                        // Through the inbox, as a full password-check
+                        // queue is: the core hears of it after this turn.
+                        self.inbox.push(Event::PasswordHashed {
+                            request: request.request,
+                            hash: None,
+                        });
+                    }
+                }
+                Output::StoreAccount(write) => {
+                    if let Err(Job::Store(write)) = self.accounts.submit(Job::Store(write)) {
+                        tracing::debug!(request = %write.request, "account queue full");
+                        self.inbox.push(Event::AccountStored {
+                            request: write.request,
+                            stored: false,
+                        });
+                    }
+                }
                 Output::VerifyPassword(check) => {
                     if let Err(check) = self.auth.submit(check) {
                         tracing::debug!(request = %check.request, "password check queue full");

@@ -88,6 +88,14 @@ pub enum LaunchError {
         /// Why.
         cause: io::Error,
     },
+    /// The account store could not be opened (damaged, unreadable).
+    #[error("cannot use the account store in {path}: {cause}")]
+    Accounts {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        cause: accounts::AccountStoreError,
+    },
     /// A listen address in the settings is not valid.
     #[error(transparent)]
     BadAddress(#[from] ListenAddressError),
@@ -303,6 +311,20 @@ pub fn launch(
         io.into_iter().map(|t| (t.mailbox, t.thread)).unzip();
     let auth = auth::PasswordChecker::start(auth::default_workers(), inbox.clone())
         .map_err(LaunchError::Threads)?;
+    // Without persistence accounts live in memory only, as history does.
+    let account_store = if persist {
+        let (store, stored) =
+            accounts::AccountStore::open(&data_dir).map_err(|cause| LaunchError::Accounts {
+                path: data_dir.clone(),
+                cause,
+            })?;
+        server.load_accounts(stored);
+        Some(store)
+    } else {
+        None
+    };
+    let accounts = accounts::AccountWorker::start(account_store, inbox.clone())
+        .map_err(LaunchError::Threads)?;
     let hub = Hub {
         server,
         clock,
@@ -311,6 +333,7 @@ pub fn launch(
         writer,
         wall_clock,
         auth,
+        accounts,
         reader,
         appended: 0,
         settled: 0,

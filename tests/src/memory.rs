@@ -6,7 +6,10 @@
 //! byte logs exactly as on disk and recovered from those bytes on restart.
 //! Operator passwords are verified at once, on this thread, and history
 //! queries answered at once from the logs' bytes (whispers included: they
-//! are kept in the log of the room their sender was in).
+//! are kept in the log of the room their sender was in). Account
+//! passwords are hashed at once (Argon2id with cheap parameters) and
+//! account changes kept in memory, surviving a restart as a store on
+//! disk would.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +19,7 @@ use std::sync::Arc;
 
 use chatd_core::history::{self, Record};
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery};
-use chatd_core::{Config, ConnId, Dialect, Output, RoomName, Server};
+use chatd_core::{Account, AccountChange, Config, ConnId, Dialect, Output, RoomName, Server};
 
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 
@@ -34,6 +37,11 @@ pub struct MemoryDriver {
     clients: HashMap<String, Client>,
     by_conn: HashMap<ConnId, String>,
     logs: BTreeMap<RoomName, Vec<u8>>,
+    /// The account store: every account by folded name, kept across
+    /// restarts.
+    accounts: BTreeMap<String, Account>,
+    /// Salts for new hashes: a counter, so runs are reproducible.
+    salts: u64,
     next_port: u16,
 }
 
@@ -58,6 +66,8 @@ impl MemoryDriver {
             clients: HashMap::new(),
             by_conn: HashMap::new(),
             logs: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            salts: 0,
             next_port: 40_000,
         }
     }
@@ -82,6 +92,7 @@ impl MemoryDriver {
         let mut server = Server::new(self.config.clone(), self.now, self.unix_now())
             .map_err(|error| DriverError(format!("config: {error}")))?;
         server.restore(records);
+        server.load_accounts(self.accounts.values().cloned().collect());
         self.server = Some(server);
         Ok(())
     }
@@ -126,6 +137,24 @@ impl MemoryDriver {
                     self.server()?
                         .handle_password_verdict(now, check.request, verdict);
                 }
+                Output::HashPassword(request) => {
+                    let hash = self.hash(request.password.expose());
+                    self.server()?
+                        .handle_password_hashed(now, request.request, hash);
+                }
+                Output::StoreAccount(write) => {
+                    match &write.change {
+                        AccountChange::Put(account) => {
+                            let key = account.name.folded().to_string();
+                            self.accounts.insert(key, account.clone());
+                        }
+                        AccountChange::Remove { name } => {
+                            self.accounts.remove(&name.folded().to_string());
+                        }
+                    }
+                    self.server()?
+                        .handle_account_stored(now, write.request, true);
+                }
                 Output::QueryHistory(query) => {
                     // Synchronously too: every stored record (whispers
                     // included) recovered from the logs' bytes, as the
@@ -136,6 +165,22 @@ impl MemoryDriver {
             }
         }
         Ok(())
+    }
+
+    /// Argon2id at m=1024,t=1,p=1 (the transcripts' operator hash has the
+    /// same), salted with a counter.
+    fn hash(&mut self, password: &str) -> Option<String> {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        self.salts += 1;
+        let salt =
+            SaltString::encode_b64(format!("chatd-salt-{:08}", self.salts).as_bytes()).ok()?;
+        let params = argon2::Params::new(1024, 1, 1, None).ok()?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        argon
+            .hash_password(password.as_bytes(), &salt)
+            .ok()
+            .map(|hash| hash.to_string())
     }
 
     /// Answers a history query from the byte logs.
@@ -199,6 +244,7 @@ impl Driver for MemoryDriver {
     fn start(&mut self, config: &Config) -> Result<(), DriverError> {
         self.config = config.clone();
         self.logs.clear();
+        self.accounts.clear();
         self.boot(Vec::new())
     }
 

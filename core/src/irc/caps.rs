@@ -24,11 +24,19 @@ pub enum Cap {
     LabeledResponse,
     /// `draft/chathistory`: the durable history on request.
     ChatHistory,
+    /// `sasl`: AUTHENTICATE PLAIN against the server's accounts.
+    Sasl,
+    /// `account-tag`: `account=NAME` on messages from logged-in users.
+    AccountTag,
+    /// `account-notify`: `ACCOUNT` when channel peers log in or out.
+    AccountNotify,
 }
 
 impl Cap {
     /// Every capability, in the order `CAP LS` lists them.
-    pub const ALL: [Cap; 9] = [
+    pub const ALL: [Cap; 12] = [
+        Cap::AccountNotify,
+        Cap::AccountTag,
         Cap::AwayNotify,
         Cap::Batch,
         Cap::ChatHistory,
@@ -36,6 +44,7 @@ impl Cap {
         Cap::LabeledResponse,
         Cap::MessageTags,
         Cap::MultiPrefix,
+        Cap::Sasl,
         Cap::ServerTime,
         Cap::UserhostInNames,
     ];
@@ -52,6 +61,9 @@ impl Cap {
             Cap::Batch => "batch",
             Cap::LabeledResponse => "labeled-response",
             Cap::ChatHistory => "draft/chathistory",
+            Cap::Sasl => "sasl",
+            Cap::AccountTag => "account-tag",
+            Cap::AccountNotify => "account-notify",
         }
     }
 
@@ -97,6 +109,7 @@ pub fn listing(version_302: bool, chathistory_limit: usize) -> Vec<String> {
         .into_iter()
         .map(|cap| match cap {
             Cap::ChatHistory if version_302 => format!("{}={chathistory_limit}", cap.name()),
+            Cap::Sasl if version_302 => format!("{}=PLAIN", cap.name()),
             _ => cap.name().to_owned(),
         })
         .collect()

@@ -8,6 +8,24 @@ use crate::error::ErrorCode;
 // documentation (modern.ircdocs.horse describes every one).
 
 pub const RPL_WELCOME: &str = "001";
+/// `<nick> <nick>!<user>@<host> <account> :You are now logged in as <account>`.
+pub const RPL_LOGGEDIN: &str = "900";
+/// `<nick> <nick>!<user>@<host> :You are now logged out`.
+pub const RPL_LOGGEDOUT: &str = "901";
+/// `<nick> :SASL authentication successful`.
+pub const RPL_SASLSUCCESS: &str = "903";
+/// `<nick> :SASL authentication failed`.
+pub const ERR_SASLFAIL: &str = "904";
+/// `<nick> :SASL message too long`.
+pub const ERR_SASLTOOLONG: &str = "905";
+/// `<nick> :SASL authentication aborted`.
+pub const ERR_SASLABORTED: &str = "906";
+/// `<nick> :You have already authenticated using SASL`.
+pub const ERR_SASLALREADY: &str = "907";
+/// `<nick> <mechanisms> :are available SASL mechanisms`.
+pub const RPL_SASLMECHS: &str = "908";
+/// `<nick> <target> <account> :is logged in as` (WHOIS).
+pub const RPL_WHOISACCOUNT: &str = "330";
 pub const RPL_YOURHOST: &str = "002";
 pub const RPL_CREATED: &str = "003";
 pub const RPL_MYINFO: &str = "004";

@@ -17,7 +17,7 @@ use crate::error::ErrorCode;
 use crate::history::{Record, RecordKind};
 use crate::ids::{MessageId, RoomName};
 use crate::render::{IrcTags, Scene, Viewer};
-use crate::reply::{Person, Reply, Scope, host_text};
+use crate::reply::{Person, Reply, SaslStep, Scope, host_text};
 use crate::wall_clock::format_iso8601;
 
 /// Encodes one event for an IRC client with these tags; `viewer` is the
@@ -75,6 +75,7 @@ impl Lines<'_> {
     fn from(
         &mut self,
         source: &str,
+        account: Option<&str>,
         id: Option<MessageId>,
         unix_ms: u64,
         command: &str,
@@ -88,6 +89,9 @@ impl Lines<'_> {
         }
         if let Some(time) = &time {
             tags.push(("time", Some(time)));
+        }
+        if let Some(account) = account.filter(|_| self.tags.account) {
+            tags.push(("account", Some(account)));
         }
         let start = self.text.len();
         put(&mut self.text, &tags, Some(source), command, params);
@@ -108,7 +112,8 @@ impl Lines<'_> {
     /// A message from a person, now.
     fn person(&mut self, who: Person<'_>, command: &str, params: &[&str]) {
         let source = mask(who);
-        self.from(&source, None, self.scene.unix_ms, command, params);
+        let account = who.account.map(|account| account.as_str());
+        self.from(&source, account, None, self.scene.unix_ms, command, params);
     }
 
     /// A message to a room from a person, with its id.
@@ -122,7 +127,9 @@ impl Lines<'_> {
     ) {
         let source = mask(from);
         let unix_ms = self.scene.unix_ms;
-        self.from(&source, Some(id), unix_ms, command, &[&channel(room), text]);
+        let account = from.account.map(|account| account.as_str());
+        let chan = channel(room);
+        self.from(&source, account, Some(id), unix_ms, command, &[&chan, text]);
     }
 
     /// A notice from the server to the viewer (or to a channel).
@@ -255,6 +262,25 @@ impl Lines<'_> {
             }
             Reply::Ack(_) | Reply::AckMode(_) => {}
             Reply::OperUp => self.numeric(n::RPL_YOUREOPER, &["You are now an IRC operator"]),
+            Reply::LoggedIn { me, account } => {
+                let text = format!("You are now logged in as {account}");
+                self.numeric(n::RPL_LOGGEDIN, &[&mask(*me), account.as_str(), &text]);
+            }
+            Reply::LoggedOut { me, .. } => {
+                self.numeric(n::RPL_LOGGEDOUT, &[&mask(*me), "You are now logged out"]);
+            }
+            Reply::Sasl(step) => self.sasl(*step),
+            Reply::Registered { .. }
+            | Reply::PasswordChanged
+            | Reply::Unregistered { .. }
+            | Reply::NickProtected { .. }
+            | Reply::NickReclaimed { .. }
+            | Reply::Whois { .. }
+            | Reply::OperatorAccount { .. }
+            | Reply::OperDown => {
+                let text = native_text(reply);
+                self.notice("", text.trim_start_matches("+ "));
+            }
             Reply::InviteSent { room, nick } => {
                 self.numeric(n::RPL_INVITING, &[nick.as_str(), &channel(room)]);
             }
@@ -306,6 +332,7 @@ impl Lines<'_> {
                 let source = by.to_string();
                 self.from(
                     &source,
+                    None,
                     None,
                     self.scene.unix_ms,
                     "KICK",
@@ -398,6 +425,29 @@ impl Lines<'_> {
         self.numeric(n::RPL_ENDOFNAMES, &[&chan, "End of /NAMES list"]);
     }
 
+    /// One step of a SASL exchange (IRCv3 sasl-3.1).
+    fn sasl(&mut self, step: SaslStep) {
+        match step {
+            SaslStep::Continue => self.text.push_str("AUTHENTICATE +\r\n"),
+            SaslStep::Succeeded => {
+                self.numeric(n::RPL_SASLSUCCESS, &["SASL authentication successful"]);
+            }
+            SaslStep::Failed => self.numeric(n::ERR_SASLFAIL, &["SASL authentication failed"]),
+            SaslStep::TooLong => self.numeric(n::ERR_SASLTOOLONG, &["SASL message too long"]),
+            SaslStep::Aborted => self.numeric(n::ERR_SASLABORTED, &["SASL authentication aborted"]),
+            SaslStep::Already => self.numeric(
+                n::ERR_SASLALREADY,
+                &["You have already authenticated using SASL"],
+            ),
+            SaslStep::Mechanisms => {
+                self.numeric(
+                    n::RPL_SASLMECHS,
+                    &["PLAIN", "are available SASL mechanisms"],
+                );
+            }
+        }
+    }
+
     fn history_entry(&mut self, record: &Record) {
         let chan = channel(&record.room);
         // Records keep the nickname, not the user and host it had.
@@ -413,6 +463,7 @@ impl Lines<'_> {
         self.tags.time = self.tags.time || self.tags.msgid;
         self.from(
             &source,
+            None,
             Some(record.id),
             record.ts,
             "PRIVMSG",

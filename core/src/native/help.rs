@@ -145,6 +145,54 @@ pub const COMMANDS: &[CommandSpec] = &[
         "lift a mute in your room (owner or operator)",
     ),
     spec("quit", &[], "#quit [MESSAGE]", "leave the server"),
+    spec(
+        "register",
+        &[],
+        "#register PASSWORD",
+        "register your nickname as an account with a one-word password; only you may then use the nickname",
+    ),
+    spec(
+        "login",
+        &[],
+        "#login NAME PASSWORD",
+        "log in to the account NAME and take its nickname",
+    ),
+    spec(
+        "logout",
+        &[],
+        "#logout",
+        "log out of your account (keep its nickname and you are renamed after a grace period)",
+    ),
+    spec(
+        "password",
+        &[],
+        "#password OLD NEW",
+        "change your account's password",
+    ),
+    spec(
+        "unregister",
+        &[],
+        "#unregister PASSWORD",
+        "delete your account; its nickname is free for anyone",
+    ),
+    spec(
+        "whois",
+        &[],
+        "#whois NAME",
+        "show whether NAME is registered, logged in and on how many connections",
+    ),
+    spec(
+        "oper-grant",
+        &[],
+        "#oper-grant NAME",
+        "make the account NAME an operator account: logging in to it makes an operator (operator only)",
+    ),
+    spec(
+        "oper-revoke",
+        &[],
+        "#oper-revoke NAME",
+        "take the operator flag from the account NAME (operator only)",
+    ),
 ];
 
 const fn spec(

@@ -209,6 +209,29 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
         "unmute" => Command::Unmute(nick(single(args).ok_or_else(usage)?)?),
         "quit" => Command::Quit(optional(args)),
+        // Passwords are one word each: `#password OLD NEW` could not
+        // tell where a spaced one ends.
+        "register" => Command::Register(single(args).ok_or_else(usage)?),
+        "login" => {
+            let (name, rest) = split_word(args);
+            let password = single(rest).ok_or_else(usage)?;
+            Command::Login {
+                name: nick(name)?,
+                password,
+            }
+        }
+        "logout" => none(args, Command::Logout).ok_or_else(usage)?,
+        "password" => {
+            let (old, rest) = split_word(args);
+            let new = single(rest).ok_or_else(usage)?;
+            Command::ChangePassword { old, new }
+        }
+        "unregister" => Command::Unregister(single(args).ok_or_else(usage)?),
+        "whois" => Command::Whois(nick(single(args).ok_or_else(usage)?)?),
+        "oper-grant" | "oper-revoke" => Command::OperatorAccount {
+            name: nick(single(args).ok_or_else(usage)?)?,
+            operator: spec.name == "oper-grant",
+        },
         other => {
             debug_assert!(false, "command {other} is in the table but not parsed");
             return Err(ParseError::UnknownCommand(other.to_owned()));

@@ -34,7 +34,7 @@ pub fn encode_with_ids(reply: &Reply<'_>) -> Bytes {
 }
 
 fn encode_styled(reply: &Reply<'_>, ids: bool) -> Bytes {
-    if matches!(reply, Reply::TagMsg { .. }) {
+    if matches!(reply, Reply::TagMsg { .. } | Reply::Sasl(_)) {
         // Tags only: nothing a native client shows, and nothing is sent.
         return Bytes::new();
     }
@@ -263,6 +263,39 @@ fn write_reply(out: &mut String, reply: &Reply<'_>, ids: bool) {
             by: None,
         } => write!(out, "* {nick} is no longer muted in #{room}"),
         Reply::Goodbye => write!(out, "* goodbye"),
+        Reply::Registered { account } => {
+            write!(out, "* you registered {account}; you are logged in")
+        }
+        Reply::LoggedIn { account, .. } => write!(out, "* you are logged in as {account}"),
+        Reply::LoggedOut { account, .. } => write!(out, "* you are logged out of {account}"),
+        Reply::PasswordChanged => write!(out, "* your password is changed"),
+        Reply::Unregistered { account } => write!(out, "* {account} is no longer registered"),
+        Reply::Sasl(_) => Ok(()),
+        Reply::NickProtected { nick, grace } => write!(
+            out,
+            "* {nick} is registered; log in with #login {nick} PASSWORD within {} or you will be renamed",
+            duration::format(*grace)
+        ),
+        Reply::NickReclaimed { nick } => write!(
+            out,
+            "* {nick} is registered to an account you are not logged in to; you are renamed"
+        ),
+        Reply::Whois {
+            nick,
+            registered,
+            logins,
+            online,
+            operator,
+        } => write_whois(out, nick, *registered, *logins, *online, *operator),
+        Reply::OperatorAccount {
+            account,
+            operator: true,
+        } => write!(out, "* {account} is now an operator account"),
+        Reply::OperatorAccount {
+            account,
+            operator: false,
+        } => write!(out, "* {account} is no longer an operator account"),
+        Reply::OperDown => write!(out, "* you are no longer a server operator"),
         Reply::TagMsg { .. } => Ok(()),
         Reply::ModeChanged { room, by, changes } => {
             write!(out, "* {} set mode {} on #{room}", by.nick, shown(changes))
@@ -334,6 +367,33 @@ fn write_room_entry(out: &mut String, entry: &RoomEntry<'_>) -> std::fmt::Result
     Ok(())
 }
 
+/// `+ whois alice: registered, logged in on 2 connections, online`.
+fn write_whois(
+    out: &mut String,
+    nick: &crate::ids::Nick,
+    registered: bool,
+    logins: usize,
+    online: bool,
+    operator: bool,
+) -> std::fmt::Result {
+    write!(out, "+ whois {nick}: ")?;
+    if registered {
+        out.push_str("registered, ");
+        match logins {
+            0 => out.push_str("not logged in, "),
+            1 => out.push_str("logged in on 1 connection, "),
+            n => write!(out, "logged in on {n} connections, ")?,
+        }
+    } else {
+        out.push_str("not registered, ");
+    }
+    out.push_str(if online { "online" } else { "offline" });
+    if operator {
+        out.push_str(", operator");
+    }
+    Ok(())
+}
+
 fn write_scope(out: &mut String, scope: Scope<'_>) {
     match scope {
         Scope::Room(room) => {
@@ -379,6 +439,7 @@ mod tests {
                     nick: &alice,
                     user: "native",
                     host: [127, 0, 0, 1].into(),
+                    account: None,
                 },
                 text: "hi",
                 notice: false,
@@ -414,6 +475,7 @@ mod tests {
                 nick,
                 user: "native",
                 host: [127, 0, 0, 1].into(),
+                account: None,
             },
             owner,
             operator: false,

@@ -249,7 +249,12 @@ pub(super) fn speech_refusal(
         };
         return Some((ErrorCode::PermissionDenied, text));
     }
-    if let Some(left) = room.muted_for(conn, now) {
+    let account_mute = || {
+        session
+            .account_key()
+            .and_then(|account| room.account_muted_for(&account, now))
+    };
+    if let Some(left) = room.muted_for(conn, now).or_else(account_mute) {
         let text = format!(
             "you are muted in #{room_name} for another {}",
             crate::duration::format(left)

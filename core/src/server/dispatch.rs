@@ -268,7 +268,7 @@ impl Server {
                 }
             }
             Command::Help(topic) => self.help(conn, topic),
-            Command::Nick(nick) => self.change_nick(conn, nick),
+            Command::Nick(nick) => self.change_nick_protected(now, conn, nick),
             Command::Join { room: target, key } => self.join(now, conn, target, key),
             Command::Create { room, private } => self.create(conn, room, private),
             Command::Invite(nick) => self.invite(conn, room, &nick),
@@ -308,6 +308,15 @@ impl Server {
             Command::Quit(message) => {
                 let message = message.and_then(|m| text::trusted(m).ok());
                 self.quit(conn, message.as_deref());
+            }
+            Command::Register(password) => self.register(now, conn, password),
+            Command::Login { name, password } => self.login(now, conn, name, password, false),
+            Command::Logout => self.logout(now, conn),
+            Command::ChangePassword { old, new } => self.change_password(now, conn, old, new),
+            Command::Unregister(password) => self.unregister(now, conn, password),
+            Command::Whois(nick) => self.whois(conn, &nick),
+            Command::OperatorAccount { name, operator } => {
+                self.set_operator_account(conn, &name, operator)
             }
         }
     }

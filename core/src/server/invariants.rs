@@ -134,21 +134,29 @@ impl Server {
         {
             return Err("history requests of a connection that is gone".into());
         }
-        // An idle timer per session, and a fakelag timer per throttled one.
+        // An idle timer per session, a fakelag timer per throttled one,
+        // a grace timer per holder of a registered nickname not its own.
         let throttled = self.sessions.values().filter(|s| s.held.is_some()).count();
-        let mut timed = self.sessions.len() + throttled + self.server_bans.len();
+        let graced = self
+            .sessions
+            .values()
+            .filter(|s| s.grace_at.is_some())
+            .count();
+        let mut timed = self.sessions.len() + throttled + graced + self.server_bans.len();
         let mut by_address: BTreeMap<AddressGroup, usize> = BTreeMap::new();
         let mut by_conn: BTreeMap<ConnId, usize> = BTreeMap::new();
         for (name, room) in &self.rooms {
             if room.bans.len() > limits.bans_per_room
                 || room.mutes.len() > limits.mutes_per_room
+                || room.account_bans.len() > limits.bans_per_room
+                || room.account_mutes.len() > limits.mutes_per_room
                 || room.invites.len() > limits.invites_per_room
             {
                 return Err(format!(
                     "#{name} holds more bans, mutes or invites than allowed"
                 ));
             }
-            timed += room.bans.len() + room.mutes.len();
+            timed += room.bans.len() + room.mutes.len() + room.account_mutes.len();
             if let Some((conn, group)) = room.created_by {
                 *by_address.entry(group).or_default() += 1;
                 *by_conn.entry(conn).or_default() += 1;

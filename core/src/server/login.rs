@@ -10,7 +10,9 @@ use std::time::Instant;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick};
 use crate::io::Output;
-use crate::login::{LoginRequest, Password, PasswordCheck, PasswordVerdict, Pending, Refusal};
+use crate::login::{
+    CheckPurpose, LoginRequest, Password, PasswordCheck, PasswordVerdict, Pending, Purpose, Refusal,
+};
 use crate::reply::Reply;
 
 use super::Server;
@@ -23,6 +25,9 @@ impl Server {
     /// `#oper NAME PASSWORD`: refused at once while the address or name
     /// must wait, else handed to the driver as [`Output::VerifyPassword`].
     pub(super) fn oper(&mut self, now: Instant, conn: ConnId, name: &str, password: &str) {
+        if self.refuse_plaintext(conn, "#oper") {
+            return;
+        }
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
@@ -59,6 +64,7 @@ impl Server {
             address,
             name: key,
             known: account.is_some(),
+            purpose: Purpose::Oper,
         });
         self.out
             .push(Output::VerifyPassword(Box::new(PasswordCheck {
@@ -66,6 +72,7 @@ impl Server {
                 conn,
                 name: name.to_owned(),
                 peer,
+                purpose: CheckPurpose::Operator,
                 hash,
                 password: Password::new(password),
             })));
@@ -98,6 +105,12 @@ impl Server {
             .throttle
             .finish(config, now, pending.address, pending.name, matched);
         let conn = pending.conn;
+        if !self.sessions.contains_key(&conn) {
+            return;
+        }
+        if !matches!(pending.purpose, Purpose::Oper) {
+            return self.account_verdict(now, conn, pending.name, pending.purpose, matched);
+        }
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };

@@ -90,6 +90,7 @@ impl Server {
                 nick: &nick,
                 user: &user,
                 host,
+                account: None,
             };
             self.announce_quit(&others, who, Some(&message));
             return;
@@ -165,6 +166,21 @@ impl Server {
         match authority {
             Authority::Operator => self.ban_from_server(now, conn, address, ban, duration),
             Authority::Owner => {
+                // A logged-in user's account is banned too, so logging
+                // in from another address does not get back in.
+                let account = match target {
+                    BanTarget::Nick(nick) => self
+                        .user_named(nick)
+                        .and_then(|victim| self.sessions[&victim].account)
+                        .map(|account| account.folded()),
+                    BanTarget::Ip(_) => None,
+                };
+                if let (Some(account), Some(room)) = (account, self.rooms.get_mut(&room_name)) {
+                    room.account_bans.retain(|_, (_, ban)| ban.is_active(now));
+                    if room.account_bans.len() < self.config.limits.bans_per_room {
+                        room.account_bans.insert(account, (address, ban.clone()));
+                    }
+                }
                 self.ban_from_room(conn, &room_name, target, address, ban, duration);
             }
         }
@@ -229,6 +245,7 @@ impl Server {
                 nick: &nick,
                 user: &user,
                 host,
+                account: None,
             };
             self.announce_quit(&rooms, who, Some("banned"));
         }
@@ -321,6 +338,11 @@ impl Server {
             };
             return self.out.send(conn, &reply);
         }
+        if let Some(room) = self.rooms.get_mut(&room_name) {
+            // Account bans set with this address go with it.
+            room.account_bans
+                .retain(|_, (banned, _)| *banned != address);
+        }
         let lifted = self
             .rooms
             .get_mut(&room_name)
@@ -372,6 +394,21 @@ impl Server {
             self.timers.cancel(replaced, &timer);
         }
         self.timers.schedule(until, timer);
+        // A logged-in user's account is muted too: the mute follows it
+        // to a new connection, from any address.
+        if let Some(account) = self.sessions.get(&victim).and_then(|s| s.account)
+            && room.account_mutes.len() < limit
+        {
+            let account = account.folded();
+            let timer = Timer::AccountMuteExpiry {
+                room: room_name.clone(),
+                account,
+            };
+            if let Some(replaced) = room.account_mutes.insert(account, until) {
+                self.timers.cancel(replaced, &timer);
+            }
+            self.timers.schedule(until, timer);
+        }
         if let Some(session) = self.sessions.get_mut(&victim)
             && !session.muted_in.contains(&room_name)
         {
@@ -408,6 +445,21 @@ impl Server {
         if let Some(until) = lifted {
             self.forget_mute(&room_name, victim, until);
         }
+        let account = self.sessions.get(&victim).and_then(|s| s.account_key());
+        let account_lifted = account.and_then(|account| {
+            let until = self
+                .rooms
+                .get_mut(&room_name)?
+                .account_mutes
+                .remove(&account)?;
+            let timer = Timer::AccountMuteExpiry {
+                room: room_name.clone(),
+                account,
+            };
+            self.timers.cancel(until, &timer);
+            Some(until)
+        });
+        let lifted = lifted.max(account_lifted);
         if lifted.is_none_or(|until| until <= now) {
             let text = format!("{target} is not muted in #{room_name}");
             return self.out.error(conn, ErrorCode::NotMuted, &text);

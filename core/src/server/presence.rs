@@ -211,6 +211,13 @@ impl Server {
         for (&conn, &until) in &room.mutes {
             self.forget_mute(name, conn, until);
         }
+        for (&account, &until) in &room.account_mutes {
+            let timer = crate::timers::Timer::AccountMuteExpiry {
+                room: name.clone(),
+                account,
+            };
+            self.timers.cancel(until, &timer);
+        }
         for conn in &room.invites {
             if let Some(session) = self.sessions.get_mut(conn) {
                 session.invited_to.retain(|invited| invited != name);
@@ -301,6 +308,7 @@ impl Server {
                 nick: &old,
                 user: &user,
                 host,
+                account: None,
             },
             new: &new,
         };

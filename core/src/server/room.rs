@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::address::AddressGroup;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Nick};
 use crate::render::{self, Audience, Style};
 
 /// A ban on an address.
@@ -91,6 +91,16 @@ pub(crate) struct Room {
     pub(crate) mutes: BTreeMap<ConnId, Instant>,
     /// Banned addresses.
     pub(crate) bans: BTreeMap<IpAddr, Ban>,
+    /// Muted accounts (folded names) and when their mute ends: a mute
+    /// of a logged-in user follows the account across reconnects.
+    pub(crate) account_mutes: BTreeMap<Nick, Instant>,
+    /// Banned accounts (folded names), with the address banned with
+    /// them (`#unban` of that address lifts both): a ban of a logged-in
+    /// user follows the account to other addresses.
+    pub(crate) account_bans: BTreeMap<Nick, (IpAddr, Ban)>,
+    /// The account that owns the room (folded), when a logged-in user
+    /// created it: it takes ownership back whenever it comes back.
+    pub(crate) owner_account: Option<Nick>,
     /// Who created it and from where, counted against their room limits
     /// while the room exists (#general has no creator).
     pub(crate) created_by: Option<(ConnId, AddressGroup)>,
@@ -186,6 +196,19 @@ impl Room {
     pub(crate) fn muted_for(&self, conn: ConnId, now: Instant) -> Option<std::time::Duration> {
         self.mutes
             .get(&conn)
+            .filter(|&&until| until > now)
+            .map(|&until| until - now)
+    }
+
+    /// The remaining time of an account's mute (folded name), if muted at
+    /// `now`.
+    pub(crate) fn account_muted_for(
+        &self,
+        account: &Nick,
+        now: Instant,
+    ) -> Option<std::time::Duration> {
+        self.account_mutes
+            .get(account)
             .filter(|&&until| until > now)
             .map(|&until| until - now)
     }

@@ -54,6 +54,13 @@ impl Server {
             ))
         } else if let Some(ban) = room.active_ban(session.peer.ip(), now) {
             Some((ErrorCode::Banned, describe_ban(&chan, ban, now)))
+        } else if let Some(ban) = session
+            .account_key()
+            .and_then(|account| room.account_bans.get(&account))
+            .map(|(_, ban)| ban)
+            .filter(|ban| ban.is_active(now))
+        {
+            Some((ErrorCode::Banned, describe_ban(&chan, ban, now)))
         } else if mask_banned(room, session) {
             Some((ErrorCode::Banned, format!("you are banned from {chan}")))
         } else if room.modes.key.as_deref().is_some_and(|k| Some(k) != key) {
@@ -73,6 +80,10 @@ impl Server {
             self.switch_room(conn, &target, Entry::Joined);
         } else {
             self.enter_room(conn, &target, Entry::Joined);
+        }
+        // A room its account owns comes back to it.
+        if let Some(account) = self.sessions.get(&conn).and_then(|s| s.account) {
+            self.reclaim_rooms(conn, &account);
         }
     }
 
@@ -101,6 +112,11 @@ impl Server {
         self.addresses.entry(group).or_default().rooms_created += 1;
         let mut room = Room::new(Some(conn), private);
         room.created_by = Some((conn, group));
+        room.owner_account = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.account)
+            .map(|account| account.folded());
         room.first_id = self.ids.peek_next();
         self.rooms.insert(target.clone(), room);
         let native = self
@@ -247,6 +263,7 @@ impl Server {
             nick: &by,
             user: &user,
             host,
+            account: None,
         };
         self.out.send(invitee, &Reply::Invited { room: &name, by });
     }

@@ -83,6 +83,14 @@ pub(crate) struct Session {
     /// Rooms this client created that still exist, for the per-connection
     /// room limit.
     pub(crate) rooms_created: u16,
+    /// The account logged in to, as registered.
+    pub(crate) account: Option<Nick>,
+    /// Operator because the account is an operator account (logging out
+    /// ends it; `#oper` does not set it).
+    pub(crate) oper_by_account: bool,
+    /// When the client, holding a registered nickname it is not logged
+    /// in to, is renamed (its pending grace timer).
+    pub(crate) grace_at: Option<Instant>,
 }
 
 impl Session {
@@ -107,6 +115,21 @@ impl Session {
             muted_in: Vec::new(),
             idle_at: None,
             rooms_created: 0,
+            account: None,
+            oper_by_account: false,
+            grace_at: None,
+        }
+    }
+
+    /// The account mutes and bans of this client are looked up by
+    /// (folded): the account logged in to, or the registered nickname it
+    /// holds without logging in (during the grace period), so a guest
+    /// taking a muted nickname is muted too.
+    pub(crate) fn account_key(&self) -> Option<Nick> {
+        match (&self.account, self.grace_at) {
+            (Some(account), _) => Some(account.folded()),
+            (None, Some(_)) => Some(self.nick.folded()),
+            (None, None) => None,
         }
     }
 
@@ -133,6 +156,7 @@ impl Session {
             nick: &self.nick,
             user: self.user(),
             host: self.peer.ip(),
+            account: self.account.as_ref(),
         }
     }
 
@@ -197,4 +221,7 @@ pub(crate) struct IrcState {
     pub(crate) invisible: bool,
     /// Receives WALLOPS.
     pub(crate) wallops: bool,
+    /// A SASL exchange in progress: the base64 credentials received so
+    /// far (`AUTHENTICATE` lines of 400 bytes continue).
+    pub(crate) sasl: Option<String>,
 }

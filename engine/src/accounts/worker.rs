@@ -40,7 +40,12 @@ pub struct AccountWorker {
 
 impl AccountWorker {
     /// Starts the thread, which owns `store` and reports into `inbox`.
-    pub fn start<S: Storage>(store: AccountStore<S>, inbox: Arc<Inbox>) -> std::io::Result<Self> {
+    /// Without a store (a server that keeps nothing on disk) every change
+    /// counts as stored: accounts then live as long as the process.
+    pub fn start<S: Storage>(
+        store: Option<AccountStore<S>>,
+        inbox: Arc<Inbox>,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::sync_channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("chatd-accounts".into())
@@ -59,7 +64,7 @@ impl AccountWorker {
 }
 
 /// The thread: one job at a time until the [`AccountWorker`] is dropped.
-fn work<S: Storage>(mut store: AccountStore<S>, queue: &Receiver<Job>, inbox: &Inbox) {
+fn work<S: Storage>(mut store: Option<AccountStore<S>>, queue: &Receiver<Job>, inbox: &Inbox) {
     for job in queue {
         let event = match job {
             Job::Hash(hash) => Event::PasswordHashed {
@@ -67,7 +72,8 @@ fn work<S: Storage>(mut store: AccountStore<S>, queue: &Receiver<Job>, inbox: &I
                 hash: Some(hash_password(&hash.password)),
             },
             Job::Store(write) => {
-                let stored = match store.apply(&write.change) {
+                let applied = store.as_mut().map_or(Ok(()), |store| store.apply(&write.change));
+                let stored = match applied {
                     Ok(()) => true,
                     Err(error) => {
                         tracing::error!(
@@ -122,7 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = AccountStore::open(dir.path()).unwrap();
         let inbox = Arc::new(Inbox::default());
-        let worker = AccountWorker::start(store, inbox.clone()).unwrap();
+        let worker = AccountWorker::start(Some(store), inbox.clone()).unwrap();
         worker
             .submit(Job::Hash(Box::new(HashRequest {
                 request: LoginRequest::new(1),
@@ -188,7 +194,7 @@ mod tests {
             ..Faults::default()
         });
         let inbox = Arc::new(Inbox::default());
-        let worker = AccountWorker::start(store, inbox.clone()).unwrap();
+        let worker = AccountWorker::start(Some(store), inbox.clone()).unwrap();
         worker
             .submit(Job::Store(Box::new(AccountWrite {
                 request: LoginRequest::new(3),

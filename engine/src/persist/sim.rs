@@ -326,9 +326,20 @@ impl Disk {
     fn crash(&mut self) -> Image {
         let mut names = self.durable_names.clone();
         if !self.drop_all_unsynced {
-            for op in self.pending_names.clone() {
-                if self.rng.chance(500) {
+            // Any subset of the unsynced name changes, as long as a change
+            // that reached the disk has every earlier one on the same names
+            // with it: filesystems commit a directory's changes in order
+            // (the same rule as `sync_names`). Without it a rename could
+            // land while the unlink of its source name before it did not,
+            // moving a file that name no longer meant.
+            let pending = self.pending_names.clone();
+            let mut applied = vec![false; pending.len()];
+            for (at, op) in pending.iter().enumerate() {
+                let needs_missing =
+                    (0..at).any(|earlier| !applied[earlier] && pending[earlier].needed_by(op));
+                if !needs_missing && self.rng.chance(500) {
                     op.apply(&mut names);
+                    applied[at] = true;
                 }
             }
         }

@@ -16,6 +16,7 @@ mod channels;
 mod history;
 mod modes;
 mod registration;
+mod sasl;
 mod users;
 
 use std::time::Instant;
@@ -98,7 +99,7 @@ impl Server {
         match command.as_str() {
             "CAP" => self.irc_cap(conn, params),
             "PASS" => self.irc_pass(conn, params),
-            "NICK" => self.irc_nick(conn, params),
+            "NICK" => self.irc_nick(now, conn, params),
             "USER" => self.irc_user(conn, params),
             "PING" if params.first().is_none_or(|p| p.is_empty()) => {
                 self.numeric(conn, n::ERR_NOORIGIN, &["No origin specified"]);
@@ -110,6 +111,7 @@ impl Server {
                 self.send_text(conn, line);
             }
             "PONG" => {}
+            "AUTHENTICATE" => self.irc_authenticate(now, conn, params),
             "QUIT" => {
                 let message = params.first().and_then(|m| text::trusted(m).ok());
                 self.quit(conn, message.as_deref());

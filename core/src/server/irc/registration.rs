@@ -1,6 +1,8 @@
 //! IRC registration: PASS, NICK, USER, CAP negotiation and the welcome
 //! burst (001-005, LUSERS, MOTD).
 
+use std::time::Instant;
+
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick};
 use crate::io::CloseReason;
@@ -30,7 +32,7 @@ impl Server {
         }
     }
 
-    pub(super) fn irc_nick(&mut self, conn: ConnId, params: &[&str]) {
+    pub(super) fn irc_nick(&mut self, now: Instant, conn: ConnId, params: &[&str]) {
         let Some(wanted) = params.first().filter(|p| !p.is_empty()) else {
             return self.numeric(conn, n::ERR_NONICKNAMEGIVEN, &["No nickname given"]);
         };
@@ -42,7 +44,7 @@ impl Server {
             }
         };
         let before = self.sessions.get(&conn).map(|s| s.nick);
-        self.change_nick(conn, nick);
+        self.change_nick_protected(now, conn, nick);
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -172,6 +174,7 @@ impl Server {
         let style = Style::Irc(IrcTags {
             time: caps.has(Cap::ServerTime),
             msgid: caps.has(Cap::MessageTags),
+            account: caps.has(Cap::AccountTag),
         });
         for name in &session.rooms {
             if let Some(room) = self.rooms.get_mut(name) {

@@ -133,6 +133,7 @@ impl Server {
         let real = realname(session);
         let away = session.away().map(str::to_owned);
         let operator = session.is_operator();
+        let account = session.account.map(|account| account.to_string());
         let channels: Vec<String> = session
             .rooms
             .iter()
@@ -152,6 +153,13 @@ impl Server {
         }
         if operator {
             self.numeric(conn, n::RPL_WHOISOPERATOR, &[&nick, "is an IRC operator"]);
+        }
+        if let Some(account) = account {
+            self.numeric(
+                conn,
+                n::RPL_WHOISACCOUNT,
+                &[&nick, &account, "is logged in as"],
+            );
         }
         self.numeric(conn, n::RPL_ENDOFWHOIS, &[&nick, "End of /WHOIS list"]);
     }
