@@ -1,0 +1,289 @@
+//! One connection's transport: plain TCP, or TLS through a rustls
+//! `ServerConnection` (sans-IO: the backend reads and writes the socket,
+//! this only transforms bytes).
+//!
+//! Output stays bounded: the core's plaintext waits in the connection's
+//! [`OutQueue`], where the slow-consumer rule counts it, and is moved into
+//! rustls ([`TlsSession::seal`]) at most [`SEAL_CHUNK`] bytes at a time and
+//! only while rustls holds no ciphertext for the socket. So rustls never
+//! holds more than one chunk's ciphertext (plus handshake messages), and a
+//! client that stops reading fills the engine's queue, not rustls's.
+//! During the handshake nothing is moved: the welcome lines wait in the
+//! queue until the handshake is done.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::{ServerConfig, ServerConnection};
+
+use super::TlsAcceptor;
+use crate::out_queue::OutQueue;
+
+/// Most plaintext moved into rustls at once: one TLS record's worth.
+pub const SEAL_CHUNK: usize = 16 * 1024;
+
+/// Why a TLS connection must be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The peer sent something that is not TLS, or broke the protocol.
+    #[error("TLS error: {0}")]
+    Protocol(#[from] rustls::Error),
+    /// rustls refused more input (its buffer is full) or output failed.
+    #[error("TLS I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One server-side TLS connection.
+pub struct TlsSession {
+    conn: ServerConnection,
+    /// close_notify is queued.
+    close_sent: bool,
+}
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("close_sent", &self.close_sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSession {
+    /// A session that waits for the client's hello.
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+        Ok(Self {
+            conn: ServerConnection::new(config)?,
+            close_sent: false,
+        })
+    }
+
+    /// Feeds ciphertext read from the socket; the plaintext it carried is
+    /// appended to `plaintext`. Returns whether the peer sent close_notify.
+    /// An error means the connection is over (garbage, a broken
+    /// handshake): the caller closes it, nothing else is affected.
+    pub fn receive(
+        &mut self,
+        mut ciphertext: &[u8],
+        plaintext: &mut Vec<u8>,
+    ) -> Result<bool, TlsError> {
+        while !ciphertext.is_empty() {
+            let taken = self.conn.read_tls(&mut ciphertext)?;
+            let state = self.conn.process_new_packets()?;
+            let available = state.plaintext_bytes_to_read();
+            if available > 0 {
+                let start = plaintext.len();
+                plaintext.resize(start + available, 0);
+                self.conn.reader().read_exact(&mut plaintext[start..])?;
+            }
+            if state.peer_has_closed() {
+                return Ok(true);
+            }
+            if taken == 0 {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the handshake is still going on.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Whether rustls holds ciphertext for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Moves up to [`SEAL_CHUNK`] bytes of queued plaintext into rustls,
+    /// if the handshake is done and rustls holds no ciphertext. Returns
+    /// whether anything moved.
+    pub fn seal(&mut self, out: &mut OutQueue) -> io::Result<bool> {
+        if self.conn.is_handshaking() || self.conn.wants_write() || self.close_sent {
+            return Ok(false);
+        }
+        let Some(batch) = out.take_batch() else {
+            return Ok(false);
+        };
+        let chunk = batch.unsent().len().min(SEAL_CHUNK);
+        let moved = match self.conn.writer().write(&batch.unsent()[..chunk]) {
+            Ok(moved) => moved,
+            Err(error) => {
+                out.written(batch, 0);
+                return Err(error);
+            }
+        };
+        out.written(batch, moved);
+        Ok(moved > 0)
+    }
+
+    /// Writes pending ciphertext to `socket` (one write).
+    pub fn write_tls(&mut self, socket: &mut impl Write) -> io::Result<usize> {
+        self.conn.write_tls(socket)
+    }
+
+    /// Appends all pending ciphertext to `buffer` (a completion send).
+    pub fn drain_into(&mut self, buffer: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            // Writing into a Vec cannot fail.
+            if self.conn.write_tls(buffer).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Queues close_notify, once: the core closed the connection.
+    pub fn close_notify(&mut self) {
+        if !self.close_sent {
+            self.close_sent = true;
+            self.conn.send_close_notify();
+        }
+    }
+}
+
+/// A connection's transport, as a backend keeps it.
+#[derive(Debug, Default)]
+pub enum Transport {
+    /// Plain TCP: bytes go through unchanged.
+    #[default]
+    Plain,
+    /// TLS, with the instant the handshake must be done by.
+    Tls {
+        /// The session.
+        session: Box<TlsSession>,
+        /// When an unfinished handshake is cut off.
+        deadline: Instant,
+    },
+}
+
+/// What bytes read from the socket meant.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Plaintext for the core (may be empty: handshake bytes only).
+    pub plaintext: Vec<u8>,
+    /// The peer ended the TLS stream (close_notify).
+    pub peer_closed: bool,
+}
+
+impl Transport {
+    /// The transport for a connection accepted at `now` on a listener with
+    /// `tls` (`None`: plain).
+    pub fn new(tls: Option<&TlsAcceptor>, now: Instant) -> Result<Self, TlsError> {
+        match tls {
+            None => Ok(Self::Plain),
+            Some(acceptor) => Ok(Self::Tls {
+                session: Box::new(acceptor.session()?),
+                deadline: now + acceptor.handshake_timeout(),
+            }),
+        }
+    }
+
+    /// Whether this is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls { .. })
+    }
+
+    /// When the connection is cut off unless its handshake is done by
+    /// then; `None` when there is no handshake going on.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Tls { session, deadline } if session.is_handshaking() => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether the handshake has outlived its deadline at `now`.
+    pub fn handshake_expired(&self, now: Instant) -> bool {
+        self.handshake_deadline()
+            .is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Turns bytes read from the socket into plaintext for the core.
+    pub fn received(&mut self, bytes: &[u8]) -> Result<Received, TlsError> {
+        match self {
+            Self::Plain => Ok(Received {
+                plaintext: bytes.to_vec(),
+                peer_closed: false,
+            }),
+            Self::Tls { session, .. } => {
+                let mut plaintext = Vec::new();
+                let peer_closed = session.receive(bytes, &mut plaintext)?;
+                Ok(Received {
+                    plaintext,
+                    peer_closed,
+                })
+            }
+        }
+    }
+
+    /// Whether output waits for the socket beyond what `out` holds
+    /// (ciphertext in rustls: handshake messages, a sealed chunk, an alert).
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Self::Plain => false,
+            Self::Tls { session, .. } => session.wants_write(),
+        }
+    }
+
+    /// A readiness backend's flush: writes `out` (through TLS if any) as
+    /// far as the socket takes. With `closing`, close_notify follows the
+    /// last byte. `Ok(true)`: nothing more can be written now (all
+    /// written, or the rest waits for the handshake); `Ok(false)`: the
+    /// socket would block.
+    pub fn flush(
+        &mut self,
+        out: &mut OutQueue,
+        socket: &mut impl Write,
+        closing: bool,
+    ) -> io::Result<bool> {
+        let session = match self {
+            Self::Plain => return out.flush(socket),
+            Self::Tls { session, .. } => session,
+        };
+        loop {
+            if session.wants_write() {
+                match session.write_tls(socket) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => continue,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+            if session.seal(out)? {
+                continue;
+            }
+            if closing && (out.is_empty() || session.is_handshaking()) && !session.close_sent {
+                session.close_notify();
+                continue;
+            }
+            return Ok(true);
+        }
+    }
+
+    /// A completion backend's next send: ciphertext made from `out`
+    /// (at most one [`SEAL_CHUNK`] of it) appended to `buffer`, plus
+    /// close_notify once `out` is empty when `closing`. Plain transports
+    /// use [`OutQueue::take_batch`] instead.
+    pub fn next_ciphertext(
+        &mut self,
+        out: &mut OutQueue,
+        closing: bool,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let Self::Tls { session, .. } = self else {
+            return Ok(());
+        };
+        session.drain_into(buffer);
+        if buffer.is_empty() {
+            session.seal(out)?;
+            if closing && (out.is_empty() || session.is_handshaking()) {
+                session.close_notify();
+            }
+            session.drain_into(buffer);
+        }
+        Ok(())
+    }
+}
