@@ -133,3 +133,90 @@ impl TlsAcceptor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::path::Path;
+
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    use super::*;
+
+    /// Writes a new certificate and key to `dir`; returns the certificate.
+    fn write_pair(dir: &Path) -> CertificateDer<'static> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+        made.cert.der().clone()
+    }
+
+    /// Whether a client that trusts only `cert` completes a handshake
+    /// with a session the acceptor makes now.
+    fn handshakes(acceptor: &TlsAcceptor, cert: &CertificateDer<'static>) -> bool {
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut server = acceptor.session().unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if server.receive(&wire, &mut Vec::new()).is_err() {
+                return false;
+            }
+            let mut reply = Vec::new();
+            server.drain_into(&mut reply);
+            let mut reply = &reply[..];
+            while !reply.is_empty() {
+                client.read_tls(&mut reply).unwrap();
+                if client.process_new_packets().is_err() {
+                    return false;
+                }
+            }
+            if !client.is_handshaking() {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn reload_swaps_the_certificate_for_new_handshakes_and_keeps_it_on_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path());
+        let source = CertSource::Files {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+        };
+        let (acceptor, fingerprint) = TlsAcceptor::new(source, DEFAULT_HANDSHAKE_TIMEOUT).unwrap();
+        assert!(fingerprint.is_none());
+        assert!(handshakes(&acceptor, &first));
+        // A connection made before the reload keeps its config.
+        let before = acceptor.config();
+        let second = write_pair(dir.path());
+        acceptor.reload().expect("reloads");
+        assert!(!Arc::ptr_eq(&before, &acceptor.config()));
+        assert!(handshakes(&acceptor, &second));
+        assert!(!handshakes(&acceptor, &first));
+        // A broken file: an error, and the second certificate stays.
+        let mut broken = std::fs::File::create(dir.path().join("key.pem")).unwrap();
+        broken
+            .write_all(b"-----BEGIN PRIVATE KEY-----\nnope\n")
+            .unwrap();
+        drop(broken);
+        let kept = acceptor.config();
+        assert!(acceptor.reload().is_err());
+        assert!(Arc::ptr_eq(&kept, &acceptor.config()));
+        assert!(handshakes(&acceptor, &second));
+    }
+}

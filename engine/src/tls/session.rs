@@ -287,3 +287,230 @@ impl Transport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chatd_core::Priority;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    use super::*;
+    use crate::tls::config;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A server transport and an in-memory rustls client that trusts it.
+    fn pair() -> (Transport, ClientConnection) {
+        let (chain, key) = config::self_signed().expect("certificate");
+        let mut roots = RootCertStore::empty();
+        roots.add(chain[0].clone()).expect("root");
+        let server = config::server_config(chain, key).expect("server config");
+        let acceptor = TlsAcceptor::from_config(server, TIMEOUT);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("name");
+        let client = ClientConnection::new(Arc::new(client), name).expect("client");
+        let transport = Transport::new(Some(&acceptor), Instant::now()).expect("transport");
+        (transport, client)
+    }
+
+    /// What the client sends, as bytes on the wire.
+    fn client_flight(client: &mut ClientConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).expect("into a Vec");
+        }
+        wire
+    }
+
+    /// Everything the server writes now, as bytes on the wire.
+    fn server_flight(transport: &mut Transport, out: &mut OutQueue, closing: bool) -> Vec<u8> {
+        let mut wire = Vec::new();
+        assert!(
+            transport
+                .flush(out, &mut wire, closing)
+                .expect("into a Vec")
+        );
+        wire
+    }
+
+    /// Feeds the server's bytes to the client; returns the plaintext.
+    fn client_reads(client: &mut ClientConnection, mut wire: &[u8]) -> Vec<u8> {
+        let mut plaintext = Vec::new();
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).expect("client reads");
+            let state = client.process_new_packets().expect("client processes");
+            let start = plaintext.len();
+            plaintext.resize(start + state.plaintext_bytes_to_read(), 0);
+            client
+                .reader()
+                .read_exact(&mut plaintext[start..])
+                .expect("plaintext");
+        }
+        plaintext
+    }
+
+    /// Runs the handshake to its end with `out` queued meanwhile; returns
+    /// the plaintext the client got.
+    fn handshake(
+        transport: &mut Transport,
+        client: &mut ClientConnection,
+        out: &mut OutQueue,
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            let hello = client_flight(client);
+            let received = transport.received(&hello).expect("handshake input");
+            assert!(received.plaintext.is_empty());
+            let reply = server_flight(transport, out, false);
+            got.extend(client_reads(client, &reply));
+            if !client.is_handshaking() && transport.handshake_deadline().is_none() {
+                return got;
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn lines_cross_a_handshake_with_an_in_memory_client() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        // The core greets at once; the greeting waits for the handshake.
+        out.push(b"* welcome\n", Priority::Normal);
+        let hello = client_flight(&mut client);
+        transport.received(&hello).expect("ClientHello");
+        let first = server_flight(&mut transport, &mut out, false);
+        assert_eq!(
+            out.queued(),
+            10,
+            "plaintext stays queued during the handshake"
+        );
+        let mut got = client_reads(&mut client, &first);
+        got.extend(handshake(&mut transport, &mut client, &mut out));
+        got.extend(client_reads(
+            &mut client,
+            &server_flight(&mut transport, &mut out, false),
+        ));
+        assert_eq!(got, b"* welcome\n");
+        assert!(out.is_empty());
+        client
+            .writer()
+            .write_all(b"#nick zed\n")
+            .expect("client writes");
+        let received = transport
+            .received(&client_flight(&mut client))
+            .expect("plaintext");
+        assert_eq!(received.plaintext, b"#nick zed\n");
+        assert!(!received.peer_closed);
+    }
+
+    #[test]
+    fn closing_sends_close_notify_after_the_last_line() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        handshake(&mut transport, &mut client, &mut out);
+        out.push(b"* goodbye\n", Priority::Normal);
+        let wire = server_flight(&mut transport, &mut out, true);
+        let mut wire = &wire[..];
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).expect("read");
+        }
+        let state = client.process_new_packets().expect("process");
+        assert!(state.peer_has_closed(), "close_notify arrived");
+        let mut line = vec![0; state.plaintext_bytes_to_read()];
+        client.reader().read_exact(&mut line).expect("line");
+        assert_eq!(line, b"* goodbye\n");
+        // Once only, however often the closing connection is flushed.
+        assert!(server_flight(&mut transport, &mut out, true).is_empty());
+    }
+
+    #[test]
+    fn garbage_is_an_error_for_that_connection() {
+        let (mut transport, _) = pair();
+        let error = transport
+            .received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect_err("not TLS");
+        assert!(matches!(error, TlsError::Protocol(_)), "{error}");
+    }
+
+    #[test]
+    fn a_truncated_client_hello_waits_until_the_handshake_deadline() {
+        let (mut transport, mut client) = pair();
+        let hello = client_flight(&mut client);
+        let half = &hello[..hello.len() / 2];
+        // One byte at a time, as a slowloris sends it: no error, no
+        // plaintext, nothing to answer; only the deadline ends it.
+        for byte in half.chunks(1) {
+            let received = transport.received(byte).expect("not an error yet");
+            assert!(received.plaintext.is_empty());
+        }
+        assert!(!transport.wants_write());
+        let deadline = transport.handshake_deadline().expect("still handshaking");
+        assert!(!transport.handshake_expired(deadline - Duration::from_millis(1)));
+        assert!(transport.handshake_expired(deadline));
+        // The record completed with garbage: an error.
+        assert!(transport.received(&vec![0xff; hello.len()]).is_err());
+    }
+
+    /// A socket that takes `room` bytes, then would block.
+    struct Tight {
+        room: usize,
+        taken: Vec<u8>,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = bytes.len().min(self.room);
+            self.room -= n;
+            self.taken.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_fills_the_out_queue_not_rustls() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        handshake(&mut transport, &mut client, &mut out);
+        let megabyte = vec![b'x'; 1024 * 1024];
+        out.push(&megabyte, Priority::Normal);
+        let mut socket = Tight {
+            room: 1000,
+            taken: Vec::new(),
+        };
+        assert!(
+            !transport
+                .flush(&mut out, &mut socket, false)
+                .expect("would block")
+        );
+        // One chunk went into rustls; the rest still counts in the queue,
+        // where the slow-consumer rule sees it.
+        assert_eq!(out.queued(), megabyte.len() - SEAL_CHUNK);
+        for _ in 0..100 {
+            let _ = transport.flush(&mut out, &mut socket, false);
+        }
+        assert_eq!(
+            out.queued(),
+            megabyte.len() - SEAL_CHUNK,
+            "nothing more moved"
+        );
+        // Room again: it all arrives, in order.
+        socket.room = usize::MAX;
+        assert!(transport.flush(&mut out, &mut socket, false).expect("all"));
+        assert!(out.is_empty());
+        assert_eq!(client_reads(&mut client, &socket.taken), megabyte);
+    }
+}
