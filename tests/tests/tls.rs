@@ -48,10 +48,12 @@ on_both_backends!(
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, tls: &TestTls) -> (Running, SocketAddr) {
-    let mut chat = Config::default();
     // A connection the core still counted would make the next one from
     // the same address be refused.
-    chat.max_connections_per_ip = 1;
+    let chat = Config {
+        max_connections_per_ip: 1,
+        ..Config::default()
+    };
     let settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
