@@ -111,10 +111,8 @@ fn refuse(refusal: Refusal) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut out = crate::out_queue::OutQueue::default();
     out.push(&line, chatd_core::Priority::Urgent);
-    let mut transport = super::Transport::Tls {
-        session: Box::new(session),
-        deadline,
-    };
+    let mut transport =
+        super::Transport::Tls(Box::new(super::session::TlsState { session, deadline }));
     stream.set_write_timeout(Some(left(deadline)?))?;
     transport.flush(&mut out, &mut stream, true)?;
     stream.flush()?;
