@@ -81,7 +81,9 @@ impl TlsSession {
                 return Ok(true);
             }
             if taken == 0 {
-                break;
+                // rustls took nothing although it was drained: never drop
+                // bytes of the stream silently.
+                return Err(TlsError::Io(io::Error::other("TLS input not taken")));
             }
         }
         Ok(false)
@@ -434,6 +436,21 @@ mod tests {
         assert_eq!(line, b"* goodbye\n");
         // Once only, however often the closing connection is flushed.
         assert!(server_flight(&mut transport, &mut out, true).is_empty());
+    }
+
+    #[test]
+    fn a_large_read_is_taken_whole() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        handshake(&mut transport, &mut client, &mut out);
+        let lines = b"0123456789abcdef\n".repeat(8 * 1024);
+        client.set_buffer_limit(None);
+        client.writer().write_all(&lines).expect("client writes");
+        // More than one 64 KiB read of the I/O thread, in one call.
+        let received = transport
+            .received(&client_flight(&mut client))
+            .expect("taken");
+        assert_eq!(received.plaintext, lines);
     }
 
     #[test]
