@@ -544,6 +544,58 @@ mod tests {
     }
 
     #[test]
+    fn tls_listeners_and_the_tls_table_are_read() {
+        let settings = Settings::parse(
+            "[server]\ntls_bind = \"127.0.0.1:9443\"\nirc_tls_bind = \"127.0.0.1:6697\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nhandshake_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let tls: Vec<(Dialect, bool)> = settings
+            .server
+            .listeners()
+            .unwrap()
+            .iter()
+            .map(|listener| (listener.dialect, listener.tls))
+            .collect();
+        assert_eq!(
+            tls,
+            [
+                (Dialect::Native, false),
+                (Dialect::Irc, false),
+                (Dialect::Native, true),
+                (Dialect::Irc, true),
+            ]
+        );
+        assert_eq!(settings.tls.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(
+            settings.tls.source().unwrap(),
+            crate::tls::CertSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+            }
+        );
+        // By default: no TLS listener, and no certificate needed.
+        let plain = Settings::parse("").unwrap();
+        assert!(plain.server.listeners().unwrap().iter().all(|l| !l.tls));
+        assert_eq!(plain.tls.handshake_timeout, Duration::from_secs(10));
+        assert!(
+            plain
+                .tls
+                .source()
+                .unwrap_err()
+                .contains("needs a certificate")
+        );
+        for (text, named) in [
+            ("[tls]\nhandshake_timeout = \"0s\"", "handshake_timeout"),
+            ("[tls]\ncertificate = \"c.pem\"", "certificate"),
+            ("[tls]\nself_signed = 1", "self_signed"),
+            ("[server]\ntls_bind = \"localhost\"", "tls_bind"),
+        ] {
+            let error = Settings::parse(text).unwrap_err();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn irc_bind_none_leaves_only_the_native_listener() {
         let settings = Settings::parse("[server]\nirc_bind = \"none\"\n").unwrap();
         let dialects: Vec<Dialect> = settings
