@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds chatd for Windows (x86_64-pc-windows-gnu, linked with Debian's
 # mingw-w64) and runs the whole transcript suite against chatd.exe under
-# Wine with --backend iocp, checking that the driver in use is IOCP.
+# Wine with --backend iocp, checking that the driver in use is IOCP; then
+# the whole suite again over TLS.
 #
 # It installs what it needs (rustup target, gcc-mingw-w64-x86-64, wine). If
 # that is impossible it says so in one loud line and fails, unless
@@ -48,3 +49,7 @@ export WINEDEBUG=-all
 # The first start of a Wine prefix sets it up; do it before timing anything.
 wine "$out/chatd.exe" --version >/dev/null 2>&1 || fail "chatd.exe does not start under Wine"
 target/debug/run-transcripts --backend iocp --expect-driver IOCP -- wine "$out/chatd.exe"
+echo "== windows: transcripts over TLS against chatd.exe under Wine (iocp backend)"
+# The TLS mode: the server gets TLS listeners and a certificate made for
+# the run; every client is a rustls client on the TLS listener of its dialect.
+target/debug/run-transcripts --tls --backend iocp --expect-driver IOCP -- wine "$out/chatd.exe"

@@ -19,6 +19,7 @@ use chatd_core::Dialect;
 use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::hub::{Event, Inbox};
 use chatd_engine::listener::Listener;
+use chatd_engine::tls::TlsAcceptor;
 
 /// A running acceptor thread.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl Acceptor {
         let Listener {
             socket: listener,
             dialect,
+            tls,
         } = listener;
         listener.set_nonblocking(false)?;
         let local = listener.local_addr()?;
@@ -51,7 +53,7 @@ impl Acceptor {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("chatd-accept-{dialect}"))
-            .spawn(move || accept_loop(&listener, dialect, &inbox, &stopping))?;
+            .spawn(move || accept_loop(&listener, dialect, tls.as_ref(), &inbox, &stopping))?;
         Ok(Self {
             stop,
             wake_addr,
@@ -72,7 +74,13 @@ impl Acceptor {
     }
 }
 
-fn accept_loop(listener: &TcpListener, dialect: Dialect, inbox: &Inbox, stop: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    dialect: Dialect,
+    tls: Option<&TlsAcceptor>,
+    inbox: &Inbox,
+    stop: &AtomicBool,
+) {
     let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = listener.accept();
@@ -86,6 +94,7 @@ fn accept_loop(listener: &TcpListener, dialect: Dialect, inbox: &Inbox, stop: &A
                     stream,
                     peer,
                     dialect,
+                    tls: tls.cloned(),
                 });
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

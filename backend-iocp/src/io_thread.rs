@@ -33,11 +33,12 @@ use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::out_queue::{Batch, OutQueue};
+use chatd_engine::tls::{TlsAcceptor, Transport};
 use compio::BufResult;
 use compio::buf::{IntoInner, IoBuf};
 #[cfg(not(unix))]
 use compio::io::AsyncRead;
-use compio::io::AsyncWrite;
+use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
 
@@ -73,6 +74,8 @@ struct Conn {
     id: ConnId,
     stream: TcpStream,
     out: RefCell<OutQueue>,
+    /// Plain, or TLS (the engine's session: this thread only moves bytes).
+    transport: RefCell<Transport>,
     /// Bytes handed to the kernel by the writer and not yet completed.
     in_flight: Cell<usize>,
     /// A writer task is running.
@@ -166,7 +169,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
         backlog = false;
         while let Some(command) = context.mailbox.pop() {
             match command {
-                Command::Adopt { conn, stream } => adopt(&local, conn, stream),
+                Command::Adopt { conn, stream, tls } => adopt(&local, conn, stream, tls.as_ref()),
                 Command::Send {
                     conn,
                     bytes,
@@ -236,7 +239,15 @@ async fn yield_now() {
     .await;
 }
 
-fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream) {
+fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream, tls: Option<&TlsAcceptor>) {
+    let transport = match Transport::new(tls, Instant::now()) {
+        Ok(transport) => transport,
+        Err(error) => {
+            tracing::warn!(conn = %id, %error, "cannot start TLS");
+            local.inbox.send(Event::Closed { conn: id });
+            return;
+        }
+    };
     let attached = stream
         .set_nodelay(true)
         .and_then(|()| TcpStream::from_std(stream));
@@ -252,6 +263,7 @@ fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream) {
         id,
         stream,
         out: RefCell::new(OutQueue::default()),
+        transport: RefCell::new(transport),
         in_flight: Cell::new(0),
         writing: Cell::new(false),
         writer: Cell::new(None),
@@ -313,7 +325,11 @@ async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
     use compio::driver::op::{Interest, PollOnce};
     loop {
         let poll = PollOnce::new(conn.stream.to_shared_fd(), Interest::Readable);
-        let BufResult(ready, _) = compio::runtime::submit(poll).await;
+        let Some(BufResult(ready, _)) =
+            within_handshake(&local, &conn, compio::runtime::submit(poll)).await
+        else {
+            return;
+        };
         if !conn.closing.get() {
             room_in_inbox(&local).await;
         }
@@ -354,9 +370,37 @@ async fn read_loop_own(local: Rc<Local>, conn: Rc<Conn>) {
         // Checked before the receive is issued: a receive in flight owns
         // what it reads, so each connection may bring one more buffer.
         room_in_inbox(&local).await;
-        let read = read_own(&conn.stream, &mut capacity).await;
+        let Some(read) =
+            within_handshake(&local, &conn, read_own(&conn.stream, &mut capacity)).await
+        else {
+            return;
+        };
         if !handle_read(&local, &conn, read) {
             return;
+        }
+    }
+}
+
+/// Runs a read wait, cut off at the connection's handshake deadline while
+/// a TLS handshake is going on: a client that does not finish it in time
+/// (a slowloris) is closed, and the core hears of it as lost. `None`: cut.
+async fn within_handshake<T>(
+    local: &Local,
+    conn: &Conn,
+    wait: impl Future<Output = T>,
+) -> Option<T> {
+    let deadline = conn.transport.borrow().handshake_deadline();
+    let Some(deadline) = deadline else {
+        return Some(wait.await);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    match compio::time::timeout(left, wait).await {
+        Ok(done) => Some(done),
+        Err(_) => {
+            let peer = conn.stream.peer_addr().ok();
+            tracing::info!(conn = %conn.id, ?peer, "TLS handshake timed out; closing");
+            local.lose(conn, true);
+            None
         }
     }
 }
@@ -392,9 +436,40 @@ fn resume_readers(local: &Local) {
 
 /// Passes what a receive brought to the core. Returns false when the
 /// connection is over. Not async: the reader's future stays small.
-fn handle_read(local: &Local, conn: &Conn, read: io::Result<Option<Vec<u8>>>) -> bool {
+fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u8>>>) -> bool {
     match read {
         Ok(Some(bytes)) if conn.closing.get() => drop(bytes),
+        Ok(Some(bytes)) if conn.transport.borrow().is_tls() => {
+            let received = conn.transport.borrow_mut().received(&bytes);
+            match received {
+                Ok(received) => {
+                    if !received.plaintext.is_empty() {
+                        local.inbox.send(Event::Received {
+                            conn: conn.id,
+                            bytes: received.plaintext,
+                        });
+                    }
+                    if received.peer_closed {
+                        local.lose(conn, true);
+                        return false;
+                    }
+                    // Handshake replies to send, or the handshake is done
+                    // and queued lines may now leave.
+                    let transport = conn.transport.borrow();
+                    if transport.wants_write() || !conn.out.borrow().is_empty() {
+                        drop(transport);
+                        ensure_writer(local, conn);
+                    }
+                }
+                Err(error) => {
+                    // Garbage, a broken handshake: this connection only.
+                    let peer = conn.stream.peer_addr().ok();
+                    tracing::info!(conn = %conn.id, ?peer, %error, "TLS failed; closing");
+                    local.lose(conn, true);
+                    return false;
+                }
+            }
+        }
         Ok(Some(bytes)) => local.inbox.send(Event::Received {
             conn: conn.id,
             bytes,
@@ -428,6 +503,9 @@ async fn read_own(stream: &TcpStream, capacity: &mut usize) -> io::Result<Option
 }
 
 async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
+    if conn.transport.borrow().is_tls() {
+        return write_loop_tls(local, conn).await;
+    }
     loop {
         if conn.dead.get() {
             return;
@@ -460,6 +538,47 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
                 return;
             }
         }
+    }
+}
+
+/// The writer of a TLS connection: the engine's session turns queued
+/// plaintext into ciphertext one bounded chunk at a time, and each chunk is
+/// sent whole before the next is made.
+async fn write_loop_tls(local: Rc<Local>, conn: Rc<Conn>) {
+    let mut buffer = Vec::new();
+    loop {
+        if conn.dead.get() {
+            return;
+        }
+        let made = conn.transport.borrow_mut().next_ciphertext(
+            &mut conn.out.borrow_mut(),
+            conn.closing.get(),
+            &mut buffer,
+        );
+        if made.is_err() {
+            local.lose(&conn, false);
+            return;
+        }
+        if buffer.is_empty() {
+            // Nothing to send: all written (then close_notify is out if
+            // closing), or the rest waits for the handshake.
+            if conn.closing.get() {
+                linger_and_close(&local, &conn).await;
+            }
+            conn.writing.set(false);
+            return;
+        }
+        let mut writer = &conn.stream;
+        let send = writer.write_all(std::mem::take(&mut buffer));
+        let Some(BufResult(result, sent)) = unless_dead(&conn, send).await else {
+            return;
+        };
+        if result.is_err() {
+            local.lose(&conn, false);
+            return;
+        }
+        buffer = sent;
+        buffer.clear();
     }
 }
 

@@ -22,6 +22,7 @@ use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::listener::Listener;
+use chatd_engine::tls::{TlsAcceptor, Transport};
 use polling::{Event as Interest, Events, PollMode, Poller};
 
 use chatd_engine::out_queue::OutQueue;
@@ -43,6 +44,8 @@ struct Connection {
     id: ConnId,
     stream: TcpStream,
     out: OutQueue,
+    /// Plain, or TLS (the engine's session: this thread only moves bytes).
+    transport: Transport,
     /// Close once the queue is empty (the core asked); input is discarded.
     closing: bool,
     /// Output all written and our side shut down: waiting for the peer to
@@ -62,6 +65,8 @@ struct Acceptor {
     listener: TcpListener,
     /// What connections accepted here speak.
     dialect: Dialect,
+    /// The listener's TLS, if any.
+    tls: Option<TlsAcceptor>,
     /// Failing accepts: when to watch the listener again, and the log.
     paused_until: Option<Instant>,
     backoff: AcceptBackoff,
@@ -82,6 +87,9 @@ pub(crate) struct IoLoop {
     /// Lingering connections by deadline. Every connection lingers as long
     /// under one ending, so pushing at the back keeps them in order.
     lingering: VecDeque<(Instant, usize)>,
+    /// TLS connections by handshake deadline (one timeout for all, so in
+    /// order); an entry whose handshake is done is skipped when due.
+    handshakes: VecDeque<(Instant, usize)>,
     read_buffer: Vec<u8>,
     stop_deadline: Option<Instant>,
     /// Connections whose reading waits for room in the hub's inbox.
@@ -105,6 +113,7 @@ impl IoLoop {
             .map(|listener| Acceptor {
                 listener: listener.socket,
                 dialect: listener.dialect,
+                tls: listener.tls,
                 paused_until: None,
                 backoff: AcceptBackoff::default(),
             })
@@ -121,6 +130,7 @@ impl IoLoop {
             conns: AHashMap::new(),
             dirty: Vec::new(),
             lingering: VecDeque::new(),
+            handshakes: VecDeque::new(),
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
             reads_paused: Vec::new(),
@@ -139,8 +149,9 @@ impl IoLoop {
                 Some(Duration::ZERO)
             } else {
                 let linger = self.lingering.front().map(|&(deadline, _)| deadline);
+                let handshake = self.handshakes.front().map(|&(deadline, _)| deadline);
                 let paused = self.acceptors.iter().filter_map(|a| a.paused_until).min();
-                [self.stop_deadline, linger, paused]
+                [self.stop_deadline, linger, handshake, paused]
                     .into_iter()
                     .flatten()
                     .min()
@@ -172,6 +183,9 @@ impl IoLoop {
             backlog = self.run_commands();
             backlog |= self.flush_dirty();
             self.end_lingering(Instant::now());
+            if self.end_handshakes(Instant::now()) {
+                self.inbox.wake();
+            }
             self.resume_accepting(Instant::now());
             if self
                 .stop_deadline
@@ -230,6 +244,7 @@ impl IoLoop {
                         stream,
                         peer,
                         dialect: acceptor.dialect,
+                        tls: acceptor.tls.clone(),
                     });
                     accepted = true;
                 }
@@ -320,10 +335,32 @@ impl IoLoop {
                     return true;
                 }
                 Ok(n) => {
-                    self.inbox.push(Event::Received {
-                        conn: id,
-                        bytes: self.read_buffer[..n].to_vec(),
-                    });
+                    let received = match conn.transport.received(&self.read_buffer[..n]) {
+                        Ok(received) => received,
+                        Err(error) => {
+                            // Garbage, a broken handshake: this connection
+                            // only, and no panic.
+                            let peer = conn.stream.peer_addr().ok();
+                            tracing::info!(conn = %id, ?peer, %error, "TLS failed; closing");
+                            self.lose(key);
+                            return true;
+                        }
+                    };
+                    if conn.transport.is_tls() {
+                        // Handshake replies to send, or the handshake is
+                        // done and queued lines may now leave.
+                        self.mark_dirty(key);
+                    }
+                    if !received.plaintext.is_empty() {
+                        self.inbox.push(Event::Received {
+                            conn: id,
+                            bytes: received.plaintext,
+                        });
+                    }
+                    if received.peer_closed {
+                        self.lose(key);
+                        return true;
+                    }
                     if n < self.read_buffer.len() {
                         return true;
                     }
@@ -388,6 +425,27 @@ impl IoLoop {
         }
     }
 
+    /// Cuts off TLS connections whose handshake outlived its deadline (a
+    /// slowloris); the core hears of them as lost. Returns whether any was.
+    fn end_handshakes(&mut self, now: Instant) -> bool {
+        let mut cut = false;
+        while let Some(&(deadline, key)) = self.handshakes.front() {
+            if deadline > now {
+                break;
+            }
+            self.handshakes.pop_front();
+            if let Some(conn) = self.conns.get(&key)
+                && conn.transport.handshake_expired(now)
+            {
+                let peer = conn.stream.peer_addr().ok();
+                tracing::info!(conn = %conn.id, ?peer, "TLS handshake timed out; closing");
+                self.lose(key);
+                cut = true;
+            }
+        }
+        cut
+    }
+
     /// Runs at most [`COMMANDS_PER_TURN`] commands; returns whether more
     /// are waiting.
     fn run_commands(&mut self) -> bool {
@@ -396,7 +454,7 @@ impl IoLoop {
                 return false;
             };
             match command {
-                Command::Adopt { conn, stream } => self.adopt(conn, stream),
+                Command::Adopt { conn, stream, tls } => self.adopt(conn, stream, tls.as_ref()),
                 Command::Send {
                     conn,
                     bytes,
@@ -426,8 +484,19 @@ impl IoLoop {
         true
     }
 
-    fn adopt(&mut self, id: ConnId, stream: TcpStream) {
+    fn adopt(&mut self, id: ConnId, stream: TcpStream, tls: Option<&TlsAcceptor>) {
         let key = id.get() as usize;
+        let transport = match Transport::new(tls, Instant::now()) {
+            Ok(transport) => transport,
+            Err(error) => {
+                tracing::warn!(conn = %id, %error, "cannot start TLS");
+                self.inbox.send(Event::Closed { conn: id });
+                return;
+            }
+        };
+        if let Some(deadline) = transport.handshake_deadline() {
+            self.handshakes.push_back((deadline, key));
+        }
         let setup = stream
             .set_nonblocking(true)
             .and_then(|()| stream.set_nodelay(true));
@@ -454,6 +523,7 @@ impl IoLoop {
                 id,
                 stream,
                 out: OutQueue::default(),
+                transport,
                 closing: false,
                 lingering: None,
                 want_write: false,
@@ -470,7 +540,10 @@ impl IoLoop {
         if conn.out.push(lines, priority) > self.max_outbound {
             // One hub batch can bring many lines at once: see what the
             // socket takes before judging the client.
-            if conn.out.flush(&mut conn.stream).is_err() {
+            let flushed = conn
+                .transport
+                .flush(&mut conn.out, &mut conn.stream, conn.closing);
+            if flushed.is_err() {
                 self.lose(key);
                 return;
             }
@@ -524,7 +597,10 @@ impl IoLoop {
             if conn.lingering.is_some() {
                 continue;
             }
-            match conn.out.flush(&mut conn.stream) {
+            match conn
+                .transport
+                .flush(&mut conn.out, &mut conn.stream, conn.closing)
+            {
                 Ok(true) if conn.closing => self.finish(key),
                 Ok(done) => self.want_write(key, !done),
                 Err(_) => self.lose(key),

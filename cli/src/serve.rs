@@ -49,6 +49,23 @@ pub(crate) struct ServeArgs {
     /// history lost at exit.
     #[arg(long)]
     no_persist: bool,
+    /// Address of a native-dialect listener over TLS, or `none` [default: none].
+    #[arg(long, value_name = "ADDR")]
+    tls_bind: Option<String>,
+    /// Address of an IRC listener over TLS (usually port 6697), or `none`
+    /// [default: none].
+    #[arg(long, value_name = "ADDR")]
+    irc_tls_bind: Option<String>,
+    /// The TLS certificate chain (PEM, leaf first); re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM); re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Make a TLS certificate for localhost in memory (for a first try;
+    /// its SHA-256 fingerprint is logged).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
     /// TOML config file with every setting (see docs/CONFIG.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -92,6 +109,23 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_persist {
         server.persist = false;
     }
+    if let Some(tls_bind) = args.tls_bind {
+        server.tls_bind = tls_bind;
+    }
+    if let Some(irc_tls_bind) = args.irc_tls_bind {
+        server.irc_tls_bind = irc_tls_bind;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        settings.tls.cert = Some(cert);
+        settings.tls.key = Some(key);
+        settings.tls.self_signed = false;
+    }
+    if args.tls_self_signed {
+        settings.tls.self_signed = true;
+        settings.tls.cert = None;
+        settings.tls.key = None;
+    }
+    let server = &settings.server;
     let backend: Box<dyn Backend> = match server.backend.as_str() {
         "poll" => Box::new(PollBackend),
         "iocp" => Box::new(IocpBackend::default()),
@@ -123,9 +157,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         backend.mechanism(),
         info.threads,
     );
+    if let Some(fingerprint) = &info.tls_fingerprint {
+        tracing::info!("self-signed TLS certificate, SHA-256 fingerprint {fingerprint}");
+    }
     let handle = running.shutdown_handle();
     let signalled = AtomicBool::new(false);
-    ctrlc::set_handler(move || {
+    let stop = move || {
         if signalled.swap(true, Ordering::SeqCst) {
             // A second signal: the operator does not want to wait.
             eprintln!("chatd: stopping now without flushing");
@@ -133,14 +170,53 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!("signal received; shutting down");
         handle.shutdown(STOP_REASON);
-    })
-    .context("cannot install the SIGINT/SIGTERM handler")?;
+    };
+    handle_signals(stop, running.tls().cloned())?;
     if let Some(manual) = manual {
         control_from_stdin(manual, running.control_handle());
     }
     running.wait();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGINT and SIGTERM stop the server; SIGHUP re-reads the TLS
+/// certificate and key for new handshakes (a broken file is logged and
+/// the old certificate stays).
+#[cfg(unix)]
+fn handle_signals(
+    stop: impl Fn() + Send + 'static,
+    tls: Option<chatd_engine::tls::TlsAcceptor>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the SIGINT/SIGTERM/SIGHUP handlers")?;
+    std::thread::Builder::new()
+        .name("chatd-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    stop();
+                    continue;
+                }
+                match &tls {
+                    Some(tls) => tls.reload_logged(),
+                    None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Ctrl-C and console close stop the server. Windows has no SIGHUP: a new
+/// TLS certificate takes a restart there.
+#[cfg(not(unix))]
+fn handle_signals(
+    stop: impl Fn() + Send + 'static,
+    _tls: Option<chatd_engine::tls::TlsAcceptor>,
+) -> anyhow::Result<()> {
+    ctrlc::set_handler(stop).context("cannot install the Ctrl-C handler")
 }
 
 /// The manual clock's control channel: the process's own stdin, so only

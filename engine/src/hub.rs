@@ -19,13 +19,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
-use chatd_core::{ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server};
+use chatd_core::{
+    Arrival, ConnId, Dialect, LoginRequest, Output, PasswordVerdict, Priority, Server,
+};
 use crossbeam_queue::SegQueue;
 
 use crate::accounts::{AccountWorker, Job};
 use crate::auth::PasswordChecker;
 use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryReader, HistoryWriter, PersistReport};
+use crate::tls::TlsAcceptor;
+use crate::tls::refuse::Refuser;
 
 /// Something that happened outside the core.
 #[derive(Debug)]
@@ -38,6 +42,8 @@ pub enum Event {
         peer: SocketAddr,
         /// The dialect of the listener that accepted it.
         dialect: Dialect,
+        /// The listener's TLS, if it has any: the connection is encrypted.
+        tls: Option<TlsAcceptor>,
     },
     /// Bytes read from a connection.
     Received {
@@ -114,6 +120,9 @@ pub enum Command {
         conn: ConnId,
         /// Its socket.
         stream: TcpStream,
+        /// TLS to run over it (the I/O thread makes the session), or
+        /// `None` for plain TCP.
+        tls: Option<TlsAcceptor>,
     },
     /// Queue bytes for one connection.
     Send {
@@ -397,6 +406,8 @@ pub(crate) struct Hub {
     pub(crate) appended: u64,
     pub(crate) settled: u64,
     pub(crate) held: std::collections::VecDeque<HeldQuery>,
+    /// Sends refusal lines over TLS (only when a TLS listener exists).
+    pub(crate) refuser: Option<Refuser>,
 }
 
 /// A history query waiting for the writer to catch up.
@@ -504,16 +515,34 @@ impl Hub {
                 stream,
                 peer,
                 dialect,
-            } => match self.server.accept_as(now, peer, dialect) {
-                Ok(conn) => {
-                    batches[thread_of(conn, batches.len())].push(Command::Adopt { conn, stream });
+                tls,
+            } => {
+                let arrival = Arrival {
+                    dialect,
+                    encrypted: tls.is_some(),
+                };
+                match self.server.accept_via(now, peer, arrival) {
+                    Ok(conn) => {
+                        batches[thread_of(conn, batches.len())].push(Command::Adopt {
+                            conn,
+                            stream,
+                            tls,
+                        });
+                    }
+                    Err(refused) => {
+                        // The core rendered the line in the connection's dialect.
+                        tracing::info!(%peer, %dialect, tls = tls.is_some(), code = %refused.code, "refused a connection");
+                        match (tls, &self.refuser) {
+                            // Through TLS, after the handshake, off this thread.
+                            (Some(tls), Some(refuser)) => {
+                                refuser.refuse(stream, peer, tls, refused.line);
+                            }
+                            (Some(_), None) => drop(stream),
+                            (None, _) => refuse(stream, &refused.line),
+                        }
+                    }
                 }
-                Err(refused) => {
-                    // The core rendered the line in the connection's dialect.
-                    tracing::info!(%peer, %dialect, code = %refused.code, "refused a connection");
-                    refuse(stream, &refused.line);
-                }
-            },
+            }
             Event::Received { conn, bytes } => self.server.handle(now, conn, &bytes),
             Event::Closed { conn } => self.server.handle_closed(now, conn),
             Event::SlowConsumer { conn } => {

@@ -25,6 +25,7 @@ pub mod listener;
 pub mod out_queue;
 pub mod persist;
 pub mod settings;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -112,6 +113,9 @@ pub enum LaunchError {
     /// A thread could not be started.
     #[error("cannot start threads: {0}")]
     Threads(io::Error),
+    /// A TLS listener has no usable certificate.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// What start-up found and chose, for the start-up log line.
@@ -127,6 +131,8 @@ pub struct StartInfo {
     pub recovered_logs: usize,
     /// Rooms whose older history is on disk only (not all of it restored).
     pub incomplete_rooms: usize,
+    /// The SHA-256 fingerprint of the certificate `--tls-self-signed` made.
+    pub tls_fingerprint: Option<String>,
 }
 
 /// A running server.
@@ -136,6 +142,7 @@ pub struct Running {
     inbox: Arc<Inbox>,
     hub: JoinHandle<()>,
     io_threads: Vec<JoinHandle<()>>,
+    tls: Option<tls::TlsAcceptor>,
 }
 
 /// Something that can ask a running server to stop (for signal handlers).
@@ -191,13 +198,26 @@ impl Running {
             .expect("the native listener is always bound")
     }
 
-    /// The address the listener of `dialect` is bound to, if it has one.
+    /// The address the plain-text listener of `dialect` is bound to, if
+    /// it has one.
     pub fn address_of(&self, dialect: Dialect) -> Option<SocketAddr> {
+        self.listener_of(dialect, false)
+    }
+
+    /// The address the listener of `dialect` (over TLS or not) is bound
+    /// to, if it has one.
+    pub fn listener_of(&self, dialect: Dialect, tls: bool) -> Option<SocketAddr> {
         self.info
             .listening
             .iter()
-            .find(|listening| listening.dialect == dialect)
+            .find(|listening| listening.dialect == dialect && listening.tls == tls)
             .map(|listening| listening.address)
+    }
+
+    /// The TLS listeners' shared config, to reload it (SIGHUP); `None`
+    /// without TLS listeners.
+    pub fn tls(&self) -> Option<&tls::TlsAcceptor> {
+        self.tls.as_ref()
     }
 
     /// A handle that can stop the server from another thread.
@@ -269,7 +289,24 @@ pub fn launch(
         // Rooms whose older history is on disk only: #history reads it.
         server.mark_history_incomplete(incomplete);
     }
-    let (listeners, listening) = bind_all(settings)?;
+    let wants_tls = settings
+        .server
+        .listeners()?
+        .iter()
+        .any(|listener| listener.tls);
+    let (tls, tls_fingerprint) = if wants_tls {
+        let source = settings.tls.source().map_err(LaunchError::Tls)?;
+        let (acceptor, fingerprint) = tls::TlsAcceptor::new(source, settings.tls.handshake_timeout)
+            .map_err(|error| LaunchError::Tls(error.to_string()))?;
+        (Some(acceptor), fingerprint)
+    } else {
+        (None, None)
+    };
+    let refuser = match &tls {
+        Some(_) => Some(tls::refuse::Refuser::start().map_err(LaunchError::Threads)?),
+        None => None,
+    };
+    let (listeners, listening) = bind_all(settings, tls.as_ref())?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
     let writer = if persist {
         let reports = inbox.clone();
@@ -338,6 +375,7 @@ pub fn launch(
         appended: 0,
         settled: 0,
         held: std::collections::VecDeque::new(),
+        refuser,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())
@@ -350,16 +388,21 @@ pub fn launch(
             recovered_records,
             recovered_logs,
             incomplete_rooms,
+            tls_fingerprint,
         },
         inbox,
         hub,
         io_threads,
+        tls,
     })
 }
 
 /// Binds every listener the settings name, in order; the first that fails
 /// stops start-up, named with its dialect.
-fn bind_all(settings: &Settings) -> Result<(Vec<Listener>, Vec<Listening>), LaunchError> {
+fn bind_all(
+    settings: &Settings,
+    tls: Option<&tls::TlsAcceptor>,
+) -> Result<(Vec<Listener>, Vec<Listening>), LaunchError> {
     let wanted = settings.server.listeners()?;
     let mut listeners = Vec::with_capacity(wanted.len());
     let mut listening = Vec::with_capacity(wanted.len());
@@ -374,10 +417,12 @@ fn bind_all(settings: &Settings) -> Result<(Vec<Listener>, Vec<Listening>), Laun
         listening.push(Listening {
             address,
             dialect: want.dialect,
+            tls: want.tls,
         });
         listeners.push(Listener {
             socket,
             dialect: want.dialect,
+            tls: if want.tls { tls.cloned() } else { None },
         });
     }
     Ok((listeners, listening))

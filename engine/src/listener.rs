@@ -15,6 +15,8 @@ use std::net::{SocketAddr, TcpListener};
 use chatd_core::Dialect;
 use socket2::{Domain, Socket, Type};
 
+use crate::tls::TlsAcceptor;
+
 /// Connections the kernel may hold for us before we accept them.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
@@ -27,6 +29,8 @@ pub struct Listener {
     pub socket: TcpListener,
     /// What connections accepted here speak.
     pub dialect: Dialect,
+    /// TLS for every connection accepted here, or `None` for plain TCP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Where one listener ended up listening (the port resolved when `:0`
@@ -37,16 +41,21 @@ pub struct Listening {
     pub address: SocketAddr,
     /// What its connections speak.
     pub dialect: Dialect,
+    /// Whether its connections use TLS.
+    pub tls: bool,
 }
 
 /// Names every listener for the start-up line, e.g.
-/// `127.0.0.1:9090 (native), 127.0.0.1:6667 (irc)`. The native listener
+/// `127.0.0.1:9090 (native), 127.0.0.1:6667 (irc), 127.0.0.1:6697 (irc/tls)`. The native listener
 /// comes first, so tools that take the first address of the line keep
 /// finding it; [`parse_listening`] reads the list back.
 pub fn describe_listening(listening: &[Listening]) -> String {
     listening
         .iter()
-        .map(|l| format!("{} ({})", l.address, l.dialect))
+        .map(|l| {
+            let transport = if l.tls { "/tls" } else { "" };
+            format!("{} ({}{transport})", l.address, l.dialect)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -64,13 +73,21 @@ pub fn parse_listening(text: &str) -> Vec<Listening> {
         let Some((name, after)) = after.split_once(')') else {
             return found;
         };
+        let (name, tls) = match name.strip_suffix("/tls") {
+            Some(name) => (name, true),
+            None => (name, false),
+        };
         let dialect = [Dialect::Native, Dialect::Irc]
             .into_iter()
             .find(|dialect| dialect.name() == name);
         let (Ok(address), Some(dialect)) = (address.parse(), dialect) else {
             return found;
         };
-        found.push(Listening { address, dialect });
+        found.push(Listening {
+            address,
+            dialect,
+            tls,
+        });
         match after.strip_prefix(", ") {
             Some(next) => rest = next,
             None => return found,
@@ -121,10 +138,17 @@ mod tests {
             Listening {
                 address: "127.0.0.1:9090".parse().unwrap(),
                 dialect: Dialect::Native,
+                tls: false,
             },
             Listening {
                 address: "[::1]:6667".parse().unwrap(),
                 dialect: Dialect::Irc,
+                tls: false,
+            },
+            Listening {
+                address: "127.0.0.1:6697".parse().unwrap(),
+                dialect: Dialect::Irc,
+                tls: true,
             },
         ];
         let line = format!(
@@ -133,7 +157,7 @@ mod tests {
         );
         assert_eq!(
             line,
-            "127.0.0.1:9090 (native), [::1]:6667 (irc): backend poll (epoll), 2 I/O threads"
+            "127.0.0.1:9090 (native), [::1]:6667 (irc), 127.0.0.1:6697 (irc/tls): backend poll (epoll), 2 I/O threads"
         );
         assert_eq!(parse_listening(&line), listening);
     }

@@ -14,6 +14,14 @@
 //! history_queue = 16384    # records waiting for the writer before `not-stored`
 //! backend = "poll"         # or "iocp"
 //! max_inbox_bytes = 8388608 # input waiting for the core before reads pause
+//! tls_bind = "none"        # native over TLS, e.g. "0.0.0.0:9443"
+//! irc_tls_bind = "none"    # IRC over TLS, e.g. "0.0.0.0:6697"
+//!
+//! [tls]                    # needed by tls_bind / irc_tls_bind
+//! cert = "cert.pem"        # PEM chain, leaf first (re-read on SIGHUP)
+//! key = "key.pem"          # PEM private key
+//! self_signed = false      # true: a certificate made at start-up instead
+//! handshake_timeout = "10s"
 //!
 //! history_size = 100
 //! [history]
@@ -52,6 +60,82 @@ pub struct Settings {
     pub chat: Config,
     /// The `[history]` table.
     pub history: HistorySettings,
+    /// The `[tls]` table.
+    pub tls: TlsSettings,
+}
+
+/// The `[tls]` table: the certificate the TLS listeners present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM, leaf first).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Make a certificate for localhost at start-up instead of files.
+    pub self_signed: bool,
+    /// How long a client may take to complete its TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            self_signed: false,
+            handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Where the certificate comes from, or why there is none: a TLS
+    /// listener needs `cert` and `key`, or `self_signed`.
+    pub fn source(&self) -> Result<crate::tls::CertSource, String> {
+        match (&self.cert, &self.key, self.self_signed) {
+            (None, None, true) => Ok(crate::tls::CertSource::SelfSigned),
+            (Some(cert), Some(key), false) => Ok(crate::tls::CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (_, _, true) => Err("[tls]: self_signed cannot be combined with cert and key".into()),
+            _ => Err("a TLS listener (tls_bind, irc_tls_bind) needs a certificate: [tls] cert and key (--tls-cert, --tls-key), or self_signed (--tls-self-signed)".into()),
+        }
+    }
+}
+
+/// Reads the `[tls]` table.
+fn parse_tls(value: toml::Value) -> Result<TlsSettings, String> {
+    let mut tls = TlsSettings::default();
+    for (key, value) in table_of("[tls]", value)? {
+        let path = |value: &toml::Value| {
+            value
+                .as_str()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{key} = {value} is not a file name"))
+        };
+        match key.as_str() {
+            "cert" => tls.cert = Some(path(&value)?),
+            "key" => tls.key = Some(path(&value)?),
+            "self_signed" => {
+                tls.self_signed = value
+                    .as_bool()
+                    .ok_or_else(|| format!("self_signed = {value} is not true or false"))?;
+            }
+            "handshake_timeout" => {
+                tls.handshake_timeout = duration_of(&key, &value)?;
+                if tls.handshake_timeout.is_zero() {
+                    return Err("handshake_timeout must be longer than 0".into());
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown setting {key} (cert, key, self_signed, handshake_timeout)"
+                ));
+            }
+        }
+    }
+    Ok(tls)
 }
 
 /// The `[history]` table: how history is laid out on disk and how much of
@@ -183,6 +267,10 @@ pub struct ServerSettings {
     /// Most records waiting for the history writer; past it, new records
     /// are answered `not-stored` at once (at least 1).
     pub history_queue: usize,
+    /// Where the native dialect's TLS listener binds, or [`NO_LISTENER`].
+    pub tls_bind: String,
+    /// Where the IRC TLS listener binds, or [`NO_LISTENER`].
+    pub irc_tls_bind: String,
 }
 
 impl Default for ServerSettings {
@@ -198,6 +286,8 @@ impl Default for ServerSettings {
             max_inbox_bytes: DEFAULT_MAX_INBOX_BYTES,
             open_log_files: WriterOptions::DEFAULT_OPEN_FILES,
             history_queue: WriterOptions::DEFAULT_QUEUE,
+            tls_bind: NO_LISTENER.into(),
+            irc_tls_bind: NO_LISTENER.into(),
         }
     }
 }
@@ -277,6 +367,8 @@ pub struct ListenerSettings {
     pub address: SocketAddr,
     /// What its connections speak.
     pub dialect: Dialect,
+    /// Whether its connections use TLS.
+    pub tls: bool,
 }
 
 /// A listen address in the settings that cannot be used.
@@ -294,14 +386,17 @@ pub struct ListenAddressError {
 }
 
 impl ServerSettings {
-    /// The listeners to open, native first (the one every deployment has).
+    /// The listeners to open, native first (the one every deployment
+    /// has), then IRC, then the TLS ones.
     pub fn listeners(&self) -> Result<Vec<ListenerSettings>, ListenAddressError> {
         let configured = [
-            ("bind", &self.bind, Dialect::Native, false),
-            ("irc_bind", &self.irc_bind, Dialect::Irc, true),
+            ("bind", &self.bind, Dialect::Native, false, false),
+            ("irc_bind", &self.irc_bind, Dialect::Irc, true, false),
+            ("tls_bind", &self.tls_bind, Dialect::Native, true, true),
+            ("irc_tls_bind", &self.irc_tls_bind, Dialect::Irc, true, true),
         ];
         let mut listeners = Vec::with_capacity(configured.len());
-        for (key, text, dialect, may_be_off) in configured {
+        for (key, text, dialect, may_be_off, tls) in configured {
             if may_be_off && text.trim() == NO_LISTENER {
                 continue;
             }
@@ -311,7 +406,11 @@ impl ServerSettings {
                 dialect,
                 may_be_off,
             })?;
-            listeners.push(ListenerSettings { address, dialect });
+            listeners.push(ListenerSettings {
+                address,
+                dialect,
+                tls,
+            });
         }
         Ok(listeners)
     }
@@ -386,6 +485,10 @@ impl Settings {
         history
             .validate()
             .map_err(|error| format!("[history]: {error}"))?;
+        let tls = match table.remove("tls") {
+            Some(value) => parse_tls(value).map_err(|error| format!("[tls]: {error}"))?,
+            None => TlsSettings::default(),
+        };
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -394,6 +497,7 @@ impl Settings {
             server,
             chat,
             history,
+            tls,
         })
     }
 }
@@ -428,13 +532,67 @@ mod tests {
                 ListenerSettings {
                     address: "127.0.0.1:9090".parse().unwrap(),
                     dialect: Dialect::Native,
+                    tls: false,
                 },
                 ListenerSettings {
                     address: "127.0.0.1:6667".parse().unwrap(),
                     dialect: Dialect::Irc,
+                    tls: false,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn tls_listeners_and_the_tls_table_are_read() {
+        let settings = Settings::parse(
+            "[server]\ntls_bind = \"127.0.0.1:9443\"\nirc_tls_bind = \"127.0.0.1:6697\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nhandshake_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let tls: Vec<(Dialect, bool)> = settings
+            .server
+            .listeners()
+            .unwrap()
+            .iter()
+            .map(|listener| (listener.dialect, listener.tls))
+            .collect();
+        assert_eq!(
+            tls,
+            [
+                (Dialect::Native, false),
+                (Dialect::Irc, false),
+                (Dialect::Native, true),
+                (Dialect::Irc, true),
+            ]
+        );
+        assert_eq!(settings.tls.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(
+            settings.tls.source().unwrap(),
+            crate::tls::CertSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+            }
+        );
+        // By default: no TLS listener, and no certificate needed.
+        let plain = Settings::parse("").unwrap();
+        assert!(plain.server.listeners().unwrap().iter().all(|l| !l.tls));
+        assert_eq!(plain.tls.handshake_timeout, Duration::from_secs(10));
+        assert!(
+            plain
+                .tls
+                .source()
+                .unwrap_err()
+                .contains("needs a certificate")
+        );
+        for (text, named) in [
+            ("[tls]\nhandshake_timeout = \"0s\"", "handshake_timeout"),
+            ("[tls]\ncertificate = \"c.pem\"", "certificate"),
+            ("[tls]\nself_signed = 1", "self_signed"),
+            ("[server]\ntls_bind = \"localhost\"", "tls_bind"),
+        ] {
+            let error = Settings::parse(text).unwrap_err();
+            assert!(error.contains(named), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! A test client: a blocking TCP socket from a chosen loopback address that
-//! reads whole lines, waiting at most a fixed time for each.
+//! reads whole lines, waiting at most a fixed time for each; plain, or a
+//! rustls client over it (the harness's TLS mode).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use socket2::{Domain, Socket, Type};
 
@@ -13,10 +17,51 @@ use crate::driver::{DriverError, Received};
 /// How long a client waits for a line before giving up.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A client's byte stream: the socket, or TLS over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Self::Plain(socket) => socket,
+            Self::Tls(tls) => tls.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(socket) => socket.read(buffer),
+            Self::Tls(tls) => tls.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(socket) => socket.write(bytes),
+            Self::Tls(tls) => tls.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(socket) => socket.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// One connection to the server.
 #[derive(Debug)]
 pub struct LineClient {
-    stream: TcpStream,
+    stream: Stream,
     unread: Vec<u8>,
     eof: bool,
 }
@@ -25,6 +70,24 @@ impl LineClient {
     /// Connects to `server` from `from` (any local address, e.g. 127.0.0.2).
     pub fn connect(server: SocketAddr, from: IpAddr) -> io::Result<Self> {
         Self::connect_with(server, from, None)
+    }
+
+    /// Like [`LineClient::connect`], over TLS with `config` (verifying
+    /// the server as [`crate::tls::SERVER_NAME`]). The handshake happens
+    /// with the first read or write.
+    pub fn connect_tls(
+        server: SocketAddr,
+        from: IpAddr,
+        config: Arc<ClientConfig>,
+    ) -> io::Result<Self> {
+        let mut client = Self::connect(server, from)?;
+        let Stream::Plain(socket) = client.stream else {
+            unreachable!("connect makes a plain stream");
+        };
+        let tls =
+            ClientConnection::new(config, crate::tls::server_name()).map_err(io::Error::other)?;
+        client.stream = Stream::Tls(Box::new(StreamOwned::new(tls, socket)));
+        Ok(client)
     }
 
     /// Like [`LineClient::connect`], with a receive buffer size (small ones
@@ -44,7 +107,7 @@ impl LineClient {
         stream.set_read_timeout(Some(LINE_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: Stream::Plain(stream),
             unread: Vec::new(),
             eof: false,
         })
@@ -52,9 +115,13 @@ impl LineClient {
 
     /// A second handle on the same connection, for sending from another
     /// thread while this one reads.
+    /// Plain connections only: TLS state cannot be shared.
     pub fn try_clone_sender(&self) -> io::Result<LineClient> {
+        let Stream::Plain(socket) = &self.stream else {
+            return Err(io::Error::other("a TLS client has one handle"));
+        };
         Ok(Self {
-            stream: self.stream.try_clone()?,
+            stream: Stream::Plain(socket.try_clone()?),
             unread: Vec::new(),
             eof: false,
         })
@@ -62,7 +129,8 @@ impl LineClient {
 
     /// Sends bytes as they are.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Sends one line (LF added).
@@ -95,7 +163,16 @@ impl LineClient {
                     return Ok(Received::Nothing);
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => self.eof = true,
+                // A reset, or (TLS) the server closed without close_notify:
+                // cut off, as a slow consumer or a timed-out handshake is.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    self.eof = true
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -114,7 +191,7 @@ impl LineClient {
                 return false;
             }
             // No events asked for: poll reports only errors and hang-ups.
-            let mut fds = [PollFd::new(&self.stream, PollFlags::empty())];
+            let mut fds = [PollFd::new(self.stream.socket(), PollFlags::empty())];
             let timeout = Timespec::try_from(left).unwrap_or(Timespec {
                 tv_sec: 1,
                 tv_nsec: 0,
@@ -148,9 +225,24 @@ impl LineClient {
 #[derive(Debug, Default)]
 pub struct Clients {
     by_name: HashMap<String, LineClient>,
+    /// TLS mode: every client connects over TLS with this config.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl Clients {
+    /// Clients that all connect over TLS with `config`.
+    pub fn over_tls(config: Arc<ClientConfig>) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            tls: Some(config),
+        }
+    }
+
+    /// Whether clients connect over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Connects `client` to `server` from `from`.
     pub fn connect(
         &mut self,
@@ -158,7 +250,11 @@ impl Clients {
         server: SocketAddr,
         from: IpAddr,
     ) -> Result<(), DriverError> {
-        let connection = LineClient::connect(server, from).map_err(|error| {
+        let connection = match &self.tls {
+            None => LineClient::connect(server, from),
+            Some(config) => LineClient::connect_tls(server, from, config.clone()),
+        };
+        let connection = connection.map_err(|error| {
             DriverError(format!("{client} cannot connect from {from}: {error}"))
         })?;
         self.by_name.insert(client.to_owned(), connection);

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod process;
 pub mod runner;
 pub mod socket;
+pub mod tls;
 pub mod transcript;
 
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ use chatd_engine::listener::{Listening, parse_listening};
 use crate::client::Clients;
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 use crate::memory::VIRTUAL_UNIX_START_MS;
+use crate::tls::TestTls;
 
 /// How long a server may take to start (Wine's first start is slow).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -83,6 +84,8 @@ pub struct ProcessDriver {
     server: Option<ServerProcess>,
     clients: Clients,
     startup_lines: Vec<String>,
+    /// TLS mode: the certificate the server is given.
+    tls: Option<TestTls>,
 }
 
 struct ServerProcess {
@@ -107,7 +110,21 @@ impl ProcessDriver {
             server: None,
             clients: Clients::default(),
             startup_lines: Vec::new(),
+            tls: None,
         })
+    }
+
+    /// Like [`ProcessDriver::new`], in the TLS mode: the server also
+    /// listens over TLS (a certificate made for the run, given with
+    /// `--tls-cert`/`--tls-key`) and every client connects over TLS to the
+    /// TLS listener of its dialect.
+    pub fn new_tls(command: Vec<String>, backend: &str, threads: usize) -> std::io::Result<Self> {
+        let mut driver = Self::new(command, backend, threads)?;
+        let tls = TestTls::create(driver.data_dir.path()).map_err(std::io::Error::other)?;
+        driver.name = format!("{} over TLS", driver.name);
+        driver.clients = Clients::over_tls(tls.client.clone());
+        driver.tls = Some(tls);
+        Ok(driver)
     }
 
     /// The start-up log line of every server started so far.
@@ -126,10 +143,11 @@ impl ProcessDriver {
             .command
             .split_first()
             .ok_or_else(|| DriverError("empty server command".into()))?;
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(leading)
             .arg("serve")
-            // Ephemeral ports for both listeners, read back from the
+            // Ephemeral ports for every listener, read back from the
             // start-up line, so parallel runs never fight over a port.
             .args(["--bind", "127.0.0.1:0", "--irc-bind", "127.0.0.1:0"])
             .args(["--backend", &self.backend])
@@ -138,7 +156,16 @@ impl ProcessDriver {
             .arg(self.config_path())
             .arg("--data-dir")
             .arg(&logs)
-            .args(["--manual-clock", &start_ms.to_string()])
+            .args(["--manual-clock", &start_ms.to_string()]);
+        if let Some(tls) = &self.tls {
+            command
+                .args(["--tls-bind", "127.0.0.1:0", "--irc-tls-bind", "127.0.0.1:0"])
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -235,13 +262,16 @@ impl Driver for ProcessDriver {
     }
 
     fn connect(&mut self, client: &str, from: IpAddr, dialect: Dialect) -> Result<(), DriverError> {
+        let tls = self.clients.tls();
         let server = self
             .server()?
             .listening
             .iter()
-            .find(|listening| listening.dialect == dialect)
+            .find(|listening| listening.dialect == dialect && listening.tls == tls)
             .map(|listening| listening.address)
-            .ok_or_else(|| DriverError(format!("the server has no {dialect} listener")))?;
+            .ok_or_else(|| {
+                DriverError(format!("the server has no {dialect} listener (TLS: {tls})"))
+            })?;
         self.clients.connect(client, server, from)
     }
 

@@ -20,6 +20,7 @@ use chatd_engine::{Backend, Running, launch};
 use crate::client::Clients;
 use crate::driver::{Driver, DriverError, RESTART_REASON, Received};
 use crate::memory::VIRTUAL_UNIX_START_MS;
+use crate::tls::TestTls;
 
 /// Runs transcripts against a backend over real sockets.
 pub struct SocketDriver<B: Backend> {
@@ -51,6 +52,7 @@ impl<B: Backend> SocketDriver<B> {
             },
             chat: Config::default(),
             history: Default::default(),
+            tls: Default::default(),
         };
         Ok(Self {
             backend,
@@ -61,6 +63,21 @@ impl<B: Backend> SocketDriver<B> {
             running: None,
             clients: Clients::default(),
         })
+    }
+
+    /// Like [`SocketDriver::new`], in the TLS mode: the server listens on
+    /// TLS listeners too (a certificate made for the run) and every client
+    /// connects over TLS to the TLS listener of its dialect.
+    pub fn new_tls(backend: B, threads: usize) -> io::Result<Self> {
+        let mut driver = Self::new(backend, threads)?;
+        let tls = TestTls::create(driver.data_dir.path()).map_err(io::Error::other)?;
+        driver.name = format!("{} over TLS", driver.name);
+        driver.settings.server.tls_bind = "127.0.0.1:0".into();
+        driver.settings.server.irc_tls_bind = "127.0.0.1:0".into();
+        driver.settings.tls.cert = Some(tls.cert);
+        driver.settings.tls.key = Some(tls.key);
+        driver.clients = Clients::over_tls(tls.client);
+        Ok(driver)
     }
 
     /// The data directory the server writes its logs to.
@@ -81,9 +98,10 @@ impl<B: Backend> SocketDriver<B> {
             .running
             .as_ref()
             .ok_or_else(|| DriverError("the server is not running".into()))?;
-        running
-            .address_of(dialect)
-            .ok_or_else(|| DriverError(format!("the server has no {dialect} listener")))
+        let tls = self.clients.tls();
+        running.listener_of(dialect, tls).ok_or_else(|| {
+            DriverError(format!("the server has no {dialect} listener (TLS: {tls})"))
+        })
     }
 }
 

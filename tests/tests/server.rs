@@ -75,6 +75,7 @@ fn start_with(
         },
         chat,
         history: Default::default(),
+        tls: Default::default(),
     };
     launch(
         &settings,
@@ -318,6 +319,7 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
         },
         chat,
         history: Default::default(),
+        tls: Default::default(),
     };
     let gate = Arc::new(GatedClock::new());
     let running = launch(&settings, backend, gate.clone()).expect("server starts");
@@ -446,6 +448,7 @@ fn memory_only_settings(backend: &dyn Backend, data_dir: &std::path::Path) -> Se
         },
         chat: Config::default(),
         history: Default::default(),
+        tls: Default::default(),
     };
     settings.chat.idle.enabled = false;
     settings

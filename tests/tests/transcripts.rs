@@ -1,4 +1,6 @@
-//! Every transcript under tests/transcripts/, once per driver.
+//! Every transcript under tests/transcripts/, once per driver, and on both
+//! backends once more over TLS (the harness's TLS mode: every client a
+//! rustls client, on the TLS listener of its dialect).
 
 use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
@@ -48,6 +50,26 @@ fn main() {
                 .map_err(|e| Failed::from(e.to_string()))?;
             runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
         }));
+        for tls_backend in ["poll", "iocp"] {
+            let tls_path = path.clone();
+            trials.push(Trial::test(
+                format!("tls-{tls_backend}::{name}"),
+                move || {
+                    let transcript =
+                        Transcript::load(&tls_path).map_err(|e| Failed::from(e.to_string()))?;
+                    let result = if tls_backend == "poll" {
+                        let mut driver = SocketDriver::new_tls(PollBackend, 2)
+                            .map_err(|e| Failed::from(e.to_string()))?;
+                        runner::run(&transcript, &mut driver)
+                    } else {
+                        let mut driver = SocketDriver::new_tls(IocpBackend::default(), 2)
+                            .map_err(|e| Failed::from(e.to_string()))?;
+                        runner::run(&transcript, &mut driver)
+                    };
+                    result.map_err(|e| Failed::from(e.to_string()))
+                },
+            ));
+        }
         trials.push(Trial::test(format!("poll::{name}"), move || {
             let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
             // Two I/O threads, so connections really live on different threads.

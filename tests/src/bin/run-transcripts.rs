@@ -5,6 +5,9 @@
 //! run-transcripts --backend iocp --expect-driver IOCP -- wine target/x86_64-pc-windows-gnu/release/chatd.exe
 //! ```
 //!
+//! `--tls` runs them in the TLS mode: the server also gets TLS listeners
+//! (a certificate made for the run) and every client connects over TLS.
+//!
 //! Prints one line per transcript, then `N passed, N failed`; exits
 //! non-zero if any failed or if a server's start-up line does not name the
 //! expected driver.
@@ -21,12 +24,14 @@ fn main() -> ExitCode {
     let mut backend = "iocp".to_owned();
     let mut expect_driver: Option<String> = None;
     let mut only: Option<String> = None;
+    let mut tls = false;
     let mut command = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backend" => backend = args.next().unwrap_or_default(),
             "--expect-driver" => expect_driver = args.next(),
             "--only" => only = args.next(),
+            "--tls" => tls = true,
             "--" => command.extend(args.by_ref()),
             other => {
                 eprintln!("run-transcripts: unknown argument {other:?}");
@@ -36,7 +41,7 @@ fn main() -> ExitCode {
     }
     if command.is_empty() {
         eprintln!(
-            "usage: run-transcripts [--backend B] [--expect-driver D] [--only NAME] -- COMMAND..."
+            "usage: run-transcripts [--backend B] [--expect-driver D] [--only NAME] [--tls] -- COMMAND..."
         );
         return ExitCode::from(2);
     }
@@ -56,7 +61,12 @@ fn main() -> ExitCode {
         {
             continue;
         }
-        let mut driver = match ProcessDriver::new(command.clone(), &backend, 2) {
+        let driver = if tls {
+            ProcessDriver::new_tls(command.clone(), &backend, 2)
+        } else {
+            ProcessDriver::new(command.clone(), &backend, 2)
+        };
+        let mut driver = match driver {
             Ok(driver) => driver,
             Err(error) => {
                 println!("FAILED {}: {error}", transcript.name);

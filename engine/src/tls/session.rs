@@ -1,0 +1,547 @@
+//! One connection's transport: plain TCP, or TLS through a rustls
+//! `ServerConnection` (sans-IO: the backend reads and writes the socket,
+//! this only transforms bytes).
+//!
+//! Output stays bounded: the core's plaintext waits in the connection's
+//! [`OutQueue`], where the slow-consumer rule counts it, and is moved into
+//! rustls ([`TlsSession::seal`]) at most [`SEAL_CHUNK`] bytes at a time and
+//! only while rustls holds no ciphertext for the socket. So rustls never
+//! holds more than one chunk's ciphertext (plus handshake messages), and a
+//! client that stops reading fills the engine's queue, not rustls's.
+//! During the handshake nothing is moved: the welcome lines wait in the
+//! queue until the handshake is done.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::{ServerConfig, ServerConnection};
+
+use super::TlsAcceptor;
+use crate::out_queue::OutQueue;
+
+/// Most plaintext moved into rustls at once: one TLS record's worth.
+pub const SEAL_CHUNK: usize = 16 * 1024;
+
+/// Why a TLS connection must be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The peer sent something that is not TLS, or broke the protocol.
+    #[error("TLS error: {0}")]
+    Protocol(#[from] rustls::Error),
+    /// rustls refused more input (its buffer is full) or output failed.
+    #[error("TLS I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One server-side TLS connection.
+pub struct TlsSession {
+    conn: ServerConnection,
+    /// close_notify is queued.
+    close_sent: bool,
+}
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("close_sent", &self.close_sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSession {
+    /// A session that waits for the client's hello.
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+        Ok(Self {
+            conn: ServerConnection::new(config)?,
+            close_sent: false,
+        })
+    }
+
+    /// Feeds ciphertext read from the socket; the plaintext it carried is
+    /// appended to `plaintext`. Returns whether the peer sent close_notify.
+    /// An error means the connection is over (garbage, a broken
+    /// handshake): the caller closes it, nothing else is affected.
+    pub fn receive(
+        &mut self,
+        mut ciphertext: &[u8],
+        plaintext: &mut Vec<u8>,
+    ) -> Result<bool, TlsError> {
+        while !ciphertext.is_empty() {
+            let taken = self.conn.read_tls(&mut ciphertext)?;
+            let state = self.conn.process_new_packets()?;
+            let available = state.plaintext_bytes_to_read();
+            if available > 0 {
+                let start = plaintext.len();
+                plaintext.resize(start + available, 0);
+                self.conn.reader().read_exact(&mut plaintext[start..])?;
+            }
+            if state.peer_has_closed() {
+                return Ok(true);
+            }
+            if taken == 0 {
+                // rustls took nothing although it was drained: never drop
+                // bytes of the stream silently.
+                return Err(TlsError::Io(io::Error::other("TLS input not taken")));
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the handshake is still going on.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Whether rustls holds ciphertext for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Moves up to [`SEAL_CHUNK`] bytes of queued plaintext into rustls,
+    /// if the handshake is done and rustls holds no ciphertext. Returns
+    /// whether anything moved.
+    pub fn seal(&mut self, out: &mut OutQueue) -> io::Result<bool> {
+        if self.conn.is_handshaking() || self.conn.wants_write() || self.close_sent {
+            return Ok(false);
+        }
+        let Some(batch) = out.take_batch() else {
+            return Ok(false);
+        };
+        let chunk = batch.unsent().len().min(SEAL_CHUNK);
+        let moved = match self.conn.writer().write(&batch.unsent()[..chunk]) {
+            Ok(moved) => moved,
+            Err(error) => {
+                out.written(batch, 0);
+                return Err(error);
+            }
+        };
+        out.written(batch, moved);
+        Ok(moved > 0)
+    }
+
+    /// Writes pending ciphertext to `socket` (one write).
+    pub fn write_tls(&mut self, socket: &mut impl Write) -> io::Result<usize> {
+        self.conn.write_tls(socket)
+    }
+
+    /// Appends all pending ciphertext to `buffer` (a completion send).
+    pub fn drain_into(&mut self, buffer: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            // Writing into a Vec cannot fail.
+            if self.conn.write_tls(buffer).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Queues close_notify, once: the core closed the connection.
+    pub fn close_notify(&mut self) {
+        if !self.close_sent {
+            self.close_sent = true;
+            self.conn.send_close_notify();
+        }
+    }
+}
+
+/// A connection's transport, as a backend keeps it: one pointer, so a
+/// plain connection pays eight bytes for the possibility of TLS.
+#[derive(Debug, Default)]
+pub enum Transport {
+    /// Plain TCP: bytes go through unchanged.
+    #[default]
+    Plain,
+    /// TLS.
+    Tls(Box<TlsState>),
+}
+
+/// A TLS connection's state.
+#[derive(Debug)]
+pub struct TlsState {
+    /// The session.
+    pub session: TlsSession,
+    /// When an unfinished handshake is cut off.
+    pub deadline: Instant,
+}
+
+/// What bytes read from the socket meant.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Plaintext for the core (may be empty: handshake bytes only).
+    pub plaintext: Vec<u8>,
+    /// The peer ended the TLS stream (close_notify).
+    pub peer_closed: bool,
+}
+
+impl Transport {
+    /// The transport for a connection accepted at `now` on a listener with
+    /// `tls` (`None`: plain).
+    pub fn new(tls: Option<&TlsAcceptor>, now: Instant) -> Result<Self, TlsError> {
+        match tls {
+            None => Ok(Self::Plain),
+            Some(acceptor) => Ok(Self::Tls(Box::new(TlsState {
+                session: acceptor.session()?,
+                deadline: now + acceptor.handshake_timeout(),
+            }))),
+        }
+    }
+
+    /// Whether this is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
+    /// When the connection is cut off unless its handshake is done by
+    /// then; `None` when there is no handshake going on.
+    pub fn handshake_deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Tls(tls) if tls.session.is_handshaking() => Some(tls.deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether the handshake has outlived its deadline at `now`.
+    pub fn handshake_expired(&self, now: Instant) -> bool {
+        self.handshake_deadline()
+            .is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Turns bytes read from the socket into plaintext for the core.
+    pub fn received(&mut self, bytes: &[u8]) -> Result<Received, TlsError> {
+        match self {
+            Self::Plain => Ok(Received {
+                plaintext: bytes.to_vec(),
+                peer_closed: false,
+            }),
+            Self::Tls(tls) => {
+                let mut plaintext = Vec::new();
+                let peer_closed = tls.session.receive(bytes, &mut plaintext)?;
+                Ok(Received {
+                    plaintext,
+                    peer_closed,
+                })
+            }
+        }
+    }
+
+    /// Whether output waits for the socket beyond what `out` holds
+    /// (ciphertext in rustls: handshake messages, a sealed chunk, an alert).
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Self::Plain => false,
+            Self::Tls(tls) => tls.session.wants_write(),
+        }
+    }
+
+    /// A readiness backend's flush: writes `out` (through TLS if any) as
+    /// far as the socket takes. With `closing`, close_notify follows the
+    /// last byte. `Ok(true)`: nothing more can be written now (all
+    /// written, or the rest waits for the handshake); `Ok(false)`: the
+    /// socket would block.
+    pub fn flush(
+        &mut self,
+        out: &mut OutQueue,
+        socket: &mut impl Write,
+        closing: bool,
+    ) -> io::Result<bool> {
+        let session = match self {
+            Self::Plain => return out.flush(socket),
+            Self::Tls(tls) => &mut tls.session,
+        };
+        loop {
+            if session.wants_write() {
+                match session.write_tls(socket) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => continue,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+            if session.seal(out)? {
+                continue;
+            }
+            if closing && (out.is_empty() || session.is_handshaking()) && !session.close_sent {
+                session.close_notify();
+                continue;
+            }
+            return Ok(true);
+        }
+    }
+
+    /// A completion backend's next send: ciphertext made from `out`
+    /// (at most one [`SEAL_CHUNK`] of it) appended to `buffer`, plus
+    /// close_notify once `out` is empty when `closing`. Plain transports
+    /// use [`OutQueue::take_batch`] instead.
+    pub fn next_ciphertext(
+        &mut self,
+        out: &mut OutQueue,
+        closing: bool,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let Self::Tls(tls) = self else {
+            return Ok(());
+        };
+        let session = &mut tls.session;
+        session.drain_into(buffer);
+        if buffer.is_empty() {
+            session.seal(out)?;
+            if closing && (out.is_empty() || session.is_handshaking()) {
+                session.close_notify();
+            }
+            session.drain_into(buffer);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chatd_core::Priority;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    use super::*;
+    use crate::tls::config;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A server transport and an in-memory rustls client that trusts it.
+    fn pair() -> (Transport, ClientConnection) {
+        let (chain, key) = config::self_signed().expect("certificate");
+        let mut roots = RootCertStore::empty();
+        roots.add(chain[0].clone()).expect("root");
+        let server = config::server_config(chain, key).expect("server config");
+        let acceptor = TlsAcceptor::from_config(server, TIMEOUT);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("name");
+        let client = ClientConnection::new(Arc::new(client), name).expect("client");
+        let transport = Transport::new(Some(&acceptor), Instant::now()).expect("transport");
+        (transport, client)
+    }
+
+    /// What the client sends, as bytes on the wire.
+    fn client_flight(client: &mut ClientConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).expect("into a Vec");
+        }
+        wire
+    }
+
+    /// Everything the server writes now, as bytes on the wire.
+    fn server_flight(transport: &mut Transport, out: &mut OutQueue, closing: bool) -> Vec<u8> {
+        let mut wire = Vec::new();
+        assert!(
+            transport
+                .flush(out, &mut wire, closing)
+                .expect("into a Vec")
+        );
+        wire
+    }
+
+    /// Feeds the server's bytes to the client; returns the plaintext.
+    fn client_reads(client: &mut ClientConnection, mut wire: &[u8]) -> Vec<u8> {
+        let mut plaintext = Vec::new();
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).expect("client reads");
+            let state = client.process_new_packets().expect("client processes");
+            let start = plaintext.len();
+            plaintext.resize(start + state.plaintext_bytes_to_read(), 0);
+            client
+                .reader()
+                .read_exact(&mut plaintext[start..])
+                .expect("plaintext");
+        }
+        plaintext
+    }
+
+    /// Runs the handshake to its end with `out` queued meanwhile; returns
+    /// the plaintext the client got.
+    fn handshake(
+        transport: &mut Transport,
+        client: &mut ClientConnection,
+        out: &mut OutQueue,
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            let hello = client_flight(client);
+            let received = transport.received(&hello).expect("handshake input");
+            assert!(received.plaintext.is_empty());
+            let reply = server_flight(transport, out, false);
+            got.extend(client_reads(client, &reply));
+            if !client.is_handshaking() && transport.handshake_deadline().is_none() {
+                return got;
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn lines_cross_a_handshake_with_an_in_memory_client() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        // The core greets at once; the greeting waits for the handshake.
+        out.push(b"* welcome\n", Priority::Normal);
+        let hello = client_flight(&mut client);
+        transport.received(&hello).expect("ClientHello");
+        let first = server_flight(&mut transport, &mut out, false);
+        assert_eq!(
+            out.queued(),
+            10,
+            "plaintext stays queued during the handshake"
+        );
+        let mut got = client_reads(&mut client, &first);
+        got.extend(handshake(&mut transport, &mut client, &mut out));
+        got.extend(client_reads(
+            &mut client,
+            &server_flight(&mut transport, &mut out, false),
+        ));
+        assert_eq!(got, b"* welcome\n");
+        assert!(out.is_empty());
+        client
+            .writer()
+            .write_all(b"#nick zed\n")
+            .expect("client writes");
+        let received = transport
+            .received(&client_flight(&mut client))
+            .expect("plaintext");
+        assert_eq!(received.plaintext, b"#nick zed\n");
+        assert!(!received.peer_closed);
+    }
+
+    #[test]
+    fn closing_sends_close_notify_after_the_last_line() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        handshake(&mut transport, &mut client, &mut out);
+        out.push(b"* goodbye\n", Priority::Normal);
+        let wire = server_flight(&mut transport, &mut out, true);
+        let mut wire = &wire[..];
+        while !wire.is_empty() {
+            client.read_tls(&mut wire).expect("read");
+        }
+        let state = client.process_new_packets().expect("process");
+        assert!(state.peer_has_closed(), "close_notify arrived");
+        let mut line = vec![0; state.plaintext_bytes_to_read()];
+        client.reader().read_exact(&mut line).expect("line");
+        assert_eq!(line, b"* goodbye\n");
+        // Once only, however often the closing connection is flushed.
+        assert!(server_flight(&mut transport, &mut out, true).is_empty());
+    }
+
+    #[test]
+    fn a_large_read_is_taken_whole() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        handshake(&mut transport, &mut client, &mut out);
+        let lines = b"0123456789abcdef\n".repeat(8 * 1024);
+        client.set_buffer_limit(None);
+        client.writer().write_all(&lines).expect("client writes");
+        // More than one 64 KiB read of the I/O thread, in one call.
+        let received = transport
+            .received(&client_flight(&mut client))
+            .expect("taken");
+        assert_eq!(received.plaintext, lines);
+    }
+
+    #[test]
+    fn a_plain_connection_pays_one_pointer_for_tls() {
+        assert_eq!(
+            std::mem::size_of::<Transport>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_for_that_connection() {
+        let (mut transport, _) = pair();
+        let error = transport
+            .received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect_err("not TLS");
+        assert!(matches!(error, TlsError::Protocol(_)), "{error}");
+    }
+
+    #[test]
+    fn a_truncated_client_hello_waits_until_the_handshake_deadline() {
+        let (mut transport, mut client) = pair();
+        let hello = client_flight(&mut client);
+        let half = &hello[..hello.len() / 2];
+        // One byte at a time, as a slowloris sends it: no error, no
+        // plaintext, nothing to answer; only the deadline ends it.
+        for byte in half.chunks(1) {
+            let received = transport.received(byte).expect("not an error yet");
+            assert!(received.plaintext.is_empty());
+        }
+        assert!(!transport.wants_write());
+        let deadline = transport.handshake_deadline().expect("still handshaking");
+        assert!(!transport.handshake_expired(deadline - Duration::from_millis(1)));
+        assert!(transport.handshake_expired(deadline));
+        // The record completed with garbage: an error.
+        assert!(transport.received(&vec![0xff; hello.len()]).is_err());
+    }
+
+    /// A socket that takes `room` bytes, then would block.
+    struct Tight {
+        room: usize,
+        taken: Vec<u8>,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = bytes.len().min(self.room);
+            self.room -= n;
+            self.taken.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_fills_the_out_queue_not_rustls() {
+        let (mut transport, mut client) = pair();
+        let mut out = OutQueue::default();
+        handshake(&mut transport, &mut client, &mut out);
+        let megabyte = vec![b'x'; 1024 * 1024];
+        out.push(&megabyte, Priority::Normal);
+        let mut socket = Tight {
+            room: 1000,
+            taken: Vec::new(),
+        };
+        assert!(
+            !transport
+                .flush(&mut out, &mut socket, false)
+                .expect("would block")
+        );
+        // One chunk went into rustls; the rest still counts in the queue,
+        // where the slow-consumer rule sees it.
+        assert_eq!(out.queued(), megabyte.len() - SEAL_CHUNK);
+        for _ in 0..100 {
+            let _ = transport.flush(&mut out, &mut socket, false);
+        }
+        assert_eq!(
+            out.queued(),
+            megabyte.len() - SEAL_CHUNK,
+            "nothing more moved"
+        );
+        // Room again: it all arrives, in order.
+        socket.room = usize::MAX;
+        assert!(transport.flush(&mut out, &mut socket, false).expect("all"));
+        assert!(out.is_empty());
+        assert_eq!(client_reads(&mut client, &socket.taken), megabyte);
+    }
+}
