@@ -10,7 +10,7 @@
 //! the hub's commands.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,6 +342,10 @@ impl IoLoop {
                             // only, and no panic.
                             let peer = conn.stream.peer_addr().ok();
                             tracing::info!(conn = %id, ?peer, %error, "TLS failed; closing");
+                            // The alert saying why, if the socket takes it
+                            // now; the connection ends either way.
+                            let alert = conn.transport.take_ciphertext();
+                            let _ = (&conn.stream).write(&alert);
                             self.lose(key);
                             return true;
                         }

@@ -70,10 +70,10 @@ impl Drop for Server {
 
 /// The `ADDR (native/tls)` listener of a start-up line's list.
 fn tls_listener(list: &str) -> Option<SocketAddr> {
-    list.split(", ").find_map(|entry| {
-        let (addr, kind) = entry.trim().split_once(" (")?;
-        (kind.trim_end_matches(')') == "native/tls").then(|| addr.parse().ok())?
-    })
+    chatd_engine::listener::parse_listening(list)
+        .into_iter()
+        .find(|l| l.dialect == chatd_core::Dialect::Native && l.tls)
+        .map(|l| l.address)
 }
 
 fn lines_of(from: impl Read + Send + 'static) -> Receiver<String> {

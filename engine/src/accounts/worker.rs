@@ -72,7 +72,9 @@ fn work<S: Storage>(mut store: Option<AccountStore<S>>, queue: &Receiver<Job>, i
                 hash: Some(hash_password(&hash.password)),
             },
             Job::Store(write) => {
-                let applied = store.as_mut().map_or(Ok(()), |store| store.apply(&write.change));
+                let applied = store
+                    .as_mut()
+                    .map_or(Ok(()), |store| store.apply(&write.change));
                 let stored = match applied {
                     Ok(()) => true,
                     Err(error) => {

@@ -1,26 +1,36 @@
-//! One connection's transport: plain TCP, or TLS through a rustls
-//! `ServerConnection` (sans-IO: the backend reads and writes the socket,
-//! this only transforms bytes).
+//! One connection's transport: plain TCP, or TLS through rustls's
+//! unbuffered server connection (sans-IO: the backend reads and writes the
+//! socket, this only transforms bytes).
+//!
+//! The unbuffered connection, not rustls's `ServerConnection`, because of
+//! idle memory: the buffered one keeps a 4 KiB receive buffer for as long
+//! as the connection lives once it has read anything (rustls 0.23,
+//! `DeframerVecBuffer::prepare_read`), which alone is the whole budget of
+//! an idle TLS connection. Here the session owns its two buffers and
+//! frees each whenever it is empty: an idle connection holds rustls's
+//! state and keys and nothing else (ARCHITECTURE.md, decision 53).
 //!
 //! Output stays bounded: the core's plaintext waits in the connection's
-//! [`OutQueue`], where the slow-consumer rule counts it, and is moved into
-//! rustls ([`TlsSession::seal`]) at most [`SEAL_CHUNK`] bytes at a time and
-//! only while rustls holds no ciphertext for the socket. So rustls never
-//! holds more than one chunk's ciphertext (plus handshake messages), and a
-//! client that stops reading fills the engine's queue, not rustls's.
-//! During the handshake nothing is moved: the welcome lines wait in the
+//! [`OutQueue`], where the slow-consumer rule counts it, and is sealed
+//! ([`TlsSession::seal`]) at most [`SEAL_CHUNK`] bytes at a time and only
+//! while no ciphertext waits for the socket. So the session never holds
+//! more than one chunk's ciphertext (plus handshake messages), and a
+//! client that stops reading fills the engine's queue, not the session's.
+//! During the handshake nothing is sealed: the welcome lines wait in the
 //! queue until the handshake is done.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 
 use super::TlsAcceptor;
 use crate::out_queue::OutQueue;
 
-/// Most plaintext moved into rustls at once: one TLS record's worth.
+/// Most plaintext sealed at once: one TLS record's worth.
 pub const SEAL_CHUNK: usize = 16 * 1024;
 
 /// Why a TLS connection must be closed.
@@ -29,22 +39,34 @@ pub enum TlsError {
     /// The peer sent something that is not TLS, or broke the protocol.
     #[error("TLS error: {0}")]
     Protocol(#[from] rustls::Error),
-    /// rustls refused more input (its buffer is full) or output failed.
+    /// Output could not be made (rustls refused to encode or encrypt).
     #[error("TLS I/O error: {0}")]
     Io(#[from] io::Error),
 }
 
 /// One server-side TLS connection.
 pub struct TlsSession {
-    conn: ServerConnection,
-    /// close_notify is queued.
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not yet processed: part of a record.
+    /// Empty (unallocated) between records.
+    incoming: Vec<u8>,
+    /// Ciphertext for the socket; `outgoing[sent..]` is still to go.
+    /// Unallocated once all of it went.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// The handshake is done: application data may be sealed.
+    established: bool,
+    /// close_notify is queued (or the connection closed before the
+    /// handshake finished, when there is none to send).
     close_sent: bool,
 }
 
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSession")
-            .field("handshaking", &self.conn.is_handshaking())
+            .field("established", &self.established)
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &(self.outgoing.len() - self.sent))
             .field("close_sent", &self.close_sent)
             .finish_non_exhaustive()
     }
@@ -54,93 +76,242 @@ impl TlsSession {
     /// A session that waits for the client's hello.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
         Ok(Self {
-            conn: ServerConnection::new(config)?,
+            conn: UnbufferedServerConnection::new(config)?,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            established: false,
             close_sent: false,
         })
     }
 
     /// Feeds ciphertext read from the socket; the plaintext it carried is
-    /// appended to `plaintext`. Returns whether the peer sent close_notify.
-    /// An error means the connection is over (garbage, a broken
-    /// handshake): the caller closes it, nothing else is affected.
+    /// appended to `plaintext`, handshake messages to send are queued.
+    /// Returns whether the peer sent close_notify. An error means the
+    /// connection is over (garbage, a broken handshake): the caller closes
+    /// it, nothing else is affected. A part of a record is kept for the
+    /// next call; nothing is ever dropped.
     pub fn receive(
         &mut self,
-        mut ciphertext: &[u8],
+        ciphertext: &[u8],
         plaintext: &mut Vec<u8>,
     ) -> Result<bool, TlsError> {
-        while !ciphertext.is_empty() {
-            let taken = self.conn.read_tls(&mut ciphertext)?;
-            let state = self.conn.process_new_packets()?;
-            let available = state.plaintext_bytes_to_read();
-            if available > 0 {
-                let start = plaintext.len();
-                plaintext.resize(start + available, 0);
-                self.conn.reader().read_exact(&mut plaintext[start..])?;
+        self.incoming.extend_from_slice(ciphertext);
+        let processed = self.process(plaintext);
+        if processed.is_err() {
+            self.queue_alert();
+        }
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
+        }
+        processed
+    }
+
+    /// Processes every whole record received (see [`Self::receive`]).
+    fn process(&mut self, plaintext: &mut Vec<u8>) -> Result<bool, TlsError> {
+        let mut peer_closed = false;
+        loop {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let mut more = true;
+            match status.state? {
+                ConnectionState::ReadTraffic(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        plaintext.extend_from_slice(record?.payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut encoder) => {
+                    // Handshake messages: the certificate is the largest.
+                    append_grown(&mut self.outgoing, 4096, |buffer| {
+                        encoder.encode(buffer).map_err(|error| match error {
+                            EncodeError::InsufficientSize(size) => Grow::To(size),
+                            other => Grow::Fail(io::Error::other(other.to_string())),
+                        })
+                    })?;
+                }
+                // Kept in `outgoing`, in order, for the backend to send.
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                ConnectionState::PeerClosed => peer_closed = true,
+                ConnectionState::WriteTraffic(_) => {
+                    self.established = true;
+                    more = false;
+                }
+                // Waiting for more input, closed, or early data (which the
+                // config never accepts): nothing more to do now.
+                _ => more = false,
             }
-            if state.peer_has_closed() {
-                return Ok(true);
-            }
-            if taken == 0 {
-                // rustls took nothing although it was drained: never drop
-                // bytes of the stream silently.
-                return Err(TlsError::Io(io::Error::other("TLS input not taken")));
+            self.incoming.drain(..discard);
+            if !more {
+                break;
             }
         }
-        Ok(false)
+        Ok(peer_closed)
+    }
+
+    /// After a failed handshake or record, rustls still has the alert that
+    /// tells the peer why (a TLS 1.1 client hears "protocol version"
+    /// instead of a bare hang-up): queue it for the caller's last write.
+    fn queue_alert(&mut self) {
+        // The connection is over: what is left of the input must not be
+        // read again (rustls would fail on it a second time).
+        self.incoming = Vec::new();
+        loop {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut encoder)) => {
+                    let encoded = append_grown(&mut self.outgoing, 64, |buffer| {
+                        encoder.encode(buffer).map_err(|error| match error {
+                            EncodeError::InsufficientSize(size) => Grow::To(size),
+                            other => Grow::Fail(io::Error::other(other.to_string())),
+                        })
+                    });
+                    if encoded.is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
     }
 
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        !self.established
     }
 
-    /// Whether rustls holds ciphertext for the socket.
+    /// Whether ciphertext waits for the socket.
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        self.sent < self.outgoing.len()
     }
 
-    /// Moves up to [`SEAL_CHUNK`] bytes of queued plaintext into rustls,
-    /// if the handshake is done and rustls holds no ciphertext. Returns
-    /// whether anything moved.
+    /// Seals up to [`SEAL_CHUNK`] bytes of queued plaintext, if the
+    /// handshake is done and no ciphertext waits. Returns whether anything
+    /// was sealed.
     pub fn seal(&mut self, out: &mut OutQueue) -> io::Result<bool> {
-        if self.conn.is_handshaking() || self.conn.wants_write() || self.close_sent {
+        if !self.established || self.wants_write() || self.close_sent {
             return Ok(false);
         }
         let Some(batch) = out.take_batch() else {
             return Ok(false);
         };
         let chunk = batch.unsent().len().min(SEAL_CHUNK);
-        let moved = match self.conn.writer().write(&batch.unsent()[..chunk]) {
-            Ok(moved) => moved,
-            Err(error) => {
-                out.written(batch, 0);
-                return Err(error);
-            }
-        };
-        out.written(batch, moved);
-        Ok(moved > 0)
+        let sealed = self.encrypt(&batch.unsent()[..chunk]);
+        out.written(batch, if sealed.is_ok() { chunk } else { 0 });
+        sealed.map(|()| chunk > 0)
     }
 
-    /// Writes pending ciphertext to `socket` (one write).
-    pub fn write_tls(&mut self, socket: &mut impl Write) -> io::Result<usize> {
-        self.conn.write_tls(socket)
-    }
-
-    /// Appends all pending ciphertext to `buffer` (a completion send).
-    pub fn drain_into(&mut self, buffer: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            // Writing into a Vec cannot fail.
-            if self.conn.write_tls(buffer).is_err() {
-                return;
+    /// Encrypts `plaintext` into `outgoing` (the handshake is done).
+    fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<()> {
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        match status.state.map_err(io::Error::other)? {
+            ConnectionState::WriteTraffic(mut writer) => {
+                // A record's overhead is under 64 bytes, so this fits.
+                append_grown(&mut self.outgoing, plaintext.len() + 64, |buffer| {
+                    writer
+                        .encrypt(plaintext, buffer)
+                        .map_err(|error| match error {
+                            EncryptError::InsufficientSize(size) => Grow::To(size),
+                            other => Grow::Fail(io::Error::other(other.to_string())),
+                        })
+                })
             }
+            other => Err(io::Error::other(format!(
+                "TLS connection cannot send now ({other:?})"
+            ))),
         }
     }
 
-    /// Queues close_notify, once: the core closed the connection.
+    /// Writes waiting ciphertext to `socket` (one write).
+    pub fn write_tls(&mut self, socket: &mut impl Write) -> io::Result<usize> {
+        let written = socket.write(&self.outgoing[self.sent..])?;
+        self.sent += written;
+        self.release_sent();
+        Ok(written)
+    }
+
+    /// Appends all waiting ciphertext to `buffer` (a completion send).
+    pub fn drain_into(&mut self, buffer: &mut Vec<u8>) {
+        if buffer.is_empty() && self.sent == 0 {
+            // Hand the buffer over whole instead of copying it.
+            std::mem::swap(buffer, &mut self.outgoing);
+        } else {
+            buffer.extend_from_slice(&self.outgoing[self.sent..]);
+            self.sent = self.outgoing.len();
+        }
+        self.release_sent();
+    }
+
+    /// Frees the output buffer once everything in it went.
+    fn release_sent(&mut self) {
+        if self.sent >= self.outgoing.len() {
+            self.outgoing = Vec::new();
+            self.sent = 0;
+        }
+    }
+
+    /// Queues close_notify, once: the core closed the connection. Before
+    /// the handshake is done there is no record layer to send it with;
+    /// the connection just ends.
     pub fn close_notify(&mut self) {
-        if !self.close_sent {
-            self.close_sent = true;
-            self.conn.send_close_notify();
+        if self.close_sent {
+            return;
+        }
+        self.close_sent = true;
+        if !self.established {
+            return;
+        }
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::WriteTraffic(mut writer)) = status.state {
+            let queued = append_grown(&mut self.outgoing, 64, |buffer| {
+                writer
+                    .queue_close_notify(buffer)
+                    .map_err(|error| match error {
+                        EncryptError::InsufficientSize(size) => Grow::To(size),
+                        other => Grow::Fail(io::Error::other(other.to_string())),
+                    })
+            });
+            if let Err(error) = queued {
+                tracing::debug!(%error, "no close_notify");
+            }
+        }
+    }
+}
+
+/// What an encoder that did not fit wants.
+enum Grow {
+    /// Room for this many bytes.
+    To(InsufficientSizeError),
+    /// It failed for another reason.
+    Fail(io::Error),
+}
+
+/// Runs `write` on spare room at the end of `buffer`, growing it as the
+/// encoder asks, and keeps what it wrote.
+fn append_grown(
+    buffer: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, Grow>,
+) -> io::Result<()> {
+    let start = buffer.len();
+    loop {
+        buffer.resize(start + room, 0);
+        match write(&mut buffer[start..]) {
+            Ok(written) => {
+                buffer.truncate(start + written);
+                return Ok(());
+            }
+            Err(Grow::To(size)) if size.required_size > room => room = size.required_size,
+            Err(Grow::To(_)) => {
+                buffer.truncate(start);
+                return Err(io::Error::other(
+                    "a TLS encoder asked for less room than it had",
+                ));
+            }
+            Err(Grow::Fail(error)) => {
+                buffer.truncate(start);
+                return Err(error);
+            }
         }
     }
 }
@@ -225,6 +396,16 @@ impl Transport {
         }
     }
 
+    /// The ciphertext waiting for the socket, taken out: a failed
+    /// connection's alert, for one last write that may not block.
+    pub fn take_ciphertext(&mut self) -> Vec<u8> {
+        let mut taken = Vec::new();
+        if let Self::Tls(tls) = self {
+            tls.session.drain_into(&mut taken);
+        }
+        taken
+    }
+
     /// Whether output waits for the socket beyond what `out` holds
     /// (ciphertext in rustls: handshake messages, a sealed chunk, an alert).
     pub fn wants_write(&self) -> bool {
@@ -298,6 +479,7 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
     use std::time::Duration;
 
     use chatd_core::Priority;
