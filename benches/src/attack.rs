@@ -445,6 +445,7 @@ pub fn run(server: &ServerProcess, plan: &AttackPlan) -> anyhow::Result<AttackRe
         payload: plan.payload,
         duration: plan.phase * 2 + Duration::from_secs(15),
         reader_threads: 2,
+        tls: None,
     };
     std::thread::sleep(Duration::from_millis(200));
     let idle_fds = open_fds(server.pid())?;

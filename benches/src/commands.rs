@@ -44,6 +44,9 @@ pub enum BenchCommand {
     /// `#history before ID 50` and `#search WORD` latency, idle and under
     /// an S2-lite load, on 1 M records of history.
     HistoryLatency(crate::history_latency::HistoryLatencyArgs),
+    /// What TLS costs against plain text: S1 over TLS, full handshakes
+    /// per second, server memory per idle TLS connection.
+    Tls(crate::tls::TlsArgs),
 }
 
 impl BenchCommand {
@@ -64,6 +67,7 @@ impl BenchCommand {
             Self::Attack(args) => args.run(),
             Self::History(args) => args.run(),
             Self::HistoryLatency(args) => args.run(),
+            Self::Tls(args) => args.run(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl FanoutArgs {
             payload: self.payload,
             duration: Duration::from_secs(self.seconds),
             reader_threads: self.readers,
+            tls: None,
         };
         let measured = fanout::measure(&server, &chatd_peer(self.dialect), &plan, true)?;
         println!(

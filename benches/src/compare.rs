@@ -60,6 +60,7 @@ impl Scenario {
             payload: 64,
             duration,
             reader_threads: 2,
+            tls: None,
         };
         match self {
             Self::S1 | Self::S1NoPersist | Self::S3 => FanoutPlan {
@@ -71,6 +72,7 @@ impl Scenario {
                 payload: 64,
                 duration,
                 reader_threads: 2,
+                tls: None,
             },
             Self::S2 => fan_out(2_000),
             Self::S2Lite => fan_out(200),

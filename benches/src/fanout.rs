@@ -17,7 +17,6 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use polling::{Event, Events, Poller};
 
+use crate::bench_stream::BenchStream;
 use crate::connect::{Greeting, connect_all};
 use crate::deliveries::DeliveryScanner;
 use crate::histogram::Histogram;
@@ -112,6 +112,8 @@ pub struct FanoutPlan {
     pub duration: Duration,
     /// Reader threads.
     pub reader_threads: usize,
+    /// Speak TLS as this client (chatd's native dialect only).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What it measured.
@@ -166,10 +168,34 @@ pub fn measure(
     measure_with(server, peer, plan, progress, || {})
 }
 
+/// [`measure`] against another of `server`'s listeners, at `addr` (its
+/// TLS listener, say).
+pub fn measure_at(
+    server: &ServerProcess,
+    addr: std::net::SocketAddr,
+    peer: &Peer,
+    plan: &FanoutPlan,
+    progress: bool,
+) -> anyhow::Result<FanoutMeasurement> {
+    measure_listener(server, addr, peer, plan, progress, || {})
+}
+
 /// [`measure`], calling `at_start` once everyone has joined, just before
 /// the first message goes out (for a probe that measures under load).
 pub fn measure_with(
     server: &ServerProcess,
+    peer: &Peer,
+    plan: &FanoutPlan,
+    progress: bool,
+    at_start: impl FnOnce(),
+) -> anyhow::Result<FanoutMeasurement> {
+    measure_listener(server, server.addr, peer, plan, progress, at_start)
+}
+
+/// [`measure_with`] against `server`'s listener at `addr`.
+fn measure_listener(
+    server: &ServerProcess,
+    addr: std::net::SocketAddr,
     peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
@@ -180,7 +206,7 @@ pub fn measure_with(
         anyhow::Ok((self_cpu_time()?, server.cpu_time()?))
     };
     let (report, (generator_before, server_before)) =
-        run_then(server.addr, peer, plan, progress, cpu_now)?;
+        run_then(addr, peer, plan, progress, cpu_now)?;
     Ok(FanoutMeasurement {
         server_cpu: server.cpu_time()?.saturating_sub(server_before),
         generator_cpu: self_cpu_time()?.saturating_sub(generator_before),
@@ -294,13 +320,18 @@ fn setup(
     peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
-) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
+) -> anyhow::Result<(Vec<BenchStream>, Vec<BenchStream>)> {
     let deadline = Instant::now() + SETUP_LIMIT;
+    if plan.tls.is_some() && *peer != Peer::Chatd {
+        bail!("TLS is measured with chatd's native dialect only");
+    }
     let hello = |i: usize| match peer {
         Peer::Lines(templates) => LineTemplates::fill(&templates.hello, i, &room_of(i, plan), ""),
         _ => Vec::new(),
     };
     let greeting = match peer {
+        // Over TLS the welcome is read once the handshake is done.
+        Peer::Chatd if plan.tls.is_some() => Greeting::None,
         Peer::Chatd => Greeting::ChatdWelcome,
         Peer::Redis => Greeting::None,
         Peer::Lines(_) => Greeting::Send(&hello),
@@ -310,7 +341,17 @@ fn setup(
         .into_iter()
         .enumerate()
     {
-        let mut stream = stream.with_context(|| format!("client {i} cannot connect"))?;
+        let stream = stream.with_context(|| format!("client {i} cannot connect"))?;
+        let mut stream = match &plan.tls {
+            Some(config) => {
+                let mut stream = BenchStream::handshake(stream, config.clone())
+                    .with_context(|| format!("client {i}: TLS handshake"))?;
+                wait_for_line(&mut stream, deadline, |line| line.starts_with(b"* welcome"))
+                    .with_context(|| format!("client {i}: welcome over TLS"))?;
+                stream
+            }
+            None => BenchStream::Plain(stream),
+        };
         let room = room_of(i, plan);
         let joining = match peer {
             Peer::Chatd => format!("#join {room}\n#ping ready\n").into_bytes(),
@@ -352,7 +393,9 @@ fn setup(
                 .into_iter()
                 .enumerate()
             {
-                publishers.push(publisher.with_context(|| format!("publisher {i}"))?);
+                publishers.push(BenchStream::Plain(
+                    publisher.with_context(|| format!("publisher {i}"))?,
+                ));
             }
         }
         Peer::Lines(templates) => std::thread::sleep(templates.settle),
@@ -380,7 +423,7 @@ fn room_of(i: usize, plan: &FanoutPlan) -> String {
 /// Reads until a line (without its line end) that `wanted` accepts, or
 /// fails at `deadline`. Bytes after that line are dropped.
 fn wait_for_line(
-    stream: &mut TcpStream,
+    stream: &mut BenchStream,
     deadline: Instant,
     wanted: impl Fn(&[u8]) -> bool,
 ) -> anyhow::Result<()> {
@@ -391,7 +434,7 @@ fn wait_for_line(
         if left.is_zero() {
             bail!("the server did not finish setting up within {SETUP_LIMIT:?}");
         }
-        stream.set_read_timeout(Some(left))?;
+        stream.socket().set_read_timeout(Some(left))?;
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             if wanted(line[..end].strip_suffix(b"\r").unwrap_or(&line[..end])) {
@@ -409,13 +452,13 @@ fn wait_for_line(
 type ReaderResult = anyhow::Result<(u64, Histogram)>;
 
 fn spawn_readers(
-    streams: Vec<TcpStream>,
+    streams: Vec<BenchStream>,
     plan: &FanoutPlan,
     shared: &Arc<Shared>,
     observer_of: impl Fn(usize) -> usize,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<ReaderResult>>> {
     let threads = plan.reader_threads.max(1);
-    let mut groups: Vec<Vec<(usize, TcpStream)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<(usize, BenchStream)>> = (0..threads).map(|_| Vec::new()).collect();
     for (index, stream) in streams.into_iter().enumerate() {
         groups[index % threads].push((index, stream));
     }
@@ -439,20 +482,24 @@ fn spawn_readers(
 }
 
 fn read_group(
-    group: Vec<(usize, TcpStream)>,
+    group: Vec<(usize, BenchStream)>,
     shared: &Shared,
     observes: &[Option<usize>],
 ) -> ReaderResult {
     let poller = Poller::new()?;
-    let mut clients: Vec<(usize, TcpStream, DeliveryScanner)> = Vec::with_capacity(group.len());
+    let mut clients: Vec<(usize, BenchStream, DeliveryScanner)> = Vec::with_capacity(group.len());
     for (key, (index, stream)) in group.into_iter().enumerate() {
-        stream.set_nonblocking(true)?;
+        stream.socket().set_nonblocking(true)?;
         // SAFETY: each stream lives in `clients` until this function returns,
         // after the poller (declared first, dropped last) is done with it;
         // the poller is never used after the streams are dropped.
         #[allow(unsafe_code)]
         unsafe {
-            poller.add_with_mode(&stream, Event::readable(key), polling::PollMode::Level)?;
+            poller.add_with_mode(
+                stream.socket(),
+                Event::readable(key),
+                polling::PollMode::Level,
+            )?;
         }
         clients.push((index, stream, DeliveryScanner::default()));
     }
@@ -502,7 +549,7 @@ const MAX_BATCH: u64 = 64;
 /// allows) in one write, as a pipelining client does: one syscall per
 /// message would cost the generator more than the server's whole work.
 fn send(
-    writers: &mut [TcpStream],
+    writers: &mut [BenchStream],
     peer: &Peer,
     plan: &FanoutPlan,
     shared: &Shared,

@@ -351,6 +351,7 @@ impl HistoryLatencyArgs {
             payload: 64,
             duration: Duration::from_secs(self.seconds),
             reader_threads: 2,
+            tls: None,
         };
         let measured =
             fanout::measure_with(&server, &chatd_peer(Dialect::Native), &load, true, || {

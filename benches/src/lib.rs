@@ -19,9 +19,13 @@
 //! - [`history`]: start-up time and RSS against the history on disk;
 //!   [`history_latency`]: `#history before` and `#search` latency, idle
 //!   and under load;
+//! - [`tls`]: S1 over TLS, handshakes per second and idle TLS memory
+//!   against plain text ([`bench_stream`]: a generator's plain or TLS
+//!   connection);
 //! - [`commands`]: the command-line front ends.
 
 pub mod attack;
+pub mod bench_stream;
 pub mod chart;
 pub mod commands;
 pub mod compare;
@@ -38,3 +42,4 @@ pub mod relay;
 pub mod rtt;
 pub mod server;
 pub mod soak;
+pub mod tls;

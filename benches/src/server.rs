@@ -18,6 +18,9 @@ pub struct ServerProcess {
     /// Where the measurement connects: chatd's listener of the dialect it
     /// was started for ([`ServerProcess::launch_dialect`]), or a peer's port.
     pub addr: SocketAddr,
+    /// What the start-up line said after `chatd listening on ` (empty
+    /// for peers).
+    listening: String,
     /// A data directory made for this run, removed at the end.
     scratch: Option<PathBuf>,
 }
@@ -124,6 +127,7 @@ impl ServerProcess {
         let mut server = Self {
             child,
             addr,
+            listening: String::new(),
             scratch: Some(scratch),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -193,7 +197,7 @@ impl ServerProcess {
                         }
                         None => None,
                     };
-                    let _ = found.send(address);
+                    let _ = found.send(address.map(|address| (address, rest.to_owned())));
                 } else if ["ERROR", "WARN", "panicked"]
                     .iter()
                     .any(|w| line.contains(w))
@@ -207,15 +211,26 @@ impl ServerProcess {
             let _ = child.kill();
             bail!("the server printed no start-up line within 10 s");
         };
-        let Some(addr) = addr else {
+        let Some((addr, listening)) = addr else {
             let _ = child.kill();
             bail!("the server's start-up line names no {dialect} listener");
         };
         Ok(Self {
             addr: addr.parse().context("start-up line address")?,
+            listening,
             child,
             scratch: None,
         })
+    }
+
+    /// The address of the server's native TLS listener (started with
+    /// `--tls-bind`).
+    pub fn tls_addr(&self) -> anyhow::Result<SocketAddr> {
+        parse_listening(&self.listening)
+            .iter()
+            .find(|l| l.dialect == Dialect::Native && l.tls)
+            .map(|l| l.address)
+            .context("the server's start-up line names no native TLS listener")
     }
 
     /// The process id.

@@ -365,6 +365,7 @@ impl SoakArgs {
                 payload: self.payload,
                 duration,
                 reader_threads: self.readers,
+                tls: None,
             },
             warmup: self
                 .warmup

@@ -74,6 +74,7 @@ fn irc_deliveries_are_counted_once_each() {
         payload: 64,
         duration: Duration::from_millis(500),
         reader_threads: 2,
+        tls: None,
     };
     let report =
         fanout::run(addr, &Peer::Lines(templates), &plan, false).expect("the run completes");

@@ -28,6 +28,7 @@ fn every_message_reaches_every_other_member_through_the_relay() {
         payload: 64,
         duration: Duration::from_millis(500),
         reader_threads: 2,
+        tls: None,
     };
     let report = fanout::run(addr, &peer, &plan, false).expect("the run completes");
     assert!(report.sent >= 50, "sent only {}", report.sent);
