@@ -24,8 +24,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::ServerConfig;
+use rustls::server::ServerConnectionData;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+};
 
 use super::TlsAcceptor;
 use crate::out_queue::OutQueue;
@@ -121,13 +124,7 @@ impl TlsSession {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut encoder) => {
-                    // Handshake messages: the certificate is the largest.
-                    append_grown(&mut self.outgoing, 4096, |buffer| {
-                        encoder.encode(buffer).map_err(|error| match error {
-                            EncodeError::InsufficientSize(size) => Grow::To(size),
-                            other => Grow::Fail(io::Error::other(other.to_string())),
-                        })
-                    })?;
+                    encode_into(&mut self.outgoing, &mut encoder)?;
                 }
                 // Kept in `outgoing`, in order, for the backend to send.
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
@@ -151,27 +148,13 @@ impl TlsSession {
     /// After a failed handshake or record, rustls still has the alert that
     /// tells the peer why (a TLS 1.1 client hears "protocol version"
     /// instead of a bare hang-up): queue it for the caller's last write.
+    /// Asked for once: the alert is one message, and asking again would
+    /// have rustls read the failed input again (the input buffer must not
+    /// be touched either: rustls remembers how far into it it got).
     fn queue_alert(&mut self) {
-        // The connection is over: what is left of the input must not be
-        // read again (rustls would fail on it a second time).
-        self.incoming = Vec::new();
-        loop {
-            let status = self.conn.process_tls_records(&mut self.incoming);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut encoder)) => {
-                    let encoded = append_grown(&mut self.outgoing, 64, |buffer| {
-                        encoder.encode(buffer).map_err(|error| match error {
-                            EncodeError::InsufficientSize(size) => Grow::To(size),
-                            other => Grow::Fail(io::Error::other(other.to_string())),
-                        })
-                    });
-                    if encoded.is_err() {
-                        return;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => return,
-            }
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut encoder)) = status.state {
+            let _ = encode_into(&mut self.outgoing, &mut encoder);
         }
     }
 
@@ -202,23 +185,28 @@ impl TlsSession {
     }
 
     /// Encrypts `plaintext` into `outgoing` (the handshake is done).
+    /// Handshake records rustls still has to send (a key update's answer)
+    /// go first.
     fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<()> {
-        let status = self.conn.process_tls_records(&mut self.incoming);
-        match status.state.map_err(io::Error::other)? {
-            ConnectionState::WriteTraffic(mut writer) => {
-                // A record's overhead is under 64 bytes, so this fits.
-                append_grown(&mut self.outgoing, plaintext.len() + 64, |buffer| {
-                    writer
-                        .encrypt(plaintext, buffer)
-                        .map_err(|error| match error {
-                            EncryptError::InsufficientSize(size) => Grow::To(size),
-                            other => Grow::Fail(io::Error::other(other.to_string())),
-                        })
-                })
+        loop {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            match status.state.map_err(io::Error::other)? {
+                ConnectionState::WriteTraffic(mut writer) => {
+                    // A record's overhead is under 64 bytes, so this fits.
+                    return append_grown(&mut self.outgoing, plaintext.len() + 64, |buffer| {
+                        writer.encrypt(plaintext, buffer).map_err(Grow::from)
+                    });
+                }
+                ConnectionState::EncodeTlsData(mut encoder) => {
+                    encode_into(&mut self.outgoing, &mut encoder)?;
+                }
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                other => {
+                    return Err(io::Error::other(format!(
+                        "TLS connection cannot send now ({other:?})"
+                    )));
+                }
             }
-            other => Err(io::Error::other(format!(
-                "TLS connection cannot send now ({other:?})"
-            ))),
         }
     }
 
@@ -264,12 +252,7 @@ impl TlsSession {
         let status = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::WriteTraffic(mut writer)) = status.state {
             let queued = append_grown(&mut self.outgoing, 64, |buffer| {
-                writer
-                    .queue_close_notify(buffer)
-                    .map_err(|error| match error {
-                        EncryptError::InsufficientSize(size) => Grow::To(size),
-                        other => Grow::Fail(io::Error::other(other.to_string())),
-                    })
+                writer.queue_close_notify(buffer).map_err(Grow::from)
             });
             if let Err(error) = queued {
                 tracing::debug!(%error, "no close_notify");
@@ -284,6 +267,29 @@ enum Grow {
     To(InsufficientSizeError),
     /// It failed for another reason.
     Fail(io::Error),
+}
+
+impl From<EncryptError> for Grow {
+    fn from(error: EncryptError) -> Self {
+        match error {
+            EncryptError::InsufficientSize(size) => Self::To(size),
+            other => Self::Fail(io::Error::other(other.to_string())),
+        }
+    }
+}
+
+/// Appends the handshake record `encoder` holds to `outgoing`.
+fn encode_into(
+    outgoing: &mut Vec<u8>,
+    encoder: &mut EncodeTlsData<'_, ServerConnectionData>,
+) -> io::Result<()> {
+    // Handshake messages: the certificate is the largest, under 4 KiB.
+    append_grown(outgoing, 4096, |buffer| {
+        encoder.encode(buffer).map_err(|error| match error {
+            EncodeError::InsufficientSize(size) => Grow::To(size),
+            other => Grow::Fail(io::Error::other(other.to_string())),
+        })
+    })
 }
 
 /// Runs `write` on spare room at the end of `buffer`, growing it as the
