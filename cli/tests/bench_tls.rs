@@ -48,5 +48,8 @@ fn a_fan_out_over_tls_delivers_every_line_once() {
         fanout::measure_at(&server, tls, &Peer::Chatd, &plan, false).expect("the run completes");
     let report = measured.report;
     assert!(report.sent > 0, "nothing was sent");
-    assert_eq!(report.delivered, report.expected, "lost or doubled deliveries");
+    assert_eq!(
+        report.delivered, report.expected,
+        "lost or doubled deliveries"
+    );
 }
