@@ -99,8 +99,16 @@ fn reserver() -> Nick {
 
 /// Encodes a record as one checksummed line, LF included.
 pub fn encode(record: &Record) -> Vec<u8> {
-    // Serialising plain strings and integers cannot fail.
-    let json = serde_json::to_string(record).expect("records serialise to JSON");
+    encode_line(record)
+}
+
+/// Encodes any value as one checksummed line, LF included: eight hex
+/// digits of the CRC-32 of its JSON, a space, the JSON. History records
+/// and the account store's changes share this framing.
+pub fn encode_line<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // The values framed this way hold strings, integers and booleans,
+    // whose serialisation cannot fail.
+    let json = serde_json::to_string(value).expect("plain data serialises to JSON");
     let mut line = format!("{:08x} ", crc32fast::hash(json.as_bytes())).into_bytes();
     line.extend_from_slice(json.as_bytes());
     line.push(b'\n');
@@ -126,6 +134,11 @@ pub enum RecordError {
 
 /// Decodes one line (without its LF).
 pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
+    decode_line(line)
+}
+
+/// Decodes one line framed by [`encode_line`] (without its LF).
+pub fn decode_line<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, RecordError> {
     let (Some(hex), Some(b' ')) = (line.get(..8), line.get(8)) else {
         return Err(RecordError::NoChecksum);
     };

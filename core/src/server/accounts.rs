@@ -643,6 +643,15 @@ impl Server {
         self.change_nick(conn, Nick::guest(conn));
     }
 
+    /// The connections logged in to the account `folded` (a folded name).
+    fn logged_in_to(&self, folded: Nick) -> Vec<ConnId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.account.is_some_and(|a| a.folded() == folded))
+            .map(|(&c, _)| c)
+            .collect()
+    }
+
     /// After `#unregister`: every connection logged in to the account is
     /// logged out; rooms it owned belong to their current owners.
     fn after_unregister(&mut self, conn: ConnId, name: Nick) {
@@ -650,12 +659,7 @@ impl Server {
             self.out.send(conn, &Reply::Unregistered { account: &name });
         }
         let folded = name.folded();
-        let logged_in: Vec<ConnId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.account.is_some_and(|a| a.folded() == folded))
-            .map(|(&c, _)| c)
-            .collect();
+        let logged_in = self.logged_in_to(folded);
         for member in logged_in {
             let Some(session) = self.sessions.get_mut(&member) else {
                 continue;
@@ -696,12 +700,7 @@ impl Server {
     /// account gain or lose operator rights at once.
     fn after_operator_flag(&mut self, name: Nick, operator: bool) {
         let folded = name.folded();
-        let logged_in: Vec<ConnId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.account.is_some_and(|a| a.folded() == folded))
-            .map(|(&c, _)| c)
-            .collect();
+        let logged_in = self.logged_in_to(folded);
         for member in logged_in {
             let Some(session) = self.sessions.get_mut(&member) else {
                 continue;

@@ -228,6 +228,20 @@ impl Server {
         }
     }
 
+    /// [`Self::peers`] as a list of connections other than `conn`, for a
+    /// notice each of them gets on its own (away-notify, account-notify).
+    pub(super) fn peers_except(&mut self, conn: ConnId) -> Vec<ConnId> {
+        match self.peers(conn) {
+            Peers::Nobody => Vec::new(),
+            Peers::Room(audiences) => audiences
+                .iter()
+                .flat_map(|a| a.to.iter().copied())
+                .filter(|&peer| peer != conn)
+                .collect(),
+            Peers::Set(set) => set.into_iter().collect(),
+        }
+    }
+
     /// Who hears of a presence change of `conn` (a nickname, a quit, an
     /// away message): everyone sharing a room with it that is small
     /// enough for presence notices, each once. Taken before the change,

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use chatd_core::history::RecordError;
+use chatd_core::history::{self, RecordError};
 use chatd_core::{Account, AccountChange, Nick};
 
 use crate::persist::{DirStorage, LogFile, Storage};
@@ -262,30 +262,15 @@ fn remove_leftover_temp<S: Storage>(storage: &mut S) -> Result<(), AccountStoreE
     Ok(())
 }
 
-/// Encodes a change as one checksummed line, LF included.
+/// Encodes a change as one checksummed line, LF included (the history
+/// records' framing).
 pub(super) fn encode(change: &AccountChange) -> Vec<u8> {
-    // Strings, a bool and an integer always serialise.
-    let json = serde_json::to_string(change).expect("account changes serialise to JSON");
-    let mut line = format!("{:08x} ", crc32fast::hash(json.as_bytes())).into_bytes();
-    line.extend_from_slice(json.as_bytes());
-    line.push(b'\n');
-    line
+    history::encode_line(change)
 }
 
 /// Decodes one line (without its LF).
 fn decode(line: &[u8]) -> Result<AccountChange, RecordError> {
-    let (Some(hex), Some(b' ')) = (line.get(..8), line.get(8)) else {
-        return Err(RecordError::NoChecksum);
-    };
-    let expected = std::str::from_utf8(hex)
-        .ok()
-        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-        .ok_or(RecordError::NoChecksum)?;
-    let json = &line[9..];
-    if crc32fast::hash(json) != expected {
-        return Err(RecordError::ChecksumMismatch);
-    }
-    serde_json::from_slice(json).map_err(|error| RecordError::Invalid(error.to_string()))
+    history::decode_line(line)
 }
 
 /// What the log's bytes say.

@@ -97,15 +97,7 @@ impl Server {
     /// `account-notify`: peers that asked for it hear `ACCOUNT NAME` (or
     /// `ACCOUNT *`) when `conn` logs in or out.
     pub(in crate::server) fn announce_account(&mut self, conn: ConnId, account: Option<Nick>) {
-        let peers = match self.peers(conn) {
-            crate::server::presence::Peers::Nobody => Vec::new(),
-            crate::server::presence::Peers::Room(audiences) => audiences
-                .iter()
-                .flat_map(|a| a.to.iter().copied())
-                .filter(|&peer| peer != conn)
-                .collect(),
-            crate::server::presence::Peers::Set(set) => set.into_iter().collect(),
-        };
+        let peers = self.peers_except(conn);
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };

@@ -263,15 +263,7 @@ impl Server {
             ),
         }
         // away-notify: peers that asked for it hear of the change.
-        let peers = match self.peers(conn) {
-            crate::server::presence::Peers::Nobody => Vec::new(),
-            crate::server::presence::Peers::Room(audiences) => audiences
-                .iter()
-                .flat_map(|a| a.to.iter().copied())
-                .filter(|&peer| peer != conn)
-                .collect(),
-            crate::server::presence::Peers::Set(set) => set.into_iter().collect(),
-        };
+        let peers = self.peers_except(conn);
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
