@@ -465,17 +465,14 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                     // Garbage, a broken handshake: this connection only.
                     let peer = conn.stream.peer_addr().ok();
                     tracing::info!(conn = %conn.id, ?peer, %error, "TLS failed; closing");
-                    // The alert saying why, if the socket takes it now
-                    // (Unix: a send that does not wait); the connection
-                    // ends either way.
-                    let alert = conn.transport.borrow_mut().take_ciphertext();
-                    #[cfg(unix)]
-                    let _ =
-                        rustix::net::send(&conn.stream, &alert, rustix::net::SendFlags::DONTWAIT);
-                    #[cfg(not(unix))]
-                    drop(alert);
-                    local.lose(conn, true);
-                    return false;
+                    // The core forgets it now; the socket ends as a
+                    // closed connection does: the alert saying why (all
+                    // the transport will still send), then our side shut
+                    // down and a bounded linger, so the alert is not lost
+                    // to a reset. Reading goes on, discarding.
+                    conn.closing.set(true);
+                    local.inbox.send(Event::Closed { conn: conn.id });
+                    ensure_writer(local, conn);
                 }
             }
         }

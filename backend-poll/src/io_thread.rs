@@ -10,7 +10,7 @@
 //! the hub's commands.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,11 +342,14 @@ impl IoLoop {
                             // only, and no panic.
                             let peer = conn.stream.peer_addr().ok();
                             tracing::info!(conn = %id, ?peer, %error, "TLS failed; closing");
-                            // The alert saying why, if the socket takes it
-                            // now; the connection ends either way.
-                            let alert = conn.transport.take_ciphertext();
-                            let _ = (&conn.stream).write(&alert);
-                            self.lose(key);
+                            // The core forgets it now; the socket ends as a
+                            // closed connection does: the alert saying why
+                            // (all the transport will still send), then our
+                            // side shut down and a bounded linger, so the
+                            // alert is not lost to a reset.
+                            conn.closing = true;
+                            self.inbox.push(Event::Closed { conn: id });
+                            self.mark_dirty(key);
                             return true;
                         }
                     };

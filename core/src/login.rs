@@ -241,9 +241,9 @@ impl Throttle {
         }
     }
 
-    /// The attempt's verdict came back: `Some(true)` matched (failures
-    /// forgotten), `Some(false)` failed (the wait grows), `None` was never
-    /// checked.
+    /// The attempt's verdict came back: `Some(true)` matched (the name's
+    /// failures forgotten), `Some(false)` failed (the wait grows), `None`
+    /// was never checked.
     pub(crate) fn finish(
         &mut self,
         config: &LoginConfig,
@@ -259,7 +259,10 @@ impl Throttle {
         match matched {
             None => {}
             Some(true) => {
-                self.by_address.remove(&address);
+                // Only the name's failures: the address's stay until they
+                // are forgotten, or an attacker could log in to an account
+                // of their own between guesses at others' to keep its
+                // wait from growing.
                 if let Some(name) = name {
                     self.by_name.remove(&name);
                 }
@@ -493,15 +496,20 @@ mod tests {
     }
 
     #[test]
-    fn a_match_forgets_the_failures() {
+    fn a_match_forgets_the_names_failures_but_not_the_addresss() {
         let config = LoginConfig::default();
         let mut throttle = Throttle::default();
         let now = crate::test_support::epoch();
         throttle.finish(&config, now, address(2), name("admin"), Some(false));
         throttle.finish(&config, now, address(2), name("admin"), Some(true));
-        assert_eq!(throttle.tracked(), (0, 0));
+        assert_eq!(throttle.tracked(), (1, 0));
+        // The address waits out its failure, then may try any name.
         assert_eq!(
-            throttle.check(&config, now, address(2), name("admin")),
+            throttle.check(&config, now, address(2), name("other")),
+            Err(Refusal::Wait(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            throttle.check(&config, now + Duration::from_secs(1), address(2), name("admin")),
             Ok(())
         );
     }

@@ -177,7 +177,7 @@ fn a_change_that_could_not_be_stored_changes_nothing() {
     server.handle_password_hashed(now, request.request, None);
     assert_eq!(
         lines(alice, &drain(&mut server)),
-        ["! not-stored: the password could not be hashed; nothing changed\n"]
+        ["! try-later: the server is busy hashing passwords; try again in a moment (nothing changed)\n"]
     );
     let outputs = send(&mut server, now, alice, "#register longenough");
     assert!(matches!(outputs.as_slice(), [Output::HashPassword(_)]));
@@ -312,5 +312,171 @@ fn a_second_login_of_an_account_keeps_protecting_the_nickname_it_holds() {
             "* bob is registered to an account you are not logged in to; you are renamed\n",
             "* you are now guest2\n"
         ]
+    );
+}
+
+/// Runs every timer due by `now`.
+fn run_timers(server: &mut Server, now: Instant) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    while server.poll_timeout().is_some_and(|at| at <= now) {
+        server.handle_timeout(now);
+        outputs.extend(drain(server));
+    }
+    outputs
+}
+
+/// Sends `#login NAME PASSWORD` and answers its check with `verdict`.
+fn login(
+    server: &mut Server,
+    now: Instant,
+    conn: ConnId,
+    name: &str,
+    verdict: PasswordVerdict,
+) -> Vec<Output> {
+    let outputs = send(server, now, conn, &format!("#login {name} somepassword"));
+    let Some(Output::VerifyPassword(check)) = outputs.first() else {
+        return outputs;
+    };
+    server.handle_password_verdict(now, check.request, verdict);
+    drain(server)
+}
+
+/// A server with `Admin` and an ordinary account `Mine`.
+fn server_with_mine() -> (Server, Instant) {
+    let (mut server, now) = server(Config::default());
+    server.load_accounts(vec![
+        Account {
+            name: Nick::parse("Admin").expect("nick"),
+            password_hash: HASH.into(),
+            operator: true,
+            registered_at_ms: 1,
+        },
+        Account {
+            name: Nick::parse("Mine").expect("nick"),
+            password_hash: HASH.into(),
+            operator: false,
+            registered_at_ms: 2,
+        },
+    ]);
+    (server, now)
+}
+
+#[test]
+fn holding_a_registered_nickname_does_not_read_its_whispers() {
+    let (mut server, now) = server(Config::default());
+    let squatter = connect(&mut server, now, "127.0.0.1:5000", false);
+    send(&mut server, now, squatter, "#nick admin");
+    let outputs = send(&mut server, now, squatter, "#history @bob");
+    assert_eq!(
+        lines(squatter, &outputs),
+        [
+            "! permission-denied: admin is a registered nickname: log in to it to read its whispers\n"
+        ]
+    );
+    assert!(!outputs.iter().any(|o| matches!(o, Output::QueryHistory(_))));
+}
+
+#[test]
+fn changing_case_or_going_round_does_not_renew_the_grace_period() {
+    let (mut server, now) = server(Config::default());
+    let squatter = connect(&mut server, now, "127.0.0.1:5000", false);
+    send(&mut server, now, squatter, "#nick admin");
+    let at = |secs| now + std::time::Duration::from_secs(secs);
+    let outputs = send(&mut server, at(20), squatter, "#nick ADMIN");
+    assert!(
+        lines(squatter, &outputs)
+            .iter()
+            .any(|l| l.contains("within 10s")),
+        "{outputs:?}"
+    );
+    send(&mut server, at(25), squatter, "#nick other");
+    send(&mut server, at(26), squatter, "#nick admin");
+    let outputs = run_timers(&mut server, at(31));
+    assert!(
+        lines(squatter, &outputs)
+            .iter()
+            .any(|l| l.contains("you are renamed")),
+        "the first grace period still ends it: {outputs:?}"
+    );
+    // Spent: taking it again renames at once.
+    let outputs = send(&mut server, at(40), squatter, "#nick admin");
+    assert!(
+        lines(squatter, &outputs)
+            .iter()
+            .any(|l| l.contains("you are renamed")),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn logging_in_to_your_own_account_does_not_clear_the_address_wait() {
+    let (mut server, now) = server_with_mine();
+    let at = |millis| now + std::time::Duration::from_millis(millis);
+    let guesser = connect(&mut server, now, "127.0.0.1:5000", false);
+    login(
+        &mut server,
+        at(0),
+        guesser,
+        "victim1",
+        PasswordVerdict::Mismatch,
+    );
+    // The first failure's wait (1 s) is over; a login of their own.
+    let outputs = login(
+        &mut server,
+        at(1_100),
+        guesser,
+        "mine",
+        PasswordVerdict::Match,
+    );
+    assert!(
+        lines(guesser, &outputs)
+            .iter()
+            .any(|l| l.contains("logged in")),
+        "{outputs:?}"
+    );
+    send(&mut server, at(1_150), guesser, "#logout");
+    // A second failure from the address: its wait doubles to 2 s.
+    login(
+        &mut server,
+        at(1_200),
+        guesser,
+        "victim2",
+        PasswordVerdict::Mismatch,
+    );
+    let outputs = send(&mut server, at(2_500), guesser, "#login victim3 guess");
+    assert!(
+        lines(guesser, &outputs)
+            .iter()
+            .any(|l| l.starts_with("! try-later")),
+        "the address still waits: {outputs:?}"
+    );
+}
+
+#[test]
+fn logging_in_inside_a_room_the_account_is_banned_from_puts_you_out() {
+    let (mut server, now) = server_with_mine();
+    let owner = connect(&mut server, now, "127.0.0.1:5000", false);
+    send(&mut server, now, owner, "#nick owner");
+    send(&mut server, now, owner, "#join crb");
+    let first = connect(&mut server, now, "127.0.0.2:5000", false);
+    login(&mut server, now, first, "mine", PasswordVerdict::Match);
+    send(&mut server, now, first, "#join crb");
+    send(&mut server, now, owner, "#ban mine");
+    // From another address, as a guest: the address ban does not apply.
+    let again = connect(&mut server, now, "127.0.0.3:5000", false);
+    let outputs = send(&mut server, now, again, "#join crb");
+    assert!(
+        lines(again, &outputs)
+            .iter()
+            .any(|l| l.starts_with("* you joined #crb")),
+        "{outputs:?}"
+    );
+    let outputs = login(&mut server, now, again, "mine", PasswordVerdict::Match);
+    let seen = lines(again, &outputs);
+    assert!(seen.iter().any(|l| l.starts_with("! banned")), "{seen:?}");
+    let who = send(&mut server, now, owner, "#who");
+    assert!(
+        !lines(owner, &who).iter().any(|l| l.contains("mine")),
+        "{who:?}"
     );
 }

@@ -410,6 +410,9 @@ struct Player {
     /// Operator passwords handed to "the verifier" during this step,
     /// answered at its end for the same reason as the disk.
     unverified: Vec<PasswordCheck>,
+    /// Account jobs the driver has not answered yet (hashes, stores).
+    unhashed: Vec<chatd_core::LoginRequest>,
+    unstored: Vec<chatd_core::LoginRequest>,
     /// History queries not answered yet.
     unqueried: Vec<chatd_core::history_query::QueryId>,
 }
@@ -427,6 +430,8 @@ impl Player {
             persisted: 0,
             unanswered: Vec::new(),
             unverified: Vec::new(),
+            unhashed: Vec::new(),
+            unstored: Vec::new(),
             unqueried: Vec::new(),
         }
     }
@@ -493,11 +498,13 @@ impl Player {
     /// chunked: answering after each chunk would move `+ ack` lines among
     /// the replies to the rest of the input, which is the disk's timing,
     /// not the core's. Alternates success and failure so both paths run.
-    /// Password checks are answered at the same point (and verified for
-    /// real), as a verifier on another thread would.
+    /// Password checks (verified for real) and account jobs are answered
+    /// at the same point, as workers on other threads would.
     fn answer_persistence(&mut self) -> Result<(), String> {
         while !self.unanswered.is_empty()
             || !self.unverified.is_empty()
+            || !self.unhashed.is_empty()
+            || !self.unstored.is_empty()
             || !self.unqueried.is_empty()
         {
             // Nothing stored to read; every third query finds the reader
@@ -526,6 +533,14 @@ impl Player {
                     .map_or(PasswordVerdict::Mismatch, |_| PasswordVerdict::Match);
                 self.server
                     .handle_password_verdict(self.now, check.request, verdict);
+            }
+            // Hashes no password matches, and every change stored.
+            for request in std::mem::take(&mut self.unhashed) {
+                let hash = Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".to_owned());
+                self.server.handle_password_hashed(self.now, request, hash);
+            }
+            for request in std::mem::take(&mut self.unstored) {
+                self.server.handle_account_stored(self.now, request, true);
             }
             for id in std::mem::take(&mut self.unanswered) {
                 self.persisted += 1;
@@ -564,17 +579,8 @@ impl Player {
                 Output::Persist(record) => self.unanswered.push(record.id),
                 Output::VerifyPassword(check) => self.unverified.push(*check),
                 Output::QueryHistory(query) => self.unqueried.push(query.request),
-                // Answered at once: a hash no password matches, and every
-                // change stored.
-                Output::HashPassword(request) => {
-                    let hash = Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".to_owned());
-                    self.server
-                        .handle_password_hashed(self.now, request.request, hash);
-                }
-                Output::StoreAccount(write) => {
-                    self.server
-                        .handle_account_stored(self.now, write.request, true);
-                }
+                Output::HashPassword(request) => self.unhashed.push(request.request),
+                Output::StoreAccount(write) => self.unstored.push(write.request),
             }
         }
         Ok(())

@@ -2,8 +2,7 @@
 //! unbuffered server connection with the engine's own buffers) on
 //! arbitrary client bytes, in arbitrary chunks. Checked: nothing panics
 //! (debug assertions on, rustls's included); once a call fails the
-//! connection is over (the backends close it), and its alert can still be
-//! taken out; plaintext never exceeds what came in; sealing queued lines
+//! connection is closed as the core closes one, its alert first; plaintext never exceeds what came in; sealing queued lines
 //! and close_notify work in any state.
 //!
 //! The first input byte picks the chunk size (low six bits, plus one) and
@@ -117,8 +116,12 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Err(_) => {
-                // Over: the backend writes the alert once and closes.
-                let _ = server.take_ciphertext();
+                // Over: the backend closes it as the core would, the
+                // alert first (and nothing sealed after it).
+                let mut wire = Vec::new();
+                server
+                    .next_ciphertext(&mut out, true, &mut wire)
+                    .expect("a failed session still gives its alert");
                 return;
             }
         }

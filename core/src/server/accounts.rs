@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::accounts::{Account, AccountChange, AccountWrite, Done, HashRequest, Job};
 use crate::error::ErrorCode;
-use crate::ids::{ConnId, Nick};
+use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::{Output, Priority};
 use crate::login::{
     CheckPurpose, LoginRequest, Password, PasswordCheck, Pending, Purpose, Refusal,
@@ -405,8 +405,10 @@ impl Server {
         };
         let Some(hash) = hash else {
             self.accounts.changing.remove(&name.folded());
-            let text = "the password could not be hashed; nothing changed";
-            return self.error_if_present(conn, ErrorCode::NotStored, text);
+            // The driver hashes on one worker with a bounded queue: no
+            // hash means it was full (a flood of registrations).
+            let text = "the server is busy hashing passwords; try again in a moment (nothing changed)";
+            return self.error_if_present(conn, ErrorCode::TryLater, text);
         };
         let account = match done {
             Done::Registered => Account {
@@ -506,6 +508,7 @@ impl Server {
             return;
         };
         session.account = Some(name);
+        session.grace_until = None;
         if let Some(at) = session.grace_at.take() {
             self.timers.cancel(at, &Timer::NickGrace(conn));
         }
@@ -545,6 +548,40 @@ impl Server {
             None => self.change_nick_protected(now, conn, name),
         }
         self.reclaim_rooms(conn, &name);
+        self.enforce_account_bans(now, conn, &name);
+    }
+
+    /// Rooms `account` is banned from that `conn` is in (it joined them as
+    /// a guest, whose bans go by address): it leaves each as the ban had
+    /// it leave when set, so logging in inside a room does not escape a
+    /// ban on the account. Operators are exempt, as from every ban.
+    fn enforce_account_bans(&mut self, now: Instant, conn: ConnId, account: &Nick) {
+        let folded = account.folded();
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        if session.is_operator() {
+            return;
+        }
+        let banned: Vec<(RoomName, String)> = session
+            .rooms
+            .iter()
+            .filter_map(|name| {
+                let (_, ban) = self.rooms.get(name)?.account_bans.get(&folded)?;
+                ban.is_active(now).then(|| {
+                    (
+                        name.clone(),
+                        super::describe_ban(&format!("#{name}"), ban, now),
+                    )
+                })
+            })
+            .collect();
+        for (room_name, text) in banned {
+            let chan = format!("#{room_name}");
+            self.out
+                .error_about(conn, ErrorCode::Banned, Some(&chan), &text);
+            self.put_out(conn, &room_name, Some("banned"));
+        }
     }
 
     /// Rooms owned by `account` that `conn` is in come back to it.
@@ -599,10 +636,17 @@ impl Server {
         if !exposed {
             return;
         }
-        let grace = self.config.accounts.nick_grace;
-        let at = now + grace;
+        let at = *session
+            .grace_until
+            .get_or_insert(now + self.config.accounts.nick_grace);
+        if at <= now {
+            // This connection's grace period is spent already.
+            self.rename_to_guest(conn);
+            return;
+        }
         session.grace_at = Some(at);
         self.timers.schedule(at, Timer::NickGrace(conn));
+        let grace = at - now;
         self.out
             .send(conn, &Reply::NickProtected { nick: &nick, grace });
     }

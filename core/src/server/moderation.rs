@@ -95,7 +95,7 @@ impl Server {
             self.announce_quit(&others, who, Some(&message));
             return;
         }
-        self.put_out(victim, &room_name);
+        self.put_out(victim, &room_name, None);
     }
 
     /// IRC `KILL` by an operator: the victim is told, disconnected, and
@@ -117,11 +117,11 @@ impl Server {
         self.out.close(victim, CloseReason::Kicked);
     }
 
-    /// Takes a kicked or banned member out of a room (its removal was
-    /// already announced); a native client, which is always in a room,
-    /// goes back to #general.
-    fn put_out(&mut self, victim: ConnId, room_name: &RoomName) {
-        self.leave_room(victim, room_name, false, None);
+    /// Takes a kicked or banned member out of a room, announcing it with
+    /// `reason` unless that was done already (`None`); a native client,
+    /// which is always in a room, goes back to #general.
+    pub(super) fn put_out(&mut self, victim: ConnId, room_name: &RoomName, reason: Option<&str>) {
+        self.leave_room(victim, room_name, reason.is_some(), reason);
         let native = self
             .sessions
             .get(&victim)
@@ -318,7 +318,7 @@ impl Server {
                 reason: reason.as_deref(),
             };
             self.broadcast_in(room_name, &reply, Priority::Urgent);
-            self.put_out(victim, room_name);
+            self.put_out(victim, room_name, None);
         }
     }
 

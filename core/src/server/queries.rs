@@ -145,6 +145,21 @@ impl Server {
                 "guest names are given to someone new after a restart: choose a nickname with #nick to read your whispers",
             );
         }
+        if matches!(args.target, Some(HistoryTarget::Whispers(_)))
+            && self.accounts.is_registered(&session.nick)
+            && session
+                .account
+                .is_none_or(|account| account.folded() != session.nick.folded())
+        {
+            // Whisper history is kept by nickname: holding a registered
+            // one without its password (the grace period) must not read
+            // the account's private messages.
+            let text = format!(
+                "{} is a registered nickname: log in to it to read its whispers",
+                session.nick
+            );
+            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        }
         let ask = match args.target {
             Some(HistoryTarget::Whispers(other)) => Ask {
                 query: query(

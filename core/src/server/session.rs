@@ -91,6 +91,12 @@ pub(crate) struct Session {
     /// When the client, holding a registered nickname it is not logged
     /// in to, is renamed (its pending grace timer).
     pub(crate) grace_at: Option<Instant>,
+    /// When this connection's one grace period ends: set the first time
+    /// it holds a registered nickname without being logged in to it, and
+    /// never extended by changing nicknames (case, a round trip through
+    /// another name), so a registered nickname cannot be held for long by
+    /// someone without its password. Cleared by a login.
+    pub(crate) grace_until: Option<Instant>,
 }
 
 impl Session {
@@ -118,6 +124,7 @@ impl Session {
             account: None,
             oper_by_account: false,
             grace_at: None,
+            grace_until: None,
         }
     }
 

@@ -62,6 +62,10 @@ pub struct TlsSession {
     /// close_notify is queued (or the connection closed before the
     /// handshake finished, when there is none to send).
     close_sent: bool,
+    /// rustls failed: the connection is over and rustls is never called
+    /// again (it would read the failed input a second time). Only its
+    /// alert, already queued, is left to send.
+    failed: bool,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -85,6 +89,7 @@ impl TlsSession {
             sent: 0,
             established: false,
             close_sent: false,
+            failed: false,
         })
     }
 
@@ -99,9 +104,13 @@ impl TlsSession {
         ciphertext: &[u8],
         plaintext: &mut Vec<u8>,
     ) -> Result<bool, TlsError> {
+        if self.failed {
+            return Err(TlsError::Io(io::Error::other("the TLS connection failed")));
+        }
         self.incoming.extend_from_slice(ciphertext);
         let processed = self.process(plaintext);
         if processed.is_err() {
+            self.failed = true;
             self.queue_alert();
         }
         if self.incoming.is_empty() {
@@ -172,7 +181,7 @@ impl TlsSession {
     /// handshake is done and no ciphertext waits. Returns whether anything
     /// was sealed.
     pub fn seal(&mut self, out: &mut OutQueue) -> io::Result<bool> {
-        if !self.established || self.wants_write() || self.close_sent {
+        if !self.established || self.wants_write() || self.close_sent || self.failed {
             return Ok(false);
         }
         let Some(batch) = out.take_batch() else {
@@ -246,7 +255,7 @@ impl TlsSession {
             return;
         }
         self.close_sent = true;
-        if !self.established {
+        if !self.established || self.failed {
             return;
         }
         let status = self.conn.process_tls_records(&mut self.incoming);
@@ -400,16 +409,6 @@ impl Transport {
                 })
             }
         }
-    }
-
-    /// The ciphertext waiting for the socket, taken out: a failed
-    /// connection's alert, for one last write that may not block.
-    pub fn take_ciphertext(&mut self) -> Vec<u8> {
-        let mut taken = Vec::new();
-        if let Self::Tls(tls) = self {
-            tls.session.drain_into(&mut taken);
-        }
-        taken
     }
 
     /// Whether output waits for the socket beyond what `out` holds

@@ -118,8 +118,9 @@ impl Server {
 /// `authzid NUL authcid NUL password`, base64: the account (authcid; an
 /// authzid, if given, must name the same account) and the password.
 fn plain_credentials(data: &str) -> Option<(Nick, crate::login::Password)> {
-    let mut buffer = [0u8; MAX_CREDENTIALS];
-    let decoded = Base64::decode(data, &mut buffer).ok()?;
+    // Wiped when dropped, on every path: it holds the password.
+    let mut buffer = zeroize::Zeroizing::new([0u8; MAX_CREDENTIALS]);
+    let decoded = Base64::decode(data, &mut buffer[..]).ok()?;
     let text = std::str::from_utf8(decoded).ok()?;
     let mut parts = text.split('\0');
     let (authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
@@ -130,9 +131,7 @@ fn plain_credentials(data: &str) -> Option<(Nick, crate::login::Password)> {
     if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
         return None;
     }
-    let password = crate::login::Password::new(password);
-    buffer.fill(0);
-    Some((name, password))
+    Some((name, crate::login::Password::new(password)))
 }
 
 #[cfg(test)]
