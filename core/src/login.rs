@@ -509,7 +509,12 @@ mod tests {
             Err(Refusal::Wait(Duration::from_secs(1)))
         );
         assert_eq!(
-            throttle.check(&config, now + Duration::from_secs(1), address(2), name("admin")),
+            throttle.check(
+                &config,
+                now + Duration::from_secs(1),
+                address(2),
+                name("admin")
+            ),
             Ok(())
         );
     }

@@ -177,7 +177,9 @@ fn a_change_that_could_not_be_stored_changes_nothing() {
     server.handle_password_hashed(now, request.request, None);
     assert_eq!(
         lines(alice, &drain(&mut server)),
-        ["! try-later: the server is busy hashing passwords; try again in a moment (nothing changed)\n"]
+        [
+            "! try-later: the server is busy hashing passwords; try again in a moment (nothing changed)\n"
+        ]
     );
     let outputs = send(&mut server, now, alice, "#register longenough");
     assert!(matches!(outputs.as_slice(), [Output::HashPassword(_)]));

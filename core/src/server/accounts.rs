@@ -407,7 +407,8 @@ impl Server {
             self.accounts.changing.remove(&name.folded());
             // The driver hashes on one worker with a bounded queue: no
             // hash means it was full (a flood of registrations).
-            let text = "the server is busy hashing passwords; try again in a moment (nothing changed)";
+            let text =
+                "the server is busy hashing passwords; try again in a moment (nothing changed)";
             return self.error_if_present(conn, ErrorCode::TryLater, text);
         };
         let account = match done {
