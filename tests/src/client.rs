@@ -25,6 +25,7 @@ enum Stream {
 }
 
 impl Stream {
+    #[cfg(unix)]
     fn socket(&self) -> &TcpStream {
         match self {
             Self::Plain(socket) => socket,
