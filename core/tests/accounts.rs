@@ -400,13 +400,13 @@ fn changing_case_or_going_round_does_not_renew_the_grace_period() {
             .any(|l| l.contains("you are renamed")),
         "the first grace period still ends it: {outputs:?}"
     );
-    // Spent: taking it again renames at once.
+    // Spent: taking it again is refused.
     let outputs = send(&mut server, at(40), squatter, "#nick admin");
-    assert!(
-        lines(squatter, &outputs)
-            .iter()
-            .any(|l| l.contains("you are renamed")),
-        "{outputs:?}"
+    assert_eq!(
+        lines(squatter, &outputs),
+        [
+            "! permission-denied: admin is registered and this connection's grace period is over; log in to it with #login admin PASSWORD\n"
+        ]
     );
 }
 

@@ -612,6 +612,18 @@ impl Server {
     /// `#nick` (and IRC `NICK`) with protection: a registered nickname
     /// taken without being logged in to it starts a grace period.
     pub(super) fn change_nick_protected(&mut self, now: Instant, conn: ConnId, nick: Nick) {
+        if let Some(session) = self.sessions.get(&conn)
+            && self.accounts.is_registered(&nick)
+            && session.account.is_none_or(|a| a.folded() != nick.folded())
+            && session.grace_until.is_some_and(|until| until <= now)
+        {
+            // This connection's one grace period is over: it may not take
+            // a registered nickname again without its password.
+            let text = format!(
+                "{nick} is registered and this connection's grace period is over; log in to it with #login {nick} PASSWORD"
+            );
+            return self.out.error(conn, ErrorCode::PermissionDenied, &text);
+        }
         let before = self.sessions.get(&conn).map(|s| s.nick);
         self.change_nick(conn, nick);
         let after = self.sessions.get(&conn).map(|s| s.nick);
