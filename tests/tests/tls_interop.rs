@@ -20,6 +20,10 @@ struct Server {
     child: Child,
     tls: SocketAddr,
     _data: tempfile::TempDir,
+    /// The server's log, read until the end: dropping the reader would
+    /// close the server's stderr, and a server whose log pipe is closed
+    /// dies at its next log line (seen as openssl's "unexpected eof").
+    _log: Receiver<String>,
 }
 
 impl Server {
@@ -57,6 +61,7 @@ impl Server {
             child,
             tls,
             _data: data,
+            _log: lines,
         }
     }
 }
