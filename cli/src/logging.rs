@@ -17,6 +17,11 @@ pub(crate) fn init(level: Option<&str>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written is lost, not fatal: by default
+        // tracing reports it with `eprintln!`, which panics when stderr is
+        // a closed pipe (a log collector that died), and a panic ends the
+        // server (crash.rs).
+        .log_internal_errors(false)
         .try_init()
         .map_err(|error| anyhow::anyhow!("cannot set up logging: {error}"))
 }
