@@ -27,6 +27,32 @@ pub mod transcript;
 
 use std::path::{Path, PathBuf};
 
+/// The loopback address `127.0.0.LAST`: tests give each client its own
+/// source address, so per-address limits and bans see them apart.
+pub fn host(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, last])
+}
+
+/// Runs each named scenario (a `fn(&impl Backend)` in the calling test
+/// file) once per backend, as `poll::NAME` and `iocp::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod poll {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(&chatd_backend_poll::PollBackend);
+            })*
+        }
+        mod iocp {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(&chatd_backend_iocp::IocpBackend::default());
+            })*
+        }
+    };
+}
+
 /// The transcript files, sorted by name.
 pub fn transcript_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");

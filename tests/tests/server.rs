@@ -1,7 +1,7 @@
 //! The whole server over TCP, on each backend: slow consumers, recovery
 //! from damaged logs, history the disk refuses, and when ACKs may go out.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -16,27 +16,7 @@ use chatd_engine::{Backend, Running, launch};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
 
-fn host(last: u8) -> IpAddr {
-    IpAddr::from([127, 0, 0, last])
-}
-
-/// Each scenario runs once per backend.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod poll {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario(&chatd_backend_poll::PollBackend);
-            })*
-        }
-        mod iocp {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario(&chatd_backend_iocp::IocpBackend::default());
-            })*
-        }
-    };
-}
+use chatd_tests::{host, on_both_backends};
 
 on_both_backends!(
     slow_consumer_is_cut_off_while_the_others_keep_receiving,

@@ -3,7 +3,7 @@
 //! connection that sent it.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,27 +20,7 @@ use chatd_tests::tls::TestTls;
 /// handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(700);
 
-fn host(last: u8) -> IpAddr {
-    IpAddr::from([127, 0, 0, last])
-}
-
-/// Each scenario runs once per backend.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod poll {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario(&chatd_backend_poll::PollBackend);
-            })*
-        }
-        mod iocp {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario(&chatd_backend_iocp::IocpBackend::default());
-            })*
-        }
-    };
-}
+use chatd_tests::{host, on_both_backends};
 
 on_both_backends!(
     a_slowloris_handshake_is_cut_and_the_core_forgets_it,
