@@ -520,6 +520,7 @@ impl Hub {
                 let arrival = Arrival {
                     dialect,
                     encrypted: tls.is_some(),
+                    web: false,
                 };
                 match self.server.accept_via(now, peer, arrival) {
                     Ok(conn) => {

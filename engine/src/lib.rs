@@ -22,6 +22,7 @@ pub mod clock;
 pub mod closing;
 pub mod hub;
 pub mod listener;
+mod metrics;
 pub mod out_queue;
 pub mod persist;
 pub mod settings;
