@@ -340,7 +340,8 @@ impl Server {
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
         self.check_admission(now, peer.ip(), Dialect::Native)?;
         let conn = self.admit(peer);
-        self.web_pending.insert(conn, WebPending { peer, encrypted });
+        self.web_pending
+            .insert(conn, WebPending { peer, encrypted });
         Ok(conn)
     }
 
