@@ -673,6 +673,8 @@ mod tests {
                 (Dialect::Irc, false),
                 (Dialect::Native, true),
                 (Dialect::Irc, true),
+                // The HTTP listener, on by default.
+                (Dialect::Native, false),
             ]
         );
         assert_eq!(settings.tls.handshake_timeout, Duration::from_secs(3));

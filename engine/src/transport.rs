@@ -16,10 +16,16 @@ use crate::out_queue::OutQueue;
 use crate::tls::{TlsAcceptor, TlsError, TlsSession};
 use crate::web::{WebSettings, WebSignal, WebState};
 
-/// A connection's transport: two optional layers, one pointer each, so a
-/// plain connection pays sixteen bytes for the possibility of both.
+/// A connection's transport: one pointer, so a plain connection (most of
+/// them, and the fast path) pays eight bytes for the possibility of layers.
 #[derive(Debug, Default)]
 pub struct Transport {
+    layers: Option<Box<Layers>>,
+}
+
+/// The layers of a connection that has any.
+#[derive(Debug)]
+struct Layers {
     tls: Option<Box<TlsSession>>,
     web: Option<Box<WebState>>,
     /// When the handshakes (TLS, the HTTP request head) must be done by.
@@ -62,35 +68,45 @@ impl Transport {
             deadline = Some(deadline.map_or(request_by, |d: Instant| d.max(request_by)));
             Box::new(WebState::new(settings.clone()))
         });
-        Ok(Self { tls, web, deadline })
+        if tls.is_none() && web.is_none() {
+            return Ok(Self::default());
+        }
+        Ok(Self {
+            layers: Some(Box::new(Layers { tls, web, deadline })),
+        })
     }
 
     /// A TLS transport around an existing session (the refusal thread).
     pub(crate) fn from_session(session: TlsSession, deadline: Instant) -> Self {
         Self {
-            tls: Some(Box::new(session)),
-            web: None,
-            deadline: Some(deadline),
+            layers: Some(Box::new(Layers {
+                tls: Some(Box::new(session)),
+                web: None,
+                deadline: Some(deadline),
+            })),
         }
     }
 
     /// Whether bytes pass through unchanged (plain TCP): a backend's fast
     /// path.
     pub fn is_plain(&self) -> bool {
-        self.tls.is_none() && self.web.is_none()
+        self.layers.is_none()
     }
 
     /// Whether this is TLS.
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.layers
+            .as_ref()
+            .is_some_and(|layers| layers.tls.is_some())
     }
 
     /// When the connection is cut off unless its handshakes (TLS, the
     /// HTTP request) are done by then; `None` once they are.
     pub fn handshake_deadline(&self) -> Option<Instant> {
-        let handshaking = self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
-            || self.web.as_ref().is_some_and(|web| web.is_handshaking());
-        self.deadline.filter(|_| handshaking)
+        let layers = self.layers.as_ref()?;
+        let handshaking = layers.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
+            || layers.web.as_ref().is_some_and(|web| web.is_handshaking());
+        layers.deadline.filter(|_| handshaking)
     }
 
     /// Whether a handshake has outlived its deadline at `now`.
@@ -102,8 +118,12 @@ impl Transport {
     /// Turns bytes read from the socket into lines for the core.
     pub fn received(&mut self, bytes: &[u8]) -> Result<Received, TlsError> {
         let mut received = Received::default();
+        let Some(layers) = self.layers.as_deref_mut() else {
+            received.plaintext = bytes.to_vec();
+            return Ok(received);
+        };
         let decrypted;
-        let plaintext: &[u8] = match self.tls.as_mut() {
+        let plaintext: &[u8] = match layers.tls.as_mut() {
             None => bytes,
             Some(tls) => {
                 let mut buffer = Vec::new();
@@ -112,10 +132,10 @@ impl Transport {
                 &decrypted
             }
         };
-        match self.web.as_mut() {
+        match layers.web.as_mut() {
             None => received.plaintext = plaintext.to_vec(),
             Some(web) if !plaintext.is_empty() => {
-                let up = web.received(plaintext, self.tls.is_some());
+                let up = web.received(plaintext, layers.tls.is_some());
                 received.plaintext = up.lines;
                 received.signal = up.signal;
                 received.ending = up.ending;
@@ -128,8 +148,10 @@ impl Transport {
     /// Whether output waits for the socket beyond what `out` holds
     /// (ciphertext in rustls, frames or an answer in the web layer).
     pub fn wants_write(&self) -> bool {
-        self.tls.as_ref().is_some_and(|tls| tls.wants_write())
-            || self.web.as_ref().is_some_and(|web| web.wants_write())
+        self.layers.as_ref().is_some_and(|layers| {
+            layers.tls.as_ref().is_some_and(|tls| tls.wants_write())
+                || layers.web.as_ref().is_some_and(|web| web.wants_write())
+        })
     }
 
     /// A readiness backend's flush: writes `out` (through the layers) as
@@ -143,8 +165,11 @@ impl Transport {
         socket: &mut impl Write,
         closing: bool,
     ) -> io::Result<bool> {
-        let mut web = self.web.as_deref_mut();
-        let Some(session) = self.tls.as_deref_mut() else {
+        let Some(layers) = self.layers.as_deref_mut() else {
+            return out.flush(socket);
+        };
+        let mut web = layers.web.as_deref_mut();
+        let Some(session) = layers.tls.as_deref_mut() else {
             let Some(web) = web else {
                 return out.flush(socket);
             };
@@ -193,8 +218,11 @@ impl Transport {
         closing: bool,
         buffer: &mut Vec<u8>,
     ) -> io::Result<()> {
-        let mut web = self.web.as_deref_mut();
-        let Some(session) = self.tls.as_deref_mut() else {
+        let Some(layers) = self.layers.as_deref_mut() else {
+            return Ok(());
+        };
+        let mut web = layers.web.as_deref_mut();
+        let Some(session) = layers.tls.as_deref_mut() else {
             if let Some(web) = web {
                 web.fill(out, closing);
                 while let Some(batch) = web.wire.take_batch() {
@@ -218,7 +246,10 @@ impl Transport {
 
     /// Whether the layers hold no buffers (an idle connection's cost).
     pub fn is_idle(&self) -> bool {
-        self.web.as_ref().is_none_or(|web| web.is_idle())
+        self.layers
+            .as_ref()
+            .and_then(|layers| layers.web.as_ref())
+            .is_none_or(|web| web.is_idle())
     }
 }
 
@@ -244,6 +275,19 @@ fn seal_next(
 /// bytes (its close frame among them when closing).
 fn all_sent(web: Option<&WebState>, out: &OutQueue) -> bool {
     out.is_empty() && web.is_none_or(|web| web.wire.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_connection_pays_one_pointer_for_its_layers() {
+        assert_eq!(
+            std::mem::size_of::<Transport>(),
+            std::mem::size_of::<usize>()
+        );
+    }
 }
 
 /// The hub's event for what the web layer of `conn` signalled.

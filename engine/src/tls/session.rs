@@ -491,14 +491,6 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_connection_pays_one_pointer_for_tls() {
-        assert_eq!(
-            std::mem::size_of::<Transport>(),
-            std::mem::size_of::<usize>()
-        );
-    }
-
-    #[test]
     fn garbage_is_an_error_for_that_connection() {
         let (mut transport, _) = pair();
         let error = transport
