@@ -277,6 +277,14 @@ fn all_sent(web: Option<&WebState>, out: &OutQueue) -> bool {
     out.is_empty() && web.is_none_or(|web| web.wire.is_empty())
 }
 
+/// The hub's event for what the web layer of `conn` signalled.
+pub fn signal_event(conn: chatd_core::ConnId, signal: WebSignal) -> crate::hub::Event {
+    match signal {
+        WebSignal::Upgraded(dialect) => crate::hub::Event::Upgraded { conn, dialect },
+        WebSignal::Query(query) => crate::hub::Event::WebQuery { conn, query },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,13 +295,5 @@ mod tests {
             std::mem::size_of::<Transport>(),
             std::mem::size_of::<usize>()
         );
-    }
-}
-
-/// The hub's event for what the web layer of `conn` signalled.
-pub fn signal_event(conn: chatd_core::ConnId, signal: WebSignal) -> crate::hub::Event {
-    match signal {
-        WebSignal::Upgraded(dialect) => crate::hub::Event::Upgraded { conn, dialect },
-        WebSignal::Query(query) => crate::hub::Event::WebQuery { conn, query },
     }
 }
