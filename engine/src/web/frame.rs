@@ -309,3 +309,127 @@ pub fn write_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
     payload.extend_from_slice(&reason.as_bytes()[..end]);
     write_frame(out, OpCode::Control(Control::Close), &payload);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's frame: masked, as RFC 6455 requires.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    fn read_all(reader: &mut FrameReader, bytes: &[u8]) -> Result<Vec<Incoming>, FrameError> {
+        let mut got = Vec::new();
+        reader.read(bytes, 16, false, |incoming| got.push(incoming))?;
+        Ok(got)
+    }
+
+    #[test]
+    fn frames_cut_anywhere_give_the_same_lines() {
+        let mut wire = client_frame(true, 1, b"hello");
+        wire.extend(client_frame(false, 1, b"wo"));
+        wire.extend(client_frame(true, 9, b"p"));
+        wire.extend(client_frame(true, 0, b"rld\r\n"));
+        let whole = read_all(&mut FrameReader::default(), &wire).unwrap();
+        assert_eq!(
+            whole,
+            [
+                Incoming::Line(b"hello".to_vec()),
+                Incoming::Ping(b"p".to_vec()),
+                Incoming::Line(b"world".to_vec()),
+            ]
+        );
+        for cut in 0..wire.len() {
+            let mut reader = FrameReader::default();
+            let mut got = read_all(&mut reader, &wire[..cut]).unwrap();
+            got.extend(read_all(&mut reader, &wire[cut..]).unwrap());
+            assert_eq!(got, whole, "cut at {cut}");
+            assert!(reader.is_idle(), "nothing kept after the last frame");
+        }
+    }
+
+    #[test]
+    fn a_long_message_is_cut_just_past_the_limit_without_being_held() {
+        let mut reader = FrameReader::default();
+        let long = vec![b'x'; 100_000];
+        let wire = client_frame(true, 1, &long);
+        // Trickled: never more than the limit plus a few bytes held.
+        let mut got = Vec::new();
+        for piece in wire.chunks(1000) {
+            reader.read(piece, 16, false, |i| got.push(i)).unwrap();
+            assert!(reader.message.len() <= 19);
+        }
+        assert_eq!(got, [Incoming::TooLong(vec![b'x'; 17])]);
+        assert!(reader.is_idle());
+    }
+
+    #[test]
+    fn broken_frames_are_errors_with_the_right_close_code() {
+        let unmasked = [0x81, 0x01, b'a'];
+        let cases: [(Vec<u8>, CloseCode); 7] = [
+            (unmasked.to_vec(), CloseCode::Protocol),
+            (client_frame(true, 0x1 | 0x40, b"a"), CloseCode::Protocol),
+            (client_frame(true, 3, b"a"), CloseCode::Protocol),
+            (client_frame(false, 9, b"a"), CloseCode::Protocol),
+            (client_frame(true, 0, b"a"), CloseCode::Protocol),
+            (client_frame(true, 2, b"a"), CloseCode::Unsupported),
+            (client_frame(true, 1, &[0xff, 0xfe]), CloseCode::Invalid),
+        ];
+        for (wire, code) in cases {
+            let error = read_all(&mut FrameReader::default(), &wire).unwrap_err();
+            assert_eq!(error.close_code(), code, "{wire:?}: {error}");
+        }
+        let two_lines = client_frame(true, 1, b"a\nb");
+        assert_eq!(
+            read_all(&mut FrameReader::default(), &two_lines).unwrap_err(),
+            FrameError::Invalid("one line per message")
+        );
+    }
+
+    #[test]
+    fn binary_lines_where_allowed_and_close_with_its_code() {
+        let mut reader = FrameReader::default();
+        let mut got = Vec::new();
+        let mut wire = client_frame(true, 2, &[0xff, b'a']);
+        wire.extend(client_frame(true, 8, &1001u16.to_be_bytes()));
+        wire.extend(client_frame(true, 1, b"after close"));
+        reader.read(&wire, 16, true, |i| got.push(i)).unwrap();
+        assert_eq!(
+            got,
+            [
+                Incoming::Line(vec![0xff, b'a']),
+                Incoming::Close(Some(1001))
+            ]
+        );
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_with_the_shortest_length() {
+        let mut out = Vec::new();
+        write_frame(&mut out, OpCode::Data(Data::Text), b"hi");
+        assert_eq!(out, [0x81, 2, b'h', b'i']);
+        let mut out = Vec::new();
+        write_frame(&mut out, OpCode::Data(Data::Text), &[b'x'; 300]);
+        assert_eq!(&out[..4], [0x81, 126, 1, 44]);
+        let mut out = Vec::new();
+        write_close(&mut out, CloseCode::Normal, &"é".repeat(100));
+        assert!(out.len() <= 2 + 125);
+        assert_eq!(&out[..4], [0x88, (out.len() - 2) as u8, 0x03, 0xe8]);
+    }
+}

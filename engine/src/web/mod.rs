@@ -356,3 +356,211 @@ fn status_line(answer: &[u8]) -> String {
         .unwrap_or(answer.len());
     String::from_utf8_lossy(&answer[..end]).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handshake of RFC 6455's example (section 1.3).
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn settings() -> Arc<WebSettings> {
+        Arc::new(WebSettings::new(
+            &["https://Friends.example/".to_string()],
+            64,
+        ))
+    }
+
+    fn upgrade_request(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: chat.example:8080\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn masked(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8, 1, 2, 3, 4];
+        frame.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]),
+        );
+        frame
+    }
+
+    fn wire_text(web: &mut WebState) -> String {
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).expect("into a Vec");
+        String::from_utf8_lossy(&sent).into_owned()
+    }
+
+    #[test]
+    fn an_upgrade_answers_101_and_frames_behind_the_head_are_lines() {
+        let mut web = WebState::new(settings());
+        let mut request = upgrade_request("/ws", "Origin: http://chat.example:8080\r\n");
+        request.extend(masked(b"hello"));
+        // The head arrives in two reads.
+        let first = web.received(&request[..20], false);
+        assert!(first.signal.is_none() && first.lines.is_empty());
+        assert!(web.is_handshaking());
+        let rest = web.received(&request[20..], false);
+        assert_eq!(rest.signal, Some(WebSignal::Upgraded(Dialect::Native)));
+        assert_eq!(rest.lines, b"hello\n");
+        assert!(!web.is_handshaking());
+        let answer = wire_text(&mut web);
+        assert!(answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(answer.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")));
+        // The core's lines go out one text frame each, without line ends.
+        let mut out = OutQueue::default();
+        out.push(b"* one\n* two\r\n", Priority::Normal);
+        web.fill(&mut out, true);
+        assert!(out.is_empty());
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).unwrap();
+        assert_eq!(
+            sent,
+            [
+                &[0x81, 5][..],
+                b"* one",
+                &[0x81, 5],
+                b"* two",
+                &[0x88, 2, 0x03, 0xe8],
+            ]
+            .concat()
+        );
+        // After the close frame nothing more is framed.
+        out.push(b"late\n", Priority::Normal);
+        web.fill(&mut out, true);
+        assert!(out.is_empty() && web.wire.is_empty());
+    }
+
+    #[test]
+    fn origins_other_than_our_own_and_the_allowed_get_403() {
+        for (origin, allowed) in [
+            ("http://chat.example:8080", true),
+            ("HTTP://CHAT.EXAMPLE:8080", true),
+            ("https://friends.example", true),
+            ("https://chat.example:8080", false),
+            ("http://evil.example", false),
+            ("null", false),
+        ] {
+            let mut web = WebState::new(settings());
+            let request = upgrade_request("/ws", &format!("Origin: {origin}\r\n"));
+            let received = web.received(&request, false);
+            let answer = wire_text(&mut web);
+            if allowed {
+                assert!(answer.starts_with("HTTP/1.1 101"), "{origin}: {answer}");
+            } else {
+                assert!(
+                    answer.starts_with("HTTP/1.1 403 Forbidden"),
+                    "{origin}: {answer}"
+                );
+                assert!(received.ending.is_some() && received.signal.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn irc_subprotocols_pick_frames_and_the_dialect() {
+        let mut web = WebState::new(settings());
+        let request = upgrade_request(
+            "/irc",
+            "Sec-WebSocket-Protocol: foo, binary.ircv3.net, text.ircv3.net\r\n",
+        );
+        let received = web.received(&request, false);
+        assert_eq!(received.signal, Some(WebSignal::Upgraded(Dialect::Irc)));
+        assert!(wire_text(&mut web).contains("Sec-WebSocket-Protocol: binary.ircv3.net\r\n"));
+        let mut out = OutQueue::default();
+        out.push(b":s 001 n :hi\r\n", Priority::Normal);
+        web.fill(&mut out, false);
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).unwrap();
+        assert_eq!(sent[0], 0x82, "binary.ircv3.net: binary frames");
+    }
+
+    #[test]
+    fn bad_requests_get_a_clear_answer_and_end() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", "405 Method Not Allowed"),
+            (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
+            (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", "426 Upgrade Required"),
+            (b"\x16\x03\x01\x02\x00garbage\r\n\r\n", "400 Bad Request"),
+            (
+                b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                "400 Bad Request",
+            ),
+            (
+                b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                "426 Upgrade Required",
+            ),
+        ];
+        for (request, status) in cases {
+            let mut web = WebState::new(settings());
+            let received = web.received(request, false);
+            let answer = wire_text(&mut web);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{answer}"
+            );
+            assert!(received.ending.is_some());
+            // Whatever comes after is ignored.
+            let more = web.received(b"GET / HTTP/1.1\r\n\r\n", false);
+            assert!(more.lines.is_empty() && more.signal.is_none() && web.wire.is_empty());
+        }
+        let mut web = WebState::new(settings());
+        let long = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n",
+            "a".repeat(http::MAX_REQUEST_HEAD)
+        );
+        web.received(long.as_bytes(), false);
+        assert!(wire_text(&mut web).starts_with("HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn pages_and_queries() {
+        let mut web = WebState::new(settings());
+        let received = web.received(b"GET /app.js?v=1 HTTP/1.1\r\nHost: x\r\n\r\n", false);
+        let answer = wire_text(&mut web);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(answer.contains("Content-Type: text/javascript"));
+        assert!(answer.contains("Content-Security-Policy: default-src 'self'"));
+        assert!(received.ending.is_some());
+        let mut web = WebState::new(settings());
+        let head = web.received(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n", false);
+        assert!(head.ending.is_some());
+        assert!(
+            wire_text(&mut web).ends_with("\r\n\r\n"),
+            "no body for HEAD"
+        );
+        // A query waits for the hub, whose answer goes out as it is.
+        let mut web = WebState::new(settings());
+        let received = web.received(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", false);
+        assert_eq!(received.signal, Some(WebSignal::Query(WebQuery::Metrics)));
+        assert!(received.ending.is_none());
+        let mut out = OutQueue::default();
+        out.push(b"HTTP/1.1 200 OK\r\n\r\nchatd_up 1\n", Priority::Normal);
+        web.fill(&mut out, true);
+        assert_eq!(wire_text(&mut web), "HTTP/1.1 200 OK\r\n\r\nchatd_up 1\n");
+    }
+
+    #[test]
+    fn pings_are_answered_and_a_client_close_is_echoed() {
+        let mut web = WebState::new(settings());
+        web.received(&upgrade_request("/ws", ""), false);
+        wire_text(&mut web);
+        let ping = [0x89, 0x82, 0, 0, 0, 0, b'h', b'i'];
+        let received = web.received(&ping, false);
+        assert!(received.ending.is_none());
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).unwrap();
+        assert_eq!(sent, [0x8a, 2, b'h', b'i']);
+        let close = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe9];
+        let received = web.received(&close, false);
+        assert!(received.ending.is_some());
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).unwrap();
+        assert_eq!(sent, [0x88, 2, 0x03, 0xe9]);
+    }
+}
