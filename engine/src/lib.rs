@@ -419,10 +419,10 @@ fn bind_all(
     tls: Option<&tls::TlsAcceptor>,
 ) -> Result<(Vec<Listener>, Vec<Listening>), LaunchError> {
     let wanted = settings.server.listeners()?;
-    let web = Arc::new(web::WebSettings::new(
-        &settings.http.allowed_origins,
-        settings.chat.max_line_bytes,
-    ));
+    let web = Arc::new(web::WebSettings {
+        request_timeout: settings.http.request_timeout,
+        ..web::WebSettings::new(&settings.http.allowed_origins, settings.chat.max_line_bytes)
+    });
     let mut listeners = Vec::with_capacity(wanted.len());
     let mut listening = Vec::with_capacity(wanted.len());
     for want in wanted {

@@ -21,6 +21,7 @@
 //!
 //! [http]
 //! allowed_origins = []     # pages besides the server's own that may open a WebSocket
+//! request_timeout = "10s"  # to send the request head
 //!
 //! [tls]                    # needed by tls_bind / irc_tls_bind
 //! cert = "cert.pem"        # PEM chain, leaf first (re-read on SIGHUP)
@@ -72,11 +73,22 @@ pub struct Settings {
 }
 
 /// The `[http]` table: what the HTTP listener allows.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// Origins (`https://chat.example.org`) besides the server's own whose
     /// pages may open a WebSocket; any other origin gets 403.
     pub allowed_origins: Vec<String>,
+    /// How long a connection may take to send its request head.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            request_timeout: crate::web::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// Reads the `[http]` table.
@@ -98,7 +110,17 @@ fn parse_http(value: toml::Value) -> Result<HttpSettings, String> {
                     http.allowed_origins.push(origin.to_string());
                 }
             }
-            _ => return Err(format!("unknown setting {key} (allowed_origins)")),
+            "request_timeout" => {
+                http.request_timeout = duration_of(&key, &value)?;
+                if http.request_timeout.is_zero() {
+                    return Err("request_timeout must be longer than 0".into());
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown setting {key} (allowed_origins, request_timeout)"
+                ));
+            }
         }
     }
     Ok(http)

@@ -64,7 +64,7 @@ impl Transport {
             }
         };
         let web = web.map(|settings| {
-            let request_by = now + crate::web::REQUEST_TIMEOUT;
+            let request_by = now + settings.request_timeout;
             deadline = Some(deadline.map_or(request_by, |d: Instant| d.max(request_by)));
             Box::new(WebState::new(settings.clone()))
         });

@@ -26,15 +26,15 @@ use crate::out_queue::OutQueue;
 use frame::{FrameReader, Incoming};
 pub use http::WebQuery;
 
-/// How long a connection may take to send its request head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send its request head, by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most bytes framed ahead of the socket at once: what the layer holds
 /// beyond the connection's queue, where the slow-consumer rule counts.
 const FILL_CHUNK: usize = 16 * 1024;
 
 /// What the HTTP listener needs to know, shared by its connections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WebSettings {
     /// Origins besides the server's own that may open a WebSocket
     /// (`scheme://host[:port]`, lower case, no trailing slash).
@@ -42,6 +42,9 @@ pub struct WebSettings {
     /// The longest line the core takes (`max_line_bytes`): the longest
     /// message a WebSocket passes on whole.
     pub max_line: usize,
+    /// How long a connection may take to send its request head (a
+    /// slowloris is cut then, and the core forgets it).
+    pub request_timeout: Duration,
 }
 
 impl WebSettings {
@@ -54,6 +57,7 @@ impl WebSettings {
                 .map(|origin| normalise_origin(origin))
                 .collect(),
             max_line,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
