@@ -20,6 +20,7 @@ use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::hub::{Event, Inbox};
 use chatd_engine::listener::Listener;
 use chatd_engine::tls::TlsAcceptor;
+use chatd_engine::web::WebSettings;
 
 /// A running acceptor thread.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ impl Acceptor {
             socket: listener,
             dialect,
             tls,
+            web,
         } = listener;
         listener.set_nonblocking(false)?;
         let local = listener.local_addr()?;
@@ -53,7 +55,10 @@ impl Acceptor {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("chatd-accept-{dialect}"))
-            .spawn(move || accept_loop(&listener, dialect, tls.as_ref(), &inbox, &stopping))?;
+            .spawn(move || {
+                let tagged = Tagged { dialect, tls, web };
+                accept_loop(&listener, &tagged, &inbox, &stopping);
+            })?;
         Ok(Self {
             stop,
             wake_addr,
@@ -74,13 +79,14 @@ impl Acceptor {
     }
 }
 
-fn accept_loop(
-    listener: &TcpListener,
+/// What every connection of a listener is tagged with for the hub.
+struct Tagged {
     dialect: Dialect,
-    tls: Option<&TlsAcceptor>,
-    inbox: &Inbox,
-    stop: &AtomicBool,
-) {
+    tls: Option<TlsAcceptor>,
+    web: Option<Arc<WebSettings>>,
+}
+
+fn accept_loop(listener: &TcpListener, tagged: &Tagged, inbox: &Inbox, stop: &AtomicBool) {
     let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = listener.accept();
@@ -93,8 +99,9 @@ fn accept_loop(
                 inbox.send(Event::Accepted {
                     stream,
                     peer,
-                    dialect,
-                    tls: tls.cloned(),
+                    dialect: tagged.dialect,
+                    tls: tagged.tls.clone(),
+                    web: tagged.web.clone(),
                 });
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

@@ -33,7 +33,9 @@ use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::out_queue::{Batch, OutQueue};
-use chatd_engine::tls::{TlsAcceptor, Transport};
+use chatd_engine::tls::TlsAcceptor;
+use chatd_engine::transport::{Transport, signal_event};
+use chatd_engine::web::WebSettings;
 use compio::BufResult;
 use compio::buf::{IntoInner, IoBuf};
 #[cfg(not(unix))]
@@ -169,7 +171,12 @@ pub(crate) async fn run(mut context: ThreadContext) {
         backlog = false;
         while let Some(command) = context.mailbox.pop() {
             match command {
-                Command::Adopt { conn, stream, tls } => adopt(&local, conn, stream, tls.as_ref()),
+                Command::Adopt {
+                    conn,
+                    stream,
+                    tls,
+                    web,
+                } => adopt(&local, conn, stream, tls.as_ref(), web.as_ref()),
                 Command::Send {
                     conn,
                     bytes,
@@ -239,8 +246,14 @@ async fn yield_now() {
     .await;
 }
 
-fn adopt(local: &Rc<Local>, id: ConnId, stream: StdTcpStream, tls: Option<&TlsAcceptor>) {
-    let transport = match Transport::new(tls, Instant::now()) {
+fn adopt(
+    local: &Rc<Local>,
+    id: ConnId,
+    stream: StdTcpStream,
+    tls: Option<&TlsAcceptor>,
+    web: Option<&Arc<WebSettings>>,
+) {
+    let transport = match Transport::new(tls, web, Instant::now()) {
         Ok(transport) => transport,
         Err(error) => {
             tracing::warn!(conn = %id, %error, "cannot start TLS");
@@ -398,7 +411,7 @@ async fn within_handshake<T>(
         Ok(done) => Some(done),
         Err(_) => {
             let peer = conn.stream.peer_addr().ok();
-            tracing::info!(conn = %conn.id, ?peer, "TLS handshake timed out; closing");
+            tracing::info!(conn = %conn.id, ?peer, "handshake (TLS, HTTP request) timed out; closing");
             local.lose(conn, true);
             None
         }
@@ -439,10 +452,13 @@ fn resume_readers(local: &Local) {
 fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u8>>>) -> bool {
     match read {
         Ok(Some(bytes)) if conn.closing.get() => drop(bytes),
-        Ok(Some(bytes)) if conn.transport.borrow().is_tls() => {
+        Ok(Some(bytes)) if !conn.transport.borrow().is_plain() => {
             let received = conn.transport.borrow_mut().received(&bytes);
             match received {
                 Ok(received) => {
+                    if let Some(signal) = received.signal {
+                        local.inbox.push(signal_event(conn.id, signal));
+                    }
                     if !received.plaintext.is_empty() {
                         local.inbox.send(Event::Received {
                             conn: conn.id,
@@ -452,6 +468,15 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                     if received.peer_closed {
                         local.lose(conn, true);
                         return false;
+                    }
+                    if let Some(why) = received.ending {
+                        // Over, with bytes still to send (an HTTP answer, a
+                        // WebSocket close): ended as after a TLS error.
+                        tracing::debug!(conn = %conn.id, %why, "web connection ends");
+                        conn.closing.set(true);
+                        local.inbox.send(Event::Closed { conn: conn.id });
+                        ensure_writer(local, conn);
+                        return true;
                     }
                     // Handshake replies to send, or the handshake is done
                     // and queued lines may now leave.
@@ -464,7 +489,7 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                 Err(error) => {
                     // Garbage, a broken handshake: this connection only.
                     let peer = conn.stream.peer_addr().ok();
-                    tracing::info!(conn = %conn.id, ?peer, %error, "TLS failed; closing");
+                    tracing::info!(conn = %conn.id, ?peer, %error, "transport failed; closing");
                     // The core forgets it now; the socket ends as a
                     // closed connection does: the alert saying why (all
                     // the transport will still send), then our side shut
@@ -509,8 +534,8 @@ async fn read_own(stream: &TcpStream, capacity: &mut usize) -> io::Result<Option
 }
 
 async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
-    if conn.transport.borrow().is_tls() {
-        return write_loop_tls(local, conn).await;
+    if !conn.transport.borrow().is_plain() {
+        return write_loop_layered(local, conn).await;
     }
     loop {
         if conn.dead.get() {
@@ -547,16 +572,16 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
     }
 }
 
-/// The writer of a TLS connection: the engine's session turns queued
-/// plaintext into ciphertext one bounded chunk at a time, and each chunk is
-/// sent whole before the next is made.
-async fn write_loop_tls(local: Rc<Local>, conn: Rc<Conn>) {
+/// The writer of a TLS or web connection: the engine's transport turns
+/// queued lines into wire bytes (ciphertext, WebSocket frames) one bounded
+/// chunk at a time, and each chunk is sent whole before the next is made.
+async fn write_loop_layered(local: Rc<Local>, conn: Rc<Conn>) {
     let mut buffer = Vec::new();
     loop {
         if conn.dead.get() {
             return;
         }
-        let made = conn.transport.borrow_mut().next_ciphertext(
+        let made = conn.transport.borrow_mut().next_wire(
             &mut conn.out.borrow_mut(),
             conn.closing.get(),
             &mut buffer,

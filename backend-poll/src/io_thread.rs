@@ -22,7 +22,9 @@ use chatd_engine::accept::AcceptBackoff;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
 use chatd_engine::listener::Listener;
-use chatd_engine::tls::{TlsAcceptor, Transport};
+use chatd_engine::tls::TlsAcceptor;
+use chatd_engine::transport::{Transport, signal_event};
+use chatd_engine::web::WebSettings;
 use polling::{Event as Interest, Events, PollMode, Poller};
 
 use chatd_engine::out_queue::OutQueue;
@@ -67,6 +69,8 @@ struct Acceptor {
     dialect: Dialect,
     /// The listener's TLS, if any.
     tls: Option<TlsAcceptor>,
+    /// The HTTP listener's settings, if it is that one.
+    web: Option<Arc<WebSettings>>,
     /// Failing accepts: when to watch the listener again, and the log.
     paused_until: Option<Instant>,
     backoff: AcceptBackoff,
@@ -114,6 +118,7 @@ impl IoLoop {
                 listener: listener.socket,
                 dialect: listener.dialect,
                 tls: listener.tls,
+                web: listener.web,
                 paused_until: None,
                 backoff: AcceptBackoff::default(),
             })
@@ -245,6 +250,7 @@ impl IoLoop {
                         peer,
                         dialect: acceptor.dialect,
                         tls: acceptor.tls.clone(),
+                        web: acceptor.web.clone(),
                     });
                     accepted = true;
                 }
@@ -341,7 +347,7 @@ impl IoLoop {
                             // Garbage, a broken handshake: this connection
                             // only, and no panic.
                             let peer = conn.stream.peer_addr().ok();
-                            tracing::info!(conn = %id, ?peer, %error, "TLS failed; closing");
+                            tracing::info!(conn = %id, ?peer, %error, "transport failed; closing");
                             // The core forgets it now; the socket ends as a
                             // closed connection does: the alert saying why
                             // (all the transport will still send), then our
@@ -353,10 +359,13 @@ impl IoLoop {
                             return true;
                         }
                     };
-                    if conn.transport.is_tls() {
-                        // Handshake replies to send, or the handshake is
-                        // done and queued lines may now leave.
+                    if !conn.transport.is_plain() {
+                        // Handshake replies or an answer to send, or the
+                        // handshake is done and queued lines may now leave.
                         self.mark_dirty(key);
+                    }
+                    if let Some(signal) = received.signal {
+                        self.inbox.push(signal_event(id, signal));
                     }
                     if !received.plaintext.is_empty() {
                         self.inbox.push(Event::Received {
@@ -366,6 +375,17 @@ impl IoLoop {
                     }
                     if received.peer_closed {
                         self.lose(key);
+                        return true;
+                    }
+                    if let Some(why) = received.ending {
+                        // Over, with bytes still to send (an HTTP answer, a
+                        // WebSocket close): ended as after a TLS error.
+                        tracing::debug!(conn = %id, %why, "web connection ends");
+                        if let Some(conn) = self.conns.get_mut(&key) {
+                            conn.closing = true;
+                        }
+                        self.inbox.push(Event::Closed { conn: id });
+                        self.mark_dirty(key);
                         return true;
                     }
                     if n < self.read_buffer.len() {
@@ -445,7 +465,7 @@ impl IoLoop {
                 && conn.transport.handshake_expired(now)
             {
                 let peer = conn.stream.peer_addr().ok();
-                tracing::info!(conn = %conn.id, ?peer, "TLS handshake timed out; closing");
+                tracing::info!(conn = %conn.id, ?peer, "handshake (TLS, HTTP request) timed out; closing");
                 self.lose(key);
                 cut = true;
             }
@@ -461,7 +481,12 @@ impl IoLoop {
                 return false;
             };
             match command {
-                Command::Adopt { conn, stream, tls } => self.adopt(conn, stream, tls.as_ref()),
+                Command::Adopt {
+                    conn,
+                    stream,
+                    tls,
+                    web,
+                } => self.adopt(conn, stream, tls.as_ref(), web.as_ref()),
                 Command::Send {
                     conn,
                     bytes,
@@ -491,9 +516,15 @@ impl IoLoop {
         true
     }
 
-    fn adopt(&mut self, id: ConnId, stream: TcpStream, tls: Option<&TlsAcceptor>) {
+    fn adopt(
+        &mut self,
+        id: ConnId,
+        stream: TcpStream,
+        tls: Option<&TlsAcceptor>,
+        web: Option<&Arc<WebSettings>>,
+    ) {
         let key = id.get() as usize;
-        let transport = match Transport::new(tls, Instant::now()) {
+        let transport = match Transport::new(tls, web, Instant::now()) {
             Ok(transport) => transport,
             Err(error) => {
                 tracing::warn!(conn = %id, %error, "cannot start TLS");

@@ -29,7 +29,7 @@ use chatd_engine::listener::parse_listening;
 use chatd_engine::persist::index::IndexBuilder;
 use clap::{Parser, ValueEnum};
 
-use crate::server::{Launch, knows_irc_bind};
+use crate::server::{Launch, unused_listeners_off};
 
 /// Start-up time and RSS against the records on disk.
 #[derive(Debug, Parser)]
@@ -307,11 +307,7 @@ impl Drop for Running {
 /// the server is killed before this returns.
 pub fn start_once(launch: &Launch, data: &Path, timeout: Duration) -> anyhow::Result<Outcome> {
     let binary = launch.chatd_binary()?;
-    let irc_bind: &[&str] = if knows_irc_bind(&binary) {
-        &["--irc-bind", "none"]
-    } else {
-        &[]
-    };
+    let listeners = unused_listeners_off(&binary, false);
     let mut command = match &launch.server_cpus {
         Some(cpus) => {
             let mut command = Command::new("taskset");
@@ -323,7 +319,7 @@ pub fn start_once(launch: &Launch, data: &Path, timeout: Duration) -> anyhow::Re
     command
         .arg("serve")
         .args(["--bind", "127.0.0.1:0"])
-        .args(irc_bind)
+        .args(&listeners)
         .arg("--config")
         .arg(&launch.config)
         .args(["--backend", &launch.backend])

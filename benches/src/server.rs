@@ -162,19 +162,16 @@ impl ServerProcess {
         args: &[String],
         dialect: Dialect,
     ) -> anyhow::Result<Self> {
-        let irc_bind: &[&str] = match dialect {
-            Dialect::Irc => &["--irc-bind", "127.0.0.1:0"],
-            // Builds from before the IRC listener (such as 256227d, run to
-            // measure what a change costs) refuse the flag, and have no
-            // IRC port to fight over.
-            Dialect::Native if knows_irc_bind(binary) => &["--irc-bind", "none"],
-            Dialect::Native => &[],
-        };
+        let mut listeners = unused_listeners_off(binary, dialect == Dialect::Irc);
+        if dialect == Dialect::Irc {
+            listeners.extend(["--irc-bind".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        // A later `--http-bind` in `args` (the WebSocket measurement) wins.
         let mut child = Command::new(program)
             .args(launcher_args)
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
-            .args(irc_bind)
+            .args(&listeners)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -290,14 +287,29 @@ pub fn chatd_peer(dialect: Dialect) -> crate::fanout::Peer {
     }
 }
 
-/// Whether `binary serve` takes `--irc-bind` (its `--help` lists it).
-pub(crate) fn knows_irc_bind(binary: &Path) -> bool {
+/// Whether `binary serve` takes `flag` (its `--help` lists it).
+fn knows_flag(binary: &Path, flag: &str) -> bool {
     Command::new(binary)
         .args(["serve", "--help"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|out| memchr::memmem::find(&out.stdout, b"--irc-bind").is_some())
+        .is_ok_and(|out| memchr::memmem::find(&out.stdout, flag.as_bytes()).is_some())
+}
+
+/// The flags that turn off the listeners a measurement does not use (IRC,
+/// HTTP), so two runs never fight over their default ports. Builds from
+/// before a listener existed (such as 256227d, run to measure what a
+/// change costs) refuse its flag, and have no port to fight over.
+pub(crate) fn unused_listeners_off(binary: &Path, irc: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if !irc && knows_flag(binary, "--irc-bind") {
+        args.extend(["--irc-bind".to_string(), "none".to_string()]);
+    }
+    if knows_flag(binary, "--http-bind") {
+        args.extend(["--http-bind".to_string(), "none".to_string()]);
+    }
+    args
 }
 
 /// The `chatd` binary next to the running executable (same target dir), or

@@ -56,6 +56,15 @@ pub(crate) struct ServeArgs {
     /// [default: none].
     #[arg(long, value_name = "ADDR")]
     irc_tls_bind: Option<String>,
+    /// Address of the HTTP listener: the web client at /, WebSocket at /ws
+    /// (native) and /irc, /metrics, /healthz, /readyz; or `none`
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    http_bind: Option<String>,
+    /// Address of the same HTTP listener over TLS (https, wss), or `none`
+    /// [default: none].
+    #[arg(long, value_name = "ADDR")]
+    https_bind: Option<String>,
     /// The TLS certificate chain (PEM, leaf first); re-read on SIGHUP.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -114,6 +123,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(irc_tls_bind) = args.irc_tls_bind {
         server.irc_tls_bind = irc_tls_bind;
+    }
+    if let Some(http_bind) = args.http_bind {
+        server.http_bind = http_bind;
+    }
+    if let Some(https_bind) = args.https_bind {
+        server.https_bind = https_bind;
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         settings.tls.cert = Some(cert);

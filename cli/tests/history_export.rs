@@ -243,7 +243,15 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(CHATD)
-            .args(["serve", "--bind", "127.0.0.1:0", "--irc-bind", "none"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--irc-bind",
+                "none",
+                "--http-bind",
+                "none",
+            ])
             .args(["--threads", "1", "--fsync", "always", "--data-dir"])
             .arg(data_dir)
             .env_remove("RUST_BACKTRACE")

@@ -14,7 +14,15 @@ const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 fn a_closed_log_pipe_does_not_stop_the_server() {
     let data = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(CHATD)
-        .args(["serve", "--bind", "127.0.0.1:0", "--irc-bind", "none"])
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--irc-bind",
+            "none",
+            "--http-bind",
+            "none",
+        ])
         .args(["--tls-bind", "127.0.0.1:0", "--tls-self-signed"])
         .args(["--threads", "1", "--no-persist", "--data-dir"])
         .arg(data.path())

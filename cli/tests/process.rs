@@ -62,6 +62,7 @@ impl Server {
             // An ephemeral IRC port (read back from the start-up line), so
             // parallel tests never fight over 6667.
             .args(["--irc-bind", "127.0.0.1:0"])
+            .args(["--http-bind", "127.0.0.1:0"])
             .args(extra)
             // As deployed: a backtrace is opt-in, and symbolising one from
             // a debug build on a loaded machine can outlast the exit limit.
@@ -254,6 +255,8 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
                 taken.as_str(),
                 "--irc-bind",
                 "none",
+                "--http-bind",
+                "none",
                 "--data-dir",
                 data.as_str(),
             ],
@@ -266,6 +269,8 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
                 "127.0.0.1:0",
                 "--irc-bind",
                 taken.as_str(),
+                "--http-bind",
+                "none",
                 "--data-dir",
                 data.as_str(),
             ],
@@ -274,8 +279,24 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
         (
             vec![
                 "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--irc-bind",
+                "none",
+                "--http-bind",
+                taken.as_str(),
+                "--data-dir",
+                data.as_str(),
+            ],
+            "for the http listener",
+        ),
+        (
+            vec![
+                "serve",
                 "--irc-bind",
                 "everywhere",
+                "--http-bind",
+                "none",
                 "--data-dir",
                 data.as_str(),
             ],
@@ -304,8 +325,19 @@ fn start_up_failures_are_one_line_and_a_non_zero_exit() {
 fn the_start_up_line_names_every_listener_and_each_accepts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path(), &[]);
-    let dialects: Vec<Dialect> = server.listening.iter().map(|l| l.dialect).collect();
-    assert_eq!(dialects, [Dialect::Native, Dialect::Irc]);
+    let kinds: Vec<(Dialect, bool)> = server
+        .listening
+        .iter()
+        .map(|l| (l.dialect, l.http))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Dialect::Native, false),
+            (Dialect::Irc, false),
+            (Dialect::Native, true)
+        ]
+    );
     for listening in &server.listening {
         assert!(
             std::net::TcpStream::connect(listening.address).is_ok(),

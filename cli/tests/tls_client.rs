@@ -87,6 +87,8 @@ impl Chatd {
                 "127.0.0.1:0",
                 "--irc-bind",
                 "127.0.0.1:0",
+                "--http-bind",
+                "none",
             ])
             .args(["--threads", "1", "--data-dir"])
             .arg(data.path())

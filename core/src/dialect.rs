@@ -46,4 +46,6 @@ pub struct Arrival {
     pub dialect: Dialect,
     /// The transport is encrypted (TLS).
     pub encrypted: bool,
+    /// It came through the HTTP listener as a WebSocket (`/ws`, `/irc`).
+    pub web: bool,
 }

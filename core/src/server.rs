@@ -124,12 +124,21 @@ pub struct Server {
     timers: Timers,
     out: Outbox,
     shutting_down: bool,
+    /// HTTP connections admitted but not (yet) upgraded to a WebSocket.
+    web_pending: AHashMap<ConnId, WebPending>,
     /// The most recent departures, newest last, for IRC's WHOWAS.
     departed: std::collections::VecDeque<Departed>,
     /// IRC batches opened so far, for batch ids unique on a connection.
     batches: u64,
     /// `#history` and `#search` requests at the driver or waiting.
     queries: queries::Queries,
+}
+
+/// An HTTP connection admitted by [`Server::accept_web`], not yet a session.
+#[derive(Debug, Clone, Copy)]
+struct WebPending {
+    peer: SocketAddr,
+    encrypted: bool,
 }
 
 /// Who left, as WHOWAS shows it.
@@ -193,6 +202,7 @@ impl Server {
             timers: Timers::default(),
             out: Outbox::new(&config_server_name),
             shutting_down: false,
+            web_pending: AHashMap::default(),
             departed: std::collections::VecDeque::new(),
             batches: 0,
             queries: queries::Queries::default(),
@@ -291,6 +301,7 @@ impl Server {
             Arrival {
                 dialect,
                 encrypted: false,
+                web: false,
             },
         )
     }
@@ -305,17 +316,79 @@ impl Server {
         peer: SocketAddr,
         arrival: Arrival,
     ) -> Result<ConnId, Refused> {
-        let dialect = arrival.dialect;
         // Bans and limits see an IPv4 client the same however it came in.
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
-        let address = peer.ip();
-        self.check_admission(now, address, dialect)?;
+        self.check_admission(now, peer.ip(), arrival.dialect)?;
+        let conn = self.admit(peer);
+        self.open_session(now, conn, peer, arrival);
+        Ok(conn)
+    }
+
+    /// Admits a connection to the HTTP listener from `peer`: it counts
+    /// against the same limits as any connection (`max_connections`, per
+    /// address, bans) from now on, but is no session yet: the engine
+    /// answers its HTTP request itself. When the request upgrades to a
+    /// WebSocket, [`Server::handle_upgraded`] makes it a session of the
+    /// route's dialect; otherwise [`Server::handle_closed`] forgets it. The
+    /// refusal line is native; the engine wraps it in an HTTP answer.
+    pub fn accept_web(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        encrypted: bool,
+    ) -> Result<ConnId, Refused> {
+        let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
+        self.check_admission(now, peer.ip(), Dialect::Native)?;
+        let conn = self.admit(peer);
+        self.web_pending
+            .insert(conn, WebPending { peer, encrypted });
+        Ok(conn)
+    }
+
+    /// A connection from [`Server::accept_web`] upgraded to a WebSocket
+    /// that speaks `dialect`: from now on it is a session like one from a
+    /// listener of that dialect (welcome, #general, limits).
+    pub fn handle_upgraded(&mut self, now: Instant, conn: ConnId, dialect: Dialect) {
+        let Some(pending) = self.web_pending.remove(&conn) else {
+            return;
+        };
+        let arrival = Arrival {
+            dialect,
+            encrypted: pending.encrypted,
+            web: true,
+        };
+        self.open_session(now, conn, pending.peer, arrival);
+    }
+
+    /// A new connection id, counted against its address's limit.
+    fn admit(&mut self, peer: SocketAddr) -> ConnId {
         let conn = ConnId::new(self.next_conn);
         self.next_conn += 1;
+        let group = self.address_group(peer.ip());
+        self.addresses.entry(group).or_default().connections += 1;
+        conn
+    }
+
+    /// Frees the address slot of a connection admitted by [`Server::admit`].
+    fn release_address(&mut self, address: IpAddr) {
+        let group = self.address_group(address);
+        if let Some(state) = self.addresses.get_mut(&group) {
+            state.connections -= 1;
+            if state.connections == 0 && state.rooms_created == 0 {
+                self.addresses.remove(&group);
+            }
+        }
+    }
+
+    /// Makes the session of an admitted connection: guest nickname,
+    /// timers, and for a native one the welcome and #general.
+    fn open_session(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, arrival: Arrival) {
+        let dialect = arrival.dialect;
         let nick = Nick::guest(conn);
         self.nicks.insert(nick.folded(), conn);
         let mut session = Session::new(peer, dialect, nick, now);
         session.encrypted = arrival.encrypted;
+        session.web = arrival.web;
         if dialect == Dialect::Irc {
             session.line = LineBuffer::irc();
             if let Some(irc) = session.irc.as_mut() {
@@ -334,8 +407,6 @@ impl Server {
             );
         }
         self.sessions.insert(conn, Box::new(session));
-        let group = self.address_group(address);
-        self.addresses.entry(group).or_default().connections += 1;
         if self.config.idle.enabled {
             self.arm_idle(conn, now + self.config.idle.ping_after);
         } else if dialect == Dialect::Irc {
@@ -355,7 +426,6 @@ impl Server {
             );
             self.enter_room(conn, &general, Entry::Welcomed);
         }
-        Ok(conn)
     }
 
     /// Bytes read from a connection, split at any point.
@@ -366,7 +436,9 @@ impl Server {
 
     /// The peer closed the connection (or the socket failed).
     pub fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
-        if self.sessions.contains_key(&conn) {
+        if let Some(pending) = self.web_pending.remove(&conn) {
+            self.release_address(pending.peer.ip());
+        } else if self.sessions.contains_key(&conn) {
             self.remove_session(conn, Farewell::Quit(Some("connection closed")));
         }
     }
@@ -374,7 +446,9 @@ impl Server {
     /// The driver could not deliver to this connection fast enough (its
     /// outbound queue passed [`Config::max_outbound_bytes`]): it is closed.
     pub fn handle_slow_consumer(&mut self, _now: Instant, conn: ConnId) {
-        if self.sessions.contains_key(&conn) {
+        if let Some(pending) = self.web_pending.remove(&conn) {
+            self.release_address(pending.peer.ip());
+        } else if self.sessions.contains_key(&conn) {
             self.remove_session(conn, Farewell::Quit(Some("too slow to receive")));
             self.out.close(conn, CloseReason::SlowConsumer);
         }
@@ -516,7 +590,7 @@ impl Server {
         {
             return refuse(ErrorCode::Banned, describe_ban("this server", ban, now));
         }
-        if self.sessions.len() >= self.config.max_connections {
+        if self.sessions.len() + self.web_pending.len() >= self.config.max_connections {
             return refuse(
                 ErrorCode::ServerFull,
                 format!(
@@ -560,13 +634,7 @@ impl Server {
                 realname: realname.clone(),
             });
         }
-        let group = self.address_group(session.peer.ip());
-        if let Some(state) = self.addresses.get_mut(&group) {
-            state.connections -= 1;
-            if state.connections == 0 && state.rooms_created == 0 {
-                self.addresses.remove(&group);
-            }
-        }
+        self.release_address(session.peer.ip());
         for invited in &session.invited_to {
             if let Some(room) = self.rooms.get_mut(invited) {
                 room.invites.remove(&conn);

@@ -38,6 +38,7 @@ fn connect(server: &mut Server, now: Instant, peer: &str, encrypted: bool) -> Co
     let arrival = Arrival {
         dialect: Dialect::Native,
         encrypted,
+        web: false,
     };
     let conn = server.accept_via(now, peer, arrival).expect("admitted");
     drain(server);

@@ -184,6 +184,7 @@ fn an_ipv6_network_waits_as_one_address() {
     let tls = chatd_core::Arrival {
         dialect: chatd_core::Dialect::Native,
         encrypted: true,
+        web: false,
     };
     let alice = server.accept_via(now, first, tls).expect("admitted");
     let bob = server.accept_via(now, neighbour, tls).expect("admitted");

@@ -30,6 +30,7 @@ use crate::clock::{Clock, WallClockSync};
 use crate::persist::{HistoryReader, HistoryWriter, PersistReport};
 use crate::tls::TlsAcceptor;
 use crate::tls::refuse::Refuser;
+use crate::web::{WebQuery, WebSettings, http};
 
 /// Something that happened outside the core.
 #[derive(Debug)]
@@ -44,6 +45,23 @@ pub enum Event {
         dialect: Dialect,
         /// The listener's TLS, if it has any: the connection is encrypted.
         tls: Option<TlsAcceptor>,
+        /// The HTTP listener's settings, if it came in there.
+        web: Option<Arc<WebSettings>>,
+    },
+    /// A connection of the HTTP listener upgraded to a WebSocket that
+    /// speaks `dialect`: it becomes a session.
+    Upgraded {
+        /// The connection.
+        conn: ConnId,
+        /// Its route's dialect.
+        dialect: Dialect,
+    },
+    /// A connection of the HTTP listener asks what only the hub knows.
+    WebQuery {
+        /// The connection.
+        conn: ConnId,
+        /// What it asks.
+        query: WebQuery,
     },
     /// Bytes read from a connection.
     Received {
@@ -123,6 +141,8 @@ pub enum Command {
         /// TLS to run over it (the I/O thread makes the session), or
         /// `None` for plain TCP.
         tls: Option<TlsAcceptor>,
+        /// The HTTP listener's settings, for a connection that came in there.
+        web: Option<Arc<WebSettings>>,
     },
     /// Queue bytes for one connection.
     Send {
@@ -516,32 +536,71 @@ impl Hub {
                 peer,
                 dialect,
                 tls,
+                web,
             } => {
-                let arrival = Arrival {
-                    dialect,
-                    encrypted: tls.is_some(),
+                let admitted = if web.is_some() {
+                    self.server.accept_web(now, peer, tls.is_some())
+                } else {
+                    let arrival = Arrival {
+                        dialect,
+                        encrypted: tls.is_some(),
+                        web: false,
+                    };
+                    self.server.accept_via(now, peer, arrival)
                 };
-                match self.server.accept_via(now, peer, arrival) {
+                match admitted {
                     Ok(conn) => {
                         batches[thread_of(conn, batches.len())].push(Command::Adopt {
                             conn,
                             stream,
                             tls,
+                            web,
                         });
                     }
                     Err(refused) => {
-                        // The core rendered the line in the connection's dialect.
-                        tracing::info!(%peer, %dialect, tls = tls.is_some(), code = %refused.code, "refused a connection");
+                        // The core rendered the line in the connection's
+                        // dialect; an HTTP client gets it as a 503's body.
+                        let listener = if web.is_some() {
+                            "http"
+                        } else {
+                            dialect.name()
+                        };
+                        tracing::info!(%peer, %listener, tls = tls.is_some(), code = %refused.code, "refused a connection");
+                        let line = match web {
+                            Some(_) => Bytes::from(http::answer(
+                                503,
+                                "Service Unavailable",
+                                &[],
+                                http::TEXT,
+                                &refused.line,
+                                false,
+                            )),
+                            None => refused.line,
+                        };
                         match (tls, &self.refuser) {
                             // Through TLS, after the handshake, off this thread.
                             (Some(tls), Some(refuser)) => {
-                                refuser.refuse(stream, peer, tls, refused.line);
+                                refuser.refuse(stream, peer, tls, line);
                             }
                             (Some(_), None) => drop(stream),
-                            (None, _) => refuse(stream, &refused.line),
+                            (None, _) => refuse(stream, &line),
                         }
                     }
                 }
+            }
+            Event::Upgraded { conn, dialect } => self.server.handle_upgraded(now, conn, dialect),
+            Event::WebQuery { conn, query } => {
+                // Answered, then closed: the core forgets the connection
+                // now, as the I/O thread will not tell it again.
+                let answer = self.answer_query(query);
+                let thread = thread_of(conn, batches.len());
+                batches[thread].push(Command::Send {
+                    conn,
+                    bytes: Bytes::from(answer),
+                    priority: Priority::Normal,
+                });
+                batches[thread].push(Command::Close { conn });
+                self.server.handle_closed(now, conn);
             }
             Event::Received { conn, bytes } => self.server.handle(now, conn, &bytes),
             Event::Closed { conn } => self.server.handle_closed(now, conn),
@@ -584,6 +643,25 @@ impl Hub {
             Event::InjectPanic(PanicSite::Io(n)) => batches[n % batches.len()].push(Command::Panic),
         }
         false
+    }
+
+    /// The HTTP answer to a query of the HTTP listener.
+    fn answer_query(&self, query: WebQuery) -> Vec<u8> {
+        match query {
+            WebQuery::Metrics => http::answer(
+                200,
+                "OK",
+                &[("Cache-Control", "no-store")],
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::render(self).as_bytes(),
+                false,
+            ),
+            // The hub answering is the proof: it turns, so it serves.
+            WebQuery::Health => http::answer(200, "OK", &[], http::TEXT, b"ok\n", false),
+            // History is recovered before the hub starts; a cluster (when
+            // there is one) will add its own condition here.
+            WebQuery::Ready => http::answer(200, "OK", &[], http::TEXT, b"ready\n", false),
+        }
     }
 
     /// Hands every pending output to the I/O thread or the history writer.

@@ -22,10 +22,13 @@ pub mod clock;
 pub mod closing;
 pub mod hub;
 pub mod listener;
+mod metrics;
 pub mod out_queue;
 pub mod persist;
 pub mod settings;
 pub mod tls;
+pub mod transport;
+pub mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -101,12 +104,12 @@ pub enum LaunchError {
     #[error(transparent)]
     BadAddress(#[from] ListenAddressError),
     /// Binding a listener failed (port in use, permission, ...).
-    #[error("cannot listen on {address} for the {dialect} listener: {cause}")]
+    #[error("cannot listen on {address} for the {listener} listener: {cause}")]
     Bind {
         /// The address.
         address: SocketAddr,
-        /// The listener's dialect.
-        dialect: Dialect,
+        /// The listener (`native`, `irc`, `http`).
+        listener: &'static str,
         /// Why.
         cause: io::Error,
     },
@@ -210,7 +213,19 @@ impl Running {
         self.info
             .listening
             .iter()
-            .find(|listening| listening.dialect == dialect && listening.tls == tls)
+            .find(|listening| {
+                listening.dialect == dialect && listening.tls == tls && !listening.http
+            })
+            .map(|listening| listening.address)
+    }
+
+    /// The address the HTTP listener (`tls`: the HTTPS one) is bound to,
+    /// if it has one.
+    pub fn http_addr(&self, tls: bool) -> Option<SocketAddr> {
+        self.info
+            .listening
+            .iter()
+            .find(|listening| listening.http && listening.tls == tls)
             .map(|listening| listening.address)
     }
 
@@ -404,12 +419,16 @@ fn bind_all(
     tls: Option<&tls::TlsAcceptor>,
 ) -> Result<(Vec<Listener>, Vec<Listening>), LaunchError> {
     let wanted = settings.server.listeners()?;
+    let web = Arc::new(web::WebSettings {
+        request_timeout: settings.http.request_timeout,
+        ..web::WebSettings::new(&settings.http.allowed_origins, settings.chat.max_line_bytes)
+    });
     let mut listeners = Vec::with_capacity(wanted.len());
     let mut listening = Vec::with_capacity(wanted.len());
     for want in wanted {
         let bind_error = |cause| LaunchError::Bind {
             address: want.address,
-            dialect: want.dialect,
+            listener: want.name(),
             cause,
         };
         let socket = listener::listen(want.address).map_err(bind_error)?;
@@ -418,11 +437,13 @@ fn bind_all(
             address,
             dialect: want.dialect,
             tls: want.tls,
+            http: want.http,
         });
         listeners.push(Listener {
             socket,
             dialect: want.dialect,
             tls: if want.tls { tls.cloned() } else { None },
+            web: want.http.then(|| web.clone()),
         });
     }
     Ok((listeners, listening))

@@ -15,7 +15,10 @@ use std::net::{SocketAddr, TcpListener};
 use chatd_core::Dialect;
 use socket2::{Domain, Socket, Type};
 
+use std::sync::Arc;
+
 use crate::tls::TlsAcceptor;
+use crate::web::WebSettings;
 
 /// Connections the kernel may hold for us before we accept them.
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -31,6 +34,9 @@ pub struct Listener {
     pub dialect: Dialect,
     /// TLS for every connection accepted here, or `None` for plain TCP.
     pub tls: Option<TlsAcceptor>,
+    /// For the HTTP listener: its settings (connections speak HTTP first
+    /// and `dialect` means nothing until they upgrade).
+    pub web: Option<Arc<WebSettings>>,
 }
 
 /// Where one listener ended up listening (the port resolved when `:0`
@@ -43,18 +49,25 @@ pub struct Listening {
     pub dialect: Dialect,
     /// Whether its connections use TLS.
     pub tls: bool,
+    /// The HTTP listener (web client, WebSocket, metrics).
+    pub http: bool,
 }
 
 /// Names every listener for the start-up line, e.g.
-/// `127.0.0.1:9090 (native), 127.0.0.1:6667 (irc), 127.0.0.1:6697 (irc/tls)`. The native listener
+/// `127.0.0.1:9090 (native), 127.0.0.1:6667 (irc), 127.0.0.1:6697 (irc/tls),
+/// 127.0.0.1:8080 (http), 127.0.0.1:8443 (https)`. The native listener
 /// comes first, so tools that take the first address of the line keep
 /// finding it; [`parse_listening`] reads the list back.
 pub fn describe_listening(listening: &[Listening]) -> String {
     listening
         .iter()
-        .map(|l| {
-            let transport = if l.tls { "/tls" } else { "" };
-            format!("{} ({}{transport})", l.address, l.dialect)
+        .map(|l| match (l.http, l.tls) {
+            (true, false) => format!("{} (http)", l.address),
+            (true, true) => format!("{} (https)", l.address),
+            (false, tls) => {
+                let transport = if tls { "/tls" } else { "" };
+                format!("{} ({}{transport})", l.address, l.dialect)
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -77,9 +90,17 @@ pub fn parse_listening(text: &str) -> Vec<Listening> {
             Some(name) => (name, true),
             None => (name, false),
         };
-        let dialect = [Dialect::Native, Dialect::Irc]
-            .into_iter()
-            .find(|dialect| dialect.name() == name);
+        let (dialect, tls, http) = match name {
+            "http" => (Some(Dialect::Native), false, true),
+            "https" => (Some(Dialect::Native), true, true),
+            _ => (
+                [Dialect::Native, Dialect::Irc]
+                    .into_iter()
+                    .find(|dialect| dialect.name() == name),
+                tls,
+                false,
+            ),
+        };
         let (Ok(address), Some(dialect)) = (address.parse(), dialect) else {
             return found;
         };
@@ -87,6 +108,7 @@ pub fn parse_listening(text: &str) -> Vec<Listening> {
             address,
             dialect,
             tls,
+            http,
         });
         match after.strip_prefix(", ") {
             Some(next) => rest = next,
@@ -139,16 +161,31 @@ mod tests {
                 address: "127.0.0.1:9090".parse().unwrap(),
                 dialect: Dialect::Native,
                 tls: false,
+                http: false,
             },
             Listening {
                 address: "[::1]:6667".parse().unwrap(),
                 dialect: Dialect::Irc,
                 tls: false,
+                http: false,
             },
             Listening {
                 address: "127.0.0.1:6697".parse().unwrap(),
                 dialect: Dialect::Irc,
                 tls: true,
+                http: false,
+            },
+            Listening {
+                address: "127.0.0.1:8080".parse().unwrap(),
+                dialect: Dialect::Native,
+                tls: false,
+                http: true,
+            },
+            Listening {
+                address: "127.0.0.1:8443".parse().unwrap(),
+                dialect: Dialect::Native,
+                tls: true,
+                http: true,
             },
         ];
         let line = format!(
@@ -157,7 +194,7 @@ mod tests {
         );
         assert_eq!(
             line,
-            "127.0.0.1:9090 (native), [::1]:6667 (irc), 127.0.0.1:6697 (irc/tls): backend poll (epoll), 2 I/O threads"
+            "127.0.0.1:9090 (native), [::1]:6667 (irc), 127.0.0.1:6697 (irc/tls), 127.0.0.1:8080 (http), 127.0.0.1:8443 (https): backend poll (epoll), 2 I/O threads"
         );
         assert_eq!(parse_listening(&line), listening);
     }

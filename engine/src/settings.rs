@@ -16,6 +16,12 @@
 //! max_inbox_bytes = 8388608 # input waiting for the core before reads pause
 //! tls_bind = "none"        # native over TLS, e.g. "0.0.0.0:9443"
 //! irc_tls_bind = "none"    # IRC over TLS, e.g. "0.0.0.0:6697"
+//! http_bind = "127.0.0.1:8080" # web client, WebSocket, /metrics; "none" turns it off
+//! https_bind = "none"      # the same over TLS, e.g. "0.0.0.0:8443"
+//!
+//! [http]
+//! allowed_origins = []     # pages besides the server's own that may open a WebSocket
+//! request_timeout = "10s"  # to send the request head
 //!
 //! [tls]                    # needed by tls_bind / irc_tls_bind
 //! cert = "cert.pem"        # PEM chain, leaf first (re-read on SIGHUP)
@@ -62,6 +68,62 @@ pub struct Settings {
     pub history: HistorySettings,
     /// The `[tls]` table.
     pub tls: TlsSettings,
+    /// The `[http]` table.
+    pub http: HttpSettings,
+}
+
+/// The `[http]` table: what the HTTP listener allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Origins (`https://chat.example.org`) besides the server's own whose
+    /// pages may open a WebSocket; any other origin gets 403.
+    pub allowed_origins: Vec<String>,
+    /// How long a connection may take to send its request head.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            request_timeout: crate::web::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Reads the `[http]` table.
+fn parse_http(value: toml::Value) -> Result<HttpSettings, String> {
+    let mut http = HttpSettings::default();
+    for (key, value) in table_of("[http]", value)? {
+        match key.as_str() {
+            "allowed_origins" => {
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| format!("allowed_origins = {value} is not a list of origins"))?;
+                for origin in list {
+                    let origin = origin
+                        .as_str()
+                        .filter(|o| o.starts_with("http://") || o.starts_with("https://"))
+                        .ok_or_else(|| {
+                            format!("allowed_origins: {origin} is not an origin such as \"https://chat.example.org\"")
+                        })?;
+                    http.allowed_origins.push(origin.to_string());
+                }
+            }
+            "request_timeout" => {
+                http.request_timeout = duration_of(&key, &value)?;
+                if http.request_timeout.is_zero() {
+                    return Err("request_timeout must be longer than 0".into());
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown setting {key} (allowed_origins, request_timeout)"
+                ));
+            }
+        }
+    }
+    Ok(http)
 }
 
 /// The `[tls]` table: the certificate the TLS listeners present.
@@ -99,7 +161,7 @@ impl TlsSettings {
                 key: key.clone(),
             }),
             (_, _, true) => Err("[tls]: self_signed cannot be combined with cert and key".into()),
-            _ => Err("a TLS listener (tls_bind, irc_tls_bind) needs a certificate: [tls] cert and key (--tls-cert, --tls-key), or self_signed (--tls-self-signed)".into()),
+            _ => Err("a TLS listener (tls_bind, irc_tls_bind, https_bind) needs a certificate: [tls] cert and key (--tls-cert, --tls-key), or self_signed (--tls-self-signed)".into()),
         }
     }
 }
@@ -271,6 +333,11 @@ pub struct ServerSettings {
     pub tls_bind: String,
     /// Where the IRC TLS listener binds, or [`NO_LISTENER`].
     pub irc_tls_bind: String,
+    /// Where the HTTP listener (web client, WebSocket, metrics) binds, or
+    /// [`NO_LISTENER`].
+    pub http_bind: String,
+    /// Where the HTTPS listener binds, or [`NO_LISTENER`].
+    pub https_bind: String,
 }
 
 impl Default for ServerSettings {
@@ -288,6 +355,8 @@ impl Default for ServerSettings {
             history_queue: WriterOptions::DEFAULT_QUEUE,
             tls_bind: NO_LISTENER.into(),
             irc_tls_bind: NO_LISTENER.into(),
+            http_bind: DEFAULT_HTTP_BIND.into(),
+            https_bind: NO_LISTENER.into(),
         }
     }
 }
@@ -355,6 +424,10 @@ fn duration_of(key: &str, value: &toml::Value) -> Result<Duration, String> {
 /// like the native listener, so a plain `chatd serve` speaks both.
 pub const DEFAULT_IRC_BIND: &str = "127.0.0.1:6667";
 
+/// The HTTP listener's default address, on loopback like the others, so
+/// a plain `chatd serve` gives a working page.
+pub const DEFAULT_HTTP_BIND: &str = "127.0.0.1:8080";
+
 /// The address value that turns an optional listener off.
 pub const NO_LISTENER: &str = "none";
 
@@ -369,18 +442,32 @@ pub struct ListenerSettings {
     pub dialect: Dialect,
     /// Whether its connections use TLS.
     pub tls: bool,
+    /// The HTTP listener: connections speak HTTP, and `dialect` only once
+    /// they upgrade to a WebSocket (by route).
+    pub http: bool,
+}
+
+impl ListenerSettings {
+    /// The listener's name in messages: `native`, `irc` or `http`.
+    pub fn name(&self) -> &'static str {
+        if self.http {
+            "http"
+        } else {
+            self.dialect.name()
+        }
+    }
 }
 
 /// A listen address in the settings that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key} = {text:?} is not a listen address for the {dialect} listener (expected IP:PORT{})", if *.may_be_off { ", or \"none\"" } else { "" })]
+#[error("{key} = {text:?} is not a listen address for the {listener} listener (expected IP:PORT{})", if *.may_be_off { ", or \"none\"" } else { "" })]
 pub struct ListenAddressError {
     /// The setting (`bind`, `irc_bind`).
     pub key: &'static str,
     /// Its value.
     pub text: String,
-    /// The dialect of the listener it configures.
-    pub dialect: Dialect,
+    /// The listener it configures (`native`, `irc`, `http`).
+    pub listener: &'static str,
     /// Whether `none` would have been accepted.
     pub may_be_off: bool,
 }
@@ -390,27 +477,59 @@ impl ServerSettings {
     /// has), then IRC, then the TLS ones.
     pub fn listeners(&self) -> Result<Vec<ListenerSettings>, ListenAddressError> {
         let configured = [
-            ("bind", &self.bind, Dialect::Native, false, false),
-            ("irc_bind", &self.irc_bind, Dialect::Irc, true, false),
-            ("tls_bind", &self.tls_bind, Dialect::Native, true, true),
-            ("irc_tls_bind", &self.irc_tls_bind, Dialect::Irc, true, true),
+            ("bind", &self.bind, Dialect::Native, false, false, false),
+            ("irc_bind", &self.irc_bind, Dialect::Irc, true, false, false),
+            (
+                "tls_bind",
+                &self.tls_bind,
+                Dialect::Native,
+                true,
+                true,
+                false,
+            ),
+            (
+                "irc_tls_bind",
+                &self.irc_tls_bind,
+                Dialect::Irc,
+                true,
+                true,
+                false,
+            ),
+            (
+                "http_bind",
+                &self.http_bind,
+                Dialect::Native,
+                true,
+                false,
+                true,
+            ),
+            (
+                "https_bind",
+                &self.https_bind,
+                Dialect::Native,
+                true,
+                true,
+                true,
+            ),
         ];
         let mut listeners = Vec::with_capacity(configured.len());
-        for (key, text, dialect, may_be_off, tls) in configured {
+        for (key, text, dialect, may_be_off, tls, http) in configured {
             if may_be_off && text.trim() == NO_LISTENER {
                 continue;
             }
+            let wanted = ListenerSettings {
+                address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                dialect,
+                tls,
+                http,
+            };
             let address = text.trim().parse().map_err(|_| ListenAddressError {
                 key,
                 text: text.clone(),
-                dialect,
+                listener: wanted.name(),
                 may_be_off,
             })?;
-            listeners.push(ListenerSettings {
-                address,
-                dialect,
-                tls,
-            });
+            listeners.push(ListenerSettings { address, ..wanted });
         }
         Ok(listeners)
     }
@@ -489,6 +608,10 @@ impl Settings {
             Some(value) => parse_tls(value).map_err(|error| format!("[tls]: {error}"))?,
             None => TlsSettings::default(),
         };
+        let http = match table.remove("http") {
+            Some(value) => parse_http(value).map_err(|error| format!("[http]: {error}"))?,
+            None => HttpSettings::default(),
+        };
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -498,6 +621,7 @@ impl Settings {
             chat,
             history,
             tls,
+            http,
         })
     }
 }
@@ -533,11 +657,19 @@ mod tests {
                     address: "127.0.0.1:9090".parse().unwrap(),
                     dialect: Dialect::Native,
                     tls: false,
+                    http: false,
                 },
                 ListenerSettings {
                     address: "127.0.0.1:6667".parse().unwrap(),
                     dialect: Dialect::Irc,
                     tls: false,
+                    http: false,
+                },
+                ListenerSettings {
+                    address: "127.0.0.1:8080".parse().unwrap(),
+                    dialect: Dialect::Native,
+                    tls: false,
+                    http: true,
                 },
             ]
         );
@@ -563,6 +695,8 @@ mod tests {
                 (Dialect::Irc, false),
                 (Dialect::Native, true),
                 (Dialect::Irc, true),
+                // The HTTP listener, on by default.
+                (Dialect::Native, false),
             ]
         );
         assert_eq!(settings.tls.handshake_timeout, Duration::from_secs(3));
@@ -596,8 +730,9 @@ mod tests {
     }
 
     #[test]
-    fn irc_bind_none_leaves_only_the_native_listener() {
-        let settings = Settings::parse("[server]\nirc_bind = \"none\"\n").unwrap();
+    fn irc_bind_and_http_bind_none_leave_only_the_native_listener() {
+        let settings =
+            Settings::parse("[server]\nirc_bind = \"none\"\nhttp_bind = \"none\"\n").unwrap();
         let dialects: Vec<Dialect> = settings
             .server
             .listeners()
@@ -631,7 +766,7 @@ mod tests {
             ListenAddressError {
                 key: "irc_bind",
                 text: "127.0.0.1:99999".into(),
-                dialect: Dialect::Irc,
+                listener: "irc",
                 may_be_off: true,
             }
         );

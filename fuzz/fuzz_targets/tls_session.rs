@@ -1,4 +1,4 @@
-//! The engine's TLS transport (`chatd_engine::tls::Transport`, rustls's
+//! The engine's TLS transport (`chatd_engine::transport::Transport`, rustls's
 //! unbuffered server connection with the engine's own buffers) on
 //! arbitrary client bytes, in arbitrary chunks. Checked: nothing panics
 //! (debug assertions on, rustls's included); once a call fails the
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use chatd_core::Priority;
 use chatd_engine::out_queue::OutQueue;
-use chatd_engine::tls::{TlsAcceptor, Transport, config};
+use chatd_engine::tls::{TlsAcceptor, config};
+use chatd_engine::transport::Transport;
 use libfuzzer_sys::fuzz_target;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -83,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let chunk = usize::from(first & 0x3f) + 1;
     let (acceptor, client_config) = configs();
-    let mut server = Transport::new(Some(acceptor), Instant::now()).expect("a session");
+    let mut server = Transport::new(Some(acceptor), None, Instant::now()).expect("a session");
     let mut out = OutQueue::default();
     out.push(b"* welcome, you are guest1 in #general\n", Priority::Normal);
     let name = ServerName::try_from("localhost").expect("a name");

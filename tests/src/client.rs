@@ -1,6 +1,7 @@
 //! A test client: a blocking TCP socket from a chosen loopback address that
-//! reads whole lines, waiting at most a fixed time for each; plain, or a
-//! rustls client over it (the harness's TLS mode).
+//! reads whole lines, waiting at most a fixed time for each; plain, a
+//! rustls client over it (the harness's TLS mode), or a WebSocket on the
+//! HTTP listener (one text frame per line, turned back into lines here).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -22,6 +23,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    WebSocket(Box<WebSocketLines>),
 }
 
 impl Stream {
@@ -30,6 +32,7 @@ impl Stream {
         match self {
             Self::Plain(socket) => socket,
             Self::Tls(tls) => tls.get_ref(),
+            Self::WebSocket(ws) => ws.socket.get_ref(),
         }
     }
 }
@@ -39,6 +42,7 @@ impl Read for Stream {
         match self {
             Self::Plain(socket) => socket.read(buffer),
             Self::Tls(tls) => tls.read(buffer),
+            Self::WebSocket(ws) => ws.read(buffer),
         }
     }
 }
@@ -48,6 +52,7 @@ impl Write for Stream {
         match self {
             Self::Plain(socket) => socket.write(bytes),
             Self::Tls(tls) => tls.write(bytes),
+            Self::WebSocket(ws) => ws.write(bytes),
         }
     }
 
@@ -55,7 +60,63 @@ impl Write for Stream {
         match self {
             Self::Plain(socket) => socket.flush(),
             Self::Tls(tls) => tls.flush(),
+            Self::WebSocket(_) => Ok(()),
         }
+    }
+}
+
+/// A WebSocket client (tungstenite's) seen as a byte stream of lines:
+/// each line written goes as one text frame, each message read comes back
+/// as a line.
+#[derive(Debug)]
+struct WebSocketLines {
+    socket: tungstenite::WebSocket<TcpStream>,
+    /// Bytes written that do not end a line yet.
+    partial: Vec<u8>,
+}
+
+impl Read for WebSocketLines {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        use tungstenite::{Error, Message};
+        loop {
+            let line = match self.socket.read() {
+                Ok(Message::Text(text)) => text.as_bytes().to_vec(),
+                Ok(Message::Binary(bytes)) => bytes.to_vec(),
+                Ok(Message::Close(_)) | Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
+                    return Ok(0);
+                }
+                Ok(_) => continue,
+                Err(Error::Io(error)) => return Err(error),
+                Err(Error::Protocol(_)) => return Ok(0),
+                Err(error) => return Err(io::Error::other(error)),
+            };
+            // A test's lines are short: one fits the reader's buffer.
+            let n = (line.len() + 1).min(buffer.len());
+            let mut line = line;
+            line.push(b'\n');
+            buffer[..n].copy_from_slice(&line[..n]);
+            return Ok(n);
+        }
+    }
+}
+
+impl Write for WebSocketLines {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+            let message = match std::str::from_utf8(line) {
+                Ok(text) => tungstenite::Message::text(text),
+                Err(_) => tungstenite::Message::binary(line.to_vec()),
+            };
+            self.socket.send(message).map_err(io::Error::other)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -89,6 +150,40 @@ impl LineClient {
             ClientConnection::new(config, crate::tls::server_name()).map_err(io::Error::other)?;
         client.stream = Stream::Tls(Box::new(StreamOwned::new(tls, socket)));
         Ok(client)
+    }
+
+    /// Like [`LineClient::connect`], through a WebSocket at `path` (`/ws`
+    /// or `/irc`) of the HTTP listener at `server`, asking for
+    /// `protocol` if given (e.g. `text.ircv3.net`).
+    pub fn connect_websocket(
+        server: SocketAddr,
+        from: IpAddr,
+        path: &str,
+        protocol: Option<&str>,
+    ) -> io::Result<Self> {
+        use tungstenite::client::IntoClientRequest;
+        let client = Self::connect(server, from)?;
+        let Stream::Plain(socket) = client.stream else {
+            unreachable!("connect makes a plain stream");
+        };
+        let mut request = format!("ws://{server}{path}")
+            .into_client_request()
+            .map_err(io::Error::other)?;
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                protocol.parse().map_err(io::Error::other)?,
+            );
+        }
+        let (socket, _) = tungstenite::client(request, socket).map_err(io::Error::other)?;
+        Ok(Self {
+            stream: Stream::WebSocket(Box::new(WebSocketLines {
+                socket,
+                partial: Vec::new(),
+            })),
+            unread: Vec::new(),
+            eof: false,
+        })
     }
 
     /// Like [`LineClient::connect`], with a receive buffer size (small ones

@@ -150,6 +150,7 @@ impl ProcessDriver {
             // Ephemeral ports for every listener, read back from the
             // start-up line, so parallel runs never fight over a port.
             .args(["--bind", "127.0.0.1:0", "--irc-bind", "127.0.0.1:0"])
+            .args(["--http-bind", "127.0.0.1:0"])
             .args(["--backend", &self.backend])
             .args(["--threads", &self.threads.to_string(), "--fsync", "always"])
             .arg("--config")

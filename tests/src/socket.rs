@@ -43,6 +43,7 @@ impl<B: Backend> SocketDriver<B> {
                 bind: "127.0.0.1:0".into(),
                 // Ephemeral, so parallel tests never fight over 6667.
                 irc_bind: "127.0.0.1:0".into(),
+                http_bind: "127.0.0.1:0".into(),
                 threads,
                 data_dir: data_dir.path().to_path_buf(),
                 fsync: FsyncPolicy::Always,
@@ -53,6 +54,7 @@ impl<B: Backend> SocketDriver<B> {
             chat: Config::default(),
             history: Default::default(),
             tls: Default::default(),
+            http: Default::default(),
         };
         Ok(Self {
             backend,

@@ -192,6 +192,7 @@ impl Chatd {
             .arg(native.to_string())
             .arg("--irc-bind")
             .arg(irc.to_string())
+            .args(["--http-bind", "none"])
             .arg("--data-dir")
             .arg(data.path())
             .stdin(Stdio::null())

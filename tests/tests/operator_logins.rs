@@ -33,6 +33,7 @@ fn logins_beyond_the_queue_are_refused_as_busy(backend: &dyn Backend) {
             bind: "127.0.0.1:0".into(),
             // No IRC here: the default port would collide between tests.
             irc_bind: NO_LISTENER.into(),
+            http_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.path().to_path_buf(),
             fsync: FsyncPolicy::Never,
@@ -47,6 +48,7 @@ fn logins_beyond_the_queue_are_refused_as_busy(backend: &dyn Backend) {
         },
         history: Default::default(),
         tls: Default::default(),
+        http: Default::default(),
     };
     let clock = Arc::new(ManualClock::new(1_795_000_000_000));
     let running = launch(&settings, backend, clock).expect("server starts");

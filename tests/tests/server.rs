@@ -46,6 +46,7 @@ fn start_with(
             bind: "127.0.0.1:0".into(),
             // No IRC here: the default port would collide between tests.
             irc_bind: NO_LISTENER.into(),
+            http_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.to_path_buf(),
             fsync,
@@ -56,6 +57,7 @@ fn start_with(
         chat,
         history: Default::default(),
         tls: Default::default(),
+        http: Default::default(),
     };
     launch(
         &settings,
@@ -290,6 +292,7 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
             bind: "127.0.0.1:0".into(),
             // No IRC here: the default port would collide between tests.
             irc_bind: NO_LISTENER.into(),
+            http_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: dir.path().to_path_buf(),
             persist: false,
@@ -300,6 +303,7 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
         chat,
         history: Default::default(),
         tls: Default::default(),
+        http: Default::default(),
     };
     let gate = Arc::new(GatedClock::new());
     let running = launch(&settings, backend, gate.clone()).expect("server starts");
@@ -420,6 +424,7 @@ fn memory_only_settings(backend: &dyn Backend, data_dir: &std::path::Path) -> Se
             bind: "127.0.0.1:0".into(),
             // No IRC here: the default port would collide between tests.
             irc_bind: NO_LISTENER.into(),
+            http_bind: NO_LISTENER.into(),
             threads: 2,
             data_dir: data_dir.to_path_buf(),
             persist: false,
@@ -429,6 +434,7 @@ fn memory_only_settings(backend: &dyn Backend, data_dir: &std::path::Path) -> Se
         chat: Config::default(),
         history: Default::default(),
         tls: Default::default(),
+        http: Default::default(),
     };
     settings.chat.idle.enabled = false;
     settings

@@ -38,6 +38,7 @@ fn start(backend: &dyn Backend, dir: &std::path::Path, tls: &TestTls) -> (Runnin
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
             irc_bind: NO_LISTENER.into(),
+            http_bind: NO_LISTENER.into(),
             tls_bind: "127.0.0.1:0".into(),
             threads: 2,
             data_dir: dir.to_path_buf(),
@@ -54,6 +55,7 @@ fn start(backend: &dyn Backend, dir: &std::path::Path, tls: &TestTls) -> (Runnin
             self_signed: false,
             handshake_timeout: HANDSHAKE_TIMEOUT,
         },
+        http: Default::default(),
     };
     let running = launch(
         &settings,

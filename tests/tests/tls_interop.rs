@@ -38,6 +38,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(["--tls-bind", "127.0.0.1:0", "--tls-self-signed"])
+            .args(["--http-bind", "none"])
             .args(["--threads", "1", "--data-dir"])
             .arg(data.path())
             .stdin(Stdio::null())

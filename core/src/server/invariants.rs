@@ -104,10 +104,11 @@ impl Server {
             ));
         }
         let counted: usize = self.addresses.values().map(|a| a.connections).sum();
-        if counted != self.sessions.len() {
+        if counted != self.sessions.len() + self.web_pending.len() {
             return Err(format!(
-                "{counted} address slots for {} sessions",
-                self.sessions.len()
+                "{counted} address slots for {} sessions and {} HTTP connections",
+                self.sessions.len(),
+                self.web_pending.len()
             ));
         }
         self.check_bounds()

@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub(crate) dialect: Dialect,
     /// Its transport is encrypted (TLS): passwords may cross it.
     pub(crate) encrypted: bool,
+    /// It came through the HTTP listener as a WebSocket.
+    pub(crate) web: bool,
     /// Current nickname.
     pub(crate) nick: Nick,
     /// Rooms the client is in, in the order joined. A native client is
@@ -106,6 +108,7 @@ impl Session {
             peer,
             dialect,
             encrypted: false,
+            web: false,
             nick,
             rooms: SmallVec::new(),
             held: None,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 
 pub use self::config::{CertSource, TlsConfigError};
-pub use self::session::{TlsError, TlsSession, TlsState, Transport};
+pub use self::session::{TlsError, TlsSession};
 
 /// The default `[tls] handshake_timeout`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -111,8 +111,7 @@ fn refuse(refusal: Refusal) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut out = crate::out_queue::OutQueue::default();
     out.push(&line, chatd_core::Priority::Urgent);
-    let mut transport =
-        super::Transport::Tls(Box::new(super::session::TlsState { session, deadline }));
+    let mut transport = crate::transport::Transport::from_session(session, deadline);
     stream.set_write_timeout(Some(left(deadline)?))?;
     transport.flush(&mut out, &mut stream, true)?;
     stream.flush()?;

@@ -21,7 +21,6 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Instant;
 
 use rustls::ServerConfig;
 use rustls::server::ServerConnectionData;
@@ -30,7 +29,6 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
 };
 
-use super::TlsAcceptor;
 use crate::out_queue::OutQueue;
 
 /// Most plaintext sealed at once: one TLS record's worth.
@@ -61,7 +59,7 @@ pub struct TlsSession {
     established: bool,
     /// close_notify is queued (or the connection closed before the
     /// handshake finished, when there is none to send).
-    close_sent: bool,
+    pub(crate) close_sent: bool,
     /// rustls failed: the connection is over and rustls is never called
     /// again (it would read the failed input a second time). Only its
     /// alert, already queued, is left to send.
@@ -331,157 +329,6 @@ fn append_grown(
     }
 }
 
-/// A connection's transport, as a backend keeps it: one pointer, so a
-/// plain connection pays eight bytes for the possibility of TLS.
-#[derive(Debug, Default)]
-pub enum Transport {
-    /// Plain TCP: bytes go through unchanged.
-    #[default]
-    Plain,
-    /// TLS.
-    Tls(Box<TlsState>),
-}
-
-/// A TLS connection's state.
-#[derive(Debug)]
-pub struct TlsState {
-    /// The session.
-    pub session: TlsSession,
-    /// When an unfinished handshake is cut off.
-    pub deadline: Instant,
-}
-
-/// What bytes read from the socket meant.
-#[derive(Debug, Default)]
-pub struct Received {
-    /// Plaintext for the core (may be empty: handshake bytes only).
-    pub plaintext: Vec<u8>,
-    /// The peer ended the TLS stream (close_notify).
-    pub peer_closed: bool,
-}
-
-impl Transport {
-    /// The transport for a connection accepted at `now` on a listener with
-    /// `tls` (`None`: plain).
-    pub fn new(tls: Option<&TlsAcceptor>, now: Instant) -> Result<Self, TlsError> {
-        match tls {
-            None => Ok(Self::Plain),
-            Some(acceptor) => Ok(Self::Tls(Box::new(TlsState {
-                session: acceptor.session()?,
-                deadline: now + acceptor.handshake_timeout(),
-            }))),
-        }
-    }
-
-    /// Whether this is TLS.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
-    }
-
-    /// When the connection is cut off unless its handshake is done by
-    /// then; `None` when there is no handshake going on.
-    pub fn handshake_deadline(&self) -> Option<Instant> {
-        match self {
-            Self::Tls(tls) if tls.session.is_handshaking() => Some(tls.deadline),
-            _ => None,
-        }
-    }
-
-    /// Whether the handshake has outlived its deadline at `now`.
-    pub fn handshake_expired(&self, now: Instant) -> bool {
-        self.handshake_deadline()
-            .is_some_and(|deadline| now >= deadline)
-    }
-
-    /// Turns bytes read from the socket into plaintext for the core.
-    pub fn received(&mut self, bytes: &[u8]) -> Result<Received, TlsError> {
-        match self {
-            Self::Plain => Ok(Received {
-                plaintext: bytes.to_vec(),
-                peer_closed: false,
-            }),
-            Self::Tls(tls) => {
-                let mut plaintext = Vec::new();
-                let peer_closed = tls.session.receive(bytes, &mut plaintext)?;
-                Ok(Received {
-                    plaintext,
-                    peer_closed,
-                })
-            }
-        }
-    }
-
-    /// Whether output waits for the socket beyond what `out` holds
-    /// (ciphertext in rustls: handshake messages, a sealed chunk, an alert).
-    pub fn wants_write(&self) -> bool {
-        match self {
-            Self::Plain => false,
-            Self::Tls(tls) => tls.session.wants_write(),
-        }
-    }
-
-    /// A readiness backend's flush: writes `out` (through TLS if any) as
-    /// far as the socket takes. With `closing`, close_notify follows the
-    /// last byte. `Ok(true)`: nothing more can be written now (all
-    /// written, or the rest waits for the handshake); `Ok(false)`: the
-    /// socket would block.
-    pub fn flush(
-        &mut self,
-        out: &mut OutQueue,
-        socket: &mut impl Write,
-        closing: bool,
-    ) -> io::Result<bool> {
-        let session = match self {
-            Self::Plain => return out.flush(socket),
-            Self::Tls(tls) => &mut tls.session,
-        };
-        loop {
-            if session.wants_write() {
-                match session.write_tls(socket) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => continue,
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(error) => return Err(error),
-                }
-            }
-            if session.seal(out)? {
-                continue;
-            }
-            if closing && (out.is_empty() || session.is_handshaking()) && !session.close_sent {
-                session.close_notify();
-                continue;
-            }
-            return Ok(true);
-        }
-    }
-
-    /// A completion backend's next send: ciphertext made from `out`
-    /// (at most one [`SEAL_CHUNK`] of it) appended to `buffer`, plus
-    /// close_notify once `out` is empty when `closing`. Plain transports
-    /// use [`OutQueue::take_batch`] instead.
-    pub fn next_ciphertext(
-        &mut self,
-        out: &mut OutQueue,
-        closing: bool,
-        buffer: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        let Self::Tls(tls) = self else {
-            return Ok(());
-        };
-        let session = &mut tls.session;
-        session.drain_into(buffer);
-        if buffer.is_empty() {
-            session.seal(out)?;
-            if closing && (out.is_empty() || session.is_handshaking()) {
-                session.close_notify();
-            }
-            session.drain_into(buffer);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
@@ -492,7 +339,10 @@ mod tests {
     use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
     use super::*;
+    use crate::tls::TlsAcceptor;
     use crate::tls::config;
+    use crate::transport::Transport;
+    use std::time::Instant;
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -511,7 +361,7 @@ mod tests {
             .with_no_client_auth();
         let name = ServerName::try_from("localhost").expect("name");
         let client = ClientConnection::new(Arc::new(client), name).expect("client");
-        let transport = Transport::new(Some(&acceptor), Instant::now()).expect("transport");
+        let transport = Transport::new(Some(&acceptor), None, Instant::now()).expect("transport");
         (transport, client)
     }
 
@@ -638,14 +488,6 @@ mod tests {
             .received(&client_flight(&mut client))
             .expect("taken");
         assert_eq!(received.plaintext, lines);
-    }
-
-    #[test]
-    fn a_plain_connection_pays_one_pointer_for_tls() {
-        assert_eq!(
-            std::mem::size_of::<Transport>(),
-            std::mem::size_of::<usize>()
-        );
     }
 
     #[test]
