@@ -157,6 +157,7 @@
         unread: 0,
         unreadFull: false,
         unreadAsked: false,
+        item: null, // its entry in the room list (renderRooms)
       };
       state.rooms.set(key, room);
     }
@@ -911,42 +912,47 @@
     }, 8000);
   }
 
+  // Each room keeps its one list item, updated in place: a button that
+  // was replaced under the pointer or the keyboard focus would lose the
+  // click or the focus.
   function renderRooms() {
     const rooms = [...state.rooms.values()]
       .filter((room) => room.listed || room.visited || room.name === state.room)
       .sort((a, b) => a.name.localeCompare(b.name));
-    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.room : null;
-    const items = [];
     let unreadTotal = 0;
-    for (const room of rooms) {
-      const item = document.createElement('li');
-      const button = document.createElement('button');
-      button.type = 'button';
-      button.className = 'room';
-      button.dataset.room = room.name;
+    const keep = new Set();
+    rooms.forEach((room, index) => {
+      if (!room.item) {
+        room.item = document.createElement('li');
+        const button = document.createElement('button');
+        button.type = 'button';
+        button.className = 'room';
+        button.dataset.room = room.name;
+        button.addEventListener('click', () => joinRoom(room.name));
+        room.item.append(button);
+      }
+      const button = room.item.firstElementChild;
+      const parts = [span('room-name', room.name)];
       if (room.name === state.room) button.setAttribute('aria-current', 'true');
-      button.append(span('room-name', room.name));
-      if (room.isPrivate) button.append(span('private', 'private'));
+      else button.removeAttribute('aria-current');
+      if (room.isPrivate) parts.push(span('private', 'private'));
       if (room.members !== null) {
-        button.append(span('members', `${room.members} member${room.members === 1 ? '' : 's'}`));
+        parts.push(span('members', `${room.members} member${room.members === 1 ? '' : 's'}`));
       }
       if (room.unread > 0 && room.name !== state.room) {
         const text = room.unreadFull ? '99+' : String(room.unread);
         const unread = span('unread', text);
         unread.setAttribute('aria-label', `${text} unread`);
-        button.append(unread);
+        parts.push(unread);
         unreadTotal += room.unread;
       }
-      if (room.topic) button.append(span('room-topic', room.topic));
-      button.addEventListener('click', () => joinRoom(room.name));
-      item.append(button);
-      items.push(item);
-    }
-    ui.roomList.replaceChildren(...items);
-    if (focused) {
-      const again = ui.roomList.querySelector(`button[data-room="${CSS.escape(focused)}"]`);
-      if (again) again.focus();
-    }
+      if (room.topic) parts.push(span('room-topic', room.topic));
+      button.replaceChildren(...parts);
+      keep.add(room.item);
+      const at = ui.roomList.children[index];
+      if (at !== room.item) ui.roomList.insertBefore(room.item, at || null);
+    });
+    for (const item of [...ui.roomList.children]) if (!keep.has(item)) item.remove();
     ui.roomsToggleUnread.hidden = unreadTotal === 0;
     ui.roomsToggleUnread.textContent = unreadTotal > 99 ? '99+' : String(unreadTotal);
   }
