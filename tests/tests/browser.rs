@@ -35,6 +35,19 @@ use fantoccini::wd::{Capabilities, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+/// The server's settings for the test.
+const CONFIG: &str = r#"
+# Pages of 5 history entries: a few lines make several pages, so catching
+# up pages and merges.
+history_page = 5
+
+[rate_limit]
+# Both pages and the TCP client come from 127.0.0.1, which real users do
+# not share; each connection keeps its own default limit, which the page
+# paces itself under.
+ip_messages = 1000
+"#;
+
 /// The longest any one thing may take to show up.
 const WAIT: Duration = Duration::from_secs(10);
 /// How often a page is looked at while waiting.
@@ -157,6 +170,36 @@ async fn two_pages_and_a_tcp_client_chat_reconnect_and_stay_inert() {
         )
         .await;
 
+    // ---- A reload catches up from the id it remembered, page by page. ----
+    // The server's history_page is 5 (see CONFIG): the newest page on
+    // join and the pages forward from the remembered id overlap, and the
+    // merge by id must show each line once.
+    alice.click("#room-list button[data-room=\"#den\"]").await;
+    alice.wait_text("#room-title", "#den").await;
+    for n in 1..=8 {
+        carol.say(&format!("backlog {n}"));
+    }
+    alice.step("reload", alice.client.refresh()).await;
+    alice
+        .wait_js(
+            "the reloaded page is back as alice in #den",
+            "return document.getElementById('status').textContent === 'connected as alice' && document.getElementById('room-title').textContent === '#den'",
+        )
+        .await;
+    alice.click("#room-list button[data-room=\"#lobby\"]").await;
+    alice.wait_text("#room-title", "#lobby").await;
+    alice.wait_line("carol: backlog 1").await;
+    alice.wait_line("carol: backlog 8").await;
+    for n in 1..=8 {
+        alice.expect_once(&format!("carol: backlog {n}")).await;
+    }
+    alice
+        .wait_js(
+            "the backlog is in order",
+            "const t = [...document.querySelectorAll('.log:not([hidden]) .line .text')].map(e => e.textContent).filter(t => t.startsWith('backlog')); return t.join(',') === [1,2,3,4,5,6,7,8].map(n => 'backlog ' + n).join(',')",
+        )
+        .await;
+
     // ---- Commands: completion, help, a clear error. ----
     alice.keys("#input", &format!("#jo{TAB}")).await;
     alice
@@ -232,14 +275,27 @@ async fn two_pages_and_a_tcp_client_chat_reconnect_and_stay_inert() {
     alice.type_line("back again").await;
     carol.expect("[#lobby] alice: back again");
     bob.wait_line("alice: back again").await;
-    for page in [&alice, &bob] {
-        for line in [
-            "alice: hello from alice",
-            "bob: hi from bob",
-            "carol: hey from carol",
-            "carol: said while the pages were away",
-            "alice: back again",
-        ] {
+    // Alice's page was reloaded since the first lines: it shows from the
+    // backlog on.
+    let before_restart = [
+        (
+            &alice,
+            ["carol: backlog 1", "carol: backlog 8", "bob: page says"],
+        ),
+        (
+            &bob,
+            [
+                "alice: hello from alice",
+                "carol: hey from carol",
+                "bob: page says",
+            ],
+        ),
+    ];
+    for (page, earlier) in before_restart {
+        for line in earlier {
+            page.expect_once(line).await;
+        }
+        for line in ["carol: said while the pages were away", "alice: back again"] {
             page.expect_once(line).await;
         }
         page.expect_inert().await;
@@ -771,15 +827,20 @@ impl Chatd {
     }
 
     /// Starts `chatd serve` and reads its start-up line's list of listeners.
-    fn spawn(data: &Path, native: &str, http: &str) -> (KillOnDrop, Receiver<String>, String) {
+    fn spawn(dir: &Path, native: &str, http: &str) -> (KillOnDrop, Receiver<String>, String) {
         let binary = native_chatd_binary().unwrap_or_else(|error| panic!("{error}"));
+        let config = dir.join("chatd.toml");
+        std::fs::write(&config, CONFIG)
+            .unwrap_or_else(|error| panic!("cannot write {}: {error}", config.display()));
         let deadline = Instant::now() + WAIT;
         loop {
             let mut child = Command::new(&binary)
                 .args(["serve", "--threads", "2", "--irc-bind", "none"])
-                .args(["--bind", &native, "--http-bind", &http])
+                .args(["--bind", native, "--http-bind", http])
+                .arg("--config")
+                .arg(&config)
                 .arg("--data-dir")
-                .arg(data)
+                .arg(dir.join("data"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

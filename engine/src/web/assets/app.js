@@ -75,23 +75,28 @@
     }
   }
 
+  // Written at most every 200 ms (a burst of history changes many ids),
+  // and at once when the page goes away.
   let saveTimer = null;
   function save() {
-    if (saveTimer !== null) return;
-    saveTimer = setTimeout(() => {
-      saveTimer = null;
-      const rooms = {};
-      for (const room of state.rooms.values()) {
-        if (room.visited) rooms[room.name] = { lastId: room.lastId };
-      }
-      saved.rooms = rooms;
-      try {
-        sessionStorage.setItem(STORAGE_KEY, JSON.stringify(saved));
-      } catch {
-        // Storage full or disabled: the page works on, it only forgets on reload.
-      }
-    }, 200);
+    if (saveTimer === null) saveTimer = setTimeout(writeSaved, 200);
   }
+
+  function writeSaved() {
+    clearTimeout(saveTimer);
+    saveTimer = null;
+    const rooms = {};
+    for (const room of state.rooms.values()) {
+      if (room.visited) rooms[room.name] = { lastId: room.lastId };
+    }
+    saved.rooms = rooms;
+    try {
+      sessionStorage.setItem(STORAGE_KEY, JSON.stringify(saved));
+    } catch {
+      // Storage full or disabled: the page works on, it only forgets on reload.
+    }
+  }
+  window.addEventListener('pagehide', writeSaved);
 
   // ---- State ---------------------------------------------------------------
   const state = {
@@ -121,6 +126,11 @@
     lastRoomsAsk: null,
     // Confirmations of the page's own setup, not shown.
     quietEvents: [],
+    // The most entries the server gives in one history answer: PAGE until
+    // a catch-up shows the server's history_page is smaller.
+    pageLimit: PAGE,
+    // The saved nickname being taken back after a (re)connect.
+    nickRestore: null,
     refreshTimer: null,
     completion: null,
   };
@@ -317,8 +327,10 @@
         if (!entries) return historyFailed(room, error);
         for (const entry of entries) showEntry(room, entry);
         // A reload: the page remembered an id older than this page's first
-        // line, so fill the gap from there.
-        if (remembered > 0 && entries.length === HISTORY_ON_JOIN && entries[0].id > remembered + 1) {
+        // line. Ids are global (other rooms' lines come between), so
+        // whether lines are missing in between is unknown: page forward
+        // from the remembered id, merging with what is shown.
+        if (remembered > 0 && entries.length > 0 && entries[0].id > remembered) {
           catchUp(room, remembered, 0);
         }
         scrollToEnd(room);
@@ -326,7 +338,7 @@
     });
   }
 
-  function catchUp(room, since, pages, retries = 0) {
+  function catchUp(room, since, pages, retries = 0, previous = 0) {
     query(`#history ${room.name} since ${since} ${PAGE}`, {
       kind: 'catch-up',
       room: room.name,
@@ -335,7 +347,7 @@
           // A busy history store says try-later: a catch-up is worth
           // another go, it is what the person missed.
           if ((error === 'try-later' || error === 'history-unavailable' || error === 'timeout') && retries < 3 && state.online) {
-            setTimeout(() => state.online && catchUp(room, since, pages, retries + 1), 2000 * (retries + 1));
+            setTimeout(() => state.online && catchUp(room, since, pages, retries + 1, previous), 2000 * (retries + 1));
             return;
           }
           return historyFailed(room, error);
@@ -345,8 +357,15 @@
           showEntry(room, entry);
           if (entry.id > newest) newest = entry.id;
         }
-        if (entries.length >= PAGE && newest > since && pages + 1 < MAX_CATCH_UP_PAGES) {
-          catchUp(room, newest, pages + 1);
+        // A page shorter than asked is the last, unless the server clamps
+        // pages to a smaller history_page (the protocol does not say it):
+        // so page on until one comes back empty, and learn the clamp when
+        // a short page had more behind it.
+        if (previous > 0 && previous < PAGE && entries.length > 0) {
+          state.pageLimit = Math.min(state.pageLimit, previous);
+        }
+        if (entries.length > 0 && newest > since && pages + 1 < MAX_CATCH_UP_PAGES) {
+          catchUp(room, newest, pages + 1, 0, entries.length);
         }
       },
     });
@@ -385,7 +404,7 @@
           // out of answers permission-denied): no count.
           if (!entries || room.name === state.room || room.lastId !== since) return;
           room.unread = entries.length;
-          room.unreadFull = entries.length >= PAGE;
+          room.unreadFull = entries.length >= state.pageLimit;
           renderRooms();
         },
       });
@@ -594,7 +613,10 @@
     send('#ids on');
     send('#ack on');
     state.quietEvents = ['ids on', 'acknowledgements on'];
-    if (saved.nick && saved.nick.toLowerCase() !== nick.toLowerCase()) send(`#nick ${saved.nick}`);
+    if (saved.nick && saved.nick.toLowerCase() !== nick.toLowerCase()) {
+      state.nickRestore = { nick: saved.nick, tries: 1 };
+      send(`#nick ${saved.nick}`);
+    }
     if (!state.help.size) send('#help');
     const want = saved.room;
     const current = setCurrent(room);
@@ -637,6 +659,7 @@
       return;
     }
     if ((match = /^you are now (\S+)$/.exec(event))) {
+      state.nickRestore = null;
       state.nick = match[1];
       saved.nick = match[1];
       ui.nickInput.value = match[1];
@@ -698,7 +721,18 @@
         saved.room = state.room;
         loadRoom(roomState(state.room));
       }
+    } else if (code === 'nick-taken' && state.nickRestore && state.nickRestore.tries < 4) {
+      // After a reload or a quick reconnect the server may not have seen
+      // the old connection go yet, and it still holds the nickname: try
+      // again in a moment rather than give it up.
+      const restore = state.nickRestore;
+      restore.tries += 1;
+      setTimeout(() => {
+        if (state.nickRestore === restore && state.online) send(`#nick ${restore.nick}`);
+      }, 1000 * restore.tries);
+      return;
     } else if (code === 'nick-taken' || code === 'bad-nick') {
+      state.nickRestore = null;
       // The saved nickname is no longer ours: keep the server's.
       saved.nick = state.nick;
       ui.nickInput.value = state.nick || '';
@@ -940,7 +974,7 @@
         parts.push(span('members', `${room.members} member${room.members === 1 ? '' : 's'}`));
       }
       if (room.unread > 0 && room.name !== state.room) {
-        const text = room.unreadFull ? '99+' : String(room.unread);
+        const text = room.unreadFull ? `${state.pageLimit - 1}+` : String(room.unread);
         const unread = span('unread', text);
         unread.setAttribute('aria-label', `${text} unread`);
         parts.push(unread);
