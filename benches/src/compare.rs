@@ -61,6 +61,7 @@ impl Scenario {
             duration,
             reader_threads: 2,
             tls: None,
+            web: false,
         };
         match self {
             Self::S1 | Self::S1NoPersist | Self::S3 => FanoutPlan {
@@ -73,6 +74,7 @@ impl Scenario {
                 duration,
                 reader_threads: 2,
                 tls: None,
+                web: false,
             },
             Self::S2 => fan_out(2_000),
             Self::S2Lite => fan_out(200),

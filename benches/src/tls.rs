@@ -115,6 +115,7 @@ impl TlsArgs {
                     duration: Duration::from_secs(self.seconds),
                     reader_threads: 2,
                     tls: secure.then(|| config.clone()),
+                    web: false,
                 };
                 let addr = if secure {
                     server.tls_addr()?
@@ -226,7 +227,7 @@ fn handshake_once(
 }
 
 /// Reads until the end of chatd's welcome line.
-fn read_welcome(stream: &mut BenchStream) -> anyhow::Result<()> {
+pub(crate) fn read_welcome(stream: &mut BenchStream) -> anyhow::Result<()> {
     let mut seen = Vec::new();
     let mut buffer = [0u8; 512];
     while !seen.contains(&b'\n') {
@@ -244,15 +245,15 @@ fn read_welcome(stream: &mut BenchStream) -> anyhow::Result<()> {
 
 /// One S1 run's figures.
 #[derive(Debug, Clone, Copy)]
-struct S1Run {
-    rate: f64,
-    server_ns: f64,
-    generator_s: f64,
+pub(crate) struct S1Run {
+    pub(crate) rate: f64,
+    pub(crate) server_ns: f64,
+    pub(crate) generator_s: f64,
 }
 
 impl S1Run {
     /// The run with the median rate.
-    fn median(mut runs: Vec<S1Run>) -> S1Run {
+    pub(crate) fn median(mut runs: Vec<S1Run>) -> S1Run {
         runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         runs.get(runs.len() / 2).copied().unwrap_or(S1Run {
             rate: 0.0,
