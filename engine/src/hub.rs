@@ -408,6 +408,8 @@ pub(crate) struct Hub {
     pub(crate) held: std::collections::VecDeque<HeldQuery>,
     /// Sends refusal lines over TLS (only when a TLS listener exists).
     pub(crate) refuser: Option<Refuser>,
+    /// How long the core's turns take (metrics.rs), kept by [`Hub::run`].
+    pub(crate) turns: crate::metrics::Latencies,
 }
 
 /// A history query waiting for the writer to catch up.
@@ -445,6 +447,9 @@ impl Hub {
         let mut batches: Vec<Vec<Command>> = (0..threads).map(|_| Vec::new()).collect();
         let mut stopping = false;
         while !stopping {
+            // The engine's own clock, not `self.clock`: this measures the
+            // machine's work for metrics, and a test clock may stand still.
+            let turn = Instant::now();
             self.fire_due_timers();
             let mut handled = 0;
             while handled < EVENTS_PER_TURN {
@@ -460,6 +465,11 @@ impl Hub {
                 self.route(&mut batches);
             }
             self.route(&mut batches);
+            if handled > 0 {
+                // Idle turns (a timer at most) would drown the ones that
+                // did work.
+                self.turns.observe(turn.elapsed());
+            }
             self.inbox.resume_readers();
             for (mailbox, batch) in self.mailboxes.iter().zip(&mut batches) {
                 if !batch.is_empty() {
