@@ -94,6 +94,8 @@ fn gauges_count_open_connections_by_listener_and_protocol() {
     server.accept_web(now, peer(1, 4), false).expect("admitted");
     let web = server.accept_web(now, peer(1, 5), true).expect("admitted");
     server.handle_upgraded(now, web, Dialect::Irc);
+    let web = server.accept_web(now, peer(1, 6), false).expect("admitted");
+    server.handle_upgraded(now, web, Dialect::Native);
     server.handle(now, native, b"#create #side\n");
     server.handle_closed(now, native);
     drain(&mut server);
@@ -110,7 +112,7 @@ fn gauges_count_open_connections_by_listener_and_protocol() {
             ("native-tls", "native", 0),
             ("irc", "irc", 0),
             ("irc-tls", "irc", 1),
-            ("http", "native", 0),
+            ("http", "native", 1),
             ("http", "irc", 0),
             ("http", "http", 1),
             ("https", "native", 0),
