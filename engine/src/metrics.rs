@@ -514,6 +514,9 @@ mod tests {
         assert!(parse("# HELP a x\n# TYPE a gauge\na{b=c} 1\n").is_err());
         assert!(parse("# HELP a x\n# TYPE a gauge\na one\n").is_err());
         assert!(parse("# HELP a x\n# TYPE a gauge\na 1\na 2\n").is_err());
+        assert!(parse("# TYPE a gauge\n# HELP a x\na 1\n").is_err());
+        assert!(parse("# HELP a x\n# TYPE a gauge\na_sum 1\n").is_err());
+        assert!(parse("# HELP a_count x\n# TYPE a_count gauge\na_count 1\n").is_ok());
         assert_eq!(
             parse("# HELP a x\n# TYPE a gauge\na{b=\"c\"} 1\n"),
             Ok(BTreeMap::from([("a{b=\"c\"}".to_owned(), 1.0)]))
@@ -638,13 +641,17 @@ mod tests {
             );
         }
         assert!(snapshot.gauges.history_bytes > 0);
-        // Every series is known to the docs.
+        // Every series is in the docs, with its type.
         let documented = include_str!("../../docs/METRICS.md");
         for line in text.lines().filter(|line| line.starts_with("# TYPE ")) {
-            let name = line.split(' ').nth(2).unwrap_or_default();
+            let mut words = line.split(' ').skip(2);
+            let (name, kind) = (
+                words.next().unwrap_or_default(),
+                words.next().unwrap_or_default(),
+            );
             assert!(
-                documented.contains(&format!("`{name}`")),
-                "{name} is not in docs/METRICS.md"
+                documented.contains(&format!("| `{name}` | {kind} |")),
+                "{name} ({kind}) is not in docs/METRICS.md"
             );
         }
         // Rendered twice, the same text: a fixed order.
