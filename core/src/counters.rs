@@ -200,8 +200,9 @@ impl Counters {
             }
             _ => return,
         };
-        self.deliveries_out += recipients as u64;
-        self.bytes_out += (recipients * bytes) as u64;
+        let recipients = recipients as u64;
+        self.deliveries_out += recipients;
+        self.bytes_out += recipients * bytes as u64;
     }
 }
 
