@@ -391,6 +391,7 @@ pub fn launch(
         settled: 0,
         held: std::collections::VecDeque::new(),
         refuser,
+        turns: Default::default(),
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

@@ -235,12 +235,29 @@ fn health_ready_and_metrics_answer(backend: &dyn Backend) {
     );
     let ready = get(http, "/readyz");
     assert!(ready.ends_with("\r\nready\n"), "{ready}");
+    let mut client = LineClient::connect(native, host(6)).expect("connects");
+    client.wait_for(|l| l.starts_with("* welcome")).unwrap();
     let metrics = get(http, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
     assert!(
         metrics.contains("Content-Type: text/plain; version=0.0.4"),
         "{metrics}"
     );
+    // The scrape itself is an HTTP connection not yet upgraded, the
+    // client a native one, and the core's turns were timed.
+    for series in [
+        "chatd_connections{listener=\"native\",dialect=\"native\"} 1",
+        "chatd_connections{listener=\"http\",dialect=\"http\"} 1",
+        "chatd_connections_accepted_total{listener=\"native\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    let turns = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chatd_turn_duration_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the turn histogram");
+    assert!(turns > 0, "{metrics}");
     let page = get(http, "/");
     assert!(page.contains("Content-Type: text/html"), "{page}");
     // None of them is left counted: a native client still gets in.
