@@ -43,6 +43,7 @@ fn a_fan_out_over_tls_delivers_every_line_once() {
         duration: Duration::from_millis(500),
         reader_threads: 2,
         tls: Some(trusting_client_config()),
+        web: false,
     };
     let measured =
         fanout::measure_at(&server, tls, &Peer::Chatd, &plan, false).expect("the run completes");
