@@ -284,9 +284,13 @@ fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
-/// Appends one unmasked frame holding `payload` (a server's frame).
-pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    let header = FrameHeader {
+/// The longest header of a server's (unmasked) frame.
+pub const MAX_SERVER_HEADER: usize = 10;
+
+/// Writes the header of a final, unmasked frame with a payload of
+/// `length` bytes into `header`; returns its length.
+pub fn write_header(header: &mut [u8; MAX_SERVER_HEADER], opcode: OpCode, length: usize) -> usize {
+    let frame = FrameHeader {
         is_final: true,
         rsv1: false,
         rsv2: false,
@@ -294,8 +298,17 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
         opcode,
         mask: None,
     };
-    // Writing into a Vec cannot fail.
-    let _ = header.format(payload.len() as u64, out);
+    let mut at = &mut header[..];
+    // At most ten bytes, which the array holds: cannot fail.
+    let _ = frame.format(length as u64, &mut at);
+    MAX_SERVER_HEADER - at.len()
+}
+
+/// Appends one unmasked frame holding `payload` (a server's frame).
+pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let mut header = [0u8; MAX_SERVER_HEADER];
+    let len = write_header(&mut header, opcode, payload.len());
+    out.extend_from_slice(&header[..len]);
     out.extend_from_slice(payload);
 }
 

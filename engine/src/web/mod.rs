@@ -294,20 +294,18 @@ impl WebState {
                     return;
                 }
                 let opcode = OpCode::Data(if *binary { Data::Binary } else { Data::Text });
-                let mut framed = Vec::new();
-                while self.wire.queued() + framed.len() < FILL_CHUNK {
+                while self.wire.queued() < FILL_CHUNK {
                     let Some(batch) = out.take_batch() else {
                         break;
                     };
-                    let used = frame_lines(batch.unsent(), opcode, &mut framed);
+                    let used = frame_lines(batch.unsent(), opcode, &mut self.wire);
                     out.written(batch, used);
                 }
                 if closing && out.is_empty() {
-                    frame::write_close(&mut framed, CloseCode::Normal, "");
+                    let mut close = Vec::new();
+                    frame::write_close(&mut close, CloseCode::Normal, "");
+                    self.wire.push(&close, Priority::Normal);
                     *close_sent = true;
-                }
-                if !framed.is_empty() {
-                    self.wire.push(&framed, Priority::Normal);
                 }
             }
             Phase::Request(_) | Phase::Ended => discard(out),
@@ -326,19 +324,25 @@ impl WebState {
     }
 }
 
-/// Frames each whole line at the front of `bytes` (LF or CR LF ended) into
-/// `framed`, at most [`FILL_CHUNK`] of them; returns the bytes used.
-fn frame_lines(bytes: &[u8], opcode: OpCode, framed: &mut Vec<u8>) -> usize {
+/// Frames each whole line at the front of `bytes` (LF or CR LF ended)
+/// into `wire`, until it holds [`FILL_CHUNK`]; returns the bytes used.
+/// Each frame is written straight into the queue: its header, then the
+/// line, with no buffer between (this runs once per recipient of every
+/// line).
+fn frame_lines(bytes: &[u8], opcode: OpCode, wire: &mut OutQueue) -> usize {
     let mut used = 0;
-    while used < bytes.len() && framed.len() < FILL_CHUNK {
+    while used < bytes.len() && wire.queued() < FILL_CHUNK {
         let rest = &bytes[used..];
-        let (line, len) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, len) = match memchr::memchr(b'\n', rest) {
             Some(end) => (&rest[..end], end + 1),
             // The core queues whole lines; a tail without LF is one anyway.
             None => (rest, rest.len()),
         };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        frame::write_frame(framed, opcode, line);
+        let mut header = [0u8; frame::MAX_SERVER_HEADER];
+        let header_len = frame::write_header(&mut header, opcode, line.len());
+        wire.push(&header[..header_len], Priority::Normal);
+        wire.push(line, Priority::Normal);
         used += len;
     }
     used
