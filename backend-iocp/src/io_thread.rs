@@ -457,7 +457,7 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
             match received {
                 Ok(received) => {
                     if let Some(signal) = received.signal {
-                        local.inbox.push(signal_event(conn.id, signal));
+                        local.inbox.send(signal_event(conn.id, signal));
                     }
                     if !received.plaintext.is_empty() {
                         local.inbox.send(Event::Received {

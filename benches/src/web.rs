@@ -44,6 +44,12 @@ pub struct WebArgs {
 /// The flags that give a server its HTTP listener.
 const HTTP_FLAGS: [&str; 2] = ["--http-bind", "127.0.0.1:0"];
 
+/// Scrapes in one batch of the CPU measurement.
+const SCRAPES_PER_BATCH: usize = 500;
+
+/// Connections open while scrapes are timed (S1's size).
+const SCRAPE_CONNECTIONS: usize = 100;
+
 /// How often `/metrics` is scraped during the scraped runs.
 const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 
@@ -53,6 +59,7 @@ impl WebArgs {
         for backend in &self.backends {
             let transport = self.pairs(backend, Variant::WebSocket)?;
             let scrape = self.pairs(backend, Variant::Scraped)?;
+            let scrape_cpu = self.scrape_cpu(backend)?;
             let idle_tcp = self.idle(backend, false)?;
             let idle_web = self.idle(backend, true)?;
             println!("backend {backend} ({}):", self.launch.config.display());
@@ -75,6 +82,12 @@ impl WebArgs {
                 scrape.scrapes,
                 scrape.other.rate / scrape.base.rate.max(1.0),
                 scrape.base.rate
+            );
+            println!(
+                "  one scrape    {:.0} us of server CPU (median of {} batches of {SCRAPES_PER_BATCH}, {SCRAPE_CONNECTIONS} connections open) = {:.4}% of one core at one scrape a second",
+                scrape_cpu * 1e6,
+                self.rounds,
+                scrape_cpu * 100.0
             );
             println!(
                 "  idle          TCP {:.0} B, WebSocket {:.0} B per connection ({} connections each)",
@@ -145,6 +158,37 @@ impl WebArgs {
             other: S1Run::median(other),
             scrapes,
         })
+    }
+
+    /// Server CPU seconds one `/metrics` answer costs, with
+    /// [`SCRAPE_CONNECTIONS`] connections open (the gauges walk them):
+    /// the median over `rounds` batches of back-to-back scrapes.
+    fn scrape_cpu(&self, backend: &str) -> anyhow::Result<f64> {
+        let server = ServerProcess::launch_backend(&self.launch, backend, &HTTP_FLAGS)?;
+        let http = server.http_addr()?;
+        let mut open = Vec::with_capacity(SCRAPE_CONNECTIONS);
+        for i in 0..SCRAPE_CONNECTIONS {
+            let mut stream = BenchStream::Plain(connect_from(server.addr, source_for(i))?);
+            read_welcome(&mut stream)?;
+            open.push(stream);
+        }
+        let mut batches = Vec::with_capacity(self.rounds);
+        for _ in 0..self.rounds.max(1) {
+            let before = server.cpu_time()?;
+            for _ in 0..SCRAPES_PER_BATCH {
+                let mut stream = TcpStream::connect(http)?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(stream, "GET /metrics HTTP/1.1\r\nHost: {http}\r\n\r\n")?;
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer)?;
+                anyhow::ensure!(answer.starts_with(b"HTTP/1.1 200 "), "a scrape failed");
+            }
+            let spent = server.cpu_time()?.saturating_sub(before);
+            batches.push(spent.as_secs_f64() / SCRAPES_PER_BATCH as f64);
+        }
+        drop(open);
+        batches.sort_by(f64::total_cmp);
+        Ok(batches[batches.len() / 2])
     }
 
     /// Server RSS growth per idle connection, TCP or WebSocket.

@@ -241,8 +241,11 @@ impl WebState {
                 Incoming::Close(code) => closed_by_client = Some(code),
             },
         );
-        if !replies.is_empty() && !*close_sent {
-            // A pong may go ahead of queued lines: it is not a line.
+        // Pongs only while the client reads what it is sent: one that
+        // pings without reading would otherwise fill memory with pongs the
+        // slow-consumer rule never sees. RFC 6455 (5.5.3) lets a pong
+        // answer only the latest ping anyway.
+        if !replies.is_empty() && !*close_sent && self.wire.queued() < FILL_CHUNK {
             self.wire.push(&replies, Priority::Normal);
         }
         let ending = match (result, closed_by_client) {
@@ -252,9 +255,12 @@ impl WebState {
                 Some((close, error.to_string()))
             }
             (Ok(()), Some(code)) => {
-                // Echo the client's code (RFC 6455, 5.5.1), or say normal.
+                // Echo the client's code (RFC 6455, 5.5.1) when it may be
+                // sent; otherwise say normal.
                 let mut close = Vec::new();
-                let code = code.map_or(CloseCode::Normal, CloseCode::from);
+                let code = code
+                    .filter(|&code| frame::sendable_close_code(code))
+                    .map_or(CloseCode::Normal, CloseCode::from);
                 frame::write_close(&mut close, code, "");
                 Some((close, "the client closed the WebSocket".to_string()))
             }
@@ -551,6 +557,50 @@ mod tests {
         out.push(b"HTTP/1.1 200 OK\r\n\r\nchatd_up 1\n", Priority::Normal);
         web.fill(&mut out, true);
         assert_eq!(wire_text(&mut web), "HTTP/1.1 200 OK\r\n\r\nchatd_up 1\n");
+    }
+
+    #[test]
+    fn a_client_that_pings_without_reading_gets_a_bounded_queue_of_pongs() {
+        let mut web = WebState::new(settings());
+        web.received(&upgrade_request("/ws", ""), false);
+        let ping = [&[0x89, 0x80 | 125, 0, 0, 0, 0][..], &[b'p'; 125]].concat();
+        for _ in 0..10_000 {
+            web.received(&ping, false);
+        }
+        assert!(
+            web.wire.queued() < FILL_CHUNK + 200,
+            "{}",
+            web.wire.queued()
+        );
+        // A close code that may not be sent is answered as normal.
+        let close = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xed];
+        web.wire = OutQueue::default();
+        assert!(web.received(&close, false).ending.is_some());
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).unwrap();
+        assert_eq!(sent, [0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn duplicate_headers_bad_keys_and_head_queries_are_refused() {
+        let two_origins = "Origin: http://chat.example:8080\r\nOrigin: http://evil.example\r\n";
+        let bad_key = String::from_utf8(upgrade_request("/ws", ""))
+            .unwrap()
+            .replace(KEY, &"!".repeat(24))
+            .into_bytes();
+        for (request, status) in [
+            (upgrade_request("/ws", two_origins), "400"),
+            (bad_key, "400"),
+            (b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "405"),
+        ] {
+            let mut web = WebState::new(settings());
+            web.received(&request, false);
+            let answer = wire_text(&mut web);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{answer}"
+            );
+        }
     }
 
     #[test]
