@@ -148,25 +148,23 @@ pub fn route(
         }
         return Ok(Some((Route::Query(query), used)));
     }
-    let route = match path {
-        _ => match assets::find(path) {
-            Some(asset) => Route::Answer(answer(
-                200,
-                "OK",
-                &[("Cache-Control", "no-cache")],
-                asset.content_type,
-                asset.body,
-                head_only,
-            )),
-            None => Route::Answer(answer(
-                404,
-                "Not Found",
-                &[],
-                TEXT,
-                format!("no page at {path}\n").as_bytes(),
-                head_only,
-            )),
-        },
+    let route = match assets::find(path) {
+        Some(asset) => Route::Answer(answer(
+            200,
+            "OK",
+            &[("Cache-Control", "no-cache")],
+            asset.content_type,
+            asset.body,
+            head_only,
+        )),
+        None => Route::Answer(answer(
+            404,
+            "Not Found",
+            &[],
+            TEXT,
+            format!("no page at {path}\n").as_bytes(),
+            head_only,
+        )),
     };
     Ok(Some((route, used)))
 }
