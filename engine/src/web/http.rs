@@ -92,6 +92,13 @@ pub fn route(
             .map(str::trim)
     };
     let head_only = method == "HEAD";
+    if !settings.host_allowed(header("Host")) {
+        return Err(error(
+            421,
+            "Misdirected Request",
+            "this server answers for localhost only (its HTTP listener is bound to loopback)",
+        ));
+    }
     // Headers a request may carry once: two (an Origin the browser sent and
     // one a proxy added) could each pass a check meant for the other.
     for once in ["Host", "Origin", "Sec-WebSocket-Key", "Upgrade"] {

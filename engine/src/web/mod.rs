@@ -45,6 +45,11 @@ pub struct WebSettings {
     /// How long a connection may take to send its request head (a
     /// slowloris is cut then, and the core forgets it).
     pub request_timeout: Duration,
+    /// The listener is bound to a loopback address: requests must name a
+    /// loopback host (or one of `allowed_origins`) in `Host`, so a page
+    /// whose name was made to resolve to 127.0.0.1 (DNS rebinding) cannot
+    /// reach it as its own origin.
+    pub loopback_only: bool,
 }
 
 impl WebSettings {
@@ -58,7 +63,31 @@ impl WebSettings {
                 .collect(),
             max_line,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            loopback_only: false,
         }
+    }
+
+    /// Whether a request's `Host` is one this listener answers: any, unless
+    /// it is bound to loopback ([`WebSettings::loopback_only`]).
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        if !self.loopback_only {
+            return true;
+        }
+        let Some(host) = host else {
+            return false;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        let loopback = name == "localhost"
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        loopback
+            || self
+                .allowed_origins
+                .iter()
+                .any(|origin| host_name(origin.split("://").nth(1).unwrap_or("")) == name)
     }
 
     /// Whether a browser page from `origin` may open a WebSocket on a
@@ -71,6 +100,17 @@ impl WebSettings {
             return true;
         }
         self.allowed_origins.contains(&origin)
+    }
+}
+
+/// The host of `host[:port]` (an IPv6 literal keeps its brackets).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 
@@ -474,6 +514,35 @@ mod tests {
                 assert!(received.ending.is_some() && received.signal.is_none());
             }
         }
+    }
+
+    #[test]
+    fn a_loopback_listener_answers_loopback_hosts_only() {
+        let settings = Arc::new(WebSettings {
+            loopback_only: true,
+            ..(*settings()).clone()
+        });
+        for (host, answered) in [
+            ("localhost:8080", true),
+            ("127.0.0.1:8080", true),
+            ("127.9.9.9", true),
+            ("[::1]:8080", true),
+            ("friends.example", true),
+            ("evil.example:8080", false),
+            ("192.168.1.5:8080", false),
+            ("[::2]:8080", false),
+        ] {
+            let mut web = WebState::new(settings.clone());
+            let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let received = web.received(request.as_bytes(), false);
+            assert_eq!(received.signal.is_some(), answered, "{host}");
+            if !answered {
+                assert!(wire_text(&mut web).starts_with("HTTP/1.1 421 "), "{host}");
+            }
+        }
+        let mut web = WebState::new(settings);
+        web.received(b"GET / HTTP/1.1\r\n\r\n", false);
+        assert!(wire_text(&mut web).starts_with("HTTP/1.1 421 "), "no Host");
     }
 
     #[test]
