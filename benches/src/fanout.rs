@@ -119,6 +119,26 @@ pub struct FanoutPlan {
     pub web: bool,
 }
 
+impl FanoutPlan {
+    /// S1: one room of 100, 10 senders flat out with 64 in flight, 64-byte
+    /// payloads, for `duration`, over `tls` or a WebSocket (`web`) if
+    /// asked.
+    pub fn s1(duration: Duration, tls: Option<Arc<rustls::ClientConfig>>, web: bool) -> Self {
+        Self {
+            clients: 100,
+            rooms: 1,
+            senders: 10,
+            rate: None,
+            in_flight: 64,
+            payload: 64,
+            duration,
+            reader_threads: 2,
+            tls,
+            web,
+        }
+    }
+}
+
 /// What it measured.
 #[derive(Debug, Clone)]
 pub struct FanoutReport {

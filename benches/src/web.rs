@@ -107,18 +107,7 @@ impl WebArgs {
             for changed in [false, true] {
                 let server = ServerProcess::launch_backend(&self.launch, backend, &HTTP_FLAGS)?;
                 let web = changed && variant == Variant::WebSocket;
-                let plan = FanoutPlan {
-                    clients: 100,
-                    rooms: 1,
-                    senders: 10,
-                    rate: None,
-                    in_flight: 64,
-                    payload: 64,
-                    duration: Duration::from_secs(self.seconds),
-                    reader_threads: 2,
-                    tls: None,
-                    web,
-                };
+                let plan = FanoutPlan::s1(Duration::from_secs(self.seconds), None, web);
                 let addr = if web {
                     server.http_addr()?
                 } else {
@@ -137,12 +126,7 @@ impl WebArgs {
                     measured
                 })?;
                 scrapes += scraped.load(Ordering::SeqCst);
-                let run = S1Run {
-                    rate: measured.report.deliveries_per_second(),
-                    server_ns: measured.server_cpu.as_nanos() as f64
-                        / measured.report.delivered.max(1) as f64,
-                    generator_s: measured.generator_cpu.as_secs_f64(),
-                };
+                let run = S1Run::of(&measured);
                 eprintln!(
                     "  {backend} round {} {}: {:.0} deliveries/s, lost {}",
                     round + 1,
