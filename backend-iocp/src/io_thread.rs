@@ -88,6 +88,8 @@ struct Conn {
     reader: Cell<Option<JoinHandle<()>>>,
     /// The core closed it: flush, shut down, then let go.
     closing: Cell<bool>,
+    /// All written and shut down: waiting for the peer to hang up.
+    lingering: Cell<bool>,
     /// Gone: the tasks end.
     dead: Cell<bool>,
 }
@@ -195,8 +197,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                 Command::Close { conn } => {
                     let found = local.conns.borrow().get(&conn.get()).cloned();
                     if let Some(found) = found {
-                        found.closing.set(true);
-                        ensure_writer(&local, &found);
+                        start_closing(&local, &found);
                     }
                 }
                 Command::Panic => panic!("injected panic on I/O thread {}", context.index),
@@ -282,6 +283,7 @@ fn adopt(
         writer: Cell::new(None),
         reader: Cell::new(None),
         closing: Cell::new(false),
+        lingering: Cell::new(false),
         dead: Cell::new(false),
     });
     local.conns.borrow_mut().insert(id.get(), conn.clone());
@@ -298,6 +300,29 @@ fn ensure_writer(local: &Rc<Local>, conn: &Rc<Conn>) {
         return;
     }
     compio::runtime::spawn(write_loop(local.clone(), conn.clone())).detach();
+}
+
+/// Marks `conn` closing: its queued output goes, then it ends, within
+/// [`closing::CLOSE_FLUSH_LIMIT`]; a peer that reads nothing is reset then
+/// (the core forgot the connection already).
+fn start_closing(local: &Rc<Local>, conn: &Rc<Conn>) {
+    if !conn.closing.replace(true) {
+        // Weak: a connection that ends normally is not kept for the wait.
+        let (local, conn) = (local.clone(), Rc::downgrade(conn));
+        compio::runtime::spawn(async move {
+            compio::time::sleep(closing::CLOSE_FLUSH_LIMIT).await;
+            let Some(conn) = conn.upgrade() else {
+                return;
+            };
+            if !conn.dead.get() && !conn.lingering.get() {
+                tracing::info!(conn = %conn.id, "closed connection not reading its last bytes; reset");
+                closing::abort(&conn.stream);
+                local.forget(&conn, false);
+            }
+        })
+        .detach();
+    }
+    ensure_writer(local, conn);
 }
 
 fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
@@ -457,7 +482,7 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
             match received {
                 Ok(received) => {
                     if let Some(signal) = received.signal {
-                        local.inbox.push(signal_event(conn.id, signal));
+                        local.inbox.send(signal_event(conn.id, signal));
                     }
                     if !received.plaintext.is_empty() {
                         local.inbox.send(Event::Received {
@@ -473,9 +498,8 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                         // Over, with bytes still to send (an HTTP answer, a
                         // WebSocket close): ended as after a TLS error.
                         tracing::debug!(conn = %conn.id, %why, "web connection ends");
-                        conn.closing.set(true);
                         local.inbox.send(Event::Closed { conn: conn.id });
-                        ensure_writer(local, conn);
+                        start_closing(local, conn);
                         return true;
                     }
                     // Handshake replies to send, or the handshake is done
@@ -495,9 +519,8 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                     // the transport will still send), then our side shut
                     // down and a bounded linger, so the alert is not lost
                     // to a reset. Reading goes on, discarding.
-                    conn.closing.set(true);
                     local.inbox.send(Event::Closed { conn: conn.id });
-                    ensure_writer(local, conn);
+                    start_closing(local, conn);
                 }
             }
         }
@@ -635,6 +658,7 @@ async fn unless_dead<T>(conn: &Conn, operation: impl Future<Output = T>) -> Opti
 /// rules for how the connection ends (which a shutdown may change while
 /// it lingers), and let go.
 async fn linger_and_close(local: &Local, conn: &Conn) {
+    conn.lingering.set(true);
     closing::finish(&conn.stream);
     let since = Instant::now();
     loop {

@@ -94,6 +94,9 @@ pub(crate) struct IoLoop {
     /// TLS connections by handshake deadline (one timeout for all, so in
     /// order); an entry whose handshake is done is skipped when due.
     handshakes: VecDeque<(Instant, usize)>,
+    /// Closing connections by the deadline for their last bytes
+    /// ([`closing::CLOSE_FLUSH_LIMIT`], one for all, so in order).
+    closings: VecDeque<(Instant, usize)>,
     read_buffer: Vec<u8>,
     stop_deadline: Option<Instant>,
     /// Connections whose reading waits for room in the hub's inbox.
@@ -136,6 +139,7 @@ impl IoLoop {
             dirty: Vec::new(),
             lingering: VecDeque::new(),
             handshakes: VecDeque::new(),
+            closings: VecDeque::new(),
             read_buffer: vec![0; READ_BUFFER],
             stop_deadline: None,
             reads_paused: Vec::new(),
@@ -155,8 +159,9 @@ impl IoLoop {
             } else {
                 let linger = self.lingering.front().map(|&(deadline, _)| deadline);
                 let handshake = self.handshakes.front().map(|&(deadline, _)| deadline);
+                let closing = self.closings.front().map(|&(deadline, _)| deadline);
                 let paused = self.acceptors.iter().filter_map(|a| a.paused_until).min();
-                [self.stop_deadline, linger, handshake, paused]
+                [self.stop_deadline, linger, handshake, closing, paused]
                     .into_iter()
                     .flatten()
                     .min()
@@ -188,6 +193,7 @@ impl IoLoop {
             backlog = self.run_commands();
             backlog |= self.flush_dirty();
             self.end_lingering(Instant::now());
+            self.end_stuck_closings(Instant::now());
             if self.end_handshakes(Instant::now()) {
                 self.inbox.wake();
             }
@@ -353,9 +359,8 @@ impl IoLoop {
                             // (all the transport will still send), then our
                             // side shut down and a bounded linger, so the
                             // alert is not lost to a reset.
-                            conn.closing = true;
                             self.inbox.push(Event::Closed { conn: id });
-                            self.mark_dirty(key);
+                            self.start_closing(key);
                             return true;
                         }
                     };
@@ -381,11 +386,8 @@ impl IoLoop {
                         // Over, with bytes still to send (an HTTP answer, a
                         // WebSocket close): ended as after a TLS error.
                         tracing::debug!(conn = %id, %why, "web connection ends");
-                        if let Some(conn) = self.conns.get_mut(&key) {
-                            conn.closing = true;
-                        }
                         self.inbox.push(Event::Closed { conn: id });
-                        self.mark_dirty(key);
+                        self.start_closing(key);
                         return true;
                     }
                     if n < self.read_buffer.len() {
@@ -452,6 +454,39 @@ impl IoLoop {
         }
     }
 
+    /// Marks `key` closing: its queued output goes, then it ends, within
+    /// [`closing::CLOSE_FLUSH_LIMIT`].
+    fn start_closing(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if !conn.closing {
+            conn.closing = true;
+            self.closings
+                .push_back((Instant::now() + closing::CLOSE_FLUSH_LIMIT, key));
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Resets closing connections whose last bytes did not leave in time
+    /// (the peer reads nothing); the core forgot them already.
+    fn end_stuck_closings(&mut self, now: Instant) {
+        while let Some(&(deadline, key)) = self.closings.front() {
+            if deadline > now {
+                return;
+            }
+            self.closings.pop_front();
+            if let Some(conn) = self.conns.get(&key)
+                && conn.closing
+                && conn.lingering.is_none()
+            {
+                tracing::info!(conn = %conn.id, "closed connection not reading its last bytes; reset");
+                closing::abort(&conn.stream);
+                self.drop_connection(key);
+            }
+        }
+    }
+
     /// Cuts off TLS connections whose handshake outlived its deadline (a
     /// slowloris); the core hears of them as lost. Returns whether any was.
     fn end_handshakes(&mut self, now: Instant) -> bool {
@@ -502,13 +537,7 @@ impl IoLoop {
                         self.queue(conn.get() as usize, &bytes, priority);
                     }
                 }
-                Command::Close { conn } => {
-                    let key = conn.get() as usize;
-                    if let Some(connection) = self.conns.get_mut(&key) {
-                        connection.closing = true;
-                        self.mark_dirty(key);
-                    }
-                }
+                Command::Close { conn } => self.start_closing(conn.get() as usize),
                 Command::Stop => self.stop(),
                 Command::Panic => panic!("injected panic on I/O thread {}", self.index),
             }

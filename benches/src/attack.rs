@@ -446,6 +446,7 @@ pub fn run(server: &ServerProcess, plan: &AttackPlan) -> anyhow::Result<AttackRe
         duration: plan.phase * 2 + Duration::from_secs(15),
         reader_threads: 2,
         tls: None,
+        web: false,
     };
     std::thread::sleep(Duration::from_millis(200));
     let idle_fds = open_fds(server.pid())?;

@@ -1,4 +1,5 @@
-//! A generator's connection: plain TCP, or TLS over it.
+//! A generator's connection: plain TCP, TLS over it, or a WebSocket on
+//! chatd's HTTP listener.
 //!
 //! The fan-out generator reads every client on reader threads and writes
 //! the senders from the sending thread, through clones of one socket. A
@@ -23,6 +24,25 @@ pub enum BenchStream {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(TlsStream),
+    /// A WebSocket: lines written go out as masked text frames, frames
+    /// read come back as lines.
+    WebSocket(WebSocketStream),
+}
+
+/// A WebSocket client over one socket. Only the handle that reads keeps
+/// decoding state (the generator reads each connection on one thread and
+/// writes it from another, through a clone).
+#[derive(Debug)]
+pub struct WebSocketStream {
+    socket: TcpStream,
+    /// Bytes read and not yet a whole frame.
+    raw: Vec<u8>,
+    /// Decoded lines (LF-ended) not yet handed out.
+    lines: Vec<u8>,
+    /// Where handing out resumes in `lines`.
+    given: usize,
+    /// The next masking key (a client must mask; any key will do here).
+    mask: u32,
 }
 
 /// TLS over one socket; clones share the session.
@@ -47,11 +67,51 @@ impl BenchStream {
         }))
     }
 
+    /// Upgrades `socket`, connected to chatd's HTTP listener at `addr`,
+    /// to a WebSocket at `path` (blocking, within the socket's read
+    /// timeout). Bytes after the answer's head are kept for the first read.
+    pub fn upgrade(
+        mut socket: TcpStream,
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> io::Result<Self> {
+        write!(
+            socket,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte: the frames behind the head must stay unread.
+        while !head.ends_with(b"\r\n\r\n") {
+            if socket.read(&mut byte)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            head.push(byte[0]);
+            if head.len() > 4096 {
+                return Err(io::Error::other("an endless answer head"));
+            }
+        }
+        if !head.starts_with(b"HTTP/1.1 101 ") {
+            return Err(io::Error::other(format!(
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&head)
+            )));
+        }
+        Ok(Self::WebSocket(WebSocketStream {
+            socket,
+            raw: Vec::new(),
+            lines: Vec::new(),
+            given: 0,
+            mask: 0x9e37_79b9,
+        }))
+    }
+
     /// The socket underneath (for a poller, timeouts and blocking mode).
     pub fn socket(&self) -> &TcpStream {
         match self {
             Self::Plain(socket) => socket,
             Self::Tls(tls) => &tls.socket,
+            Self::WebSocket(ws) => &ws.socket,
         }
     }
 
@@ -63,6 +123,13 @@ impl BenchStream {
                 session: tls.session.clone(),
                 socket: tls.socket.try_clone()?,
             }),
+            Self::WebSocket(ws) => Self::WebSocket(WebSocketStream {
+                socket: ws.socket.try_clone()?,
+                raw: Vec::new(),
+                lines: Vec::new(),
+                given: 0,
+                mask: ws.mask.rotate_left(7),
+            }),
         })
     }
 }
@@ -72,6 +139,7 @@ impl Read for BenchStream {
         match self {
             Self::Plain(socket) => socket.read(buffer),
             Self::Tls(tls) => tls.read(buffer),
+            Self::WebSocket(ws) => ws.read(buffer),
         }
     }
 }
@@ -84,6 +152,10 @@ impl Write for BenchStream {
                 tls.write_all(bytes)?;
                 Ok(bytes.len())
             }
+            Self::WebSocket(ws) => {
+                ws.write_all(bytes)?;
+                Ok(bytes.len())
+            }
         }
     }
 
@@ -91,6 +163,7 @@ impl Write for BenchStream {
         match self {
             Self::Plain(socket) => socket.write_all(bytes),
             Self::Tls(tls) => tls.write_all(bytes),
+            Self::WebSocket(ws) => ws.write_all(bytes),
         }
     }
 
@@ -137,6 +210,111 @@ impl TlsStream {
                     drop(session);
                     std::thread::sleep(Duration::from_micros(50));
                     session = self.lock();
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WebSocketStream {
+    /// Lines from the frames that arrived, reading the socket once when
+    /// none are waiting. `Ok(0)` is the end of the stream (or a close).
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.given < self.lines.len() {
+                let n = (self.lines.len() - self.given).min(buffer.len());
+                buffer[..n].copy_from_slice(&self.lines[self.given..self.given + n]);
+                self.given += n;
+                if self.given == self.lines.len() {
+                    self.lines.clear();
+                    self.given = 0;
+                }
+                return Ok(n);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = (&self.socket).read(&mut chunk)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.raw.extend_from_slice(&chunk[..n]);
+            if self.decode()? {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Moves every whole frame of `raw` into `lines`; true at a close.
+    fn decode(&mut self) -> io::Result<bool> {
+        let mut at = 0;
+        let mut closed = false;
+        while self.raw.len() - at >= 2 {
+            let (opcode, short) = (self.raw[at] & 0x0f, self.raw[at + 1] & 0x7f);
+            let (length, header) = match short {
+                126 if self.raw.len() - at >= 4 => (
+                    u16::from_be_bytes([self.raw[at + 2], self.raw[at + 3]]) as usize,
+                    4,
+                ),
+                127 if self.raw.len() - at >= 10 => {
+                    let mut eight = [0u8; 8];
+                    eight.copy_from_slice(&self.raw[at + 2..at + 10]);
+                    (u64::from_be_bytes(eight) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if self.raw.len() - at < header + length {
+                break;
+            }
+            let payload = &self.raw[at + header..at + header + length];
+            match opcode {
+                1 | 2 => {
+                    self.lines.extend_from_slice(payload);
+                    self.lines.push(b'\n');
+                }
+                8 => closed = true,
+                _ => {}
+            }
+            at += header + length;
+        }
+        self.raw.drain(..at);
+        Ok(closed)
+    }
+
+    /// Sends each line of `bytes` (LF-ended) as one masked text frame.
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut frames = Vec::with_capacity(bytes.len() + 16);
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            frames.push(0x81);
+            match line.len() {
+                n if n < 126 => frames.push(0x80 | n as u8),
+                n if n < 65536 => {
+                    frames.push(0x80 | 126);
+                    frames.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+                n => {
+                    frames.push(0x80 | 127);
+                    frames.extend_from_slice(&(n as u64).to_be_bytes());
+                }
+            }
+            self.mask = self
+                .mask
+                .wrapping_mul(0x0101_0101)
+                .wrapping_add(0x9e37_79b9);
+            let mask = self.mask.to_be_bytes();
+            frames.extend_from_slice(&mask);
+            frames.extend(line.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        // A full socket (the reader set it non-blocking) is waited out.
+        let mut rest = &frames[..];
+        while !rest.is_empty() {
+            match (&self.socket).write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(50));
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),

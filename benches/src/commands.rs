@@ -47,6 +47,10 @@ pub enum BenchCommand {
     /// What TLS costs against plain text: S1 over TLS, full handshakes
     /// per second, server memory per idle TLS connection.
     Tls(crate::tls::TlsArgs),
+    /// What the HTTP listener costs against plain TCP: S1 with every
+    /// client on a WebSocket, S1 while /metrics is scraped once a second,
+    /// server memory per idle WebSocket.
+    Web(crate::web::WebArgs),
 }
 
 impl BenchCommand {
@@ -68,6 +72,7 @@ impl BenchCommand {
             Self::History(args) => args.run(),
             Self::HistoryLatency(args) => args.run(),
             Self::Tls(args) => args.run(),
+            Self::Web(args) => args.run(),
         }
     }
 }
@@ -131,6 +136,7 @@ impl FanoutArgs {
             duration: Duration::from_secs(self.seconds),
             reader_threads: self.readers,
             tls: None,
+            web: false,
         };
         let measured = fanout::measure(&server, &chatd_peer(self.dialect), &plan, true)?;
         println!(

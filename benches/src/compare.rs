@@ -61,19 +61,10 @@ impl Scenario {
             duration,
             reader_threads: 2,
             tls: None,
+            web: false,
         };
         match self {
-            Self::S1 | Self::S1NoPersist | Self::S3 => FanoutPlan {
-                clients: 100,
-                rooms: 1,
-                senders: 10,
-                rate: None,
-                in_flight: 64,
-                payload: 64,
-                duration,
-                reader_threads: 2,
-                tls: None,
-            },
+            Self::S1 | Self::S1NoPersist | Self::S3 => FanoutPlan::s1(duration, None, false),
             Self::S2 => fan_out(2_000),
             Self::S2Lite => fan_out(200),
         }

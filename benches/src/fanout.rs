@@ -114,6 +114,29 @@ pub struct FanoutPlan {
     pub reader_threads: usize,
     /// Speak TLS as this client (chatd's native dialect only).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Connect through a WebSocket: the address is chatd's HTTP listener
+    /// and every client upgrades at `/ws` (chatd's native dialect only).
+    pub web: bool,
+}
+
+impl FanoutPlan {
+    /// S1: one room of 100, 10 senders flat out with 64 in flight, 64-byte
+    /// payloads, for `duration`, over `tls` or a WebSocket (`web`) if
+    /// asked.
+    pub fn s1(duration: Duration, tls: Option<Arc<rustls::ClientConfig>>, web: bool) -> Self {
+        Self {
+            clients: 100,
+            rooms: 1,
+            senders: 10,
+            rate: None,
+            in_flight: 64,
+            payload: 64,
+            duration,
+            reader_threads: 2,
+            tls,
+            web,
+        }
+    }
 }
 
 /// What it measured.
@@ -322,8 +345,8 @@ fn setup(
     progress: bool,
 ) -> anyhow::Result<(Vec<BenchStream>, Vec<BenchStream>)> {
     let deadline = Instant::now() + SETUP_LIMIT;
-    if plan.tls.is_some() && *peer != Peer::Chatd {
-        bail!("TLS is measured with chatd's native dialect only");
+    if (plan.tls.is_some() || plan.web) && *peer != Peer::Chatd {
+        bail!("TLS and WebSocket are measured with chatd's native dialect only");
     }
     let hello = |i: usize| match peer {
         Peer::Lines(templates) => LineTemplates::fill(&templates.hello, i, &room_of(i, plan), ""),
@@ -331,7 +354,7 @@ fn setup(
     };
     let greeting = match peer {
         // Over TLS the welcome is read once the handshake is done.
-        Peer::Chatd if plan.tls.is_some() => Greeting::None,
+        Peer::Chatd if plan.tls.is_some() || plan.web => Greeting::None,
         Peer::Chatd => Greeting::ChatdWelcome,
         Peer::Redis => Greeting::None,
         Peer::Lines(_) => Greeting::Send(&hello),
@@ -343,6 +366,13 @@ fn setup(
     {
         let stream = stream.with_context(|| format!("client {i} cannot connect"))?;
         let mut stream = match &plan.tls {
+            None if plan.web => {
+                let mut stream = BenchStream::upgrade(stream, addr, "/ws")
+                    .with_context(|| format!("client {i}: WebSocket upgrade"))?;
+                wait_for_line(&mut stream, deadline, |line| line.starts_with(b"* welcome"))
+                    .with_context(|| format!("client {i}: welcome over a WebSocket"))?;
+                stream
+            }
             Some(config) => {
                 let mut stream = BenchStream::handshake(stream, config.clone())
                     .with_context(|| format!("client {i}: TLS handshake"))?;

@@ -352,6 +352,7 @@ impl HistoryLatencyArgs {
             duration: Duration::from_secs(self.seconds),
             reader_threads: 2,
             tls: None,
+            web: false,
         };
         let measured =
             fanout::measure_with(&server, &chatd_peer(Dialect::Native), &load, true, || {

@@ -22,6 +22,8 @@
 //! - [`tls`]: S1 over TLS, handshakes per second and idle TLS memory
 //!   against plain text ([`bench_stream`]: a generator's plain or TLS
 //!   connection);
+//! - [`web`]: S1 over WebSocket, S1 while `/metrics` is scraped, and
+//!   idle WebSocket memory, against plain TCP;
 //! - [`commands`]: the command-line front ends.
 
 pub mod attack;
@@ -43,3 +45,4 @@ pub mod rtt;
 pub mod server;
 pub mod soak;
 pub mod tls;
+pub mod web;

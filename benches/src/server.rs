@@ -166,7 +166,12 @@ impl ServerProcess {
         if dialect == Dialect::Irc {
             listeners.extend(["--irc-bind".to_string(), "127.0.0.1:0".to_string()]);
         }
-        // A later `--http-bind` in `args` (the WebSocket measurement) wins.
+        // A measurement that wants the HTTP listener names it in `args`.
+        if args.iter().any(|arg| arg == "--http-bind")
+            && let Some(at) = listeners.iter().position(|arg| arg == "--http-bind")
+        {
+            listeners.drain(at..at + 2);
+        }
         let mut child = Command::new(program)
             .args(launcher_args)
             .arg("serve")
@@ -228,6 +233,16 @@ impl ServerProcess {
             .find(|l| l.dialect == Dialect::Native && l.tls)
             .map(|l| l.address)
             .context("the server's start-up line names no native TLS listener")
+    }
+
+    /// The address of the server's HTTP listener (started with
+    /// `--http-bind`).
+    pub fn http_addr(&self) -> anyhow::Result<SocketAddr> {
+        parse_listening(&self.listening)
+            .iter()
+            .find(|l| l.http && !l.tls)
+            .map(|l| l.address)
+            .context("the server's start-up line names no HTTP listener")
     }
 
     /// The process id.

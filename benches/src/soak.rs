@@ -366,6 +366,7 @@ impl SoakArgs {
                 duration,
                 reader_threads: self.readers,
                 tls: None,
+                web: false,
             },
             warmup: self
                 .warmup

@@ -105,29 +105,18 @@ impl TlsArgs {
         for round in 0..self.rounds {
             for secure in [false, true] {
                 let server = self.server(backend)?;
-                let plan = FanoutPlan {
-                    clients: 100,
-                    rooms: 1,
-                    senders: 10,
-                    rate: None,
-                    in_flight: 64,
-                    payload: 64,
-                    duration: Duration::from_secs(self.seconds),
-                    reader_threads: 2,
-                    tls: secure.then(|| config.clone()),
-                };
+                let plan = FanoutPlan::s1(
+                    Duration::from_secs(self.seconds),
+                    secure.then(|| config.clone()),
+                    false,
+                );
                 let addr = if secure {
                     server.tls_addr()?
                 } else {
                     server.addr
                 };
                 let measured = fanout::measure_at(&server, addr, &Peer::Chatd, &plan, false)?;
-                let run = S1Run {
-                    rate: measured.report.deliveries_per_second(),
-                    server_ns: measured.server_cpu.as_nanos() as f64
-                        / measured.report.delivered.max(1) as f64,
-                    generator_s: measured.generator_cpu.as_secs_f64(),
-                };
+                let run = S1Run::of(&measured);
                 eprintln!(
                     "  {backend} round {} {}: {:.0} deliveries/s, lost {}",
                     round + 1,
@@ -226,7 +215,7 @@ fn handshake_once(
 }
 
 /// Reads until the end of chatd's welcome line.
-fn read_welcome(stream: &mut BenchStream) -> anyhow::Result<()> {
+pub(crate) fn read_welcome(stream: &mut BenchStream) -> anyhow::Result<()> {
     let mut seen = Vec::new();
     let mut buffer = [0u8; 512];
     while !seen.contains(&b'\n') {
@@ -244,15 +233,25 @@ fn read_welcome(stream: &mut BenchStream) -> anyhow::Result<()> {
 
 /// One S1 run's figures.
 #[derive(Debug, Clone, Copy)]
-struct S1Run {
-    rate: f64,
-    server_ns: f64,
-    generator_s: f64,
+pub(crate) struct S1Run {
+    pub(crate) rate: f64,
+    pub(crate) server_ns: f64,
+    pub(crate) generator_s: f64,
 }
 
 impl S1Run {
+    /// The figures of one measured run.
+    pub(crate) fn of(measured: &fanout::FanoutMeasurement) -> Self {
+        Self {
+            rate: measured.report.deliveries_per_second(),
+            server_ns: measured.server_cpu.as_nanos() as f64
+                / measured.report.delivered.max(1) as f64,
+            generator_s: measured.generator_cpu.as_secs_f64(),
+        }
+    }
+
     /// The run with the median rate.
-    fn median(mut runs: Vec<S1Run>) -> S1Run {
+    pub(crate) fn median(mut runs: Vec<S1Run>) -> S1Run {
         runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         runs.get(runs.len() / 2).copied().unwrap_or(S1Run {
             rate: 0.0,

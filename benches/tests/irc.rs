@@ -75,6 +75,7 @@ fn irc_deliveries_are_counted_once_each() {
         duration: Duration::from_millis(500),
         reader_threads: 2,
         tls: None,
+        web: false,
     };
     let report =
         fanout::run(addr, &Peer::Lines(templates), &plan, false).expect("the run completes");

@@ -29,6 +29,7 @@ fn every_message_reaches_every_other_member_through_the_relay() {
         duration: Duration::from_millis(500),
         reader_threads: 2,
         tls: None,
+        web: false,
     };
     let report = fanout::run(addr, &peer, &plan, false).expect("the run completes");
     assert!(report.sent >= 50, "sent only {}", report.sent);

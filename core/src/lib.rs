@@ -25,6 +25,7 @@ pub mod accounts;
 pub mod address;
 pub mod command;
 pub mod config;
+pub mod counters;
 pub mod dialect;
 pub mod duration;
 pub mod error;
@@ -52,6 +53,7 @@ pub use command::{BanTarget, Command};
 pub use config::{
     Config, ConfigError, IdleConfig, IrcConfig, LimitsConfig, OperatorConfig, RateLimitConfig,
 };
+pub use counters::{Counters, Gauges};
 pub use dialect::{Arrival, Dialect};
 pub use error::ErrorCode;
 pub use history::{Record, RecordKind, Recovery};

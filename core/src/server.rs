@@ -29,6 +29,7 @@ use ahash::AHashMap;
 
 use crate::address::AddressGroup;
 use crate::config::{Config, ConfigError};
+use crate::counters::{Counters, Gauges, Listener, Protocol};
 use crate::dialect::{Arrival, Dialect};
 use crate::error::ErrorCode;
 use crate::history::{IdFloor, MessageIds, Record};
@@ -132,6 +133,8 @@ pub struct Server {
     batches: u64,
     /// `#history` and `#search` requests at the driver or waiting.
     queries: queries::Queries,
+    /// What happened so far, for metrics.
+    counters: Counters,
 }
 
 /// An HTTP connection admitted by [`Server::accept_web`], not yet a session.
@@ -206,6 +209,7 @@ impl Server {
             departed: std::collections::VecDeque::new(),
             batches: 0,
             queries: queries::Queries::default(),
+            counters: Counters::default(),
         })
     }
 
@@ -271,6 +275,32 @@ impl Server {
         self.sessions.len()
     }
 
+    /// What the server has counted since it started (for metrics).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// What the server holds now (for metrics). Walks every connection:
+    /// cheap enough once per scrape, and keeping these per event would
+    /// cost every connect and disconnect instead.
+    pub fn gauges(&self) -> Gauges {
+        let mut gauges = Gauges::default();
+        gauges.rooms = self.rooms.len() as u64;
+        gauges.history_bytes = self.histories.bytes() as u64;
+        for session in self.sessions.values() {
+            let listener = Listener::of(Arrival {
+                dialect: session.dialect,
+                encrypted: session.encrypted,
+                web: session.web,
+            });
+            gauges.add_connection(listener, Protocol::of(session.dialect));
+        }
+        for pending in self.web_pending.values() {
+            gauges.add_connection(Listener::web(pending.encrypted), Protocol::Http);
+        }
+        gauges
+    }
+
     /// Re-anchors wall-clock time (`unix_ms` at `now`), e.g. after the
     /// system clock was corrected.
     pub fn handle_wall_clock(&mut self, now: Instant, unix_ms: u64) {
@@ -318,7 +348,11 @@ impl Server {
     ) -> Result<ConnId, Refused> {
         // Bans and limits see an IPv4 client the same however it came in.
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
-        self.check_admission(now, peer.ip(), arrival.dialect)?;
+        if let Err(refused) = self.check_admission(now, peer.ip(), arrival.dialect) {
+            self.counters.refuse(refused.code);
+            return Err(refused);
+        }
+        self.counters.accept(Listener::of(arrival));
         let conn = self.admit(peer);
         self.open_session(now, conn, peer, arrival);
         Ok(conn)
@@ -338,7 +372,11 @@ impl Server {
         encrypted: bool,
     ) -> Result<ConnId, Refused> {
         let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
-        self.check_admission(now, peer.ip(), Dialect::Native)?;
+        if let Err(refused) = self.check_admission(now, peer.ip(), Dialect::Native) {
+            self.counters.refuse(refused.code);
+            return Err(refused);
+        }
+        self.counters.accept(Listener::web(encrypted));
         let conn = self.admit(peer);
         self.web_pending
             .insert(conn, WebPending { peer, encrypted });
@@ -430,6 +468,7 @@ impl Server {
 
     /// Bytes read from a connection, split at any point.
     pub fn handle(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.counters.bytes_in += bytes.len() as u64;
         self.out.scene.unix_ms = self.wall.unix_ms(now);
         self.handle_bytes(now, conn, bytes);
     }
@@ -447,8 +486,10 @@ impl Server {
     /// outbound queue passed [`Config::max_outbound_bytes`]): it is closed.
     pub fn handle_slow_consumer(&mut self, _now: Instant, conn: ConnId) {
         if let Some(pending) = self.web_pending.remove(&conn) {
+            self.counters.slow_consumers += 1;
             self.release_address(pending.peer.ip());
         } else if self.sessions.contains_key(&conn) {
+            self.counters.slow_consumers += 1;
             self.remove_session(conn, Farewell::Quit(Some("too slow to receive")));
             self.out.close(conn, CloseReason::SlowConsumer);
         }
@@ -554,7 +595,11 @@ impl Server {
 
     /// The next thing the driver must do, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop()
+        // Counted here, where every output leaves, after labeled answers
+        // were merged (outbox.rs): what the driver is asked to deliver.
+        let output = self.out.pop()?;
+        self.counters.output(&output);
+        Some(output)
     }
 
     /// When [`Server::handle_timeout`] must next be called, if ever.

@@ -21,6 +21,9 @@
 //!   waiting for the peer: the process is about to exit, and a client that
 //!   keeps its end open must not hold the shutdown for [`LINGER`]. Unread
 //!   input is read away first ([`discard_unread`]).
+//! - **Closing, and the peer reads nothing** ([`CLOSE_FLUSH_LIMIT`]): the
+//!   last bytes of a closed connection that cannot leave in time are not
+//!   waited for; the connection is reset.
 //! - **Peer gone or socket failed**: dropped at once; the core is told.
 
 use std::io::Read;
@@ -32,6 +35,13 @@ use socket2::SockRef;
 /// How long a connection the core closed waits for its peer to hang up
 /// after our end of stream, before its socket is dropped anyway.
 pub const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a connection being closed (by the core, or by its transport
+/// after a TLS error or an HTTP answer) may take to get its last bytes
+/// out. The core has forgotten it and freed its address slot, so a peer
+/// that never reads must not keep its socket and buffers: past this it is
+/// reset, as a slow consumer is.
+pub const CLOSE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Most reads spent discarding a closing connection's unread input.
 const DISCARD_READS: usize = 4;

@@ -428,6 +428,8 @@ pub(crate) struct Hub {
     pub(crate) held: std::collections::VecDeque<HeldQuery>,
     /// Sends refusal lines over TLS (only when a TLS listener exists).
     pub(crate) refuser: Option<Refuser>,
+    /// How long the core's turns take (metrics.rs), kept by [`Hub::run`].
+    pub(crate) turns: crate::metrics::Latencies,
 }
 
 /// A history query waiting for the writer to catch up.
@@ -465,6 +467,9 @@ impl Hub {
         let mut batches: Vec<Vec<Command>> = (0..threads).map(|_| Vec::new()).collect();
         let mut stopping = false;
         while !stopping {
+            // The engine's own clock, not `self.clock`: this measures the
+            // machine's work for metrics, and a test clock may stand still.
+            let turn = Instant::now();
             self.fire_due_timers();
             let mut handled = 0;
             while handled < EVENTS_PER_TURN {
@@ -480,6 +485,11 @@ impl Hub {
                 self.route(&mut batches);
             }
             self.route(&mut batches);
+            if handled > 0 {
+                // Idle turns (a timer at most) would drown the ones that
+                // did work.
+                self.turns.observe(turn.elapsed());
+            }
             self.inbox.resume_readers();
             for (mailbox, batch) in self.mailboxes.iter().zip(&mut batches) {
                 if !batch.is_empty() {
@@ -652,7 +662,7 @@ impl Hub {
                 200,
                 "OK",
                 &[("Cache-Control", "no-store")],
-                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics::CONTENT_TYPE,
                 crate::metrics::render(self).as_bytes(),
                 false,
             ),

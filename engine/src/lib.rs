@@ -391,6 +391,7 @@ pub fn launch(
         settled: 0,
         held: std::collections::VecDeque::new(),
         refuser,
+        turns: Default::default(),
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())
@@ -443,7 +444,12 @@ fn bind_all(
             socket,
             dialect: want.dialect,
             tls: if want.tls { tls.cloned() } else { None },
-            web: want.http.then(|| web.clone()),
+            web: want.http.then(|| {
+                Arc::new(web::WebSettings {
+                    loopback_only: address.ip().is_loopback(),
+                    ..(*web).clone()
+                })
+            }),
         });
     }
     Ok((listeners, listening))

@@ -60,6 +60,7 @@ pub use self::segment::{
 pub use self::storage::{DirStorage, Entry, FileLog, LogFile, Opened, Storage};
 pub use self::writer::history_dir;
 use self::writer::{Layout, Writer};
+use crate::metrics::SharedLatencies;
 
 /// Default size at which a segment is sealed (`[history] segment_bytes`).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
@@ -182,6 +183,8 @@ pub struct HistoryWriter {
     report: ReportFn,
     /// Records refused because the queue was full, for the log.
     refused: AtomicU64,
+    /// How long the writer's fsyncs take, for metrics.
+    fsync: Arc<SharedLatencies>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -217,7 +220,9 @@ impl HistoryWriter {
             retention: options.retention,
             ..Layout::default()
         };
-        let mut writer = Writer::with_layout(storage, options.policy, options.open_files, layout);
+        let fsync = Arc::new(SharedLatencies::default());
+        let mut writer = Writer::with_layout(storage, options.policy, options.open_files, layout)
+            .timing_fsyncs(fsync.clone());
         let thread_report = report.clone();
         let thread = std::thread::Builder::new()
             .name("chatd-history".into())
@@ -226,8 +231,14 @@ impl HistoryWriter {
             records: Some(records),
             report,
             refused: AtomicU64::new(0),
+            fsync,
             thread: Some(thread),
         })
+    }
+
+    /// How long the writer's fsyncs (of logs and directories) took.
+    pub(crate) fn fsync_latencies(&self) -> &SharedLatencies {
+        &self.fsync
     }
 
     /// Queues a record for its log. Never blocks: if the queue is full the

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use chatd_core::{Config, Dialect};
 use chatd_engine::clock::ManualClock;
 use chatd_engine::persist::FsyncPolicy;
-use chatd_engine::settings::{HttpSettings, NO_LISTENER, ServerSettings, Settings};
+use chatd_engine::settings::{HttpSettings, NO_LISTENER, ServerSettings, Settings, TlsSettings};
 use chatd_engine::{Backend, Running, launch};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
+use chatd_tests::tls::TestTls;
 use chatd_tests::{host, on_both_backends};
 
 /// Short, so the slowloris test is quick.
@@ -26,6 +27,7 @@ on_both_backends!(
     a_websocket_that_stops_reading_is_cut_as_a_slow_consumer,
     http_connections_count_against_the_address_limit_until_they_end,
     health_ready_and_metrics_answer,
+    wss_on_the_https_listener_is_the_same_protocol,
 );
 
 /// A server with its native and HTTP listeners; returns both addresses.
@@ -34,11 +36,27 @@ fn start(
     dir: &std::path::Path,
     chat: Config,
 ) -> (Running, SocketAddr, SocketAddr) {
+    start_with(backend, dir, chat, None)
+}
+
+/// [`start`], with an HTTPS listener too when `tls` is given.
+fn start_with(
+    backend: &dyn Backend,
+    dir: &std::path::Path,
+    chat: Config,
+    tls: Option<&TestTls>,
+) -> (Running, SocketAddr, SocketAddr) {
     let settings = Settings {
         server: ServerSettings {
             bind: "127.0.0.1:0".into(),
             irc_bind: NO_LISTENER.into(),
             http_bind: "127.0.0.1:0".into(),
+            https_bind: if tls.is_some() {
+                "127.0.0.1:0"
+            } else {
+                NO_LISTENER
+            }
+            .into(),
             threads: 2,
             data_dir: dir.to_path_buf(),
             fsync: FsyncPolicy::Never,
@@ -48,7 +66,14 @@ fn start(
         },
         chat,
         history: Default::default(),
-        tls: Default::default(),
+        tls: match tls {
+            Some(tls) => TlsSettings {
+                cert: Some(tls.cert.clone()),
+                key: Some(tls.key.clone()),
+                ..TlsSettings::default()
+            },
+            None => TlsSettings::default(),
+        },
         http: HttpSettings {
             request_timeout: REQUEST_TIMEOUT,
             ..HttpSettings::default()
@@ -235,17 +260,80 @@ fn health_ready_and_metrics_answer(backend: &dyn Backend) {
     );
     let ready = get(http, "/readyz");
     assert!(ready.ends_with("\r\nready\n"), "{ready}");
+    let mut client = LineClient::connect(native, host(6)).expect("connects");
+    client.wait_for(|l| l.starts_with("* welcome")).unwrap();
     let metrics = get(http, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
     assert!(
         metrics.contains("Content-Type: text/plain; version=0.0.4"),
         "{metrics}"
     );
+    // The scrape itself is an HTTP connection not yet upgraded, the
+    // client a native one, and the core's turns were timed.
+    for series in [
+        "chatd_connections{listener=\"native\",dialect=\"native\"} 1",
+        "chatd_connections{listener=\"http\",dialect=\"http\"} 1",
+        "chatd_connections_accepted_total{listener=\"native\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    let turns = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chatd_turn_duration_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the turn histogram");
+    assert!(turns > 0, "{metrics}");
     let page = get(http, "/");
     assert!(page.contains("Content-Type: text/html"), "{page}");
     // None of them is left counted: a native client still gets in.
     let mut client = LineClient::connect(native, host(5)).expect("connects");
     client.wait_for(|l| l.starts_with("* welcome")).unwrap();
+    running.shutdown("test over");
+    running.wait();
+}
+
+fn wss_on_the_https_listener_is_the_same_protocol(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls = TestTls::create(dir.path()).expect("certificate");
+    let (running, native, _) = start_with(backend, dir.path(), Config::default(), Some(&tls));
+    let https = running.http_addr(true).expect("HTTPS listener");
+    let mut alice = LineClient::connect(native, host(1)).expect("connects");
+    alice.wait_for(|l| l.starts_with("* welcome")).unwrap();
+    let socket = TcpStream::connect(https).expect("connects");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let session =
+        rustls::ClientConnection::new(tls.client.clone(), chatd_tests::tls::server_name())
+            .expect("client session");
+    let stream = rustls::StreamOwned::new(session, socket);
+    // A browser page of the server itself: its own origin, over https.
+    let request = tungstenite::http::Request::builder()
+        .uri(format!("wss://localhost:{}/ws", https.port()))
+        .header("Host", format!("localhost:{}", https.port()))
+        .header("Origin", format!("https://localhost:{}", https.port()))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .expect("request");
+    let (mut bob, _) = tungstenite::client(request, stream).expect("upgrades over TLS");
+    let mut next_text = || loop {
+        match bob.read().expect("a message") {
+            tungstenite::Message::Text(text) => return text.to_string(),
+            _ => continue,
+        }
+    };
+    assert!(next_text().starts_with("* welcome"));
+    bob.send(tungstenite::Message::text("hello over wss"))
+        .unwrap();
+    alice
+        .wait_for(|l| l.ends_with(": hello over wss"))
+        .expect("the line crossed TLS and the WebSocket");
     running.shutdown("test over");
     running.wait();
 }

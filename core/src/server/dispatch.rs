@@ -44,6 +44,7 @@ impl Server {
         // message itself, which keeps the usual limit (server/irc/mod.rs).
         let max_len = self.config.max_line_bytes + if irc { IRC_TAG_BYTES } else { 0 };
         buffer.feed(bytes, max_len, |frame| {
+            self.counters.lines_in += 1;
             self.handle_frame(now, conn, frame, irc);
             if self.sessions.contains_key(&conn) {
                 ControlFlow::Continue(())
@@ -88,6 +89,7 @@ impl Server {
             }
         };
         if let Some(held) = session.held.as_mut() {
+            self.counters.rate_limited += 1;
             if held.lines.len() >= FAKELAG_LINES {
                 return self.flood_out(conn);
             }
@@ -97,6 +99,7 @@ impl Server {
         match self.check_rate(now, conn) {
             Ok(()) => self.handle_admitted(now, conn, Frame::Line(line), true),
             Err(wait) => {
+                self.counters.rate_limited += 1;
                 let at = now + wait.max(Duration::from_millis(1));
                 if let Some(session) = self.sessions.get_mut(&conn) {
                     session.held = Some(Box::new(Held {
@@ -137,6 +140,7 @@ impl Server {
     }
 
     fn flood_out(&mut self, conn: ConnId) {
+        self.counters.flood_disconnects += 1;
         self.out.error(
             conn,
             ErrorCode::Flooding,
@@ -177,6 +181,7 @@ impl Server {
             Ok(()) => return true,
             Err(retry) => retry,
         };
+        self.counters.rate_limited += 1;
         let limits = &self.config.rate_limit;
         let Some(mine) = self.sessions.get_mut(&conn).and_then(|s| s.limits.as_mut()) else {
             return false;

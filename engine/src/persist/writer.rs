@@ -1,7 +1,8 @@
 //! The history writer's logic, without its thread or clock: records in,
 //! file operations on a [`Storage`], reports out. The thread in
 //! `persist.rs` feeds it; the crash test drives it directly on a simulated
-//! disk with virtual time.
+//! disk with virtual time. (It reads the machine's clock only to time its
+//! fsyncs for metrics, which decide nothing.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
@@ -17,6 +18,7 @@ use super::seal::{self, Found};
 use super::segment::{IDS_LOG, WHISPERS_DIR, index_path, list_segments, segment_name};
 use super::storage::{LogFile, Storage, join};
 use super::{FsyncPolicy, PersistReport};
+use crate::metrics::SharedLatencies;
 
 /// The history a record belongs in: the directory of its segments (a
 /// room's name, or [`WHISPERS_DIR`]), or `None` for id reservations (in
@@ -107,6 +109,9 @@ pub(crate) struct Writer<S: Storage> {
     /// its end at the first retention pass): retention deletes only
     /// records below it.
     covered: Option<u64>,
+    /// How long each fsync of a log or directory takes, for metrics
+    /// (shared with the hub, which reads it when scraped).
+    fsync: Arc<SharedLatencies>,
 }
 
 /// A log the writer holds open.
@@ -182,7 +187,14 @@ impl<S: Storage> Writer<S> {
             next_retention: None,
             index_due: None,
             covered: None,
+            fsync: Arc::default(),
         }
+    }
+
+    /// Times every fsync into `latencies` (which the caller shares).
+    pub(crate) fn timing_fsyncs(mut self, latencies: Arc<SharedLatencies>) -> Self {
+        self.fsync = latencies;
+        self
     }
 
     /// Reports made since the last call, in order.
@@ -406,7 +418,7 @@ impl<S: Storage> Writer<S> {
             for name in dirty {
                 if let Some(open) = self.open.get_mut(&name) {
                     let ids = std::mem::take(&mut open.unsynced);
-                    if sync_log(open) {
+                    if sync_log(open, &self.fsync) {
                         if open.dir.is_none() {
                             note_covered(&mut self.covered, &ids);
                         }
@@ -428,7 +440,10 @@ impl<S: Storage> Writer<S> {
     /// Syncs every directory with new entries, the data directory first.
     fn sync_dirs(&mut self) -> io::Result<()> {
         while let Some(dir) = self.dirs_unsynced.first().cloned() {
-            self.storage.sync_dir(&dir)?;
+            let started = Instant::now();
+            let synced = self.storage.sync_dir(&dir);
+            self.fsync.observe(started.elapsed());
+            synced?;
             self.dirs_unsynced.remove(&dir);
         }
         Ok(())
@@ -545,7 +560,7 @@ impl<S: Storage> Writer<S> {
     /// its records are durable (if not, they are cut off it).
     fn sync_closing(&mut self, open: &mut OpenLog<S::Log>) -> bool {
         match self.sync_dirs() {
-            Ok(()) => sync_log(open),
+            Ok(()) => sync_log(open, &self.fsync),
             Err(error) => {
                 tracing::error!(%error, "cannot sync a history directory");
                 abandon_unsynced(open);
@@ -792,8 +807,12 @@ fn delete_segment<S: Storage>(storage: &mut S, deletion: &Deletion) -> io::Resul
 /// unwritten pages while still showing them to reads, so the log is cut
 /// back to its last durable length: later records must not follow a hole
 /// (the pages may be lost, or written later, as garbage or not at all).
-fn sync_log<L: LogFile>(open: &mut OpenLog<L>) -> bool {
-    match open.log.sync() {
+fn sync_log<L: LogFile>(open: &mut OpenLog<L>, fsync: &SharedLatencies) -> bool {
+    let started = Instant::now();
+    let synced = open.log.sync();
+    // Failed ones too: a disk that errors slowly is what this shows.
+    fsync.observe(started.elapsed());
+    match synced {
         Ok(()) => {
             open.synced_len = open.good_len;
             true
@@ -815,5 +834,45 @@ fn abandon_unsynced<L: LogFile>(open: &mut OpenLog<L>) {
     open.needs_cut = true;
     if open.log.set_len(open.good_len).is_ok() {
         open.needs_cut = false;
+    }
+}
+
+#[cfg(test)]
+mod fsync_timing_tests {
+    use chatd_core::{Nick, RoomName};
+
+    use super::super::storage::DirStorage;
+    use super::*;
+
+    fn record(id: u64) -> Arc<Record> {
+        Arc::new(Record {
+            id: MessageId::new(id),
+            room: RoomName::parse("general").expect("room"),
+            ts: id,
+            from: Nick::parse("alice").expect("nick"),
+            kind: RecordKind::Msg,
+            text: format!("message {id}"),
+            to: None,
+            private: false,
+        })
+    }
+
+    /// The fsyncs one sync of a record in a new room makes, as timed.
+    fn fsyncs_timed(policy: FsyncPolicy) -> u64 {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let latencies = Arc::new(SharedLatencies::default());
+        let mut writer =
+            Writer::new(DirStorage::new(dir.path()), policy, 4).timing_fsyncs(latencies.clone());
+        let now = Instant::now();
+        writer.write_batch(now, &[record(1)]);
+        writer.sync();
+        latencies.snapshot().count()
+    }
+
+    #[test]
+    fn every_fsync_of_a_log_or_directory_is_timed() {
+        // The data directory and the room's (new entries), then the log.
+        assert_eq!(fsyncs_timed(FsyncPolicy::Always), 3);
+        assert_eq!(fsyncs_timed(FsyncPolicy::Never), 0);
     }
 }

@@ -144,6 +144,11 @@ impl FrameReader {
                 break;
             };
             let header_len = cursor.position() as usize;
+            if length > i64::MAX as u64 {
+                return Err(FrameError::Protocol(
+                    "a 64-bit length must leave its top bit clear",
+                ));
+            }
             let Some(mask) = header.mask else {
                 return Err(FrameError::Protocol("client frames must be masked"));
             };
@@ -186,6 +191,12 @@ impl FrameReader {
                 Control::Ping => on(Incoming::Ping(payload)),
                 Control::Pong => {}
                 Control::Close => {
+                    if payload.len() == 1 {
+                        return Err(FrameError::Protocol("a close frame's code takes two bytes"));
+                    }
+                    if payload.len() > 2 && std::str::from_utf8(&payload[2..]).is_err() {
+                        return Err(FrameError::Invalid("a close reason must be UTF-8"));
+                    }
                     let code =
                         (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     on(Incoming::Close(code));
@@ -253,12 +264,14 @@ impl FrameReader {
                 }
             }
         }
+        // Checked on what was kept, long or not: a long message must not
+        // smuggle a second line to the core ahead of its padding.
+        if memchr::memchr(b'\n', &line).is_some() {
+            return Err(FrameError::Invalid("one line per message"));
+        }
         if overflowed || line.len() > max_line {
             line.truncate(max_line + 1);
             return Ok(Incoming::TooLong(line));
-        }
-        if line.contains(&b'\n') {
-            return Err(FrameError::Invalid("one line per message"));
         }
         if !binary && std::str::from_utf8(&line).is_err() {
             return Err(FrameError::Invalid("a text message must be UTF-8"));
@@ -270,6 +283,13 @@ impl FrameReader {
     pub fn is_idle(&self) -> bool {
         self.partial.capacity() == 0 && self.message.capacity() == 0 && self.frame.is_none()
     }
+}
+
+/// Whether a close code received may be sent back (RFC 6455, 7.4): the
+/// defined ones an endpoint may send, and the registered and private
+/// ranges; never 1005, 1006 or 1015, nor anything below 1000 or past 4999.
+pub fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
 /// The longest frame start kept between reads: a control frame with the
@@ -284,9 +304,13 @@ fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
-/// Appends one unmasked frame holding `payload` (a server's frame).
-pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    let header = FrameHeader {
+/// The longest header of a server's (unmasked) frame.
+pub const MAX_SERVER_HEADER: usize = 10;
+
+/// Writes the header of a final, unmasked frame with a payload of
+/// `length` bytes into `header`; returns its length.
+pub fn write_header(header: &mut [u8; MAX_SERVER_HEADER], opcode: OpCode, length: usize) -> usize {
+    let frame = FrameHeader {
         is_final: true,
         rsv1: false,
         rsv2: false,
@@ -294,8 +318,17 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
         opcode,
         mask: None,
     };
-    // Writing into a Vec cannot fail.
-    let _ = header.format(payload.len() as u64, out);
+    let mut at = &mut header[..];
+    // At most ten bytes, which the array holds: cannot fail.
+    let _ = frame.format(length as u64, &mut at);
+    MAX_SERVER_HEADER - at.len()
+}
+
+/// Appends one unmasked frame holding `payload` (a server's frame).
+pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let mut header = [0u8; MAX_SERVER_HEADER];
+    let len = write_header(&mut header, opcode, payload.len());
+    out.extend_from_slice(&header[..len]);
     out.extend_from_slice(payload);
 }
 
@@ -399,6 +432,41 @@ mod tests {
         assert_eq!(
             read_all(&mut FrameReader::default(), &two_lines).unwrap_err(),
             FrameError::Invalid("one line per message")
+        );
+    }
+
+    #[test]
+    fn what_the_attack_probe_found_is_refused() {
+        // A long message may not carry a second line ahead of its padding.
+        let mut smuggled = b"#ping a\n#ping b\n".to_vec();
+        smuggled.extend([b'A'; 100]);
+        let error = read_all(
+            &mut FrameReader::default(),
+            &client_frame(true, 1, &smuggled),
+        );
+        assert_eq!(
+            error.unwrap_err(),
+            FrameError::Invalid("one line per message")
+        );
+        // A one-byte close, a close reason not UTF-8, a length past 2^63.
+        for wire in [
+            client_frame(true, 8, &[3]),
+            client_frame(true, 8, &[3, 0xe8, 0xff]),
+            [
+                &[0x81, 0xff][..],
+                &[0x80, 0, 0, 0, 0, 0, 0, 1],
+                &[1, 2, 3, 4],
+            ]
+            .concat(),
+        ] {
+            assert!(
+                read_all(&mut FrameReader::default(), &wire).is_err(),
+                "{wire:?}"
+            );
+        }
+        assert!(sendable_close_code(1000) && sendable_close_code(4999));
+        assert!(
+            !sendable_close_code(1005) && !sendable_close_code(0) && !sendable_close_code(5000)
         );
     }
 

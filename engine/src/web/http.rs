@@ -92,6 +92,29 @@ pub fn route(
             .map(str::trim)
     };
     let head_only = method == "HEAD";
+    if !settings.host_allowed(header("Host")) {
+        return Err(error(
+            421,
+            "Misdirected Request",
+            "this server answers for localhost only (its HTTP listener is bound to loopback)",
+        ));
+    }
+    // Headers a request may carry once: two (an Origin the browser sent and
+    // one a proxy added) could each pass a check meant for the other.
+    for once in ["Host", "Origin", "Sec-WebSocket-Key", "Upgrade"] {
+        let count = request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(once))
+            .count();
+        if count > 1 {
+            return Err(error(
+                400,
+                "Bad Request",
+                &format!("more than one {once} header"),
+            ));
+        }
+    }
     if method != "GET" && !head_only {
         return Err(answer(
             405,
@@ -113,28 +136,42 @@ pub fn route(
         }
         return upgrade(dialect, &header, settings, encrypted).map(|route| Some((route, used)));
     }
-    let route = match path {
-        "/metrics" => Route::Query(WebQuery::Metrics),
-        "/healthz" => Route::Query(WebQuery::Health),
-        "/readyz" => Route::Query(WebQuery::Ready),
-        _ => match assets::find(path) {
-            Some(asset) => Route::Answer(answer(
-                200,
-                "OK",
-                &[("Cache-Control", "no-cache")],
-                asset.content_type,
-                asset.body,
-                head_only,
-            )),
-            None => Route::Answer(answer(
-                404,
-                "Not Found",
-                &[],
+    let query = match path {
+        "/metrics" => Some(WebQuery::Metrics),
+        "/healthz" => Some(WebQuery::Health),
+        "/readyz" => Some(WebQuery::Ready),
+        _ => None,
+    };
+    if let Some(query) = query {
+        if head_only {
+            return Err(answer(
+                405,
+                "Method Not Allowed",
+                &[("Allow", "GET")],
                 TEXT,
-                format!("no page at {path}\n").as_bytes(),
-                head_only,
-            )),
-        },
+                b"queries are answered to GET only\n",
+                false,
+            ));
+        }
+        return Ok(Some((Route::Query(query), used)));
+    }
+    let route = match assets::find(path) {
+        Some(asset) => Route::Answer(answer(
+            200,
+            "OK",
+            &[("Cache-Control", "no-cache")],
+            asset.content_type,
+            asset.body,
+            head_only,
+        )),
+        None => Route::Answer(answer(
+            404,
+            "Not Found",
+            &[],
+            TEXT,
+            format!("no page at {path}\n").as_bytes(),
+            head_only,
+        )),
     };
     Ok(Some((route, used)))
 }
@@ -173,7 +210,7 @@ fn upgrade<'a>(
             false,
         ));
     }
-    let Some(key) = header("Sec-WebSocket-Key").filter(|key| key.len() == 24) else {
+    let Some(key) = header("Sec-WebSocket-Key").filter(|key| is_websocket_key(key)) else {
         return Err(error(
             400,
             "Bad Request",
@@ -212,6 +249,17 @@ fn upgrade<'a>(
         binary: protocol == Some(BINARY_IRC),
         answer: head.into_bytes(),
     })
+}
+
+/// Whether `key` is a Sec-WebSocket-Key: sixteen bytes in base64 (RFC
+/// 6455, 4.1), so 22 base64 characters and `==`.
+fn is_websocket_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    bytes.len() == 24
+        && bytes.ends_with(b"==")
+        && bytes[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// IRCv3's WebSocket subprotocol with text frames.

@@ -45,6 +45,11 @@ pub struct WebSettings {
     /// How long a connection may take to send its request head (a
     /// slowloris is cut then, and the core forgets it).
     pub request_timeout: Duration,
+    /// The listener is bound to a loopback address: requests must name a
+    /// loopback host (or one of `allowed_origins`) in `Host`, so a page
+    /// whose name was made to resolve to 127.0.0.1 (DNS rebinding) cannot
+    /// reach it as its own origin.
+    pub loopback_only: bool,
 }
 
 impl WebSettings {
@@ -58,7 +63,31 @@ impl WebSettings {
                 .collect(),
             max_line,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            loopback_only: false,
         }
+    }
+
+    /// Whether a request's `Host` is one this listener answers: any, unless
+    /// it is bound to loopback ([`WebSettings::loopback_only`]).
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        if !self.loopback_only {
+            return true;
+        }
+        let Some(host) = host else {
+            return false;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        let loopback = name == "localhost"
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        loopback
+            || self
+                .allowed_origins
+                .iter()
+                .any(|origin| host_name(origin.split("://").nth(1).unwrap_or("")) == name)
     }
 
     /// Whether a browser page from `origin` may open a WebSocket on a
@@ -71,6 +100,17 @@ impl WebSettings {
             return true;
         }
         self.allowed_origins.contains(&origin)
+    }
+}
+
+/// The host of `host[:port]` (an IPv6 literal keeps its brackets).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 
@@ -241,8 +281,11 @@ impl WebState {
                 Incoming::Close(code) => closed_by_client = Some(code),
             },
         );
-        if !replies.is_empty() && !*close_sent {
-            // A pong may go ahead of queued lines: it is not a line.
+        // Pongs only while the client reads what it is sent: one that
+        // pings without reading would otherwise fill memory with pongs the
+        // slow-consumer rule never sees. RFC 6455 (5.5.3) lets a pong
+        // answer only the latest ping anyway.
+        if !replies.is_empty() && !*close_sent && self.wire.queued() < FILL_CHUNK {
             self.wire.push(&replies, Priority::Normal);
         }
         let ending = match (result, closed_by_client) {
@@ -252,9 +295,12 @@ impl WebState {
                 Some((close, error.to_string()))
             }
             (Ok(()), Some(code)) => {
-                // Echo the client's code (RFC 6455, 5.5.1), or say normal.
+                // Echo the client's code (RFC 6455, 5.5.1) when it may be
+                // sent; otherwise say normal.
                 let mut close = Vec::new();
-                let code = code.map_or(CloseCode::Normal, CloseCode::from);
+                let code = code
+                    .filter(|&code| frame::sendable_close_code(code))
+                    .map_or(CloseCode::Normal, CloseCode::from);
                 frame::write_close(&mut close, code, "");
                 Some((close, "the client closed the WebSocket".to_string()))
             }
@@ -294,20 +340,18 @@ impl WebState {
                     return;
                 }
                 let opcode = OpCode::Data(if *binary { Data::Binary } else { Data::Text });
-                let mut framed = Vec::new();
-                while self.wire.queued() + framed.len() < FILL_CHUNK {
+                while self.wire.queued() < FILL_CHUNK {
                     let Some(batch) = out.take_batch() else {
                         break;
                     };
-                    let used = frame_lines(batch.unsent(), opcode, &mut framed);
+                    let used = frame_lines(batch.unsent(), opcode, &mut self.wire);
                     out.written(batch, used);
                 }
                 if closing && out.is_empty() {
-                    frame::write_close(&mut framed, CloseCode::Normal, "");
+                    let mut close = Vec::new();
+                    frame::write_close(&mut close, CloseCode::Normal, "");
+                    self.wire.push(&close, Priority::Normal);
                     *close_sent = true;
-                }
-                if !framed.is_empty() {
-                    self.wire.push(&framed, Priority::Normal);
                 }
             }
             Phase::Request(_) | Phase::Ended => discard(out),
@@ -326,19 +370,25 @@ impl WebState {
     }
 }
 
-/// Frames each whole line at the front of `bytes` (LF or CR LF ended) into
-/// `framed`, at most [`FILL_CHUNK`] of them; returns the bytes used.
-fn frame_lines(bytes: &[u8], opcode: OpCode, framed: &mut Vec<u8>) -> usize {
+/// Frames each whole line at the front of `bytes` (LF or CR LF ended)
+/// into `wire`, until it holds [`FILL_CHUNK`]; returns the bytes used.
+/// Each frame is written straight into the queue: its header, then the
+/// line, with no buffer between (this runs once per recipient of every
+/// line).
+fn frame_lines(bytes: &[u8], opcode: OpCode, wire: &mut OutQueue) -> usize {
     let mut used = 0;
-    while used < bytes.len() && framed.len() < FILL_CHUNK {
+    while used < bytes.len() && wire.queued() < FILL_CHUNK {
         let rest = &bytes[used..];
-        let (line, len) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, len) = match memchr::memchr(b'\n', rest) {
             Some(end) => (&rest[..end], end + 1),
             // The core queues whole lines; a tail without LF is one anyway.
             None => (rest, rest.len()),
         };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        frame::write_frame(framed, opcode, line);
+        let mut header = [0u8; frame::MAX_SERVER_HEADER];
+        let header_len = frame::write_header(&mut header, opcode, line.len());
+        wire.push(&header[..header_len], Priority::Normal);
+        wire.push(line, Priority::Normal);
         used += len;
     }
     used
@@ -467,6 +517,35 @@ mod tests {
     }
 
     #[test]
+    fn a_loopback_listener_answers_loopback_hosts_only() {
+        let settings = Arc::new(WebSettings {
+            loopback_only: true,
+            ..(*settings()).clone()
+        });
+        for (host, answered) in [
+            ("localhost:8080", true),
+            ("127.0.0.1:8080", true),
+            ("127.9.9.9", true),
+            ("[::1]:8080", true),
+            ("friends.example", true),
+            ("evil.example:8080", false),
+            ("192.168.1.5:8080", false),
+            ("[::2]:8080", false),
+        ] {
+            let mut web = WebState::new(settings.clone());
+            let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let received = web.received(request.as_bytes(), false);
+            assert_eq!(received.signal.is_some(), answered, "{host}");
+            if !answered {
+                assert!(wire_text(&mut web).starts_with("HTTP/1.1 421 "), "{host}");
+            }
+        }
+        let mut web = WebState::new(settings);
+        web.received(b"GET / HTTP/1.1\r\n\r\n", false);
+        assert!(wire_text(&mut web).starts_with("HTTP/1.1 421 "), "no Host");
+    }
+
+    #[test]
     fn irc_subprotocols_pick_frames_and_the_dialect() {
         let mut web = WebState::new(settings());
         let request = upgrade_request(
@@ -547,6 +626,50 @@ mod tests {
         out.push(b"HTTP/1.1 200 OK\r\n\r\nchatd_up 1\n", Priority::Normal);
         web.fill(&mut out, true);
         assert_eq!(wire_text(&mut web), "HTTP/1.1 200 OK\r\n\r\nchatd_up 1\n");
+    }
+
+    #[test]
+    fn a_client_that_pings_without_reading_gets_a_bounded_queue_of_pongs() {
+        let mut web = WebState::new(settings());
+        web.received(&upgrade_request("/ws", ""), false);
+        let ping = [&[0x89, 0x80 | 125, 0, 0, 0, 0][..], &[b'p'; 125]].concat();
+        for _ in 0..10_000 {
+            web.received(&ping, false);
+        }
+        assert!(
+            web.wire.queued() < FILL_CHUNK + 200,
+            "{}",
+            web.wire.queued()
+        );
+        // A close code that may not be sent is answered as normal.
+        let close = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xed];
+        web.wire = OutQueue::default();
+        assert!(web.received(&close, false).ending.is_some());
+        let mut sent = Vec::new();
+        web.wire.flush(&mut sent).unwrap();
+        assert_eq!(sent, [0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn duplicate_headers_bad_keys_and_head_queries_are_refused() {
+        let two_origins = "Origin: http://chat.example:8080\r\nOrigin: http://evil.example\r\n";
+        let bad_key = String::from_utf8(upgrade_request("/ws", ""))
+            .unwrap()
+            .replace(KEY, &"!".repeat(24))
+            .into_bytes();
+        for (request, status) in [
+            (upgrade_request("/ws", two_origins), "400"),
+            (bad_key, "400"),
+            (b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "405"),
+        ] {
+            let mut web = WebState::new(settings());
+            web.received(&request, false);
+            let answer = wire_text(&mut web);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{answer}"
+            );
+        }
     }
 
     #[test]
