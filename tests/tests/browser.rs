@@ -256,6 +256,7 @@ async fn two_pages_and_a_tcp_client_chat_reconnect_and_stay_inert() {
             "const s = document.getElementById('status'); return s.dataset.state === 'offline' && /attempt [3-9]/.test(s.textContent)",
         )
         .await;
+    alice.screenshot("desktop-light-offline").await;
     chatd.restart();
     let mut carol = Native::connect(chatd.native, "carol");
     carol.join("lobby");
