@@ -450,6 +450,9 @@
   const WHISPER_LINE = new RegExp(`^\\[whisper(?: to ([^\\s\\]]+))?(?: ${STAMP})?(?: id=(\\d+))?\\] ([\\s\\S]*)$`);
 
   function onLine(line) {
+    // A `+ page` line belongs to the #rooms page just finished only if it
+    // comes right after it (#who pages end with one too).
+    if (!line.startsWith('+ page ')) state.lastRoomsAsk = null;
     if (state.collecting && collect(line)) return;
     if (line.startsWith('! ')) return onError(line);
     if (line.startsWith('+ ')) return onAnswer(line.slice(2));
