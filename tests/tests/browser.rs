@@ -174,7 +174,10 @@ async fn two_pages_and_a_tcp_client_chat_reconnect_and_stay_inert() {
     // The server's history_page is 5 (see CONFIG): the newest page on
     // join and the pages forward from the remembered id overlap, and the
     // merge by id must show each line once.
-    alice.click("#room-list button[data-room=\"#den\"]").await;
+    // From the keyboard: Enter on the room's button.
+    alice
+        .keys("#room-list button[data-room=\"#den\"]", ENTER)
+        .await;
     alice.wait_text("#room-title", "#den").await;
     for n in 1..=8 {
         carol.say(&format!("backlog {n}"));
@@ -223,6 +226,24 @@ async fn two_pages_and_a_tcp_client_chat_reconnect_and_stay_inert() {
             "return !document.getElementById('help').open",
         )
         .await;
+    // A command chosen in the help panel, by keyboard, goes to the box.
+    alice.click("#help-open").await;
+    let msg = alice
+        .step(
+            "find #msg in the help panel",
+            alice.client.find(Locator::XPath(
+                "//ul[@id='help-list']//button[contains(., '#msg NAME TEXT')]",
+            )),
+        )
+        .await;
+    alice.step("Enter on #msg", msg.send_keys(ENTER)).await;
+    alice
+        .wait_js(
+            "the help panel closes with #msg in the box, focused",
+            "return !document.getElementById('help').open && document.getElementById('input').value === '#msg ' && document.activeElement.id === 'input'",
+        )
+        .await;
+    alice.clear("#input").await;
     alice.type_line("#nick carol").await;
     alice
         .wait_js(
