@@ -175,7 +175,23 @@ impl LineClient {
                 protocol.parse().map_err(io::Error::other)?,
             );
         }
-        let (socket, _) = tungstenite::client(request, socket).map_err(io::Error::other)?;
+        let kept = socket.try_clone()?;
+        let socket = match tungstenite::client(request, socket) {
+            Ok((socket, _)) => socket,
+            // A refused connection (full, the address's limit, a ban) is
+            // answered 503 with the refusal line as its body: the client
+            // reads that line, then the end, as over TCP.
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(answer)))
+                if answer.status() == 503 =>
+            {
+                return Ok(Self {
+                    stream: Stream::Plain(kept),
+                    unread: answer.body().clone().unwrap_or_default(),
+                    eof: true,
+                });
+            }
+            Err(error) => return Err(io::Error::other(error)),
+        };
         Ok(Self {
             stream: Stream::WebSocket(Box::new(WebSocketLines {
                 socket,
@@ -323,6 +339,9 @@ pub struct Clients {
     by_name: HashMap<String, LineClient>,
     /// TLS mode: every client connects over TLS with this config.
     tls: Option<Arc<ClientConfig>>,
+    /// WebSocket mode: every client connects through the HTTP listener,
+    /// at `/ws` (native) or `/irc` (IRC).
+    web: bool,
 }
 
 impl Clients {
@@ -331,7 +350,22 @@ impl Clients {
         Self {
             by_name: HashMap::new(),
             tls: Some(config),
+            web: false,
         }
+    }
+
+    /// Clients that all connect through WebSockets on the HTTP listener.
+    pub fn over_web() -> Self {
+        Self {
+            by_name: HashMap::new(),
+            tls: None,
+            web: true,
+        }
+    }
+
+    /// Whether clients connect through WebSockets.
+    pub fn web(&self) -> bool {
+        self.web
     }
 
     /// Whether clients connect over TLS.
@@ -339,16 +373,24 @@ impl Clients {
         self.tls.is_some()
     }
 
-    /// Connects `client` to `server` from `from`.
+    /// Connects `client`, speaking `dialect`, to `server` from `from`
+    /// (`server` is the HTTP listener in the WebSocket mode).
     pub fn connect(
         &mut self,
         client: &str,
         server: SocketAddr,
         from: IpAddr,
+        dialect: chatd_core::Dialect,
     ) -> Result<(), DriverError> {
-        let connection = match &self.tls {
-            None => LineClient::connect(server, from),
-            Some(config) => LineClient::connect_tls(server, from, config.clone()),
+        let connection = match (&self.tls, self.web, dialect) {
+            (_, true, chatd_core::Dialect::Native) => {
+                LineClient::connect_websocket(server, from, "/ws", None)
+            }
+            (_, true, chatd_core::Dialect::Irc) => {
+                LineClient::connect_websocket(server, from, "/irc", Some("text.ircv3.net"))
+            }
+            (None, false, _) => LineClient::connect(server, from),
+            (Some(config), false, _) => LineClient::connect_tls(server, from, config.clone()),
         };
         let connection = connection.map_err(|error| {
             DriverError(format!("{client} cannot connect from {from}: {error}"))

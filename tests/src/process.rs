@@ -273,7 +273,7 @@ impl Driver for ProcessDriver {
             .ok_or_else(|| {
                 DriverError(format!("the server has no {dialect} listener (TLS: {tls})"))
             })?;
-        self.clients.connect(client, server, from)
+        self.clients.connect(client, server, from, dialect)
     }
 
     fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {

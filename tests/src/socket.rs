@@ -82,6 +82,15 @@ impl<B: Backend> SocketDriver<B> {
         Ok(driver)
     }
 
+    /// Like [`SocketDriver::new`], in the WebSocket mode: every client
+    /// connects through the HTTP listener, at `/ws` or `/irc` by dialect.
+    pub fn new_web(backend: B, threads: usize) -> io::Result<Self> {
+        let mut driver = Self::new(backend, threads)?;
+        driver.name = format!("{} over WebSocket", driver.name);
+        driver.clients = Clients::over_web();
+        Ok(driver)
+    }
+
     /// The data directory the server writes its logs to.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
@@ -100,6 +109,11 @@ impl<B: Backend> SocketDriver<B> {
             .running
             .as_ref()
             .ok_or_else(|| DriverError("the server is not running".into()))?;
+        if self.clients.web() {
+            return running
+                .http_addr(false)
+                .ok_or_else(|| DriverError("the server has no HTTP listener".into()));
+        }
         let tls = self.clients.tls();
         running.listener_of(dialect, tls).ok_or_else(|| {
             DriverError(format!("the server has no {dialect} listener (TLS: {tls})"))
@@ -119,7 +133,7 @@ impl<B: Backend> Driver for SocketDriver<B> {
 
     fn connect(&mut self, client: &str, from: IpAddr, dialect: Dialect) -> Result<(), DriverError> {
         let server = self.address(dialect)?;
-        self.clients.connect(client, server, from)
+        self.clients.connect(client, server, from, dialect)
     }
 
     fn send(&mut self, client: &str, bytes: &[u8]) -> Result<(), DriverError> {

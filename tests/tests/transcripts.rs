@@ -1,6 +1,9 @@
 //! Every transcript under tests/transcripts/, once per driver, and on both
 //! backends once more over TLS (the harness's TLS mode: every client a
-//! rustls client, on the TLS listener of its dialect).
+//! rustls client, on the TLS listener of its dialect) and once more over
+//! WebSockets (every client on the HTTP listener, at `/ws` or `/irc`),
+//! but for the few that test what a WebSocket carries differently
+//! ([`web_exempt`]).
 
 use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
@@ -50,6 +53,30 @@ fn main() {
                 .map_err(|e| Failed::from(e.to_string()))?;
             runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
         }));
+        for web_backend in ["poll", "iocp"] {
+            let web_path = path.clone();
+            let exempt = web_exempt(&name);
+            let trial = Trial::test(format!("web-{web_backend}::{name}"), move || {
+                let transcript =
+                    Transcript::load(&web_path).map_err(|e| Failed::from(e.to_string()))?;
+                let result = if web_backend == "poll" {
+                    let mut driver = SocketDriver::new_web(PollBackend, 2)
+                        .map_err(|e| Failed::from(e.to_string()))?;
+                    runner::run(&transcript, &mut driver)
+                } else {
+                    let mut driver = SocketDriver::new_web(IocpBackend::default(), 2)
+                        .map_err(|e| Failed::from(e.to_string()))?;
+                    runner::run(&transcript, &mut driver)
+                };
+                result.map_err(|e| Failed::from(e.to_string()))
+            });
+            // Listed as ignored, with the reason in its name's place: the
+            // count shows, and `--ignored` runs them to see the difference.
+            trials.push(match exempt {
+                Some(_) => trial.with_ignored_flag(true),
+                None => trial,
+            });
+        }
         for tls_backend in ["poll", "iocp"] {
             let tls_path = path.clone();
             trials.push(Trial::test(
@@ -80,3 +107,25 @@ fn main() {
     }
     libtest_mimic::run(&args, trials).exit();
 }
+
+/// Why a transcript does not hold over a WebSocket, if it does not: it
+/// sends bytes a WebSocket carries differently (docs/PROTOCOL.md,
+/// "WebSocket"), so the server rightly answers otherwise.
+fn web_exempt(name: &str) -> Option<&'static str> {
+    WEB_EXEMPT
+        .iter()
+        .find(|(exempt, _)| *exempt == name)
+        .map(|(_, why)| *why)
+}
+
+/// The transcripts [`web_exempt`] names, with the reason.
+const WEB_EXEMPT: &[(&str, &str)] = &[
+    (
+        "bad_bytes",
+        "text that is not UTF-8 closes a WebSocket (1007) instead of `! bad-utf8`",
+    ),
+    (
+        "long_lines",
+        "a line sent without its end is no WebSocket message yet: `! line-too-long` comes when the message ends",
+    ),
+];
