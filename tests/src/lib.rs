@@ -16,6 +16,7 @@
 //! send bytes and read lines, time only moves by `advance`, and ordering
 //! across clients is only asserted after a barrier.
 
+pub mod child;
 pub mod client;
 pub mod driver;
 pub mod memory;

@@ -21,13 +21,14 @@
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use chatd_tests::child::{KillOnDrop, free_port, wait_listening};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
 use chatd_tests::process::native_chatd_binary;
@@ -472,7 +473,12 @@ impl Chromedriver {
                 panic!("cannot start {}: {error}", tools.chromedriver.display())
             });
         let mut process = KillOnDrop(child);
-        wait_listening(&mut process, SocketAddr::new(LOCAL, port), "chromedriver");
+        wait_listening(
+            &mut process,
+            SocketAddr::new(LOCAL, port),
+            "chromedriver",
+            WAIT,
+        );
         Self {
             url: format!("http://127.0.0.1:{port}"),
             process,
@@ -968,38 +974,4 @@ fn lines_of(from: impl Read + Send + 'static) -> Receiver<String> {
         }
     });
     lines
-}
-
-/// A port that was free a moment ago (bound, read and released).
-fn free_port() -> u16 {
-    TcpListener::bind((LOCAL, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Waits until `process` accepts connections on `addr`, failing at once if
-/// it exits.
-fn wait_listening(process: &mut KillOnDrop, addr: SocketAddr, what: &str) {
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect_timeout(&addr, POLL).is_err() {
-        if let Ok(Some(status)) = process.0.try_wait() {
-            panic!("{what} exited ({status}) before listening on {addr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on {addr}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Kills and reaps a child process when dropped, panic or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

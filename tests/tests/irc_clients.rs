@@ -19,11 +19,12 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chatd_tests::child::{KillOnDrop, free_port, wait_listening};
 use chatd_tests::client::LineClient;
 use chatd_tests::driver::Received;
 use chatd_tests::process::native_chatd_binary;
@@ -138,40 +139,6 @@ fn on_path(tool: &str) -> bool {
     std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
 }
 
-/// A port that was free a moment ago (bound, read and released).
-fn free_port() -> u16 {
-    TcpListener::bind((LOCAL, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Waits until `process` accepts connections on `addr`, failing at once
-/// if it exits.
-fn wait_listening(process: &mut KillOnDrop, addr: SocketAddr, what: &str) {
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect_timeout(&addr, POLL).is_err() {
-        if let Ok(Some(status)) = process.0.try_wait() {
-            panic!("{what} exited ({status}) before listening on {addr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} is not listening on {addr}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Kills and reaps a child process when dropped, panic or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `chatd serve` with a native and an IRC listener on free ports.
 struct Chatd {
     native: SocketAddr,
@@ -201,8 +168,8 @@ impl Chatd {
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
         let mut process = KillOnDrop(child);
-        wait_listening(&mut process, native, "chatd (native listener)");
-        wait_listening(&mut process, irc, "chatd (IRC listener)");
+        wait_listening(&mut process, native, "chatd (native listener)", WAIT);
+        wait_listening(&mut process, irc, "chatd (IRC listener)", WAIT);
         Self {
             native,
             irc,
@@ -242,7 +209,7 @@ impl Ngircd {
             .spawn()
             .expect("ngircd starts");
         let mut process = KillOnDrop(child);
-        wait_listening(&mut process, addr, "ngircd");
+        wait_listening(&mut process, addr, "ngircd", WAIT);
         Self {
             addr,
             _process: process,
