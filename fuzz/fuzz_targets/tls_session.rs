@@ -59,7 +59,7 @@ fn handshake(server: &mut Transport, client: &mut ClientConnection, out: &mut Ou
             return false;
         }
         let mut answer = Vec::new();
-        let _ = server.next_ciphertext(out, false, &mut answer);
+        let _ = server.next_wire(out, false, &mut answer);
         if !answer.is_empty() {
             let mut reader = &answer[..];
             while !reader.is_empty() {
@@ -110,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
                 out.push(b"hello\n", Priority::Normal);
                 let mut wire = Vec::new();
                 server
-                    .next_ciphertext(&mut out, false, &mut wire)
+                    .next_wire(&mut out, false, &mut wire)
                     .expect("sealing never fails on a live session");
                 if got.peer_closed {
                     break;
@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
                 // alert first (and nothing sealed after it).
                 let mut wire = Vec::new();
                 server
-                    .next_ciphertext(&mut out, true, &mut wire)
+                    .next_wire(&mut out, true, &mut wire)
                     .expect("a failed session still gives its alert");
                 return;
             }
@@ -129,5 +129,5 @@ fuzz_target!(|data: &[u8]| {
     }
     // The core closes it: what is queued, then close_notify.
     let mut wire = Vec::new();
-    let _ = server.next_ciphertext(&mut out, true, &mut wire);
+    let _ = server.next_wire(&mut out, true, &mut wire);
 });
