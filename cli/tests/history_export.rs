@@ -1,6 +1,8 @@
 //! `chatd history export` as a process: on a data directory written here
 //! in the segment layout, and on the data directory of a running server.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -243,15 +245,7 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path) -> Self {
         let mut child = Command::new(CHATD)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--irc-bind",
-                "none",
-                "--http-bind",
-                "none",
-            ])
+            .args(common::SERVE_NATIVE_ONLY)
             .args(["--threads", "1", "--fsync", "always", "--data-dir"])
             .arg(data_dir)
             .env_remove("RUST_BACKTRACE")

@@ -1,6 +1,8 @@
 //! A server whose log pipe closes (the collector reading its stderr died)
 //! keeps serving: a log line that cannot be written is lost, not fatal.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -14,15 +16,7 @@ const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 fn a_closed_log_pipe_does_not_stop_the_server() {
     let data = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(CHATD)
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--irc-bind",
-            "none",
-            "--http-bind",
-            "none",
-        ])
+        .args(common::SERVE_NATIVE_ONLY)
         .args(["--tls-bind", "127.0.0.1:0", "--tls-self-signed"])
         .args(["--threads", "1", "--no-persist", "--data-dir"])
         .arg(data.path())

@@ -3,6 +3,8 @@
 //! `--tls-self-signed` logs its fingerprint, and (Unix) SIGHUP reloads the
 //! certificate without dropping connections.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -28,15 +30,7 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(CHATD)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--irc-bind",
-                "none",
-                "--http-bind",
-                "none",
-            ])
+            .args(common::SERVE_NATIVE_ONLY)
             .args(["--tls-bind", "127.0.0.1:0", "--irc-tls-bind", "127.0.0.1:0"])
             .args(["--no-persist", "--threads", "2", "--data-dir"])
             .arg(data_dir)
@@ -103,15 +97,7 @@ fn welcome(address: SocketAddr, tls: &TestTls) -> LineClient {
 fn a_tls_listener_without_a_certificate_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(CHATD)
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--irc-bind",
-            "none",
-            "--http-bind",
-            "none",
-        ])
+        .args(common::SERVE_NATIVE_ONLY)
         .args(["--tls-bind", "127.0.0.1:0", "--no-persist", "--data-dir"])
         .arg(dir.path())
         .output()
