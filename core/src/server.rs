@@ -346,14 +346,7 @@ impl Server {
         peer: SocketAddr,
         arrival: Arrival,
     ) -> Result<ConnId, Refused> {
-        // Bans and limits see an IPv4 client the same however it came in.
-        let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
-        if let Err(refused) = self.check_admission(now, peer.ip(), arrival.dialect) {
-            self.counters.refuse(refused.code);
-            return Err(refused);
-        }
-        self.counters.accept(Listener::of(arrival));
-        let conn = self.admit(peer);
+        let (conn, peer) = self.admit(now, peer, arrival.dialect, Listener::of(arrival))?;
         self.open_session(now, conn, peer, arrival);
         Ok(conn)
     }
@@ -371,13 +364,7 @@ impl Server {
         peer: SocketAddr,
         encrypted: bool,
     ) -> Result<ConnId, Refused> {
-        let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
-        if let Err(refused) = self.check_admission(now, peer.ip(), Dialect::Native) {
-            self.counters.refuse(refused.code);
-            return Err(refused);
-        }
-        self.counters.accept(Listener::web(encrypted));
-        let conn = self.admit(peer);
+        let (conn, peer) = self.admit(now, peer, Dialect::Native, Listener::web(encrypted))?;
         self.web_pending
             .insert(conn, WebPending { peer, encrypted });
         Ok(conn)
@@ -398,13 +385,28 @@ impl Server {
         self.open_session(now, conn, pending.peer, arrival);
     }
 
-    /// A new connection id, counted against its address's limit.
-    fn admit(&mut self, peer: SocketAddr) -> ConnId {
+    /// Admits a connection from `peer` on `listener` (refusals rendered in
+    /// `dialect`): a new id, counted against its address's limit, and the
+    /// peer as bans and limits see it.
+    fn admit(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        dialect: Dialect,
+        listener: Listener,
+    ) -> Result<(ConnId, SocketAddr), Refused> {
+        // Bans and limits see an IPv4 client the same however it came in.
+        let peer = SocketAddr::new(crate::address::canonical(peer.ip()), peer.port());
+        if let Err(refused) = self.check_admission(now, peer.ip(), dialect) {
+            self.counters.refuse(refused.code);
+            return Err(refused);
+        }
+        self.counters.accept(listener);
         let conn = ConnId::new(self.next_conn);
         self.next_conn += 1;
         let group = self.address_group(peer.ip());
         self.addresses.entry(group).or_default().connections += 1;
-        conn
+        Ok((conn, peer))
     }
 
     /// Frees the address slot of a connection admitted by [`Server::admit`].

@@ -93,13 +93,6 @@ impl Transport {
         self.layers.is_none()
     }
 
-    /// Whether this is TLS.
-    pub fn is_tls(&self) -> bool {
-        self.layers
-            .as_ref()
-            .is_some_and(|layers| layers.tls.is_some())
-    }
-
     /// When the connection is cut off unless its handshakes (TLS, the
     /// HTTP request) are done by then; `None` once they are.
     pub fn handshake_deadline(&self) -> Option<Instant> {
@@ -122,25 +115,25 @@ impl Transport {
             received.plaintext = bytes.to_vec();
             return Ok(received);
         };
-        let decrypted;
-        let plaintext: &[u8] = match layers.tls.as_mut() {
-            None => bytes,
+        let decrypted = match layers.tls.as_mut() {
+            None => None,
             Some(tls) => {
                 let mut buffer = Vec::new();
                 received.peer_closed = tls.receive(bytes, &mut buffer)?;
-                decrypted = buffer;
-                &decrypted
+                Some(buffer)
             }
         };
-        match layers.web.as_mut() {
-            None => received.plaintext = plaintext.to_vec(),
-            Some(web) if !plaintext.is_empty() => {
-                let up = web.received(plaintext, layers.tls.is_some());
-                received.plaintext = up.lines;
-                received.signal = up.signal;
-                received.ending = up.ending;
-            }
-            Some(_) => {}
+        let Some(web) = layers.web.as_mut() else {
+            // TLS alone: the decrypted bytes are the lines, moved, not copied.
+            received.plaintext = decrypted.unwrap_or_else(|| bytes.to_vec());
+            return Ok(received);
+        };
+        let plaintext = decrypted.as_deref().unwrap_or(bytes);
+        if !plaintext.is_empty() {
+            let up = web.received(plaintext, decrypted.is_some());
+            received.plaintext = up.lines;
+            received.signal = up.signal;
+            received.ending = up.ending;
         }
         Ok(received)
     }
@@ -242,14 +235,6 @@ impl Transport {
             session.drain_into(buffer);
         }
         Ok(())
-    }
-
-    /// Whether the layers hold no buffers (an idle connection's cost).
-    pub fn is_idle(&self) -> bool {
-        self.layers
-            .as_ref()
-            .and_then(|layers| layers.web.as_ref())
-            .is_none_or(|web| web.is_idle())
     }
 }
 

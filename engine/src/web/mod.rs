@@ -357,17 +357,6 @@ impl WebState {
             Phase::Request(_) | Phase::Ended => discard(out),
         }
     }
-
-    /// Bytes this layer holds for one connection beyond its queue, for
-    /// memory accounting in tests.
-    pub fn is_idle(&self) -> bool {
-        self.wire.is_empty()
-            && match &self.phase {
-                Phase::Socket { reader, .. } => reader.is_idle(),
-                Phase::Request(head) => head.capacity() == 0,
-                _ => true,
-            }
-    }
 }
 
 /// Frames each whole line at the front of `bytes` (LF or CR LF ended)
