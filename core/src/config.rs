@@ -65,6 +65,10 @@ pub struct Config {
     /// What IRC clients are told at registration, and the password they
     /// must give.
     pub irc: IrcConfig,
+    /// This server's place in a cluster, if it is a node of one. Not read
+    /// from the core's TOML: the engine sets it from its `[cluster]` table.
+    #[serde(skip)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             operator_login: LoginConfig::default(),
             accounts: AccountsConfig::default(),
             irc: IrcConfig::default(),
+            cluster: None,
         }
     }
 }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Allocated by the core in increasing order and never reused, so every
 /// backend and the in-memory driver see the same ids for the same script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ConnId(u64);
 
 impl ConnId {

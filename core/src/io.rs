@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::accounts::{AccountWrite, HashRequest};
+use crate::cluster::BusRequest;
 use crate::error::ErrorCode;
 use crate::history::Record;
 use crate::history_query::HistoryQuery;
@@ -81,6 +82,10 @@ pub enum Output {
     /// whether it is stored. Changes must be applied in the order given.
     /// Boxed: rare.
     StoreAccount(Box<AccountWrite>),
+    /// Hand a request to the cluster bus (only when the server is a node
+    /// of a cluster). Answers, and what other nodes say, come back through
+    /// [`crate::Server::handle_bus`]. Boxed: larger than the other outputs.
+    Bus(Box<BusRequest>),
 }
 
 /// Why the core closed a connection.

@@ -23,6 +23,7 @@
 
 pub mod accounts;
 pub mod address;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod counters;

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod chat;
+mod cluster;
 mod dispatch;
 mod histories;
 mod invariants;

@@ -581,6 +581,11 @@ impl Player {
                 Output::QueryHistory(query) => self.unqueried.push(query.request),
                 Output::HashPassword(request) => self.unhashed.push(request.request),
                 Output::StoreAccount(write) => self.unstored.push(write.request),
+                Output::Bus(request) => {
+                    return Err(format!(
+                        "bus request from a server outside a cluster: {request:?}"
+                    ));
+                }
             }
         }
         Ok(())

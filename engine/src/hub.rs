@@ -748,6 +748,10 @@ impl Hub {
                         });
                     }
                 }
+                Output::Bus(request) => {
+                    // Only a node of a cluster emits these (wired with the bus).
+                    tracing::warn!(?request, "bus request without a cluster");
+                }
                 Output::VerifyPassword(check) => {
                     if let Err(check) = self.auth.submit(check) {
                         tracing::debug!(request = %check.request, "password check queue full");

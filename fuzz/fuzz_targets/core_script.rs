@@ -714,6 +714,9 @@ impl Driver {
                     self.server
                         .handle_account_stored(self.now, write.request, true);
                 }
+                Output::Bus(request) => {
+                    panic!("bus request from a server outside a cluster: {request:?}")
+                }
                 // Nothing is stored here: every history query finds nothing.
                 Output::QueryHistory(query) => self.server.handle_history_answer(
                     self.now,

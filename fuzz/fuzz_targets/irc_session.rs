@@ -73,6 +73,9 @@ impl Run {
                 }
                 Output::Persist(record) => self.server.handle_persisted(self.now, record.id),
                 Output::VerifyPassword(_) => {}
+                Output::Bus(request) => {
+                    panic!("bus request from a server outside a cluster: {request:?}")
+                }
                 // Account work is answered at once: a hash no password
                 // matches, and every change stored.
                 Output::HashPassword(request) => self.server.handle_password_hashed(

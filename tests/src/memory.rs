@@ -155,6 +155,9 @@ impl MemoryDriver {
                     self.server()?
                         .handle_account_stored(now, write.request, true);
                 }
+                Output::Bus(request) => {
+                    return Err(DriverError(format!("unexpected bus request {request:?}")));
+                }
                 Output::QueryHistory(query) => {
                     // Synchronously too: every stored record (whispers
                     // included) recovered from the logs' bytes, as the
