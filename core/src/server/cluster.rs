@@ -487,6 +487,10 @@ impl Server {
     fn unfollow_if_empty(&mut self, room: &RoomName) {
         if self.rooms.get(room).is_none_or(|r| r.is_empty()) {
             self.bus(BusRequest::Unfollow(room.clone()));
+            // Lines said while it is not followed never reach memory, so
+            // what memory holds would have a hole: from now on the room's
+            // history comes from the store.
+            self.histories.remove(room);
         }
     }
 
