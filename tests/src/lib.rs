@@ -22,6 +22,7 @@ pub mod driver;
 pub mod memory;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod runner;
 pub mod socket;
 pub mod tls;
