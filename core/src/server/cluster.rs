@@ -81,7 +81,7 @@ impl Server {
             BusEvent::Posted { line, result } => self.posted(&line, result),
             BusEvent::Whisper { id, whisper } => self.whisper_arrived(id, &whisper),
             BusEvent::Whispered { whisper, result } => self.whispered(&whisper, result),
-            BusEvent::Claimed { conn, nick, result } => self.claimed(conn, nick, result),
+            BusEvent::Claimed { conn, nick, result } => self.claimed(now, conn, nick, result),
             BusEvent::Presence { node, presence } => self.presence(&node, presence),
             BusEvent::NodeGone(node) => self.node_gone(&node),
         }
@@ -362,7 +362,13 @@ impl Server {
         true
     }
 
-    fn claimed(&mut self, conn: ConnId, nick: Nick, result: Result<bool, BusFailure>) {
+    fn claimed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        nick: Nick,
+        result: Result<bool, BusFailure>,
+    ) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -390,6 +396,10 @@ impl Server {
                     return self.nick_taken(conn, &nick);
                 }
                 self.apply_nick(conn, nick);
+                // What `change_nick_protected` and IRC's NICK do after a
+                // change made at once.
+                self.protect(now, conn);
+                self.irc_nick_granted(conn);
             }
             (Ok(false), false) => self.nick_taken(conn, &nick),
             (Ok(false), true) => {
