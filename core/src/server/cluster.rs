@@ -112,6 +112,16 @@ impl Server {
         Some(up)
     }
 
+    /// The node's view of its cluster, for [`Server::gauges`].
+    pub(super) fn cluster_gauges(&self) -> Option<crate::counters::ClusterGauges> {
+        let cluster = self.cluster.as_ref()?;
+        Some(crate::counters::ClusterGauges {
+            up: cluster.up,
+            remote_users: cluster.mirror.len() as u64,
+            claims_in_flight: cluster.claims.len() as u64,
+        })
+    }
+
     // ----- Room lines -----
 
     /// A room line on a node of a cluster: to the bus, shown when it comes
