@@ -21,6 +21,7 @@ pub mod client;
 pub mod driver;
 pub mod memory;
 pub mod process;
+pub mod redis;
 pub mod runner;
 pub mod socket;
 pub mod tls;
