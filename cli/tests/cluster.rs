@@ -236,6 +236,60 @@ fn lines_whispers_nicknames_who_and_history_cross_three_nodes() {
 }
 
 #[test]
+fn a_client_back_on_another_node_catches_up_by_message_id() {
+    let redis = redis();
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
+    let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
+    let mut alice = n1.client(1);
+    nick(&mut alice, "alice");
+    // Someone on n2 all along, to know when n2 has the lines.
+    let mut watcher = n2.client(4);
+    let mut bob = n1.client(2);
+    bob.say("#ids on").unwrap();
+    wait_line(&mut bob, Duration::from_secs(5), |l| l == "* ids on");
+    alice.say("before the drop").unwrap();
+    let seen = wait_line(&mut bob, Duration::from_secs(5), |l| {
+        l.ends_with("before the drop")
+    });
+    // `[#general id=N] alice: ...`: the id is the room's offset in Redis.
+    let last_id: u64 = seen
+        .split("id=")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {seen:?}"));
+    drop(bob);
+    for n in 0..5 {
+        alice.say(&format!("missed {n}")).unwrap();
+    }
+    wait_line(&mut watcher, Duration::from_secs(5), |l| {
+        l.ends_with("alice: missed 4")
+    });
+    // Back, on another node, and on a node that started since (its
+    // memory holds none of it: the answer comes from the room's stream):
+    // what was missed, by id, in order.
+    let n3 = Node::start("n3", "poll", &redis.url(), dir.path());
+    for node in [&n2, &n3] {
+        catch_up(node, last_id);
+    }
+    drop((n1, n2, n3));
+}
+
+fn catch_up(node: &Node, last_id: u64) {
+    let mut back = node.client(3);
+    back.say(&format!("#history since {last_id}")).unwrap();
+    let header = wait_line(&mut back, Duration::from_secs(5), |l| {
+        l.starts_with("+ history")
+    });
+    assert_eq!(header, "+ history #general 5");
+    for n in 0..5 {
+        let line = wait_line(&mut back, Duration::from_secs(5), |_| true);
+        assert!(line.ends_with(&format!("alice: missed {n}")), "{line}");
+    }
+}
+
+#[test]
 fn two_nodes_racing_for_one_nickname_grant_it_to_one() {
     let redis = redis();
     let dir = tempfile::tempdir().unwrap();

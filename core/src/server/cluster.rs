@@ -1003,4 +1003,40 @@ mod tests {
         assert_eq!(lines, ["[#general] guest1-n1: hello\n"]);
         let _ = bob;
     }
+
+    #[test]
+    fn history_since_an_id_answers_from_the_lines_the_bus_brought() {
+        let now = epoch();
+        let mut server = node("n1");
+        let alice = server
+            .accept(now, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        server.handle_bus(now, BusEvent::Up);
+        drain(&mut server);
+        for n in 1..=6u64 {
+            server.handle(now, alice, format!("line {n}\n").as_bytes());
+            let (_, bus) = drain(&mut server);
+            let [BusRequest::Post(line)] = bus.as_slice() else {
+                panic!("expected one post, got {bus:?}");
+            };
+            let id = crate::ids::MessageId::new(n);
+            server.handle_bus(
+                now,
+                BusEvent::Line {
+                    id,
+                    line: Arc::clone(line),
+                },
+            );
+        }
+        drain(&mut server);
+        server.handle(now, alice, b"#history since 1\n");
+        let (lines, bus) = drain(&mut server);
+        assert!(bus.is_empty(), "{bus:?}");
+        assert_eq!(
+            lines,
+            [(2..=6).fold("+ history #general 5\n".to_owned(), |all, n| {
+                all + &format!("[#general 2026-11-18 11:06:40] guest1-n1: line {n}\n")
+            })]
+        );
+    }
 }
