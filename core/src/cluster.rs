@@ -187,6 +187,9 @@ pub struct NodeUser {
     pub who: Speaker,
     /// Their rooms, in name order.
     pub rooms: Vec<RoomName>,
+    /// Those of their rooms that are private on their node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private: Vec<RoomName>,
 }
 
 /// What a node announces to every other node: its users' presence, and
@@ -219,6 +222,10 @@ pub enum Presence {
         who: Speaker,
         /// Which room.
         room: RoomName,
+        /// The room is private on that node: the others neither list it
+        /// nor let anyone join it (invitations are per node).
+        #[serde(default)]
+        private: bool,
     },
     /// A user left a room (part, kick or switch).
     Left {
@@ -229,6 +236,30 @@ pub enum Presence {
         /// The part message, if any.
         #[serde(default)]
         reason: Option<String>,
+    },
+    /// A user was kicked out of a room (off the server, from #general).
+    Kicked {
+        /// Who.
+        nick: Nick,
+        /// Which room.
+        room: RoomName,
+        /// By whom (boxed: rare, and it would double every request's
+        /// size).
+        by: Box<Speaker>,
+        /// Why.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// A user was muted in a room.
+    Muted {
+        /// Who.
+        nick: Nick,
+        /// Which room.
+        room: RoomName,
+        /// By whom.
+        by: Nick,
+        /// For how long, in milliseconds.
+        for_ms: u64,
     },
     /// A user changed nickname.
     Renamed {

@@ -444,6 +444,7 @@ impl Server {
         let dialect = arrival.dialect;
         let nick = self.guest_nick(conn);
         self.nicks.insert(nick.folded(), conn);
+        self.claim_guest(conn, nick);
         let mut session = Session::new(peer, dialect, nick, now);
         session.encrypted = arrival.encrypted;
         session.web = arrival.web;

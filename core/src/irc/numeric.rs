@@ -85,6 +85,9 @@ pub const ERR_NOMOTD: &str = "422";
 pub const ERR_NONICKNAMEGIVEN: &str = "431";
 pub const ERR_ERRONEUSNICKNAME: &str = "432";
 pub const ERR_NICKNAMEINUSE: &str = "433";
+/// A nickname that cannot be had just now (a node of a cluster cut off
+/// from it).
+pub const ERR_UNAVAILRESOURCE: &str = "437";
 pub const ERR_USERNOTINCHANNEL: &str = "441";
 pub const ERR_NOTONCHANNEL: &str = "442";
 pub const ERR_USERONCHANNEL: &str = "443";
@@ -134,6 +137,7 @@ pub fn for_error(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::BadKey => ERR_BADCHANNELKEY,
         ErrorCode::NotRegistered => ERR_NOTREGISTERED,
         ErrorCode::UnknownMode => ERR_UNKNOWNMODE,
+        ErrorCode::Unavailable => ERR_UNAVAILRESOURCE,
         _ => return None,
     })
 }

@@ -209,7 +209,7 @@ impl Server {
             nick: &shown,
             registered: account.is_some(),
             logins,
-            online: self.user_named(nick).is_some(),
+            online: self.user_named(nick).is_some() || self.online_elsewhere(nick),
             operator: asker_is_operator && account.is_some_and(|a| a.operator),
         };
         self.out.send(conn, &reply);

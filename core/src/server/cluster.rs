@@ -5,12 +5,12 @@
 //! is said, only when the bus delivers it, so every node (the speaker's
 //! too) shows each room's lines in the order the shared store gave them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 
 use crate::cluster::{
     BusEvent, BusFailure, BusLine, BusOrder, BusRequest, BusWhisper, ClusterConfig, NodeName,
@@ -21,11 +21,11 @@ use crate::error::ErrorCode;
 use crate::history::{Record, RecordKind};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
-use crate::reply::{Person, Reply, WhoEntry};
+use crate::reply::{Person, Reply, Scope, WhoEntry};
 
 use super::Server;
 use super::outbox::Outbox;
-use super::remote::Mirror;
+use super::remote::{Mirror, RemoteUser};
 use super::room::Ban;
 use super::session::Session;
 
@@ -40,6 +40,16 @@ pub(super) struct ClusterState {
     pub(super) mirror: Mirror,
     /// Nickname claims in flight, by connection.
     claims: AHashMap<ConnId, Claim>,
+    /// Connections whose nickname is being claimed again after the bus
+    /// came back: the snapshot waits for them, so it shows who is here
+    /// after any of them became a guest.
+    reclaiming: AHashSet<ConnId>,
+    /// A snapshot is owed once `reclaiming` empties.
+    snapshot_due: bool,
+    /// Nicknames given up while the bus was down: given back when it is up.
+    unreleased: BTreeSet<Nick>,
+    /// The next departure of a user here was announced already (as a kick).
+    departure_announced: bool,
 }
 
 /// A nickname claim in flight.
@@ -68,6 +78,10 @@ impl ClusterState {
             up: false,
             mirror: Mirror::default(),
             claims: AHashMap::new(),
+            reclaiming: AHashSet::new(),
+            snapshot_due: false,
+            unreleased: BTreeSet::new(),
+            departure_announced: false,
         }
     }
 }
@@ -114,6 +128,28 @@ impl Server {
 
     fn bus(&mut self, request: BusRequest) {
         self.out.push(Output::Bus(Box::new(request)));
+    }
+
+    /// Gives a nickname back to the cluster, or remembers to once the bus
+    /// is up (a release lost while down would leave it held by this node).
+    fn release(&mut self, nick: Nick) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.up {
+            self.bus(BusRequest::Release(nick));
+        } else {
+            cluster.unreleased.insert(nick.folded());
+        }
+    }
+
+    /// Registers a guest name with the cluster, so whispers find it. No
+    /// claim is kept in flight: node names make guest names unique, and a
+    /// user may ask for a nickname at once.
+    pub(super) fn claim_guest(&mut self, conn: ConnId, nick: Nick) {
+        if self.cluster.is_some() {
+            self.bus(BusRequest::Claim { conn, nick });
+        }
     }
 
     /// `Some(true)` on a node of a cluster whose bus is up, `Some(false)`
@@ -404,6 +440,24 @@ impl Server {
         nick: Nick,
         result: Result<bool, BusFailure>,
     ) {
+        self.claim_answered(now, conn, nick, result);
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.reclaiming.remove(&conn);
+        if cluster.snapshot_due && cluster.reclaiming.is_empty() {
+            cluster.snapshot_due = false;
+            self.announce_snapshot(now, true);
+        }
+    }
+
+    fn claim_answered(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        nick: Nick,
+        result: Result<bool, BusFailure>,
+    ) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -418,7 +472,7 @@ impl Server {
             // was made again after a reconnect): give back what was
             // granted unless it is still in use here.
             if result == Ok(true) && current.is_none_or(|c| c.folded() != nick.folded()) {
-                self.bus(BusRequest::Release(nick));
+                self.release(nick);
             }
             return;
         }
@@ -428,7 +482,7 @@ impl Server {
             (Ok(true), false) => {
                 if self.conn_named(&nick).is_some_and(|holder| holder != conn) {
                     // Taken here while the claim was in flight.
-                    self.bus(BusRequest::Release(nick));
+                    self.release(nick);
                     return self.nick_taken(conn, &nick);
                 }
                 self.apply_nick(conn, nick);
@@ -471,8 +525,13 @@ impl Server {
             return;
         }
         self.bus(BusRequest::Announce(Presence::Renamed { old, new }));
-        if !old.is_guest_name() && old.folded() != new.folded() {
-            self.bus(BusRequest::Release(old));
+        if old.folded() != new.folded() {
+            self.release(old);
+        }
+        if new.is_guest_name()
+            && let Some(conn) = self.conn_named(&new)
+        {
+            self.claim_guest(conn, new);
         }
     }
 
@@ -489,11 +548,13 @@ impl Server {
         if first {
             self.bus(BusRequest::Follow(room.clone()));
         }
+        let private = self.rooms.get(room).is_some_and(|r| r.private);
         if let Some(session) = self.sessions.get(&conn) {
             let who = speaker(session);
             self.bus(BusRequest::Announce(Presence::Joined {
                 who,
                 room: room.clone(),
+                private,
             }));
         }
     }
@@ -501,8 +562,11 @@ impl Server {
     /// After `nick` left `room` (still a user of this node): the other
     /// nodes hear of it, and a room with no members here is unfollowed.
     pub(super) fn cluster_left(&mut self, nick: Nick, room: &RoomName, reason: Option<&str>) {
-        if self.cluster.is_none() {
+        let Some(cluster) = self.cluster.as_mut() else {
             return;
+        };
+        if std::mem::take(&mut cluster.departure_announced) {
+            return self.unfollow_if_empty(room);
         }
         self.bus(BusRequest::Announce(Presence::Left {
             nick,
@@ -519,16 +583,16 @@ impl Server {
             return;
         };
         cluster.claims.remove(&conn);
-        self.bus(BusRequest::Announce(Presence::Quit {
-            nick: session.nick,
-            message: message.map(str::to_owned),
-        }));
+        if !std::mem::take(&mut cluster.departure_announced) {
+            self.bus(BusRequest::Announce(Presence::Quit {
+                nick: session.nick,
+                message: message.map(str::to_owned),
+            }));
+        }
         for room in &session.rooms {
             self.unfollow_if_empty(room);
         }
-        if !session.nick.is_guest_name() {
-            self.bus(BusRequest::Release(session.nick));
-        }
+        self.release(session.nick);
     }
 
     fn unfollow_if_empty(&mut self, room: &RoomName) {
@@ -550,19 +614,32 @@ impl Server {
             return;
         };
         cluster.up = true;
+        let unreleased = std::mem::take(&mut cluster.unreleased);
+        for nick in unreleased {
+            if self.conn_named(&nick).is_none() {
+                self.bus(BusRequest::Release(nick));
+            }
+        }
         let named: Vec<(ConnId, Nick)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.nick.is_guest_name())
             .map(|(&conn, s)| (conn, s.nick))
             .collect();
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.reclaiming.clear();
+        for &(conn, nick) in &named {
+            cluster.claims.insert(conn, Claim { nick, again: true });
+            cluster.reclaiming.insert(conn);
+        }
+        cluster.snapshot_due = !named.is_empty();
         for (conn, nick) in named {
-            if let Some(cluster) = self.cluster.as_mut() {
-                cluster.claims.insert(conn, Claim { nick, again: true });
-            }
             self.bus(BusRequest::Claim { conn, nick });
         }
-        self.announce_snapshot(now, true);
+        if self.cluster.as_ref().is_some_and(|c| !c.snapshot_due) {
+            self.announce_snapshot(now, true);
+        }
     }
 
     fn announce_snapshot(&mut self, now: Instant, reply: bool) {
@@ -572,9 +649,15 @@ impl Server {
             .map(|session| {
                 let mut rooms = session.rooms.to_vec();
                 rooms.sort();
+                let private = rooms
+                    .iter()
+                    .filter(|room| self.rooms.get(*room).is_some_and(|r| r.private))
+                    .cloned()
+                    .collect();
                 NodeUser {
                     who: speaker(session),
                     rooms,
+                    private,
                 }
             })
             .collect();
@@ -594,14 +677,13 @@ impl Server {
     // ----- Other nodes' users -----
 
     fn presence(&mut self, now: Instant, node: &NodeName, presence: Presence) {
-        let limit = self.config.presence_announce_limit;
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
         let mirror = &mut cluster.mirror;
         match presence {
             Presence::Snapshot { users, reply, bans } => {
-                mirror.replace_node(node, users);
+                self.take_snapshot(node, users);
                 for ban in bans {
                     if !self.server_bans.contains_key(&ban.address) {
                         self.take_shared_ban(now, ban);
@@ -617,42 +699,67 @@ impl Server {
                     self.cancel_server_ban_timer(address, &lifted);
                 }
             }
-            Presence::Joined { who, room } => {
-                mirror.join(node, who.clone(), room.clone());
-                if let Some(local) = self.rooms.get_mut(&room)
-                    && !local.is_empty()
-                    && local.len() <= limit
-                {
-                    let person = Person {
-                        nick: &who.nick,
-                        user: &who.user,
-                        host: who.host,
-                        account: None,
-                    };
-                    let reply = Reply::Joined {
-                        room: &room,
-                        who: person,
-                    };
-                    self.out
-                        .broadcast(&local.audiences(), None, &reply, Priority::Normal);
-                }
+            Presence::Joined { who, room, private } => {
+                mirror.join(node, who.clone(), room.clone(), private);
+                self.tell_of_remote_join(&who, &room);
             }
             Presence::Left { nick, room, reason } => {
                 let Some(user) = mirror.leave(&nick, &room) else {
                     return;
                 };
-                if let Some(local) = self.rooms.get_mut(&room)
-                    && !local.is_empty()
-                    && local.len() < limit
-                {
-                    let reply = Reply::Left {
-                        room: &room,
-                        who: user.person(),
-                        reason: reason.as_deref(),
-                    };
-                    self.out
-                        .broadcast(&local.audiences(), None, &reply, Priority::Normal);
+                let reply = Reply::Left {
+                    room: &room,
+                    who: user.person(),
+                    reason: reason.as_deref(),
+                };
+                self.tell_room(&room, &reply);
+            }
+            Presence::Kicked {
+                nick,
+                room,
+                by,
+                reason,
+            } => {
+                let general = room == RoomName::general();
+                let user = if general {
+                    mirror.remove(&nick)
+                } else {
+                    mirror.leave(&nick, &room)
+                };
+                let Some(user) = user else {
+                    return;
+                };
+                let reply = Reply::Kicked {
+                    scope: if general {
+                        Scope::Server
+                    } else {
+                        Scope::Room(&room)
+                    },
+                    who: user.person(),
+                    by: person_of(&by),
+                    reason: reason.as_deref(),
+                };
+                if general {
+                    // Off the server: everyone who shared a room hears it.
+                    let peers = self.local_members_of(&user.rooms);
+                    self.out.broadcast_to(peers, None, &reply, Priority::Urgent);
+                } else {
+                    self.tell_room(&room, &reply);
                 }
+            }
+            Presence::Muted {
+                nick,
+                room,
+                by,
+                for_ms,
+            } => {
+                let reply = Reply::Muted {
+                    room: &room,
+                    nick: &nick,
+                    by: &by,
+                    duration: std::time::Duration::from_millis(for_ms),
+                };
+                self.tell_room(&room, &reply);
             }
             Presence::Renamed { old, new } => {
                 let Some(before) = mirror.rename(&old, new) else {
@@ -670,6 +777,73 @@ impl Server {
                     self.tell_of_remote_quit(&user, message.as_deref());
                 }
             }
+        }
+    }
+
+    /// Another node's snapshot replaces what was known of it; the
+    /// difference is told as it would have been live (it is what this node
+    /// missed while one of them was cut off): joins, parts and quits.
+    fn take_snapshot(&mut self, node: &NodeName, users: Vec<NodeUser>) {
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let before: BTreeMap<Nick, RemoteUser> = cluster
+            .mirror
+            .users()
+            .filter(|user| user.node == *node)
+            .map(|user| (user.who.nick.folded(), user.clone()))
+            .collect();
+        cluster.mirror.replace_node(node, users);
+        let after: BTreeMap<Nick, RemoteUser> = cluster
+            .mirror
+            .users()
+            .filter(|user| user.node == *node)
+            .map(|user| (user.who.nick.folded(), user.clone()))
+            .collect();
+        for (key, old) in &before {
+            match after.get(key) {
+                None => self.tell_of_remote_quit(old, None),
+                Some(new) => {
+                    for room in old.rooms.difference(&new.rooms) {
+                        let reply = Reply::Left {
+                            room,
+                            who: old.person(),
+                            reason: None,
+                        };
+                        self.tell_room(room, &reply);
+                    }
+                }
+            }
+        }
+        for (key, new) in &after {
+            let known = before.get(key).map(|old| &old.rooms);
+            for room in &new.rooms {
+                if known.is_none_or(|rooms| !rooms.contains(room)) {
+                    self.tell_of_remote_join(&new.who, room);
+                }
+            }
+        }
+    }
+
+    /// "* nick joined #room" to this node's members of the room.
+    fn tell_of_remote_join(&mut self, who: &Speaker, room: &RoomName) {
+        let reply = Reply::Joined {
+            room,
+            who: person_of(who),
+        };
+        self.tell_room(room, &reply);
+    }
+
+    /// A presence notice to this node's members of a room, if it has any
+    /// and is small enough for presence notices.
+    fn tell_room(&mut self, room: &RoomName, reply: &Reply<'_>) {
+        let limit = self.config.presence_announce_limit;
+        if let Some(local) = self.rooms.get_mut(room)
+            && !local.is_empty()
+            && local.len() <= limit
+        {
+            self.out
+                .broadcast(&local.audiences(), None, reply, Priority::Normal);
         }
     }
 
@@ -795,6 +969,63 @@ impl Server {
         }
     }
 
+    /// A kick carried out here (decided here or ordered from another
+    /// node): the other nodes' members of the room hear it as a kick, and
+    /// the departure that follows is not announced again.
+    pub(super) fn cluster_kicked(
+        &mut self,
+        victim: Nick,
+        room: &RoomName,
+        by: &Speaker,
+        reason: Option<&str>,
+    ) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.departure_announced = true;
+        self.bus(BusRequest::Announce(Presence::Kicked {
+            nick: victim,
+            room: room.clone(),
+            by: Box::new(by.clone()),
+            reason: reason.map(str::to_owned),
+        }));
+    }
+
+    /// A mute set here: the other nodes' members of the room hear it.
+    pub(super) fn cluster_muted(
+        &mut self,
+        victim: Nick,
+        room: &RoomName,
+        by: Nick,
+        duration: std::time::Duration,
+    ) {
+        if self.cluster.is_some() {
+            self.bus(BusRequest::Announce(Presence::Muted {
+                nick: victim,
+                room: room.clone(),
+                by,
+                for_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            }));
+        }
+    }
+
+    /// Whether a room that has no members here is private on another node
+    /// (invitations are per node: nobody here may join or read it).
+    pub(super) fn private_elsewhere(&self, room: &RoomName) -> bool {
+        !self.rooms.contains_key(room)
+            && self
+                .cluster
+                .as_ref()
+                .is_some_and(|cluster| cluster.mirror.is_private(room))
+    }
+
+    /// Whether a user of another node holds the nickname.
+    pub(super) fn online_elsewhere(&self, nick: &Nick) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.mirror.user(nick).is_some())
+    }
+
     /// An operator's server ban here: the other nodes ban the address too.
     pub(super) fn cluster_banned(&mut self, now: Instant, address: IpAddr, ban: &Ban) {
         if self.cluster.is_none() {
@@ -843,6 +1074,30 @@ impl Server {
 
     // ----- Listings that see the whole cluster -----
 
+    /// The `352` parameters (after the asker's nickname) of a room's
+    /// members on other nodes: their node announced no away state, modes
+    /// or real name, so they show as here (`H`) with their nickname.
+    pub(super) fn remote_who_lines(&self, room: &RoomName, server: &str) -> Vec<Vec<String>> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        cluster
+            .mirror
+            .members(room)
+            .map(|user| {
+                vec![
+                    crate::irc::render::channel(room),
+                    user.who.user.clone(),
+                    crate::reply::host_text(user.who.host).to_string(),
+                    server.to_owned(),
+                    user.who.nick.to_string(),
+                    "H".to_owned(),
+                    format!("0 {}", user.who.nick),
+                ]
+            })
+            .collect()
+    }
+
     /// How many members a room has on other nodes.
     pub(super) fn remote_count(&self, room: &RoomName) -> usize {
         self.cluster
@@ -858,7 +1113,7 @@ impl Server {
         cluster
             .mirror
             .rooms()
-            .filter(|room| !self.rooms.contains_key(*room))
+            .filter(|room| !self.rooms.contains_key(*room) && !cluster.mirror.is_private(room))
             .cloned()
             .collect()
     }
@@ -885,6 +1140,16 @@ fn shared_ban(now: Instant, address: IpAddr, ban: &Ban) -> Option<SharedBan> {
         for_ms,
         reason: ban.reason.as_deref().map(str::to_owned),
     })
+}
+
+/// A user of another node as replies show a person.
+fn person_of(who: &Speaker) -> Person<'_> {
+    Person {
+        nick: &who.nick,
+        user: &who.user,
+        host: who.host,
+        account: None,
+    }
 }
 
 /// A session as other nodes see it.

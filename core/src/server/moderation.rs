@@ -84,6 +84,10 @@ impl Server {
         } else {
             Scope::Room(room_name)
         };
+        let Some(victim_nick) = self.sessions.get(&victim).map(|s| s.nick) else {
+            return;
+        };
+        self.cluster_kicked(victim_nick, room_name, by, reason);
         let Some(who) = self.sessions.get(&victim) else {
             return;
         };
@@ -99,6 +103,7 @@ impl Server {
             by: by_person,
             reason,
         };
+
         // The victim is told on its own (an IRC client reads its own
         // disconnection as ERROR, not as someone's QUIT).
         let except = general.then_some(victim);
@@ -509,6 +514,7 @@ impl Server {
             duration,
         };
         self.broadcast_in(room_name, &reply, Priority::Urgent);
+        self.cluster_muted(nick, room_name, by, duration);
         Ok(())
     }
 

@@ -309,6 +309,9 @@ impl Server {
     /// exist are open (their private lines stay hidden by the scope).
     fn closed_to(&self, now: Instant, conn: ConnId, name: &RoomName) -> Option<String> {
         let session = self.sessions.get(&conn)?;
+        if self.private_elsewhere(name) {
+            return Some(format!("#{name} is private"));
+        }
         let room = self.rooms.get(name)?;
         if session.is_in(name) {
             return None;

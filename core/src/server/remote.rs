@@ -36,6 +36,8 @@ impl RemoteUser {
 pub(super) struct Mirror {
     users: BTreeMap<Nick, RemoteUser>,
     rooms: BTreeMap<RoomName, BTreeSet<Nick>>,
+    /// Rooms some node said are private there.
+    private: BTreeSet<RoomName>,
 }
 
 impl Mirror {
@@ -44,8 +46,12 @@ impl Mirror {
         self.users.get(&nick.folded())
     }
 
-    /// A user of `node` entered `room` (known or new to the mirror).
-    pub(super) fn join(&mut self, node: &NodeName, who: Speaker, room: RoomName) {
+    /// A user of `node` entered `room` (known or new to the mirror),
+    /// which is private there if `private`.
+    pub(super) fn join(&mut self, node: &NodeName, who: Speaker, room: RoomName, private: bool) {
+        if private {
+            self.private.insert(room.clone());
+        }
         let key = who.nick.folded();
         let user = self.users.entry(key).or_insert_with(|| RemoteUser {
             who: who.clone(),
@@ -112,9 +118,20 @@ impl Mirror {
                 continue;
             }
             for room in user.rooms {
-                self.join(node, user.who.clone(), room);
+                let private = user.private.contains(&room);
+                self.join(node, user.who.clone(), room, private);
             }
         }
+    }
+
+    /// Every user, in folded-nickname order.
+    pub(super) fn users(&self) -> impl Iterator<Item = &RemoteUser> {
+        self.users.values()
+    }
+
+    /// Whether some node said the room is private there.
+    pub(super) fn is_private(&self, room: &RoomName) -> bool {
+        self.private.contains(room)
     }
 
     /// Forgets every user of `node`, returning them in nickname order.
@@ -162,6 +179,7 @@ impl Mirror {
             members.remove(key);
             if members.is_empty() {
                 self.rooms.remove(room);
+                self.private.remove(room);
             }
         }
     }
@@ -190,9 +208,10 @@ mod tests {
             NodeName::parse("n3").unwrap(),
         );
         let mut mirror = Mirror::default();
-        mirror.join(&n2, speaker("Bob"), room("rust"));
-        mirror.join(&n2, speaker("Bob"), room("go"));
-        mirror.join(&n3, speaker("carol"), room("rust"));
+        mirror.join(&n2, speaker("Bob"), room("rust"), false);
+        mirror.join(&n2, speaker("Bob"), room("go"), true);
+        mirror.join(&n3, speaker("carol"), room("rust"), false);
+        assert!(mirror.is_private(&room("go")));
         assert_eq!(mirror.count(&room("rust")), 2);
         assert!(mirror.user(&Nick::parse("BOB").unwrap()).is_some());
 
@@ -202,6 +221,7 @@ mod tests {
                 .is_some()
         );
         assert!(!mirror.has_room(&room("go")));
+        assert!(!mirror.is_private(&room("go")), "privacy outlived the room");
         assert!(
             mirror
                 .leave(&Nick::parse("bob").unwrap(), &room("go"))

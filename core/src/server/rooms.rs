@@ -40,6 +40,12 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
         }
+        if self.private_elsewhere(&target) && !session.is_operator() {
+            let text = format!("{chan} is private; ask its owner for an invitation");
+            return self
+                .out
+                .error_about(conn, ErrorCode::InviteOnly, Some(&chan), &text);
+        }
         if !self.rooms.contains_key(&target) && self.exists_elsewhere(&target) {
             // A room of the cluster with no members here yet: joined, not
             // created (nobody here owns it).

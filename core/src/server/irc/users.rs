@@ -21,6 +21,8 @@ impl Server {
         let server = self.config.irc.server_name.clone();
         let multi = self.has_cap(conn, Cap::MultiPrefix);
         let mut lines = Vec::new();
+        // Members of the room on other nodes of a cluster.
+        let mut remote: Vec<Vec<String>> = Vec::new();
         if let Some(room) = mask
             .strip_prefix('#')
             .and_then(|b| RoomName::parse(b).ok())
@@ -32,6 +34,9 @@ impl Server {
                     continue;
                 };
                 lines.push((target, Some(room.clone())));
+            }
+            if !operators_only {
+                remote = self.remote_who_lines(&room, &server);
             }
         } else if matches!(mask, "*" | "0") {
             // Everyone visible: those who share a room with the asker,
@@ -55,12 +60,18 @@ impl Server {
             lines.push((target, None));
         }
         let most = super::channels::listing_cap(self.config.max_outbound_bytes);
-        let lines: Vec<Vec<String>> = lines
+        let mut lines: Vec<Vec<String>> = lines
             .into_iter()
             .take(most)
             .filter(|(target, _)| !operators_only || self.sessions[target].is_operator())
             .map(|(target, room)| self.who_line(conn, target, room.as_ref(), &server, multi))
             .collect();
+        if !remote.is_empty() {
+            lines.extend(remote);
+            // One listing in nickname order, wherever each member is.
+            lines.sort_by_cached_key(|params| params[4].to_ascii_lowercase());
+            lines.truncate(most);
+        }
         for params in lines {
             let refs: Vec<&str> = params.iter().map(String::as_str).collect();
             self.numeric(conn, n::RPL_WHOREPLY, &refs);
