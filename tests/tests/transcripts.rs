@@ -3,15 +3,17 @@
 //! rustls client, on the TLS listener of its dialect) and once more over
 //! WebSockets (every client on the HTTP listener, at `/ws` or `/irc`),
 //! but for the few that test what a WebSocket carries differently
-//! ([`web_exempt`]).
+//! ([`web_exempt`]). The cluster transcripts (`tests/transcripts/cluster/`)
+//! run on the memory cluster driver only, as `cluster::NAME`.
 
 use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
 use chatd_tests::memory::MemoryDriver;
+use chatd_tests::memory_cluster::MemoryClusterDriver;
 use chatd_tests::runner;
 use chatd_tests::socket::SocketDriver;
 use chatd_tests::transcript::Transcript;
-use chatd_tests::{seed_for, transcript_files};
+use chatd_tests::{cluster_transcript_files, seed_for, transcript_files};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// The issue asks for at least this many transcripts; fewer means files
@@ -105,8 +107,33 @@ fn main() {
             runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
         }));
     }
+    for path in cluster_transcript_files() {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let waiting = CLUSTER_WAITING.iter().any(|(waiting, _)| *waiting == name);
+        let trial = Trial::test(format!("cluster::{name}"), move || {
+            let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
+            if !transcript.is_cluster() {
+                return Err(format!(
+                    "{}: a cluster transcript starts with a nodes line",
+                    transcript.name
+                )
+                .into());
+            }
+            let mut driver = MemoryClusterDriver::new(seed_for(&transcript.name));
+            runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
+        });
+        trials.push(trial.with_ignored_flag(waiting));
+    }
     libtest_mimic::run(&args, trials).exit();
 }
+
+/// Cluster transcripts written ahead of the core behaviour they test,
+/// with what they wait for: listed as ignored until it lands (`--ignored`
+/// runs them).
+const CLUSTER_WAITING: &[(&str, &str)] = &[];
 
 /// Why a transcript does not hold over a WebSocket, if it does not: it
 /// sends bytes a WebSocket carries differently (docs/PROTOCOL.md,
