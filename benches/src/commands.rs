@@ -51,6 +51,10 @@ pub enum BenchCommand {
     /// client on a WebSocket, S1 while /metrics is scraped once a second,
     /// server memory per idle WebSocket.
     Web(crate::web::WebArgs),
+    /// Two nodes of a cluster through one Redis against one node: S1 with
+    /// the room split over both nodes and S2-lite across them, with
+    /// Redis's CPU.
+    Cluster(crate::cluster::ClusterArgs),
 }
 
 impl BenchCommand {
@@ -73,6 +77,7 @@ impl BenchCommand {
             Self::HistoryLatency(args) => args.run(),
             Self::Tls(args) => args.run(),
             Self::Web(args) => args.run(),
+            Self::Cluster(args) => args.run(),
         }
     }
 }

@@ -229,7 +229,7 @@ fn measure_listener(
         anyhow::Ok((self_cpu_time()?, server.cpu_time()?))
     };
     let (report, (generator_before, server_before)) =
-        run_then(addr, peer, plan, progress, cpu_now)?;
+        run_then(&[addr], peer, plan, progress, cpu_now)?;
     Ok(FanoutMeasurement {
         server_cpu: server.cpu_time()?.saturating_sub(server_before),
         generator_cpu: self_cpu_time()?.saturating_sub(generator_before),
@@ -253,13 +253,15 @@ pub fn run(
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<FanoutReport> {
-    run_then(addr, peer, plan, progress, || Ok(())).map(|(report, ())| report)
+    run_then(&[addr], peer, plan, progress, || Ok(())).map(|(report, ())| report)
 }
 
-/// [`run`], calling `at_start` once everyone has joined, just before the
-/// first message goes out, and returning what it returned.
-fn run_then<T>(
-    addr: std::net::SocketAddr,
+/// [`run`] with the clients spread over several servers (client `i` on
+/// `addrs[i % addrs.len()]`: the nodes of a cluster), calling `at_start`
+/// once everyone has joined, just before the first message goes out, and
+/// returning what it returned.
+pub fn run_then<T>(
+    addrs: &[std::net::SocketAddr],
     peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
@@ -279,7 +281,7 @@ fn run_then<T>(
             plan.rooms
         );
     }
-    let (mut streams, mut writers) = setup(addr, peer, plan, progress)?;
+    let (mut streams, mut writers) = setup(addrs, peer, plan, progress)?;
     let shared = Arc::new(Shared {
         start: Instant::now(),
         stop: AtomicBool::new(false),
@@ -339,12 +341,15 @@ const SETUP_LIMIT: Duration = Duration::from_secs(60);
 /// every subscription confirmed; other servers: the settle time). Returns
 /// the clients and, for Redis, the separate publishers.
 fn setup(
-    addr: std::net::SocketAddr,
+    addrs: &[std::net::SocketAddr],
     peer: &Peer,
     plan: &FanoutPlan,
     progress: bool,
 ) -> anyhow::Result<(Vec<BenchStream>, Vec<BenchStream>)> {
     let deadline = Instant::now() + SETUP_LIMIT;
+    let Some(&addr) = addrs.first() else {
+        bail!("no server to connect to");
+    };
     if (plan.tls.is_some() || plan.web) && *peer != Peer::Chatd {
         bail!("TLS and WebSocket are measured with chatd's native dialect only");
     }
@@ -359,12 +364,23 @@ fn setup(
         Peer::Redis => Greeting::None,
         Peer::Lines(_) => Greeting::Send(&hello),
     };
-    let mut streams = Vec::with_capacity(plan.clients);
-    for (i, stream) in connect_all(addr, plan.clients, greeting, deadline, progress)
-        .into_iter()
+    // Client i goes to server i % n: each server's clients connect in one
+    // batch, then are dealt back into client order.
+    let mut batches: Vec<_> = addrs
+        .iter()
         .enumerate()
-    {
-        let stream = stream.with_context(|| format!("client {i} cannot connect"))?;
+        .map(|(n, &server)| {
+            let count = (n..plan.clients).step_by(addrs.len()).count();
+            connect_all(server, count, greeting, deadline, progress).into_iter()
+        })
+        .collect();
+    let mut streams = Vec::with_capacity(plan.clients);
+    for i in 0..plan.clients {
+        let addr = addrs[i % addrs.len()];
+        let stream = batches[i % addrs.len()]
+            .next()
+            .with_context(|| format!("client {i} was not connected"))?
+            .with_context(|| format!("client {i} cannot connect"))?;
         let mut stream = match &plan.tls {
             None if plan.web => {
                 let mut stream = BenchStream::upgrade(stream, addr, "/ws")

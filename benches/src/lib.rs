@@ -24,11 +24,14 @@
 //!   connection);
 //! - [`web`]: S1 over WebSocket, S1 while `/metrics` is scraped, and
 //!   idle WebSocket memory, against plain TCP;
+//! - [`cluster`]: S1 and S2-lite on two nodes through Redis against one
+//!   node, with Redis's CPU;
 //! - [`commands`]: the command-line front ends.
 
 pub mod attack;
 pub mod bench_stream;
 pub mod chart;
+pub mod cluster;
 pub mod commands;
 pub mod compare;
 pub mod connect;

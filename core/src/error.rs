@@ -89,11 +89,14 @@ pub enum ErrorCode {
     AccountExists,
     /// No such account, or you are not logged in to one.
     NotLoggedIn,
+    /// This node of a cluster cannot reach the cluster's shared store just
+    /// now: the line, whisper or nickname change was not taken. Try again.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 40] = [
         Self::LineTooLong,
         Self::BadUtf8,
         Self::ControlChar,
@@ -133,6 +136,7 @@ impl ErrorCode {
         Self::EncryptionRequired,
         Self::AccountExists,
         Self::NotLoggedIn,
+        Self::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -177,6 +181,7 @@ impl ErrorCode {
             Self::EncryptionRequired => "encryption-required",
             Self::AccountExists => "account-exists",
             Self::NotLoggedIn => "not-logged-in",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -148,10 +148,20 @@ impl Nick {
 
     pub(crate) fn is_guest_name(&self) -> bool {
         let folded = self.folded();
-        folded
-            .as_str()
-            .strip_prefix("guest")
-            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        let Some(rest) = folded.as_str().strip_prefix("guest") else {
+            return false;
+        };
+        // A node of a cluster adds its name: `guest7-n2`.
+        let digits = rest.split_once('-').map_or(rest, |(digits, _)| digits);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// The guest nickname a node of a cluster gives a new connection: the
+    /// node's name keeps guests of different nodes apart. Node names are
+    /// at most 8 characters, so this fits unless a node hands out more
+    /// than 10^10 connections (then it is cut to the limit).
+    pub(crate) fn guest_on(conn: ConnId, node: &str) -> Self {
+        Self::inline(&format!("guest{}-{node}", conn.get()))
     }
 }
 
@@ -323,6 +333,9 @@ mod tests {
         assert!(Nick::parse_chosen("guest").is_ok());
         assert!(Nick::parse_chosen("guestx1").is_ok());
         assert!(Nick::parse("guest12").is_ok());
+        assert!(Nick::parse_chosen("guest12-n2").is_err());
+        assert!(Nick::parse_chosen("guest-n2").is_ok());
+        assert_eq!(Nick::guest_on(ConnId::new(7), "n2").as_str(), "guest7-n2");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod moderation;
 mod outbox;
 mod presence;
 mod queries;
+mod remote;
 mod room;
 mod rooms;
 mod session;
@@ -136,6 +137,9 @@ pub struct Server {
     queries: queries::Queries,
     /// What happened so far, for metrics.
     counters: Counters,
+    /// This server's state as a node of a cluster, if it is one. Boxed:
+    /// a single server pays one pointer.
+    cluster: Option<Box<self::cluster::ClusterState>>,
 }
 
 /// An HTTP connection admitted by [`Server::accept_web`], not yet a session.
@@ -189,6 +193,16 @@ impl Server {
         let logins = Logins::new(config.operators.first().map(|o| o.password_hash.as_str()));
         let mut rooms = BTreeMap::new();
         rooms.insert(RoomName::general(), Room::new(None, false));
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| Box::new(self::cluster::ClusterState::new(c)));
+        let mut histories = Histories::default();
+        if cluster.is_some() {
+            // A room's stream holds what was said before this node
+            // started: beyond memory, `#history` asks the driver.
+            histories.mark_all_incomplete();
+        }
         Ok(Self {
             config,
             wall: WallClock::new(now, unix_ms),
@@ -197,7 +211,7 @@ impl Server {
             sessions: BTreeMap::new(),
             nicks: AHashMap::new(),
             rooms,
-            histories: Histories::default(),
+            histories,
             addresses: AHashMap::new(),
             server_bans: BTreeMap::new(),
             pending_acks: AHashMap::new(),
@@ -211,6 +225,7 @@ impl Server {
             batches: 0,
             queries: queries::Queries::default(),
             counters: Counters::default(),
+            cluster,
         })
     }
 
@@ -425,7 +440,7 @@ impl Server {
     /// timers, and for a native one the welcome and #general.
     fn open_session(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, arrival: Arrival) {
         let dialect = arrival.dialect;
-        let nick = Nick::guest(conn);
+        let nick = self.guest_nick(conn);
         self.nicks.insert(nick.folded(), conn);
         let mut session = Session::new(peer, dialect, nick, now);
         session.encrypted = arrival.encrypted;
@@ -715,9 +730,14 @@ impl Server {
                 room.remove_member(conn);
             }
         }
-        if let Farewell::Quit(message) = farewell {
-            self.announce_quit(&session.rooms, session.person(), message);
-        }
+        let message = match farewell {
+            Farewell::Quit(message) => {
+                self.announce_quit(&session.rooms, session.person(), message);
+                message
+            }
+            Farewell::Silent => None,
+        };
+        self.cluster_quit(conn, &session, message);
         for name in &session.rooms {
             self.after_departure(name, conn);
         }

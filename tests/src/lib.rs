@@ -26,6 +26,8 @@ pub mod driver;
 pub mod memory;
 pub mod memory_cluster;
 pub mod process;
+pub mod proxy;
+pub mod redis;
 pub mod runner;
 pub mod socket;
 pub mod tls;

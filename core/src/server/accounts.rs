@@ -697,7 +697,8 @@ impl Server {
             &Reply::NickReclaimed { nick: &nick },
             Priority::Urgent,
         );
-        self.change_nick(conn, Nick::guest(conn));
+        let guest = self.guest_nick(conn);
+        self.change_nick(conn, guest);
     }
 
     /// The connections logged in to the account `folded` (a folded name).

@@ -52,6 +52,11 @@ impl Server {
             return self.out.error_about(conn, code, Some(&chan), &text);
         }
         let ts = self.wall.unix_ms(now);
+        if self.cluster.is_some() {
+            let private = room.private;
+            self.post_to_cluster(conn, room_name, kind, text, notice, ts, private);
+            return;
+        }
         let id = take_id(&mut self.ids, &mut self.out, ts);
         let from = session.person();
         let (reply, priority) = match kind {
@@ -117,6 +122,9 @@ impl Server {
         text: &str,
         notice: bool,
     ) {
+        if self.whisper_to_cluster(conn, target, text, notice) {
+            return;
+        }
         let Some(recipient) = self.user_named(target) else {
             return self.no_such_nick(conn, target);
         };

@@ -1,11 +1,64 @@
 //! This server as one node of a cluster (docs/CLUSTER.md): what it asks
 //! the bus, and what it does with what the bus tells it.
+//!
+//! The rule that keeps one order: a node never shows a room line when it
+//! is said, only when the bus delivers it, so every node (the speaker's
+//! too) shows each room's lines in the order the shared store gave them.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cluster::BusEvent;
+use ahash::AHashMap;
+
+use crate::cluster::{
+    BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, ClusterConfig, NodeName, NodeUser,
+    Presence, Speaker,
+};
+use crate::dialect::Dialect;
+use crate::error::ErrorCode;
+use crate::history::{Record, RecordKind};
+use crate::ids::{ConnId, MessageId, Nick, RoomName};
+use crate::io::{Output, Priority};
+use crate::reply::{Person, Reply, WhoEntry};
 
 use super::Server;
+use super::remote::Mirror;
+use super::session::Session;
+
+/// What a node of a cluster keeps beside the single server's state.
+#[derive(Debug)]
+pub(super) struct ClusterState {
+    /// This node.
+    node: NodeName,
+    /// Whether the bus reaches the shared store now.
+    up: bool,
+    /// Every other node's users.
+    pub(super) mirror: Mirror,
+    /// Nickname claims in flight, by connection.
+    claims: AHashMap<ConnId, Claim>,
+}
+
+/// A nickname claim in flight.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    nick: Nick,
+    /// Claimed again after the bus came back: the user already has it.
+    again: bool,
+}
+
+impl ClusterState {
+    pub(super) fn new(config: &ClusterConfig) -> Self {
+        Self {
+            node: config.node.clone(),
+            up: false,
+            mirror: Mirror::default(),
+            claims: AHashMap::new(),
+        }
+    }
+}
+
+const UNAVAILABLE: &str = "the cluster cannot be reached just now; nothing was done, try again";
 
 impl Server {
     /// What the cluster bus says: it is up or down, a room line in its
@@ -13,6 +66,725 @@ impl Server {
     /// node's presence, or a node gone. Ignored when the server is not a
     /// node of a cluster.
     pub fn handle_bus(&mut self, now: Instant, event: BusEvent) {
-        let _ = (now, event);
+        if self.cluster.is_none() {
+            return;
+        }
+        self.out.scene.unix_ms = self.wall.unix_ms(now);
+        match event {
+            BusEvent::Up => self.bus_up(),
+            BusEvent::Down => {
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.up = false;
+                }
+            }
+            BusEvent::Line { id, line } => self.show_line(id, &line),
+            BusEvent::Posted { line, result } => self.posted(&line, result),
+            BusEvent::Whisper { id, whisper } => self.whisper_arrived(id, &whisper),
+            BusEvent::Whispered { whisper, result } => self.whispered(&whisper, result),
+            BusEvent::Claimed { conn, nick, result } => self.claimed(conn, nick, result),
+            BusEvent::Presence { node, presence } => self.presence(&node, presence),
+            BusEvent::NodeGone(node) => self.node_gone(&node),
+        }
+    }
+
+    /// The guest nickname of a new connection: on a node of a cluster it
+    /// carries the node's name, so guests of two nodes never collide.
+    pub(super) fn guest_nick(&self, conn: ConnId) -> Nick {
+        match &self.cluster {
+            Some(cluster) => Nick::guest_on(conn, cluster.node.as_str()),
+            None => Nick::guest(conn),
+        }
+    }
+
+    fn bus(&mut self, request: BusRequest) {
+        self.out.push(Output::Bus(Box::new(request)));
+    }
+
+    /// `Some(true)` on a node of a cluster whose bus is up, `Some(false)`
+    /// on one whose bus is down (the caller was told), `None` on a single
+    /// server.
+    fn cluster_ready(&mut self, conn: ConnId, about: Option<&str>) -> Option<bool> {
+        let up = self.cluster.as_ref()?.up;
+        if !up {
+            self.out
+                .error_about(conn, ErrorCode::Unavailable, about, UNAVAILABLE);
+        }
+        Some(up)
+    }
+
+    // ----- Room lines -----
+
+    /// A room line on a node of a cluster: to the bus, shown when it comes
+    /// back in its room's order. `false` on a single server (the caller
+    /// shows it itself).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn post_to_cluster(
+        &mut self,
+        conn: ConnId,
+        room: &RoomName,
+        kind: RecordKind,
+        text: &str,
+        notice: bool,
+        ts: u64,
+        private: bool,
+    ) -> bool {
+        let chan = format!("#{room}");
+        match self.cluster_ready(conn, Some(&chan)) {
+            None => return false,
+            Some(false) => return true,
+            Some(true) => {}
+        }
+        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
+            return true;
+        };
+        let line = BusLine {
+            record: Record {
+                id: MessageId::new(0),
+                room: room.clone(),
+                ts,
+                from: session.nick,
+                kind,
+                text: text.to_owned(),
+                to: None,
+                private,
+            },
+            user: session.user().to_owned(),
+            host: session.peer.ip(),
+            notice,
+            node: cluster.node.clone(),
+            conn,
+        };
+        self.bus(BusRequest::Post(Arc::new(line)));
+        true
+    }
+
+    /// A room line in its order: to this node's members of the room (the
+    /// speaker skipped unless it wants its echo), and into the room's
+    /// recent history.
+    fn show_line(&mut self, id: MessageId, line: &BusLine) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let speaker = (line.node == cluster.node).then_some(line.conn);
+        let record = &line.record;
+        let from = Person {
+            nick: &record.from,
+            user: &line.user,
+            host: line.host,
+            account: None,
+        };
+        let (reply, priority) = match record.kind {
+            RecordKind::Action => (
+                Reply::Action {
+                    id,
+                    room: &record.room,
+                    from,
+                    text: &record.text,
+                },
+                Priority::Normal,
+            ),
+            RecordKind::Urgent => (
+                Reply::Urgent {
+                    id,
+                    room: &record.room,
+                    from,
+                    text: &record.text,
+                },
+                Priority::Urgent,
+            ),
+            RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => (
+                Reply::Chat {
+                    id,
+                    room: &record.room,
+                    from,
+                    text: &record.text,
+                    notice: line.notice,
+                },
+                Priority::Normal,
+            ),
+        };
+        if let Some(room) = self.rooms.get_mut(&record.room) {
+            self.out
+                .broadcast(&room.audiences(), speaker, &reply, priority);
+            if let Some(conn) = speaker
+                && self
+                    .sessions
+                    .get(&conn)
+                    .is_some_and(|s| s.echoes() && s.is_in(&record.room))
+            {
+                self.out.send_with(conn, &reply, priority);
+            }
+        }
+        let mut stored = record.clone();
+        stored.id = id;
+        self.histories
+            .push(Arc::new(stored), self.config.history_size);
+        self.enforce_history_bounds();
+    }
+
+    /// The store's answer to this node's post: the speaker's `#ack`, or
+    /// the error that says the line was not taken.
+    fn posted(&mut self, line: &BusLine, result: Result<MessageId, BusFailure>) {
+        let Some(session) = self.sessions.get(&line.conn) else {
+            return;
+        };
+        match result {
+            Ok(id) if session.ack => self.out.send(line.conn, &Reply::Ack(id)),
+            Ok(_) => {}
+            Err(_) => {
+                let chan = format!("#{}", line.record.room);
+                self.out
+                    .error_about(line.conn, ErrorCode::Unavailable, Some(&chan), UNAVAILABLE);
+            }
+        }
+    }
+
+    // ----- Whispers -----
+
+    /// A whisper on a node of a cluster: to the node holding the
+    /// recipient's nickname, through the bus. `false` on a single server.
+    pub(super) fn whisper_to_cluster(
+        &mut self,
+        conn: ConnId,
+        target: &Nick,
+        text: &str,
+        notice: bool,
+    ) -> bool {
+        match self.cluster_ready(conn, Some(target.as_str())) {
+            None => return false,
+            Some(false) => return true,
+            Some(true) => {}
+        }
+        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
+            return true;
+        };
+        let whisper = BusWhisper {
+            from: speaker(session),
+            to: *target,
+            text: text.to_owned(),
+            notice,
+            node: cluster.node.clone(),
+            conn,
+        };
+        self.bus(BusRequest::Whisper(Box::new(whisper)));
+        true
+    }
+
+    fn whisper_arrived(&mut self, id: MessageId, whisper: &BusWhisper) {
+        let Some(recipient) = self.conn_named(&whisper.to) else {
+            // They left between the lookup and the delivery.
+            return;
+        };
+        let from = Person {
+            nick: &whisper.from.nick,
+            user: &whisper.from.user,
+            host: whisper.from.host,
+            account: None,
+        };
+        let reply = Reply::Whisper {
+            id,
+            from,
+            text: &whisper.text,
+            notice: whisper.notice,
+        };
+        self.out.send(recipient, &reply);
+    }
+
+    fn whispered(&mut self, whisper: &BusWhisper, result: Result<MessageId, BusFailure>) {
+        let conn = whisper.conn;
+        let Some(me) = self.sessions.get(&conn) else {
+            return;
+        };
+        match result {
+            Ok(id) => {
+                if me.dialect == Dialect::Native || me.echoes() {
+                    self.out.send(
+                        conn,
+                        &Reply::WhisperSent {
+                            id,
+                            me: me.person(),
+                            to: &whisper.to,
+                            text: &whisper.text,
+                            notice: whisper.notice,
+                        },
+                    );
+                }
+                if me.ack {
+                    self.out.send(conn, &Reply::Ack(id));
+                }
+            }
+            Err(BusFailure::NoSuchNick) => self.no_such_nick(conn, &whisper.to),
+            Err(BusFailure::Unavailable) => {
+                self.out.error_about(
+                    conn,
+                    ErrorCode::Unavailable,
+                    Some(whisper.to.as_str()),
+                    UNAVAILABLE,
+                );
+            }
+        }
+    }
+
+    // ----- Nicknames -----
+
+    /// A nickname change on a node of a cluster: passed the local rules,
+    /// it still needs the cluster's claim unless it only changes case or
+    /// goes back to a guest name. `true` when the change waits for the
+    /// claim (or was refused here); `false` when the caller may apply it.
+    pub(super) fn claim_nick(&mut self, conn: ConnId, new: Nick) -> bool {
+        let Some(current) = self.sessions.get(&conn).map(|s| s.nick) else {
+            return true;
+        };
+        if self.cluster.is_none() || new.folded() == current.folded() || new.is_guest_name() {
+            return false;
+        }
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.mirror.user(&new).is_some())
+        {
+            self.nick_taken(conn, &new);
+            return true;
+        }
+        if self.cluster_ready(conn, Some(new.as_str())) != Some(true) {
+            return true;
+        }
+        if let Some(cluster) = self.cluster.as_mut() {
+            // A newer request replaces one in flight; the earlier nickname
+            // is given back if it is granted (see `claimed`).
+            let claim = Claim {
+                nick: new,
+                again: false,
+            };
+            cluster.claims.insert(conn, claim);
+        }
+        self.bus(BusRequest::Claim { conn, nick: new });
+        true
+    }
+
+    fn claimed(&mut self, conn: ConnId, nick: Nick, result: Result<bool, BusFailure>) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let pending = cluster.claims.get(&conn).copied();
+        let wanted = pending.is_some_and(|claim| claim.nick.folded() == nick.folded());
+        if wanted {
+            cluster.claims.remove(&conn);
+        }
+        let current = self.sessions.get(&conn).map(|s| s.nick);
+        if !wanted || current.is_none() {
+            // Superseded, or the connection is gone: give back what was
+            // granted unless it is still in use here.
+            if result == Ok(true) && current.is_none_or(|c| c.folded() != nick.folded()) {
+                self.bus(BusRequest::Release(nick));
+            }
+            return;
+        }
+        let again = pending.is_some_and(|claim| claim.again);
+        match (result, again) {
+            (Ok(true), true) | (Err(_), true) => {}
+            (Ok(true), false) => {
+                if self.conn_named(&nick).is_some_and(|holder| holder != conn) {
+                    // Taken here while the claim was in flight.
+                    self.bus(BusRequest::Release(nick));
+                    return self.nick_taken(conn, &nick);
+                }
+                self.apply_nick(conn, nick);
+            }
+            (Ok(false), false) => self.nick_taken(conn, &nick),
+            (Ok(false), true) => {
+                let text = format!(
+                    "{nick} was taken on another node while this one was cut off; you are a guest now"
+                );
+                self.out
+                    .error_about(conn, ErrorCode::NickTaken, Some(nick.as_str()), &text);
+                let guest = self.guest_nick(conn);
+                self.apply_nick(conn, guest);
+            }
+            (Err(_), false) => {
+                self.out.error_about(
+                    conn,
+                    ErrorCode::Unavailable,
+                    Some(nick.as_str()),
+                    UNAVAILABLE,
+                );
+            }
+        }
+    }
+
+    pub(super) fn nick_taken(&mut self, conn: ConnId, nick: &Nick) {
+        let text = format!("{nick} is taken; pick another nickname");
+        self.out
+            .error_about(conn, ErrorCode::NickTaken, Some(nick.as_str()), &text);
+    }
+
+    /// After a session's nickname changed: the other nodes hear of it and
+    /// the old one is given back.
+    pub(super) fn cluster_renamed(&mut self, old: Nick, new: Nick) {
+        if self.cluster.is_none() {
+            return;
+        }
+        self.bus(BusRequest::Announce(Presence::Renamed { old, new }));
+        if !old.is_guest_name() && old.folded() != new.folded() {
+            self.bus(BusRequest::Release(old));
+        }
+    }
+
+    // ----- Presence of this node's users -----
+
+    /// After `conn` entered `room`: the room is followed from its first
+    /// member here, and the other nodes hear of the join.
+    pub(super) fn cluster_entered(&mut self, conn: ConnId, room: &RoomName) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let first = self.rooms.get(room).is_some_and(|r| r.len() == 1);
+        if first {
+            self.bus(BusRequest::Follow(room.clone()));
+        }
+        if let Some(session) = self.sessions.get(&conn) {
+            let who = speaker(session);
+            self.bus(BusRequest::Announce(Presence::Joined {
+                who,
+                room: room.clone(),
+            }));
+        }
+    }
+
+    /// After `nick` left `room` (still a user of this node): the other
+    /// nodes hear of it, and a room with no members here is unfollowed.
+    pub(super) fn cluster_left(&mut self, nick: Nick, room: &RoomName, reason: Option<&str>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        self.bus(BusRequest::Announce(Presence::Left {
+            nick,
+            room: room.clone(),
+            reason: reason.map(str::to_owned),
+        }));
+        self.unfollow_if_empty(room);
+    }
+
+    /// After a session ended: the other nodes hear of the quit, its rooms
+    /// with no members left here are unfollowed, its nickname is free.
+    pub(super) fn cluster_quit(&mut self, conn: ConnId, session: &Session, message: Option<&str>) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.claims.remove(&conn);
+        self.bus(BusRequest::Announce(Presence::Quit {
+            nick: session.nick,
+            message: message.map(str::to_owned),
+        }));
+        for room in &session.rooms {
+            self.unfollow_if_empty(room);
+        }
+        if !session.nick.is_guest_name() {
+            self.bus(BusRequest::Release(session.nick));
+        }
+    }
+
+    fn unfollow_if_empty(&mut self, room: &RoomName) {
+        if self.rooms.get(room).is_none_or(|r| r.is_empty()) {
+            self.bus(BusRequest::Unfollow(room.clone()));
+            // Lines said while it is not followed never reach memory, so
+            // what memory holds would have a hole: from now on the room's
+            // history comes from the store.
+            self.histories.remove(room);
+        }
+    }
+
+    /// The bus reached the store: claim every nickname in use here again
+    /// (the store may have lost them, or given them away if this node was
+    /// gone longer than its lease) and tell the other nodes who is here.
+    fn bus_up(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.up = true;
+        let named: Vec<(ConnId, Nick)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.nick.is_guest_name())
+            .map(|(&conn, s)| (conn, s.nick))
+            .collect();
+        for (conn, nick) in named {
+            if let Some(cluster) = self.cluster.as_mut() {
+                cluster.claims.insert(conn, Claim { nick, again: true });
+            }
+            self.bus(BusRequest::Claim { conn, nick });
+        }
+        self.announce_snapshot(true);
+    }
+
+    fn announce_snapshot(&mut self, reply: bool) {
+        let mut users: Vec<NodeUser> = self
+            .sessions
+            .values()
+            .map(|session| {
+                let mut rooms = session.rooms.to_vec();
+                rooms.sort();
+                NodeUser {
+                    who: speaker(session),
+                    rooms,
+                }
+            })
+            .collect();
+        users.sort_by_key(|user| user.who.nick.folded());
+        self.bus(BusRequest::Announce(Presence::Snapshot { users, reply }));
+    }
+
+    // ----- Other nodes' users -----
+
+    fn presence(&mut self, node: &NodeName, presence: Presence) {
+        let limit = self.config.presence_announce_limit;
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let mirror = &mut cluster.mirror;
+        match presence {
+            Presence::Snapshot { users, reply } => {
+                mirror.replace_node(node, users);
+                if reply {
+                    self.announce_snapshot(false);
+                }
+            }
+            Presence::Joined { who, room } => {
+                mirror.join(node, who.clone(), room.clone());
+                if let Some(local) = self.rooms.get_mut(&room)
+                    && !local.is_empty()
+                    && local.len() <= limit
+                {
+                    let person = Person {
+                        nick: &who.nick,
+                        user: &who.user,
+                        host: who.host,
+                        account: None,
+                    };
+                    let reply = Reply::Joined {
+                        room: &room,
+                        who: person,
+                    };
+                    self.out
+                        .broadcast(&local.audiences(), None, &reply, Priority::Normal);
+                }
+            }
+            Presence::Left { nick, room, reason } => {
+                let Some(user) = mirror.leave(&nick, &room) else {
+                    return;
+                };
+                if let Some(local) = self.rooms.get_mut(&room)
+                    && !local.is_empty()
+                    && local.len() < limit
+                {
+                    let reply = Reply::Left {
+                        room: &room,
+                        who: user.person(),
+                        reason: reason.as_deref(),
+                    };
+                    self.out
+                        .broadcast(&local.audiences(), None, &reply, Priority::Normal);
+                }
+            }
+            Presence::Renamed { old, new } => {
+                let Some(before) = mirror.rename(&old, new) else {
+                    return;
+                };
+                let peers = self.local_members_of(&before.rooms);
+                let reply = Reply::NickChanged {
+                    old: before.person(),
+                    new: &new,
+                };
+                self.out.broadcast_to(peers, None, &reply, Priority::Normal);
+            }
+            Presence::Quit { nick, message } => {
+                if let Some(user) = mirror.remove(&nick) {
+                    self.tell_of_remote_quit(&user, message.as_deref());
+                }
+            }
+        }
+    }
+
+    fn node_gone(&mut self, node: &NodeName) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let gone = cluster.mirror.remove_node(node);
+        let message = format!("node {node} is gone");
+        for user in &gone {
+            self.tell_of_remote_quit(user, Some(&message));
+        }
+    }
+
+    fn tell_of_remote_quit(&mut self, user: &super::remote::RemoteUser, message: Option<&str>) {
+        let peers = self.local_members_of(&user.rooms);
+        let reply = Reply::Quit {
+            who: user.person(),
+            message,
+        };
+        self.out.broadcast_to(peers, None, &reply, Priority::Normal);
+    }
+
+    /// This node's members of these rooms, each once, in rooms small
+    /// enough for presence notices.
+    fn local_members_of(&self, rooms: &BTreeSet<RoomName>) -> BTreeSet<ConnId> {
+        let limit = self.config.presence_announce_limit;
+        let mut peers = BTreeSet::new();
+        for name in rooms {
+            if let Some(room) = self.rooms.get(name)
+                && room.len() <= limit
+            {
+                peers.extend(room.members());
+            }
+        }
+        peers
+    }
+
+    // ----- Listings that see the whole cluster -----
+
+    /// How many members a room has on other nodes.
+    pub(super) fn remote_count(&self, room: &RoomName) -> usize {
+        self.cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.mirror.count(room))
+    }
+
+    /// Rooms that have members only on other nodes, in name order.
+    pub(super) fn remote_only_rooms(&self) -> Vec<RoomName> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        cluster
+            .mirror
+            .rooms()
+            .filter(|room| !self.rooms.contains_key(*room))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a room exists on another node (so joining it here joins
+    /// it, rather than creating a new room owned by the joiner).
+    pub(super) fn exists_elsewhere(&self, room: &RoomName) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.mirror.has_room(room))
+    }
+}
+
+/// A session as other nodes see it.
+fn speaker(session: &Session) -> Speaker {
+    Speaker {
+        nick: session.nick,
+        user: session.user().to_owned(),
+        host: session.peer.ip(),
+    }
+}
+
+/// Adds a room's members on other nodes to a listing, keeping it in
+/// nickname order. A free function over the cluster state alone, so the
+/// listing can borrow it while the outbox is written.
+pub(super) fn add_remote_members<'a>(
+    cluster: Option<&'a ClusterState>,
+    room: &RoomName,
+    entries: &mut Vec<WhoEntry<'a>>,
+) {
+    let Some(cluster) = cluster else {
+        return;
+    };
+    let before = entries.len();
+    entries.extend(cluster.mirror.members(room).map(|user| WhoEntry {
+        person: user.person(),
+        owner: false,
+        operator: false,
+        voice: false,
+        away: false,
+        server_operator: false,
+    }));
+    if entries.len() != before {
+        entries.sort_by_cached_key(|entry| entry.person.nick.folded());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::cluster::{BusEvent, BusRequest, ClusterConfig, NodeName};
+    use crate::config::Config;
+    use crate::io::Output;
+    use crate::server::Server;
+    use crate::test_support::epoch;
+
+    fn node(name: &str) -> Server {
+        let config = Config {
+            cluster: Some(ClusterConfig {
+                node: NodeName::parse(name).unwrap(),
+            }),
+            ..Config::default()
+        };
+        Server::new(config, epoch(), 1_795_000_000_000).unwrap()
+    }
+
+    fn drain(server: &mut Server) -> (Vec<String>, Vec<BusRequest>) {
+        let (mut lines, mut bus) = (Vec::new(), Vec::new());
+        while let Some(output) = server.poll_output() {
+            match output {
+                Output::Send { bytes, .. } | Output::Broadcast { bytes, .. } => {
+                    lines.push(String::from_utf8(bytes.to_vec()).unwrap());
+                }
+                Output::Bus(request) => bus.push(*request),
+                _ => {}
+            }
+        }
+        (lines, bus)
+    }
+
+    #[test]
+    fn a_line_is_shown_only_when_the_bus_brings_it_back() {
+        let now = epoch();
+        let mut server = node("n1");
+        let alice = server
+            .accept(now, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        let bob = server
+            .accept(now, "127.0.0.2:4000".parse().unwrap())
+            .unwrap();
+        let (lines, bus) = drain(&mut server);
+        assert_eq!(
+            lines[0],
+            "* welcome, you are guest1-n1 in #general; type #help for commands\n"
+        );
+        assert!(matches!(&bus[0], BusRequest::Follow(room) if room.as_str() == "general"));
+
+        server.handle(now, alice, b"hello\n");
+        let (lines, _) = drain(&mut server);
+        assert_eq!(
+            lines,
+            [
+                "! unavailable: the cluster cannot be reached just now; nothing was done, try again\n"
+            ]
+        );
+
+        server.handle_bus(now, BusEvent::Up);
+        drain(&mut server);
+        server.handle(now, alice, b"hello\n");
+        let (lines, bus) = drain(&mut server);
+        assert!(
+            lines.is_empty(),
+            "shown before the bus ordered it: {lines:?}"
+        );
+        let [BusRequest::Post(line)] = bus.as_slice() else {
+            panic!("expected one post, got {bus:?}");
+        };
+        server.handle_bus(
+            now,
+            BusEvent::Line {
+                id: crate::ids::MessageId::new(7),
+                line: Arc::clone(line),
+            },
+        );
+        let (lines, _) = drain(&mut server);
+        assert_eq!(lines, ["[#general] guest1-n1: hello\n"]);
+        let _ = bob;
     }
 }

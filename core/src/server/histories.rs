@@ -144,6 +144,17 @@ impl Histories {
         }
     }
 
+    /// Notes that every room, now and later, may have stored lines memory
+    /// does not hold: a node of a cluster, whose rooms' streams hold what
+    /// was said before it started or while it followed them elsewhere.
+    pub(crate) fn mark_all_incomplete(&mut self) {
+        for history in self.rooms.values_mut() {
+            history.complete = false;
+        }
+        self.incomplete = AHashSet::new();
+        self.all_absent_incomplete = true;
+    }
+
     /// Remembers a room without a history in memory as incomplete, within
     /// [`REMEMBERED_INCOMPLETE`] names.
     fn remember_incomplete(&mut self, room: RoomName) {

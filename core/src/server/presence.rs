@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::dialect::Dialect;
-use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
 use crate::render::Audience;
@@ -94,6 +93,7 @@ impl Server {
         if session.dialect == Dialect::Irc {
             self.names(conn, name);
         }
+        self.cluster_entered(conn, name);
     }
 
     /// The member list of a room as one block (IRC's NAMES, the native
@@ -103,6 +103,7 @@ impl Server {
             return;
         };
         let mut members = who_entries(&self.sessions, room);
+        super::cluster::add_remote_members(self.cluster.as_deref(), name, &mut members);
         // The answer is queued whole: at most as many names as fit in a
         // quarter of the slow-consumer bound at about 64 bytes a name
         // (a nickname with its user and host).
@@ -155,6 +156,8 @@ impl Server {
                     .broadcast(&room.audiences(), None, &reply, Priority::Normal);
             }
         }
+        let nick = session.nick;
+        self.cluster_left(nick, name, reason);
         self.after_departure(name, conn);
     }
 
@@ -281,16 +284,22 @@ impl Server {
         }
     }
 
-    /// `#nick NAME` / `NICK`.
+    /// `#nick NAME` / `NICK`. On a node of a cluster, a new nickname
+    /// waits for the cluster's claim (cluster.rs).
     pub(super) fn change_nick(&mut self, conn: ConnId, new: Nick) {
         if let Some(holder) = self.conn_named(&new)
             && holder != conn
         {
-            let text = format!("{new} is taken; pick another nickname");
-            return self
-                .out
-                .error_about(conn, ErrorCode::NickTaken, Some(new.as_str()), &text);
+            return self.nick_taken(conn, &new);
         }
+        if self.claim_nick(conn, new) {
+            return;
+        }
+        self.apply_nick(conn, new);
+    }
+
+    /// Renames a connection whose new nickname is known to be free.
+    pub(super) fn apply_nick(&mut self, conn: ConnId, new: Nick) {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
@@ -327,6 +336,7 @@ impl Server {
             new: &new,
         };
         self.tell_peers(conn, peers, &reply);
+        self.cluster_renamed(old, new);
     }
 }
 

@@ -40,6 +40,11 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
         }
+        if !self.rooms.contains_key(&target) && self.exists_elsewhere(&target) {
+            // A room of the cluster with no members here yet: joined, not
+            // created (nobody here owns it).
+            self.rooms.insert(target.clone(), Room::new(None, false));
+        }
         let Some(room) = self.rooms.get(&target) else {
             return self.create(conn, target, false);
         };
@@ -277,20 +282,36 @@ impl Server {
         let visible = |(_, room): &(&RoomName, &Room)| {
             !(room.private || room.modes.secret) || room.has_member(conn) || me.is_operator()
         };
-        let total = self.rooms.iter().filter(visible).count();
-        let paging = Paging::new(page, total, self.config.limits.list_page);
-        let shown: Vec<RoomEntry<'_>> = self
+        // On a node of a cluster, rooms with members only on other nodes
+        // are listed too, and every count is the cluster's.
+        let elsewhere = self.remote_only_rooms();
+        let remote = |name: &RoomName| self.remote_count(name);
+        let mut all: Vec<RoomEntry<'_>> = self
             .rooms
             .iter()
             .filter(visible)
-            .skip(paging.skip)
-            .take(paging.size)
             .map(|(name, room)| RoomEntry {
                 room: name,
-                members: room.len(),
+                members: room.len() + remote(name),
                 private: room.private,
                 topic: room.topic.as_deref(),
             })
+            .chain(elsewhere.iter().map(|name| RoomEntry {
+                room: name,
+                members: remote(name),
+                private: false,
+                topic: None,
+            }))
+            .collect();
+        if !elsewhere.is_empty() {
+            all.sort_by(|a, b| a.room.cmp(b.room));
+        }
+        let total = all.len();
+        let paging = Paging::new(page, total, self.config.limits.list_page);
+        let shown: Vec<RoomEntry<'_>> = all
+            .into_iter()
+            .skip(paging.skip)
+            .take(paging.size)
             .collect();
         let header = Reply::RoomsHeader { count: shown.len() };
         let footer = paging.footer("rooms");
@@ -308,7 +329,8 @@ impl Server {
         let Some(room) = self.rooms.get(name) else {
             return;
         };
-        let members = super::presence::who_entries(&self.sessions, room);
+        let mut members = super::presence::who_entries(&self.sessions, room);
+        super::cluster::add_remote_members(self.cluster.as_deref(), name, &mut members);
         let paging = Paging::new(page, members.len(), self.config.limits.list_page);
         let end = (paging.skip + paging.size).min(members.len());
         let who = Reply::Who {
