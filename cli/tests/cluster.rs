@@ -222,7 +222,9 @@ fn lines_whispers_nicknames_who_and_history_cross_three_nodes() {
     });
     let history = |client: &mut LineClient| {
         client.say("#history 5").unwrap();
-        let header = wait_line(client, Duration::from_secs(5), |l| l.starts_with("+ history"));
+        let header = wait_line(client, Duration::from_secs(5), |l| {
+            l.starts_with("+ history")
+        });
         let count: usize = header.rsplit(' ').next().unwrap().parse().unwrap();
         let mut lines = vec![header];
         for _ in 0..count {
@@ -305,7 +307,9 @@ fn ten_thousand_interleaved_lines_are_seen_in_one_order_everywhere() {
             .collect();
         let expected: Vec<String> = (0..EACH).map(|n| format!("s{i} {n}")).collect();
         assert!(
-            own.iter().map(|s| s.as_str()).eq(expected.iter().map(String::as_str)),
+            own.iter()
+                .map(|s| s.as_str())
+                .eq(expected.iter().map(String::as_str)),
             "sender {i}'s lines out of order or missing"
         );
     }
@@ -339,9 +343,7 @@ fn a_killed_node_s_users_leave_and_its_nicknames_are_free_within_the_lease() {
     assert!(refused.starts_with("! nick-taken"), "{refused}");
 
     n2.kill_9();
-    let gone = wait_line(&mut alice, LEASE_AND_SLACK, |l| {
-        l.starts_with("* bob quit")
-    });
+    let gone = wait_line(&mut alice, LEASE_AND_SLACK, |l| l.starts_with("* bob quit"));
     assert!(gone.contains("n2"), "{gone}");
     nick(&mut other, "bob");
     drop((n1, n2));
@@ -360,7 +362,9 @@ fn acknowledged_lines_survive_kill_9_and_restart_of_redis() {
     let mut acked = 0;
     for n in 0..50 {
         alice.say(&format!("kept {n}")).unwrap();
-        wait_line(&mut alice, Duration::from_secs(5), |l| l.starts_with("+ ack"));
+        wait_line(&mut alice, Duration::from_secs(5), |l| {
+            l.starts_with("+ ack")
+        });
         acked += 1;
     }
     redis.kill_9();
@@ -388,7 +392,9 @@ fn acknowledged_lines_survive_kill_9_and_restart_of_redis() {
     n2.wait_ready();
     let mut bob = n2.client(2);
     bob.say("#history 100").unwrap();
-    let header = wait_line(&mut bob, Duration::from_secs(5), |l| l.starts_with("+ history"));
+    let header = wait_line(&mut bob, Duration::from_secs(5), |l| {
+        l.starts_with("+ history")
+    });
     let count: usize = header.rsplit(' ').next().unwrap().parse().unwrap();
     let mut kept = Vec::new();
     for _ in 0..count {
@@ -397,7 +403,11 @@ fn acknowledged_lines_survive_kill_9_and_restart_of_redis() {
             kept.push(text.parse::<usize>().unwrap());
         }
     }
-    assert_eq!(kept, (0..acked).collect::<Vec<_>>(), "acknowledged lines lost");
+    assert_eq!(
+        kept,
+        (0..acked).collect::<Vec<_>>(),
+        "acknowledged lines lost"
+    );
     drop((n1, n2));
 }
 
