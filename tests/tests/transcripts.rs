@@ -139,6 +139,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "a whisper to a guest (here or on another node) is answered no-such-nick: guests claim no nickname, so the whisper script finds no holder",
     ),
     (
+        "quit_while_cut",
+        "a user who quit a cut node vanishes from the others' mirrors on heal without a quit notice, and the nickname released while cut stays held by the node (nick-taken)",
+    ),
+    (
         "whois",
         "#whois says a user of another node is offline: it does not read the mirror",
     ),
