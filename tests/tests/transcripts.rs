@@ -139,8 +139,16 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "a whisper to a guest (here or on another node) is answered no-such-nick: guests claim no nickname, so the whisper script finds no holder",
     ),
     (
+        "kill",
+        "a dead node's users quit with \"node n2 is gone\"; docs/CLUSTER.md says \"node n2 lost\" (the rest passes with either)",
+    ),
+    (
         "quit_while_cut",
         "a user who quit a cut node vanishes from the others' mirrors on heal without a quit notice, and the nickname released while cut stays held by the node (nick-taken)",
+    ),
+    (
+        "restart_after_kill",
+        "a killed node started again under its name holds its old users' nicknames again (their keys name it and its lease is live): nick-taken for a nickname nobody uses",
     ),
     (
         "whois",
