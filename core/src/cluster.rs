@@ -127,6 +127,59 @@ pub struct BusWhisper {
     pub conn: ConnId,
 }
 
+/// An operator's action on a user of another node, carried to the node
+/// holding the target's nickname, which carries it out. Operators are the
+/// same on every node (`[[operators]]`), so the node that checked the
+/// operator's right speaks for the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusOrder {
+    /// The operator.
+    pub by: Speaker,
+    /// Whom it is about.
+    pub target: Nick,
+    /// What to do.
+    pub action: OrderAction,
+    /// The operator's node.
+    pub node: NodeName,
+    /// The operator's connection on that node.
+    pub conn: ConnId,
+}
+
+/// What an operator does to a user of another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "a", rename_all = "lowercase")]
+pub enum OrderAction {
+    /// Out of a room (off the server, from #general).
+    Kick {
+        /// The room.
+        room: RoomName,
+        /// Why.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Silenced in a room for a while.
+    Mute {
+        /// The room.
+        room: RoomName,
+        /// For how long, in milliseconds.
+        for_ms: u64,
+    },
+}
+
+/// A server ban as nodes pass it on: the time left rather than an instant,
+/// since nodes share no clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedBan {
+    /// The banned address.
+    pub address: IpAddr,
+    /// Milliseconds left; forever if absent.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// One user of a node and the rooms they are in, for a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeUser {
@@ -136,17 +189,29 @@ pub struct NodeUser {
     pub rooms: Vec<RoomName>,
 }
 
-/// What a node announces about its users to every other node.
+/// What a node announces to every other node: its users' presence, and
+/// server bans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "p", rename_all = "lowercase")]
 pub enum Presence {
-    /// Everyone on the node now, replacing what others knew of it. With
-    /// `reply`, every node that hears it answers with its own snapshot.
+    /// Everyone on the node now, replacing what others knew of it, and
+    /// the server bans it holds (so a node that starts later learns
+    /// them). With `reply`, every node that hears it answers with its own.
     Snapshot {
         /// The users, in nickname order.
         users: Vec<NodeUser>,
         /// Ask the others for theirs.
         reply: bool,
+        /// Server bans in force, in address order.
+        #[serde(default)]
+        bans: Vec<SharedBan>,
+    },
+    /// An operator banned an address from the server: every node bans it.
+    Banned(SharedBan),
+    /// An operator lifted a server ban: every node lifts it.
+    Unbanned {
+        /// The address.
+        address: IpAddr,
     },
     /// A user entered a room.
     Joined {
@@ -212,6 +277,11 @@ pub enum Envelope {
         /// The news.
         presence: Presence,
     },
+    /// An operator's order about a user of this node.
+    Order {
+        /// The order.
+        order: BusOrder,
+    },
 }
 
 /// What the core asks the bus to do.
@@ -224,6 +294,9 @@ pub enum BusRequest {
     /// Deliver a whisper to the node holding its recipient's nickname.
     /// Answer with [`BusEvent::Whispered`] to this node.
     Whisper(Box<BusWhisper>),
+    /// Deliver an operator's order to the node holding its target's
+    /// nickname. Answer with [`BusEvent::Ordered`] to this node.
+    Order(Box<BusOrder>),
     /// Claim a nickname for this node. Answer with [`BusEvent::Claimed`].
     Claim {
         /// The connection that wants it.
@@ -288,6 +361,15 @@ pub enum BusEvent {
         /// Its id, once delivered to the holder's node.
         result: Result<MessageId, BusFailure>,
     },
+    /// An operator's order about a user of this node.
+    Order(Box<BusOrder>),
+    /// The answer to a [`BusRequest::Order`].
+    Ordered {
+        /// The order sent.
+        order: Box<BusOrder>,
+        /// Delivered to the target's node, or why not.
+        result: Result<(), BusFailure>,
+    },
     /// The answer to a [`BusRequest::Claim`].
     Claimed {
         /// The connection that asked.
@@ -322,6 +404,7 @@ impl Envelope {
                 whisper: Box::new(whisper),
             },
             Envelope::Presence { node, presence } => BusEvent::Presence { node, presence },
+            Envelope::Order { order } => BusEvent::Order(Box::new(order)),
         }
     }
 }

@@ -216,6 +216,19 @@ pub struct Gauges {
     pub rooms: u64,
     /// Bytes of recent history held in memory.
     pub history_bytes: u64,
+    /// On a node of a cluster: its view of the cluster.
+    pub cluster: Option<ClusterGauges>,
+}
+
+/// A node's view of its cluster, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterGauges {
+    /// Whether the bus reaches the shared store.
+    pub up: bool,
+    /// Users of other nodes this node knows of.
+    pub remote_users: u64,
+    /// Nickname claims waiting for the store's answer.
+    pub claims_in_flight: u64,
 }
 
 impl Gauges {

@@ -54,7 +54,7 @@ pub use command::{BanTarget, Command};
 pub use config::{
     Config, ConfigError, IdleConfig, IrcConfig, LimitsConfig, OperatorConfig, RateLimitConfig,
 };
-pub use counters::{Counters, Gauges};
+pub use counters::{ClusterGauges, Counters, Gauges};
 pub use dialect::{Arrival, Dialect};
 pub use error::ErrorCode;
 pub use history::{Record, RecordKind, Recovery};

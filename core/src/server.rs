@@ -303,6 +303,7 @@ impl Server {
         let mut gauges = Gauges::default();
         gauges.rooms = self.rooms.len() as u64;
         gauges.history_bytes = self.histories.bytes() as u64;
+        gauges.cluster = self.cluster_gauges();
         for session in self.sessions.values() {
             let listener = Listener::of(Arrival {
                 dialect: session.dialect,

@@ -261,6 +261,24 @@ fn registry(s: &MetricsSnapshot) -> Registry {
         Unit::Bytes,
         gauge(s.gauges.history_bytes),
     );
+    if let Some(cluster) = s.gauges.cluster {
+        // Only on a node of a cluster: a single server has no such series.
+        r.register(
+            "cluster_up",
+            "1 while this node's bus reaches the cluster's Redis, 0 while it cannot",
+            gauge(u64::from(cluster.up)),
+        );
+        r.register(
+            "cluster_remote_users",
+            "Users of other nodes of the cluster that this node knows of",
+            gauge(cluster.remote_users),
+        );
+        r.register(
+            "cluster_claims_in_flight",
+            "Nickname claims waiting for Redis's answer",
+            gauge(cluster.claims_in_flight),
+        );
+    }
     r.register(
         "history_writer_queue_records",
         "Records handed to the history writer and not yet reported stored or failed",

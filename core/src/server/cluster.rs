@@ -6,14 +6,15 @@
 //! too) shows each room's lines in the order the shared store gave them.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ahash::AHashMap;
 
 use crate::cluster::{
-    BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, ClusterConfig, NodeName, NodeUser,
-    Presence, Speaker,
+    BusEvent, BusFailure, BusLine, BusOrder, BusRequest, BusWhisper, ClusterConfig, NodeName,
+    NodeUser, OrderAction, Presence, SharedBan, Speaker,
 };
 use crate::dialect::Dialect;
 use crate::error::ErrorCode;
@@ -24,6 +25,7 @@ use crate::reply::{Person, Reply, WhoEntry};
 
 use super::Server;
 use super::remote::Mirror;
+use super::room::Ban;
 use super::session::Session;
 
 /// What a node of a cluster keeps beside the single server's state.
@@ -71,7 +73,7 @@ impl Server {
         }
         self.out.scene.unix_ms = self.wall.unix_ms(now);
         match event {
-            BusEvent::Up => self.bus_up(),
+            BusEvent::Up => self.bus_up(now),
             BusEvent::Down => {
                 if let Some(cluster) = self.cluster.as_mut() {
                     cluster.up = false;
@@ -81,8 +83,10 @@ impl Server {
             BusEvent::Posted { line, result } => self.posted(&line, result),
             BusEvent::Whisper { id, whisper } => self.whisper_arrived(id, &whisper),
             BusEvent::Whispered { whisper, result } => self.whispered(&whisper, result),
-            BusEvent::Claimed { conn, nick, result } => self.claimed(conn, nick, result),
-            BusEvent::Presence { node, presence } => self.presence(&node, presence),
+            BusEvent::Claimed { conn, nick, result } => self.claimed(now, conn, nick, result),
+            BusEvent::Presence { node, presence } => self.presence(now, &node, presence),
+            BusEvent::Order(order) => self.obey(now, &order),
+            BusEvent::Ordered { order, result } => self.ordered(&order, result),
             BusEvent::NodeGone(node) => self.node_gone(&node),
         }
     }
@@ -110,6 +114,16 @@ impl Server {
                 .error_about(conn, ErrorCode::Unavailable, about, UNAVAILABLE);
         }
         Some(up)
+    }
+
+    /// The node's view of its cluster, for [`Server::gauges`].
+    pub(super) fn cluster_gauges(&self) -> Option<crate::counters::ClusterGauges> {
+        let cluster = self.cluster.as_ref()?;
+        Some(crate::counters::ClusterGauges {
+            up: cluster.up,
+            remote_users: cluster.mirror.len() as u64,
+            claims_in_flight: cluster.claims.len() as u64,
+        })
     }
 
     // ----- Room lines -----
@@ -362,7 +376,13 @@ impl Server {
         true
     }
 
-    fn claimed(&mut self, conn: ConnId, nick: Nick, result: Result<bool, BusFailure>) {
+    fn claimed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        nick: Nick,
+        result: Result<bool, BusFailure>,
+    ) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -390,6 +410,10 @@ impl Server {
                     return self.nick_taken(conn, &nick);
                 }
                 self.apply_nick(conn, nick);
+                // What `change_nick_protected` and IRC's NICK do after a
+                // change made at once.
+                self.protect(now, conn);
+                self.irc_nick_granted(conn);
             }
             (Ok(false), false) => self.nick_taken(conn, &nick),
             (Ok(false), true) => {
@@ -497,7 +521,7 @@ impl Server {
     /// The bus reached the store: claim every nickname in use here again
     /// (the store may have lost them, or given them away if this node was
     /// gone longer than its lease) and tell the other nodes who is here.
-    fn bus_up(&mut self) {
+    fn bus_up(&mut self, now: Instant) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -514,10 +538,10 @@ impl Server {
             }
             self.bus(BusRequest::Claim { conn, nick });
         }
-        self.announce_snapshot(true);
+        self.announce_snapshot(now, true);
     }
 
-    fn announce_snapshot(&mut self, reply: bool) {
+    fn announce_snapshot(&mut self, now: Instant, reply: bool) {
         let mut users: Vec<NodeUser> = self
             .sessions
             .values()
@@ -531,22 +555,42 @@ impl Server {
             })
             .collect();
         users.sort_by_key(|user| user.who.nick.folded());
-        self.bus(BusRequest::Announce(Presence::Snapshot { users, reply }));
+        let bans = self
+            .server_bans
+            .iter()
+            .filter_map(|(&address, ban)| shared_ban(now, address, ban))
+            .collect();
+        self.bus(BusRequest::Announce(Presence::Snapshot {
+            users,
+            reply,
+            bans,
+        }));
     }
 
     // ----- Other nodes' users -----
 
-    fn presence(&mut self, node: &NodeName, presence: Presence) {
+    fn presence(&mut self, now: Instant, node: &NodeName, presence: Presence) {
         let limit = self.config.presence_announce_limit;
         let Some(cluster) = self.cluster.as_deref_mut() else {
             return;
         };
         let mirror = &mut cluster.mirror;
         match presence {
-            Presence::Snapshot { users, reply } => {
+            Presence::Snapshot { users, reply, bans } => {
                 mirror.replace_node(node, users);
+                for ban in bans {
+                    if !self.server_bans.contains_key(&ban.address) {
+                        self.take_shared_ban(now, ban);
+                    }
+                }
                 if reply {
-                    self.announce_snapshot(false);
+                    self.announce_snapshot(now, false);
+                }
+            }
+            Presence::Banned(ban) => self.take_shared_ban(now, ban),
+            Presence::Unbanned { address } => {
+                if let Some(lifted) = self.server_bans.remove(&address) {
+                    self.cancel_server_ban_timer(address, &lifted);
                 }
             }
             Presence::Joined { who, room } => {
@@ -640,6 +684,139 @@ impl Server {
         peers
     }
 
+    // ----- Operators across the cluster -----
+
+    /// An operator's kick or mute of a user of another node: sent to that
+    /// node (`true`), or refused here with the reason (`true`), or not a
+    /// user of another node (`false`: the caller goes on as for a local
+    /// user).
+    pub(super) fn order_remote(
+        &mut self,
+        conn: ConnId,
+        room: &RoomName,
+        target: &Nick,
+        action: OrderAction,
+    ) -> bool {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return false;
+        };
+        if self.conn_named(target).is_some() {
+            return false;
+        }
+        let Some(user) = cluster.mirror.user(target) else {
+            return false;
+        };
+        if *room != RoomName::general() && !user.rooms.contains(room) {
+            let text = format!("{target} is not in #{room}");
+            let subject = format!("{target} #{room}");
+            self.out
+                .error_about(conn, ErrorCode::NotInRoom, Some(&subject), &text);
+            return true;
+        }
+        if self.cluster_ready(conn, Some(target.as_str())) != Some(true) {
+            return true;
+        }
+        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
+            return true;
+        };
+        let order = BusOrder {
+            by: speaker(session),
+            target: *target,
+            action,
+            node: cluster.node.clone(),
+            conn,
+        };
+        self.bus(BusRequest::Order(Box::new(order)));
+        true
+    }
+
+    /// An operator of another node ordered something about a user here.
+    /// Its node checked the operator's right; this one checks the target
+    /// is still here and in the room.
+    fn obey(&mut self, now: Instant, order: &BusOrder) {
+        let Some(victim) = self.conn_named(&order.target) else {
+            return;
+        };
+        let (OrderAction::Kick { room, .. } | OrderAction::Mute { room, .. }) = &order.action;
+        let member = self.rooms.get(room).is_some_and(|r| r.has_member(victim));
+        if !member && *room != RoomName::general() {
+            return;
+        }
+        match &order.action {
+            OrderAction::Kick { room, reason } => {
+                self.kick_member(&order.by, None, victim, room, reason.as_deref());
+            }
+            OrderAction::Mute { room, for_ms } => {
+                let duration = std::time::Duration::from_millis(*for_ms);
+                // Past the room's limit of mutes the order is dropped: the
+                // operator's node cannot see this node's mutes.
+                let _ = self.mute_member(now, order.by.nick, victim, room, duration);
+            }
+        }
+    }
+
+    fn ordered(&mut self, order: &BusOrder, result: Result<(), BusFailure>) {
+        if !self.sessions.contains_key(&order.conn) {
+            return;
+        }
+        match result {
+            Ok(()) => {}
+            Err(BusFailure::NoSuchNick) => self.no_such_nick(order.conn, &order.target),
+            Err(BusFailure::Unavailable) => self.out.error_about(
+                order.conn,
+                ErrorCode::Unavailable,
+                Some(order.target.as_str()),
+                UNAVAILABLE,
+            ),
+        }
+    }
+
+    /// An operator's server ban here: the other nodes ban the address too.
+    pub(super) fn cluster_banned(&mut self, now: Instant, address: IpAddr, ban: &Ban) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if let Some(shared) = shared_ban(now, address, ban) {
+            self.bus(BusRequest::Announce(Presence::Banned(shared)));
+        }
+    }
+
+    /// An operator lifted a server ban here: the other nodes lift it too.
+    pub(super) fn cluster_unbanned(&mut self, address: IpAddr) {
+        if self.cluster.is_some() {
+            self.bus(BusRequest::Announce(Presence::Unbanned { address }));
+        }
+    }
+
+    /// A server ban another node passed on, within this server's limit.
+    fn take_shared_ban(&mut self, now: Instant, shared: SharedBan) {
+        let limit = self.config.limits.server_bans;
+        if self.server_bans.len() >= limit && !self.server_bans.contains_key(&shared.address) {
+            return;
+        }
+        let until = match shared.for_ms {
+            None => None,
+            Some(ms) => match now.checked_add(std::time::Duration::from_millis(ms)) {
+                Some(until) => Some(until),
+                None => return,
+            },
+        };
+        let ban = Ban {
+            until,
+            reason: shared.reason.map(Into::into),
+        };
+        if let Some(replaced) = self.server_bans.remove(&shared.address) {
+            self.cancel_server_ban_timer(shared.address, &replaced);
+        }
+        self.impose_server_ban(now, shared.address, ban, None);
+    }
+
+    /// The address a user of another node connected from, as announced.
+    pub(super) fn remote_host(&self, nick: &Nick) -> Option<IpAddr> {
+        let cluster = self.cluster.as_ref()?;
+        cluster.mirror.user(nick).map(|user| user.who.host)
+    }
+
     // ----- Listings that see the whole cluster -----
 
     /// How many members a room has on other nodes.
@@ -671,8 +848,23 @@ impl Server {
     }
 }
 
+/// A server ban as other nodes take it: the time left, or none once it
+/// has run out.
+fn shared_ban(now: Instant, address: IpAddr, ban: &Ban) -> Option<SharedBan> {
+    let for_ms = match ban.until {
+        None => None,
+        Some(until) if until <= now => return None,
+        Some(until) => Some(u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX)),
+    };
+    Some(SharedBan {
+        address,
+        for_ms,
+        reason: ban.reason.as_deref().map(str::to_owned),
+    })
+}
+
 /// A session as other nodes see it.
-fn speaker(session: &Session) -> Speaker {
+pub(super) fn speaker(session: &Session) -> Speaker {
     Speaker {
         nick: session.nick,
         user: session.user().to_owned(),

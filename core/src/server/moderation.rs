@@ -16,6 +16,9 @@ use crate::io::{CloseReason, Priority};
 use crate::reply::{Person, Reply, Scope};
 use crate::timers::Timer;
 
+use crate::cluster::{OrderAction, Speaker};
+
+use super::cluster::speaker;
 use super::presence::Entry;
 use super::room::Ban;
 use super::{Farewell, Server, describe_ban};
@@ -48,25 +51,58 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::PermissionDenied, Some("#general"), text);
         }
+        if authority == Authority::Operator {
+            let action = OrderAction::Kick {
+                room: room_name.clone(),
+                reason: reason.map(str::to_owned),
+            };
+            if self.order_remote(conn, &room_name, target, action) {
+                return;
+            }
+        }
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
+        let Some(by) = self.sessions.get(&conn).map(|s| (speaker(s), s.account)) else {
+            return;
+        };
+        self.kick_member(&by.0, by.1.as_ref(), victim, &room_name, reason);
+    }
+
+    /// Carries out a kick decided here or by an operator on another node.
+    pub(super) fn kick_member(
+        &mut self,
+        by: &Speaker,
+        by_account: Option<&Nick>,
+        victim: ConnId,
+        room_name: &RoomName,
+        reason: Option<&str>,
+    ) {
+        let general = *room_name == RoomName::general();
         let scope = if general {
             Scope::Server
         } else {
-            Scope::Room(&room_name)
+            Scope::Room(room_name)
         };
-        let (by, who) = (&self.sessions[&conn], &self.sessions[&victim]);
+        let Some(who) = self.sessions.get(&victim) else {
+            return;
+        };
+        let by_person = Person {
+            nick: &by.nick,
+            user: &by.user,
+            host: by.host,
+            account: by_account,
+        };
         let reply = Reply::Kicked {
             scope,
             who: who.person(),
-            by: by.person(),
+            by: by_person,
             reason,
         };
         // The victim is told on its own (an IRC client reads its own
         // disconnection as ERROR, not as someone's QUIT).
         let except = general.then_some(victim);
-        if let Some(room) = self.rooms.get_mut(&room_name) {
+        if let Some(room) = self.rooms.get_mut(room_name) {
             self.out
                 .broadcast(&room.audiences(), except, &reply, Priority::Urgent);
         }
@@ -76,14 +112,14 @@ impl Server {
             let others: Vec<RoomName> = self.sessions[&victim]
                 .rooms
                 .iter()
-                .filter(|name| **name != room_name)
+                .filter(|name| *name != room_name)
                 .cloned()
                 .collect();
             let (nick, user, host) = {
                 let who = &self.sessions[&victim];
                 (who.nick, who.user().to_owned(), who.peer.ip())
             };
-            let message = format!("kicked by {}", self.sessions[&conn].nick);
+            let message = format!("kicked by {}", by.nick);
             self.remove_session(victim, Farewell::Silent);
             self.out.close(victim, CloseReason::Kicked);
             let who = Person {
@@ -95,7 +131,7 @@ impl Server {
             self.announce_quit(&others, who, Some(&message));
             return;
         }
-        self.put_out(victim, &room_name, None);
+        self.put_out(victim, room_name, None);
     }
 
     /// IRC `KILL` by an operator: the victim is told, disconnected, and
@@ -148,7 +184,15 @@ impl Server {
             BanTarget::Ip(address) => *address,
             BanTarget::Nick(nick) => match self.user_named(nick) {
                 Some(victim) => self.sessions[&victim].peer.ip(),
-                None => return self.no_such_nick(conn, nick),
+                // An operator's ban is the cluster's: a user of another
+                // node is banned by the address their node announced.
+                None => match self
+                    .remote_host(nick)
+                    .filter(|_| authority == Authority::Operator)
+                {
+                    Some(address) => address,
+                    None => return self.no_such_nick(conn, nick),
+                },
             },
         };
         // Durations are at most duration::MAX (parsers cap them), so this
@@ -199,22 +243,36 @@ impl Server {
             let text = format!("the server holds {limit} bans, the most it may; lift one first");
             return self.out.error(conn, ErrorCode::LimitReached, &text);
         }
-        if let Some(until) = ban.until {
-            self.timers.schedule(until, Timer::ServerBanExpiry(address));
-        }
         let reply = Reply::BanSet {
             scope: Scope::Server,
             address,
             duration,
         };
         self.out.send(conn, &reply);
+        self.cluster_banned(now, address, &ban);
+        self.impose_server_ban(now, address, ban, Some(conn));
+    }
+
+    /// Bans an address from this server and disconnects its users (but
+    /// `moderator`, and operators): an operator's ban here, or one another
+    /// node of the cluster passed on.
+    pub(super) fn impose_server_ban(
+        &mut self,
+        now: Instant,
+        address: IpAddr,
+        ban: Ban,
+        moderator: Option<ConnId>,
+    ) {
+        if let Some(until) = ban.until {
+            self.timers.schedule(until, Timer::ServerBanExpiry(address));
+        }
         let text = describe_ban("this server", &ban, now);
         if let Some(replaced) = self.server_bans.insert(address, ban) {
             self.cancel_server_ban_timer(address, &replaced);
         }
         // Every victim goes before anyone is told, so no victim hears of
         // another while its own notice is on the way.
-        let victims = self.sessions_at(address, conn);
+        let victims = self.sessions_at(address, moderator);
         let departures: Vec<_> = victims
             .iter()
             .map(|victim| {
@@ -283,7 +341,7 @@ impl Server {
         }
         let by = self.nick_of(conn);
         let victims: Vec<ConnId> = self
-            .sessions_at(address, conn)
+            .sessions_at(address, Some(conn))
             .into_iter()
             .filter(|victim| self.rooms[room_name].has_member(*victim))
             .collect();
@@ -332,6 +390,7 @@ impl Server {
             && let Some(lifted) = self.server_bans.remove(&address)
         {
             self.cancel_server_ban_timer(address, &lifted);
+            self.cluster_unbanned(address);
             let reply = Reply::Unbanned {
                 scope: Scope::Server,
                 address,
@@ -371,20 +430,48 @@ impl Server {
         let Some(authority) = self.authority(conn, &room_name, "mute") else {
             return;
         };
+        if authority == Authority::Operator {
+            let action = OrderAction::Mute {
+                room: room_name.clone(),
+                for_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            };
+            if self.order_remote(conn, &room_name, target, action) {
+                return;
+            }
+        }
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
-        let Some(until) = now.checked_add(duration) else {
+        if now.checked_add(duration).is_none() {
             return self.untimeable(conn);
+        }
+        let by = self.nick_of(conn);
+        if let Err(text) = self.mute_member(now, by, victim, &room_name, duration) {
+            self.out.error(conn, ErrorCode::LimitReached, &text);
+        }
+    }
+
+    /// Carries out a mute decided here or by an operator on another node;
+    /// the error text when the room holds all the mutes it may.
+    pub(super) fn mute_member(
+        &mut self,
+        now: Instant,
+        by: Nick,
+        victim: ConnId,
+        room_name: &RoomName,
+        duration: Duration,
+    ) -> Result<(), String> {
+        let Some(until) = now.checked_add(duration) else {
+            return Ok(());
         };
         let limit = self.config.limits.mutes_per_room;
-        let Some(room) = self.rooms.get_mut(&room_name) else {
-            return;
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return Ok(());
         };
         if room.mutes.len() >= limit && !room.mutes.contains_key(&victim) {
-            let text =
-                format!("#{room_name} holds {limit} mutes, the most a room may; lift one first");
-            return self.out.error(conn, ErrorCode::LimitReached, &text);
+            return Err(format!(
+                "#{room_name} holds {limit} mutes, the most a room may; lift one first"
+            ));
         }
         let timer = Timer::MuteExpiry {
             room: room_name.clone(),
@@ -410,18 +497,19 @@ impl Server {
             self.timers.schedule(until, timer);
         }
         if let Some(session) = self.sessions.get_mut(&victim)
-            && !session.muted_in.contains(&room_name)
+            && !session.muted_in.contains(room_name)
         {
             session.muted_in.push(room_name.clone());
         }
-        let (by, nick) = (self.nick_of(conn), self.nick_of(victim));
+        let nick = self.nick_of(victim);
         let reply = Reply::Muted {
-            room: &room_name,
+            room: room_name,
             nick: &nick,
             by: &by,
             duration,
         };
-        self.broadcast_in(&room_name, &reply, Priority::Urgent);
+        self.broadcast_in(room_name, &reply, Priority::Urgent);
+        Ok(())
     }
 
     /// `#unmute NAME`.
@@ -590,10 +678,10 @@ impl Server {
 
     /// Connections from `address` that a ban removes: everyone there but
     /// operators and the moderator, in id order.
-    fn sessions_at(&self, address: IpAddr, moderator: ConnId) -> Vec<ConnId> {
+    fn sessions_at(&self, address: IpAddr, moderator: Option<ConnId>) -> Vec<ConnId> {
         self.sessions
             .iter()
-            .filter(|&(&id, s)| id != moderator && s.peer.ip() == address && !s.is_operator())
+            .filter(|&(&id, s)| Some(id) != moderator && s.peer.ip() == address && !s.is_operator())
             .map(|(&id, _)| id)
             .collect()
     }
@@ -610,7 +698,7 @@ impl Server {
         }
     }
 
-    fn cancel_server_ban_timer(&mut self, address: IpAddr, ban: &Ban) {
+    pub(super) fn cancel_server_ban_timer(&mut self, address: IpAddr, ban: &Ban) {
         if let Some(until) = ban.until {
             self.timers.cancel(until, &Timer::ServerBanExpiry(address));
         }

@@ -137,6 +137,11 @@ impl Mirror {
             .filter_map(|key| self.users.get(key))
     }
 
+    /// How many users of other nodes are known.
+    pub(super) fn len(&self) -> usize {
+        self.users.len()
+    }
+
     /// How many remote members a room has.
     pub(super) fn count(&self, room: &RoomName) -> usize {
         self.rooms.get(room).map_or(0, BTreeSet::len)

@@ -59,6 +59,18 @@ impl Server {
         }
     }
 
+    /// A nickname granted by the cluster's claim after the client's NICK
+    /// (cluster.rs): what `irc_nick` would have done had it been at once.
+    pub(in crate::server) fn irc_nick_granted(&mut self, conn: ConnId) {
+        let Some(irc) = self.sessions.get_mut(&conn).and_then(|s| s.irc.as_mut()) else {
+            return;
+        };
+        if !irc.registered {
+            irc.nick_given = true;
+            self.complete_registration(conn);
+        }
+    }
+
     pub(super) fn irc_user(&mut self, conn: ConnId, params: &[&str]) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
