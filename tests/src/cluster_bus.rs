@@ -31,7 +31,7 @@ use chatd_core::cluster::{
 };
 use chatd_core::history::Record;
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
-use chatd_core::{MessageId, RoomName};
+use chatd_core::{MessageId, Nick, RoomName};
 
 /// What Redis holds, and each node's link to it.
 #[derive(Debug)]
@@ -221,6 +221,10 @@ impl MemoryBus {
                     whisper,
                     result: Err(BusFailure::Unavailable),
                 }),
+                BusRequest::Order(order) => Some(BusEvent::Ordered {
+                    order,
+                    result: Err(BusFailure::Unavailable),
+                }),
                 BusRequest::Claim { conn, nick } => Some(BusEvent::Claimed {
                     conn,
                     nick,
@@ -247,9 +251,8 @@ impl MemoryBus {
         match request {
             BusRequest::Post(line) => self.post(node, line),
             BusRequest::Whisper(whisper) => {
-                let holder = self.nicks.get(&keys::nick(&whisper.to)).cloned();
-                let result = match holder {
-                    Some(holder) if self.leases.contains(&holder) => {
+                let result = match self.live_holder(&whisper.to) {
+                    Some(holder) => {
                         self.next_id += 1;
                         let id = MessageId::new(self.next_id);
                         let envelope = Envelope::Whisper {
@@ -262,6 +265,20 @@ impl MemoryBus {
                     _ => Err(BusFailure::NoSuchNick),
                 };
                 self.answer(node, BusEvent::Whispered { whisper, result })
+            }
+            BusRequest::Order(order) => {
+                // The **order** script: like a whisper, without an id.
+                let result = match self.live_holder(&order.target) {
+                    Some(holder) => {
+                        let envelope = Envelope::Order {
+                            order: (*order).clone(),
+                        };
+                        self.publish(&holder, &envelope)?;
+                        Ok(())
+                    }
+                    None => Err(BusFailure::NoSuchNick),
+                };
+                self.answer(node, BusEvent::Ordered { order, result })
             }
             BusRequest::Claim { conn, nick } => {
                 let key = keys::nick(&nick);
@@ -469,6 +486,14 @@ impl MemoryBus {
         }
     }
 
+    /// The node holding a nickname, if its lease is live.
+    fn live_holder(&self, nick: &Nick) -> Option<NodeName> {
+        self.nicks
+            .get(&keys::nick(nick))
+            .filter(|holder| self.leases.contains(*holder))
+            .cloned()
+    }
+
     /// `PUBLISH chatd:to:{node}`: lost unless the node is subscribed (up).
     fn publish(&mut self, to: &NodeName, envelope: &Envelope) -> Result<(), BusError> {
         let json = serde_json::to_string(envelope)
@@ -520,9 +545,9 @@ fn parse_line(json: &str) -> Result<BusLine, BusError> {
 mod tests {
     use std::net::IpAddr;
 
+    use chatd_core::ConnId;
     use chatd_core::history::RecordKind;
     use chatd_core::history_query::{Position, QueryId, Scope};
-    use chatd_core::{ConnId, Nick};
 
     use super::*;
 
@@ -759,6 +784,67 @@ mod tests {
             }]
         ));
         assert_eq!(claim(&mut bus, &n1, "bob"), Ok(true));
+    }
+
+    #[test]
+    fn orders_go_to_the_live_holder_of_their_target() {
+        use chatd_core::cluster::{BusOrder, OrderAction, Speaker};
+        let (n1, n2) = (node("n1"), node("n2"));
+        let mut bus = cluster(&["n1", "n2"]);
+        let conn1 = conn(1);
+        bus.request(
+            &n2,
+            BusRequest::Claim {
+                conn: conn1,
+                nick: nick("bob"),
+            },
+        )
+        .unwrap();
+        heard(&mut bus, &n2);
+        let order = |target: &str| {
+            Box::new(BusOrder {
+                by: Speaker {
+                    nick: nick("alice"),
+                    user: "alice".into(),
+                    host: IpAddr::from([127, 0, 0, 1]),
+                },
+                target: nick(target),
+                action: OrderAction::Mute {
+                    room: room("general"),
+                    for_ms: 30_000,
+                },
+                node: n1.clone(),
+                conn: conn(1),
+            })
+        };
+        bus.request(&n1, BusRequest::Order(order("bob"))).unwrap();
+        assert!(matches!(
+            heard(&mut bus, &n1).as_slice(),
+            [BusEvent::Ordered { result: Ok(()), .. }]
+        ));
+        assert!(matches!(
+            heard(&mut bus, &n2).as_slice(),
+            [BusEvent::Order(order)] if order.target == nick("bob")
+        ));
+        bus.request(&n1, BusRequest::Order(order("nobody")))
+            .unwrap();
+        assert!(matches!(
+            heard(&mut bus, &n1).as_slice(),
+            [BusEvent::Ordered {
+                result: Err(BusFailure::NoSuchNick),
+                ..
+            }]
+        ));
+        bus.cut(&n1).unwrap();
+        heard(&mut bus, &n1);
+        bus.request(&n1, BusRequest::Order(order("bob"))).unwrap();
+        assert!(matches!(
+            heard(&mut bus, &n1).as_slice(),
+            [BusEvent::Ordered {
+                result: Err(BusFailure::Unavailable),
+                ..
+            }]
+        ));
     }
 
     #[test]

@@ -143,6 +143,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "a dead node's users quit with \"node n2 is gone\"; docs/CLUSTER.md says \"node n2 lost\" (the rest passes with either)",
     ),
     (
+        "operator_feedback",
+        "an operator's kick of another node's user shows the operator (and that user's room on other nodes) only \"* bob quit\", and a remote mute is not confirmed to the operator at all (Ordered Ok says nothing)",
+    ),
+    (
         "quit_while_cut",
         "a user who quit a cut node vanishes from the others' mirrors on heal without a quit notice, and the nickname released while cut stays held by the node (nick-taken)",
     ),
