@@ -11,7 +11,8 @@
 //! cut and healed catches up from the streams.
 //!
 //! A cut link (`cut NODE`) is a node that cannot reach Redis: it hears
-//! `Down`, every request it makes is answered `Unavailable` (those without
+//! `Down` (at once, or with `cut NODE unnoticed` after its next request
+//! failed), every request it makes is answered `Unavailable` (those without
 //! an answer are not carried out), and what is published to it meanwhile is
 //! lost, as pub/sub loses it. Healing it re-registers its followed rooms,
 //! says `Up`, then fills each followed room from its stream. Killing a node
@@ -61,6 +62,9 @@ pub struct MemoryBus {
 struct Link {
     /// Connected to Redis (not cut).
     up: bool,
+    /// Cut, and the node's bus has not noticed yet: it will at its next
+    /// request (which fails), and then say `Down`.
+    unnoticed: bool,
     /// What reached the node and the core has not heard yet, in order.
     incoming: VecDeque<Incoming>,
     /// Which line each followed room is at.
@@ -115,8 +119,9 @@ impl MemoryBus {
         self.links.insert(node.clone(), link);
     }
 
-    /// The node loses Redis.
-    pub fn cut(&mut self, node: &NodeName) -> Result<(), BusError> {
+    /// The node loses Redis. Its bus says `Down` at once if `noticed`;
+    /// otherwise only when its next request fails.
+    pub fn cut(&mut self, node: &NodeName, noticed: bool) -> Result<(), BusError> {
         let link = self.link(node)?;
         if !link.up {
             return Err(BusError(format!("{node} is already cut")));
@@ -125,7 +130,11 @@ impl MemoryBus {
         // What was published and not yet read is lost with the connection.
         link.incoming
             .retain(|incoming| !matches!(incoming, Incoming::Published(_)));
-        link.incoming.push_back(Incoming::Event(BusEvent::Down));
+        if noticed {
+            link.incoming.push_back(Incoming::Event(BusEvent::Down));
+        } else {
+            link.unnoticed = true;
+        }
         Ok(())
     }
 
@@ -139,6 +148,7 @@ impl MemoryBus {
             return Err(BusError(format!("{node} is not cut")));
         }
         link.up = true;
+        link.unnoticed = false;
         let later = std::mem::take(&mut link.follow_later);
         let followed: Vec<RoomName> = link
             .sequencer
@@ -245,6 +255,11 @@ impl MemoryBus {
             };
             if let Some(answer) = answer {
                 self.answer(node, answer)?;
+            }
+            let link = self.link(node)?;
+            if std::mem::take(&mut link.unnoticed) {
+                // The failed command is how the bus learns it is down.
+                link.incoming.push_back(Incoming::Event(BusEvent::Down));
             }
             return Ok(());
         }
@@ -661,7 +676,7 @@ mod tests {
         post(&mut bus, "n1", "rust", "news");
         assert_eq!(lines(&heard(&mut bus, &n2)), [(2, "news".to_owned())]);
 
-        bus.cut(&n2).unwrap();
+        bus.cut(&n2, true).unwrap();
         assert_eq!(heard(&mut bus, &n2), [BusEvent::Down]);
         post(&mut bus, "n1", "rust", "meanwhile 1");
         post(&mut bus, "n1", "rust", "meanwhile 2");
@@ -835,7 +850,7 @@ mod tests {
                 ..
             }]
         ));
-        bus.cut(&n1).unwrap();
+        bus.cut(&n1, true).unwrap();
         heard(&mut bus, &n1);
         bus.request(&n1, BusRequest::Order(order("bob"))).unwrap();
         assert!(matches!(
@@ -867,7 +882,7 @@ mod tests {
                 }]
             );
         }
-        bus.cut(&n3).unwrap();
+        bus.cut(&n3, true).unwrap();
         assert_eq!(heard(&mut bus, &n3), [BusEvent::Down]);
         bus.request(&n3, BusRequest::Announce(quit)).unwrap();
         bus.kill(&n1).unwrap();
@@ -905,7 +920,7 @@ mod tests {
             .collect();
         assert_eq!(texts, [(2, "two"), (3, "three")]);
         assert_eq!(answer.shortfall, None);
-        bus.cut(&n1).unwrap();
+        bus.cut(&n1, true).unwrap();
         let answer = bus.query(&n1, &query).unwrap();
         assert!(answer.records.is_empty());
         assert_eq!(answer.shortfall, Some(Shortfall::Unreadable));

@@ -89,6 +89,10 @@ pub enum NodeStep {
     /// The node loses the bus (Redis unreachable): it hears `Down`, and
     /// whatever it asks of the bus is refused until it heals.
     Cut,
+    /// The node loses the bus without noticing yet: its requests already
+    /// on their way, and its next one, are refused, and then it hears
+    /// `Down`.
+    CutUnnoticed,
     /// The node reaches the bus again: `Up`, then it catches up.
     Heal,
     /// The node dies: its clients' connections close without a word, and
@@ -103,7 +107,7 @@ impl NodeStep {
     /// The step's word in a transcript.
     pub fn word(self) -> &'static str {
         match self {
-            Self::Cut => "cut",
+            Self::Cut | Self::CutUnnoticed => "cut",
             Self::Heal => "heal",
             Self::Kill => "kill",
             Self::Start => "start",

@@ -254,7 +254,8 @@ impl Driver for MemoryClusterDriver {
 
     fn node_step(&mut self, step: NodeStep, node: &NodeName) -> Result<(), DriverError> {
         match step {
-            NodeStep::Cut => self.bus.cut(node).map_err(bus)?,
+            NodeStep::Cut => self.bus.cut(node, true).map_err(bus)?,
+            NodeStep::CutUnnoticed => self.bus.cut(node, false).map_err(bus)?,
             NodeStep::Heal => self.bus.heal(node).map_err(bus)?,
             NodeStep::Kill => {
                 self.running(node)?.kill();

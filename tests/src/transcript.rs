@@ -25,6 +25,7 @@
 //! connect alice on n1                 # alice's connection goes to node n1
 //! connect bob irc on n2 from 127.0.0.2
 //! cut n2                              # n2 loses the bus (Redis unreachable)
+//! cut n2 unnoticed                    # the same, noticed at n2's next request
 //! heal n2                             # n2 reaches it again and catches up
 //! kill n3                             # n3 dies: its clients are gone, its lease lapses
 //! start n4                            # a node starts (a new one, or a killed one again)
@@ -325,6 +326,18 @@ fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Actio
                 node,
             })
         }
+        "cut"
+            if rest
+                .strip_suffix(" unnoticed")
+                .is_some_and(|n| !n.contains(' ')) =>
+        {
+            let name = rest.trim_end_matches(" unnoticed");
+            let node = NodeName::parse(name).map_err(|error| format!("{name:?}: {error}"))?;
+            Ok(Action::Node {
+                step: NodeStep::CutUnnoticed,
+                node,
+            })
+        }
         "cut" | "heal" | "kill" | "start"
             if !rest.is_empty() && !rest.contains(char::is_whitespace) =>
         {
@@ -522,7 +535,7 @@ mod tests {
 
     #[test]
     fn cluster_transcripts_name_their_nodes_and_place_every_client() {
-        let text = "nodes n1 n2\nconnect a on n1\nconnect b irc on n2 from 127.0.0.2\ncut n2\nheal n2\nkill n1\nstart n3\nconnect c on n3\n";
+        let text = "nodes n1 n2\nconnect a on n1\nconnect b irc on n2 from 127.0.0.2\ncut n2\nheal n2\nkill n1\nstart n3\nconnect c on n3\ncut n3 unnoticed\n";
         let transcript = Transcript::parse("t", text).unwrap();
         assert!(transcript.is_cluster());
         let node = |name: &str| NodeName::parse(name).unwrap();
@@ -544,7 +557,14 @@ mod tests {
                 node: node("n2")
             }
         );
-        assert_eq!(actions.len(), 7);
+        assert_eq!(
+            actions[7],
+            Action::Node {
+                step: NodeStep::CutUnnoticed,
+                node: node("n3")
+            }
+        );
+        assert_eq!(actions.len(), 8);
         for bad in [
             "nodes n1\nconnect a\n",
             "nodes n1\nconnect a on n2\n",
@@ -552,6 +572,7 @@ mod tests {
             "connect a on n1\n",
             "kill n1\n",
             "nodes n1 n1\n",
+            "nodes n1\ncut n1 quietly\n",
             "nodes N1\n",
             "connect a\nnodes n1\n",
         ] {

@@ -139,8 +139,8 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "a whisper to a guest (here or on another node) is answered no-such-nick: guests claim no nickname, so the whisper script finds no holder",
     ),
     (
-        "kill",
-        "a dead node's users quit with \"node n2 is gone\"; docs/CLUSTER.md says \"node n2 lost\" (the rest passes with either)",
+        "node_lost_wording",
+        "a dead node's users quit with \"node n2 is gone\"; docs/CLUSTER.md says \"node n2 lost\"",
     ),
     (
         "operator_feedback",
