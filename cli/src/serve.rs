@@ -9,7 +9,7 @@ use chatd_backend_iocp::IocpBackend;
 use chatd_backend_poll::PollBackend;
 use chatd_engine::clock::{Clock, ManualClock, SystemClock};
 use chatd_engine::persist::FsyncPolicy;
-use chatd_engine::settings::Settings;
+use chatd_engine::settings::{ClusterSettings, Settings};
 use std::io::{BufRead, Write};
 
 use chatd_engine::hub::PanicSite;
@@ -75,6 +75,15 @@ pub(crate) struct ServeArgs {
     /// its SHA-256 fingerprint is logged).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     tls_self_signed: bool,
+    /// Run as one node of a cluster sharing rooms, nicknames and history
+    /// through this Redis, e.g. redis://127.0.0.1:6379/0 (docs/CLUSTER.md);
+    /// needs --node-name.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster: 1 to 8 characters, a lowercase
+    /// letter then lowercase letters and digits; unique among live nodes.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// TOML config file with every setting (see docs/CONFIG.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -140,6 +149,30 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.tls.cert = None;
         settings.tls.key = None;
     }
+    match (args.cluster, args.node_name) {
+        (Some(url), Some(name)) => {
+            settings.cluster = Some(
+                ClusterSettings::new(&url, &name)
+                    .map_err(|error| anyhow::anyhow!("--cluster/--node-name: {error}"))?,
+            );
+        }
+        // A name alone renames the node of the config file's cluster.
+        (None, Some(name)) => match &settings.cluster {
+            Some(cluster) => {
+                settings.cluster = Some(
+                    ClusterSettings::new(&cluster.redis, &name)
+                        .map_err(|error| anyhow::anyhow!("--node-name: {error}"))?,
+                );
+            }
+            None => bail!("--node-name needs --cluster (or a [cluster] table in the config file)"),
+        },
+        (Some(_), None) => {
+            bail!(
+                "--cluster needs --node-name: this node's name in the cluster, e.g. --node-name n1"
+            )
+        }
+        (None, None) => {}
+    }
     let server = &settings.server;
     let backend: Box<dyn Backend> = match server.backend.as_str() {
         "poll" => Box::new(PollBackend),
@@ -165,8 +198,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         "history in memory only (persist off)".to_owned()
     };
+    let cluster = match &settings.cluster {
+        Some(cluster) => format!(", cluster {} as {}", cluster.redis, cluster.node),
+        None => String::new(),
+    };
     tracing::info!(
-        "chatd listening on {}: backend {} ({}), {} I/O threads, {history}",
+        "chatd listening on {}: backend {} ({}), {} I/O threads, {history}{cluster}",
         describe_listening(&info.listening),
         backend.name(),
         backend.mechanism(),

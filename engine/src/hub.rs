@@ -92,6 +92,8 @@ pub enum Event {
     },
     /// The history reader answered a query (or could not queue it).
     HistoryAnswered(HistoryAnswer),
+    /// The cluster bus says something to the core.
+    Bus(chatd_core::cluster::BusEvent),
     /// The account worker hashed a new password
     /// ([`crate::accounts::Job::Hash`]); `None` when the job could not be
     /// queued (the core refuses the attempt with try-later).
@@ -430,6 +432,11 @@ pub(crate) struct Hub {
     pub(crate) refuser: Option<Refuser>,
     /// How long the core's turns take (metrics.rs), kept by [`Hub::run`].
     pub(crate) turns: crate::metrics::Latencies,
+    /// The cluster bus, when this server is a node of a cluster.
+    pub(crate) bus: Option<crate::cluster::ClusterBus>,
+    /// The bus said `Up` last (not `Down`): `/readyz` answers 503 while
+    /// a clustered node cannot reach Redis.
+    pub(crate) bus_up: bool,
 }
 
 /// A history query waiting for the writer to catch up.
@@ -502,6 +509,11 @@ impl Hub {
         }
         for mailbox in &self.mailboxes {
             mailbox.deliver(vec![Command::Stop]);
+        }
+        // The core's last requests (announcements) are queued: the bus
+        // sends them, gives its lease back and leaves.
+        if let Some(bus) = self.bus.take() {
+            bus.shutdown();
         }
         // Flush and sync history before the process may exit.
         if let Some(writer) = self.writer {
@@ -638,6 +650,14 @@ impl Hub {
                 self.server.handle_password_verdict(now, request, verdict);
             }
             Event::HistoryAnswered(answer) => self.server.handle_history_answer(now, answer),
+            Event::Bus(event) => {
+                match event {
+                    chatd_core::cluster::BusEvent::Up => self.bus_up = true,
+                    chatd_core::cluster::BusEvent::Down => self.bus_up = false,
+                    _ => {}
+                }
+                self.server.handle_bus(now, event);
+            }
             Event::PasswordHashed { request, hash } => {
                 self.server.handle_password_hashed(now, request, hash);
             }
@@ -668,8 +688,16 @@ impl Hub {
             ),
             // The hub answering is the proof: it turns, so it serves.
             WebQuery::Health => http::answer(200, "OK", &[], http::TEXT, b"ok\n", false),
-            // History is recovered before the hub starts; a cluster (when
-            // there is one) will add its own condition here.
+            // History is recovered before the hub starts; a node of a
+            // cluster is ready while its bus reaches Redis.
+            WebQuery::Ready if self.bus.is_some() && !self.bus_up => http::answer(
+                503,
+                "Service Unavailable",
+                &[],
+                http::TEXT,
+                b"cluster unavailable\n",
+                false,
+            ),
             WebQuery::Ready => http::answer(200, "OK", &[], http::TEXT, b"ready\n", false),
         }
     }
@@ -715,6 +743,19 @@ impl Hub {
                     }
                     None => kept_in_memory.push(record.id),
                 },
+                // A node of a cluster reads room history from Redis;
+                // whispers stay in the local log.
+                Output::QueryHistory(query)
+                    if self.bus.is_some()
+                        && !matches!(
+                            query.scope,
+                            chatd_core::history_query::Scope::Whispers { .. }
+                        ) =>
+                {
+                    if let Some(bus) = &self.bus {
+                        bus.query_history(query);
+                    }
+                }
                 Output::QueryHistory(query) => match &self.reader {
                     Some(_) => self.held.push_back(HeldQuery {
                         mark: self.appended,
@@ -748,10 +789,11 @@ impl Hub {
                         });
                     }
                 }
-                Output::Bus(request) => {
-                    // Only a node of a cluster emits these (wired with the bus).
-                    tracing::warn!(?request, "bus request without a cluster");
-                }
+                Output::Bus(request) => match &self.bus {
+                    Some(bus) => bus.submit(*request),
+                    // Only a node of a cluster emits these.
+                    None => tracing::warn!(?request, "bus request without a cluster"),
+                },
                 Output::VerifyPassword(check) => {
                     if let Err(check) = self.auth.submit(check) {
                         tracing::debug!(request = %check.request, "password check queue full");

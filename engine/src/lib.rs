@@ -20,6 +20,7 @@ pub mod accounts;
 pub mod auth;
 pub mod clock;
 pub mod closing;
+pub mod cluster;
 pub mod hub;
 pub mod listener;
 mod metrics;
@@ -119,6 +120,10 @@ pub enum LaunchError {
     /// A TLS listener has no usable certificate.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The cluster bus could not start (its name is taken by a live node,
+    /// or its URL is bad).
+    #[error(transparent)]
+    Cluster(#[from] cluster::BusError),
 }
 
 /// What start-up found and chose, for the start-up log line.
@@ -283,6 +288,12 @@ pub fn launch(
     let mut chat = settings.chat.clone();
     // #history does not show what retention is about to delete.
     chat.history_retention = settings.history.retention;
+    chat.cluster = settings
+        .cluster
+        .as_ref()
+        .map(|cluster| chatd_core::cluster::ClusterConfig {
+            node: cluster.node.clone(),
+        });
     let mut server = Server::new(chat, anchored, clock.unix_ms())?;
     let wall_clock = clock::WallClockSync::new(clock.as_ref(), anchored);
     let data_dir = settings.server.data_dir.clone();
@@ -323,6 +334,28 @@ pub fn launch(
     };
     let (listeners, listening) = bind_all(settings, tls.as_ref())?;
     let inbox = Arc::new(Inbox::with_limit(settings.server.max_inbox_bytes));
+    // Before any thread serves clients: a node name in use is refused
+    // here. Its events wait in the inbox for the hub.
+    let bus = match &settings.cluster {
+        Some(cluster) => {
+            let deliveries = inbox.clone();
+            let bus = cluster::ClusterBus::start(
+                cluster::BusSettings {
+                    url: cluster.redis.clone(),
+                    node: cluster.node.clone(),
+                    history_size: settings.chat.history_size,
+                },
+                move |delivery| {
+                    deliveries.send(match delivery {
+                        cluster::Delivery::Event(event) => Event::Bus(event),
+                        cluster::Delivery::History(answer) => Event::HistoryAnswered(answer),
+                    });
+                },
+            )?;
+            Some(bus)
+        }
+        None => None,
+    };
     let writer = if persist {
         let reports = inbox.clone();
         let options = WriterOptions {
@@ -392,6 +425,8 @@ pub fn launch(
         held: std::collections::VecDeque::new(),
         refuser,
         turns: Default::default(),
+        bus,
+        bus_up: false,
     };
     let hub = std::thread::Builder::new()
         .name("chatd-core".into())

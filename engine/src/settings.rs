@@ -41,6 +41,10 @@
 //! [rate_limit]
 //! messages = 20
 //! window = "10s"
+//!
+//! [cluster]                # one node of several sharing Redis (docs/CLUSTER.md)
+//! redis = "redis://127.0.0.1:6379/0"
+//! node_name = "n1"         # unique among live nodes
 //! ```
 
 use std::collections::BTreeMap;
@@ -70,6 +74,56 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The `[http]` table.
     pub http: HttpSettings,
+    /// The `[cluster]` table: `None` for a single server.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// The `[cluster]` table: this server is one node of a cluster sharing
+/// rooms, nicknames and history through Redis (docs/CLUSTER.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The Redis URL, `redis://HOST:PORT/DB`.
+    pub redis: String,
+    /// This node's name, unique among live nodes.
+    pub node: chatd_core::cluster::NodeName,
+}
+
+impl ClusterSettings {
+    /// Checks both halves: a Redis URL, and a valid node name.
+    pub fn new(redis: &str, node_name: &str) -> Result<Self, String> {
+        if !redis.starts_with("redis://") || redis::Client::open(redis).is_err() {
+            return Err(format!(
+                "redis = {redis:?} is not a Redis URL such as \"redis://127.0.0.1:6379/0\""
+            ));
+        }
+        let node = chatd_core::cluster::NodeName::parse(node_name)
+            .map_err(|error| format!("node_name = {node_name:?}: {error}"))?;
+        Ok(Self {
+            redis: redis.to_owned(),
+            node,
+        })
+    }
+}
+
+/// Reads the `[cluster]` table: both keys are needed.
+fn parse_cluster(value: toml::Value) -> Result<ClusterSettings, String> {
+    let (mut redis, mut node_name) = (None, None);
+    for (key, value) in table_of("[cluster]", value)? {
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("{key} = {value} is not a string"))?
+            .to_owned();
+        match key.as_str() {
+            "redis" => redis = Some(text),
+            "node_name" => node_name = Some(text),
+            _ => return Err(format!("unknown setting {key} (redis, node_name)")),
+        }
+    }
+    match (redis, node_name) {
+        (Some(redis), Some(node_name)) => ClusterSettings::new(&redis, &node_name),
+        (None, _) => Err("redis is missing (e.g. redis = \"redis://127.0.0.1:6379/0\")".into()),
+        (_, None) => Err("node_name is missing (e.g. node_name = \"n1\")".into()),
+    }
 }
 
 /// The `[http]` table: what the HTTP listener allows.
@@ -612,6 +666,12 @@ impl Settings {
             Some(value) => parse_http(value).map_err(|error| format!("[http]: {error}"))?,
             None => HttpSettings::default(),
         };
+        let cluster = match table.remove("cluster") {
+            Some(value) => {
+                Some(parse_cluster(value).map_err(|error| format!("[cluster]: {error}"))?)
+            }
+            None => None,
+        };
         let chat: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -622,6 +682,7 @@ impl Settings {
             history,
             tls,
             http,
+            cluster,
         })
     }
 }
@@ -631,6 +692,40 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_cluster_table_needs_a_redis_url_and_a_node_name() {
+        let settings = Settings::parse(
+            "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nnode_name = \"n1\"\n",
+        )
+        .unwrap();
+        let cluster = settings.cluster.unwrap();
+        assert_eq!(cluster.redis, "redis://127.0.0.1:6379/0");
+        assert_eq!(cluster.node.as_str(), "n1");
+        assert!(Settings::parse("").unwrap().cluster.is_none());
+        for (bad, says) in [
+            (
+                "[cluster]\nredis = \"redis://h/0\"\n",
+                "node_name is missing",
+            ),
+            ("[cluster]\nnode_name = \"n1\"\n", "redis is missing"),
+            (
+                "[cluster]\nredis = \"redis://h/0\"\nnode_name = \"N-1\"\n",
+                "node_name",
+            ),
+            (
+                "[cluster]\nredis = \"http://h/\"\nnode_name = \"n1\"\n",
+                "not a Redis URL",
+            ),
+            (
+                "[cluster]\nredis = \"redis://h/0\"\nnode_name = \"n1\"\nport = 1\n",
+                "unknown setting port",
+            ),
+        ] {
+            let error = Settings::parse(bad).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+    }
 
     #[test]
     fn server_table_and_core_settings_share_one_file() {

@@ -55,6 +55,7 @@ impl<B: Backend> SocketDriver<B> {
             history: Default::default(),
             tls: Default::default(),
             http: Default::default(),
+            cluster: None,
         };
         Ok(Self {
             backend,

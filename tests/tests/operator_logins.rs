@@ -49,6 +49,7 @@ fn logins_beyond_the_queue_are_refused_as_busy(backend: &dyn Backend) {
         history: Default::default(),
         tls: Default::default(),
         http: Default::default(),
+        cluster: None,
     };
     let clock = Arc::new(ManualClock::new(1_795_000_000_000));
     let running = launch(&settings, backend, clock).expect("server starts");

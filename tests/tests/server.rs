@@ -58,6 +58,7 @@ fn start_with(
         history: Default::default(),
         tls: Default::default(),
         http: Default::default(),
+        cluster: None,
     };
     launch(
         &settings,
@@ -304,6 +305,7 @@ fn a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing(backend: &dyn B
         history: Default::default(),
         tls: Default::default(),
         http: Default::default(),
+        cluster: None,
     };
     let gate = Arc::new(GatedClock::new());
     let running = launch(&settings, backend, gate.clone()).expect("server starts");
@@ -435,6 +437,7 @@ fn memory_only_settings(backend: &dyn Backend, data_dir: &std::path::Path) -> Se
         history: Default::default(),
         tls: Default::default(),
         http: Default::default(),
+        cluster: None,
     };
     settings.chat.idle.enabled = false;
     settings

@@ -56,6 +56,7 @@ fn start(backend: &dyn Backend, dir: &std::path::Path, tls: &TestTls) -> (Runnin
             handshake_timeout: HANDSHAKE_TIMEOUT,
         },
         http: Default::default(),
+        cluster: None,
     };
     let running = launch(
         &settings,

@@ -78,6 +78,7 @@ fn start_with(
             request_timeout: REQUEST_TIMEOUT,
             ..HttpSettings::default()
         },
+        cluster: None,
     };
     let running = launch(
         &settings,

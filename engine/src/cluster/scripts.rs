@@ -1,0 +1,348 @@
+//! The Lua scripts of docs/CLUSTER.md ("The scripts"). Redis runs a script
+//! to its end before any other command, so each is one atomic step: a
+//! post appends and publishes together, a claim reads and sets together,
+//! a follow registers and reads the room's tail together.
+//!
+//! Key names come from [`chatd_core::cluster::keys`]: the scripts get whole
+//! keys in `KEYS` where they are known in advance, and the prefixes of
+//! the per-node keys (leases, channels) in `ARGV`, derived from `keys::`
+//! too, so the names live in one place.
+//!
+//! Ids are formatted with `string.format('%d', …)`: Lua 5.1's `tostring`
+//! would switch to exponent notation past 14 digits.
+
+use chatd_core::Nick;
+use chatd_core::cluster::{NodeName, keys};
+use chatd_core::ids::RoomName;
+use redis::{Cmd, Script};
+
+/// post(room, line, history size): the line's id, after appending it to
+/// the room's stream and publishing `{"t":"line","id":…,"prev":…,"line":…}`
+/// to every follower.
+///
+/// KEYS: next-id, tails, the room's stream, the room's followers.
+/// ARGV: room, line JSON, history size, channel prefix.
+const POST: &str = r#"
+local id = redis.call('INCR', KEYS[1])
+local prev = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local sid = string.format('%d', id)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], sid .. '-0', 'm', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], sid)
+local envelope = '{"t":"line","id":' .. sid .. ',"prev":' .. string.format('%d', prev)
+    .. ',"line":' .. ARGV[2] .. '}'
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    redis.call('PUBLISH', ARGV[4] .. node, envelope)
+end
+return id
+"#;
+
+/// whisper(nick, message): the whisper's id after publishing
+/// `{"t":"whisper","id":…,"whisper":…}` to the node holding the nickname,
+/// or 0 when no live node holds it.
+///
+/// KEYS: the nickname's key, next-id. ARGV: lease prefix, channel prefix,
+/// whisper JSON.
+const WHISPER: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder then return 0 end
+if redis.call('EXISTS', ARGV[1] .. holder) == 0 then return 0 end
+local id = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[2] .. holder,
+    '{"t":"whisper","id":' .. string.format('%d', id) .. ',"whisper":' .. ARGV[3] .. '}')
+return id
+"#;
+
+/// order(nick, message): 1 after publishing `{"t":"order","order":…}` to
+/// the node holding the nickname, 0 when no live node holds it.
+///
+/// KEYS: the nickname's key. ARGV: lease prefix, channel prefix, order
+/// JSON.
+const ORDER: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder then return 0 end
+if redis.call('EXISTS', ARGV[1] .. holder) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[2] .. holder, '{"t":"order","order":' .. ARGV[3] .. '}')
+return 1
+"#;
+
+/// claim(nick, node): 1 when granted (free, already ours, or held by a node
+/// whose lease expired), 0 when another live node holds it.
+///
+/// KEYS: the nickname's key. ARGV: node, lease prefix.
+const CLAIM: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] or redis.call('EXISTS', ARGV[2] .. holder) == 0 then
+    redis.call('SET', KEYS[1], ARGV[1])
+    return 1
+end
+return 0
+"#;
+
+/// release(nick, node): deletes the key if this node holds it.
+///
+/// KEYS: the nickname's key. ARGV: node.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+end
+return 0
+"#;
+
+/// announce(message, node): publishes to every node in the node set but
+/// this one.
+///
+/// KEYS: nodes. ARGV: node, channel prefix, envelope JSON.
+const ANNOUNCE: &str = r#"
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if node ~= ARGV[1] then
+        redis.call('PUBLISH', ARGV[2] .. node, ARGV[3])
+    end
+end
+return 0
+"#;
+
+/// follow(room, node): registers the node as a follower and returns the
+/// room's tail (0 if none) in the same step, so every line after the tail
+/// is published to the node and every line up to it is in the stream.
+///
+/// KEYS: the room's followers, tails. ARGV: node, room.
+const FOLLOW: &str = r#"
+redis.call('SADD', KEYS[1], ARGV[1])
+return tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+"#;
+
+/// renew(token, ms): extends the lease if it is still ours; 0 when it
+/// expired or another node holds it.
+///
+/// KEYS: the lease. ARGV: token, lease in milliseconds.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"#;
+
+/// gone(node): a node whose lease is gone leaves the node set and every
+/// followers set. 1 for the caller that removed it, 0 if it was removed
+/// already or its lease is back (it reconnected meanwhile).
+///
+/// KEYS: nodes, the node's lease. ARGV: node, followers key pattern.
+/// The followers keys are found with KEYS inside the script (standalone
+/// Redis only, as docs/CLUSTER.md assumes: one Redis) so a node that
+/// comes back cannot re-follow between the two steps.
+const GONE: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+for _, key in ipairs(redis.call('KEYS', ARGV[2])) do
+    redis.call('SREM', key, ARGV[1])
+end
+return 1
+"#;
+
+/// leave(token, node): a graceful stop. Deletes the lease if ours, leaves
+/// the node set and every followers set (nothing is published to a
+/// stopped node).
+///
+/// KEYS: the lease, nodes. ARGV: token, node, followers key pattern.
+const LEAVE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+end
+redis.call('SREM', KEYS[2], ARGV[2])
+for _, key in ipairs(redis.call('KEYS', ARGV[3])) do
+    redis.call('SREM', key, ARGV[2])
+end
+return 0
+"#;
+
+/// The scripts, hashed once; commands built for pipelines as EVALSHA
+/// (loaded on every new connection, see [`Scripts::load`]).
+pub(crate) struct Scripts {
+    post: Script,
+    whisper: Script,
+    order: Script,
+    claim: Script,
+    release: Script,
+    announce: Script,
+    follow: Script,
+    renew: Script,
+    gone: Script,
+    leave: Script,
+    /// `chatd:to:` — a node's channel is this plus its name.
+    channel_prefix: String,
+    /// `chatd:node:` — a node's lease is this plus its name.
+    lease_prefix: String,
+    /// `chatd:followers:*` — every followers set.
+    followers_pattern: String,
+}
+
+/// `full` without `suffix` at its end: the fixed part of a key name that
+/// [`keys`] builds around a name.
+fn prefix_of(full: String, suffix: &str) -> String {
+    match full.strip_suffix(suffix) {
+        Some(prefix) => prefix.to_owned(),
+        // keys:: puts names at the end; if that changed, this is a bug.
+        None => panic!("key {full:?} does not end with {suffix:?}"),
+    }
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let sample = NodeName::parse("x").expect("a valid node name");
+        let room = RoomName::general();
+        Self {
+            post: Script::new(POST),
+            whisper: Script::new(WHISPER),
+            order: Script::new(ORDER),
+            claim: Script::new(CLAIM),
+            release: Script::new(RELEASE),
+            announce: Script::new(ANNOUNCE),
+            follow: Script::new(FOLLOW),
+            renew: Script::new(RENEW),
+            gone: Script::new(GONE),
+            leave: Script::new(LEAVE),
+            channel_prefix: prefix_of(keys::channel(&sample), sample.as_str()),
+            lease_prefix: prefix_of(keys::lease(&sample), sample.as_str()),
+            followers_pattern: prefix_of(keys::followers(&room), room.as_str()) + "*",
+        }
+    }
+
+    /// Loads every script into Redis's script cache, so the EVALSHAs of
+    /// a pipeline find them (a restarted Redis has forgotten them; every
+    /// new connection loads them again).
+    pub(crate) fn load(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        for script in self.all() {
+            script.load(conn)?;
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> [&Script; 10] {
+        [
+            &self.post,
+            &self.whisper,
+            &self.order,
+            &self.claim,
+            &self.release,
+            &self.announce,
+            &self.follow,
+            &self.renew,
+            &self.gone,
+            &self.leave,
+        ]
+    }
+
+    pub(crate) fn post(&self, room: &RoomName, line_json: &str, history_size: usize) -> Cmd {
+        evalsha(
+            &self.post,
+            &[
+                keys::NEXT_ID,
+                keys::TAILS,
+                &keys::room(room),
+                &keys::followers(room),
+            ],
+            &[
+                room.as_str(),
+                line_json,
+                &history_size.max(1).to_string(),
+                &self.channel_prefix,
+            ],
+        )
+    }
+
+    pub(crate) fn whisper(&self, to: &Nick, whisper_json: &str) -> Cmd {
+        evalsha(
+            &self.whisper,
+            &[&keys::nick(to), keys::NEXT_ID],
+            &[&self.lease_prefix, &self.channel_prefix, whisper_json],
+        )
+    }
+
+    pub(crate) fn order(&self, target: &Nick, order_json: &str) -> Cmd {
+        evalsha(
+            &self.order,
+            &[&keys::nick(target)],
+            &[&self.lease_prefix, &self.channel_prefix, order_json],
+        )
+    }
+
+    pub(crate) fn claim(&self, nick: &Nick, node: &NodeName) -> Cmd {
+        evalsha(
+            &self.claim,
+            &[&keys::nick(nick)],
+            &[node.as_str(), &self.lease_prefix],
+        )
+    }
+
+    pub(crate) fn release(&self, nick: &Nick, node: &NodeName) -> Cmd {
+        evalsha(&self.release, &[&keys::nick(nick)], &[node.as_str()])
+    }
+
+    pub(crate) fn announce(&self, node: &NodeName, envelope_json: &str) -> Cmd {
+        evalsha(
+            &self.announce,
+            &[keys::NODES],
+            &[node.as_str(), &self.channel_prefix, envelope_json],
+        )
+    }
+
+    pub(crate) fn follow(&self, room: &RoomName, node: &NodeName) -> Cmd {
+        evalsha(
+            &self.follow,
+            &[&keys::followers(room), keys::TAILS],
+            &[node.as_str(), room.as_str()],
+        )
+    }
+
+    pub(crate) fn renew(&self, node: &NodeName, token: &str, lease_ms: u64) -> Cmd {
+        evalsha(
+            &self.renew,
+            &[&keys::lease(node)],
+            &[token, &lease_ms.to_string()],
+        )
+    }
+
+    pub(crate) fn gone(&self, node: &NodeName) -> Cmd {
+        evalsha(
+            &self.gone,
+            &[keys::NODES, &keys::lease(node)],
+            &[node.as_str(), &self.followers_pattern],
+        )
+    }
+
+    pub(crate) fn leave(&self, node: &NodeName, token: &str) -> Cmd {
+        evalsha(
+            &self.leave,
+            &[&keys::lease(node), keys::NODES],
+            &[token, node.as_str(), &self.followers_pattern],
+        )
+    }
+}
+
+/// `EVALSHA sha numkeys keys… args…`, for a pipeline.
+fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
+    for arg in args {
+        cmd.arg(*arg);
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_come_from_the_core_key_names() {
+        let scripts = Scripts::new();
+        assert_eq!(scripts.channel_prefix, "chatd:to:");
+        assert_eq!(scripts.lease_prefix, "chatd:node:");
+        assert_eq!(scripts.followers_pattern, "chatd:followers:*");
+    }
+}
