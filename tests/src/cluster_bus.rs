@@ -14,8 +14,10 @@
 //! `Down` (at once, or with `cut NODE unnoticed` after its next request
 //! failed), every request it makes is answered `Unavailable` (those without
 //! an answer are not carried out), and what is published to it meanwhile is
-//! lost, as pub/sub loses it. Healing it re-registers its followed rooms,
-//! says `Up`, then fills each followed room from its stream. Killing a node
+//! lost, as pub/sub loses it (follows and unfollows are remembered for the
+//! heal; releases and announcements are dropped, as the engine's bus drops
+//! them). Healing it re-registers its followed rooms, fills each from its
+//! stream, then says `Up`, in the engine's bus's order. Killing a node
 //! lapses its lease at once: every other node hears `NodeGone`, and its
 //! nicknames are claimable.
 //!
@@ -138,10 +140,11 @@ impl MemoryBus {
         Ok(())
     }
 
-    /// The node reaches Redis again: it renews its lease, registers what it
-    /// follows (and what it stopped following) while away, says `Up`, fills
-    /// every followed room from its stream, then tells of the nodes that
-    /// went while it was away.
+    /// The node reaches Redis again, as the engine's bus reconnects: it
+    /// renews its lease, registers what it follows (and what it stopped
+    /// following) while away, fills every room it followed before from its
+    /// stream, says `Up`, then tells of the nodes that went while it was
+    /// away (its first watch).
     pub fn heal(&mut self, node: &NodeName) -> Result<(), BusError> {
         let link = self.link(node)?;
         if link.up {
@@ -168,7 +171,7 @@ impl MemoryBus {
                 set.remove(node);
             }
         }
-        let mut events = vec![BusEvent::Up];
+        let mut events = Vec::new();
         let positions = self.link(node)?.sequencer.positions();
         for (room, last) in positions {
             let missed = self.read_after(&room, last, None)?;
@@ -184,6 +187,7 @@ impl MemoryBus {
                 prev = id.get();
             }
         }
+        events.push(BusEvent::Up);
         let link = self.link(node)?;
         let gone = std::mem::take(&mut link.gone_meanwhile);
         events.extend(gone.into_iter().map(BusEvent::NodeGone));
@@ -193,13 +197,18 @@ impl MemoryBus {
     }
 
     /// The node dies: its lease lapses at once, a surviving node's bus
-    /// removes it from `chatd:nodes`, and every other node hears that it
-    /// is gone (a cut one when it heals).
+    /// removes it from `chatd:nodes` and the followers sets, and every
+    /// other node hears that it is gone (a cut one when it heals). The
+    /// nicknames it held keep naming it: claimable while it is dead.
     pub fn kill(&mut self, node: &NodeName) -> Result<(), BusError> {
         self.link(node)?;
         self.links.remove(node);
         self.leases.remove(node);
+        // The **gone** script: out of the node set and every followers set.
         self.nodes.remove(node);
+        for followers in self.followers.values_mut() {
+            followers.remove(node);
+        }
         for link in self.links.values_mut() {
             if link.up {
                 link.incoming
@@ -693,7 +702,8 @@ mod tests {
         bus.heal(&n2).unwrap();
         post(&mut bus, "n1", "rust", "after");
         let healed = heard(&mut bus, &n2);
-        assert_eq!(healed[0], BusEvent::Up);
+        // Caught up first, then up (the engine's order).
+        assert_eq!(healed[2], BusEvent::Up);
         assert_eq!(
             lines(&healed),
             [
