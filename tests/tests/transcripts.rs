@@ -139,6 +139,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "a whisper to a guest (here or on another node) is answered no-such-nick: guests claim no nickname, so the whisper script finds no holder",
     ),
     (
+        "irc_taken_and_who",
+        "433 for a NICK another node holds reads \"alice is taken; pick another nickname\" instead of \"Nickname is already in use\", and WHO lists only this node's members",
+    ),
+    (
         "node_lost_wording",
         "a dead node's users quit with \"node n2 is gone\"; docs/CLUSTER.md says \"node n2 lost\"",
     ),
