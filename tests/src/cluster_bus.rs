@@ -220,6 +220,13 @@ impl MemoryBus {
         Ok(())
     }
 
+    /// The node stops gracefully: the **leave** script gives its lease
+    /// back and takes it out of the node set and the followers sets; the
+    /// other nodes notice its lease gone, as when it dies.
+    pub fn leave(&mut self, node: &NodeName) -> Result<(), BusError> {
+        self.kill(node)
+    }
+
     /// Whether the node is running (joined and not killed).
     pub fn is_running(&self, node: &NodeName) -> bool {
         self.links.contains_key(node)

@@ -98,8 +98,12 @@ pub enum NodeStep {
     /// The node dies: its clients' connections close without a word, and
     /// its lease lapses (the others hear it is gone).
     Kill,
-    /// A node starts: a new one, or a killed one again on what it
-    /// persisted.
+    /// The node stops gracefully: its clients are told and closed, what
+    /// it asked of the bus is carried out, then it leaves the cluster (its
+    /// lease given back: the others hear it is gone).
+    Stop,
+    /// A node starts: a new one, or a stopped or killed one again, on what
+    /// it persisted.
     Start,
 }
 
@@ -110,6 +114,7 @@ impl NodeStep {
             Self::Cut | Self::CutUnnoticed => "cut",
             Self::Heal => "heal",
             Self::Kill => "kill",
+            Self::Stop => "stop",
             Self::Start => "start",
         }
     }

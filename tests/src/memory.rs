@@ -165,6 +165,15 @@ impl MemoryDriver {
         }
     }
 
+    /// A graceful stop begins: the server says goodbye to its clients and
+    /// closes them; what it asks of the bus meanwhile is still carried out
+    /// ([`Self::kill`] then ends the process).
+    pub(crate) fn shut_down(&mut self, reason: &str) -> Result<(), DriverError> {
+        let now = self.now;
+        self.server()?.handle_shutdown(now, reason);
+        self.drain()
+    }
+
     /// Starts the server again on what it persisted (after [`Self::kill`]).
     pub(crate) fn revive(&mut self) -> Result<(), DriverError> {
         let mut records = Vec::new();

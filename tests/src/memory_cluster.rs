@@ -21,6 +21,9 @@ use crate::cluster_bus::{BusError, MemoryBus};
 use crate::driver::{Driver, DriverError, NodeStep, Received};
 use crate::memory::{External, MemoryDriver};
 
+/// The reason a node stopped with `stop NODE` gives its clients.
+pub const STOP_REASON: &str = "stopping";
+
 /// More rounds than this after one step: the nodes keep talking forever.
 const MAX_ROUNDS: usize = 10_000;
 
@@ -260,6 +263,13 @@ impl Driver for MemoryClusterDriver {
             NodeStep::Kill => {
                 self.running(node)?.kill();
                 self.bus.kill(node).map_err(bus)?;
+            }
+            NodeStep::Stop => {
+                self.running(node)?.shut_down(STOP_REASON)?;
+                // The bus carries out what the goodbye asked, then leaves.
+                self.settle()?;
+                self.running(node)?.kill();
+                self.bus.leave(node).map_err(bus)?;
             }
             NodeStep::Start => self.start_node(node)?,
         }

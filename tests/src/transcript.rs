@@ -28,6 +28,7 @@
 //! cut n2 unnoticed                    # the same, noticed at n2's next request
 //! heal n2                             # n2 reaches it again and catches up
 //! kill n3                             # n3 dies: its clients are gone, its lease lapses
+//! stop n1                             # n1 shuts down gracefully and leaves the cluster
 //! start n4                            # a node starts (a new one, or a killed one again)
 //! ```
 //!
@@ -338,13 +339,14 @@ fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Actio
                 node,
             })
         }
-        "cut" | "heal" | "kill" | "start"
+        "cut" | "heal" | "kill" | "stop" | "start"
             if !rest.is_empty() && !rest.contains(char::is_whitespace) =>
         {
             let step = [
                 NodeStep::Cut,
                 NodeStep::Heal,
                 NodeStep::Kill,
+                NodeStep::Stop,
                 NodeStep::Start,
             ]
             .into_iter()
@@ -535,7 +537,7 @@ mod tests {
 
     #[test]
     fn cluster_transcripts_name_their_nodes_and_place_every_client() {
-        let text = "nodes n1 n2\nconnect a on n1\nconnect b irc on n2 from 127.0.0.2\ncut n2\nheal n2\nkill n1\nstart n3\nconnect c on n3\ncut n3 unnoticed\n";
+        let text = "nodes n1 n2\nconnect a on n1\nconnect b irc on n2 from 127.0.0.2\ncut n2\nheal n2\nkill n1\nstart n3\nconnect c on n3\ncut n3 unnoticed\nstop n3\n";
         let transcript = Transcript::parse("t", text).unwrap();
         assert!(transcript.is_cluster());
         let node = |name: &str| NodeName::parse(name).unwrap();
@@ -564,7 +566,14 @@ mod tests {
                 node: node("n3")
             }
         );
-        assert_eq!(actions.len(), 8);
+        assert_eq!(
+            actions[8],
+            Action::Node {
+                step: NodeStep::Stop,
+                node: node("n3")
+            }
+        );
+        assert_eq!(actions.len(), 9);
         for bad in [
             "nodes n1\nconnect a\n",
             "nodes n1\nconnect a on n2\n",
