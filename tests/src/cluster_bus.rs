@@ -19,7 +19,8 @@
 //! them). Healing it re-registers its followed rooms, fills each from its
 //! stream, then says `Up`, in the engine's bus's order. Killing a node
 //! lapses its lease at once: every other node hears `NodeGone`, and its
-//! nicknames are claimable.
+//! nicknames are claimable; so does a node cut for longer than its lease
+//! ([`LEASE`]), until it heals.
 //!
 //! Nothing here is timed: the memory cluster driver moves everything until
 //! nothing moves after every step, so what a transcript sees follows from
@@ -27,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chatd_core::cluster::{
     BusEvent, BusFailure, BusLine, BusRequest, Envelope, NodeName, Presence, Sequencer, Verdict,
@@ -35,6 +37,7 @@ use chatd_core::cluster::{
 use chatd_core::history::Record;
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
 use chatd_core::{MessageId, Nick, RoomName};
+use chatd_engine::cluster::{LEASE, RENEW_EVERY};
 
 /// What Redis holds, and each node's link to it.
 #[derive(Debug)]
@@ -65,8 +68,10 @@ struct Link {
     /// Connected to Redis (not cut).
     up: bool,
     /// Cut, and the node's bus has not noticed yet: it will at its next
-    /// request (which fails), and then say `Down`.
+    /// request (which fails) or lease renewal, and then say `Down`.
     unnoticed: bool,
+    /// When it was cut: its lease lapses [`LEASE`] later.
+    cut_at: Option<Instant>,
     /// What reached the node and the core has not heard yet, in order.
     incoming: VecDeque<Incoming>,
     /// Which line each followed room is at.
@@ -121,14 +126,17 @@ impl MemoryBus {
         self.links.insert(node.clone(), link);
     }
 
-    /// The node loses Redis. Its bus says `Down` at once if `noticed`;
-    /// otherwise only when its next request fails.
-    pub fn cut(&mut self, node: &NodeName, noticed: bool) -> Result<(), BusError> {
+    /// The node loses Redis at `now`. Its bus says `Down` at once if
+    /// `noticed`; otherwise when its next request fails or, at the latest,
+    /// when its next lease renewal does ([`RENEW_EVERY`]). It cannot renew
+    /// its lease: unless it heals within [`LEASE`], the lease lapses.
+    pub fn cut(&mut self, node: &NodeName, noticed: bool, now: Instant) -> Result<(), BusError> {
         let link = self.link(node)?;
         if !link.up {
             return Err(BusError(format!("{node} is already cut")));
         }
         link.up = false;
+        link.cut_at = Some(now);
         // What was published and not yet read is lost with the connection.
         link.incoming
             .retain(|incoming| !matches!(incoming, Incoming::Published(_)));
@@ -152,6 +160,7 @@ impl MemoryBus {
         }
         link.up = true;
         link.unnoticed = false;
+        link.cut_at = None;
         let later = std::mem::take(&mut link.follow_later);
         let followed: Vec<RoomName> = link
             .sequencer
@@ -203,13 +212,58 @@ impl MemoryBus {
     pub fn kill(&mut self, node: &NodeName) -> Result<(), BusError> {
         self.link(node)?;
         self.links.remove(node);
+        self.lapse(node);
+        Ok(())
+    }
+
+    /// Time moved to `now`: a cut node that has not noticed notices when
+    /// its lease renewal fails, and a node cut for [`LEASE`] loses its
+    /// lease (the others see it gone; it is back when it heals).
+    pub fn advance(&mut self, now: Instant) {
+        let mut lapsed = Vec::new();
+        for (node, link) in &mut self.links {
+            let Some(cut_at) = link.cut_at else { continue };
+            if link.unnoticed && now >= cut_at + RENEW_EVERY {
+                link.unnoticed = false;
+                link.incoming.push_back(Incoming::Event(BusEvent::Down));
+            }
+            if now >= cut_at + LEASE && self.leases.contains(node) {
+                lapsed.push(node.clone());
+            }
+        }
+        for node in lapsed {
+            self.lapse(&node);
+        }
+    }
+
+    /// When [`Self::advance`] next has something to do, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .filter_map(|(node, link)| {
+                let cut_at = link.cut_at?;
+                if link.unnoticed {
+                    Some(cut_at + RENEW_EVERY)
+                } else {
+                    self.leases.contains(node).then_some(cut_at + LEASE)
+                }
+            })
+            .min()
+    }
+
+    /// A node's lease is gone: the other nodes' watch sees it, the
+    /// **gone** script takes it out of the node set and every followers
+    /// set, and every other node hears it is gone (a cut one when it heals).
+    fn lapse(&mut self, node: &NodeName) {
         self.leases.remove(node);
-        // The **gone** script: out of the node set and every followers set.
         self.nodes.remove(node);
         for followers in self.followers.values_mut() {
             followers.remove(node);
         }
-        for link in self.links.values_mut() {
+        for (other, link) in &mut self.links {
+            if other == node {
+                continue;
+            }
             if link.up {
                 link.incoming
                     .push_back(Incoming::Event(BusEvent::NodeGone(node.clone())));
@@ -217,7 +271,6 @@ impl MemoryBus {
                 link.gone_meanwhile.insert(node.clone());
             }
         }
-        Ok(())
     }
 
     /// The node stops gracefully: the **leave** script gives its lease
@@ -692,7 +745,7 @@ mod tests {
         post(&mut bus, "n1", "rust", "news");
         assert_eq!(lines(&heard(&mut bus, &n2)), [(2, "news".to_owned())]);
 
-        bus.cut(&n2, true).unwrap();
+        bus.cut(&n2, true, Instant::now()).unwrap();
         assert_eq!(heard(&mut bus, &n2), [BusEvent::Down]);
         post(&mut bus, "n1", "rust", "meanwhile 1");
         post(&mut bus, "n1", "rust", "meanwhile 2");
@@ -867,7 +920,7 @@ mod tests {
                 ..
             }]
         ));
-        bus.cut(&n1, true).unwrap();
+        bus.cut(&n1, true, Instant::now()).unwrap();
         heard(&mut bus, &n1);
         bus.request(&n1, BusRequest::Order(order("bob"))).unwrap();
         assert!(matches!(
@@ -899,7 +952,7 @@ mod tests {
                 }]
             );
         }
-        bus.cut(&n3, true).unwrap();
+        bus.cut(&n3, true, Instant::now()).unwrap();
         assert_eq!(heard(&mut bus, &n3), [BusEvent::Down]);
         bus.request(&n3, BusRequest::Announce(quit)).unwrap();
         bus.kill(&n1).unwrap();
@@ -937,7 +990,7 @@ mod tests {
             .collect();
         assert_eq!(texts, [(2, "two"), (3, "three")]);
         assert_eq!(answer.shortfall, None);
-        bus.cut(&n1, true).unwrap();
+        bus.cut(&n1, true, Instant::now()).unwrap();
         let answer = bus.query(&n1, &query).unwrap();
         assert!(answer.records.is_empty());
         assert_eq!(answer.shortfall, Some(Shortfall::Unreadable));

@@ -102,6 +102,17 @@ impl MemoryClusterDriver {
         Ok(())
     }
 
+    /// Every node's clock and the bus's move to `self.now`; what is due
+    /// then happens, and everything moves until nothing does.
+    fn tick(&mut self) -> Result<(), DriverError> {
+        let now = self.now;
+        self.bus.advance(now);
+        for driver in self.nodes.values_mut() {
+            driver.advance_to(now)?;
+        }
+        self.settle()
+    }
+
     /// Moves everything until nothing moves.
     fn settle(&mut self) -> Result<(), DriverError> {
         let names: Vec<NodeName> = self.nodes.keys().cloned().collect();
@@ -224,26 +235,20 @@ impl Driver for MemoryClusterDriver {
                 .nodes
                 .values()
                 .filter_map(MemoryDriver::next_deadline)
+                .chain(self.bus.next_deadline())
                 .filter(|deadline| *deadline <= target)
                 .min();
             let Some(next) = next else { break };
             self.now = self.now.max(next);
-            let now = self.now;
-            for driver in self.nodes.values_mut() {
-                driver.advance_to(now)?;
-            }
-            self.settle()?;
+            self.tick()?;
         }
         self.now = target;
-        for driver in self.nodes.values_mut() {
-            driver.advance_to(target)?;
-        }
-        self.settle()
+        self.tick()
     }
 
     fn restart(&mut self) -> Result<(), DriverError> {
         Err(DriverError(
-            "restart: in a cluster, kill a node and start it again".into(),
+            "restart: in a cluster, stop or kill a node and start it again".into(),
         ))
     }
 
@@ -257,8 +262,8 @@ impl Driver for MemoryClusterDriver {
 
     fn node_step(&mut self, step: NodeStep, node: &NodeName) -> Result<(), DriverError> {
         match step {
-            NodeStep::Cut => self.bus.cut(node, true).map_err(bus)?,
-            NodeStep::CutUnnoticed => self.bus.cut(node, false).map_err(bus)?,
+            NodeStep::Cut => self.bus.cut(node, true, self.now).map_err(bus)?,
+            NodeStep::CutUnnoticed => self.bus.cut(node, false, self.now).map_err(bus)?,
             NodeStep::Heal => self.bus.heal(node).map_err(bus)?,
             NodeStep::Kill => {
                 self.running(node)?.kill();

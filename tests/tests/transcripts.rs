@@ -143,6 +143,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "433 for a NICK another node holds reads \"alice is taken; pick another nickname\" instead of \"Nickname is already in use\", and WHO lists only this node's members",
     ),
     (
+        "lease_lapse",
+        "a node back after its lease lapsed is restored silently by its snapshot (no join for a user the others saw quit), and its user re-made a guest shows the others \"* bob is now known as guest1-n2\" while bob is a local user of theirs by then",
+    ),
+    (
         "node_lost_wording",
         "a dead node's users quit with \"node n2 is gone\"; docs/CLUSTER.md says \"node n2 lost\"",
     ),
