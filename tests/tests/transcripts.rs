@@ -155,6 +155,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "an operator's kick of another node's user shows the operator (and that user's room on other nodes) only \"* bob quit\", and a remote mute is not confirmed to the operator at all (Ordered Ok says nothing)",
     ),
     (
+        "private_rooms",
+        "a private room of another node is listed in #rooms (without \"private\") and joined without an invitation, and its lines then reach the joiner: the mirror knows no privacy",
+    ),
+    (
         "quit_while_cut",
         "a user who quit a cut node vanishes from the others' mirrors on heal without a quit notice, and the nickname released while cut stays held by the node (nick-taken)",
     ),
