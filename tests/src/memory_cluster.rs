@@ -8,7 +8,8 @@
 //! hands the bus what its core asked (queries are answered at once from
 //! the streams), then each node in name order hears everything the bus
 //! has for it, first come first served. `advance` moves every node's
-//! clock together, stopping at each timer due on any node in between.
+//! clock together, stopping at each timer due on any node (and at each
+//! deadline of the bus: a cut node's lease renewal and lapse) in between.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
