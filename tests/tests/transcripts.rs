@@ -107,7 +107,26 @@ fn main() {
             runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
         }));
     }
-    for path in cluster_transcript_files() {
+    let cluster_files = cluster_transcript_files();
+    let cluster_names: Vec<String> = cluster_files
+        .iter()
+        .filter_map(|path| path.file_stem())
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .collect();
+    trials.push(Trial::test("cluster_waiting_list_is_current", move || {
+        // A name left on the list after its file was renamed or removed
+        // would hide nothing, but say something false.
+        match CLUSTER_WAITING
+            .iter()
+            .find(|(name, _)| !cluster_names.iter().any(|n| n == name))
+        {
+            Some((name, _)) => {
+                Err(format!("CLUSTER_WAITING names {name}, which is no cluster transcript").into())
+            }
+            None => Ok(()),
+        }
+    }));
+    for path in cluster_files {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
