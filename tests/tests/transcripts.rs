@@ -162,6 +162,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "433 for a NICK another node holds reads \"alice is taken; pick another nickname\" instead of \"Nickname is already in use\", and WHO lists only this node's members",
     ),
     (
+        "irc_registration_while_cut",
+        "NICK during IRC registration on a cut node gets a NOTICE \"unavailable: ...\" and registration stalls; 437 ERR_UNAVAILRESOURCE is IRC's answer (then a NICK after the heal registers)",
+    ),
+    (
         "lease_lapse",
         "a node back after its lease lapsed is restored silently by its snapshot (no join for a user the others saw quit), and its user re-made a guest shows the others \"* bob is now known as guest1-n2\" while bob is a local user of theirs by then",
     ),
