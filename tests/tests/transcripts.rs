@@ -190,6 +190,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "a killed node started again under its name holds its old users' nicknames again (their keys name it and its lease is live): nick-taken for a nickname nobody uses",
     ),
     (
+        "whisper_to_cut_node",
+        "a whisper to a user whose node is cut off is echoed and acknowledged though pub/sub dropped it (never delivered, not even after the heal): the whisper script returns an id whatever PUBLISH reached",
+    ),
+    (
         "whois",
         "#whois says a user of another node is offline: it does not read the mirror",
     ),
