@@ -60,6 +60,11 @@ pub struct MemoryBus {
     nodes: BTreeSet<NodeName>,
     /// Each node's side: its connection, channel and sequencer.
     links: BTreeMap<NodeName, Link>,
+    /// Whether a node hears the reply to its request before what the
+    /// script published to it (see [`MemoryBus::replies_first`]).
+    replies_first: bool,
+    /// How much the requesting node had to hear when its request began.
+    request_start: usize,
 }
 
 /// One node's bus: what a node's bus thread would hold.
@@ -110,7 +115,19 @@ impl MemoryBus {
             leases: BTreeSet::new(),
             nodes: BTreeSet::new(),
             links: BTreeMap::new(),
+            replies_first: false,
+            request_start: 0,
         }
+    }
+
+    /// The same bus, but a node hears the reply to its own request before
+    /// what the script published to it (its own room line, a whisper to
+    /// itself). The engine's bus reads replies and publications on two
+    /// connections, so either order happens; by default the memory bus
+    /// keeps the script's (publications, then the reply).
+    pub fn replies_first(mut self) -> Self {
+        self.replies_first = true;
+        self
     }
 
     /// A node starts (or starts again, with nothing of its old link): its
@@ -289,7 +306,9 @@ impl MemoryBus {
     /// the script: answers and publications go to the links at once, in
     /// the order the script makes them.
     pub fn request(&mut self, node: &NodeName, request: BusRequest) -> Result<(), BusError> {
-        let up = self.link(node)?.up;
+        let link = self.link(node)?;
+        let up = link.up;
+        self.request_start = link.incoming.len();
         if !up {
             let answer = match request {
                 BusRequest::Post(line) => Some(BusEvent::Posted {
@@ -590,9 +609,16 @@ impl MemoryBus {
         Ok(())
     }
 
-    /// The reply to the node's own command.
+    /// The reply to the node's own command: after what the script
+    /// published to it, or before if replies come first.
     fn answer(&mut self, node: &NodeName, event: BusEvent) -> Result<(), BusError> {
-        self.link(node)?.incoming.push_back(Incoming::Event(event));
+        let (replies_first, start) = (self.replies_first, self.request_start);
+        let incoming = &mut self.link(node)?.incoming;
+        if replies_first {
+            incoming.insert(start.min(incoming.len()), Incoming::Event(event));
+        } else {
+            incoming.push_back(Incoming::Event(event));
+        }
         Ok(())
     }
 
@@ -732,6 +758,19 @@ mod tests {
         let at_n3 = heard(&mut bus, &n3);
         assert_eq!(at_n3.len(), 1);
         assert!(matches!(&at_n3[0], BusEvent::Posted { result: Ok(id), .. } if id.get() == 2));
+    }
+
+    #[test]
+    fn replies_may_come_before_what_the_script_published() {
+        let n1 = node("n1");
+        let mut bus = MemoryBus::new(100).replies_first();
+        bus.join(&n1);
+        heard(&mut bus, &n1);
+        bus.request(&n1, BusRequest::Follow(room("rust"))).unwrap();
+        post(&mut bus, "n1", "rust", "one");
+        let events = heard(&mut bus, &n1);
+        assert!(matches!(&events[0], BusEvent::Posted { result: Ok(id), .. } if id.get() == 1));
+        assert_eq!(lines(&events), [(1, "one".to_owned())]);
     }
 
     #[test]

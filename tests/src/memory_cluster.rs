@@ -36,6 +36,8 @@ pub struct MemoryClusterDriver {
     now: Instant,
     config: Config,
     bus: MemoryBus,
+    /// Replies to a node's requests before what the scripts published.
+    replies_first: bool,
     /// Every node started, killed ones included (their clients' closed
     /// connections are still read).
     nodes: BTreeMap<NodeName, MemoryDriver>,
@@ -53,8 +55,20 @@ impl MemoryClusterDriver {
             now: epoch,
             config: Config::default(),
             bus: MemoryBus::new(Config::default().history_size),
+            replies_first: false,
             nodes: BTreeMap::new(),
             clients: HashMap::new(),
+        }
+    }
+
+    /// The same, on a bus whose replies reach a node before what the
+    /// scripts published to it ([`MemoryBus::replies_first`]): a
+    /// transcript must hold in both orders, as the engine's bus gives
+    /// either.
+    pub fn replies_first(seed: u64) -> Self {
+        Self {
+            replies_first: true,
+            ..Self::new(seed)
         }
     }
 
@@ -163,7 +177,11 @@ fn mix(name: &str) -> u64 {
 
 impl Driver for MemoryClusterDriver {
     fn name(&self) -> &str {
-        "memory-cluster"
+        if self.replies_first {
+            "memory-cluster (replies first)"
+        } else {
+            "memory-cluster"
+        }
     }
 
     fn start(&mut self, _config: &Config) -> Result<(), DriverError> {
@@ -174,7 +192,12 @@ impl Driver for MemoryClusterDriver {
 
     fn start_cluster(&mut self, config: &Config, nodes: &[NodeName]) -> Result<(), DriverError> {
         self.config = config.clone();
-        self.bus = MemoryBus::new(config.history_size);
+        let bus = MemoryBus::new(config.history_size);
+        self.bus = if self.replies_first {
+            bus.replies_first()
+        } else {
+            bus
+        };
         self.nodes.clear();
         self.clients.clear();
         for node in nodes {

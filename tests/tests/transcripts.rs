@@ -132,6 +132,14 @@ fn main() {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let waiting = CLUSTER_WAITING.iter().any(|(waiting, _)| *waiting == name);
+        let replies_path = path.clone();
+        let trial = Trial::test(format!("cluster-replies-first::{name}"), move || {
+            let transcript =
+                Transcript::load(&replies_path).map_err(|e| Failed::from(e.to_string()))?;
+            let mut driver = MemoryClusterDriver::replies_first(seed_for(&transcript.name));
+            runner::run(&transcript, &mut driver).map_err(|e| Failed::from(e.to_string()))
+        });
+        trials.push(trial.with_ignored_flag(waiting));
         let trial = Trial::test(format!("cluster::{name}"), move || {
             let transcript = Transcript::load(&path).map_err(|e| Failed::from(e.to_string()))?;
             if !transcript.is_cluster() {
