@@ -174,6 +174,10 @@ const CLUSTER_WAITING: &[(&str, &str)] = &[
         "NICK during IRC registration on a cut node gets a NOTICE \"unavailable: ...\" and registration stalls; 437 ERR_UNAVAILRESOURCE is IRC's answer (then a NICK after the heal registers)",
     ),
     (
+        "join_while_cut",
+        "a join on a cut node reaches the others only as the snapshot after the heal, which replaces their mirror silently: no \"joined\" for the room's members (the same for parts and quits: quit_while_cut)",
+    ),
+    (
         "lease_lapse",
         "a node back after its lease lapsed is restored silently by its snapshot (no join for a user the others saw quit), and its user re-made a guest shows the others \"* bob is now known as guest1-n2\" while bob is a local user of theirs by then",
     ),
