@@ -26,8 +26,9 @@ const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 /// room for a loaded machine.
 const LEASE_AND_SLACK: Duration = Duration::from_secs(20);
 
-/// Rate limits off: the ordering test sends flat out.
-const CONFIG: &str = "max_connections_per_ip = 0\n\n[rate_limit]\nenabled = false\nflood_disconnect_after = 0\n\n[idle]\nenabled = false\n";
+/// Rate limits off: the ordering test sends flat out. Room streams keep
+/// 1,000 lines, so a node cut off while 300 are said catches up on all.
+const CONFIG: &str = "max_connections_per_ip = 0\nhistory_size = 1000\n\n[rate_limit]\nenabled = false\nflood_disconnect_after = 0\n\n[idle]\nenabled = false\n";
 
 /// One node: a chatd process, its native and HTTP addresses.
 struct Node {
@@ -201,25 +202,20 @@ fn lines_whispers_nicknames_who_and_history_cross_three_nodes() {
     let missing = wait_line(&mut bob, Duration::from_secs(5), |l| l.starts_with("! "));
     assert!(missing.starts_with("! no-such-nick"), "{missing}");
 
-    carol.say("#who").unwrap();
-    let mut who = Vec::new();
-    loop {
-        let line = wait_line(&mut carol, Duration::from_secs(5), |_| true);
-        who.push(line.clone());
-        if !line.starts_with('+') && who.len() > 1 || who.len() > 10 {
-            break;
-        }
-    }
-    let listing = who.join("\n");
-    for name in ["alice", "bob", "carol"] {
-        assert!(listing.contains(name), "#who on n3 lacks {name}: {listing}");
+    // Each node lists the members of every node.
+    for client in [&mut alice, &mut carol] {
+        client.say("#who").unwrap();
+        let listing = wait_line(client, Duration::from_secs(5), |l| l.starts_with("+ who"));
+        assert_eq!(listing, "+ who #general 3: alice bob carol");
     }
 
     // The same history on every node, the speaker's included.
     bob.say("second line").unwrap();
-    wait_line(&mut carol, Duration::from_secs(5), |l| {
-        l == "[#general] bob: second line"
-    });
+    for reader in [&mut alice, &mut carol] {
+        wait_line(reader, Duration::from_secs(5), |l| {
+            l == "[#general] bob: second line"
+        });
+    }
     let history = |client: &mut LineClient| {
         client.say("#history 5").unwrap();
         let header = wait_line(client, Duration::from_secs(5), |l| {
@@ -237,6 +233,100 @@ fn lines_whispers_nicknames_who_and_history_cross_three_nodes() {
     assert_eq!(history(&mut carol), on_n1);
     assert_eq!(history(&mut bob), on_n1);
     drop((n1, n2, n3));
+}
+
+#[test]
+fn a_client_back_on_another_node_catches_up_by_message_id() {
+    let redis = redis();
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
+    let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
+    let mut alice = n1.client(1);
+    nick(&mut alice, "alice");
+    // Someone on n2 all along, to know when n2 has the lines.
+    let mut watcher = n2.client(4);
+    let mut bob = n1.client(2);
+    bob.say("#ids on").unwrap();
+    wait_line(&mut bob, Duration::from_secs(5), |l| l == "* ids on");
+    alice.say("before the drop").unwrap();
+    let seen = wait_line(&mut bob, Duration::from_secs(5), |l| {
+        l.ends_with("before the drop")
+    });
+    // `[#general id=N] alice: ...`: the id is the room's offset in Redis.
+    let last_id: u64 = seen
+        .split("id=")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {seen:?}"));
+    drop(bob);
+    for n in 0..5 {
+        alice.say(&format!("missed {n}")).unwrap();
+    }
+    wait_line(&mut watcher, Duration::from_secs(5), |l| {
+        l.ends_with("alice: missed 4")
+    });
+    // Back, on another node, and on a node that started since (its
+    // memory holds none of it: the answer comes from the room's stream):
+    // what was missed, by id, in order.
+    let n3 = Node::start("n3", "poll", &redis.url(), dir.path());
+    for node in [&n2, &n3] {
+        catch_up(node, last_id);
+    }
+    drop((n1, n2, n3));
+}
+
+fn catch_up(node: &Node, last_id: u64) {
+    let mut back = node.client(3);
+    back.say(&format!("#history since {last_id}")).unwrap();
+    let header = wait_line(&mut back, Duration::from_secs(5), |l| {
+        l.starts_with("+ history")
+    });
+    assert_eq!(header, "+ history #general 5");
+    for n in 0..5 {
+        let line = wait_line(&mut back, Duration::from_secs(5), |_| true);
+        assert!(line.ends_with(&format!("alice: missed {n}")), "{line}");
+    }
+}
+
+#[test]
+fn two_nodes_racing_for_one_nickname_grant_it_to_one() {
+    let redis = redis();
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
+    let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
+    let mut left = n1.client(1);
+    let mut right = n2.client(2);
+    // Both ask at once, before either node can have heard of the other's
+    // claim: only Redis's claim decides.
+    let names: Vec<String> = (0..20).map(|i| format!("racer{i}")).collect();
+    let answer = |client: &mut LineClient| {
+        wait_line(client, Duration::from_secs(5), |l| {
+            l.starts_with("* you are now") || l.starts_with("! nick-taken")
+        })
+    };
+    let (mut from_left, mut from_right) = (Vec::new(), Vec::new());
+    for name in &names {
+        left.say(&format!("#nick {name}")).unwrap();
+        right.say(&format!("#nick {name}")).unwrap();
+        from_left.push(answer(&mut left));
+        from_right.push(answer(&mut right));
+    }
+    let granted = |answers: &[String]| -> Vec<String> {
+        answers
+            .iter()
+            .filter_map(|a| a.strip_prefix("* you are now ").map(str::to_owned))
+            .collect()
+    };
+    let (won_left, won_right) = (granted(&from_left), granted(&from_right));
+    for name in &names {
+        let winners = usize::from(won_left.contains(name)) + usize::from(won_right.contains(name));
+        assert_eq!(
+            winners, 1,
+            "{name} granted {winners} times: {won_left:?} {won_right:?}"
+        );
+    }
+    drop((n1, n2));
 }
 
 #[test]

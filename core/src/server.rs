@@ -193,10 +193,11 @@ impl Server {
         let logins = Logins::new(config.operators.first().map(|o| o.password_hash.as_str()));
         let mut rooms = BTreeMap::new();
         rooms.insert(RoomName::general(), Room::new(None, false));
+        let mut out = Outbox::new(&config_server_name);
         let cluster = config
             .cluster
             .as_ref()
-            .map(|c| Box::new(self::cluster::ClusterState::new(c)));
+            .map(|c| Box::new(self::cluster::ClusterState::start(c, &mut out)));
         let mut histories = Histories::default();
         if cluster.is_some() {
             // A room's stream holds what was said before this node
@@ -218,7 +219,7 @@ impl Server {
             logins,
             accounts: crate::accounts::Accounts::new(),
             timers: Timers::default(),
-            out: Outbox::new(&config_server_name),
+            out,
             shutting_down: false,
             web_pending: AHashMap::default(),
             departed: std::collections::VecDeque::new(),

@@ -24,6 +24,7 @@ use crate::io::{Output, Priority};
 use crate::reply::{Person, Reply, WhoEntry};
 
 use super::Server;
+use super::outbox::Outbox;
 use super::remote::Mirror;
 use super::room::Ban;
 use super::session::Session;
@@ -50,7 +51,18 @@ struct Claim {
 }
 
 impl ClusterState {
-    pub(super) fn new(config: &ClusterConfig) -> Self {
+    /// The state of a new node, and what it asks the bus first: every
+    /// native client arrives in #general, so the node follows it from the
+    /// start (a follow made at a client's arrival would race with the
+    /// first lines said after its welcome).
+    pub(super) fn start(config: &ClusterConfig, out: &mut Outbox) -> Self {
+        out.push(Output::Bus(Box::new(BusRequest::Follow(
+            RoomName::general(),
+        ))));
+        Self::new(config)
+    }
+
+    fn new(config: &ClusterConfig) -> Self {
         Self {
             node: config.node.clone(),
             up: false,
@@ -364,8 +376,17 @@ impl Server {
             return true;
         }
         if let Some(cluster) = self.cluster.as_mut() {
-            // A newer request replaces one in flight; the earlier nickname
-            // is given back if it is granted (see `claimed`).
+            if let Some(busy) = cluster.claims.get(&conn) {
+                // One change at a time, each answered: a client that
+                // asks again before hearing back is told to wait.
+                let text = format!(
+                    "your change to {} is still being checked with the cluster; try again in a moment",
+                    busy.nick
+                );
+                self.out
+                    .error_about(conn, ErrorCode::TryLater, Some(new.as_str()), &text);
+                return true;
+            }
             let claim = Claim {
                 nick: new,
                 again: false,
@@ -393,7 +414,8 @@ impl Server {
         }
         let current = self.sessions.get(&conn).map(|s| s.nick);
         if !wanted || current.is_none() {
-            // Superseded, or the connection is gone: give back what was
+            // Not this connection's claim any more (it left, or the claim
+            // was made again after a reconnect): give back what was
             // granted unless it is still in use here.
             if result == Ok(true) && current.is_none_or(|c| c.folded() != nick.folded()) {
                 self.bus(BusRequest::Release(nick));
@@ -462,7 +484,8 @@ impl Server {
         if self.cluster.is_none() {
             return;
         }
-        let first = self.rooms.get(room).is_some_and(|r| r.len() == 1);
+        let first =
+            *room != RoomName::general() && self.rooms.get(room).is_some_and(|r| r.len() == 1);
         if first {
             self.bus(BusRequest::Follow(room.clone()));
         }
@@ -509,7 +532,8 @@ impl Server {
     }
 
     fn unfollow_if_empty(&mut self, room: &RoomName) {
-        if self.rooms.get(room).is_none_or(|r| r.is_empty()) {
+        // #general is followed for the node's whole life (see `new`).
+        if *room != RoomName::general() && self.rooms.get(room).is_none_or(|r| r.is_empty()) {
             self.bus(BusRequest::Unfollow(room.clone()));
             // Lines said while it is not followed never reach memory, so
             // what memory holds would have a hole: from now on the room's
@@ -978,5 +1002,41 @@ mod tests {
         let (lines, _) = drain(&mut server);
         assert_eq!(lines, ["[#general] guest1-n1: hello\n"]);
         let _ = bob;
+    }
+
+    #[test]
+    fn history_since_an_id_answers_from_the_lines_the_bus_brought() {
+        let now = epoch();
+        let mut server = node("n1");
+        let alice = server
+            .accept(now, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        server.handle_bus(now, BusEvent::Up);
+        drain(&mut server);
+        for n in 1..=6u64 {
+            server.handle(now, alice, format!("line {n}\n").as_bytes());
+            let (_, bus) = drain(&mut server);
+            let [BusRequest::Post(line)] = bus.as_slice() else {
+                panic!("expected one post, got {bus:?}");
+            };
+            let id = crate::ids::MessageId::new(n);
+            server.handle_bus(
+                now,
+                BusEvent::Line {
+                    id,
+                    line: Arc::clone(line),
+                },
+            );
+        }
+        drain(&mut server);
+        server.handle(now, alice, b"#history since 1\n");
+        let (lines, bus) = drain(&mut server);
+        assert!(bus.is_empty(), "{bus:?}");
+        assert_eq!(
+            lines,
+            [(2..=6).fold("+ history #general 5\n".to_owned(), |all, n| {
+                all + &format!("[#general 2026-11-18 11:06:40] guest1-n1: line {n}\n")
+            })]
+        );
     }
 }
