@@ -5,6 +5,9 @@
 //! - [`driver::Driver`] is what a way of running the server must offer;
 //! - [`memory::MemoryDriver`] runs the core alone, with input split at
 //!   seeded random points;
+//! - [`memory_cluster::MemoryClusterDriver`] runs several cores as the
+//!   nodes of a cluster, joined by the memory bus ([`cluster_bus`]), for
+//!   the cluster transcripts under `tests/transcripts/cluster/`;
 //! - [`socket::SocketDriver`] runs a real backend over TCP on 127.0.0.1
 //!   with a manual clock;
 //! - [`process::ProcessDriver`] runs a `chatd` binary as a process (also a
@@ -18,8 +21,10 @@
 
 pub mod child;
 pub mod client;
+pub mod cluster_bus;
 pub mod driver;
 pub mod memory;
+pub mod memory_cluster;
 pub mod process;
 pub mod proxy;
 pub mod redis;
@@ -56,10 +61,24 @@ macro_rules! on_both_backends {
     };
 }
 
-/// The transcript files, sorted by name.
+/// The transcript files, sorted by name: one server's, every driver runs
+/// them (the cluster ones are in a folder of their own).
 pub fn transcript_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    chat_files_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts"))
+}
+
+/// The cluster transcripts (`tests/transcripts/cluster/`), sorted by name:
+/// only the memory cluster driver runs them.
+pub fn cluster_transcript_files() -> Vec<PathBuf> {
+    chat_files_in(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("transcripts")
+            .join("cluster"),
+    )
+}
+
+fn chat_files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "chat"))

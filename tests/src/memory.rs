@@ -10,13 +10,19 @@
 //! passwords are hashed at once (Argon2id with cheap parameters) and
 //! account changes kept in memory, surviving a restart as a store on
 //! disk would.
+//!
+//! The same driver is one node of the memory cluster
+//! ([`crate::memory_cluster`]): there, what the core asks of the bus and
+//! the history queries it cannot answer alone wait in order for the
+//! cluster driver, which carries them out on the memory bus.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use chatd_core::cluster::{BusEvent, BusRequest};
 use chatd_core::history::{self, Record};
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery};
 use chatd_core::{Account, AccountChange, Config, ConnId, Dialect, Output, RoomName, Server};
@@ -43,6 +49,19 @@ pub struct MemoryDriver {
     /// Salts for new hashes: a counter, so runs are reproducible.
     salts: u64,
     next_port: u16,
+    /// As a node of a memory cluster: bus requests and history queries,
+    /// in the order the core emitted them. `None`: a single server, which
+    /// answers queries itself and has no bus.
+    external: Option<VecDeque<External>>,
+}
+
+/// What a node of the memory cluster asks beyond itself.
+#[derive(Debug)]
+pub(crate) enum External {
+    /// A request for the bus.
+    Bus(BusRequest),
+    /// A history query, answered from the bus's streams.
+    Query(HistoryQuery),
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +75,12 @@ impl MemoryDriver {
     /// A driver whose chunking follows `seed`.
     pub fn new(seed: u64) -> Self {
         // Virtual time starts here; only differences from it matter.
-        let epoch = Instant::now();
+        Self::at_epoch(seed, Instant::now())
+    }
+
+    /// A driver whose virtual clock starts at `epoch` (the nodes of a
+    /// cluster share one).
+    fn at_epoch(seed: u64, epoch: Instant) -> Self {
         Self {
             rng: SplitMix64(seed),
             config: Config::default(),
@@ -69,6 +93,100 @@ impl MemoryDriver {
             accounts: BTreeMap::new(),
             salts: 0,
             next_port: 40_000,
+            external: None,
+        }
+    }
+
+    /// One node of a memory cluster: its clock starts at `epoch`, and its
+    /// bus requests and history queries wait for [`Self::take_external`].
+    pub(crate) fn node(seed: u64, epoch: Instant) -> Self {
+        Self {
+            external: Some(VecDeque::new()),
+            ..Self::at_epoch(seed, epoch)
+        }
+    }
+
+    /// The next bus request or history query the core emitted, oldest
+    /// first.
+    pub(crate) fn take_external(&mut self) -> Option<External> {
+        self.external.as_mut()?.pop_front()
+    }
+
+    /// Hands the core what its bus says, then does what it asks.
+    pub(crate) fn handle_bus(&mut self, event: BusEvent) -> Result<(), DriverError> {
+        let now = self.now;
+        self.server()?.handle_bus(now, event);
+        self.drain()
+    }
+
+    /// Hands the core the answer to one of its history queries.
+    pub(crate) fn answer_query(&mut self, answer: HistoryAnswer) -> Result<(), DriverError> {
+        let now = self.now;
+        self.server()?.handle_history_answer(now, answer);
+        self.drain()
+    }
+
+    /// Whether the server is running.
+    pub(crate) fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// When the server's next timer is due, if it runs and has one.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.server.as_ref()?.poll_timeout()
+    }
+
+    /// Moves the clock to `when` (never back) and fires what is due then.
+    pub(crate) fn advance_to(&mut self, when: Instant) -> Result<(), DriverError> {
+        self.now = self.now.max(when);
+        let now = self.now;
+        while let Some(server) = self.server.as_mut()
+            && let Some(deadline) = server.poll_timeout()
+            && deadline <= now
+        {
+            server.handle_timeout(now);
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// The process dies: no goodbye, no shutdown; its clients find their
+    /// connections closed with nothing more to read. What persisted stays.
+    pub(crate) fn kill(&mut self) {
+        self.server = None;
+        self.by_conn.clear();
+        if let Some(external) = self.external.as_mut() {
+            external.clear();
+        }
+        for client in self.clients.values_mut() {
+            if client.conn.take().is_some() {
+                client.closed_by_server = true;
+            }
+        }
+    }
+
+    /// A graceful stop begins: the server says goodbye to its clients and
+    /// closes them; what it asks of the bus meanwhile is still carried out
+    /// ([`Self::kill`] then ends the process).
+    pub(crate) fn shut_down(&mut self, reason: &str) -> Result<(), DriverError> {
+        let now = self.now;
+        self.server()?.handle_shutdown(now, reason);
+        self.drain()
+    }
+
+    /// Starts the server again on what it persisted (after [`Self::kill`]).
+    pub(crate) fn revive(&mut self) -> Result<(), DriverError> {
+        let mut records = Vec::new();
+        for bytes in self.logs.values() {
+            records.extend(history::recover(bytes).records);
+        }
+        self.boot(records)
+    }
+
+    /// Forgets a client whose connection is over (it reconnects elsewhere).
+    pub(crate) fn forget(&mut self, client: &str) {
+        if self.clients.get(client).is_some_and(|c| c.conn.is_none()) {
+            self.clients.remove(client);
         }
     }
 
@@ -155,8 +273,17 @@ impl MemoryDriver {
                     self.server()?
                         .handle_account_stored(now, write.request, true);
                 }
-                Output::Bus(request) => {
-                    return Err(DriverError(format!("unexpected bus request {request:?}")));
+                Output::Bus(request) => match self.external.as_mut() {
+                    Some(external) => external.push_back(External::Bus(*request)),
+                    None => {
+                        return Err(DriverError(format!("unexpected bus request {request:?}")));
+                    }
+                },
+                Output::QueryHistory(query) if self.external.is_some() => {
+                    // A node's history is the cluster's: the bus answers.
+                    if let Some(external) = self.external.as_mut() {
+                        external.push_back(External::Query(*query));
+                    }
                 }
                 Output::QueryHistory(query) => {
                     // Synchronously too: every stored record (whispers
@@ -309,16 +436,8 @@ impl Driver for MemoryDriver {
     }
 
     fn advance(&mut self, by: Duration) -> Result<(), DriverError> {
-        self.now += by;
-        let now = self.now;
-        while let Some(deadline) = self.server()?.poll_timeout() {
-            if deadline > now {
-                break;
-            }
-            self.server()?.handle_timeout(now);
-            self.drain()?;
-        }
-        Ok(())
+        self.server()?;
+        self.advance_to(self.now + by)
     }
 
     fn restart(&mut self) -> Result<(), DriverError> {
@@ -326,11 +445,7 @@ impl Driver for MemoryDriver {
         self.server()?.handle_shutdown(now, RESTART_REASON);
         self.drain()?;
         self.server = None;
-        let mut records = Vec::new();
-        for bytes in self.logs.values() {
-            records.extend(history::recover(bytes).records);
-        }
-        self.boot(records)
+        self.revive()
     }
 
     fn stop(&mut self) {

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chatd_core::Dialect;
+use chatd_core::cluster::NodeName;
 
-use crate::driver::{Driver, DriverError, Received};
+use crate::driver::{Driver, DriverError, NodeStep, Received};
 use crate::transcript::{Action, Step, Transcript};
 
 /// A transcript that did not go as written.
@@ -43,6 +44,7 @@ pub fn run(transcript: &Transcript, driver: &mut dyn Driver) -> Result<(), Failu
         driver,
         connected: BTreeSet::new(),
         dialects: BTreeMap::new(),
+        nodes: BTreeMap::new(),
         barriers: 0,
     };
     let result = run.all_steps();
@@ -56,6 +58,8 @@ struct Run<'a> {
     connected: BTreeSet<String>,
     /// What each client connected as: how its lines end, how it pings.
     dialects: BTreeMap<String, Dialect>,
+    /// The node each client connected to (cluster transcripts).
+    nodes: BTreeMap<String, NodeName>,
     barriers: usize,
 }
 
@@ -67,9 +71,12 @@ impl Run<'_> {
             action: Action::Restart,
         };
         let config = self.transcript.config.clone();
-        self.driver
-            .start(&config)
-            .map_err(|error| self.failure(&start, error.to_string()))?;
+        let started = if self.transcript.is_cluster() {
+            self.driver.start_cluster(&config, &self.transcript.nodes)
+        } else {
+            self.driver.start(&config)
+        };
+        started.map_err(|error| self.failure(&start, error.to_string()))?;
         for step in &self.transcript.steps {
             self.step(step)?;
         }
@@ -88,12 +95,31 @@ impl Run<'_> {
                 client,
                 from,
                 dialect,
+                node,
             } => {
-                self.driver
-                    .connect(client, *from, *dialect)
-                    .map_err(|e| fail(self, e))?;
+                match node {
+                    Some(node) => self.driver.connect_on(client, node, *from, *dialect),
+                    None => self.driver.connect(client, *from, *dialect),
+                }
+                .map_err(|e| fail(self, e))?;
                 self.connected.insert(client.clone());
                 self.dialects.insert(client.clone(), *dialect);
+                match node {
+                    Some(node) => self.nodes.insert(client.clone(), node.clone()),
+                    None => self.nodes.remove(client),
+                };
+            }
+            Action::Node { step: what, node } => {
+                self.driver
+                    .node_step(*what, node)
+                    .map_err(|e| fail(self, e))?;
+                if *what == NodeStep::Kill {
+                    // Its clients are gone: no barrier for them at the end
+                    // (`NAME closed` still checks that nothing is unread).
+                    let nodes = &self.nodes;
+                    self.connected
+                        .retain(|client| nodes.get(client) != Some(node));
+                }
             }
             Action::Send { client, bytes } => {
                 self.driver.send(client, bytes).map_err(|e| fail(self, e))?;

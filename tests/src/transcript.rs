@@ -17,6 +17,21 @@
 //! restart                             # the server shuts down and starts on its records
 //! ```
 //!
+//! A cluster transcript (under `tests/transcripts/cluster/`) declares its
+//! nodes first and places every client on one:
+//!
+//! ```text
+//! nodes n1 n2 n3                      # three nodes on one bus; before any step
+//! connect alice on n1                 # alice's connection goes to node n1
+//! connect bob irc on n2 from 127.0.0.2
+//! cut n2                              # n2 loses the bus (Redis unreachable)
+//! cut n2 unnoticed                    # the same, noticed at n2's next request
+//! heal n2                             # n2 reaches it again and catches up
+//! kill n3                             # n3 dies: its clients are gone, its lease lapses
+//! stop n1                             # n1 shuts down gracefully and leaves the cluster
+//! start n4                            # a node starts (a new one, or a killed one again)
+//! ```
+//!
 //! (The notes on the right are for this page only: in a file, a comment is
 //! a whole line starting with `#`.) At the end, every client still
 //! connected gets an implicit `quiet`.
@@ -26,7 +41,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use chatd_core::cluster::NodeName;
 use chatd_core::{Config, Dialect};
+
+use crate::driver::NodeStep;
 
 /// One parsed transcript.
 #[derive(Debug, Clone)]
@@ -35,6 +53,9 @@ pub struct Transcript {
     pub name: String,
     /// The server's config (defaults plus the `config` lines).
     pub config: Config,
+    /// The nodes of a cluster transcript, started with it (the `nodes`
+    /// line); empty for one server.
+    pub nodes: Vec<NodeName>,
     /// The steps in order.
     pub steps: Vec<Step>,
 }
@@ -63,6 +84,15 @@ pub enum Action {
         /// What the client speaks: which listener it connects to (socket
         /// drivers) or how the core accepts it (memory driver).
         dialect: Dialect,
+        /// The node whose server it connects to (cluster transcripts).
+        node: Option<NodeName>,
+    },
+    /// Do something to one node of a cluster.
+    Node {
+        /// What.
+        step: NodeStep,
+        /// To which node.
+        node: NodeName,
     },
     /// Send bytes (a `>` line already ends as the client's dialect
     /// ends lines).
@@ -151,6 +181,9 @@ impl Transcript {
         };
         let mut config_toml = String::new();
         let mut steps = Vec::new();
+        let mut nodes: Vec<NodeName> = Vec::new();
+        // Every node named so far (`nodes`, then `start`).
+        let mut known: Vec<NodeName> = Vec::new();
         // What each client was last connected as: a `>` line ends with
         // the line ending of its dialect.
         let mut dialects = HashMap::new();
@@ -171,8 +204,24 @@ impl Transcript {
                 config_toml.push('\n');
                 continue;
             }
+            if let Some(names) = trimmed.strip_prefix("nodes ") {
+                if !steps.is_empty() || !nodes.is_empty() {
+                    return Err(syntax(number, "one nodes line, before any step".into()));
+                }
+                for name in names.split_whitespace() {
+                    let node = NodeName::parse(name)
+                        .map_err(|error| syntax(number, format!("{name:?}: {error}")))?;
+                    if nodes.contains(&node) {
+                        return Err(syntax(number, format!("node {node} named twice")));
+                    }
+                    nodes.push(node);
+                }
+                known.clone_from(&nodes);
+                continue;
+            }
             let action =
                 parse_action(trimmed, &dialects).map_err(|message| syntax(number, message))?;
+            check_nodes(&action, &nodes, &mut known).map_err(|message| syntax(number, message))?;
             if let Action::Connect {
                 client, dialect, ..
             } = &action
@@ -193,13 +242,60 @@ impl Transcript {
         Ok(Self {
             name: name.to_owned(),
             config,
+            nodes,
             steps,
         })
+    }
+
+    /// Whether this is a cluster transcript (it has a `nodes` line).
+    pub fn is_cluster(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+}
+
+/// In a cluster transcript every client connects to a node named before,
+/// and node steps name a node (`start` may name a new one); in any other,
+/// neither appears.
+fn check_nodes(
+    action: &Action,
+    nodes: &[NodeName],
+    known: &mut Vec<NodeName>,
+) -> Result<(), String> {
+    let cluster = !nodes.is_empty();
+    match action {
+        Action::Connect { node: None, .. } if cluster => {
+            Err("in a cluster transcript, connect NAME on NODE".into())
+        }
+        Action::Connect { node: Some(_), .. } | Action::Node { .. } if !cluster => {
+            Err("nodes are for cluster transcripts: declare them first (nodes n1 n2 ...)".into())
+        }
+        Action::Connect {
+            node: Some(node), ..
+        }
+        | Action::Node { node, .. }
+            if !known.contains(node) =>
+        {
+            if matches!(
+                action,
+                Action::Node {
+                    step: NodeStep::Start,
+                    ..
+                }
+            ) {
+                known.push(node.clone());
+                Ok(())
+            } else {
+                Err(format!(
+                    "no node {node} (nodes are named by `nodes` or `start`)"
+                ))
+            }
+        }
+        _ => Ok(()),
     }
 }
 
 fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Action, String> {
-    const CONNECT_USAGE: &str = "usage: connect NAME [native|irc] [from IP]";
+    const CONNECT_USAGE: &str = "usage: connect NAME [native|irc] [on NODE] [from IP]";
     let (first, rest) = split_word(line);
     match first {
         "connect" => {
@@ -208,6 +304,12 @@ fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Actio
             let (word, after) = split_word(rest);
             if let Some(named) = dialect_named(word) {
                 dialect = named;
+                rest = after;
+            }
+            let mut node = None;
+            if let ("on", after) = split_word(rest) {
+                let (name, after) = split_word(after);
+                node = Some(NodeName::parse(name).map_err(|error| format!("{name:?}: {error}"))?);
                 rest = after;
             }
             let from = match split_word(rest) {
@@ -222,7 +324,36 @@ fn parse_action(line: &str, dialects: &HashMap<String, Dialect>) -> Result<Actio
                 client: client_name(client)?,
                 from,
                 dialect,
+                node,
             })
+        }
+        "cut"
+            if rest
+                .strip_suffix(" unnoticed")
+                .is_some_and(|n| !n.contains(' ')) =>
+        {
+            let name = rest.trim_end_matches(" unnoticed");
+            let node = NodeName::parse(name).map_err(|error| format!("{name:?}: {error}"))?;
+            Ok(Action::Node {
+                step: NodeStep::CutUnnoticed,
+                node,
+            })
+        }
+        "cut" | "heal" | "kill" | "stop" | "start"
+            if !rest.is_empty() && !rest.contains(char::is_whitespace) =>
+        {
+            let step = [
+                NodeStep::Cut,
+                NodeStep::Heal,
+                NodeStep::Kill,
+                NodeStep::Stop,
+                NodeStep::Start,
+            ]
+            .into_iter()
+            .find(|step| step.word() == first)
+            .ok_or("unknown node step")?;
+            let node = NodeName::parse(rest).map_err(|error| format!("{rest:?}: {error}"))?;
+            Ok(Action::Node { step, node })
         }
         "advance" => chatd_core::duration::parse(rest.trim())
             .map(Action::Advance)
@@ -389,6 +520,7 @@ mod tests {
             client: client.into(),
             from: IpAddr::from(from),
             dialect,
+            node: None,
         };
         assert_eq!(actions[0], connect("a", [127, 0, 0, 1], Dialect::Irc));
         assert_eq!(actions[1], connect("b", [127, 0, 0, 2], Dialect::Native));
@@ -401,6 +533,63 @@ mod tests {
         assert_eq!(actions[4], send("a", b"NICK a\r\n"));
         assert_eq!(actions[5], send("b", b"hi\n"));
         assert!(Transcript::parse("t", "connect a klingon\n").is_err());
+    }
+
+    #[test]
+    fn cluster_transcripts_name_their_nodes_and_place_every_client() {
+        let text = "nodes n1 n2\nconnect a on n1\nconnect b irc on n2 from 127.0.0.2\ncut n2\nheal n2\nkill n1\nstart n3\nconnect c on n3\ncut n3 unnoticed\nstop n3\n";
+        let transcript = Transcript::parse("t", text).unwrap();
+        assert!(transcript.is_cluster());
+        let node = |name: &str| NodeName::parse(name).unwrap();
+        assert_eq!(transcript.nodes, [node("n1"), node("n2")]);
+        let actions: Vec<Action> = transcript.steps.into_iter().map(|s| s.action).collect();
+        assert_eq!(
+            actions[1],
+            Action::Connect {
+                client: "b".into(),
+                from: IpAddr::from([127, 0, 0, 2]),
+                dialect: Dialect::Irc,
+                node: Some(node("n2")),
+            }
+        );
+        assert_eq!(
+            actions[2],
+            Action::Node {
+                step: NodeStep::Cut,
+                node: node("n2")
+            }
+        );
+        assert_eq!(
+            actions[7],
+            Action::Node {
+                step: NodeStep::CutUnnoticed,
+                node: node("n3")
+            }
+        );
+        assert_eq!(
+            actions[8],
+            Action::Node {
+                step: NodeStep::Stop,
+                node: node("n3")
+            }
+        );
+        assert_eq!(actions.len(), 9);
+        for bad in [
+            "nodes n1\nconnect a\n",
+            "nodes n1\nconnect a on n2\n",
+            "nodes n1\ncut n2\n",
+            "connect a on n1\n",
+            "kill n1\n",
+            "nodes n1 n1\n",
+            "nodes n1\ncut n1 quietly\n",
+            "nodes N1\n",
+            "connect a\nnodes n1\n",
+        ] {
+            assert!(Transcript::parse("t", bad).is_err(), "{bad:?}");
+        }
+        // A client may still be called `start`: a step with an operator is
+        // the client's.
+        assert!(Transcript::parse("t", "connect start\nstart > hi\n").is_ok());
     }
 
     #[test]
