@@ -37,17 +37,17 @@ struct Node {
 }
 
 fn start(redis: &RedisServer, name: &str) -> Result<Node, BusError> {
-    start_at(&redis.url(), name)
+    start_at(&redis.url(), name, 100)
 }
 
-fn start_at(url: &str, name: &str) -> Result<Node, BusError> {
+fn start_at(url: &str, name: &str, history_size: usize) -> Result<Node, BusError> {
     let (sender, deliveries) = std::sync::mpsc::channel();
     let node = NodeName::parse(name).unwrap();
     let bus = ClusterBus::start(
         BusSettings {
             url: url.to_owned(),
             node: node.clone(),
-            history_size: 100,
+            history_size,
         },
         move |delivery| {
             let _ = sender.send(delivery);
@@ -714,4 +714,33 @@ fn history_and_search_are_read_from_the_streams() {
     let found = n1.answer();
     assert_eq!(found.request, QueryId(3));
     assert_eq!(texts_of(&found), ["alpha one", "alpha two"]);
+    // Deeper than one page of the stream (n2 keeps 1000 lines a room):
+    // read down page by page.
+    let mut n2 = start_at(&redis.url(), "n2", 1000).unwrap();
+    n2.up();
+    for n in 0..600 {
+        n2.post("big", &format!("line {n}"));
+    }
+    let ids: Vec<MessageId> = (0..600).map(|_| n2.posted().unwrap()).collect();
+    let big = Scope::Room {
+        room: room_name("big"),
+        private_ok: false,
+    };
+    n2.bus().query_history(Box::new(HistoryQuery {
+        limit: 3,
+        ..query(4, big, Position::Before(ids[10]), None)
+    }));
+    assert_eq!(texts_of(&n2.answer()), ["line 7", "line 8", "line 9"]);
+    // n1 keeps 100 a room: its posts trim the stream (MAXLEN ~ 100).
+    for n in 0..600 {
+        n1.post("trimmed", &format!("line {n}"));
+    }
+    for _ in 0..600 {
+        n1.posted().unwrap();
+    }
+    let length: usize = redis::cmd("XLEN")
+        .arg(keys::room(&room_name("trimmed")))
+        .query(&mut redis.client())
+        .unwrap();
+    assert!((100..300).contains(&length), "{length} lines kept");
 }
