@@ -109,6 +109,10 @@ impl Commands {
                 continue;
             }
             let (batch, stop) = self.wait_work();
+            if stop == Stop::Crash {
+                // As a killed process: nothing more is sent.
+                return;
+            }
             let result = self
                 .send(batch)
                 .and_then(|()| self.timers(stop != Stop::No));
@@ -325,6 +329,11 @@ impl Commands {
                 reply.and_then(|value| redis::from_redis_value::<u64>(value).map_err(Into::into));
             if let Err(error) = &id {
                 tracing::warn!(%error, "cluster: a script failed");
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                    // Redis forgot the scripts (SCRIPT FLUSH): a new
+                    // session loads them again.
+                    failure = Some(SessionError::Redis(error.clone()));
+                }
             }
             match one {
                 Sent::Post(line) => shared.deliver(BusEvent::Posted {
