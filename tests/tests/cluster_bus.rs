@@ -744,3 +744,78 @@ fn history_and_search_are_read_from_the_streams() {
         .unwrap();
     assert!((100..300).contains(&length), "{length} lines kept");
 }
+
+/// `GET path` on the HTTP listener: the whole answer.
+fn get(http: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    stream.set_read_timeout(Some(PROMPT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Asks `/readyz` until it answers `status`.
+fn wait_ready(http: std::net::SocketAddr, status: &str, within: Duration) {
+    let until = Instant::now() + within;
+    loop {
+        let answer = get(http, "/readyz");
+        if answer.starts_with(&format!("HTTP/1.1 {status}")) {
+            return;
+        }
+        assert!(Instant::now() < until, "/readyz is not {status}: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_launched_node_is_ready_only_while_its_bus_reaches_redis() {
+    use chatd_engine::clock::ManualClock;
+    use chatd_engine::persist::FsyncPolicy;
+    use chatd_engine::settings::{ClusterSettings, NO_LISTENER, ServerSettings, Settings};
+    let mut redis = redis_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        server: ServerSettings {
+            bind: "127.0.0.1:0".into(),
+            irc_bind: NO_LISTENER.into(),
+            http_bind: "127.0.0.1:0".into(),
+            threads: 1,
+            data_dir: dir.path().to_path_buf(),
+            fsync: FsyncPolicy::Never,
+            persist: false,
+            ..ServerSettings::default()
+        },
+        chat: Default::default(),
+        history: Default::default(),
+        tls: Default::default(),
+        http: Default::default(),
+        cluster: Some(ClusterSettings::new(&redis.url(), "n1").unwrap()),
+    };
+    let running = chatd_engine::launch(
+        &settings,
+        &chatd_backend_poll::PollBackend,
+        Arc::new(ManualClock::new(1_795_000_000_000)),
+    )
+    .unwrap();
+    let http = running.http_addr(false).unwrap();
+    wait_ready(http, "200", PROMPT);
+    redis.kill_9();
+    wait_ready(http, "503", PROMPT);
+    assert!(get(http, "/readyz").ends_with("\r\ncluster unavailable\n"));
+    redis.restart();
+    wait_ready(http, "200", Duration::from_secs(10));
+    // A graceful stop gives the lease back.
+    running.shutdown("test over");
+    running.wait();
+    let lease: bool = redis::cmd("EXISTS")
+        .arg(keys::lease(&NodeName::parse("n1").unwrap()))
+        .query(&mut redis.client())
+        .unwrap();
+    assert!(!lease, "the lease outlived a graceful stop");
+}
