@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chatd_core::cluster::{
     BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, NodeName, Presence, Speaker, keys,
 };
-use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Position, QueryId, Scope};
+use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Position, QueryId, Scope, Shortfall};
 use chatd_core::{ConnId, MessageId, Nick, Record, RecordKind, RoomName};
 use chatd_engine::cluster::{BusError, BusSettings, ClusterBus, Delivery};
 use chatd_tests::redis::RedisServer;
@@ -515,8 +515,8 @@ fn a_node_that_dies_is_gone_within_its_lease_once() {
     n2.up();
     n2.follow("rust");
     wait_following(&redis, "rust", "n2");
-    // n1 has seen n2 in the node set before it dies.
-    std::thread::sleep(Duration::from_millis(1500));
+    // n1 has seen n2 in the node set (it looks every second) before it dies.
+    std::thread::sleep(Duration::from_millis(2500));
     let died = Instant::now();
     n2.crash();
     let gone = n1.expect("NodeGone", LEASE_WAIT, |e| {
@@ -539,7 +539,7 @@ fn a_node_that_dies_is_gone_within_its_lease_once() {
         .query(&mut conn)
         .unwrap();
     assert!(followers.is_empty(), "{followers:?}");
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(1500));
     while n1.pump(Instant::now()) {}
     assert!(
         !n1.events.iter().any(|e| matches!(e, BusEvent::NodeGone(_))),
@@ -610,6 +610,22 @@ fn redis_killed_means_down_and_unavailable_then_up_with_every_missed_line_once()
         BusEvent::Whispered { result, .. } => assert_eq!(result, Err(BusFailure::Unavailable)),
         _ => unreachable!(),
     }
+    n1.bus().query_history(Box::new(HistoryQuery {
+        request: QueryId(9),
+        conn: conn_id(3),
+        scope: Scope::Room {
+            room: room_name("rust"),
+            private_ok: false,
+        },
+        position: Position::Latest,
+        limit: 3,
+        below: None,
+    }));
+    let unreadable = n1.answer();
+    assert_eq!(
+        (unreadable.request, unreadable.shortfall),
+        (QueryId(9), Some(Shortfall::Unreadable))
+    );
     redis.restart();
     n1.expect("Up", Duration::from_secs(10), |e| *e == BusEvent::Up);
     n2.expect("Up", Duration::from_secs(10), |e| *e == BusEvent::Up);
@@ -818,4 +834,36 @@ fn a_launched_node_is_ready_only_while_its_bus_reaches_redis() {
         .query(&mut redis.client())
         .unwrap();
     assert!(!lease, "the lease outlived a graceful stop");
+}
+
+#[test]
+fn a_lost_lease_means_down_and_a_name_taken_meanwhile_keeps_the_node_down() {
+    let redis = redis_or_skip!();
+    let mut n1 = start(&redis, "n1").unwrap();
+    n1.up();
+    // Another process holds n1's name now (as if n1's lease had expired
+    // and a second n1 had started): n1's next renewal finds it.
+    let lease = keys::lease(&NodeName::parse("n1").unwrap());
+    let mut conn = redis.client();
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("someone else")
+        .query(&mut conn)
+        .unwrap();
+    n1.expect("Down", PROMPT, |e| *e == BusEvent::Down);
+    std::thread::sleep(Duration::from_secs(2));
+    while n1.pump(Instant::now()) {}
+    assert!(
+        !n1.events.contains(&BusEvent::Up),
+        "up with its name held elsewhere"
+    );
+    assert!(!n1.bus().is_up());
+    let holder: String = redis::cmd("GET").arg(&lease).query(&mut conn).unwrap();
+    assert_eq!(
+        holder, "someone else",
+        "the other holder's lease is left alone"
+    );
+    // The other one goes away: n1 takes its name back.
+    let _: () = redis::cmd("DEL").arg(&lease).query(&mut conn).unwrap();
+    n1.expect("Up", Duration::from_secs(8), |e| *e == BusEvent::Up);
 }
