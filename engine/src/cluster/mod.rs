@@ -5,16 +5,16 @@
 //! Threads, each with its own connections (blocking redis-rs connections
 //! with timeouts; no async runtime):
 //!
-//! - **commands** ([`commands`]): drains every queued request into one
+//! - **commands** (`commands.rs`): drains every queued request into one
 //!   pipeline of EVALSHAs (one round trip for a burst of chat lines),
 //!   renews the lease, watches the other nodes, and owns the session:
 //!   connect, take the lease, have the subscriber subscribe, re-follow and
 //!   catch up, report `Up`; on any error report `Down`, answer what was
 //!   asked with `Unavailable`, and reconnect with backoff.
-//! - **subscriber** ([`subscriber`]): reads the node's channel and puts
+//! - **subscriber** (`subscriber.rs`): reads the node's channel and puts
 //!   lines through the core's [`chatd_core::cluster::Sequencer`]
-//!   ([`rooms`]); whispers and presence go straight to the core.
-//! - **history** ([`history`]): answers `#history` / `#search` from the
+//!   (`rooms.rs`); whispers and presence go straight to the core.
+//! - **history** (`history.rs`): answers `#history` / `#search` from the
 //!   rooms' streams.
 
 mod commands;
