@@ -184,6 +184,11 @@ impl Commands {
     pub(crate) fn connect(&mut self) -> Result<(), SessionError> {
         self.link.reset();
         let shared = self.shared.clone();
+        // What the core asked while down joins the rooms re-followed below.
+        let deferred = std::mem::take(&mut shared.state().deferred);
+        for request in deferred {
+            shared.answer_unavailable(request);
+        }
         let conn = self.link.get()?;
         shared.scripts.load(conn)?;
         let lease = keys::lease(&shared.node);
@@ -208,7 +213,15 @@ impl Commands {
         self.refollow()?;
         self.next_renew = Instant::now() + RENEW_EVERY;
         self.next_watch = Instant::now();
-        self.shared.state().up = true;
+        {
+            let mut state = self.shared.state();
+            state.up = true;
+            // Asked while this session was starting: sent as requests.
+            let deferred = std::mem::take(&mut state.deferred);
+            for request in deferred.into_iter().rev() {
+                state.queue.push_front(request);
+            }
+        }
         self.said_down = false;
         tracing::info!(node = %shared.node, "cluster: connected to Redis");
         shared.deliver(BusEvent::Up);

@@ -102,6 +102,10 @@ enum Stop {
 struct State {
     /// Requests waiting for the command thread (only while up).
     queue: VecDeque<BusRequest>,
+    /// Follows and unfollows asked while down, for the command thread to
+    /// apply (the hub never waits for the rooms' lock, which a gap read
+    /// may hold for a round trip).
+    deferred: Vec<BusRequest>,
     /// Connected, lease held, subscribed, caught up.
     up: bool,
     stop: Stop,
@@ -224,6 +228,7 @@ impl ClusterBus {
             sink: Box::new(sink),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                deferred: Vec::new(),
                 up: false,
                 stop: Stop::No,
                 session: 0,
@@ -285,6 +290,8 @@ impl ClusterBus {
             state.queue.push_back(request);
             drop(state);
             self.shared.wake.notify_all();
+        } else if matches!(request, BusRequest::Follow(_) | BusRequest::Unfollow(_)) {
+            state.deferred.push(request);
         } else {
             drop(state);
             self.shared.answer_unavailable(request);
