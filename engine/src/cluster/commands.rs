@@ -368,21 +368,20 @@ impl Commands {
                         .map(|&granted| granted == 1)
                         .map_err(|_| BusFailure::Unavailable),
                 }),
-                Sent::Follow { room, generation } => match id {
-                    Ok(tail) => {
+                Sent::Follow { room, generation } => {
+                    let finished = id.and_then(|tail| {
                         let start = Start::Tail(MessageId::new(tail));
                         let conn = self.link.get()?;
-                        shared.rooms().finish_follow(
-                            conn,
-                            &room,
-                            generation,
-                            start,
-                            &shared.sink,
-                        )?;
+                        shared
+                            .rooms()
+                            .finish_follow(conn, &room, generation, start, &shared.sink)
+                    });
+                    // Its lines would be held forever: start again, once
+                    // the rest of the batch has its answers.
+                    if let Err(error) = finished {
+                        failure = Some(SessionError::Redis(error));
                     }
-                    // Its lines would be held forever: start again.
-                    Err(error) => failure = Some(SessionError::Redis(error)),
-                },
+                }
                 Sent::Quiet(what) => {
                     if let Err(error) = id {
                         tracing::warn!(%error, "cluster: {what} failed");
