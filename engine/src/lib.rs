@@ -7,6 +7,10 @@
 //! clock ([`clock`]) and the settings ([`settings`]). Both backends share
 //! this code, so persistence, ACK rules and shutdown behave the same.
 //!
+//! With a `[cluster]` table the server is one node of several sharing
+//! rooms, nicknames and history through Redis: [`cluster::ClusterBus`]
+//! carries the core's bus requests and events (docs/CLUSTER.md).
+//!
 //! # Lifecycle
 //!
 //! [`launch`] recovers history from the data directory, binds every

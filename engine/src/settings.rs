@@ -109,15 +109,15 @@ impl ClusterSettings {
 fn parse_cluster(value: toml::Value) -> Result<ClusterSettings, String> {
     let (mut redis, mut node_name) = (None, None);
     for (key, value) in table_of("[cluster]", value)? {
+        let slot = match key.as_str() {
+            "redis" => &mut redis,
+            "node_name" => &mut node_name,
+            _ => return Err(format!("unknown setting {key} (redis, node_name)")),
+        };
         let text = value
             .as_str()
-            .ok_or_else(|| format!("{key} = {value} is not a string"))?
-            .to_owned();
-        match key.as_str() {
-            "redis" => redis = Some(text),
-            "node_name" => node_name = Some(text),
-            _ => return Err(format!("unknown setting {key} (redis, node_name)")),
-        }
+            .ok_or_else(|| format!("{key} = {value} is not a string"))?;
+        *slot = Some(text.to_owned());
     }
     match (redis, node_name) {
         (Some(redis), Some(node_name)) => ClusterSettings::new(&redis, &node_name),

@@ -110,6 +110,10 @@ impl Commands {
                 continue;
             }
             let (batch, stop) = self.wait_work();
+            if stop == Stop::Crash {
+                // As a killed process: nothing more is sent.
+                return;
+            }
             let result = self
                 .send(batch)
                 .and_then(|()| self.timers(stop != Stop::No));
@@ -181,6 +185,11 @@ impl Commands {
     pub(crate) fn connect(&mut self) -> Result<(), SessionError> {
         self.link.reset();
         let shared = self.shared.clone();
+        // What the core asked while down joins the rooms re-followed below.
+        let deferred = std::mem::take(&mut shared.state().deferred);
+        for request in deferred {
+            shared.answer_unavailable(request);
+        }
         let conn = self.link.get()?;
         shared.scripts.load(conn)?;
         let lease = keys::lease(&shared.node);
@@ -205,7 +214,15 @@ impl Commands {
         self.refollow()?;
         self.next_renew = Instant::now() + RENEW_EVERY;
         self.next_watch = Instant::now();
-        self.shared.state().up = true;
+        {
+            let mut state = self.shared.state();
+            state.up = true;
+            // Asked while this session was starting: sent as requests.
+            let deferred = std::mem::take(&mut state.deferred);
+            for request in deferred.into_iter().rev() {
+                state.queue.push_front(request);
+            }
+        }
         self.said_down = false;
         tracing::info!(node = %shared.node, "cluster: connected to Redis");
         shared.deliver(BusEvent::Up);
@@ -326,6 +343,11 @@ impl Commands {
                 reply.and_then(|value| redis::from_redis_value::<u64>(value).map_err(Into::into));
             if let Err(error) = &id {
                 tracing::warn!(%error, "cluster: a script failed");
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                    // Redis forgot the scripts (SCRIPT FLUSH): a new
+                    // session loads them again.
+                    failure = Some(SessionError::Redis(error.clone()));
+                }
             }
             match one {
                 Sent::Post(line) => shared.deliver(BusEvent::Posted {
@@ -355,21 +377,20 @@ impl Commands {
                         .map(|&granted| granted == 1)
                         .map_err(|_| BusFailure::Unavailable),
                 }),
-                Sent::Follow { room, generation } => match id {
-                    Ok(tail) => {
+                Sent::Follow { room, generation } => {
+                    let finished = id.and_then(|tail| {
                         let start = Start::Tail(MessageId::new(tail));
                         let conn = self.link.get()?;
-                        shared.rooms().finish_follow(
-                            conn,
-                            &room,
-                            generation,
-                            start,
-                            &shared.sink,
-                        )?;
+                        shared
+                            .rooms()
+                            .finish_follow(conn, &room, generation, start, &shared.sink)
+                    });
+                    // Its lines would be held forever: start again, once
+                    // the rest of the batch has its answers.
+                    if let Err(error) = finished {
+                        failure = Some(SessionError::Redis(error));
                     }
-                    // Its lines would be held forever: start again.
-                    Err(error) => failure = Some(SessionError::Redis(error)),
-                },
+                }
                 Sent::Quiet(what) => {
                     if let Err(error) = id {
                         tracing::warn!(%error, "cluster: {what} failed");

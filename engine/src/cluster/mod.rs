@@ -5,16 +5,16 @@
 //! Threads, each with its own connections (blocking redis-rs connections
 //! with timeouts; no async runtime):
 //!
-//! - **commands** ([`commands`]): drains every queued request into one
+//! - **commands** (`commands.rs`): drains every queued request into one
 //!   pipeline of EVALSHAs (one round trip for a burst of chat lines),
 //!   renews the lease, watches the other nodes, and owns the session:
 //!   connect, take the lease, have the subscriber subscribe, re-follow and
 //!   catch up, report `Up`; on any error report `Down`, answer what was
 //!   asked with `Unavailable`, and reconnect with backoff.
-//! - **subscriber** ([`subscriber`]): reads the node's channel and puts
+//! - **subscriber** (`subscriber.rs`): reads the node's channel and puts
 //!   lines through the core's [`chatd_core::cluster::Sequencer`]
-//!   ([`rooms`]); whispers and presence go straight to the core.
-//! - **history** ([`history`]): answers `#history` / `#search` from the
+//!   (`rooms.rs`); whispers and presence go straight to the core.
+//! - **history** (`history.rs`): answers `#history` / `#search` from the
 //!   rooms' streams.
 
 mod commands;
@@ -102,6 +102,10 @@ enum Stop {
 struct State {
     /// Requests waiting for the command thread (only while up).
     queue: VecDeque<BusRequest>,
+    /// Follows and unfollows asked while down, for the command thread to
+    /// apply (the hub never waits for the rooms' lock, which a gap read
+    /// may hold for a round trip).
+    deferred: Vec<BusRequest>,
     /// Connected, lease held, subscribed, caught up.
     up: bool,
     stop: Stop,
@@ -228,6 +232,7 @@ impl ClusterBus {
             sink: Box::new(sink),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                deferred: Vec::new(),
                 up: false,
                 stop: Stop::No,
                 session: 0,
@@ -289,6 +294,8 @@ impl ClusterBus {
             state.queue.push_back(request);
             drop(state);
             self.shared.wake.notify_all();
+        } else if matches!(request, BusRequest::Follow(_) | BusRequest::Unfollow(_)) {
+            state.deferred.push(request);
         } else {
             drop(state);
             self.shared.answer_unavailable(request);

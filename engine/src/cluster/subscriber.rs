@@ -6,7 +6,7 @@
 //! session fails (here or there) this thread drops its connection and
 //! waits for the next one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chatd_core::cluster::{Envelope, keys};
 
@@ -15,6 +15,9 @@ use super::{Shared, Stop};
 
 /// How long one read waits: how soon a stop or a new session is seen.
 const READ_WAIT: Duration = Duration::from_millis(250);
+/// After this long without a message, the channel's connection is asked
+/// for a PING: a link cut without a reset would otherwise go unnoticed.
+const PING_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) fn run(shared: &Shared) {
     let mut served = 0;
@@ -61,6 +64,7 @@ fn serve(shared: &Shared, session: u64, reader: &mut Link) -> redis::RedisResult
         state.subscribed = session;
     }
     shared.wake.notify_all();
+    let mut quiet_since = Instant::now();
     loop {
         {
             let state = shared.state();
@@ -70,9 +74,17 @@ fn serve(shared: &Shared, session: u64, reader: &mut Link) -> redis::RedisResult
         }
         let message = match pubsub.get_message() {
             Ok(message) => message,
-            Err(error) if error.is_timeout() => continue,
+            Err(error) if error.is_timeout() => {
+                // A quiet channel and a cut link look alike: ask.
+                if quiet_since.elapsed() >= PING_EVERY {
+                    pubsub.ping::<redis::Value>()?;
+                    quiet_since = Instant::now();
+                }
+                continue;
+            }
             Err(error) => return Err(error),
         };
+        quiet_since = Instant::now();
         let envelope = match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
             Ok(envelope) => envelope,
             Err(error) => {
