@@ -484,6 +484,7 @@ fn whispers_and_announcements_reach_the_other_node() {
     let presence = Presence::Joined {
         who: speaker("alice"),
         room: room_name("rust"),
+        private: false,
     };
     n1.submit(BusRequest::Announce(presence.clone()));
     let heard = n2.expect("Presence", PROMPT, |e| {

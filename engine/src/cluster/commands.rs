@@ -47,6 +47,9 @@ pub(crate) struct Commands {
     gone: BTreeSet<NodeName>,
     /// `Down` was delivered since the last `Up`.
     said_down: bool,
+    /// This process has not held its lease yet: on the first connection,
+    /// nickname keys a killed process of the same name left are dropped.
+    fresh: bool,
 }
 
 /// What a queued request becomes once its reply is in.
@@ -79,6 +82,7 @@ impl Commands {
             known: BTreeSet::new(),
             gone: BTreeSet::new(),
             said_down: false,
+            fresh: true,
         }
     }
 
@@ -210,6 +214,16 @@ impl Commands {
             .arg(keys::NODES)
             .arg(shared.node.as_str())
             .exec(conn)?;
+        if self.fresh {
+            let forgotten: u64 = shared.scripts.forget(&shared.node).query(conn)?;
+            if forgotten > 0 {
+                tracing::info!(
+                    forgotten,
+                    "cluster: nicknames left by an earlier process of this node are free"
+                );
+            }
+            self.fresh = false;
+        }
         self.subscribe()?;
         self.refollow()?;
         self.next_renew = Instant::now() + RENEW_EVERY;
@@ -339,8 +353,14 @@ impl Commands {
         };
         let mut failure = None;
         for (one, reply) in sent.into_iter().zip(replies) {
-            let id =
-                reply.and_then(|value| redis::from_redis_value::<u64>(value).map_err(Into::into));
+            // Scripts answer an id or 1, 0 for "no such nickname", and -1
+            // for "its node is not listening".
+            let reply_code =
+                reply.and_then(|value| redis::from_redis_value::<i64>(value).map_err(Into::into));
+            let id: redis::RedisResult<u64> = match &reply_code {
+                Ok(code) => Ok(u64::try_from(*code).unwrap_or(0)),
+                Err(error) => Err(error.clone()),
+            };
             if let Err(error) = &id {
                 tracing::warn!(%error, "cluster: a script failed");
                 if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
@@ -355,17 +375,17 @@ impl Commands {
                     result: id_of(&id),
                 }),
                 Sent::Whisper(whisper) => {
-                    let result = match &id {
+                    let result = match &reply_code {
                         Ok(0) => Err(BusFailure::NoSuchNick),
                         _ => id_of(&id),
                     };
                     shared.deliver(BusEvent::Whispered { whisper, result });
                 }
                 Sent::Order(order) => {
-                    let result = match &id {
+                    let result = match &reply_code {
                         Ok(0) => Err(BusFailure::NoSuchNick),
-                        Ok(_) => Ok(()),
-                        Err(_) => Err(BusFailure::Unavailable),
+                        Ok(1) => Ok(()),
+                        _ => Err(BusFailure::Unavailable),
                     };
                     shared.deliver(BusEvent::Ordered { order, result });
                 }

@@ -38,7 +38,8 @@ return id
 
 /// whisper(nick, message): the whisper's id after publishing
 /// `{"t":"whisper","id":…,"whisper":…}` to the node holding the nickname,
-/// or 0 when no live node holds it.
+/// 0 when no live node holds it, or -1 when its node is not listening
+/// (cut off from Redis: pub/sub dropped it, so it was not delivered).
 ///
 /// KEYS: the nickname's key, next-id. ARGV: lease prefix, channel prefix,
 /// whisper JSON.
@@ -47,13 +48,15 @@ local holder = redis.call('GET', KEYS[1])
 if not holder then return 0 end
 if redis.call('EXISTS', ARGV[1] .. holder) == 0 then return 0 end
 local id = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[2] .. holder,
+local heard = redis.call('PUBLISH', ARGV[2] .. holder,
     '{"t":"whisper","id":' .. string.format('%d', id) .. ',"whisper":' .. ARGV[3] .. '}')
+if heard == 0 then return -1 end
 return id
 "#;
 
 /// order(nick, message): 1 after publishing `{"t":"order","order":…}` to
-/// the node holding the nickname, 0 when no live node holds it.
+/// the node holding the nickname, 0 when no live node holds it, -1 when
+/// its node is not listening (cut off from Redis: pub/sub would drop it).
 ///
 /// KEYS: the nickname's key. ARGV: lease prefix, channel prefix, order
 /// JSON.
@@ -61,7 +64,9 @@ const ORDER: &str = r#"
 local holder = redis.call('GET', KEYS[1])
 if not holder then return 0 end
 if redis.call('EXISTS', ARGV[1] .. holder) == 0 then return 0 end
-redis.call('PUBLISH', ARGV[2] .. holder, '{"t":"order","order":' .. ARGV[3] .. '}')
+if redis.call('PUBLISH', ARGV[2] .. holder, '{"t":"order","order":' .. ARGV[3] .. '}') == 0 then
+    return -1
+end
 return 1
 "#;
 
@@ -141,6 +146,23 @@ end
 return 1
 "#;
 
+/// forget(node): deletes every nickname key naming this node. Run when a
+/// process takes its lease for the first time: keys left by an earlier
+/// process of the same name (killed, so it never released them) name no
+/// user any more.
+///
+/// KEYS: none. ARGV: node, nickname key pattern.
+const FORGET: &str = r#"
+local forgotten = 0
+for _, key in ipairs(redis.call('KEYS', ARGV[2])) do
+    if redis.call('GET', key) == ARGV[1] then
+        redis.call('DEL', key)
+        forgotten = forgotten + 1
+    end
+end
+return forgotten
+"#;
+
 /// leave(token, node): a graceful stop. Deletes the lease if ours, leaves
 /// the node set and every followers set (nothing is published to a
 /// stopped node).
@@ -170,12 +192,15 @@ pub(crate) struct Scripts {
     renew: Script,
     gone: Script,
     leave: Script,
+    forget: Script,
     /// `chatd:to:` — a node's channel is this plus its name.
     channel_prefix: String,
     /// `chatd:node:` — a node's lease is this plus its name.
     lease_prefix: String,
     /// `chatd:followers:*` — every followers set.
     followers_pattern: String,
+    /// `chatd:nick:*` — every nickname's holder.
+    nicks_pattern: String,
 }
 
 /// `full` without `suffix` at its end: the fixed part of a key name that
@@ -192,6 +217,7 @@ impl Scripts {
     pub(crate) fn new() -> Self {
         let sample = NodeName::parse("x").expect("a valid node name");
         let room = RoomName::general();
+        let sample_nick = Nick::parse("x").expect("a valid nickname");
         Self {
             post: Script::new(POST),
             whisper: Script::new(WHISPER),
@@ -203,9 +229,11 @@ impl Scripts {
             renew: Script::new(RENEW),
             gone: Script::new(GONE),
             leave: Script::new(LEAVE),
+            forget: Script::new(FORGET),
             channel_prefix: prefix_of(keys::channel(&sample), sample.as_str()),
             lease_prefix: prefix_of(keys::lease(&sample), sample.as_str()),
             followers_pattern: prefix_of(keys::followers(&room), room.as_str()) + "*",
+            nicks_pattern: prefix_of(keys::nick(&sample_nick), sample_nick.as_str()) + "*",
         }
     }
 
@@ -219,7 +247,7 @@ impl Scripts {
         Ok(())
     }
 
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.post,
             &self.whisper,
@@ -231,6 +259,7 @@ impl Scripts {
             &self.renew,
             &self.gone,
             &self.leave,
+            &self.forget,
         ]
     }
 
@@ -250,6 +279,10 @@ impl Scripts {
                 &self.channel_prefix,
             ],
         )
+    }
+
+    pub(crate) fn forget(&self, node: &NodeName) -> Cmd {
+        evalsha(&self.forget, &[], &[node.as_str(), &self.nicks_pattern])
     }
 
     pub(crate) fn whisper(&self, to: &Nick, whisper_json: &str) -> Cmd {
