@@ -131,10 +131,13 @@ impl MemoryBus {
     }
 
     /// A node starts (or starts again, with nothing of its old link): its
-    /// bus connects, takes its lease, joins `chatd:nodes`, and says `Up`.
+    /// bus connects, takes its lease, joins `chatd:nodes`, forgets the
+    /// nicknames an earlier process of the node held (the **forget**
+    /// script: its users are gone), and says `Up`.
     pub fn join(&mut self, node: &NodeName) {
         self.leases.insert(node.clone());
         self.nodes.insert(node.clone());
+        self.nicks.retain(|_, holder| holder != node);
         let mut link = Link {
             up: true,
             ..Link::default()
@@ -362,8 +365,13 @@ impl MemoryBus {
                             id,
                             whisper: (*whisper).clone(),
                         };
-                        self.publish(&holder, &envelope)?;
-                        Ok(id)
+                        // Its node not listening (cut off): not delivered,
+                        // the id spent all the same.
+                        if self.publish(&holder, &envelope)? {
+                            Ok(id)
+                        } else {
+                            Err(BusFailure::Unavailable)
+                        }
                     }
                     _ => Err(BusFailure::NoSuchNick),
                 };
@@ -376,8 +384,11 @@ impl MemoryBus {
                         let envelope = Envelope::Order {
                             order: (*order).clone(),
                         };
-                        self.publish(&holder, &envelope)?;
-                        Ok(())
+                        if self.publish(&holder, &envelope)? {
+                            Ok(())
+                        } else {
+                            Err(BusFailure::Unavailable)
+                        }
                     }
                     None => Err(BusFailure::NoSuchNick),
                 };
@@ -598,15 +609,17 @@ impl MemoryBus {
     }
 
     /// `PUBLISH chatd:to:{node}`: lost unless the node is subscribed (up).
-    fn publish(&mut self, to: &NodeName, envelope: &Envelope) -> Result<(), BusError> {
+    /// Whether it was heard, as PUBLISH's count of receivers says.
+    fn publish(&mut self, to: &NodeName, envelope: &Envelope) -> Result<bool, BusError> {
         let json = serde_json::to_string(envelope)
             .map_err(|error| BusError(format!("cannot write an envelope: {error}")))?;
-        if let Some(link) = self.links.get_mut(to)
-            && link.up
-        {
-            link.incoming.push_back(Incoming::Published(json));
+        match self.links.get_mut(to) {
+            Some(link) if link.up => {
+                link.incoming.push_back(Incoming::Published(json));
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     /// The reply to the node's own command: after what the script
@@ -908,6 +921,69 @@ mod tests {
             }]
         ));
         assert_eq!(claim(&mut bus, &n1, "bob"), Ok(true));
+    }
+
+    #[test]
+    fn a_whisper_to_a_node_not_listening_is_unavailable_and_a_new_process_forgets_old_nicknames() {
+        let (n1, n2) = (node("n1"), node("n2"));
+        let mut bus = cluster(&["n1", "n2"]);
+        bus.request(
+            &n2,
+            BusRequest::Claim {
+                conn: conn(1),
+                nick: nick("bob"),
+            },
+        )
+        .unwrap();
+        heard(&mut bus, &n2);
+        bus.cut(&n2, true, Instant::now()).unwrap();
+        let whisper = Box::new(chatd_core::cluster::BusWhisper {
+            from: chatd_core::cluster::Speaker {
+                nick: nick("alice"),
+                user: "alice".into(),
+                host: IpAddr::from([127, 0, 0, 1]),
+            },
+            to: nick("bob"),
+            text: "psst".into(),
+            notice: false,
+            node: n1.clone(),
+            conn: conn(1),
+        });
+        bus.request(&n1, BusRequest::Whisper(whisper)).unwrap();
+        assert!(matches!(
+            heard(&mut bus, &n1).as_slice(),
+            [BusEvent::Whispered {
+                result: Err(BusFailure::Unavailable),
+                ..
+            }]
+        ));
+        // The id was spent all the same.
+        post(&mut bus, "n1", "rust", "next");
+        assert!(matches!(
+            heard(&mut bus, &n1).as_slice(),
+            [BusEvent::Posted { result: Ok(id), .. }] if id.get() == 2
+        ));
+        // n2 dies and a new process of it starts: bob is free.
+        bus.kill(&n2).unwrap();
+        bus.join(&n2);
+        bus.request(
+            &n1,
+            BusRequest::Claim {
+                conn: conn(2),
+                nick: nick("bob"),
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            heard(&mut bus, &n1).as_slice(),
+            [
+                BusEvent::NodeGone(_),
+                BusEvent::Claimed {
+                    result: Ok(true),
+                    ..
+                }
+            ]
+        ));
     }
 
     #[test]
