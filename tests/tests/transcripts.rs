@@ -160,10 +160,7 @@ fn main() {
 /// Cluster transcripts written ahead of the core behaviour they test,
 /// with what they wait for: listed as ignored until it lands (`--ignored`
 /// runs them).
-const CLUSTER_WAITING: &[(&str, &str)] = &[(
-    "irc_taken_and_who",
-    "433 for a NICK another node holds reads \"alice is taken; pick another nickname\" instead of \"Nickname is already in use\" (one server's text), and WHO shows a remote native user as \"native\" where a local one is \"~native\"",
-)];
+const CLUSTER_WAITING: &[(&str, &str)] = &[];
 
 /// Why a transcript does not hold over a WebSocket, if it does not: it
 /// sends bytes a WebSocket carries differently (docs/PROTOCOL.md,
