@@ -345,6 +345,40 @@ pub enum BusRequest {
     Announce(Presence),
 }
 
+impl BusRequest {
+    /// The answer to this request when the shared store cannot be
+    /// reached: `Unavailable` for every request that has an answer; the
+    /// others (follows, unfollows, releases, announcements) are given back
+    /// for the bus to remember or drop. Every bus answers a lost request
+    /// this one way.
+    pub fn unavailable(self) -> Result<BusEvent, BusRequest> {
+        let failure = BusFailure::Unavailable;
+        Ok(match self {
+            BusRequest::Post(line) => BusEvent::Posted {
+                line,
+                result: Err(failure),
+            },
+            BusRequest::Whisper(whisper) => BusEvent::Whispered {
+                whisper,
+                result: Err(failure),
+            },
+            BusRequest::Order(order) => BusEvent::Ordered {
+                order,
+                result: Err(failure),
+            },
+            BusRequest::Claim { conn, nick } => BusEvent::Claimed {
+                conn,
+                nick,
+                result: Err(failure),
+            },
+            other @ (BusRequest::Release(_)
+            | BusRequest::Follow(_)
+            | BusRequest::Unfollow(_)
+            | BusRequest::Announce(_)) => return Err(other),
+        })
+    }
+}
+
 /// Why the bus could not do what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BusFailure {

@@ -313,36 +313,20 @@ impl MemoryBus {
         let up = link.up;
         self.request_start = link.incoming.len();
         if !up {
-            let answer = match request {
-                BusRequest::Post(line) => Some(BusEvent::Posted {
-                    line,
-                    result: Err(BusFailure::Unavailable),
-                }),
-                BusRequest::Whisper(whisper) => Some(BusEvent::Whispered {
-                    whisper,
-                    result: Err(BusFailure::Unavailable),
-                }),
-                BusRequest::Order(order) => Some(BusEvent::Ordered {
-                    order,
-                    result: Err(BusFailure::Unavailable),
-                }),
-                BusRequest::Claim { conn, nick } => Some(BusEvent::Claimed {
-                    conn,
-                    nick,
-                    result: Err(BusFailure::Unavailable),
-                }),
-                BusRequest::Follow(room) => {
+            let answer = match request.unavailable() {
+                Ok(answer) => Some(answer),
+                Err(BusRequest::Follow(room)) => {
                     self.link(node)?.follow_later.insert(room, true);
                     None
                 }
-                BusRequest::Unfollow(room) => {
+                Err(BusRequest::Unfollow(room)) => {
                     let link = self.link(node)?;
                     link.sequencer.unfollow(&room);
                     link.follow_later.insert(room, false);
                     None
                 }
                 // Not carried out; nothing answers them.
-                BusRequest::Release(_) | BusRequest::Announce(_) => None,
+                Err(_) => None,
             };
             if let Some(answer) = answer {
                 self.answer(node, answer)?;

@@ -144,18 +144,7 @@ impl Server {
                 notice,
             },
         );
-        if me.dialect == Dialect::Native || me.echoes() {
-            self.out.send(
-                conn,
-                &Reply::WhisperSent {
-                    id,
-                    me: me.person(),
-                    to: &them.nick,
-                    text,
-                    notice,
-                },
-            );
-        }
+        echo_whisper(&mut self.out, conn, me, id, &them.nick, text, notice);
         if !self.config.persist_private_messages {
             // Nothing is written, so only a durable reservation keeps this
             // id from being handed out again after a restart.
@@ -222,6 +211,29 @@ impl Server {
             session.ack = on;
             self.out.send(conn, &Reply::AckMode(on));
         }
+    }
+}
+
+/// The sender's own copy of a whisper it sent: native clients always get
+/// it, IRC clients with echo-message.
+pub(super) fn echo_whisper(
+    out: &mut Outbox,
+    conn: ConnId,
+    me: &Session,
+    id: MessageId,
+    to: &Nick,
+    text: &str,
+    notice: bool,
+) {
+    if me.dialect == Dialect::Native || me.echoes() {
+        let reply = Reply::WhisperSent {
+            id,
+            me: me.person(),
+            to,
+            text,
+            notice,
+        };
+        out.send(conn, &reply);
     }
 }
 

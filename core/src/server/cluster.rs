@@ -16,7 +16,6 @@ use crate::cluster::{
     BusEvent, BusFailure, BusLine, BusOrder, BusRequest, BusWhisper, ClusterConfig, NodeName,
     NodeUser, OrderAction, Presence, SharedBan, Speaker,
 };
-use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::history::{Record, RecordKind};
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
@@ -359,18 +358,8 @@ impl Server {
         };
         match result {
             Ok(id) => {
-                if me.dialect == Dialect::Native || me.echoes() {
-                    self.out.send(
-                        conn,
-                        &Reply::WhisperSent {
-                            id,
-                            me: me.person(),
-                            to: &whisper.to,
-                            text: &whisper.text,
-                            notice: whisper.notice,
-                        },
-                    );
-                }
+                let (to, text) = (&whisper.to, whisper.text.as_str());
+                super::chat::echo_whisper(&mut self.out, conn, me, id, to, text, whisper.notice);
                 if me.ack {
                     self.out.send(conn, &Reply::Ack(id));
                 }

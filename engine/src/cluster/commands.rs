@@ -596,26 +596,15 @@ impl Commands {
 /// A request whose pipeline failed: answered `Unavailable` (a follow stays
 /// wanted: the next session re-follows it).
 fn answer_failed(shared: &Shared, sent: Sent) {
-    let failure = Err(BusFailure::Unavailable);
-    match sent {
-        Sent::Post(line) => shared.deliver(BusEvent::Posted {
-            line,
-            result: failure,
-        }),
-        Sent::Whisper(whisper) => shared.deliver(BusEvent::Whispered {
-            whisper,
-            result: failure,
-        }),
-        Sent::Order(order) => shared.deliver(BusEvent::Ordered {
-            order,
-            result: failure.map(|_: MessageId| ()),
-        }),
-        Sent::Claim { conn, nick } => shared.deliver(BusEvent::Claimed {
-            conn,
-            nick,
-            result: Err(BusFailure::Unavailable),
-        }),
-        Sent::Follow { .. } | Sent::Quiet(_) => {}
+    let request = match sent {
+        Sent::Post(line) => BusRequest::Post(line),
+        Sent::Whisper(whisper) => BusRequest::Whisper(whisper),
+        Sent::Order(order) => BusRequest::Order(order),
+        Sent::Claim { conn, nick } => BusRequest::Claim { conn, nick },
+        Sent::Follow { .. } | Sent::Quiet(_) => return,
+    };
+    if let Ok(answer) = request.unavailable() {
+        shared.deliver(answer);
     }
 }
 

@@ -29,7 +29,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use chatd_core::cluster::{BusEvent, BusFailure, BusRequest, NodeName};
+use chatd_core::cluster::{BusEvent, BusRequest, NodeName};
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
 
 use self::rooms::Rooms;
@@ -157,35 +157,19 @@ impl Shared {
     /// an answer gets `Unavailable`; follows and unfollows are remembered
     /// for the next connection.
     fn answer_unavailable(&self, request: BusRequest) {
-        let failure = Err(BusFailure::Unavailable);
-        match request {
-            BusRequest::Post(line) => self.deliver(BusEvent::Posted {
-                line,
-                result: failure,
-            }),
-            BusRequest::Whisper(whisper) => self.deliver(BusEvent::Whispered {
-                whisper,
-                result: failure,
-            }),
-            BusRequest::Order(order) => self.deliver(BusEvent::Ordered {
-                order,
-                result: Err(BusFailure::Unavailable),
-            }),
-            BusRequest::Claim { conn, nick } => self.deliver(BusEvent::Claimed {
-                conn,
-                nick,
-                result: Err(BusFailure::Unavailable),
-            }),
-            BusRequest::Follow(room) => self.rooms().remember(&room),
-            BusRequest::Unfollow(room) => self.rooms().unfollow(&room),
-            BusRequest::Release(nick) => {
+        match request.unavailable() {
+            Ok(answer) => self.deliver(answer),
+            Err(BusRequest::Follow(room)) => self.rooms().remember(&room),
+            Err(BusRequest::Unfollow(room)) => self.rooms().unfollow(&room),
+            Err(BusRequest::Release(nick)) => {
                 // The claim script grants a nickname held by a node that
                 // does not hold it any more only after its lease; a
                 // release lost here costs nothing worse than that.
                 tracing::debug!(%nick, "cluster down: a nickname release is dropped");
             }
-            BusRequest::Announce(_) => {
-                // The core announces a whole snapshot when the bus is up.
+            Err(_) => {
+                // An announcement: the core announces a whole snapshot
+                // when the bus is up.
                 tracing::debug!("cluster down: an announcement is dropped");
             }
         }
