@@ -509,6 +509,14 @@ impl Sequencer {
         *last = (*last).max(tail.get());
     }
 
+    /// Follows a room again from `tail`, even below what was shown: the
+    /// shared store lost lines (a restart without its append-only file,
+    /// a failover to a replica behind), and ids are handed out again from
+    /// there. Without this every new line would look like a duplicate.
+    pub fn restart_from(&mut self, room: RoomName, tail: MessageId) {
+        self.last.insert(room, tail.get());
+    }
+
     /// Stops following a room.
     pub fn unfollow(&mut self, room: &RoomName) {
         self.last.remove(room);
@@ -622,6 +630,17 @@ mod tests {
         assert_eq!(seq.offer(&room(), id(9), 7), Verdict::Show);
         assert_eq!(seq.offer(&room(), id(7), 5), Verdict::Duplicate);
         assert_eq!(seq.positions(), [(room(), id(9))]);
+    }
+
+    #[test]
+    fn a_store_that_went_back_is_followed_from_its_tail() {
+        let mut seq = Sequencer::default();
+        seq.follow(room());
+        assert_eq!(seq.offer(&room(), MessageId::new(50), 49), Verdict::Show);
+        // Redis restarted without its file: ids start again near 1.
+        assert_eq!(seq.offer(&room(), MessageId::new(3), 2), Verdict::Duplicate);
+        seq.restart_from(room(), MessageId::new(2));
+        assert_eq!(seq.offer(&room(), MessageId::new(3), 2), Verdict::Show);
     }
 
     #[test]

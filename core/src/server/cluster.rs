@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 
 use crate::cluster::{
     BusEvent, BusFailure, BusLine, BusOrder, BusRequest, BusWhisper, ClusterConfig, NodeName,
@@ -42,7 +42,7 @@ pub(super) struct ClusterState {
     /// Connections whose nickname is being claimed again after the bus
     /// came back: the snapshot waits for them, so it shows who is here
     /// after any of them became a guest.
-    reclaiming: AHashSet<ConnId>,
+    reclaiming: AHashMap<ConnId, Nick>,
     /// A snapshot is owed once `reclaiming` empties.
     snapshot_due: bool,
     /// Nicknames given up while the bus was down: given back when it is up.
@@ -51,12 +51,10 @@ pub(super) struct ClusterState {
     departure_announced: bool,
 }
 
-/// A nickname claim in flight.
+/// A user's nickname claim in flight.
 #[derive(Debug, Clone, Copy)]
 struct Claim {
     nick: Nick,
-    /// Claimed again after the bus came back: the user already has it.
-    again: bool,
 }
 
 impl ClusterState {
@@ -77,7 +75,7 @@ impl ClusterState {
             up: false,
             mirror: Mirror::default(),
             claims: AHashMap::new(),
-            reclaiming: AHashSet::new(),
+            reclaiming: AHashMap::new(),
             snapshot_due: false,
             unreleased: BTreeSet::new(),
             departure_announced: false,
@@ -99,11 +97,7 @@ impl Server {
         self.out.scene.unix_ms = self.wall.unix_ms(now);
         match event {
             BusEvent::Up => self.bus_up(now),
-            BusEvent::Down => {
-                if let Some(cluster) = self.cluster.as_mut() {
-                    cluster.up = false;
-                }
-            }
+            BusEvent::Down => self.bus_down(),
             BusEvent::Line { id, line } => self.show_line(id, &line),
             BusEvent::Posted { line, result } => self.posted(&line, result),
             BusEvent::Whisper { id, whisper } => self.whisper_arrived(id, &whisper),
@@ -132,9 +126,20 @@ impl Server {
     /// Gives a nickname back to the cluster, or remembers to once the bus
     /// is up (a release lost while down would leave it held by this node).
     fn release(&mut self, nick: Nick) {
+        let in_use = self.conn_named(&nick).is_some();
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
+        let folded = nick.folded();
+        let wanted = cluster
+            .claims
+            .values()
+            .any(|claim| claim.nick.folded() == folded);
+        if in_use || wanted {
+            // Another user here holds it, or asked for it: the key names
+            // this node either way, and must stay.
+            return;
+        }
         if cluster.up {
             self.bus(BusRequest::Release(nick));
         } else {
@@ -264,17 +269,26 @@ impl Server {
                 Priority::Normal,
             ),
         };
-        if let Some(room) = self.rooms.get_mut(&record.room) {
-            self.out
-                .broadcast(&room.audiences(), speaker, &reply, priority);
-            if let Some(conn) = speaker
-                && self
-                    .sessions
-                    .get(&conn)
-                    .is_some_and(|s| s.echoes() && s.is_in(&record.room))
-            {
-                self.out.send_with(conn, &reply, priority);
-            }
+        let Some(room) = self.rooms.get_mut(&record.room) else {
+            // It left this node's rooms while on its way: no member here to
+            // show it to, and memory must not start a history with a hole
+            // (the room's history comes from its stream when it is back).
+            return;
+        };
+        if room.private && room.first_id == u64::MAX {
+            // A private room made here reads its history from its first
+            // line here: a room of that name before it is not its past.
+            room.first_id = id.get();
+        }
+        self.out
+            .broadcast(&room.audiences(), speaker, &reply, priority);
+        if let Some(conn) = speaker
+            && self
+                .sessions
+                .get(&conn)
+                .is_some_and(|s| s.echoes() && s.is_in(&record.room))
+        {
+            self.out.send_with(conn, &reply, priority);
         }
         let mut stored = record.clone();
         stored.id = id;
@@ -412,10 +426,7 @@ impl Server {
                     .error_about(conn, ErrorCode::TryLater, Some(new.as_str()), &text);
                 return true;
             }
-            let claim = Claim {
-                nick: new,
-                again: false,
-            };
+            let claim = Claim { nick: new };
             cluster.claims.insert(conn, claim);
         }
         self.bus(BusRequest::Claim { conn, nick: new });
@@ -429,17 +440,45 @@ impl Server {
         nick: Nick,
         result: Result<bool, BusFailure>,
     ) {
-        self.claim_answered(now, conn, nick, result);
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        cluster.reclaiming.remove(&conn);
-        if cluster.snapshot_due && cluster.reclaiming.is_empty() {
-            cluster.snapshot_due = false;
-            self.announce_snapshot(now, true);
+        let folded = nick.folded();
+        if cluster.reclaiming.get(&conn) == Some(&folded) {
+            cluster.reclaiming.remove(&conn);
+            self.reclaim_answered(conn, nick, result);
+            if let Some(cluster) = self.cluster.as_mut()
+                && cluster.snapshot_due
+                && cluster.reclaiming.is_empty()
+            {
+                cluster.snapshot_due = false;
+                self.announce_snapshot(now, true);
+            }
+            return;
         }
+        self.claim_answered(now, conn, nick, result);
     }
 
+    /// The answer to claiming a nickname again after the bus came back.
+    fn reclaim_answered(&mut self, conn: ConnId, nick: Nick, result: Result<bool, BusFailure>) {
+        let holds = self
+            .sessions
+            .get(&conn)
+            .is_some_and(|s| s.nick.folded() == nick.folded());
+        if result != Ok(false) || !holds {
+            // Still ours (or not known: claimed again at the next `Up`).
+            return;
+        }
+        let text = format!(
+            "{nick} was taken on another node while this one was cut off; you are a guest now"
+        );
+        self.out
+            .error_about(conn, ErrorCode::NickTaken, Some(nick.as_str()), &text);
+        let guest = self.guest_nick(conn);
+        self.apply_nick(conn, guest);
+    }
+
+    /// The answer to a user's `#nick` (or IRC `NICK`).
     fn claim_answered(
         &mut self,
         now: Instant,
@@ -450,28 +489,28 @@ impl Server {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
-        let pending = cluster.claims.get(&conn).copied();
-        let wanted = pending.is_some_and(|claim| claim.nick.folded() == nick.folded());
+        let wanted = cluster
+            .claims
+            .get(&conn)
+            .is_some_and(|claim| claim.nick.folded() == nick.folded());
         if wanted {
             cluster.claims.remove(&conn);
         }
         let current = self.sessions.get(&conn).map(|s| s.nick);
         if !wanted || current.is_none() {
-            // Not this connection's claim any more (it left, or the claim
-            // was made again after a reconnect): give back what was
-            // granted unless it is still in use here.
+            // Not this connection's claim any more (it left, or the bus
+            // went down meanwhile and it was answered then): give back
+            // what was granted unless it is in use here.
             if result == Ok(true) && current.is_none_or(|c| c.folded() != nick.folded()) {
                 self.release(nick);
             }
             return;
         }
-        let again = pending.is_some_and(|claim| claim.again);
-        match (result, again) {
-            (Ok(true), true) | (Err(_), true) => {}
-            (Ok(true), false) => {
+        match result {
+            Ok(true) => {
                 if self.conn_named(&nick).is_some_and(|holder| holder != conn) {
-                    // Taken here while the claim was in flight.
-                    self.release(nick);
+                    // Taken here while the claim was in flight (the key
+                    // names this node for the holder: it stays).
                     return self.nick_taken(conn, &nick);
                 }
                 self.apply_nick(conn, nick);
@@ -480,17 +519,8 @@ impl Server {
                 self.protect(now, conn);
                 self.irc_nick_granted(conn);
             }
-            (Ok(false), false) => self.nick_taken(conn, &nick),
-            (Ok(false), true) => {
-                let text = format!(
-                    "{nick} was taken on another node while this one was cut off; you are a guest now"
-                );
-                self.out
-                    .error_about(conn, ErrorCode::NickTaken, Some(nick.as_str()), &text);
-                let guest = self.guest_nick(conn);
-                self.apply_nick(conn, guest);
-            }
-            (Err(_), false) => {
+            Ok(false) => self.nick_taken(conn, &nick),
+            Err(_) => {
                 self.out.error_about(
                     conn,
                     ErrorCode::Unavailable,
@@ -595,6 +625,31 @@ impl Server {
         }
     }
 
+    /// The bus lost the store: nickname changes in flight are answered now
+    /// (their own answers, when they come, find no claim and give back
+    /// what was granted), and re-claims start afresh at the next `Up`.
+    fn bus_down(&mut self) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        cluster.up = false;
+        cluster.reclaiming.clear();
+        cluster.snapshot_due = false;
+        let waiting: Vec<(ConnId, Nick)> = cluster
+            .claims
+            .drain()
+            .map(|(conn, claim)| (conn, claim.nick))
+            .collect();
+        for (conn, nick) in waiting {
+            self.out.error_about(
+                conn,
+                ErrorCode::Unavailable,
+                Some(nick.as_str()),
+                UNAVAILABLE,
+            );
+        }
+    }
+
     /// The bus reached the store: claim every nickname in use here again
     /// (the store may have lost them, or given them away if this node was
     /// gone longer than its lease) and tell the other nodes who is here.
@@ -619,8 +674,7 @@ impl Server {
         };
         cluster.reclaiming.clear();
         for &(conn, nick) in &named {
-            cluster.claims.insert(conn, Claim { nick, again: true });
-            cluster.reclaiming.insert(conn);
+            cluster.reclaiming.insert(conn, nick.folded());
         }
         cluster.snapshot_due = !named.is_empty();
         for (conn, nick) in named {
@@ -670,6 +724,18 @@ impl Server {
             return;
         };
         let mirror = &mut cluster.mirror;
+        let about = match &presence {
+            Presence::Left { nick, .. }
+            | Presence::Kicked { nick, .. }
+            | Presence::Muted { nick, .. }
+            | Presence::Quit { nick, .. } => Some(nick),
+            Presence::Renamed { old, .. } => Some(old),
+            _ => None,
+        };
+        if about.is_some_and(|nick| !mirror.holds(node, nick)) {
+            // Stale news: the name is another node's user now.
+            return;
+        }
         match presence {
             Presence::Snapshot { users, reply, bans } => {
                 self.take_snapshot(node, users);
@@ -827,9 +893,10 @@ impl Server {
     /// and is small enough for presence notices.
     fn tell_room(&mut self, room: &RoomName, reply: &Reply<'_>) {
         let limit = self.config.presence_announce_limit;
+        let remote = self.remote_count(room);
         if let Some(local) = self.rooms.get_mut(room)
             && !local.is_empty()
-            && local.len() <= limit
+            && local.len() + remote <= limit
         {
             self.out
                 .broadcast(&local.audiences(), None, reply, Priority::Normal);
@@ -863,7 +930,7 @@ impl Server {
         let mut peers = BTreeSet::new();
         for name in rooms {
             if let Some(room) = self.rooms.get(name)
-                && room.len() <= limit
+                && room.len() + self.remote_count(name) <= limit
             {
                 peers.extend(room.members());
             }
@@ -1256,6 +1323,88 @@ mod tests {
         let (lines, _) = drain(&mut server);
         assert_eq!(lines, ["[#general] guest1-n1: hello\n"]);
         let _ = bob;
+    }
+
+    #[test]
+    fn a_nickname_taken_here_while_its_claim_was_in_flight_is_not_given_back() {
+        let now = epoch();
+        let mut server = node("n1");
+        let alice = server
+            .accept(now, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        let bob = server
+            .accept(now, "127.0.0.2:4000".parse().unwrap())
+            .unwrap();
+        server.handle_bus(now, BusEvent::Up);
+        drain(&mut server);
+        server.handle(now, alice, b"#nick zed\n");
+        server.handle(now, bob, b"#nick zed\n");
+        drain(&mut server);
+        let zed = crate::ids::Nick::parse("zed").unwrap();
+        for conn in [alice, bob] {
+            server.handle_bus(
+                now,
+                BusEvent::Claimed {
+                    conn,
+                    nick: zed,
+                    result: Ok(true),
+                },
+            );
+        }
+        let (lines, bus) = drain(&mut server);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "! nick-taken: zed is taken; pick another nickname\n"),
+            "{lines:?}"
+        );
+        assert!(
+            !bus.iter()
+                .any(|r| matches!(r, BusRequest::Release(n) if *n == zed)),
+            "alice's nickname was given back: {bus:?}"
+        );
+    }
+
+    #[test]
+    fn a_private_room_made_here_does_not_read_an_earlier_room_of_its_name() {
+        use crate::history::{Record, RecordKind};
+        use crate::history_query::HistoryAnswer;
+        let now = epoch();
+        let mut server = node("n1");
+        let alice = server
+            .accept(now, "127.0.0.1:4000".parse().unwrap())
+            .unwrap();
+        server.handle_bus(now, BusEvent::Up);
+        server.handle(now, alice, b"#create secret private\n#history\n");
+        let mut query = None;
+        while let Some(output) = server.poll_output() {
+            if let Output::QueryHistory(q) = output {
+                query = Some(q);
+            }
+        }
+        let query = query.expect("the stream is asked");
+        let old = Record {
+            id: crate::ids::MessageId::new(5),
+            room: crate::ids::RoomName::parse("secret").unwrap(),
+            ts: 1_795_000_000_000,
+            from: crate::ids::Nick::parse("eve").unwrap(),
+            kind: RecordKind::Msg,
+            text: "an earlier secret".into(),
+            to: None,
+            private: true,
+        };
+        let mut collector = query.collector();
+        if query.admits(&old) {
+            collector.offer(Arc::new(old));
+        }
+        let answer = HistoryAnswer {
+            request: query.request,
+            records: collector.finish(),
+            shortfall: None,
+        };
+        server.handle_history_answer(now, answer);
+        let (lines, _) = drain(&mut server);
+        assert_eq!(lines, ["+ history #secret 0\n"]);
     }
 
     #[test]

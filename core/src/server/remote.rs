@@ -53,6 +53,11 @@ impl Mirror {
             self.private.insert(room.clone());
         }
         let key = who.nick.folded();
+        if self.users.get(&key).is_some_and(|user| user.node != *node) {
+            // The name moved to another node (its old holder's node lost
+            // it while cut off): the old entry's rooms go with it.
+            self.remove(&who.nick);
+        }
         let user = self.users.entry(key).or_insert_with(|| RemoteUser {
             who: who.clone(),
             node: node.clone(),
@@ -152,6 +157,12 @@ impl Mirror {
             .into_iter()
             .flatten()
             .filter_map(|key| self.users.get(key))
+    }
+
+    /// Whether `node` is the one holding the nickname here: news about a
+    /// user comes only from their own node.
+    pub(super) fn holds(&self, node: &NodeName, nick: &Nick) -> bool {
+        self.user(nick).is_some_and(|user| user.node == *node)
     }
 
     /// How many users of other nodes are known.

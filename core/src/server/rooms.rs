@@ -47,6 +47,15 @@ impl Server {
                 .error_about(conn, ErrorCode::InviteOnly, Some(&chan), &text);
         }
         if !self.rooms.contains_key(&target) && self.exists_elsewhere(&target) {
+            if self.rooms.len() >= self.config.max_rooms {
+                let text = format!(
+                    "the server has reached its limit of {} rooms",
+                    self.config.max_rooms
+                );
+                return self
+                    .out
+                    .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
+            }
             // A room of the cluster with no members here yet: joined, not
             // created (nobody here owns it).
             self.rooms.insert(target.clone(), Room::new(None, false));
@@ -100,7 +109,7 @@ impl Server {
 
     /// `#create ROOM [private]`: a new room owned by the caller.
     pub(super) fn create(&mut self, conn: ConnId, target: RoomName, private: bool) {
-        if self.rooms.contains_key(&target) {
+        if self.rooms.contains_key(&target) || self.exists_elsewhere(&target) {
             let text = format!("#{target} already exists; type #join #{target}");
             return self.out.error(conn, ErrorCode::RoomExists, &text);
         }
@@ -128,7 +137,13 @@ impl Server {
             .get(&conn)
             .and_then(|s| s.account)
             .map(|account| account.folded());
-        room.first_id = self.ids.peek_next();
+        // On a node of a cluster, ids come from Redis: the floor is set by
+        // the room's first line here (cluster.rs, `show_line`).
+        room.first_id = if self.cluster.is_some() {
+            u64::MAX
+        } else {
+            self.ids.peek_next()
+        };
         self.rooms.insert(target.clone(), room);
         let native = self
             .sessions
@@ -288,37 +303,45 @@ impl Server {
         let visible = |(_, room): &(&RoomName, &Room)| {
             !(room.private || room.modes.secret) || room.has_member(conn) || me.is_operator()
         };
-        // On a node of a cluster, rooms with members only on other nodes
-        // are listed too, and every count is the cluster's.
-        let elsewhere = self.remote_only_rooms();
         let remote = |name: &RoomName| self.remote_count(name);
-        let mut all: Vec<RoomEntry<'_>> = self
-            .rooms
-            .iter()
-            .filter(visible)
-            .map(|(name, room)| RoomEntry {
-                room: name,
-                members: room.len() + remote(name),
-                private: room.private,
-                topic: room.topic.as_deref(),
-            })
-            .chain(elsewhere.iter().map(|name| RoomEntry {
-                room: name,
-                members: remote(name),
-                private: false,
-                topic: None,
-            }))
-            .collect();
-        if !elsewhere.is_empty() {
+        let elsewhere = self.remote_only_rooms();
+        let (paging, shown): (Paging, Vec<RoomEntry<'_>>) = if elsewhere.is_empty() {
+            // One server (or no room only elsewhere): a page of the map.
+            let total = self.rooms.iter().filter(visible).count();
+            let paging = Paging::new(page, total, self.config.limits.list_page);
+            let shown = self
+                .rooms
+                .iter()
+                .filter(visible)
+                .skip(paging.skip)
+                .take(paging.size)
+                .map(|(name, room)| room_entry(name, room, remote(name)))
+                .collect();
+            (paging, shown)
+        } else {
+            // On a node of a cluster, rooms with members only on other
+            // nodes are listed too, in name order with the rest.
+            let mut all: Vec<RoomEntry<'_>> = self
+                .rooms
+                .iter()
+                .filter(visible)
+                .map(|(name, room)| room_entry(name, room, remote(name)))
+                .chain(elsewhere.iter().map(|name| RoomEntry {
+                    room: name,
+                    members: remote(name),
+                    private: false,
+                    topic: None,
+                }))
+                .collect();
             all.sort_by(|a, b| a.room.cmp(b.room));
-        }
-        let total = all.len();
-        let paging = Paging::new(page, total, self.config.limits.list_page);
-        let shown: Vec<RoomEntry<'_>> = all
-            .into_iter()
-            .skip(paging.skip)
-            .take(paging.size)
-            .collect();
+            let paging = Paging::new(page, all.len(), self.config.limits.list_page);
+            let shown = all
+                .into_iter()
+                .skip(paging.skip)
+                .take(paging.size)
+                .collect();
+            (paging, shown)
+        };
         let header = Reply::RoomsHeader { count: shown.len() };
         let footer = paging.footer("rooms");
         self.out.send_block(
@@ -434,6 +457,16 @@ impl Paging {
 
 /// Whether one of a room's IRC ban masks matches the client's
 /// `nick!user@host`.
+/// A room as `#rooms` lists it, with `remote` members on other nodes.
+fn room_entry<'a>(name: &'a RoomName, room: &'a Room, remote: usize) -> RoomEntry<'a> {
+    RoomEntry {
+        room: name,
+        members: room.len() + remote,
+        private: room.private,
+        topic: room.topic.as_deref(),
+    }
+}
+
 pub(super) fn mask_banned(room: &Room, session: &Session) -> bool {
     if room.modes.ban_masks.is_empty() {
         return false;

@@ -65,7 +65,10 @@ enum Sent {
         room: chatd_core::ids::RoomName,
         generation: u64,
     },
-    /// Release, unfollow, announce: no answer; a failure is logged.
+    /// A nickname given back: no answer; a failure keeps it for the next
+    /// connection.
+    Release(chatd_core::Nick),
+    /// Unfollow, announce: no answer; a failure is logged.
     Quiet(&'static str),
 }
 
@@ -191,10 +194,24 @@ impl Commands {
         let shared = self.shared.clone();
         // What the core asked while down joins the rooms re-followed below.
         let deferred = std::mem::take(&mut shared.state().deferred);
+        let mut left = Vec::new();
         for request in deferred {
+            if let BusRequest::Unfollow(room) = &request {
+                left.push(room.clone());
+            }
             shared.answer_unavailable(request);
         }
         let conn = self.link.get()?;
+        // Rooms given up while down leave their followers sets too, or
+        // their lines would keep coming here for nothing.
+        for room in left {
+            if !shared.rooms().wants(&room) {
+                redis::cmd("SREM")
+                    .arg(keys::followers(&room))
+                    .arg(shared.node.as_str())
+                    .exec(conn)?;
+            }
+        }
         shared.scripts.load(conn)?;
         let lease = keys::lease(&shared.node);
         let taken: Option<String> = redis::cmd("SET")
@@ -223,6 +240,16 @@ impl Commands {
                 );
             }
             self.fresh = false;
+        }
+        let unreleased = std::mem::take(&mut shared.state().unreleased);
+        for (sent, nick) in unreleased.iter().enumerate() {
+            if let Err(error) = shared.scripts.release(nick, &shared.node).exec(conn) {
+                shared
+                    .state()
+                    .unreleased
+                    .extend(unreleased.into_iter().skip(sent));
+                return Err(error.into());
+            }
         }
         self.subscribe()?;
         self.refollow()?;
@@ -280,7 +307,7 @@ impl Commands {
         let mut guard = shared.rooms();
         for ((room, generation, known), tail) in rooms.into_iter().zip(tails) {
             let start = if known {
-                Start::CatchUp
+                Start::CatchUp(MessageId::new(tail))
             } else {
                 Start::Tail(MessageId::new(tail))
             };
@@ -411,6 +438,11 @@ impl Commands {
                         failure = Some(SessionError::Redis(error));
                     }
                 }
+                Sent::Release(nick) => {
+                    if id.is_err() {
+                        shared.state().unreleased.insert(nick);
+                    }
+                }
                 Sent::Quiet(what) => {
                     if let Err(error) = id {
                         tracing::warn!(%error, "cluster: {what} failed");
@@ -461,7 +493,7 @@ impl Commands {
             }
             BusRequest::Release(nick) => {
                 pipe.add_command(scripts.release(&nick, node));
-                Sent::Quiet("a nickname release")
+                Sent::Release(nick)
             }
             BusRequest::Follow(room) => {
                 let generation = shared.rooms().begin_follow(&room);
@@ -601,11 +633,10 @@ fn answer_failed(shared: &Shared, sent: Sent) {
         Sent::Whisper(whisper) => BusRequest::Whisper(whisper),
         Sent::Order(order) => BusRequest::Order(order),
         Sent::Claim { conn, nick } => BusRequest::Claim { conn, nick },
+        Sent::Release(nick) => BusRequest::Release(nick),
         Sent::Follow { .. } | Sent::Quiet(_) => return,
     };
-    if let Ok(answer) = request.unavailable() {
-        shared.deliver(answer);
-    }
+    shared.answer_unavailable(request);
 }
 
 /// A script's id reply as the core's result (0 or an error: unavailable).

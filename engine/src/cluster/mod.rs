@@ -97,6 +97,11 @@ enum Stop {
     Crash,
 }
 
+/// Requests waiting for the command thread past which new ones are
+/// answered `Unavailable` at once: Redis is not keeping up, and a client
+/// is better told than kept waiting behind an unbounded queue.
+const MAX_QUEUED: usize = 20_000;
+
 /// What the threads share, behind [`Shared::state`].
 #[derive(Debug)]
 struct State {
@@ -106,6 +111,10 @@ struct State {
     /// apply (the hub never waits for the rooms' lock, which a gap read
     /// may hold for a round trip).
     deferred: Vec<BusRequest>,
+    /// Nickname releases that could not be sent: sent at the next
+    /// connection, before `Up` (so before the core claims anything again).
+    /// A lost release would leave the name held by this live node.
+    unreleased: std::collections::BTreeSet<chatd_core::Nick>,
     /// Connected, lease held, subscribed, caught up.
     up: bool,
     stop: Stop,
@@ -162,10 +171,8 @@ impl Shared {
             Err(BusRequest::Follow(room)) => self.rooms().remember(&room),
             Err(BusRequest::Unfollow(room)) => self.rooms().unfollow(&room),
             Err(BusRequest::Release(nick)) => {
-                // The claim script grants a nickname held by a node that
-                // does not hold it any more only after its lease; a
-                // release lost here costs nothing worse than that.
-                tracing::debug!(%nick, "cluster down: a nickname release is dropped");
+                tracing::debug!(%nick, "cluster down: a nickname release waits for the next connection");
+                self.state().unreleased.insert(nick);
             }
             Err(_) => {
                 // An announcement: the core announces a whole snapshot
@@ -217,6 +224,7 @@ impl ClusterBus {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 deferred: Vec::new(),
+                unreleased: std::collections::BTreeSet::new(),
                 up: false,
                 stop: Stop::No,
                 session: 0,
@@ -274,7 +282,7 @@ impl ClusterBus {
     /// it is answered at once (`Unavailable`) through the sink.
     pub fn submit(&self, request: BusRequest) {
         let mut state = self.shared.state();
-        if state.up && state.stop == Stop::No {
+        if state.up && state.stop == Stop::No && state.queue.len() < MAX_QUEUED {
             state.queue.push_back(request);
             drop(state);
             self.shared.wake.notify_all();

@@ -50,7 +50,8 @@ pub(crate) enum Start {
     Tail(MessageId),
     /// A re-follow after a reconnect: read the stream after what was
     /// shown (lines published while away were lost with the connection).
-    CatchUp,
+    /// The tail is the room's newest line now.
+    CatchUp(MessageId),
 }
 
 impl Rooms {
@@ -73,6 +74,11 @@ impl Rooms {
     /// reconnect.
     pub(crate) fn remember(&mut self, room: &RoomName) {
         self.followed.insert(room.clone());
+    }
+
+    /// Whether the core wants the room now.
+    pub(crate) fn wants(&self, room: &RoomName) -> bool {
+        self.followed.contains(room)
     }
 
     /// The core no longer wants the room.
@@ -123,7 +129,7 @@ impl Rooms {
         }
         match start {
             Start::Tail(tail) => self.sequencer.follow_from(room.clone(), tail),
-            Start::CatchUp => {
+            Start::CatchUp(tail) => {
                 // Still pending while reading: what the subscriber gets
                 // meanwhile is held, and offered after.
                 let after = self
@@ -132,7 +138,14 @@ impl Rooms {
                     .into_iter()
                     .find(|(r, _)| r == room)
                     .map_or(MessageId::new(0), |(_, last)| last);
-                self.fill(conn, room, after, None, sink)?;
+                if tail < after {
+                    // The room's stream is behind what this node showed:
+                    // Redis lost lines. Go on from what it has.
+                    tracing::warn!(%room, shown = %after, tail = %tail, "cluster: Redis lost lines of a room (restarted without its append-only file?); following from its tail");
+                    self.sequencer.restart_from(room.clone(), tail);
+                } else {
+                    self.fill(conn, room, after, None, sink)?;
+                }
             }
         }
         let held = self
