@@ -163,13 +163,16 @@ fn nick(client: &mut LineClient, name: &str) {
     assert_eq!(answer, format!("* you are now {name}"));
 }
 
-fn redis() -> RedisServer {
-    RedisServer::start().expect("redis-server (apt-get install redis-server)")
+/// A real redis-server, or `None` when it is not installed: `start`
+/// then says SKIPPED loudly (and fails instead under
+/// `CHATD_REQUIRE_REDIS=1`, as in CI).
+fn redis() -> Option<RedisServer> {
+    RedisServer::start()
 }
 
 #[test]
 fn lines_whispers_nicknames_who_and_history_cross_three_nodes() {
-    let redis = redis();
+    let Some(redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
     let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
@@ -248,7 +251,7 @@ fn lines_whispers_nicknames_who_and_history_cross_three_nodes() {
 
 #[test]
 fn a_client_back_on_another_node_catches_up_by_message_id() {
-    let redis = redis();
+    let Some(redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
     let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
@@ -302,7 +305,7 @@ fn catch_up(node: &Node, last_id: u64) {
 
 #[test]
 fn two_nodes_racing_for_one_nickname_grant_it_to_one() {
-    let redis = redis();
+    let Some(redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
     let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
@@ -342,7 +345,7 @@ fn two_nodes_racing_for_one_nickname_grant_it_to_one() {
 
 #[test]
 fn ten_thousand_interleaved_lines_are_seen_in_one_order_everywhere() {
-    let redis = redis();
+    let Some(redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
     let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
@@ -427,7 +430,7 @@ fn ten_thousand_interleaved_lines_are_seen_in_one_order_everywhere() {
 
 #[test]
 fn a_killed_node_s_users_leave_and_its_nicknames_are_free_within_the_lease() {
-    let redis = redis();
+    let Some(redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start("n1", "iocp", &redis.url(), dir.path());
     let mut n2 = Node::start("n2", "poll", &redis.url(), dir.path());
@@ -456,7 +459,7 @@ fn a_killed_node_s_users_leave_and_its_nicknames_are_free_within_the_lease() {
 
 #[test]
 fn acknowledged_lines_survive_kill_9_and_restart_of_redis() {
-    let mut redis = redis();
+    let Some(mut redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
     let n2 = Node::start("n2", "iocp", &redis.url(), dir.path());
@@ -518,7 +521,7 @@ fn acknowledged_lines_survive_kill_9_and_restart_of_redis() {
 
 #[test]
 fn a_node_cut_off_from_redis_and_healed_shows_every_line_once_in_order() {
-    let redis = redis();
+    let Some(redis) = redis() else { return };
     let dir = tempfile::tempdir().unwrap();
     let link = LinkProxy::start(SocketAddr::from(([127, 0, 0, 1], redis.port()))).unwrap();
     let n1 = Node::start("n1", "poll", &redis.url(), dir.path());
