@@ -62,18 +62,7 @@ impl Shape {
         let duration = Duration::from_secs(seconds);
         match self {
             Shape::S1 => FanoutPlan::s1(duration, None, false),
-            Shape::S2Lite => FanoutPlan {
-                clients: 1_000,
-                rooms: 10,
-                senders: 100,
-                rate: Some(200),
-                in_flight: 64,
-                payload: 64,
-                duration,
-                reader_threads: 2,
-                tls: None,
-                web: false,
-            },
+            Shape::S2Lite => FanoutPlan::paced(1_000, 10, 100, 200, duration),
         }
     }
 

@@ -51,18 +51,7 @@ impl Scenario {
 
     fn plan(self, seconds: u64) -> FanoutPlan {
         let duration = Duration::from_secs(seconds);
-        let fan_out = |rate| FanoutPlan {
-            clients: 10_000,
-            rooms: 10,
-            senders: 100,
-            rate: Some(rate),
-            in_flight: 64,
-            payload: 64,
-            duration,
-            reader_threads: 2,
-            tls: None,
-            web: false,
-        };
+        let fan_out = |rate| FanoutPlan::paced(10_000, 10, 100, rate, duration);
         match self {
             Self::S1 | Self::S1NoPersist | Self::S3 => FanoutPlan::s1(duration, None, false),
             Self::S2 => fan_out(2_000),

@@ -137,6 +137,29 @@ impl FanoutPlan {
             web,
         }
     }
+
+    /// `clients` over `rooms`, the first `senders` sending `rate` messages a
+    /// second in all, 64-byte payloads, for `duration`, over plain TCP.
+    pub fn paced(
+        clients: usize,
+        rooms: usize,
+        senders: usize,
+        rate: u64,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            clients,
+            rooms,
+            senders,
+            rate: Some(rate),
+            in_flight: 64,
+            payload: 64,
+            duration,
+            reader_threads: 2,
+            tls: None,
+            web: false,
+        }
+    }
 }
 
 /// What it measured.

@@ -342,18 +342,8 @@ impl HistoryLatencyArgs {
                 probe_loop(&mut probe, &plan, &stop, 41)
             })
         };
-        let load = FanoutPlan {
-            clients: self.clients,
-            rooms: self.rooms,
-            senders: self.senders,
-            rate: Some(self.rate),
-            in_flight: 64,
-            payload: 64,
-            duration: Duration::from_secs(self.seconds),
-            reader_threads: 2,
-            tls: None,
-            web: false,
-        };
+        let duration = Duration::from_secs(self.seconds);
+        let load = FanoutPlan::paced(self.clients, self.rooms, self.senders, self.rate, duration);
         let measured =
             fanout::measure_with(&server, &chatd_peer(Dialect::Native), &load, true, || {
                 started.store(true, Ordering::SeqCst)

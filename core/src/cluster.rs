@@ -90,6 +90,18 @@ pub struct Speaker {
     pub host: IpAddr,
 }
 
+impl Speaker {
+    /// As replies show a person (other nodes announce no account).
+    pub fn person(&self) -> crate::reply::Person<'_> {
+        crate::reply::Person {
+            nick: &self.nick,
+            user: &self.user,
+            host: self.host,
+            account: None,
+        }
+    }
+}
+
 /// A room line on its way through the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusLine {

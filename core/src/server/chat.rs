@@ -11,7 +11,7 @@ use crate::ids::{ConnId, MessageId, Nick, RoomName};
 use crate::io::{Output, Priority};
 use crate::irc::caps::Caps;
 use crate::render::{Style, Viewer};
-use crate::reply::Reply;
+use crate::reply::{Person, Reply};
 
 use super::Server;
 use super::outbox::Outbox;
@@ -59,36 +59,7 @@ impl Server {
         }
         let id = take_id(&mut self.ids, &mut self.out, ts);
         let from = session.person();
-        let (reply, priority) = match kind {
-            RecordKind::Action => (
-                Reply::Action {
-                    id,
-                    room: room_name,
-                    from,
-                    text,
-                },
-                Priority::Normal,
-            ),
-            RecordKind::Urgent => (
-                Reply::Urgent {
-                    id,
-                    room: room_name,
-                    from,
-                    text,
-                },
-                Priority::Urgent,
-            ),
-            RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => (
-                Reply::Chat {
-                    id,
-                    room: room_name,
-                    from,
-                    text,
-                    notice,
-                },
-                Priority::Normal,
-            ),
-        };
+        let (reply, priority) = line_reply(kind, id, room_name, from, text, notice);
         self.out
             .broadcast(&room.audiences(), Some(conn), &reply, priority);
         if session.echoes() {
@@ -211,6 +182,48 @@ impl Server {
             session.ack = on;
             self.out.send(conn, &Reply::AckMode(on));
         }
+    }
+}
+
+/// A room line as its recipients see it, and how urgently it goes out:
+/// the one rule for lines said here and lines another node said.
+pub(super) fn line_reply<'a>(
+    kind: RecordKind,
+    id: MessageId,
+    room: &'a RoomName,
+    from: Person<'a>,
+    text: &'a str,
+    notice: bool,
+) -> (Reply<'a>, Priority) {
+    match kind {
+        RecordKind::Action => (
+            Reply::Action {
+                id,
+                room,
+                from,
+                text,
+            },
+            Priority::Normal,
+        ),
+        RecordKind::Urgent => (
+            Reply::Urgent {
+                id,
+                room,
+                from,
+                text,
+            },
+            Priority::Urgent,
+        ),
+        RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => (
+            Reply::Chat {
+                id,
+                room,
+                from,
+                text,
+                notice,
+            },
+            Priority::Normal,
+        ),
     }
 }
 

@@ -239,36 +239,14 @@ impl Server {
             host: line.host,
             account: None,
         };
-        let (reply, priority) = match record.kind {
-            RecordKind::Action => (
-                Reply::Action {
-                    id,
-                    room: &record.room,
-                    from,
-                    text: &record.text,
-                },
-                Priority::Normal,
-            ),
-            RecordKind::Urgent => (
-                Reply::Urgent {
-                    id,
-                    room: &record.room,
-                    from,
-                    text: &record.text,
-                },
-                Priority::Urgent,
-            ),
-            RecordKind::Msg | RecordKind::Whisper | RecordKind::Reserve => (
-                Reply::Chat {
-                    id,
-                    room: &record.room,
-                    from,
-                    text: &record.text,
-                    notice: line.notice,
-                },
-                Priority::Normal,
-            ),
-        };
+        let (reply, priority) = super::chat::line_reply(
+            record.kind,
+            id,
+            &record.room,
+            from,
+            &record.text,
+            line.notice,
+        );
         let Some(room) = self.rooms.get_mut(&record.room) else {
             // It left this node's rooms while on its way: no member here to
             // show it to, and memory must not start a history with a hole
@@ -350,15 +328,9 @@ impl Server {
             // They left between the lookup and the delivery.
             return;
         };
-        let from = Person {
-            nick: &whisper.from.nick,
-            user: &whisper.from.user,
-            host: whisper.from.host,
-            account: None,
-        };
         let reply = Reply::Whisper {
             id,
-            from,
+            from: whisper.from.person(),
             text: &whisper.text,
             notice: whisper.notice,
         };
@@ -791,7 +763,7 @@ impl Server {
                         Scope::Room(&room)
                     },
                     who: user.person(),
-                    by: person_of(&by),
+                    by: by.person(),
                     reason: reason.as_deref(),
                 };
                 if general {
@@ -884,7 +856,7 @@ impl Server {
     fn tell_of_remote_join(&mut self, who: &Speaker, room: &RoomName) {
         let reply = Reply::Joined {
             room,
-            who: person_of(who),
+            who: who.person(),
         };
         self.tell_room(room, &reply);
     }
@@ -1196,16 +1168,6 @@ fn shared_ban(now: Instant, address: IpAddr, ban: &Ban) -> Option<SharedBan> {
         for_ms,
         reason: ban.reason.as_deref().map(str::to_owned),
     })
-}
-
-/// A user of another node as replies show a person.
-fn person_of(who: &Speaker) -> Person<'_> {
-    Person {
-        nick: &who.nick,
-        user: &who.user,
-        host: who.host,
-        account: None,
-    }
 }
 
 /// A session as other nodes see it.

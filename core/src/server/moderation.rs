@@ -92,10 +92,8 @@ impl Server {
             return;
         };
         let by_person = Person {
-            nick: &by.nick,
-            user: &by.user,
-            host: by.host,
             account: by_account,
+            ..by.person()
         };
         let reply = Reply::Kicked {
             scope,

@@ -21,12 +21,7 @@ pub(super) struct RemoteUser {
 impl RemoteUser {
     /// As replies show a person.
     pub(super) fn person(&self) -> Person<'_> {
-        Person {
-            nick: &self.who.nick,
-            user: &self.who.user,
-            host: self.who.host,
-            account: None,
-        }
+        self.who.person()
     }
 }
 
