@@ -2,11 +2,17 @@
 //! dispatcher task that runs the core's commands.
 //!
 //! Every connection has a reader task that keeps one receive in flight and
-//! hands what arrives to the core's thread. A writer task exists only while
-//! output is queued: it hands the kernel one whole buffer of the
-//! connection's queue at a time (normally every line queued since the
-//! last send), moved rather than copied, and ends when the queue is empty,
-//! so an idle connection costs one task, not two.
+//! hands what arrives to the core's thread. Output is written at the end
+//! of each dispatcher turn, once per connection that got lines in it. On
+//! Unix the dispatcher first sends without blocking, as a readiness
+//! backend does: what the kernel takes at once needs no operation and no
+//! task, which is nearly always all of it. A writer task exists only while
+//! output is left over (or always, on IOCP, which has no such send): it
+//! hands the kernel one whole buffer of the connection's queue at a time,
+//! moved rather than copied, and ends when the queue is empty. So an idle
+//! connection costs one task, and a burst of welcome lines to thousands of
+//! new connections does not leave thousands of freed writer tasks in the
+//! heap (ARCHITECTURE.md, decision 75).
 //!
 //! Reads are where idle memory goes, since completion I/O owns a buffer
 //! for every receive in flight. On Unix drivers (io_uring, the polling
@@ -82,6 +88,8 @@ struct Conn {
     in_flight: Cell<usize>,
     /// A writer task is running.
     writing: Cell<bool>,
+    /// Listed in [`Local::dirty`] for the end of this turn.
+    dirty: Cell<bool>,
     /// The writer, while a send is in flight or it lingers: woken when the
     /// connection is let go or the server stops.
     writer: Cell<Option<Waker>>,
@@ -114,6 +122,8 @@ struct Local {
     stopping: Cell<bool>,
     /// Readers waiting for room in the hub's inbox (backpressure).
     paused_readers: RefCell<Vec<Waker>>,
+    /// Connections given output this turn, written at its end.
+    dirty: RefCell<Vec<Rc<Conn>>>,
 }
 
 impl Local {
@@ -151,6 +161,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
         max_outbound: context.max_outbound,
         stopping: Cell::new(false),
         paused_readers: RefCell::new(Vec::new()),
+        dirty: RefCell::new(Vec::new()),
     });
     let mut stop_deadline: Option<Instant> = None;
     // Commands were left in the mailbox at the end of the last turn.
@@ -225,6 +236,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                 break;
             }
         }
+        flush_dirty(&local);
     }
     let all: Vec<Rc<Conn>> = local.conns.borrow().values().cloned().collect();
     for conn in all {
@@ -280,6 +292,7 @@ fn adopt(
         transport: RefCell::new(transport),
         in_flight: Cell::new(0),
         writing: Cell::new(false),
+        dirty: Cell::new(false),
         writer: Cell::new(None),
         reader: Cell::new(None),
         closing: Cell::new(false),
@@ -326,10 +339,10 @@ fn start_closing(local: &Rc<Local>, conn: &Rc<Conn>) {
 }
 
 fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
-    // This runs once per recipient of every line: the common case (a
-    // writer already running) only borrows; the connection is cloned out
-    // of the map only when a writer must start or the client is cut off.
-    let (conn, queued, slow) = {
+    // This runs once per recipient of every line: the common case only
+    // borrows; the connection is cloned out of the map once per turn (to
+    // be written at its end) or when the client may be too slow.
+    let conn = {
         let conns = local.conns.borrow();
         let Some(conn) = conns.get(&id.get()) else {
             return;
@@ -340,18 +353,103 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
             queued.saturating_sub(conn.in_flight.get()),
             local.max_outbound,
         );
-        if !slow && conn.writing.get() {
+        if !slow {
+            if !conn.writing.get() && !conn.dirty.replace(true) {
+                local.dirty.borrow_mut().push(conn.clone());
+            }
             return;
         }
-        (conn.clone(), queued, slow)
+        conn.clone()
     };
-    if slow {
+    // One turn can bring many lines at once: see what the socket takes
+    // before judging the client (the writer, if one runs, already did).
+    if !conn.writing.get() {
+        send_now(local, &conn);
+    }
+    let queued = conn.out.borrow().queued();
+    if !conn.dead.get()
+        && closing::too_slow(
+            queued.saturating_sub(conn.in_flight.get()),
+            local.max_outbound,
+        )
+    {
         tracing::warn!(conn = %id, queued, "slow consumer");
         closing::abort(&conn.stream);
         local.forget(&conn, false);
         local.inbox.send(Event::SlowConsumer { conn: id });
-    } else {
-        ensure_writer(local, &conn);
+    }
+}
+
+/// Writes every connection given output this turn.
+fn flush_dirty(local: &Rc<Local>) {
+    let dirty = std::mem::take(&mut *local.dirty.borrow_mut());
+    for conn in &dirty {
+        conn.dirty.set(false);
+        send_now(local, conn);
+    }
+    // The list's allocation is kept for the next turn.
+    let mut list = local.dirty.borrow_mut();
+    if list.is_empty() {
+        let mut dirty = dirty;
+        dirty.clear();
+        *list = dirty;
+    }
+}
+
+/// Writes what `conn` has queued: on Unix as far as the socket takes it
+/// without blocking, with a writer task for the rest; on IOCP through a
+/// writer task. A writer already running, or a closing connection (whose
+/// writer also ends it), is left to its writer.
+fn send_now(local: &Rc<Local>, conn: &Rc<Conn>) {
+    if conn.dead.get() || conn.writing.get() {
+        return;
+    }
+    #[cfg(unix)]
+    if !conn.closing.get() {
+        let flushed = conn.transport.borrow_mut().flush(
+            &mut conn.out.borrow_mut(),
+            &mut SendNow(&conn.stream),
+            false,
+        );
+        match flushed {
+            // Everything went (or the rest waits for a TLS handshake).
+            Ok(true) => return,
+            // The socket is full: the writer waits for it.
+            Ok(false) => {}
+            Err(_) => {
+                local.lose(conn, false);
+                return;
+            }
+        }
+    }
+    ensure_writer(local, conn);
+}
+
+/// The socket written from the dispatcher, never blocking: a send the
+/// kernel cannot take now fails with `WouldBlock` (the socket itself may
+/// be in blocking mode under io_uring).
+#[cfg(unix)]
+struct SendNow<'a>(&'a TcpStream);
+
+#[cfg(unix)]
+impl io::Write for SendNow<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(bytes)])
+    }
+
+    fn write_vectored(&mut self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        loop {
+            match sendmsg(self.0, slices, &mut SendAncillaryBuffer::default(), flags) {
+                Err(rustix::io::Errno::INTR) => {}
+                sent => return sent.map_err(io::Error::from),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -432,7 +530,9 @@ async fn within_handshake<T>(
         return Some(wait.await);
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    match compio::time::timeout(left, wait).await {
+    // Boxed: a timer is needed only until the handshake is over, and
+    // inline it would grow every idle connection's reader for good.
+    match Box::pin(compio::time::timeout(left, wait)).await {
         Ok(done) => Some(done),
         Err(_) => {
             let peer = conn.stream.peer_addr().ok();
@@ -507,7 +607,7 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                     let transport = conn.transport.borrow();
                     if transport.wants_write() || !conn.out.borrow().is_empty() {
                         drop(transport);
-                        ensure_writer(local, conn);
+                        send_now(local, conn);
                     }
                 }
                 Err(error) => {
