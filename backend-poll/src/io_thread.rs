@@ -51,8 +51,9 @@ struct Connection {
     /// Close once the queue is empty (the core asked); input is discarded.
     closing: bool,
     /// Output all written and our side shut down: waiting for the peer to
-    /// hang up since this instant, for as long as the ending allows.
-    lingering: Option<Instant>,
+    /// hang up, for as long as the ending allows (since when: the entry in
+    /// `IoLoop::lingering`, so this stays one byte).
+    lingering: bool,
     /// Writable interest is registered.
     want_write: bool,
     /// Readable interest is withdrawn: the hub's inbox is full.
@@ -88,8 +89,10 @@ pub(crate) struct IoLoop {
     pub(crate) max_outbound: usize,
     conns: AHashMap<usize, Connection>,
     dirty: Vec<usize>,
-    /// Lingering connections by deadline. Every connection lingers as long
-    /// under one ending, so pushing at the back keeps them in order.
+    /// Lingering connections by when they began to linger. Every
+    /// connection lingers as long under one ending, so pushing at the back
+    /// keeps them in deadline order too; the deadline is worked out with
+    /// the ending of the moment, so a shutdown shortens every linger.
     lingering: VecDeque<(Instant, usize)>,
     /// TLS connections by handshake deadline (one timeout for all, so in
     /// order); an entry whose handshake is done is skipped when due.
@@ -157,7 +160,8 @@ impl IoLoop {
                 // Commands wait: look at the sockets without sleeping.
                 Some(Duration::ZERO)
             } else {
-                let linger = self.lingering.front().map(|&(deadline, _)| deadline);
+                let linger_for = self.ending().linger();
+                let linger = self.lingering.front().map(|&(since, _)| since + linger_for);
                 let handshake = self.handshakes.front().map(|&(deadline, _)| deadline);
                 let closing = self.closings.front().map(|&(deadline, _)| deadline);
                 let paused = self.acceptors.iter().filter_map(|a| a.paused_until).min();
@@ -439,14 +443,15 @@ impl IoLoop {
 
     /// Drops lingering connections whose peer did not hang up in time.
     fn end_lingering(&mut self, now: Instant) {
-        while let Some(&(deadline, key)) = self.lingering.front() {
-            if deadline > now {
+        let linger = self.ending().linger();
+        while let Some(&(since, key)) = self.lingering.front() {
+            if since + linger > now {
                 return;
             }
             self.lingering.pop_front();
             // Ids are never reused: a lingering entry is this connection.
             if let Some(conn) = self.conns.get(&key)
-                && conn.lingering.is_some()
+                && conn.lingering
             {
                 closing::discard_unread(&conn.stream);
                 self.drop_connection(key);
@@ -478,7 +483,7 @@ impl IoLoop {
             self.closings.pop_front();
             if let Some(conn) = self.conns.get(&key)
                 && conn.closing
-                && conn.lingering.is_none()
+                && !conn.lingering
             {
                 tracing::info!(conn = %conn.id, "closed connection not reading its last bytes; reset");
                 closing::abort(&conn.stream);
@@ -592,7 +597,7 @@ impl IoLoop {
                 out: OutQueue::default(),
                 transport,
                 closing: false,
-                lingering: None,
+                lingering: false,
                 want_write: false,
                 reads_paused: false,
                 dirty: false,
@@ -661,7 +666,7 @@ impl IoLoop {
                 continue;
             };
             conn.dirty = false;
-            if conn.lingering.is_some() {
+            if conn.lingering {
                 continue;
             }
             match conn
@@ -690,8 +695,8 @@ impl IoLoop {
             return;
         }
         let now = Instant::now();
-        conn.lingering = Some(now);
-        self.lingering.push_back((now + linger, key));
+        conn.lingering = true;
+        self.lingering.push_back((now, key));
         self.want_write(key, false);
     }
 
@@ -790,18 +795,13 @@ impl IoLoop {
             let _ = self.poller.delete(&acceptor.listener);
         }
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
-        // Connections already lingering now linger as the new ending says.
-        let linger = self.ending().linger();
-        for (deadline, key) in &mut self.lingering {
-            if let Some(since) = self.conns.get(key).and_then(|c| c.lingering) {
-                *deadline = (*deadline).min(since + linger);
-            }
-        }
+        // Connections already lingering now linger as the new ending says
+        // (end_lingering works deadlines out with it).
         self.end_lingering(Instant::now());
         let keys: Vec<usize> = self.conns.keys().copied().collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(&key)
-                && conn.lingering.is_none()
+                && !conn.lingering
             {
                 conn.closing = true;
                 self.mark_dirty(key);

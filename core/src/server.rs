@@ -11,6 +11,7 @@ mod irc;
 mod liveness;
 mod login;
 mod moderation;
+mod nick_index;
 mod outbox;
 mod presence;
 mod queries;
@@ -47,6 +48,7 @@ use crate::timers::{Timer, Timers};
 use crate::wall_clock::WallClock;
 
 use self::histories::{Histories, HistoryBounds};
+use self::nick_index::NickIndex;
 use self::outbox::Outbox;
 use self::presence::Entry;
 use self::room::{Ban, Room};
@@ -109,7 +111,7 @@ pub struct Server {
     /// a half-empty node of pointers wastes far less than one of sessions.
     sessions: BTreeMap<ConnId, Box<Session>>,
     /// Folded nickname to connection.
-    nicks: AHashMap<Nick, ConnId>,
+    nicks: NickIndex,
     rooms: BTreeMap<RoomName, Room>,
     /// Recent lines of every room, within `history_size` per room and
     /// `history_bytes` in all.
@@ -210,7 +212,7 @@ impl Server {
             next_conn: 1,
             ids: MessageIds::new(1),
             sessions: BTreeMap::new(),
-            nicks: AHashMap::new(),
+            nicks: NickIndex::default(),
             rooms,
             histories,
             addresses: AHashMap::new(),
@@ -274,10 +276,21 @@ impl Server {
         &self.config
     }
 
+    /// Indexes `conn`'s nickname `nick` (its session holds it already).
+    fn index_nick(&mut self, conn: ConnId, nick: &Nick) {
+        let sessions = &self.sessions;
+        self.nicks.insert(&nick.folded(), conn, |held| {
+            sessions.get(&held).map(|session| session.nick.folded())
+        });
+    }
+
     /// The connection holding a nickname (case ignored), registered or
     /// not: for uniqueness.
     fn conn_named(&self, nick: &Nick) -> Option<ConnId> {
-        self.nicks.get(&nick.folded()).copied()
+        let sessions = &self.sessions;
+        self.nicks.holder(&nick.folded(), |conn| {
+            sessions.get(&conn).map(|session| session.nick.folded())
+        })
     }
 
     /// The user of a nickname (case ignored): a connection others can
@@ -443,7 +456,6 @@ impl Server {
     fn open_session(&mut self, now: Instant, conn: ConnId, peer: SocketAddr, arrival: Arrival) {
         let dialect = arrival.dialect;
         let nick = self.guest_nick(conn);
-        self.nicks.insert(nick.folded(), conn);
         self.claim_guest(conn, nick);
         let mut session = Session::new(peer, dialect, nick, now);
         session.encrypted = arrival.encrypted;
@@ -466,6 +478,7 @@ impl Server {
             );
         }
         self.sessions.insert(conn, Box::new(session));
+        self.index_nick(conn, &nick);
         if self.config.idle.enabled {
             self.arm_idle(conn, now + self.config.idle.ping_after);
         } else if dialect == Dialect::Irc {
@@ -686,22 +699,22 @@ impl Server {
         };
         self.out.forget_viewer(conn);
         self.queries.forget(conn);
-        self.nicks.remove(&session.nick.folded());
+        self.nicks.remove(&session.nick.folded(), conn);
         if let Some(irc) = session.irc.as_ref().filter(|irc| irc.registered)
-            && let Some((user, realname)) = &irc.user
+            && let Some(names) = &irc.user
         {
             if self.departed.len() == WHOWAS_KEPT {
                 self.departed.pop_front();
             }
             self.departed.push_back(Departed {
                 nick: session.nick,
-                user: user.clone(),
-                host: session.peer.ip(),
-                realname: realname.clone(),
+                user: names.user().into(),
+                host: session.peer,
+                realname: names.realname().into(),
             });
         }
-        self.release_address(session.peer.ip());
-        for invited in &session.invited_to {
+        self.release_address(session.peer);
+        for invited in &session.standing().invited_to {
             if let Some(room) = self.rooms.get_mut(invited) {
                 room.invites.remove(&conn);
             }
@@ -712,10 +725,10 @@ impl Server {
         if let Some(held) = &session.held {
             self.timers.cancel(held.at, &Timer::Fakelag(conn));
         }
-        if let Some(at) = session.grace_at {
+        if let Some(at) = session.standing().grace_at {
             self.timers.cancel(at, &Timer::NickGrace(conn));
         }
-        for muted in &session.muted_in {
+        for muted in &session.standing().muted_in {
             if let Some(until) = self
                 .rooms
                 .get_mut(muted)

@@ -53,14 +53,57 @@ pub(crate) enum Timer {
 /// Deadlines in order; ties fire in the order they were set.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    queue: BTreeMap<(Instant, u64), Timer>,
+    queue: BTreeMap<(Instant, u64), Stored>,
     next_seq: u64,
+}
+
+/// A timer as the queue keeps it. Every connection has a timer pending
+/// (its idle check, or its registration deadline), so these are most of
+/// the queue: they are kept in 16 bytes, where a [`Timer`] (sized by its
+/// room-and-account variants) takes 48. The rare rest is boxed
+/// (ARCHITECTURE.md, decision 75).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stored {
+    Idle(ConnId),
+    Fakelag(ConnId),
+    NickGrace(ConnId),
+    Other(Box<Timer>),
+}
+
+impl Stored {
+    fn of(timer: Timer) -> Self {
+        match timer {
+            Timer::Idle(conn) => Self::Idle(conn),
+            Timer::Fakelag(conn) => Self::Fakelag(conn),
+            Timer::NickGrace(conn) => Self::NickGrace(conn),
+            other => Self::Other(Box::new(other)),
+        }
+    }
+
+    fn into_timer(self) -> Timer {
+        match self {
+            Self::Idle(conn) => Timer::Idle(conn),
+            Self::Fakelag(conn) => Timer::Fakelag(conn),
+            Self::NickGrace(conn) => Timer::NickGrace(conn),
+            Self::Other(timer) => *timer,
+        }
+    }
+
+    fn is(&self, timer: &Timer) -> bool {
+        match (self, timer) {
+            (Self::Idle(a), Timer::Idle(b))
+            | (Self::Fakelag(a), Timer::Fakelag(b))
+            | (Self::NickGrace(a), Timer::NickGrace(b)) => a == b,
+            (Self::Other(stored), timer) => **stored == *timer,
+            _ => false,
+        }
+    }
 }
 
 impl Timers {
     /// Arms a timer.
     pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
-        self.queue.insert((at, self.next_seq), timer);
+        self.queue.insert((at, self.next_seq), Stored::of(timer));
         self.next_seq += 1;
     }
 
@@ -76,7 +119,7 @@ impl Timers {
             return None;
         }
         let ((at, _), timer) = entry.remove_entry();
-        Some((at, timer))
+        Some((at, timer.into_timer()))
     }
 
     /// Disarms the timer `timer` set for `at`, if it is still pending.
@@ -85,7 +128,7 @@ impl Timers {
         let key = self
             .queue
             .range((at, 0)..=(at, u64::MAX))
-            .find(|(_, pending)| *pending == timer)
+            .find(|(_, pending)| pending.is(timer))
             .map(|(&key, _)| key);
         if let Some(key) = key {
             self.queue.remove(&key);
@@ -127,6 +170,60 @@ mod tests {
             Some(Timer::Idle(ConnId::new(1)))
         );
         assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn timers_of_every_kind_come_back_as_scheduled_and_cancel_by_identity() {
+        let start = crate::test_support::epoch();
+        let room = RoomName::general();
+        let conn = ConnId::new(7);
+        let all = [
+            Timer::Idle(conn),
+            Timer::Fakelag(conn),
+            Timer::NickGrace(conn),
+            Timer::MuteExpiry {
+                room: room.clone(),
+                conn,
+            },
+            Timer::RoomBanExpiry {
+                room: room.clone(),
+                address: IpAddr::from([127, 0, 0, 1]),
+            },
+            Timer::ServerBanExpiry(IpAddr::from([127, 0, 0, 2])),
+            Timer::AccountMuteExpiry {
+                room,
+                account: Nick::parse("alice").unwrap(),
+            },
+        ];
+        let mut timers = Timers::default();
+        for timer in &all {
+            timers.schedule(start, timer.clone());
+        }
+        let mut fired = Vec::new();
+        while let Some((_, timer)) = timers.pop_due(start) {
+            fired.push(timer);
+        }
+        assert_eq!(fired, all);
+        for timer in &all {
+            timers.schedule(start, timer.clone());
+        }
+        // Another connection, same kind: nothing goes.
+        timers.cancel(start, &Timer::Idle(ConnId::new(8)));
+        timers.cancel(start, &Timer::NickGrace(ConnId::new(6)));
+        assert_eq!(timers.len(), all.len());
+        // Same connection, another kind: only the named one goes.
+        timers.cancel(start, &Timer::Fakelag(conn));
+        timers.cancel(start, &Timer::ServerBanExpiry(IpAddr::from([127, 0, 0, 2])));
+        assert_eq!(timers.len(), all.len() - 2);
+        let left: Vec<Timer> = std::iter::from_fn(|| timers.pop_due(start).map(|t| t.1)).collect();
+        assert!(!left.contains(&Timer::Fakelag(conn)));
+        assert!(left.contains(&Timer::Idle(conn)));
+        assert!(left.contains(&Timer::NickGrace(conn)));
+    }
+
+    #[test]
+    fn a_pending_timer_takes_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Stored>(), 16);
     }
 
     #[test]

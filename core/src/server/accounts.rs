@@ -47,7 +47,7 @@ impl Server {
             return true;
         };
         if session.encrypted
-            || session.peer.ip().is_loopback()
+            || session.peer.is_loopback()
             || self.config.accounts.allow_plaintext_auth
         {
             return false;
@@ -69,7 +69,7 @@ impl Server {
             return;
         };
         let name = session.nick;
-        if let Some(account) = &session.account {
+        if let Some(account) = session.account() {
             let text = format!("you are logged in to {account}; #logout first");
             return self.out.error(conn, ErrorCode::AccountExists, &text);
         }
@@ -111,7 +111,7 @@ impl Server {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        if let Some(account) = &session.account {
+        if let Some(account) = session.account() {
             if sasl {
                 return self.sasl_already(conn);
             }
@@ -141,12 +141,12 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let Some(account) = session.account.take() else {
+        let Some(account) = session.standing_if_any().and_then(|s| s.account.take()) else {
             return self
                 .out
                 .error(conn, ErrorCode::NotLoggedIn, "you are not logged in");
         };
-        let oper_down = std::mem::take(&mut session.oper_by_account);
+        let oper_down = std::mem::take(&mut session.standing_mut().oper_by_account);
         if oper_down {
             session.role = Role::User;
         }
@@ -202,7 +202,7 @@ impl Server {
         let logins = self
             .sessions
             .values()
-            .filter(|s| s.account.is_some_and(|a| a.folded() == folded))
+            .filter(|s| s.account().is_some_and(|a| a.folded() == folded))
             .count();
         let shown = account.map_or(*nick, |account| account.name);
         let reply = Reply::Whois {
@@ -240,7 +240,7 @@ impl Server {
 
     /// The account `conn` is logged in to, or a `not-logged-in` error.
     fn logged_in(&mut self, conn: ConnId) -> Option<Account> {
-        let account = self.sessions.get(&conn)?.account;
+        let account = self.sessions.get(&conn)?.account();
         match account.and_then(|name| self.accounts.get(&name)) {
             Some(account) => Some(account.clone()),
             None => {
@@ -296,7 +296,7 @@ impl Server {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        let peer = session.peer.ip();
+        let peer = session.peer;
         let address = self.address_group(peer);
         let key = Some(name.folded());
         let throttle = &self.logins.throttle;
@@ -471,7 +471,7 @@ impl Server {
         match done {
             Done::Registered => {
                 if let Some(session) = self.sessions.get_mut(&conn) {
-                    session.account = Some(name);
+                    session.standing_mut().account = Some(name);
                     self.out.send(conn, &Reply::Registered { account: &name });
                     self.announce_account(conn, Some(name));
                 }
@@ -508,15 +508,16 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        session.account = Some(name);
-        session.grace_until = None;
-        if let Some(at) = session.grace_at.take() {
+        let standing = session.standing_mut();
+        standing.account = Some(name);
+        standing.grace_until = None;
+        if let Some(at) = standing.grace_at.take() {
             self.timers.cancel(at, &Timer::NickGrace(conn));
         }
         let oper_up = account.operator && !session.is_operator();
         if oper_up {
             session.role = Role::Operator;
-            session.oper_by_account = true;
+            session.standing_mut().oper_by_account = true;
         }
         let reply = Reply::LoggedIn {
             me: session.person(),
@@ -536,7 +537,8 @@ impl Server {
         match self.conn_named(&name) {
             Some(holder) if holder == conn => {}
             Some(holder) => {
-                let same_account = self.sessions.get(&holder).and_then(|s| s.account) == Some(name);
+                let same_account =
+                    self.sessions.get(&holder).and_then(|s| s.account()) == Some(name);
                 if same_account {
                     // This connection keeps its own nickname, which may
                     // be someone else's registered one.
@@ -614,8 +616,13 @@ impl Server {
     pub(super) fn change_nick_protected(&mut self, now: Instant, conn: ConnId, nick: Nick) {
         if let Some(session) = self.sessions.get(&conn)
             && self.accounts.is_registered(&nick)
-            && session.account.is_none_or(|a| a.folded() != nick.folded())
-            && session.grace_until.is_some_and(|until| until <= now)
+            && session
+                .account()
+                .is_none_or(|a| a.folded() != nick.folded())
+            && session
+                .standing()
+                .grace_until
+                .is_some_and(|until| until <= now)
         {
             // This connection's one grace period is over: it may not take
             // a registered nickname again without its password.
@@ -642,14 +649,17 @@ impl Server {
         };
         let nick = session.nick;
         let exposed = self.accounts.is_registered(&nick)
-            && session.account.is_none_or(|a| a.folded() != nick.folded());
-        if let Some(at) = session.grace_at.take() {
+            && session
+                .account()
+                .is_none_or(|a| a.folded() != nick.folded());
+        if let Some(at) = session.standing_if_any().and_then(|s| s.grace_at.take()) {
             self.timers.cancel(at, &Timer::NickGrace(conn));
         }
         if !exposed {
             return;
         }
         let at = *session
+            .standing_mut()
             .grace_until
             .get_or_insert(now + self.config.accounts.nick_grace);
         if at <= now {
@@ -657,7 +667,7 @@ impl Server {
             self.rename_to_guest(conn);
             return;
         }
-        session.grace_at = Some(at);
+        session.standing_mut().grace_at = Some(at);
         self.timers.schedule(at, Timer::NickGrace(conn));
         let grace = at - now;
         self.out
@@ -670,13 +680,15 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if session.grace_at != Some(at) {
+        if session.standing().grace_at != Some(at) {
             return;
         }
-        session.grace_at = None;
+        session.standing_mut().grace_at = None;
         let nick = session.nick;
         let exposed = self.accounts.is_registered(&nick)
-            && session.account.is_none_or(|a| a.folded() != nick.folded());
+            && session
+                .account()
+                .is_none_or(|a| a.folded() != nick.folded());
         if exposed {
             self.rename_to_guest(conn);
         }
@@ -689,7 +701,7 @@ impl Server {
             return;
         };
         let nick = session.nick;
-        if let Some(at) = session.grace_at.take() {
+        if let Some(at) = session.standing_if_any().and_then(|s| s.grace_at.take()) {
             self.timers.cancel(at, &Timer::NickGrace(conn));
         }
         self.out.send_with(
@@ -705,7 +717,7 @@ impl Server {
     fn logged_in_to(&self, folded: Nick) -> Vec<ConnId> {
         self.sessions
             .iter()
-            .filter(|(_, s)| s.account.is_some_and(|a| a.folded() == folded))
+            .filter(|(_, s)| s.account().is_some_and(|a| a.folded() == folded))
             .map(|(&c, _)| c)
             .collect()
     }
@@ -722,8 +734,9 @@ impl Server {
             let Some(session) = self.sessions.get_mut(&member) else {
                 continue;
             };
-            session.account = None;
-            let oper_down = std::mem::take(&mut session.oper_by_account);
+            let standing = session.standing_mut();
+            standing.account = None;
+            let oper_down = std::mem::take(&mut standing.oper_by_account);
             if oper_down {
                 session.role = Role::User;
             }
@@ -765,11 +778,11 @@ impl Server {
             };
             if operator && !session.is_operator() {
                 session.role = Role::Operator;
-                session.oper_by_account = true;
+                session.standing_mut().oper_by_account = true;
                 self.out.send(member, &Reply::OperUp);
-            } else if !operator && session.oper_by_account {
+            } else if !operator && session.standing().oper_by_account {
                 session.role = Role::User;
-                session.oper_by_account = false;
+                session.standing_mut().oper_by_account = false;
                 self.out.send(member, &Reply::OperDown);
             }
         }

@@ -215,7 +215,7 @@ impl Server {
                 private,
             },
             user: session.user().to_owned(),
-            host: session.peer.ip(),
+            host: session.peer,
             notice,
             node: cluster.node.clone(),
             conn,
@@ -1175,7 +1175,7 @@ pub(super) fn speaker(session: &Session) -> Speaker {
     Speaker {
         nick: session.nick,
         user: session.user().to_owned(),
-        host: session.peer.ip(),
+        host: session.peer,
     }
 }
 

@@ -211,8 +211,7 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return Ok(());
         };
-        let group =
-            crate::address::AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
+        let group = crate::address::AddressGroup::of(session.peer, self.config.limits.ipv6_prefix);
         let Some(address) = self.addresses.get_mut(&group) else {
             debug_assert!(false, "{conn} has no address entry");
             return Ok(());

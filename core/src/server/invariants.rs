@@ -141,7 +141,7 @@ impl Server {
         let graced = self
             .sessions
             .values()
-            .filter(|s| s.grace_at.is_some())
+            .filter(|s| s.standing().grace_at.is_some())
             .count();
         let mut timed = self.sessions.len() + throttled + graced + self.server_bans.len();
         let mut by_address: BTreeMap<AddressGroup, usize> = BTreeMap::new();
@@ -180,10 +180,10 @@ impl Server {
         }
         for (conn, session) in &self.sessions {
             let rooms = by_conn.get(conn).copied().unwrap_or(0);
-            if usize::from(session.rooms_created) != rooms {
+            if usize::from(session.standing().rooms_created) != rooms {
                 return Err(format!(
                     "{conn} is counted {} rooms created, {rooms} exist",
-                    session.rooms_created
+                    session.standing().rooms_created
                 ));
             }
         }

@@ -31,7 +31,7 @@ impl Server {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
-        let peer = session.peer.ip();
+        let peer = session.peer;
         let address = self.address_group(peer);
         // Operator names are valid nicknames (the config checks it); any
         // other text is a failure of the address alone, so the name table

@@ -63,7 +63,7 @@ impl Server {
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
         };
-        let Some(by) = self.sessions.get(&conn).map(|s| (speaker(s), s.account)) else {
+        let Some(by) = self.sessions.get(&conn).map(|s| (speaker(s), s.account())) else {
             return;
         };
         self.kick_member(&by.0, by.1.as_ref(), victim, &room_name, reason);
@@ -120,7 +120,7 @@ impl Server {
                 .collect();
             let (nick, user, host) = {
                 let who = &self.sessions[&victim];
-                (who.nick, who.user().to_owned(), who.peer.ip())
+                (who.nick, who.user().to_owned(), who.peer)
             };
             let message = format!("kicked by {}", by.nick);
             self.remove_session(victim, Farewell::Silent);
@@ -186,7 +186,7 @@ impl Server {
         let address = match target {
             BanTarget::Ip(address) => *address,
             BanTarget::Nick(nick) => match self.user_named(nick) {
-                Some(victim) => self.sessions[&victim].peer.ip(),
+                Some(victim) => self.sessions[&victim].peer,
                 // An operator's ban is the cluster's: a user of another
                 // node is banned by the address their node announced.
                 None => match self
@@ -218,7 +218,7 @@ impl Server {
                 let account = match target {
                     BanTarget::Nick(nick) => self
                         .user_named(nick)
-                        .and_then(|victim| self.sessions[&victim].account)
+                        .and_then(|victim| self.sessions[&victim].account())
                         .map(|account| account.folded()),
                     BanTarget::Ip(_) => None,
                 };
@@ -284,7 +284,7 @@ impl Server {
                     session.rooms.clone(),
                     session.nick,
                     session.user().to_owned(),
-                    session.peer.ip(),
+                    session.peer,
                 )
             })
             .collect();
@@ -486,7 +486,7 @@ impl Server {
         self.timers.schedule(until, timer);
         // A logged-in user's account is muted too: the mute follows it
         // to a new connection, from any address.
-        if let Some(account) = self.sessions.get(&victim).and_then(|s| s.account)
+        if let Some(account) = self.sessions.get(&victim).and_then(|s| s.account())
             && room.account_mutes.len() < limit
         {
             let account = account.folded();
@@ -500,9 +500,9 @@ impl Server {
             self.timers.schedule(until, timer);
         }
         if let Some(session) = self.sessions.get_mut(&victim)
-            && !session.muted_in.contains(room_name)
+            && !session.standing().muted_in.contains(room_name)
         {
-            session.muted_in.push(room_name.clone());
+            session.standing_mut().muted_in.push(room_name.clone());
         }
         let nick = self.nick_of(victim);
         let reply = Reply::Muted {
@@ -574,8 +574,12 @@ impl Server {
         }
         room.mutes.remove(&conn);
         let member = room.has_member(conn);
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.muted_in.retain(|muted| muted != room_name);
+        if let Some(standing) = self
+            .sessions
+            .get_mut(&conn)
+            .and_then(|s| s.standing_if_any())
+        {
+            standing.muted_in.retain(|muted| muted != room_name);
         }
         if !member {
             return;
@@ -685,7 +689,7 @@ impl Server {
     fn sessions_at(&self, address: IpAddr, moderator: Option<ConnId>) -> Vec<ConnId> {
         self.sessions
             .iter()
-            .filter(|&(&id, s)| Some(id) != moderator && s.peer.ip() == address && !s.is_operator())
+            .filter(|&(&id, s)| Some(id) != moderator && s.peer == address && !s.is_operator())
             .map(|(&id, _)| id)
             .collect()
     }
@@ -697,8 +701,12 @@ impl Server {
             conn,
         };
         self.timers.cancel(until, &timer);
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.muted_in.retain(|muted| muted != room_name);
+        if let Some(standing) = self
+            .sessions
+            .get_mut(&conn)
+            .and_then(|s| s.standing_if_any())
+        {
+            standing.muted_in.retain(|muted| muted != room_name);
         }
     }
 

@@ -46,13 +46,22 @@ impl Server {
     pub(super) fn enter_room(&mut self, conn: ConnId, name: &RoomName, entry: Entry) {
         let limit = self.config.presence_announce_limit;
         let style = self.out.style_of(conn);
-        let (Some(session), Some(room)) = (self.sessions.get_mut(&conn), self.rooms.get_mut(name))
-        else {
+        // The room's own name is shared (one allocation per room, not one
+        // per member): the caller's may be a copy parsed from a command.
+        let shared = self
+            .rooms
+            .get_key_value(name)
+            .map(|(shared, _)| shared.clone());
+        let (Some(session), Some(room), Some(shared)) = (
+            self.sessions.get_mut(&conn),
+            self.rooms.get_mut(name),
+            shared,
+        ) else {
             debug_assert!(false, "enter_room: {conn} or #{name} is gone");
             return;
         };
         if !session.rooms.contains(name) {
-            session.rooms.push(name.clone());
+            session.rooms.push(shared);
         }
         room.add_member(conn, style);
         match entry {
@@ -198,8 +207,12 @@ impl Server {
     /// history bounds and the first to go when they are exceeded.
     fn forget_room(&mut self, name: &RoomName, room: Room) {
         if let Some((creator, group)) = room.created_by {
-            if let Some(session) = self.sessions.get_mut(&creator) {
-                session.rooms_created = session.rooms_created.saturating_sub(1);
+            if let Some(standing) = self
+                .sessions
+                .get_mut(&creator)
+                .and_then(|s| s.standing_if_any())
+            {
+                standing.rooms_created = standing.rooms_created.saturating_sub(1);
             }
             if let Some(address) = self.addresses.get_mut(&group) {
                 address.rooms_created = address.rooms_created.saturating_sub(1);
@@ -222,8 +235,12 @@ impl Server {
             self.timers.cancel(until, &timer);
         }
         for conn in &room.invites {
-            if let Some(session) = self.sessions.get_mut(conn) {
-                session.invited_to.retain(|invited| invited != name);
+            if let Some(standing) = self
+                .sessions
+                .get_mut(conn)
+                .and_then(|s| s.standing_if_any())
+            {
+                standing.invited_to.retain(|invited| invited != name);
             }
         }
         if room.private {
@@ -316,8 +333,11 @@ impl Server {
             return;
         };
         let old = std::mem::replace(&mut session.nick, new);
-        self.nicks.remove(&old.folded());
-        self.nicks.insert(session.nick.folded(), conn);
+        self.nicks.remove(&old.folded(), conn);
+        self.index_nick(conn, &new);
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
         let mut me = session.person();
         me.nick = &old;
         self.out
@@ -325,7 +345,7 @@ impl Server {
         if let Some(viewer) = self.out.viewer_mut(conn) {
             viewer.nick = new;
         }
-        let (new, user, host) = (session.nick, session.user().to_owned(), session.peer.ip());
+        let (new, user, host) = (session.nick, session.user().to_owned(), session.peer);
         let reply = Reply::NickChanged {
             old: Person {
                 nick: &old,

@@ -148,7 +148,7 @@ impl Server {
         if matches!(args.target, Some(HistoryTarget::Whispers(_)))
             && self.accounts.is_registered(&session.nick)
             && session
-                .account
+                .account()
                 .is_none_or(|account| account.folded() != session.nick.folded())
         {
             // Whisper history is kept by nickname: holding a registered
@@ -325,8 +325,7 @@ impl Server {
         if room.modes.key.is_some() || room.modes.secret {
             return Some(format!("#{name} is closed"));
         }
-        if room.active_ban(session.peer.ip(), now).is_some()
-            || super::rooms::mask_banned(room, session)
+        if room.active_ban(session.peer, now).is_some() || super::rooms::mask_banned(room, session)
         {
             return Some(format!("you are banned from #{name}"));
         }

@@ -72,7 +72,7 @@ impl Server {
                 ErrorCode::InviteOnly,
                 format!("{chan} is private; ask its owner for an invitation"),
             ))
-        } else if let Some(ban) = room.active_ban(session.peer.ip(), now) {
+        } else if let Some(ban) = room.active_ban(session.peer, now) {
             Some((ErrorCode::Banned, describe_ban(&chan, ban, now)))
         } else if let Some(ban) = session
             .account_key()
@@ -102,7 +102,7 @@ impl Server {
             self.enter_room(conn, &target, Entry::Joined);
         }
         // A room its account owns comes back to it.
-        if let Some(account) = self.sessions.get(&conn).and_then(|s| s.account) {
+        if let Some(account) = self.sessions.get(&conn).and_then(|s| s.account()) {
             self.reclaim_rooms(conn, &account);
         }
     }
@@ -127,7 +127,8 @@ impl Server {
             return;
         };
         if let Some(session) = self.sessions.get_mut(&conn) {
-            session.rooms_created = session.rooms_created.saturating_add(1);
+            let standing = session.standing_mut();
+            standing.rooms_created = standing.rooms_created.saturating_add(1);
         }
         self.addresses.entry(group).or_default().rooms_created += 1;
         let mut room = Room::new(Some(conn), private);
@@ -135,7 +136,7 @@ impl Server {
         room.owner_account = self
             .sessions
             .get(&conn)
-            .and_then(|s| s.account)
+            .and_then(|s| s.account())
             .map(|account| account.folded());
         // On a node of a cluster, ids come from Redis: the floor is set by
         // the room's first line here (cluster.rs, `show_line`).
@@ -161,12 +162,12 @@ impl Server {
     /// new room against, or replies with the error.
     fn may_create_room(&mut self, conn: ConnId, target: &RoomName) -> Option<AddressGroup> {
         let session = self.sessions.get(&conn)?;
-        let group = AddressGroup::of(session.peer.ip(), self.config.limits.ipv6_prefix);
+        let group = AddressGroup::of(session.peer, self.config.limits.ipv6_prefix);
         if session.is_operator() {
             return Some(group);
         }
         let limits = &self.config.limits;
-        let text = if usize::from(session.rooms_created) >= limits.rooms_per_connection {
+        let text = if usize::from(session.standing().rooms_created) >= limits.rooms_per_connection {
             format!(
                 "you have created {} rooms that still exist, the most one connection may",
                 limits.rooms_per_connection
@@ -271,12 +272,13 @@ impl Server {
             return self.out.error(conn, ErrorCode::LimitReached, &text);
         }
         room.invites.insert(invitee);
-        let (by, user, host) = (me.nick, me.user().to_owned(), me.peer.ip());
+        let (by, user, host) = (me.nick, me.user().to_owned(), me.peer);
         let Some(guest) = self.sessions.get_mut(&invitee) else {
             return;
         };
-        if !guest.invited_to.contains(&name) {
-            guest.invited_to.push(name.clone());
+        let standing = guest.standing_mut();
+        if !standing.invited_to.contains(&name) {
+            standing.invited_to.push(name.clone());
         }
         self.out.send(
             conn,

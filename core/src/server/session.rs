@@ -1,6 +1,6 @@
 //! One connected client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -41,8 +41,9 @@ pub(crate) struct LineLimits {
 /// A connected client's state.
 #[derive(Debug)]
 pub(crate) struct Session {
-    /// The peer's address.
-    pub(crate) peer: SocketAddr,
+    /// The peer's address (its port is never needed, and leaving it out
+    /// keeps a session within a smaller allocation).
+    pub(crate) peer: IpAddr,
     /// The protocol it speaks.
     pub(crate) dialect: Dialect,
     /// Its transport is encrypted (TLS): passwords may cross it.
@@ -75,13 +76,25 @@ pub(crate) struct Session {
     pub(crate) ack: bool,
     /// Whether chat lines carry their message ids (`#ids on`).
     pub(crate) ids: bool,
-    /// Private rooms this client is invited to (to clean up on disconnect).
-    pub(crate) invited_to: SmallVec<[RoomName; 1]>,
-    /// Rooms where this client is muted (to clean up on disconnect).
-    pub(crate) muted_in: Vec<RoomName>,
     /// When this client's pending idle timer fires (to cancel it on
     /// disconnect rather than leave it pending).
     pub(crate) idle_at: Option<Instant>,
+    /// Account, grace period, invitations, mutes and rooms created: made
+    /// the first time the client has any (see [`Standing`]).
+    standing: Option<Box<Standing>>,
+}
+
+/// What a client holds beyond a plain connection: an account, a grace
+/// period, invitations, mutes, rooms it created. Most connections never
+/// hold any of it, so a session keeps it boxed and makes it on first need
+/// ([`Session::standing_mut`]): an idle connection pays one pointer for
+/// it instead of about a hundred bytes (ARCHITECTURE.md, decision 75).
+#[derive(Debug)]
+pub(crate) struct Standing {
+    /// Private rooms this client is invited to (to clean up on disconnect).
+    pub(crate) invited_to: Vec<RoomName>,
+    /// Rooms where this client is muted (to clean up on disconnect).
+    pub(crate) muted_in: Vec<RoomName>,
     /// Rooms this client created that still exist, for the per-connection
     /// room limit.
     pub(crate) rooms_created: u16,
@@ -101,11 +114,27 @@ pub(crate) struct Session {
     pub(crate) grace_until: Option<Instant>,
 }
 
+impl Standing {
+    /// A connection that holds nothing.
+    const NONE: Self = Self {
+        invited_to: Vec::new(),
+        muted_in: Vec::new(),
+        rooms_created: 0,
+        account: None,
+        oper_by_account: false,
+        grace_at: None,
+        grace_until: None,
+    };
+}
+
+/// What sessions without a [`Standing`] of their own read.
+static NO_STANDING: Standing = Standing::NONE;
+
 impl Session {
     pub(crate) fn new(peer: SocketAddr, dialect: Dialect, nick: Nick, now: Instant) -> Self {
         let irc = (dialect == Dialect::Irc).then(Box::default);
         Self {
-            peer,
+            peer: peer.ip(),
             dialect,
             encrypted: false,
             web: false,
@@ -120,15 +149,32 @@ impl Session {
             role: Role::User,
             ack: false,
             ids: false,
-            invited_to: SmallVec::new(),
-            muted_in: Vec::new(),
             idle_at: None,
-            rooms_created: 0,
-            account: None,
-            oper_by_account: false,
-            grace_at: None,
-            grace_until: None,
+            standing: None,
         }
+    }
+
+    /// The account, grace period, invitations, mutes and rooms created
+    /// (all empty for most connections).
+    pub(crate) fn standing(&self) -> &Standing {
+        self.standing.as_deref().unwrap_or(&NO_STANDING)
+    }
+
+    /// The same, to change: made on first need.
+    pub(crate) fn standing_mut(&mut self) -> &mut Standing {
+        self.standing
+            .get_or_insert_with(|| Box::new(Standing::NONE))
+    }
+
+    /// The same, to change only if there is one (removing from it never
+    /// needs one made).
+    pub(crate) fn standing_if_any(&mut self) -> Option<&mut Standing> {
+        self.standing.as_deref_mut()
+    }
+
+    /// The account logged in to, as registered.
+    pub(crate) fn account(&self) -> Option<Nick> {
+        self.standing().account
     }
 
     /// The account mutes and bans of this client are looked up by
@@ -136,7 +182,8 @@ impl Session {
     /// holds without logging in (during the grace period), so a guest
     /// taking a muted nickname is muted too.
     pub(crate) fn account_key(&self) -> Option<Nick> {
-        match (&self.account, self.grace_at) {
+        let standing = self.standing();
+        match (&standing.account, standing.grace_at) {
             (Some(account), _) => Some(account.folded()),
             (None, Some(_)) => Some(self.nick.folded()),
             (None, None) => None,
@@ -165,8 +212,8 @@ impl Session {
         Person {
             nick: &self.nick,
             user: self.user(),
-            host: self.peer.ip(),
-            account: self.account.as_ref(),
+            host: self.peer,
+            account: self.standing().account.as_ref(),
         }
     }
 
@@ -176,7 +223,7 @@ impl Session {
         self.irc
             .as_ref()
             .and_then(|irc| irc.user.as_ref())
-            .map_or("native", |(user, _)| user)
+            .map_or("native", UserNames::user)
     }
 
     /// The away message, if away (IRC `AWAY`; native clients never are).
@@ -217,7 +264,7 @@ pub(crate) struct IrcState {
     pub(crate) nick_given: bool,
     /// The user name as shown (`~` and the `USER` name) and the real
     /// name, once given.
-    pub(crate) user: Option<(Box<str>, Box<str>)>,
+    pub(crate) user: Option<UserNames>,
     /// The away message, if away (`AWAY`).
     pub(crate) away: Option<Box<str>>,
     /// `CAP LS` or `CAP REQ` started negotiation: registration waits for
@@ -232,6 +279,75 @@ pub(crate) struct IrcState {
     /// Receives WALLOPS.
     pub(crate) wallops: bool,
     /// A SASL exchange in progress: the base64 credentials received so
-    /// far (`AUTHENTICATE` lines of 400 bytes continue).
-    pub(crate) sasl: Option<String>,
+    /// far (`AUTHENTICATE` lines of 400 bytes continue). Boxed: it lives
+    /// for one exchange, and inline it would grow every IRC connection's
+    /// state for good.
+    #[allow(
+        clippy::box_collection,
+        reason = "the box is the point: 8 bytes while idle instead of 24"
+    )]
+    pub(crate) sasl: Option<Box<String>>,
+}
+
+/// An IRC client's user name as shown and its real name, in one
+/// allocation rather than two: every registered IRC connection holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserNames {
+    /// The user name followed by the real name.
+    text: Box<str>,
+    /// Where the real name begins.
+    split: u16,
+}
+
+impl UserNames {
+    /// Both names; `user` is at most a few hundred bytes (one IRC line
+    /// holds both).
+    pub(crate) fn new(user: &str, realname: &str) -> Self {
+        let mut end = user.len().min(usize::from(u16::MAX));
+        while !user.is_char_boundary(end) {
+            end -= 1;
+        }
+        let user = &user[..end];
+        Self {
+            text: format!("{user}{realname}").into_boxed_str(),
+            split: u16::try_from(user.len()).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// The user name as shown (`~` and the `USER` name).
+    pub(crate) fn user(&self) -> &str {
+        &self.text[..usize::from(self.split)]
+    }
+
+    /// The real name.
+    pub(crate) fn realname(&self) -> &str {
+        &self.text[usize::from(self.split)..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_keep_both_names_apart_in_one_allocation() {
+        let names = UserNames::new("~zoë", "Zoë Ångström: 🦀 rust");
+        assert_eq!(names.user(), "~zoë");
+        assert_eq!(names.realname(), "Zoë Ångström: 🦀 rust");
+        let empty = UserNames::new("~user", "");
+        assert_eq!((empty.user(), empty.realname()), ("~user", ""));
+    }
+
+    #[test]
+    fn a_connection_without_standing_reads_empty_and_gets_one_on_first_change() {
+        let now = crate::test_support::epoch();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut session = Session::new(peer, Dialect::Native, Nick::parse("ann").unwrap(), now);
+        assert!(session.standing.is_none());
+        assert_eq!(session.account(), None);
+        assert!(session.standing_if_any().is_none());
+        session.standing_mut().account = Some(Nick::parse("ann").unwrap());
+        assert_eq!(session.account(), Some(Nick::parse("ann").unwrap()));
+        assert_eq!(session.peer, IpAddr::from([127, 0, 0, 1]));
+    }
 }

@@ -12,6 +12,7 @@ use crate::irc::render::{self as irc_render};
 use crate::render::{IrcTags, Style};
 
 use super::{CHATHISTORY_LIMIT, MAX_TARGETS, VERSION};
+use crate::server::session::UserNames;
 use crate::server::{Farewell, Server};
 
 impl Server {
@@ -96,7 +97,7 @@ impl Server {
         let realname: String = realname.chars().take(100).collect();
         let user = format!("~{clean}");
         if let Some(irc) = session.irc.as_mut() {
-            irc.user = Some((user.into(), realname.into()));
+            irc.user = Some(UserNames::new(&user, &realname));
         }
         self.complete_registration(conn);
     }

@@ -34,7 +34,7 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
-        if session.account.is_some() {
+        if session.account().is_some() {
             return self.out.send(conn, &Reply::Sasl(SaslStep::Already));
         }
         let Some(irc) = session.irc.as_mut() else {
@@ -56,7 +56,7 @@ impl Server {
                 return self.out.send(conn, &Reply::Sasl(SaslStep::Failed));
             }
             if let Some(irc) = self.sessions.get_mut(&conn).and_then(|s| s.irc.as_mut()) {
-                irc.sasl = Some(String::new());
+                irc.sasl = Some(Box::default());
             }
             return self.out.send(conn, &Reply::Sasl(SaslStep::Continue));
         };

@@ -89,7 +89,7 @@ impl Server {
         multi_prefix: bool,
     ) -> Vec<String> {
         let session = &self.sessions[&target];
-        let (user, host) = (session.user(), host_text(session.peer.ip()));
+        let (user, host) = (session.user(), host_text(session.peer));
         let mut flags = String::from(if session.away().is_some() { "G" } else { "H" });
         if session.is_operator() {
             flags.push('*');
@@ -140,11 +140,11 @@ impl Server {
         let server = self.config.irc.server_name.clone();
         let session = &self.sessions[&found];
         let nick = session.nick.to_string();
-        let (user, host) = (session.user().to_owned(), host_text(session.peer.ip()));
+        let (user, host) = (session.user().to_owned(), host_text(session.peer));
         let real = realname(session);
         let away = session.away().map(str::to_owned);
         let operator = session.is_operator();
-        let account = session.account.map(|account| account.to_string());
+        let account = session.account().map(|account| account.to_string());
         let channels: Vec<String> = session
             .rooms
             .iter()
@@ -242,7 +242,7 @@ impl Server {
                     session.nick,
                     if session.is_operator() { "*" } else { "" },
                     if session.away().is_some() { '-' } else { '+' },
-                    format_args!("{}@{}", session.user(), host_text(session.peer.ip()))
+                    format_args!("{}@{}", session.user(), host_text(session.peer))
                 )
             })
             .collect();
@@ -349,5 +349,8 @@ fn realname(session: &crate::server::session::Session) -> String {
         .irc
         .as_ref()
         .and_then(|irc| irc.user.as_ref())
-        .map_or_else(|| session.nick.to_string(), |(_, real)| real.to_string())
+        .map_or_else(
+            || session.nick.to_string(),
+            |names| names.realname().to_owned(),
+        )
 }
