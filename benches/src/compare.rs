@@ -87,6 +87,11 @@ enum Run {
 /// The rate sweep, slowest first.
 const SWEEP: [Run; 3] = [Run::Sweep2k, Run::S2Light, Run::Sweep200k];
 
+/// The names of the sweep's runs, slowest first, for the chart.
+pub(crate) fn sweep_names() -> [&'static str; 3] {
+    SWEEP.map(Run::name)
+}
+
 impl Run {
     fn name(self) -> &'static str {
         match self {
@@ -564,6 +569,7 @@ mod tests {
                 ("sweep 200k", 2_000, 198_000)
             ]
         );
+        assert_eq!(sweep_names(), ["sweep 2k", "S2-light", "sweep 200k"]);
     }
 
     #[test]
