@@ -221,9 +221,12 @@ fn sweep_panel(svg: &mut String, top: f64, title: &str, lines: &[Line]) {
         escape(title)
     );
     let points = || lines.iter().flat_map(|(_, points)| points.iter().copied());
+    // Only positive values have a place on a log scale; one at zero would
+    // stretch the axis to 10^i32::MIN and its grid loop with it.
     let range = |values: Vec<f64>| {
-        let max = values.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
-        decades(values.iter().copied().fold(max, f64::min), max)
+        let positive = || values.iter().copied().filter(|v| *v > 0.0);
+        let max = positive().fold(f64::MIN_POSITIVE, f64::max);
+        decades(positive().fold(max, f64::min), max)
     };
     let (x_low, x_high) = range(points().map(|(rate, _)| rate).collect());
     let (y_low, y_high) = range(points().map(|(_, p99)| p99).collect());
