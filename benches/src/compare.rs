@@ -181,8 +181,10 @@ pub struct CompareArgs {
     /// Sending time per fan-out run, in seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Scenarios to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S1NoPersist, Scenario::S2, Scenario::S2Lite, Scenario::S3])]
+    /// Scenarios to run. All of them by default: S2-light's target is
+    /// set against the peers in the same run, and the sweep around it is
+    /// only comparable when measured on the same machine state.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S1NoPersist, Scenario::S2, Scenario::S2Lite, Scenario::S2Light, Scenario::Sweep, Scenario::S3])]
     pub scenarios: Vec<Scenario>,
     /// Idle connections for S3.
     #[arg(long, default_value_t = 19_000)]
