@@ -1,10 +1,11 @@
-//! The comparison's SVG chart: throughput per target, and latency
-//! percentiles per target and scenario (log scale). Plain SVG text, no
-//! dependencies.
+//! The comparison's SVG chart: throughput per target, latency
+//! percentiles per target and scenario (log scale), and each target's p99
+//! against the delivery rate over the rate sweep (log-log). Plain SVG
+//! text, no dependencies.
 
 use std::fmt::Write as _;
 
-use crate::compare::Medians;
+use crate::compare::{Medians, sweep_names};
 
 const WIDTH: f64 = 960.0;
 const PANEL_HEIGHT: f64 = 300.0;
@@ -15,6 +16,9 @@ const COLOURS: [&str; 6] = [
 
 /// One bar group: a label and (series, value) bars.
 type Group = (String, Vec<(String, f64)>);
+
+/// One target's line: its name and (deliveries/s, p99 ms) points.
+type Line = (String, Vec<(f64, f64)>);
 
 /// Renders the chart for these targets from the medians.
 pub fn render(targets: &[String], medians: &Medians) -> String {
@@ -43,7 +47,7 @@ pub fn render(targets: &[String], medians: &Medians) -> String {
             false,
         ));
     }
-    for scenario in ["S1", "S2", "S2-lite"] {
+    for scenario in ["S1", "S2", "S2-lite", "S2-light"] {
         let groups: Vec<Group> = targets
             .iter()
             .map(|target| {
@@ -66,12 +70,38 @@ pub fn render(targets: &[String], medians: &Medians) -> String {
             ));
         }
     }
-    let height = PANEL_HEIGHT * panels.len().max(1) as f64;
+    // Each point is a run of the sweep the target has both figures for,
+    // slowest first; a missing or zero figure (nothing delivered) has no
+    // place on a log scale and is left out rather than drawn at the axis.
+    let sweep: Vec<Line> = targets
+        .iter()
+        .map(|target| {
+            let points = sweep_names()
+                .iter()
+                .filter_map(|run| {
+                    let rate = value(run, target, "deliveries/s")?;
+                    let p99 = value(run, target, "p99 us")? / 1000.0;
+                    (rate > 0.0 && p99 > 0.0).then_some((rate, p99))
+                })
+                .collect();
+            (target.clone(), points)
+        })
+        .collect();
+    let has_sweep = sweep.iter().any(|(_, points)| !points.is_empty());
+    let height = PANEL_HEIGHT * (panels.len() + usize::from(has_sweep)).max(1) as f64;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     for (index, (title, groups, log)) in panels.iter().enumerate() {
         panel(&mut svg, index as f64 * PANEL_HEIGHT, title, groups, *log);
+    }
+    if has_sweep {
+        sweep_panel(
+            &mut svg,
+            panels.len() as f64 * PANEL_HEIGHT,
+            "Rate sweep (10 rooms x 100): p99 latency, ms, against deliveries/s, log-log (lower is better)",
+            &sweep,
+        );
     }
     svg.push_str("</svg>\n");
     svg
@@ -100,10 +130,7 @@ fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
         .filter(|v| *v > 0.0)
         .fold(max, f64::min);
     let (low, high) = if log {
-        (
-            min.log10().floor().min(max.log10() - 1.0),
-            max.log10().ceil(),
-        )
+        decades(min, max)
     } else {
         (0.0, max * 1.1)
     };
@@ -180,6 +207,128 @@ fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
     }
 }
 
+/// A line per target through its points, a marker on each point, a
+/// decade grid on both axes and a legend. A target keeps the colour of
+/// its place in `lines`, whether or not the ones before it have points.
+fn sweep_panel(svg: &mut String, top: f64, title: &str, lines: &[Line]) {
+    let plot_top = top + 40.0;
+    let plot_bottom = top + PANEL_HEIGHT - 50.0;
+    let plot_width = WIDTH - LEFT - 20.0;
+    let _ = writeln!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
+        top + 22.0,
+        escape(title)
+    );
+    let points = || lines.iter().flat_map(|(_, points)| points.iter().copied());
+    // Only positive values have a place on a log scale; one at zero would
+    // stretch the axis to 10^i32::MIN and its grid loop with it.
+    let range = |values: Vec<f64>| {
+        let positive = || values.iter().copied().filter(|v| *v > 0.0);
+        let max = positive().fold(f64::MIN_POSITIVE, f64::max);
+        decades(positive().fold(max, f64::min), max)
+    };
+    let (x_low, x_high) = range(points().map(|(rate, _)| rate).collect());
+    let (y_low, y_high) = range(points().map(|(_, p99)| p99).collect());
+    let x_of = |rate: f64| LEFT + (rate.log10() - x_low) / (x_high - x_low) * plot_width;
+    let y_of = |p99: f64| {
+        plot_bottom - (p99.log10() - y_low) / (y_high - y_low) * (plot_bottom - plot_top)
+    };
+    for exponent in y_low as i32..=y_high as i32 {
+        let tick = 10f64.powi(exponent);
+        let y = y_of(tick);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT + plot_width,
+            LEFT - 6.0,
+            y + 4.0,
+            short(tick)
+        );
+    }
+    for exponent in x_low as i32..=x_high as i32 {
+        let tick = 10f64.powi(exponent);
+        let x = x_of(tick);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{plot_top:.1}\" x2=\"{x:.1}\" y2=\"{plot_bottom:.1}\" stroke=\"#ddd\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            plot_bottom + 16.0,
+            rate_label(tick)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">deliveries/s</text>",
+        LEFT + plot_width,
+        plot_bottom + 34.0
+    );
+    let drawn = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, points))| !points.is_empty());
+    for (slot, (i, (target, points))) in drawn.enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let coordinates: Vec<String> = points
+            .iter()
+            .map(|&(rate, p99)| format!("{:.1},{:.1}", x_of(rate), y_of(p99)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"><title>{}</title></polyline>",
+            coordinates.join(" "),
+            escape(target)
+        );
+        for &(rate, p99) in points {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"><title>{} at {} deliveries/s: p99 {} ms</title></circle>",
+                x_of(rate),
+                y_of(p99),
+                escape(target),
+                rate_label(rate),
+                short(p99)
+            );
+        }
+        let x = LEFT + slot as f64 * 110.0;
+        let y = plot_bottom + 34.0;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{y:.1}\">{}</text>",
+            y - 9.0,
+            x + 14.0,
+            escape(target)
+        );
+    }
+}
+
+/// A log scale's ends, in powers of ten: from the decade at or below the
+/// smallest value (and at least one below the largest) to the decade at
+/// or above the largest.
+fn decades(min: f64, max: f64) -> (f64, f64) {
+    (
+        min.log10().floor().min(max.log10().ceil() - 1.0),
+        max.log10().ceil(),
+    )
+}
+
+/// A delivery rate as the sweep's names write it: 2k, 200k, 1.5M.
+fn rate_label(rate: f64) -> String {
+    let compact = |v: f64| {
+        if v >= 10.0 || v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    if rate >= 1e6 {
+        format!("{}M", compact(rate / 1e6))
+    } else if rate >= 1e3 {
+        format!("{}k", compact(rate / 1e3))
+    } else {
+        compact(rate)
+    }
+}
+
 fn short(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
@@ -222,5 +371,104 @@ mod tests {
         );
         assert!(svg.contains("poll: 5.0"), "{svg}");
         assert!(svg.contains("iocp p99: 2.5"), "{svg}");
+    }
+
+    /// Medians of the sweep's runs: (run, target, deliveries/s, p99 us).
+    fn sweep_medians(points: &[(&str, &str, f64, f64)]) -> Medians {
+        let mut medians = Medians::new();
+        for &(run, target, rate, p99) in points {
+            let figures = [("deliveries/s", rate), ("p99 us", p99)]
+                .into_iter()
+                .collect();
+            medians.insert((run.into(), target.into()), figures);
+        }
+        medians
+    }
+
+    /// The sweep panel's lines: (target, points), each point checked to
+    /// lie inside the chart.
+    fn polylines(svg: &str) -> Vec<(String, usize)> {
+        svg.lines()
+            .filter(|line| line.starts_with("<polyline"))
+            .map(|line| {
+                let points = line
+                    .split("points=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                for coordinate in points.split([' ', ',']) {
+                    let value: f64 = coordinate.parse().unwrap();
+                    assert!((0.0..=WIDTH).contains(&value), "{line}");
+                }
+                let target = line
+                    .split("<title>")
+                    .nth(1)
+                    .unwrap()
+                    .split('<')
+                    .next()
+                    .unwrap();
+                (target.to_owned(), points.split(' ').count())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_sweep_panel_has_a_line_per_server_through_each_of_its_points() {
+        let mut points = Vec::new();
+        for (target, slowdown) in [("poll", 1.0), ("iocp", 1.2), ("redis", 2.0)] {
+            points.push(("sweep 2k", target, 1_980.0, 900.0 * slowdown));
+            points.push(("S2-light", target, 19_800.0, 1_500.0 * slowdown));
+            points.push(("sweep 200k", target, 198_000.0, 90_000.0 * slowdown));
+        }
+        let targets = ["poll", "iocp", "redis", "ngircd"].map(String::from);
+        let svg = render(&targets, &sweep_medians(&points));
+        // ngircd has no point, so no line.
+        assert_eq!(
+            polylines(&svg),
+            [("poll".into(), 3), ("iocp".into(), 3), ("redis".into(), 3)]
+        );
+        assert_eq!(svg.matches("<circle").count(), 9);
+        assert!(
+            svg.contains("poll at 20k deliveries/s: p99 1.5 ms"),
+            "{svg}"
+        );
+        // S2-light is also in the latency percentiles.
+        assert!(svg.contains("S2-light latency percentiles"), "{svg}");
+        assert!(svg.contains("poll p99: 1.5"), "{svg}");
+    }
+
+    #[test]
+    fn a_missing_sweep_point_is_left_out_not_drawn_at_zero() {
+        let mut medians = sweep_medians(&[
+            ("sweep 2k", "poll", 1_980.0, 900.0),
+            ("S2-light", "poll", 19_800.0, 1_500.0),
+            ("sweep 200k", "poll", 198_000.0, 90_000.0),
+            // iocp has no 200k run (it failed every round).
+            ("sweep 2k", "iocp", 1_980.0, 1_000.0),
+            ("S2-light", "iocp", 19_800.0, 1_700.0),
+            // Nothing delivered at 200k: no latency to place on a log scale.
+            ("sweep 2k", "relay", 1_980.0, 800.0),
+            ("sweep 200k", "relay", 0.0, 0.0),
+        ]);
+        // redis's 2k run has a rate but no p99.
+        medians.insert(
+            ("sweep 2k".into(), "redis".into()),
+            [("deliveries/s", 2_000.0)].into_iter().collect(),
+        );
+        medians.extend(sweep_medians(&[("S2-light", "redis", 20_000.0, 3_000.0)]));
+        let targets = ["poll", "iocp", "redis", "relay"].map(String::from);
+        let svg = render(&targets, &medians);
+        assert_eq!(
+            polylines(&svg),
+            [
+                ("poll".into(), 3),
+                ("iocp".into(), 2),
+                ("redis".into(), 1),
+                ("relay".into(), 1)
+            ]
+        );
+        assert_eq!(svg.matches("<circle").count(), 7);
     }
 }

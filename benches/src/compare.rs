@@ -18,7 +18,8 @@ use crate::fanout::{self, FanoutPlan, Peer};
 use crate::peers::{self, PeerSpec};
 use crate::server::{Launch, ServerProcess, chatd_peer, parse_dialect};
 
-/// The scenarios (BENCHMARKS.md describes each).
+/// The scenarios (BENCHMARKS.md describes each): what `--scenarios` picks.
+/// Each is made of one or more [`Run`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Scenario {
     /// 1 room x 100 clients, 10 senders flat out, 64 in flight, 64 bytes.
@@ -29,17 +30,78 @@ pub enum Scenario {
     S2,
     /// S2 at 200 msgs/s in total.
     S2Lite,
+    /// 10 rooms x 100 clients, 100 senders, 200 msgs/s in total (about
+    /// 20,000 deliveries/s): light enough to measure the server's own
+    /// latency rather than the queueing of a saturated machine.
+    S2Light,
+    /// The S2-light shape at 20, 200 and 2,000 msgs/s (2k, 20k and 200k
+    /// deliveries/s); its middle point is S2-light itself.
+    Sweep,
     /// Idle connections (19,000 by default).
     S3,
 }
 
 impl Scenario {
+    /// The runs it is made of, in order.
+    fn runs(self) -> Vec<Run> {
+        match self {
+            Self::S1 => vec![Run::S1],
+            Self::S1NoPersist => vec![Run::S1NoPersist],
+            Self::S2 => vec![Run::S2],
+            Self::S2Lite => vec![Run::S2Lite],
+            Self::S2Light => vec![Run::S2Light],
+            Self::Sweep => SWEEP.to_vec(),
+            Self::S3 => vec![Run::S3],
+        }
+    }
+}
+
+/// The runs of these scenarios in order, each once: S2-light is also the
+/// sweep's middle point, and is measured once when both are asked for.
+fn runs_of(scenarios: &[Scenario]) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for run in scenarios.iter().flat_map(|s| s.runs()) {
+        if !runs.contains(&run) {
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// One measured workload, with a section of its own in the summary and
+/// its own rows in runs.csv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Run {
+    S1,
+    S1NoPersist,
+    S2,
+    S2Lite,
+    S2Light,
+    /// The S2-light shape at a tenth of its rate.
+    Sweep2k,
+    /// The S2-light shape at ten times its rate.
+    Sweep200k,
+    S3,
+}
+
+/// The rate sweep, slowest first.
+const SWEEP: [Run; 3] = [Run::Sweep2k, Run::S2Light, Run::Sweep200k];
+
+/// The names of the sweep's runs, slowest first, for the chart.
+pub(crate) fn sweep_names() -> [&'static str; 3] {
+    SWEEP.map(Run::name)
+}
+
+impl Run {
     fn name(self) -> &'static str {
         match self {
             Self::S1 => "S1",
             Self::S1NoPersist => "S1 no-persist",
             Self::S2 => "S2",
             Self::S2Lite => "S2-lite",
+            Self::S2Light => "S2-light",
+            Self::Sweep2k => "sweep 2k",
+            Self::Sweep200k => "sweep 200k",
             Self::S3 => "S3",
         }
     }
@@ -51,11 +113,17 @@ impl Scenario {
 
     fn plan(self, seconds: u64) -> FanoutPlan {
         let duration = Duration::from_secs(seconds);
-        let fan_out = |rate| FanoutPlan::paced(10_000, 10, 100, rate, duration);
+        // S2's rooms of 1,000, where each member's share of the rate
+        // saturates this machine; and rooms of 100, where it does not.
+        let s2 = |rate| FanoutPlan::paced(10_000, 10, 100, rate, duration);
+        let s2_light = |rate| FanoutPlan::paced(1_000, 10, 100, rate, duration);
         match self {
             Self::S1 | Self::S1NoPersist | Self::S3 => FanoutPlan::s1(duration, None, false),
-            Self::S2 => fan_out(2_000),
-            Self::S2Lite => fan_out(200),
+            Self::S2 => s2(2_000),
+            Self::S2Lite => s2(200),
+            Self::S2Light => s2_light(200),
+            Self::Sweep2k => s2_light(20),
+            Self::Sweep200k => s2_light(2_000),
         }
     }
 
@@ -71,7 +139,7 @@ impl Scenario {
                 GENERATOR_CPU,
                 PEAK_RSS,
             ],
-            Self::S2 | Self::S2Lite => &[
+            Self::S2 | Self::S2Lite | Self::S2Light | Self::Sweep2k | Self::Sweep200k => &[
                 DELIVERIES,
                 LOST,
                 P50,
@@ -113,8 +181,10 @@ pub struct CompareArgs {
     /// Sending time per fan-out run, in seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
-    /// Scenarios to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S1NoPersist, Scenario::S2, Scenario::S2Lite, Scenario::S3])]
+    /// Scenarios to run. All of them by default: S2-light's target is
+    /// set against the peers in the same run, and the sweep around it is
+    /// only comparable when measured on the same machine state.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::S1, Scenario::S1NoPersist, Scenario::S2, Scenario::S2Lite, Scenario::S2Light, Scenario::Sweep, Scenario::S3])]
     pub scenarios: Vec<Scenario>,
     /// Idle connections for S3.
     #[arg(long, default_value_t = 19_000)]
@@ -164,10 +234,10 @@ fn chatd_column(backend: &str, dialect: Dialect) -> String {
 /// One run's figures.
 type Figures = BTreeMap<&'static str, f64>;
 
-/// Every run: (scenario, target) -> figures per round.
+/// Every run: (run, target) -> figures per round.
 #[derive(Debug, Default)]
 struct Results {
-    runs: BTreeMap<(Scenario, String), Vec<Figures>>,
+    runs: BTreeMap<(Run, String), Vec<Figures>>,
     csv: String,
     failures: Vec<String>,
 }
@@ -206,37 +276,38 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         csv: "round,scenario,target,metric,value\n".into(),
         ..Results::default()
     };
+    let runs = runs_of(&args.scenarios);
     for round in 0..args.rounds {
         let mut order = targets.clone();
         if round % 2 == 1 {
             order.reverse();
         }
-        for &scenario in &args.scenarios {
+        for &run in &runs {
             for target in &order {
-                if scenario.chatd_only() && matches!(target, Target::Peer(..)) {
+                if run.chatd_only() && matches!(target, Target::Peer(..)) {
                     continue;
                 }
                 eprintln!(
                     "round {}/{}: {} on {}",
                     round + 1,
                     args.rounds,
-                    scenario.name(),
+                    run.name(),
                     target.name()
                 );
-                match run_one(args, &chatd, scenario, target) {
+                match run_one(args, &chatd, run, target) {
                     Ok(figures) => {
                         for (metric, value) in &figures {
                             let _ = writeln!(
                                 results.csv,
                                 "{},{},{},{metric},{value}",
                                 round + 1,
-                                scenario.name(),
+                                run.name(),
                                 target.name()
                             );
                         }
                         results
                             .runs
-                            .entry((scenario, target.name()))
+                            .entry((run, target.name()))
                             .or_default()
                             .push(figures);
                     }
@@ -244,7 +315,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
                         let line = format!(
                             "round {}: {} on {} FAILED: {error:#}",
                             round + 1,
-                            scenario.name(),
+                            run.name(),
                             target.name()
                         );
                         eprintln!("!!! {line}");
@@ -256,7 +327,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     }
     let names: Vec<String> = targets.iter().map(Target::name).collect();
     let medians = medians(&results);
-    let table = summary(args, &names, &medians, &results.failures, &skipped);
+    let table = summary(args, &runs, &names, &medians, &results.failures, &skipped);
     println!("{table}");
     std::fs::write(folder.join("summary.md"), &table)?;
     std::fs::write(folder.join("runs.csv"), &results.csv)?;
@@ -268,16 +339,16 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the target, runs one scenario, stops the target.
+/// Starts the target, measures one run, stops the target.
 fn run_one(
     args: &CompareArgs,
     chatd: &std::path::Path,
-    scenario: Scenario,
+    run: Run,
     target: &Target,
 ) -> anyhow::Result<Figures> {
     let server = match target {
         Target::Chatd(backend, dialect) => {
-            let extra: &[&str] = if scenario == Scenario::S1NoPersist {
+            let extra: &[&str] = if run == Run::S1NoPersist {
                 &["--no-persist"]
             } else {
                 &[]
@@ -287,7 +358,7 @@ fn run_one(
         Target::Peer(peer) => peer.0.start(chatd)?,
     };
     let mut figures = Figures::new();
-    if scenario == Scenario::S3 {
+    if run == Run::S3 {
         let report = connect::run(&server, args.idle_connections, args.dialect, false)?;
         figures.insert(CONNECT_SECONDS, report.elapsed.as_secs_f64());
         figures.insert(FAILURES, report.failures as f64);
@@ -298,7 +369,7 @@ fn run_one(
         Target::Chatd(_, dialect) => chatd_peer(*dialect),
         Target::Peer(peer) => peer.1.clone(),
     };
-    let measured = fanout::measure(&server, &peer, &scenario.plan(args.seconds), false)?;
+    let measured = fanout::measure(&server, &peer, &run.plan(args.seconds), false)?;
     let report = &measured.report;
     let latency = &report.latency;
     figures.insert(DELIVERIES, report.deliveries_per_second());
@@ -318,16 +389,16 @@ fn run_one(
     Ok(figures)
 }
 
-/// The median of each figure over the rounds: (scenario, target) -> figures.
+/// The median of each figure over the rounds: (run name, target) -> figures.
 pub(crate) type Medians = BTreeMap<(String, String), Figures>;
 
 fn medians(results: &Results) -> Medians {
     results
         .runs
         .iter()
-        .map(|((scenario, target), rounds)| {
+        .map(|((run, target), rounds)| {
             let mut figures = Figures::new();
-            for metric in scenario.metrics() {
+            for metric in run.metrics() {
                 let mut values: Vec<f64> = rounds
                     .iter()
                     .filter_map(|f| f.get(metric))
@@ -337,7 +408,7 @@ fn medians(results: &Results) -> Medians {
                     figures.insert(metric, median);
                 }
             }
-            ((scenario.name().to_owned(), target.clone()), figures)
+            ((run.name().to_owned(), target.clone()), figures)
         })
         .collect()
 }
@@ -355,10 +426,11 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// The Markdown table: one section per scenario, a row per figure, a
-/// column per target, and iocp / poll.
+/// The Markdown table: one section per run, a row per figure, a column
+/// per target, and iocp / poll.
 fn summary(
     args: &CompareArgs,
+    runs: &[Run],
     targets: &[String],
     medians: &Medians,
     failures: &[String],
@@ -377,22 +449,22 @@ fn summary(
     );
     let poll = chatd_column("poll", args.dialect);
     let iocp = chatd_column("iocp", args.dialect);
-    for &scenario in &args.scenarios {
+    for &run in runs {
         let columns: Vec<&String> = targets
             .iter()
-            .filter(|t| !scenario.chatd_only() || **t == poll || **t == iocp)
+            .filter(|t| !run.chatd_only() || **t == poll || **t == iocp)
             .collect();
-        let _ = writeln!(out, "## {}\n", scenario.name());
+        let _ = writeln!(out, "## {}\n", run.name());
         let _ = write!(out, "| |");
         for target in &columns {
             let _ = write!(out, " {target} |");
         }
         let _ = writeln!(out, " iocp / poll |");
         let _ = writeln!(out, "|---|{}---|", "---|".repeat(columns.len()));
-        for metric in scenario.metrics() {
+        for metric in run.metrics() {
             let value = |target: &str| {
                 medians
-                    .get(&(scenario.name().to_owned(), target.to_owned()))
+                    .get(&(run.name().to_owned(), target.to_owned()))
                     .and_then(|f| f.get(metric))
                     .copied()
             };
@@ -460,6 +532,92 @@ mod tests {
     fn chatd_over_irc_has_columns_of_its_own() {
         assert_eq!(chatd_column("poll", Dialect::Native), "poll");
         assert_eq!(chatd_column("iocp", Dialect::Irc), "iocp-irc");
+    }
+
+    #[test]
+    fn s2_light_is_ten_rooms_of_a_hundred_at_200_messages_a_second() {
+        let plan = Run::S2Light.plan(5);
+        assert_eq!(
+            (plan.clients, plan.rooms, plan.senders, plan.rate),
+            (1_000, 10, 100, Some(200))
+        );
+        assert_eq!(plan.duration, Duration::from_secs(5));
+        // S2-lite keeps its rooms of 1,000.
+        let lite = Run::S2Lite.plan(5);
+        assert_eq!(
+            (lite.clients, lite.rooms, lite.senders, lite.rate),
+            (10_000, 10, 100, Some(200))
+        );
+    }
+
+    #[test]
+    fn the_sweep_is_the_s2_light_shape_at_the_delivery_rates_it_is_named_after() {
+        let shape = |plan: &FanoutPlan| (plan.clients, plan.rooms, plan.senders);
+        let light = Run::S2Light.plan(5);
+        let mut points = Vec::new();
+        for run in SWEEP {
+            let plan = run.plan(5);
+            assert_eq!(shape(&plan), shape(&light), "{}", run.name());
+            let rate = plan.rate.expect("the sweep is paced");
+            // Each message reaches the other 99 members of its room.
+            let deliveries = rate * (plan.clients / plan.rooms - 1) as u64;
+            points.push((run.name(), rate, deliveries));
+        }
+        assert_eq!(
+            points,
+            [
+                ("sweep 2k", 20, 1_980),
+                ("S2-light", 200, 19_800),
+                ("sweep 200k", 2_000, 198_000)
+            ]
+        );
+        assert_eq!(sweep_names(), ["sweep 2k", "S2-light", "sweep 200k"]);
+    }
+
+    #[test]
+    fn s2_light_is_measured_once_when_the_sweep_is_also_asked_for() {
+        assert_eq!(
+            runs_of(&[Scenario::S2Light, Scenario::Sweep]),
+            [Run::S2Light, Run::Sweep2k, Run::Sweep200k]
+        );
+        assert_eq!(runs_of(&[Scenario::Sweep]), SWEEP);
+        assert_eq!(
+            runs_of(&[Scenario::S2Lite, Scenario::S3]),
+            [Run::S2Lite, Run::S3]
+        );
+    }
+
+    #[test]
+    fn the_summary_has_a_section_per_point_of_the_sweep() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        let args =
+            <Command as clap::Parser>::parse_from(["compare", "--scenarios", "sweep"]).compare;
+        let mut medians = Medians::new();
+        for (run, p99) in [
+            ("sweep 2k", 900.0),
+            ("S2-light", 1_500.0),
+            ("sweep 200k", 40_000.0),
+        ] {
+            medians.insert(
+                (run.into(), "poll".into()),
+                [(P99, p99)].into_iter().collect(),
+            );
+        }
+        let table = summary(
+            &args,
+            &runs_of(&args.scenarios),
+            &["poll".into(), "iocp".into()],
+            &medians,
+            &[],
+            &[],
+        );
+        let sections: Vec<&str> = table.lines().filter(|l| l.starts_with("## ")).collect();
+        assert_eq!(sections, ["## sweep 2k", "## S2-light", "## sweep 200k"]);
+        assert!(table.contains("| p99 us | 40000 | n/a | n/a |"), "{table}");
     }
 
     #[test]
