@@ -43,7 +43,6 @@ const ACCEPTS_PER_TURN: usize = 256;
 const WRITES_BETWEEN_COMMANDS: usize = 128;
 
 struct Connection {
-    id: ConnId,
     stream: TcpStream,
     out: OutQueue,
     /// Plain, or TLS (the engine's session: this thread only moves bytes).
@@ -332,7 +331,7 @@ impl IoLoop {
         let Some(conn) = self.conns.get_mut(&key) else {
             return false;
         };
-        let id = conn.id;
+        let id = conn_id(key);
         if conn.closing {
             // The core is done with it: input is read away, never handed on.
             return self.discard_input(key);
@@ -485,7 +484,7 @@ impl IoLoop {
                 && conn.closing
                 && !conn.lingering
             {
-                tracing::info!(conn = %conn.id, "closed connection not reading its last bytes; reset");
+                tracing::info!(conn = %conn_id(key), "closed connection not reading its last bytes; reset");
                 closing::abort(&conn.stream);
                 self.drop_connection(key);
             }
@@ -505,7 +504,7 @@ impl IoLoop {
                 && conn.transport.handshake_expired(now)
             {
                 let peer = conn.stream.peer_addr().ok();
-                tracing::info!(conn = %conn.id, ?peer, "handshake (TLS, HTTP request) timed out; closing");
+                tracing::info!(conn = %conn_id(key), ?peer, "handshake (TLS, HTTP request) timed out; closing");
                 self.lose(key);
                 cut = true;
             }
@@ -592,7 +591,6 @@ impl IoLoop {
         self.conns.insert(
             key,
             Connection {
-                id,
                 stream,
                 out: OutQueue::default(),
                 transport,
@@ -622,7 +620,7 @@ impl IoLoop {
             if closing::too_slow(conn.out.queued(), self.max_outbound) {
                 // It stopped reading: cut it off now so its queue cannot
                 // grow, and let the core announce it.
-                let id = conn.id;
+                let id = conn_id(key);
                 tracing::warn!(conn = %id, queued = conn.out.queued(), "slow consumer");
                 closing::abort(&conn.stream);
                 self.drop_connection(key);
@@ -763,7 +761,7 @@ impl IoLoop {
             .poller
             .modify_with_mode(&conn.stream, interest, self.mode)
         {
-            tracing::warn!(conn = %conn.id, %error, "cannot change interest");
+            tracing::warn!(conn = %conn_id(key), %error, "cannot change interest");
         }
     }
 
@@ -785,9 +783,9 @@ impl IoLoop {
     fn drop_connection(&mut self, key: usize) -> Option<ConnId> {
         let conn = self.conns.remove(&key)?;
         if let Err(error) = self.poller.delete(&conn.stream) {
-            tracing::debug!(conn = %conn.id, %error, "delete from poller failed");
+            tracing::debug!(conn = %conn_id(key), %error, "delete from poller failed");
         }
-        Some(conn.id)
+        Some(conn_id(key))
     }
 
     fn stop(&mut self) {
@@ -811,6 +809,12 @@ impl IoLoop {
 }
 
 /// The poller key of listener `index`.
+/// The connection a key stands for: a connection's key is its id (ids
+/// are never reused), so the entry need not hold the id as well.
+fn conn_id(key: usize) -> ConnId {
+    ConnId::from_raw(key as u64)
+}
+
 fn listener_key(index: usize) -> usize {
     FIRST_LISTENER_KEY - index
 }

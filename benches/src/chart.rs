@@ -149,15 +149,7 @@ fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
         (0..=4).map(|i| high * f64::from(i) / 4.0).collect()
     };
     for tick in ticks {
-        let y = scale(tick);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT + plot_width,
-            LEFT - 6.0,
-            y + 4.0,
-            short(tick)
-        );
+        value_grid_line(svg, scale(tick), plot_width, &short(tick));
     }
     let group_width = plot_width / groups.len().max(1) as f64;
     let mut legend: Vec<String> = Vec::new();
@@ -236,15 +228,7 @@ fn sweep_panel(svg: &mut String, top: f64, title: &str, lines: &[Line]) {
     };
     for exponent in y_low as i32..=y_high as i32 {
         let tick = 10f64.powi(exponent);
-        let y = y_of(tick);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT + plot_width,
-            LEFT - 6.0,
-            y + 4.0,
-            short(tick)
-        );
+        value_grid_line(svg, y_of(tick), plot_width, &short(tick));
     }
     for exponent in x_low as i32..=x_high as i32 {
         let tick = 10f64.powi(exponent);
@@ -343,6 +327,19 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// A grid line across a panel's plot at height `y`, labelled with its
+/// value on the left.
+fn value_grid_line(svg: &mut String, y: f64, plot_width: f64, label: &str) {
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+        LEFT + plot_width,
+        LEFT - 6.0,
+        y + 4.0,
+        label
+    );
 }
 
 #[cfg(test)]

@@ -25,6 +25,13 @@ impl ConnId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// The id whose raw number is `raw`, for a backend that keeps it as a
+    /// map key or poller token ([`ConnId::get`]) rather than store it
+    /// twice. Only numbers the core handed out name connections.
+    pub fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
 }
 
 impl fmt::Display for ConnId {
