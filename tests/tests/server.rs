@@ -29,6 +29,7 @@ on_both_backends!(
     a_flood_past_the_inbox_bound_pauses_reading_and_loses_nothing,
     history_timestamps_follow_a_corrected_system_clock,
     history_beyond_memory_without_persist_is_what_memory_holds,
+    a_burst_the_socket_cannot_take_arrives_whole_once_the_client_reads,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -145,6 +146,60 @@ fn slow_consumer_is_cut_off_while_the_others_keep_receiving(backend: &dyn Backen
             Received::Line(_) => {}
             Received::Closed => break,
             Received::Nothing => panic!("the slow consumer was never disconnected"),
+        }
+    }
+    stop(running);
+}
+
+/// Output the kernel cannot take at once waits in the connection's queue
+/// and leaves as the socket drains, with nothing more queued behind it:
+/// backend-iocp writes from its dispatcher without blocking and must hand
+/// what is left to a writer (backend-poll waits for writability).
+fn a_burst_the_socket_cannot_take_arrives_whole_once_the_client_reads(backend: &dyn Backend) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    // Room for the whole burst in the queue: the client is slow, not too
+    // slow.
+    chat.max_outbound_bytes = 64 << 20;
+    let running = start(backend, dir.path(), chat);
+    let addr = running.local_addr();
+
+    let mut reader = LineClient::connect_with(addr, host(1), Some(4096)).expect("connects");
+    reader
+        .wait_for(|line| line.starts_with("* welcome"))
+        .expect("welcome");
+    let mut talker = welcome(addr, 2);
+    talker.say("#nick talker").expect("send");
+    talker
+        .wait_for(|line| line == "* you are now talker")
+        .expect("renamed");
+    // 9 MB while the reader reads nothing: more than the kernel holds
+    // (its send buffer grows to a few MB at most, the reader's receive
+    // buffer is 4 KiB), so most of it waits in the server's queue.
+    const MESSAGES: usize = 3_000;
+    let payload = "y".repeat(3_000);
+    for i in 0..MESSAGES {
+        talker.say(&format!("{payload} {i}")).expect("talker sends");
+    }
+    // The talker's own #ping answer shows the server handled every line.
+    talker.say("#ping done").expect("send");
+    talker.wait_for(|line| line.contains("done")).expect("pong");
+    // Nothing more is queued for the reader from here on: the rest must
+    // leave as its socket drains.
+    let mut received = 0;
+    while received < MESSAGES {
+        match reader.next_line().expect("reader reads") {
+            Received::Line(line) if line.starts_with("[#general] talker: ") => {
+                assert!(
+                    line.ends_with(&format!(" {received}")),
+                    "out of order at {received}: {}",
+                    &line[line.len().saturating_sub(20)..]
+                );
+                received += 1;
+            }
+            Received::Line(_) => {}
+            other => panic!("the reader stalled after {received} of {MESSAGES}: {other:?}"),
         }
     }
     stop(running);
