@@ -364,7 +364,7 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
     // One turn can bring many lines at once: see what the socket takes
     // before judging the client (the writer, if one runs, already did).
     if !conn.writing.get() {
-        send_now(local, &conn);
+        send_now(local, &conn, false);
     }
     let queued = conn.out.borrow().queued();
     if !conn.dead.get()
@@ -385,7 +385,7 @@ fn flush_dirty(local: &Rc<Local>) {
     let dirty = std::mem::take(&mut *local.dirty.borrow_mut());
     for conn in &dirty {
         conn.dirty.set(false);
-        send_now(local, conn);
+        send_now(local, conn, false);
     }
     // The list's allocation is kept for the next turn.
     let mut list = local.dirty.borrow_mut();
@@ -399,10 +399,15 @@ fn flush_dirty(local: &Rc<Local>) {
 /// Writes what `conn` has queued: on Unix as far as the socket takes it
 /// without blocking, with a writer task for the rest; on IOCP through a
 /// writer task. A writer already running, or a closing connection (whose
-/// writer also ends it), is left to its writer.
-fn send_now(local: &Rc<Local>, conn: &Rc<Conn>) {
+/// writer also ends it), is left to its writer. Returns false when the
+/// connection is lost (the send failed); `from_reader` as for
+/// [`Local::forget`].
+fn send_now(local: &Rc<Local>, conn: &Rc<Conn>, from_reader: bool) -> bool {
+    // On IOCP the writer task reports a failed send itself.
+    #[cfg(not(unix))]
+    let _ = from_reader;
     if conn.dead.get() || conn.writing.get() {
-        return;
+        return !conn.dead.get();
     }
     #[cfg(unix)]
     if !conn.closing.get() {
@@ -413,16 +418,17 @@ fn send_now(local: &Rc<Local>, conn: &Rc<Conn>) {
         );
         match flushed {
             // Everything went (or the rest waits for a TLS handshake).
-            Ok(true) => return,
+            Ok(true) => return true,
             // The socket is full: the writer waits for it.
             Ok(false) => {}
             Err(_) => {
-                local.lose(conn, false);
-                return;
+                local.lose(conn, from_reader);
+                return false;
             }
         }
     }
     ensure_writer(local, conn);
+    true
 }
 
 /// The socket written from the dispatcher, never blocking: a send the
@@ -607,7 +613,9 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                     let transport = conn.transport.borrow();
                     if transport.wants_write() || !conn.out.borrow().is_empty() {
                         drop(transport);
-                        send_now(local, conn);
+                        if !send_now(local, conn, true) {
+                            return false;
+                        }
                     }
                 }
                 Err(error) => {

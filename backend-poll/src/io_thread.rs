@@ -808,13 +808,13 @@ impl IoLoop {
     }
 }
 
-/// The poller key of listener `index`.
 /// The connection a key stands for: a connection's key is its id (ids
 /// are never reused), so the entry need not hold the id as well.
 fn conn_id(key: usize) -> ConnId {
     ConnId::from_raw(key as u64)
 }
 
+/// The poller key of listener `index`.
 fn listener_key(index: usize) -> usize {
     FIRST_LISTENER_KEY - index
 }

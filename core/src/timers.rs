@@ -57,9 +57,9 @@ pub(crate) struct Timers {
     next_seq: u64,
 }
 
-/// A timer as the queue keeps it. Every connection has a timer pending
-/// (its idle check, or its registration deadline), so these are most of
-/// the queue: they are kept in 16 bytes, where a [`Timer`] (sized by its
+/// A timer as the queue keeps it. Nearly every connection has a timer
+/// pending (its idle check, or an IRC client's registration deadline),
+/// so these are most of the queue: they are kept in 16 bytes, where a [`Timer`] (sized by its
 /// room-and-account variants) takes 48. The rare rest is boxed
 /// (ARCHITECTURE.md, decision 75).
 #[derive(Debug, Clone, PartialEq, Eq)]
