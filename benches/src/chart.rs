@@ -108,16 +108,8 @@ pub fn render(targets: &[String], medians: &Medians) -> String {
 }
 
 fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
-    let plot_top = top + 40.0;
-    let plot_bottom = top + PANEL_HEIGHT - 50.0;
+    let (plot_top, plot_bottom, plot_width) = panel_frame(svg, top, title);
     let plot_height = plot_bottom - plot_top;
-    let plot_width = WIDTH - LEFT - 20.0;
-    let _ = writeln!(
-        svg,
-        "<text x=\"{LEFT}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
-        top + 22.0,
-        escape(title)
-    );
     let max = groups
         .iter()
         .flat_map(|(_, bars)| bars.iter().map(|(_, v)| *v))
@@ -203,15 +195,7 @@ fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
 /// decade grid on both axes and a legend. A target keeps the colour of
 /// its place in `lines`, whether or not the ones before it have points.
 fn sweep_panel(svg: &mut String, top: f64, title: &str, lines: &[Line]) {
-    let plot_top = top + 40.0;
-    let plot_bottom = top + PANEL_HEIGHT - 50.0;
-    let plot_width = WIDTH - LEFT - 20.0;
-    let _ = writeln!(
-        svg,
-        "<text x=\"{LEFT}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
-        top + 22.0,
-        escape(title)
-    );
+    let (plot_top, plot_bottom, plot_width) = panel_frame(svg, top, title);
     let points = || lines.iter().flat_map(|(_, points)| points.iter().copied());
     // Only positive values have a place on a log scale; one at zero would
     // stretch the axis to 10^i32::MIN and its grid loop with it.
@@ -327,6 +311,18 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// Writes a panel's title and returns where its plot goes: the top and
+/// bottom of the plot and its width.
+fn panel_frame(svg: &mut String, top: f64, title: &str) -> (f64, f64, f64) {
+    let _ = writeln!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"{}\" font-size=\"14\" font-weight=\"bold\">{}</text>",
+        top + 22.0,
+        escape(title)
+    );
+    (top + 40.0, top + PANEL_HEIGHT - 50.0, WIDTH - LEFT - 20.0)
 }
 
 /// A grid line across a panel's plot at height `y`, labelled with its
