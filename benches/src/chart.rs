@@ -178,16 +178,7 @@ fn panel(svg: &mut String, top: f64, title: &str, groups: &[Group], log: bool) {
         );
     }
     for (i, series) in legend.iter().enumerate() {
-        let x = LEFT + i as f64 * 110.0;
-        let y = plot_bottom + 34.0;
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{y:.1}\">{}</text>",
-            y - 9.0,
-            COLOURS[i % COLOURS.len()],
-            x + 14.0,
-            escape(series)
-        );
+        legend_entry(svg, i, plot_bottom, COLOURS[i % COLOURS.len()], series);
     }
 }
 
@@ -257,16 +248,22 @@ fn sweep_panel(svg: &mut String, top: f64, title: &str, lines: &[Line]) {
                 short(p99)
             );
         }
-        let x = LEFT + slot as f64 * 110.0;
-        let y = plot_bottom + 34.0;
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{y:.1}\">{}</text>",
-            y - 9.0,
-            x + 14.0,
-            escape(target)
-        );
+        legend_entry(svg, slot, plot_bottom, colour, target);
     }
+}
+
+/// The `slot`th entry of a panel's legend, below its plot: a swatch of
+/// `colour` and the series' name.
+fn legend_entry(svg: &mut String, slot: usize, plot_bottom: f64, colour: &str, name: &str) {
+    let x = LEFT + slot as f64 * 110.0;
+    let y = plot_bottom + 34.0;
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{y:.1}\">{}</text>",
+        y - 9.0,
+        x + 14.0,
+        escape(name)
+    );
 }
 
 /// A log scale's ends, in powers of ten: from the decade at or below the
