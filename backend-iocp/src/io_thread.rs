@@ -445,7 +445,11 @@ impl io::Write for SendNow<'_> {
 
     fn write_vectored(&mut self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
         use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg};
+        #[cfg(not(target_vendor = "apple"))]
         let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        // No MSG_NOSIGNAL there; Rust's runtime ignores SIGPIPE anyway.
+        #[cfg(target_vendor = "apple")]
+        let flags = SendFlags::DONTWAIT;
         loop {
             match sendmsg(self.0, slices, &mut SendAncillaryBuffer::default(), flags) {
                 Err(rustix::io::Errno::INTR) => {}
