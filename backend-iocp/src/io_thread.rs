@@ -382,18 +382,16 @@ fn queue(local: &Rc<Local>, id: ConnId, lines: &[u8], priority: Priority) {
 
 /// Writes every connection given output this turn.
 fn flush_dirty(local: &Rc<Local>) {
-    let dirty = std::mem::take(&mut *local.dirty.borrow_mut());
-    for conn in &dirty {
+    // Taken out while writing, since a lost connection's handling borrows
+    // the thread's state. Only the dispatcher's commands queue output, so
+    // nothing joins the list meanwhile: it goes back empty, its allocation
+    // kept for the next turn.
+    let mut dirty = std::mem::take(&mut *local.dirty.borrow_mut());
+    for conn in dirty.drain(..) {
         conn.dirty.set(false);
-        send_now(local, conn, false);
+        send_now(local, &conn, false);
     }
-    // The list's allocation is kept for the next turn.
-    let mut list = local.dirty.borrow_mut();
-    if list.is_empty() {
-        let mut dirty = dirty;
-        dirty.clear();
-        *list = dirty;
-    }
+    *local.dirty.borrow_mut() = dirty;
 }
 
 /// Writes what `conn` has queued: on Unix as far as the socket takes it
