@@ -102,17 +102,37 @@ pub fn encode(record: &Record) -> Vec<u8> {
     encode_line(record)
 }
 
+/// Appends one record's line to `out`, as [`encode`] spells it. The
+/// history writer encodes a whole batch into one buffer this way, with no
+/// allocation per record.
+pub fn encode_into(record: &Record, out: &mut Vec<u8>) {
+    encode_line_into(record, out);
+}
+
 /// Encodes any value as one checksummed line, LF included: eight hex
 /// digits of the CRC-32 of its JSON, a space, the JSON. History records
 /// and the account store's changes share this framing.
 pub fn encode_line<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut line = Vec::new();
+    encode_line_into(value, &mut line);
+    line
+}
+
+/// Appends one line framed as [`encode_line`] frames it to `out`: the JSON
+/// is written in place after room for its checksum, which is filled in
+/// once the JSON is there.
+pub fn encode_line_into<T: serde::Serialize>(value: &T, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let start = out.len();
+    out.extend_from_slice(b"00000000 ");
     // The values framed this way hold strings, integers and booleans,
     // whose serialisation cannot fail.
-    let json = serde_json::to_string(value).expect("plain data serialises to JSON");
-    let mut line = format!("{:08x} ", crc32fast::hash(json.as_bytes())).into_bytes();
-    line.extend_from_slice(json.as_bytes());
-    line.push(b'\n');
-    line
+    serde_json::to_writer(&mut *out, value).expect("plain data serialises to JSON");
+    let crc = crc32fast::hash(&out[start + 9..]);
+    for (digit, slot) in out[start..start + 8].iter_mut().enumerate() {
+        *slot = HEX[(crc >> (28 - 4 * digit)) as usize & 0xf];
+    }
+    out.push(b'\n');
 }
 
 /// Why one line of a log could not be read.

@@ -24,12 +24,17 @@ use crate::metrics::SharedLatencies;
 /// room's name, or [`WHISPERS_DIR`]), or `None` for id reservations (in
 /// [`IDS_LOG`]).
 pub fn history_dir(record: &Record) -> Option<String> {
+    (record.kind != RecordKind::Reserve).then(|| log_key(record).to_owned())
+}
+
+/// The log a record is appended to: its history's directory, or
+/// [`IDS_LOG`] for id reservations. Borrowed, so a batch groups its
+/// records without an allocation each.
+fn log_key(record: &Record) -> &str {
     match record.kind {
-        RecordKind::Reserve => None,
-        RecordKind::Whisper => Some(WHISPERS_DIR.to_owned()),
-        RecordKind::Msg | RecordKind::Action | RecordKind::Urgent => {
-            Some(record.room.as_str().to_owned())
-        }
+        RecordKind::Reserve => IDS_LOG,
+        RecordKind::Whisper => WHISPERS_DIR,
+        RecordKind::Msg | RecordKind::Action | RecordKind::Urgent => record.room.as_str(),
     }
 }
 
@@ -42,6 +47,12 @@ pub(crate) const INDEX_EVERY: u64 = 256 * 1024;
 /// quiet soon has an index covering all of it, so a search reads at most
 /// this long's worth of lines, or [`INDEX_EVERY`] bytes, unindexed per room.
 pub(crate) const INDEX_AFTER: Duration = Duration::from_secs(5);
+
+/// Most emptied batch buffers kept for reuse, and the largest kept: a
+/// batch spread over many rooms, or one of long lines, gives its memory
+/// back.
+const SPARE_BUFFERS: usize = 8;
+const SPARE_BUFFER_BYTES: usize = 1 << 20;
 
 /// How often retention runs when nothing was sealed.
 pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -112,6 +123,9 @@ pub(crate) struct Writer<S: Storage> {
     /// How long each fsync of a log or directory takes, for metrics
     /// (shared with the hub, which reads it when scraped).
     fsync: Arc<SharedLatencies>,
+    /// Emptied batch buffers, kept for the next batches: encoding into a
+    /// buffer that already has room moves no bytes to grow it.
+    spare_buffers: Vec<Vec<u8>>,
 }
 
 /// A log the writer holds open.
@@ -188,6 +202,7 @@ impl<S: Storage> Writer<S> {
             index_due: None,
             covered: None,
             fsync: Arc::default(),
+            spare_buffers: Vec::new(),
         }
     }
 
@@ -210,22 +225,29 @@ impl<S: Storage> Writer<S> {
 
     /// Appends a batch: one write per log, records in arrival order.
     pub(crate) fn write_batch(&mut self, now: Instant, batch: &[Arc<Record>]) {
-        type Lines = (Vec<u8>, Vec<MessageId>, Vec<(Arc<Record>, u64)>);
-        let mut per_log: BTreeMap<String, Lines> = BTreeMap::new();
+        type Lines<'a> = (Vec<u8>, Vec<MessageId>, Vec<(&'a Record, u64)>);
+        let mut per_log: BTreeMap<&str, Lines> = BTreeMap::new();
         for record in batch {
-            let key = history_dir(record).unwrap_or_else(|| IDS_LOG.to_owned());
-            let entry = per_log.entry(key).or_default();
-            let line = history::encode(record);
-            entry.0.extend_from_slice(&line);
+            let entry = per_log.entry(log_key(record)).or_insert_with(|| {
+                let bytes = self.spare_buffers.pop().unwrap_or_default();
+                (bytes, Vec::new(), Vec::new())
+            });
+            let start = entry.0.len();
+            history::encode_into(record, &mut entry.0);
             entry.1.push(record.id);
-            entry.2.push((record.clone(), line.len() as u64));
+            entry.2.push((record, (entry.0.len() - start) as u64));
         }
         let mut failed = Vec::new();
-        for (key, (bytes, ids, lines)) in per_log {
+        for (key, (mut bytes, ids, lines)) in per_log {
             let first_id = ids.first().map_or(0, |id| id.get());
-            match self.append(&key, &bytes, &lines, first_id) {
+            let appended = self.append(key, &bytes, &lines, first_id);
+            bytes.clear();
+            if self.spare_buffers.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BUFFER_BYTES {
+                self.spare_buffers.push(bytes);
+            }
+            match appended {
                 Ok(()) => {
-                    if let Some(open) = self.open.get_mut(&key) {
+                    if let Some(open) = self.open.get_mut(key) {
                         open.unsynced.extend(ids);
                     }
                     self.oldest_unsynced.get_or_insert(now);
@@ -240,6 +262,12 @@ impl<S: Storage> Writer<S> {
         if !failed.is_empty() {
             self.reports.push(PersistReport::Failed(failed));
         }
+    }
+
+    /// Whether written records wait for a sync on a timer (`fsync =
+    /// every`), so gathering more before writing them delays no report.
+    pub(crate) fn syncs_on_a_timer(&self) -> bool {
+        matches!(self.policy, FsyncPolicy::Every(_))
     }
 
     /// How long to wait for more records before a pending sync (or the
@@ -506,7 +534,7 @@ impl<S: Storage> Writer<S> {
         &mut self,
         key: &str,
         bytes: &[u8],
-        lines: &[(Arc<Record>, u64)],
+        lines: &[(&Record, u64)],
         first_id: u64,
     ) -> io::Result<()> {
         self.tick += 1;
@@ -724,7 +752,7 @@ fn prepare_index<S: Storage>(
 }
 
 /// Feeds the records just appended at `start` to the segment's index.
-fn index_appended<L>(open: &mut OpenLog<L>, start: u64, lines: &[(Arc<Record>, u64)]) {
+fn index_appended<L>(open: &mut OpenLog<L>, start: u64, lines: &[(&Record, u64)]) {
     let Some(index) = open.index.as_mut() else {
         return;
     };
