@@ -638,6 +638,8 @@ impl Hub {
                     self.server.handle_persisted(now, id);
                 }
             }
+            // Dropped here, on the thread that made them (see the variant).
+            Event::Persisted(PersistReport::Spent(records)) => drop(records),
             Event::Persisted(PersistReport::Failed(ids)) => {
                 if self.writer.is_some() {
                     self.settled += ids.len() as u64;

@@ -196,6 +196,7 @@ fn settle(
                     ids.fail(id);
                 }
             }
+            PersistReport::Spent(_) => {}
         }
     }
 }
@@ -477,6 +478,7 @@ fn writing_to_a_thousand_rooms_keeps_at_most_the_open_file_limit() {
             .flat_map(|report| match report {
                 PersistReport::Stored(ids) => ids,
                 PersistReport::Failed(ids) => panic!("failed: {ids:?}"),
+                PersistReport::Spent(_) => Vec::new(),
             })
             .map(MessageId::get)
             .collect();

@@ -1112,7 +1112,7 @@ fn an_index_describing_bytes_cut_off_never_comes_back_over_later_records() {
             .into_iter()
             .filter_map(|report| match report {
                 PersistReport::Stored(ids) => Some(ids),
-                PersistReport::Failed(_) => None,
+                PersistReport::Failed(_) | PersistReport::Spent(_) => None,
             })
             .flatten()
             .map(MessageId::get)
