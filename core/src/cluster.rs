@@ -290,6 +290,75 @@ pub enum Presence {
     },
 }
 
+/// A room's settings as the cluster shares them (docs/CLUSTER.md, "Room
+/// settings"): kept in Redis (`chatd:settings`, room name to this as
+/// JSON), and changed by one atomic step that publishes the room's new
+/// settings to every node, the changer's own too. So every node applies
+/// the changes in the one order Redis ran them, and a node that starts or
+/// comes back reads them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    /// The topic, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+/// One change to a room's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "s", rename_all = "lowercase")]
+pub enum Setting {
+    /// The topic is set, or cleared (`None`).
+    Topic {
+        /// The new topic.
+        topic: Option<String>,
+    },
+    /// Everything back to the defaults: the room was created anew, so
+    /// nothing of an earlier room of its name carries over.
+    Reset,
+}
+
+impl Setting {
+    /// The field of [`RoomSettings`]'s JSON this change writes, and its
+    /// new value (`null` removes the field); `None` for a reset, which
+    /// removes them all. The Redis script merges changes this way, field
+    /// by field, so two nodes changing different settings at once both
+    /// keep their change.
+    pub fn field(&self) -> Option<(&'static str, serde_json::Value)> {
+        match self {
+            Setting::Topic { topic } => Some((
+                "topic",
+                topic
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |topic| topic.as_str().into()),
+            )),
+            Setting::Reset => None,
+        }
+    }
+
+    /// The change applied to `settings`, as the script merges it.
+    pub fn apply(&self, settings: &mut RoomSettings) {
+        match self {
+            Setting::Topic { topic } => settings.topic.clone_from(topic),
+            Setting::Reset => *settings = RoomSettings::default(),
+        }
+    }
+}
+
+/// A change to a room's settings on its way through the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomChange {
+    /// The room.
+    pub room: RoomName,
+    /// What changes.
+    pub setting: Setting,
+    /// Who changed it (every node tells its members in the room).
+    pub by: Speaker,
+    /// The node they are on.
+    pub node: NodeName,
+    /// Their connection on that node.
+    pub conn: ConnId,
+}
+
 /// What travels on a node's channel. JSON, tagged by `t`; the Redis
 /// scripts build the `line` and `whisper` forms by concatenation, so the
 /// field order here is theirs.
@@ -325,6 +394,13 @@ pub enum Envelope {
         /// The order.
         order: BusOrder,
     },
+    /// A room's settings after a change, published to every node.
+    Settings {
+        /// The room's settings now.
+        settings: RoomSettings,
+        /// The change that made them so.
+        change: RoomChange,
+    },
 }
 
 /// What the core asks the bus to do.
@@ -355,6 +431,10 @@ pub enum BusRequest {
     Unfollow(RoomName),
     /// Tell every other node. No answer.
     Announce(Presence),
+    /// Change a room's settings for the whole cluster; every node, this one
+    /// too, hears [`BusEvent::RoomSettings`]. Answer with
+    /// [`BusEvent::Settled`] to this node.
+    Settle(Box<RoomChange>),
 }
 
 impl BusRequest {
@@ -381,6 +461,10 @@ impl BusRequest {
             BusRequest::Claim { conn, nick } => BusEvent::Claimed {
                 conn,
                 nick,
+                result: Err(failure),
+            },
+            BusRequest::Settle(change) => BusEvent::Settled {
+                change,
                 result: Err(failure),
             },
             other @ (BusRequest::Release(_)
@@ -465,6 +549,23 @@ pub enum BusEvent {
     },
     /// A node stopped renewing its lease: its users are gone.
     NodeGone(NodeName),
+    /// The answer to a [`BusRequest::Settle`].
+    Settled {
+        /// The change asked for.
+        change: Box<RoomChange>,
+        /// Made (every node hears the room's new settings), or why not.
+        result: Result<(), BusFailure>,
+    },
+    /// A room's settings changed, on this node or another.
+    RoomSettings {
+        /// The room's settings now.
+        settings: RoomSettings,
+        /// The change.
+        change: Box<RoomChange>,
+    },
+    /// Every room's settings, read when the bus connects (first time, or
+    /// after being down): they replace what the node knew.
+    AllSettings(Vec<(RoomName, RoomSettings)>),
 }
 
 impl Envelope {
@@ -482,6 +583,10 @@ impl Envelope {
             },
             Envelope::Presence { node, presence } => BusEvent::Presence { node, presence },
             Envelope::Order { order } => BusEvent::Order(Box::new(order)),
+            Envelope::Settings { settings, change } => BusEvent::RoomSettings {
+                settings,
+                change: Box::new(change),
+            },
         }
     }
 }
@@ -584,6 +689,8 @@ pub mod keys {
     pub const TAILS: &str = "chatd:tails";
     /// Nodes that joined and were not seen dead.
     pub const NODES: &str = "chatd:nodes";
+    /// Room → its shared settings (JSON).
+    pub const SETTINGS: &str = "chatd:settings";
 
     /// A room's stream.
     pub fn room(room: &RoomName) -> String {

@@ -17,6 +17,7 @@ mod presence;
 mod queries;
 mod remote;
 mod room;
+mod room_settings;
 mod rooms;
 mod session;
 

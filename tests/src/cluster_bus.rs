@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chatd_core::cluster::{
-    BusEvent, BusFailure, BusLine, BusRequest, Envelope, NodeName, Presence, Sequencer, Verdict,
-    keys,
+    BusEvent, BusFailure, BusLine, BusRequest, Envelope, NodeName, Presence, RoomChange,
+    RoomSettings, Sequencer, Verdict, keys,
 };
 use chatd_core::history::Record;
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Shortfall};
@@ -58,6 +58,8 @@ pub struct MemoryBus {
     leases: BTreeSet<NodeName>,
     /// `chatd:nodes`.
     nodes: BTreeSet<NodeName>,
+    /// `chatd:settings`: rooms whose settings are not the defaults.
+    settings: BTreeMap<RoomName, RoomSettings>,
     /// Each node's side: its connection, channel and sequencer.
     links: BTreeMap<NodeName, Link>,
     /// Whether a node hears the reply to its request before what the
@@ -114,6 +116,7 @@ impl MemoryBus {
             nicks: BTreeMap::new(),
             leases: BTreeSet::new(),
             nodes: BTreeSet::new(),
+            settings: BTreeMap::new(),
             links: BTreeMap::new(),
             replies_first: false,
             request_start: 0,
@@ -142,6 +145,8 @@ impl MemoryBus {
             up: true,
             ..Link::default()
         };
+        link.incoming
+            .push_back(Incoming::Event(self.all_settings()));
         link.incoming.push_back(Incoming::Event(BusEvent::Up));
         self.links.insert(node.clone(), link);
     }
@@ -216,6 +221,7 @@ impl MemoryBus {
                 prev = id.get();
             }
         }
+        events.push(self.all_settings());
         events.push(BusEvent::Up);
         let link = self.link(node)?;
         let gone = std::mem::take(&mut link.gone_meanwhile);
@@ -415,7 +421,43 @@ impl MemoryBus {
                 Ok(())
             }
             BusRequest::Announce(presence) => self.announce(node, presence),
+            BusRequest::Settle(change) => self.settle(node, change),
         }
+    }
+
+    /// The **settle** script: the change merged into the room's settings,
+    /// which are published to every node in `chatd:nodes` (this one too).
+    fn settle(&mut self, node: &NodeName, change: Box<RoomChange>) -> Result<(), BusError> {
+        let mut settings = self.settings.remove(&change.room).unwrap_or_default();
+        change.setting.apply(&mut settings);
+        if settings != RoomSettings::default() {
+            self.settings.insert(change.room.clone(), settings.clone());
+        }
+        let envelope = Envelope::Settings {
+            settings,
+            change: (*change).clone(),
+        };
+        let nodes: Vec<NodeName> = self.nodes.iter().cloned().collect();
+        for to in &nodes {
+            self.publish(to, &envelope)?;
+        }
+        self.answer(
+            node,
+            BusEvent::Settled {
+                change,
+                result: Ok(()),
+            },
+        )
+    }
+
+    /// `HGETALL chatd:settings`, as a connecting bus reads it.
+    fn all_settings(&self) -> BusEvent {
+        BusEvent::AllSettings(
+            self.settings
+                .iter()
+                .map(|(room, settings)| (room.clone(), settings.clone()))
+                .collect(),
+        )
     }
 
     /// The next thing the node's core hears, if any: an envelope from its
@@ -715,7 +757,10 @@ mod tests {
         let mut bus = MemoryBus::new(100);
         for name in names {
             bus.join(&node(name));
-            assert_eq!(heard(&mut bus, &node(name)), [BusEvent::Up]);
+            assert_eq!(
+                heard(&mut bus, &node(name)),
+                [BusEvent::AllSettings(Vec::new()), BusEvent::Up]
+            );
         }
         bus
     }
@@ -798,8 +843,10 @@ mod tests {
         bus.heal(&n2).unwrap();
         post(&mut bus, "n1", "rust", "after");
         let healed = heard(&mut bus, &n2);
-        // Caught up first, then up (the engine's order).
-        assert_eq!(healed[2], BusEvent::Up);
+        // Caught up first, then every room's settings, then up (the
+        // engine's order).
+        assert_eq!(healed[2], BusEvent::AllSettings(Vec::new()));
+        assert_eq!(healed[3], BusEvent::Up);
         assert_eq!(
             lines(&healed),
             [
@@ -1058,7 +1105,87 @@ mod tests {
         assert_eq!(heard(&mut bus, &n2), [BusEvent::NodeGone(n1.clone())]);
         assert!(heard(&mut bus, &n3).is_empty());
         bus.heal(&n3).unwrap();
-        assert_eq!(heard(&mut bus, &n3), [BusEvent::Up, BusEvent::NodeGone(n1)]);
+        assert_eq!(
+            heard(&mut bus, &n3),
+            [
+                BusEvent::AllSettings(Vec::new()),
+                BusEvent::Up,
+                BusEvent::NodeGone(n1)
+            ]
+        );
+    }
+
+    fn topic_change(from: &NodeName, room_name: &str, topic: Option<&str>) -> Box<RoomChange> {
+        Box::new(RoomChange {
+            room: room(room_name),
+            setting: chatd_core::cluster::Setting::Topic {
+                topic: topic.map(str::to_owned),
+            },
+            by: chatd_core::cluster::Speaker {
+                nick: nick("alice"),
+                user: "alice".into(),
+                host: "127.0.0.1".parse().unwrap(),
+            },
+            node: from.clone(),
+            conn: conn(1),
+        })
+    }
+
+    /// The **settle** script: the changer hears the room's new settings
+    /// like every other node (after them, its answer), a cut node hears
+    /// nothing and is refused, and a node that heals or starts later reads
+    /// every room's settings; a cleared topic leaves nothing behind.
+    #[test]
+    fn room_settings_reach_every_node_and_are_read_when_a_bus_connects() {
+        let mut bus = cluster(&["n1", "n2", "n3"]);
+        let (n1, n2, n3) = (node("n1"), node("n2"), node("n3"));
+        bus.cut(&n3, true, Instant::now()).unwrap();
+        assert_eq!(heard(&mut bus, &n3), [BusEvent::Down]);
+        let change = topic_change(&n1, "rust", Some("all things rust"));
+        bus.request(&n1, BusRequest::Settle(change.clone()))
+            .unwrap();
+        let set = RoomSettings {
+            topic: Some("all things rust".into()),
+        };
+        let arrived = BusEvent::RoomSettings {
+            settings: set.clone(),
+            change: change.clone(),
+        };
+        assert_eq!(
+            heard(&mut bus, &n1),
+            [
+                arrived.clone(),
+                BusEvent::Settled {
+                    change,
+                    result: Ok(())
+                }
+            ]
+        );
+        assert_eq!(heard(&mut bus, &n2), [arrived]);
+        let refused = topic_change(&n3, "rust", None);
+        bus.request(&n3, BusRequest::Settle(refused.clone()))
+            .unwrap();
+        assert_eq!(
+            heard(&mut bus, &n3),
+            [BusEvent::Settled {
+                change: refused,
+                result: Err(BusFailure::Unavailable)
+            }]
+        );
+        bus.heal(&n3).unwrap();
+        let all = BusEvent::AllSettings(vec![(room("rust"), set)]);
+        assert_eq!(heard(&mut bus, &n3), [all.clone(), BusEvent::Up]);
+        let n4 = node("n4");
+        bus.join(&n4);
+        assert_eq!(heard(&mut bus, &n4), [all, BusEvent::Up]);
+        bus.request(&n2, BusRequest::Settle(topic_change(&n2, "rust", None)))
+            .unwrap();
+        bus.kill(&n4).unwrap();
+        bus.join(&n4);
+        assert_eq!(
+            heard(&mut bus, &n4),
+            [BusEvent::AllSettings(Vec::new()), BusEvent::Up]
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use chatd_core::cluster::{
-    BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, NodeName, Presence, Speaker, keys,
+    BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, NodeName, Presence, RoomChange,
+    RoomSettings, Setting, Speaker, keys,
 };
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Position, QueryId, Scope, Shortfall};
 use chatd_core::{ConnId, MessageId, Nick, Record, RecordKind, RoomName};
@@ -504,6 +505,74 @@ fn whispers_and_announcements_reach_the_other_node() {
             .iter()
             .any(|e| matches!(e, BusEvent::Presence { .. })),
         "an announcement is not sent to its own node"
+    );
+}
+
+fn topic_change(node: &NodeName, room: &str, topic: Option<&str>) -> Box<RoomChange> {
+    Box::new(RoomChange {
+        room: room_name(room),
+        setting: Setting::Topic {
+            topic: topic.map(str::to_owned),
+        },
+        by: speaker("alice"),
+        node: node.clone(),
+        conn: conn_id(3),
+    })
+}
+
+fn settings_heard(node: &mut Node) -> (RoomSettings, Box<RoomChange>) {
+    match node.expect("RoomSettings", PROMPT, |e| {
+        matches!(e, BusEvent::RoomSettings { .. })
+    }) {
+        BusEvent::RoomSettings { settings, change } => (settings, change),
+        _ => unreachable!(),
+    }
+}
+
+/// The settle script in Redis (its Lua and cjson): a change reaches every
+/// node, the changer's too, merged into what Redis keeps, which a node
+/// reads when its bus connects; a cleared topic leaves nothing, and text
+/// that JSON must escape comes back as it went.
+#[test]
+fn room_settings_reach_every_node_and_are_read_when_a_bus_connects() {
+    let redis = redis_or_skip!();
+    let mut n1 = start(&redis, "n1").unwrap();
+    let mut n2 = start(&redis, "n2").unwrap();
+    n1.up();
+    n2.up();
+    let topic = "all things \"rust\" / \\ é 日本 \u{1}";
+    let change = topic_change(&n1.name, "rust", Some(topic));
+    n1.submit(BusRequest::Settle(change.clone()));
+    match n1.expect("Settled", PROMPT, |e| matches!(e, BusEvent::Settled { .. })) {
+        BusEvent::Settled { result, .. } => assert_eq!(result, Ok(())),
+        _ => unreachable!(),
+    }
+    let expected = RoomSettings {
+        topic: Some(topic.to_owned()),
+    };
+    for node in [&mut n1, &mut n2] {
+        assert_eq!(settings_heard(node), (expected.clone(), change.clone()));
+    }
+    let mut n3 = start(&redis, "n3").unwrap();
+    match n3.expect("AllSettings", PROMPT, |e| {
+        matches!(e, BusEvent::AllSettings(_))
+    }) {
+        BusEvent::AllSettings(all) => assert_eq!(all, vec![(room_name("rust"), expected)]),
+        _ => unreachable!(),
+    }
+    n3.up();
+    n2.submit(BusRequest::Settle(topic_change(&n2.name, "rust", None)));
+    for node in [&mut n1, &mut n2, &mut n3] {
+        assert_eq!(settings_heard(node).0, RoomSettings::default());
+    }
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(keys::SETTINGS)
+        .arg("rust")
+        .query(&mut redis.client())
+        .unwrap();
+    assert_eq!(
+        stored, None,
+        "nothing is kept of a room back to its defaults"
     );
 }
 

@@ -14,7 +14,7 @@ use ahash::AHashMap;
 
 use crate::cluster::{
     BusEvent, BusFailure, BusLine, BusOrder, BusRequest, BusWhisper, ClusterConfig, NodeName,
-    NodeUser, OrderAction, Presence, SharedBan, Speaker,
+    NodeUser, OrderAction, Presence, RoomSettings, SharedBan, Speaker,
 };
 use crate::error::ErrorCode;
 use crate::history::{Record, RecordKind};
@@ -32,7 +32,7 @@ use super::session::Session;
 #[derive(Debug)]
 pub(super) struct ClusterState {
     /// This node.
-    node: NodeName,
+    pub(super) node: NodeName,
     /// Whether the bus reaches the shared store now.
     up: bool,
     /// Every other node's users.
@@ -49,6 +49,9 @@ pub(super) struct ClusterState {
     unreleased: BTreeSet<Nick>,
     /// The next departure of a user here was announced already (as a kick).
     departure_announced: bool,
+    /// Every room's shared settings that are not the defaults
+    /// (room_settings.rs).
+    pub(super) settings: BTreeMap<RoomName, RoomSettings>,
 }
 
 /// A user's nickname claim in flight.
@@ -79,11 +82,13 @@ impl ClusterState {
             snapshot_due: false,
             unreleased: BTreeSet::new(),
             departure_announced: false,
+            settings: BTreeMap::new(),
         }
     }
 }
 
-const UNAVAILABLE: &str = "the cluster cannot be reached just now; nothing was done, try again";
+pub(super) const UNAVAILABLE: &str =
+    "the cluster cannot be reached just now; nothing was done, try again";
 
 impl Server {
     /// What the cluster bus says: it is up or down, a room line in its
@@ -107,6 +112,11 @@ impl Server {
             BusEvent::Order(order) => self.obey(now, &order),
             BusEvent::Ordered { order, result } => self.ordered(&order, result),
             BusEvent::NodeGone(node) => self.node_gone(&node),
+            BusEvent::Settled { change, result } => self.settled(&change, result),
+            BusEvent::RoomSettings { settings, change } => {
+                self.room_settings_arrived(settings, &change);
+            }
+            BusEvent::AllSettings(all) => self.all_settings_arrived(all),
         }
     }
 
@@ -119,7 +129,7 @@ impl Server {
         }
     }
 
-    fn bus(&mut self, request: BusRequest) {
+    pub(super) fn bus(&mut self, request: BusRequest) {
         self.out.push(Output::Bus(Box::new(request)));
     }
 
@@ -159,7 +169,7 @@ impl Server {
     /// `Some(true)` on a node of a cluster whose bus is up, `Some(false)`
     /// on one whose bus is down (the caller was told), `None` on a single
     /// server.
-    fn cluster_ready(&mut self, conn: ConnId, about: Option<&str>) -> Option<bool> {
+    pub(super) fn cluster_ready(&mut self, conn: ConnId, about: Option<&str>) -> Option<bool> {
         let up = self.cluster.as_ref()?.up;
         if !up {
             self.out

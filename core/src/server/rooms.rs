@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use crate::address::AddressGroup;
+use crate::cluster::Setting;
 use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
@@ -57,8 +58,9 @@ impl Server {
                     .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
             }
             // A room of the cluster with no members here yet: joined, not
-            // created (nobody here owns it).
-            self.rooms.insert(target.clone(), Room::new(None, false));
+            // created (nobody here owns it), with the cluster's settings.
+            let room = self.room_from_cluster(&target);
+            self.rooms.insert(target.clone(), room);
         }
         let Some(room) = self.rooms.get(&target) else {
             return self.create(conn, target, false);
@@ -146,6 +148,7 @@ impl Server {
             self.ids.peek_next()
         };
         self.rooms.insert(target.clone(), room);
+        self.room_created_in_cluster(conn, &target);
         let native = self
             .sessions
             .get(&conn)
@@ -401,6 +404,15 @@ impl Server {
                 .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         // An empty topic (IRC's `TOPIC #room :`) clears it.
+        let topic = (!text.is_empty()).then(|| text.to_owned());
+        // On a node of a cluster every node sets it when the bus brings
+        // the change back (room_settings.rs).
+        if self.settle_in_cluster(conn, name, Setting::Topic { topic }) {
+            return;
+        }
+        let (Some(me), Some(room)) = (self.sessions.get(&conn), self.rooms.get_mut(name)) else {
+            return;
+        };
         room.topic = (!text.is_empty()).then(|| text.into());
         let reply = Reply::TopicChanged {
             room: name,

@@ -2,12 +2,15 @@
 //! queued requests into one pipeline, the lease, and the watch over the
 //! other nodes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatd_core::MessageId;
-use chatd_core::cluster::{BusEvent, BusFailure, BusRequest, Envelope, NodeName, keys};
+use chatd_core::cluster::{
+    BusEvent, BusFailure, BusRequest, Envelope, NodeName, RoomSettings, keys,
+};
+use chatd_core::ids::RoomName;
 use redis::Value;
 
 use super::link::{Backoff, Link, TIMEOUT};
@@ -68,6 +71,7 @@ enum Sent {
     /// A nickname given back: no answer; a failure keeps it for the next
     /// connection.
     Release(chatd_core::Nick),
+    Settle(Box<chatd_core::cluster::RoomChange>),
     /// Unfollow, announce: no answer; a failure is logged.
     Quiet(&'static str),
 }
@@ -253,6 +257,10 @@ impl Commands {
         }
         self.subscribe()?;
         self.refollow()?;
+        // After subscribing: a change made from here on is both in what is
+        // read now and published to this node, and applying a room's
+        // settings twice changes nothing.
+        let all = read_all_settings(self.link.get()?)?;
         self.next_renew = Instant::now() + RENEW_EVERY;
         self.next_watch = Instant::now();
         {
@@ -266,6 +274,7 @@ impl Commands {
         }
         self.said_down = false;
         tracing::info!(node = %shared.node, "cluster: connected to Redis");
+        shared.deliver(BusEvent::AllSettings(all));
         shared.deliver(BusEvent::Up);
         Ok(())
     }
@@ -443,6 +452,13 @@ impl Commands {
                         shared.state().unreleased.insert(nick);
                     }
                 }
+                Sent::Settle(change) => {
+                    let result = match &reply_code {
+                        Ok(1) => Ok(()),
+                        _ => Err(BusFailure::Unavailable),
+                    };
+                    shared.deliver(BusEvent::Settled { change, result });
+                }
                 Sent::Quiet(what) => {
                     if let Err(error) = id {
                         tracing::warn!(%error, "cluster: {what} failed");
@@ -506,6 +522,18 @@ impl Commands {
                     .arg(keys::followers(&room))
                     .arg(node.as_str());
                 Sent::Quiet("an unfollow")
+            }
+            BusRequest::Settle(change) => {
+                let json = match serde_json::to_string(&*change) {
+                    Ok(json) => json,
+                    Err(error) => return Err((BusRequest::Settle(change), error)),
+                };
+                let (field, value) = match change.setting.field() {
+                    Some((field, value)) => (field, value.to_string()),
+                    None => ("", "null".to_owned()),
+                };
+                pipe.add_command(scripts.settle(&change.room, field, &value, &json));
+                Sent::Settle(change)
             }
             BusRequest::Announce(presence) => {
                 let envelope = Envelope::Presence {
@@ -634,9 +662,31 @@ fn answer_failed(shared: &Shared, sent: Sent) {
         Sent::Order(order) => BusRequest::Order(order),
         Sent::Claim { conn, nick } => BusRequest::Claim { conn, nick },
         Sent::Release(nick) => BusRequest::Release(nick),
+        Sent::Settle(change) => BusRequest::Settle(change),
         Sent::Follow { .. } | Sent::Quiet(_) => return,
     };
     shared.answer_unavailable(request);
+}
+
+/// `HGETALL chatd:settings`: every room's settings, in room order. An
+/// entry that does not read (a room name or settings this version does
+/// not know) is left out and logged.
+fn read_all_settings(
+    conn: &mut redis::Connection,
+) -> redis::RedisResult<Vec<(RoomName, RoomSettings)>> {
+    let all: BTreeMap<String, String> = redis::cmd("HGETALL").arg(keys::SETTINGS).query(conn)?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(room, json)| {
+            let parsed = RoomName::parse(&room)
+                .ok()
+                .zip(serde_json::from_str::<RoomSettings>(&json).ok());
+            if parsed.is_none() {
+                tracing::warn!(%room, %json, "cluster: a room's settings do not read; left out");
+            }
+            parsed
+        })
+        .collect())
 }
 
 /// A script's id reply as the core's result (0 or an error: unavailable).

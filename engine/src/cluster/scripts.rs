@@ -117,6 +117,40 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 "#;
 
+/// settle(room, field, value, change): merges one change into the room's
+/// settings (a JSON object in the settings hash; `field` empty resets them
+/// all, a `null` value removes the field) and publishes
+/// `{"t":"settings","settings":…,"change":…}` to every node in the node
+/// set, this one too: every node applies the changes in the order this
+/// script ran them. Field by field, so concurrent changes of different
+/// settings both hold.
+///
+/// KEYS: settings, nodes. ARGV: room, field, value JSON, change JSON,
+/// channel prefix.
+const SETTLE: &str = r#"
+local settings = {}
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then settings = cjson.decode(current) end
+if ARGV[2] == '' then
+    settings = {}
+else
+    local value = cjson.decode(ARGV[3])
+    if value == cjson.null then settings[ARGV[2]] = nil else settings[ARGV[2]] = value end
+end
+local encoded = '{}'
+if next(settings) == nil then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+else
+    encoded = cjson.encode(settings)
+    redis.call('HSET', KEYS[1], ARGV[1], encoded)
+end
+local envelope = '{"t":"settings","settings":' .. encoded .. ',"change":' .. ARGV[4] .. '}'
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    redis.call('PUBLISH', ARGV[5] .. node, envelope)
+end
+return 1
+"#;
+
 /// renew(token, ms): extends the lease if it is still ours; 0 when it
 /// expired or another node holds it.
 ///
@@ -189,6 +223,7 @@ pub(crate) struct Scripts {
     release: Script,
     announce: Script,
     follow: Script,
+    settle: Script,
     renew: Script,
     gone: Script,
     leave: Script,
@@ -226,6 +261,7 @@ impl Scripts {
             release: Script::new(RELEASE),
             announce: Script::new(ANNOUNCE),
             follow: Script::new(FOLLOW),
+            settle: Script::new(SETTLE),
             renew: Script::new(RENEW),
             gone: Script::new(GONE),
             leave: Script::new(LEAVE),
@@ -247,8 +283,9 @@ impl Scripts {
         Ok(())
     }
 
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 12] {
         [
+            &self.settle,
             &self.post,
             &self.whisper,
             &self.order,
@@ -326,6 +363,15 @@ impl Scripts {
             &self.follow,
             &[&keys::followers(room), keys::TAILS],
             &[node.as_str(), room.as_str()],
+        )
+    }
+
+    /// `field` empty for a reset (see [`SETTLE`]).
+    pub(crate) fn settle(&self, room: &RoomName, field: &str, value: &str, change: &str) -> Cmd {
+        evalsha(
+            &self.settle,
+            &[keys::SETTINGS, keys::NODES],
+            &[room.as_str(), field, value, change, &self.channel_prefix],
         )
     }
 
