@@ -155,6 +155,11 @@ pub struct BusOrder {
     pub node: NodeName,
     /// The operator's connection on that node.
     pub conn: ConnId,
+    /// Given with a room owner's (or channel operator's) right, not a
+    /// server operator's: the target's node refuses it for a server
+    /// operator, as the owner's own node would.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_owner: bool,
 }
 
 /// What an operator does to a user of another node.

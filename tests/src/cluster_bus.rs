@@ -1046,6 +1046,7 @@ mod tests {
                 },
                 node: n1.clone(),
                 conn: conn(1),
+                by_owner: false,
             })
         };
         bus.request(&n1, BusRequest::Order(order("bob"))).unwrap();

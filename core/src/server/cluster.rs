@@ -922,16 +922,17 @@ impl Server {
 
     // ----- Operators across the cluster -----
 
-    /// An operator's kick or mute of a user of another node: sent to that
-    /// node (`true`), or refused here with the reason (`true`), or not a
-    /// user of another node (`false`: the caller goes on as for a local
-    /// user).
+    /// A kick or mute of a user of another node, by an operator or by the
+    /// room's owner (or a channel operator) here: sent to that node
+    /// (`true`), or refused here with the reason (`true`), or not a user
+    /// of another node (`false`: the caller goes on as for a local user).
     pub(super) fn order_remote(
         &mut self,
         conn: ConnId,
         room: &RoomName,
         target: &Nick,
         action: OrderAction,
+        authority: super::moderation::Authority,
     ) -> bool {
         let Some(cluster) = self.cluster.as_deref() else {
             return false;
@@ -961,18 +962,24 @@ impl Server {
             action,
             node: cluster.node.clone(),
             conn,
+            by_owner: authority != super::moderation::Authority::Operator,
         };
         self.bus(BusRequest::Order(Box::new(order)));
         true
     }
 
-    /// An operator of another node ordered something about a user here.
-    /// Its node checked the operator's right; this one checks the target
-    /// is still here and in the room.
+    /// An operator, or a room's owner, of another node ordered something
+    /// about a user here. Its node checked the right; this one checks the
+    /// target is still here and in the room, and that an owner's order
+    /// does not touch a server operator (whom owners cannot moderate; the
+    /// order is dropped, as the owner's node cannot see who operates here).
     fn obey(&mut self, now: Instant, order: &BusOrder) {
         let Some(victim) = self.conn_named(&order.target) else {
             return;
         };
+        if order.by_owner && self.sessions.get(&victim).is_some_and(|s| s.is_operator()) {
+            return;
+        }
         let (OrderAction::Kick { room, .. } | OrderAction::Mute { room, .. }) = &order.action;
         let member = self.rooms.get(room).is_some_and(|r| r.has_member(victim));
         if !member && *room != RoomName::general() {

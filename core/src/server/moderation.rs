@@ -51,14 +51,12 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::PermissionDenied, Some("#general"), text);
         }
-        if authority == Authority::Operator {
-            let action = OrderAction::Kick {
-                room: room_name.clone(),
-                reason: reason.map(str::to_owned),
-            };
-            if self.order_remote(conn, &room_name, target, action) {
-                return;
-            }
+        let action = OrderAction::Kick {
+            room: room_name.clone(),
+            reason: reason.map(str::to_owned),
+        };
+        if self.order_remote(conn, &room_name, target, action, authority) {
+            return;
         }
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
@@ -433,14 +431,12 @@ impl Server {
         let Some(authority) = self.authority(conn, &room_name, "mute") else {
             return;
         };
-        if authority == Authority::Operator {
-            let action = OrderAction::Mute {
-                room: room_name.clone(),
-                for_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            };
-            if self.order_remote(conn, &room_name, target, action) {
-                return;
-            }
+        let action = OrderAction::Mute {
+            room: room_name.clone(),
+            for_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        };
+        if self.order_remote(conn, &room_name, target, action, authority) {
+            return;
         }
         let Some(victim) = self.member_target(conn, &room_name, target, authority) else {
             return;
