@@ -181,6 +181,12 @@ pub enum OrderAction {
         /// For how long, in milliseconds.
         for_ms: u64,
     },
+    /// Invited into a private room of the sender's node: the target's node
+    /// lets this connection (not whoever holds the nickname later) join it.
+    Invite {
+        /// The room.
+        room: RoomName,
+    },
 }
 
 /// A server ban as nodes pass it on: the time left rather than an instant,

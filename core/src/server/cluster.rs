@@ -47,6 +47,9 @@ pub(super) struct ClusterState {
     snapshot_due: bool,
     /// Nicknames given up while the bus was down: given back when it is up.
     unreleased: BTreeSet<Nick>,
+    /// Connections here invited into private rooms of other nodes, by
+    /// room: they may join them (at most the invitation limit a room).
+    pub(super) invited: BTreeMap<RoomName, BTreeSet<ConnId>>,
     /// The next departure of a user here was announced already (as a kick).
     departure_announced: bool,
     /// Every room's shared settings that are not the defaults
@@ -81,6 +84,7 @@ impl ClusterState {
             reclaiming: AHashMap::new(),
             snapshot_due: false,
             unreleased: BTreeSet::new(),
+            invited: BTreeMap::new(),
             departure_announced: false,
             settings: BTreeMap::new(),
         }
@@ -584,6 +588,10 @@ impl Server {
             return;
         };
         cluster.claims.remove(&conn);
+        cluster.invited.retain(|_, invited| {
+            invited.remove(&conn);
+            !invited.is_empty()
+        });
         if !std::mem::take(&mut cluster.departure_announced) {
             self.bus(BusRequest::Announce(Presence::Quit {
                 nick: session.nick,
@@ -977,10 +985,13 @@ impl Server {
         let Some(victim) = self.conn_named(&order.target) else {
             return;
         };
+        let room = match &order.action {
+            OrderAction::Invite { room } => return self.invited_from_cluster(victim, room, order),
+            OrderAction::Kick { room, .. } | OrderAction::Mute { room, .. } => room,
+        };
         if order.by_owner && self.sessions.get(&victim).is_some_and(|s| s.is_operator()) {
             return;
         }
-        let (OrderAction::Kick { room, .. } | OrderAction::Mute { room, .. }) = &order.action;
         let member = self.rooms.get(room).is_some_and(|r| r.has_member(victim));
         if !member && *room != RoomName::general() {
             return;
@@ -995,7 +1006,91 @@ impl Server {
                 // operator's node cannot see this node's mutes.
                 let _ = self.mute_member(now, order.by.nick, victim, room, duration);
             }
+            OrderAction::Invite { .. } => {}
         }
+    }
+
+    /// A user here was invited into a private room of another node: this
+    /// connection may join it (the room is private on every node), and is
+    /// told as a local invitee is. Past the room's limit of invitations
+    /// here the invitation is dropped.
+    fn invited_from_cluster(&mut self, victim: ConnId, room: &RoomName, order: &BusOrder) {
+        let limit = self.config.limits.invites_per_room;
+        let Some(cluster) = self.cluster.as_deref_mut() else {
+            return;
+        };
+        let invited = cluster.invited.entry(room.clone()).or_default();
+        if invited.len() >= limit && !invited.contains(&victim) {
+            return;
+        }
+        invited.insert(victim);
+        if let Some(here) = self.rooms.get_mut(room)
+            && here.private
+        {
+            here.invites.insert(victim);
+        }
+        if let Some(session) = self.sessions.get_mut(&victim) {
+            let standing = session.standing_mut();
+            if !standing.invited_to.contains(room) {
+                standing.invited_to.push(room.clone());
+            }
+        }
+        let reply = Reply::Invited {
+            room,
+            by: order.by.person(),
+        };
+        self.out.send(victim, &reply);
+    }
+
+    /// An invitation into a private room here for a user of another node:
+    /// sent to their node as an order (`true`; refused here, with the
+    /// reason, if they are in the room already), or not a user of another
+    /// node (`false`: the caller goes on as for a local user). The caller
+    /// checked the inviter's right.
+    pub(super) fn invite_remote(&mut self, conn: ConnId, room: &RoomName, target: &Nick) -> bool {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return false;
+        };
+        if self.conn_named(target).is_some() {
+            return false;
+        }
+        let Some(user) = cluster.mirror.user(target) else {
+            return false;
+        };
+        if user.rooms.contains(room) {
+            let text = format!("{target} is already in #{room}");
+            let subject = format!("{target} #{room}");
+            self.out
+                .error_about(conn, ErrorCode::AlreadyInRoom, Some(&subject), &text);
+            return true;
+        }
+        if self.cluster_ready(conn, Some(target.as_str())) != Some(true) {
+            return true;
+        }
+        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
+            return true;
+        };
+        let order = BusOrder {
+            by: speaker(session),
+            target: *target,
+            action: OrderAction::Invite { room: room.clone() },
+            node: cluster.node.clone(),
+            conn,
+            by_owner: !session.is_operator(),
+        };
+        self.bus(BusRequest::Order(Box::new(order)));
+        true
+    }
+
+    /// Whether a connection here was invited into a private room of
+    /// another node.
+    pub(super) fn invited_elsewhere(&self, conn: ConnId, room: &RoomName) -> bool {
+        self.cluster.as_ref().is_some_and(|cluster| {
+            cluster
+                .invited
+                .get(room)
+                .is_some_and(|invited| invited.contains(&conn))
+        })
     }
 
     fn ordered(&mut self, order: &BusOrder, result: Result<(), BusFailure>) {
@@ -1003,7 +1098,15 @@ impl Server {
             return;
         }
         match result {
-            Ok(()) => {}
+            Ok(()) => {
+                if let OrderAction::Invite { room } = &order.action {
+                    let reply = Reply::InviteSent {
+                        room,
+                        nick: &order.target,
+                    };
+                    self.out.send(order.conn, &reply);
+                }
+            }
             Err(BusFailure::NoSuchNick) => self.no_such_nick(order.conn, &order.target),
             Err(BusFailure::Unavailable) => self.out.error_about(
                 order.conn,

@@ -119,10 +119,21 @@ impl Server {
     }
 
     /// A room that exists on other nodes, for its first member here: with
-    /// the cluster's settings, and no owner (nobody here created it).
+    /// the cluster's settings, and no owner (nobody here created it). A
+    /// private one keeps the invitations this node was sent for it, and
+    /// its history here starts at its first line shown here: what was
+    /// said before may belong to an earlier room of its name.
     pub(super) fn room_from_cluster(&self, name: &RoomName) -> Room {
-        let mut room = Room::new(None, false);
-        if let Some(settings) = self.cluster.as_ref().and_then(|c| c.settings.get(name)) {
+        let private = self.private_elsewhere(name);
+        let mut room = Room::new(None, private);
+        let Some(cluster) = self.cluster.as_ref() else {
+            return room;
+        };
+        if private {
+            room.first_id = u64::MAX;
+            room.invites = cluster.invited.get(name).cloned().unwrap_or_default();
+        }
+        if let Some(settings) = cluster.settings.get(name) {
             adopt(&mut room, settings);
         }
         room

@@ -41,7 +41,10 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::TooManyRooms, Some(&chan), &text);
         }
-        if self.private_elsewhere(&target) && !session.is_operator() {
+        if self.private_elsewhere(&target)
+            && !session.is_operator()
+            && !self.invited_elsewhere(conn, &target)
+        {
             let text = format!("{chan} is private; ask its owner for an invitation");
             return self
                 .out
@@ -260,6 +263,9 @@ impl Server {
                 .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         let Some(invitee) = invitee else {
+            if self.invite_remote(conn, &name, target) {
+                return;
+            }
             return self.no_such_nick(conn, target);
         };
         if room.has_member(invitee) {
