@@ -57,6 +57,16 @@ pub(super) struct ClusterState {
     pub(super) settings: BTreeMap<RoomName, RoomSettings>,
 }
 
+/// See [`Server::for_bus`].
+pub(super) enum ForBus<'a> {
+    /// Not a node of a cluster.
+    SingleServer,
+    /// The bus is down (the caller was told), or the connection is gone.
+    Refused,
+    /// This node, and the session asking.
+    Ready(&'a NodeName, &'a Session),
+}
+
 /// A user's nickname claim in flight.
 #[derive(Debug, Clone, Copy)]
 struct Claim {
@@ -182,6 +192,23 @@ impl Server {
         Some(up)
     }
 
+    /// What a request of `conn` about `room` may do: nothing goes to a bus
+    /// on a single server; on a node whose bus is down the caller was told
+    /// (about the room); else here are the node and the session to build
+    /// the request from.
+    pub(super) fn for_bus(&mut self, conn: ConnId, room: &RoomName) -> ForBus<'_> {
+        let chan = format!("#{room}");
+        match self.cluster_ready(conn, Some(&chan)) {
+            None => return ForBus::SingleServer,
+            Some(false) => return ForBus::Refused,
+            Some(true) => {}
+        }
+        match (&self.cluster, self.sessions.get(&conn)) {
+            (Some(cluster), Some(session)) => ForBus::Ready(&cluster.node, session),
+            _ => ForBus::Refused,
+        }
+    }
+
     /// The node's view of its cluster, for [`Server::gauges`].
     pub(super) fn cluster_gauges(&self) -> Option<crate::counters::ClusterGauges> {
         let cluster = self.cluster.as_ref()?;
@@ -208,14 +235,10 @@ impl Server {
         ts: u64,
         private: bool,
     ) -> bool {
-        let chan = format!("#{room}");
-        match self.cluster_ready(conn, Some(&chan)) {
-            None => return false,
-            Some(false) => return true,
-            Some(true) => {}
-        }
-        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
-            return true;
+        let (node, session) = match self.for_bus(conn, room) {
+            ForBus::SingleServer => return false,
+            ForBus::Refused => return true,
+            ForBus::Ready(node, session) => (node, session),
         };
         let line = BusLine {
             record: Record {
@@ -231,7 +254,7 @@ impl Server {
             user: session.user().to_owned(),
             host: session.peer,
             notice,
-            node: cluster.node.clone(),
+            node: node.clone(),
             conn,
         };
         self.bus(BusRequest::Post(Arc::new(line)));
@@ -930,10 +953,11 @@ impl Server {
 
     // ----- Operators across the cluster -----
 
-    /// A kick or mute of a user of another node, by an operator or by the
-    /// room's owner (or a channel operator) here: sent to that node
-    /// (`true`), or refused here with the reason (`true`), or not a user
-    /// of another node (`false`: the caller goes on as for a local user).
+    /// A kick, mute or invitation of a user of another node, by an
+    /// operator or by the room's owner (or a channel operator) here: sent
+    /// to that node (`true`), or refused here with the reason (`true`), or
+    /// not a user of another node (`false`: the caller goes on as for a
+    /// local user). The caller checked the right.
     pub(super) fn order_remote(
         &mut self,
         conn: ConnId,
@@ -951,11 +975,24 @@ impl Server {
         let Some(user) = cluster.mirror.user(target) else {
             return false;
         };
-        if *room != RoomName::general() && !user.rooms.contains(room) {
-            let text = format!("{target} is not in #{room}");
+        // Kicked or muted out of a room they are in; invited into one
+        // they are not in.
+        let in_room = user.rooms.contains(room);
+        let refusal = match &action {
+            OrderAction::Invite { .. } if in_room => Some((
+                ErrorCode::AlreadyInRoom,
+                format!("{target} is already in #{room}"),
+            )),
+            OrderAction::Kick { .. } | OrderAction::Mute { .. }
+                if *room != RoomName::general() && !in_room =>
+            {
+                Some((ErrorCode::NotInRoom, format!("{target} is not in #{room}")))
+            }
+            _ => None,
+        };
+        if let Some((code, text)) = refusal {
             let subject = format!("{target} #{room}");
-            self.out
-                .error_about(conn, ErrorCode::NotInRoom, Some(&subject), &text);
+            self.out.error_about(conn, code, Some(&subject), &text);
             return true;
         }
         if self.cluster_ready(conn, Some(target.as_str())) != Some(true) {
@@ -1040,46 +1077,6 @@ impl Server {
             by: order.by.person(),
         };
         self.out.send(victim, &reply);
-    }
-
-    /// An invitation into a private room here for a user of another node:
-    /// sent to their node as an order (`true`; refused here, with the
-    /// reason, if they are in the room already), or not a user of another
-    /// node (`false`: the caller goes on as for a local user). The caller
-    /// checked the inviter's right.
-    pub(super) fn invite_remote(&mut self, conn: ConnId, room: &RoomName, target: &Nick) -> bool {
-        let Some(cluster) = self.cluster.as_deref() else {
-            return false;
-        };
-        if self.conn_named(target).is_some() {
-            return false;
-        }
-        let Some(user) = cluster.mirror.user(target) else {
-            return false;
-        };
-        if user.rooms.contains(room) {
-            let text = format!("{target} is already in #{room}");
-            let subject = format!("{target} #{room}");
-            self.out
-                .error_about(conn, ErrorCode::AlreadyInRoom, Some(&subject), &text);
-            return true;
-        }
-        if self.cluster_ready(conn, Some(target.as_str())) != Some(true) {
-            return true;
-        }
-        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
-            return true;
-        };
-        let order = BusOrder {
-            by: speaker(session),
-            target: *target,
-            action: OrderAction::Invite { room: room.clone() },
-            node: cluster.node.clone(),
-            conn,
-            by_owner: !session.is_operator(),
-        };
-        self.bus(BusRequest::Order(Box::new(order)));
-        true
     }
 
     /// Whether a connection here was invited into a private room of

@@ -11,7 +11,7 @@ use crate::io::Priority;
 use crate::reply::Reply;
 
 use super::Server;
-use super::cluster::{UNAVAILABLE, speaker};
+use super::cluster::{ForBus, UNAVAILABLE, speaker};
 use super::room::Room;
 
 impl Server {
@@ -25,20 +25,16 @@ impl Server {
         room: &RoomName,
         setting: Setting,
     ) -> bool {
-        let chan = format!("#{room}");
-        match self.cluster_ready(conn, Some(&chan)) {
-            None => return false,
-            Some(false) => return true,
-            Some(true) => {}
-        }
-        let (Some(cluster), Some(session)) = (&self.cluster, self.sessions.get(&conn)) else {
-            return true;
+        let (node, session) = match self.for_bus(conn, room) {
+            ForBus::SingleServer => return false,
+            ForBus::Refused => return true,
+            ForBus::Ready(node, session) => (node, session),
         };
         let change = RoomChange {
             room: room.clone(),
             setting,
             by: speaker(session),
-            node: cluster.node.clone(),
+            node: node.clone(),
             conn,
         };
         self.bus(BusRequest::Settle(Box::new(change)));

@@ -3,13 +3,14 @@
 use std::time::Instant;
 
 use crate::address::AddressGroup;
-use crate::cluster::Setting;
+use crate::cluster::{OrderAction, Setting};
 use crate::dialect::Dialect;
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
 use crate::reply::{Person, Reply, RoomEntry};
 
+use super::moderation::Authority;
 use super::presence::Entry;
 use super::room::Room;
 use super::session::Session;
@@ -263,7 +264,13 @@ impl Server {
                 .error_about(conn, ErrorCode::PermissionDenied, Some(&chan), &text);
         }
         let Some(invitee) = invitee else {
-            if self.invite_remote(conn, &name, target) {
+            let authority = if me.is_operator() {
+                Authority::Operator
+            } else {
+                Authority::Owner
+            };
+            let action = OrderAction::Invite { room: name.clone() };
+            if self.order_remote(conn, &name, target, action, authority) {
                 return;
             }
             return self.no_such_nick(conn, target);
