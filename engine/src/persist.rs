@@ -137,8 +137,9 @@ pub enum PersistReport {
     /// that made them lets them go: glibc's `free` of memory another
     /// thread allocated waits for that thread's arena lock, and the writer
     /// dropping the last copies made the core and the writer take turns on
-    /// it (28 % of the writer's sleeps in S1). Not an outcome: sent with
-    /// the writer's next report, after the records' own.
+    /// it (28 % of the writer's sleeps in S1). Not an outcome: sent once
+    /// written, along with the writer's next reports; the receiver only
+    /// lets them go.
     Spent(Vec<Arc<Record>>),
 }
 

@@ -1022,29 +1022,31 @@ impl Server {
         let Some(victim) = self.conn_named(&order.target) else {
             return;
         };
-        let room = match &order.action {
-            OrderAction::Invite { room } => return self.invited_from_cluster(victim, room, order),
-            OrderAction::Kick { room, .. } | OrderAction::Mute { room, .. } => room,
-        };
-        if order.by_owner && self.sessions.get(&victim).is_some_and(|s| s.is_operator()) {
-            return;
-        }
-        let member = self.rooms.get(room).is_some_and(|r| r.has_member(victim));
-        if !member && *room != RoomName::general() {
-            return;
-        }
         match &order.action {
+            OrderAction::Invite { room } => self.invited_from_cluster(victim, room, order),
             OrderAction::Kick { room, reason } => {
-                self.kick_member(&order.by, None, victim, room, reason.as_deref());
+                if self.may_moderate(victim, room, order) {
+                    self.kick_member(&order.by, None, victim, room, reason.as_deref());
+                }
             }
             OrderAction::Mute { room, for_ms } => {
-                let duration = std::time::Duration::from_millis(*for_ms);
-                // Past the room's limit of mutes the order is dropped: the
-                // operator's node cannot see this node's mutes.
-                let _ = self.mute_member(now, order.by.nick, victim, room, duration);
+                if self.may_moderate(victim, room, order) {
+                    let duration = std::time::Duration::from_millis(*for_ms);
+                    // Past the room's limit of mutes the order is dropped:
+                    // the operator's node cannot see this node's mutes.
+                    let _ = self.mute_member(now, order.by.nick, victim, room, duration);
+                }
             }
-            OrderAction::Invite { .. } => {}
         }
+    }
+
+    /// Whether a kick or mute ordered from another node still applies to
+    /// `victim`: a member of the room (or anyone, in #general), and not a
+    /// server operator when the order is an owner's.
+    fn may_moderate(&self, victim: ConnId, room: &RoomName, order: &BusOrder) -> bool {
+        let operator = self.sessions.get(&victim).is_some_and(|s| s.is_operator());
+        let member = self.rooms.get(room).is_some_and(|r| r.has_member(victim));
+        !(order.by_owner && operator) && (member || *room == RoomName::general())
     }
 
     /// A user here was invited into a private room of another node: this
