@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::history::Record;
 use crate::ids::{ConnId, MessageId, Nick, RoomName};
 
+mod room_settings;
+
+pub use room_settings::{FieldWrite, ModeFlag, RoomMode, RoomSettings, Setting, SharedRoomBan};
+
 /// A node's name: 1 to 8 characters, a lowercase ASCII letter then
 /// lowercase letters and digits. Short, because guest names carry it
 /// (`guest7-n2`) and a nickname holds at most 24 characters.
@@ -301,60 +305,6 @@ pub enum Presence {
     },
 }
 
-/// A room's settings as the cluster shares them (docs/CLUSTER.md, "Room
-/// settings"): kept in Redis (`chatd:settings`, room name to this as
-/// JSON), and changed by one atomic step that publishes the room's new
-/// settings to every node, the changer's own too. So every node applies
-/// the changes in the one order Redis ran them, and a node that starts or
-/// comes back reads them all.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomSettings {
-    /// The topic, if one is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
-}
-
-/// One change to a room's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "s", rename_all = "lowercase")]
-pub enum Setting {
-    /// The topic is set, or cleared (`None`).
-    Topic {
-        /// The new topic.
-        topic: Option<String>,
-    },
-    /// Everything back to the defaults: the room was created anew, so
-    /// nothing of an earlier room of its name carries over.
-    Reset,
-}
-
-impl Setting {
-    /// The field of [`RoomSettings`]'s JSON this change writes, and its
-    /// new value (`null` removes the field); `None` for a reset, which
-    /// removes them all. The Redis script merges changes this way, field
-    /// by field, so two nodes changing different settings at once both
-    /// keep their change.
-    pub fn field(&self) -> Option<(&'static str, serde_json::Value)> {
-        match self {
-            Setting::Topic { topic } => Some((
-                "topic",
-                topic
-                    .as_ref()
-                    .map_or(serde_json::Value::Null, |topic| topic.as_str().into()),
-            )),
-            Setting::Reset => None,
-        }
-    }
-
-    /// The change applied to `settings`, as the script merges it.
-    pub fn apply(&self, settings: &mut RoomSettings) {
-        match self {
-            Setting::Topic { topic } => settings.topic.clone_from(topic),
-            Setting::Reset => *settings = RoomSettings::default(),
-        }
-    }
-}
-
 /// A change to a room's settings on its way through the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomChange {
@@ -368,6 +318,10 @@ pub struct RoomChange {
     pub node: NodeName,
     /// Their connection on that node.
     pub conn: ConnId,
+    /// The changer's wall-clock time (Unix ms): address bans that ended
+    /// by then are dropped from the settings as the change is merged.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// What travels on a node's channel. JSON, tagged by `t`; the Redis

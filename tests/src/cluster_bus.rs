@@ -428,8 +428,11 @@ impl MemoryBus {
     /// The **settle** script: the change merged into the room's settings,
     /// which are published to every node in `chatd:nodes` (this one too).
     fn settle(&mut self, node: &NodeName, change: Box<RoomChange>) -> Result<(), BusError> {
-        let mut settings = self.settings.remove(&change.room).unwrap_or_default();
-        change.setting.apply(&mut settings);
+        let settings = self
+            .settings
+            .remove(&change.room)
+            .unwrap_or_default()
+            .merged(&change.setting, change.at_ms);
         if settings != RoomSettings::default() {
             self.settings.insert(change.room.clone(), settings.clone());
         }
@@ -1129,6 +1132,7 @@ mod tests {
             },
             node: from.clone(),
             conn: conn(1),
+            at_ms: 0,
         })
     }
 
@@ -1147,6 +1151,7 @@ mod tests {
             .unwrap();
         let set = RoomSettings {
             topic: Some("all things rust".into()),
+            ..RoomSettings::default()
         };
         let arrived = BusEvent::RoomSettings {
             settings: set.clone(),

@@ -10,8 +10,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use chatd_core::cluster::{
-    BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, NodeName, Presence, RoomChange,
-    RoomSettings, Setting, Speaker, keys,
+    BusEvent, BusFailure, BusLine, BusRequest, BusWhisper, ModeFlag, NodeName, Presence,
+    RoomChange, RoomMode, RoomSettings, Setting, SharedRoomBan, Speaker, keys,
 };
 use chatd_core::history_query::{HistoryAnswer, HistoryQuery, Position, QueryId, Scope, Shortfall};
 use chatd_core::{ConnId, MessageId, Nick, Record, RecordKind, RoomName};
@@ -509,15 +509,33 @@ fn whispers_and_announcements_reach_the_other_node() {
 }
 
 fn topic_change(node: &NodeName, room: &str, topic: Option<&str>) -> Box<RoomChange> {
+    let topic = Setting::Topic {
+        topic: topic.map(str::to_owned),
+    };
+    room_change(node, room, topic, 0)
+}
+
+fn room_change(node: &NodeName, room: &str, setting: Setting, at_ms: u64) -> Box<RoomChange> {
     Box::new(RoomChange {
         room: room_name(room),
-        setting: Setting::Topic {
-            topic: topic.map(str::to_owned),
-        },
+        setting,
         by: speaker("alice"),
         node: node.clone(),
         conn: conn_id(3),
+        at_ms,
     })
+}
+
+fn room_ban(address: &str, until_ms: Option<u64>) -> Setting {
+    Setting::Ban {
+        address: address.parse().unwrap(),
+        ban: SharedRoomBan {
+            until_ms,
+            reason: Some("spam \"quoted\"".into()),
+        },
+        target: None,
+        for_ms: None,
+    }
 }
 
 fn settings_heard(node: &mut Node) -> (RoomSettings, Box<RoomChange>) {
@@ -549,6 +567,7 @@ fn room_settings_reach_every_node_and_are_read_when_a_bus_connects() {
     }
     let expected = RoomSettings {
         topic: Some(topic.to_owned()),
+        ..RoomSettings::default()
     };
     for node in [&mut n1, &mut n2] {
         assert_eq!(settings_heard(node), (expected.clone(), change.clone()));
@@ -557,13 +576,102 @@ fn room_settings_reach_every_node_and_are_read_when_a_bus_connects() {
     match n3.expect("AllSettings", PROMPT, |e| {
         matches!(e, BusEvent::AllSettings(_))
     }) {
-        BusEvent::AllSettings(all) => assert_eq!(all, vec![(room_name("rust"), expected)]),
+        BusEvent::AllSettings(all) => assert_eq!(all, vec![(room_name("rust"), expected.clone())]),
         _ => unreachable!(),
     }
     n3.up();
-    n2.submit(BusRequest::Settle(topic_change(&n2.name, "rust", None)));
+    // Modes and bans: the script's merge (Lua, cjson) is the core's
+    // (`RoomSettings::merged`), entry by entry, and drops ended bans.
+    let now_ms = 1_796_000_000_000;
+    let steps = [
+        Setting::Modes {
+            modes: vec![
+                RoomMode::Key {
+                    key: Some("sesame".into()),
+                },
+                RoomMode::Limit {
+                    limit: Some(u32::MAX),
+                },
+                RoomMode::Flag {
+                    flag: ModeFlag::NoOutside,
+                    on: false,
+                },
+                RoomMode::Flag {
+                    flag: ModeFlag::Private,
+                    on: true,
+                },
+                RoomMode::Mask {
+                    mask: "bad!*@*".into(),
+                    on: true,
+                },
+                RoomMode::Mask {
+                    mask: "worse!*@*".into(),
+                    on: true,
+                },
+            ],
+        },
+        room_ban("10.0.0.1", Some(now_ms + 1)),
+        room_ban("::1", None),
+        room_ban("10.0.0.2", Some(now_ms + 600_000)),
+        Setting::Topic { topic: None },
+        Setting::Modes {
+            modes: vec![RoomMode::Mask {
+                mask: "bad!*@*".into(),
+                on: false,
+            }],
+        },
+    ];
+    let mut model = expected.clone();
+    for (at, setting) in steps.into_iter().enumerate() {
+        let at_ms = now_ms + at as u64;
+        model = model.merged(&setting, at_ms);
+        n1.submit(BusRequest::Settle(room_change(
+            &n1.name, "rust", setting, at_ms,
+        )));
+        for node in [&mut n1, &mut n2, &mut n3] {
+            assert_eq!(settings_heard(node).0, model, "after step {at}");
+        }
+    }
+    assert_eq!(model.bans.len(), 2, "the ended ban is gone: {model:?}");
+    assert_eq!(model.masks.len(), 1);
+    let undo = [
+        Setting::Unban {
+            address: "::1".parse().unwrap(),
+        },
+        Setting::Unban {
+            address: "10.0.0.2".parse().unwrap(),
+        },
+        Setting::Modes {
+            modes: vec![
+                RoomMode::Key { key: None },
+                RoomMode::Limit { limit: None },
+                RoomMode::Flag {
+                    flag: ModeFlag::NoOutside,
+                    on: true,
+                },
+                RoomMode::Mask {
+                    mask: "worse!*@*".into(),
+                    on: false,
+                },
+            ],
+        },
+    ];
+    for setting in undo {
+        model = model.merged(&setting, now_ms);
+        n2.submit(BusRequest::Settle(room_change(
+            &n2.name, "rust", setting, now_ms,
+        )));
+        assert_eq!(settings_heard(&mut n1).0, model);
+    }
+    assert_eq!(model.private, Some(true), "-i is kept apart from never set");
+    n2.submit(BusRequest::Settle(room_change(
+        &n2.name,
+        "rust",
+        Setting::Reset,
+        now_ms,
+    )));
     for node in [&mut n1, &mut n2, &mut n3] {
-        assert_eq!(settings_heard(node).0, RoomSettings::default());
+        while settings_heard(node).0 != RoomSettings::default() {}
     }
     let stored: Option<String> = redis::cmd("HGET")
         .arg(keys::SETTINGS)

@@ -128,9 +128,9 @@ impl Server {
             BusEvent::NodeGone(node) => self.node_gone(&node),
             BusEvent::Settled { change, result } => self.settled(&change, result),
             BusEvent::RoomSettings { settings, change } => {
-                self.room_settings_arrived(settings, &change);
+                self.room_settings_arrived(now, settings, &change);
             }
-            BusEvent::AllSettings(all) => self.all_settings_arrived(all),
+            BusEvent::AllSettings(all) => self.all_settings_arrived(now, all),
         }
     }
 
@@ -1158,12 +1158,23 @@ impl Server {
 
     /// Whether a room that has no members here is private on another node
     /// (invitations are per node: nobody here may join or read it).
+    /// Privacy changed after the room was created (IRC `+i`/`-i`) is the
+    /// room's settings', which are stale for a room on no node.
     pub(super) fn private_elsewhere(&self, room: &RoomName) -> bool {
-        !self.rooms.contains_key(room)
-            && self
-                .cluster
-                .as_ref()
-                .is_some_and(|cluster| cluster.mirror.is_private(room))
+        if self.rooms.contains_key(room) {
+            return false;
+        }
+        let Some(cluster) = self.cluster.as_ref() else {
+            return false;
+        };
+        match cluster
+            .settings
+            .get(room)
+            .and_then(|settings| settings.private)
+        {
+            Some(private) => private && cluster.mirror.has_room(room),
+            None => cluster.mirror.is_private(room),
+        }
     }
 
     /// Whether a user of another node holds the nickname.
@@ -1267,6 +1278,14 @@ impl Server {
 
     /// Whether a room exists on another node (so joining it here joins
     /// it, rather than creating a new room owned by the joiner).
+    /// How many members a room has on other nodes (IRC `+l` counts the
+    /// whole cluster's).
+    pub(super) fn members_elsewhere(&self, room: &RoomName) -> usize {
+        self.cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.mirror.members(room).count())
+    }
+
     pub(super) fn exists_elsewhere(&self, room: &RoomName) -> bool {
         self.cluster
             .as_ref()

@@ -16,7 +16,7 @@ use crate::io::{CloseReason, Priority};
 use crate::reply::{Person, Reply, Scope};
 use crate::timers::Timer;
 
-use crate::cluster::{OrderAction, Speaker};
+use crate::cluster::{OrderAction, Setting, SharedRoomBan, Speaker};
 
 use super::cluster::speaker;
 use super::presence::Entry;
@@ -185,12 +185,10 @@ impl Server {
             BanTarget::Ip(address) => *address,
             BanTarget::Nick(nick) => match self.user_named(nick) {
                 Some(victim) => self.sessions[&victim].peer,
-                // An operator's ban is the cluster's: a user of another
-                // node is banned by the address their node announced.
-                None => match self
-                    .remote_host(nick)
-                    .filter(|_| authority == Authority::Operator)
-                {
+                // Server bans and a room's bans are the cluster's: a user
+                // of another node is banned by the address their node
+                // announced.
+                None => match self.remote_host(nick) {
                     Some(address) => address,
                     None => return self.no_such_nick(conn, nick),
                 },
@@ -211,22 +209,69 @@ impl Server {
         match authority {
             Authority::Operator => self.ban_from_server(now, conn, address, ban, duration),
             Authority::Owner => {
-                // A logged-in user's account is banned too, so logging
-                // in from another address does not get back in.
-                let account = match target {
-                    BanTarget::Nick(nick) => self
-                        .user_named(nick)
-                        .and_then(|victim| self.sessions[&victim].account())
-                        .map(|account| account.folded()),
+                if !self.room_has_space_for_ban(conn, &room_name, address) {
+                    return;
+                }
+                let nick = match target {
+                    BanTarget::Nick(nick) => Some(*nick),
                     BanTarget::Ip(_) => None,
                 };
-                if let (Some(account), Some(room)) = (account, self.rooms.get_mut(&room_name)) {
-                    room.account_bans.retain(|_, (_, ban)| ban.is_active(now));
-                    if room.account_bans.len() < self.config.limits.bans_per_room {
-                        room.account_bans.insert(account, (address, ban.clone()));
-                    }
+                // On a node of a cluster the room's bans are the
+                // cluster's: every node bans the address when the bus
+                // brings the ban back (room_settings.rs).
+                let shared = SharedRoomBan {
+                    until_ms: duration.map(|length| {
+                        let length = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
+                        self.wall.unix_ms(now).saturating_add(length)
+                    }),
+                    reason: reason.map(str::to_owned),
+                };
+                let setting = Setting::Ban {
+                    address,
+                    ban: shared,
+                    target: nick,
+                    for_ms: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                };
+                if self.settle_in_cluster(conn, &room_name, setting) {
+                    return;
                 }
-                self.ban_from_room(conn, &room_name, target, address, ban, duration);
+                if let Some(nick) = nick {
+                    self.ban_account(now, &room_name, &nick, address, ban.clone());
+                }
+                self.ban_from_room(&room_name, address, ban.clone());
+                let by = self.nick_of(conn);
+                let notice = RoomBanNotice {
+                    moderator: Some(conn),
+                    by,
+                    target: nick.as_ref(),
+                    address,
+                    duration,
+                    reason: ban.reason.as_deref(),
+                };
+                self.enforce_room_ban(&room_name, &notice);
+            }
+        }
+    }
+
+    /// A logged-in user's account is banned with their address, so logging
+    /// in from another address does not get back in (accounts are each
+    /// node's: on the node where the moderator named them).
+    pub(super) fn ban_account(
+        &mut self,
+        now: Instant,
+        room_name: &RoomName,
+        nick: &Nick,
+        address: IpAddr,
+        ban: Ban,
+    ) {
+        let account = self
+            .user_named(nick)
+            .and_then(|victim| self.sessions[&victim].account())
+            .map(|account| account.folded());
+        if let (Some(account), Some(room)) = (account, self.rooms.get_mut(room_name)) {
+            room.account_bans.retain(|_, (_, ban)| ban.is_active(now));
+            if room.account_bans.len() < self.config.limits.bans_per_room {
+                room.account_bans.insert(account, (address, ban));
             }
         }
     }
@@ -310,25 +355,33 @@ impl Server {
         }
     }
 
-    fn ban_from_room(
+    /// Whether the room may hold one more ban (of `address`); the
+    /// moderator is told when it may not.
+    fn room_has_space_for_ban(
         &mut self,
         conn: ConnId,
         room_name: &RoomName,
-        target: &BanTarget,
         address: IpAddr,
-        ban: Ban,
-        duration: Option<Duration>,
-    ) {
+    ) -> bool {
         let limit = self.config.limits.bans_per_room;
-        let Some(room) = self.rooms.get_mut(room_name) else {
-            return;
+        let Some(room) = self.rooms.get(room_name) else {
+            return false;
         };
         let held = room.bans.len() + room.modes.ban_masks.len();
         if held >= limit && !room.bans.contains_key(&address) {
             let text =
                 format!("#{room_name} holds {limit} bans, the most a room may; lift one first");
-            return self.out.error(conn, ErrorCode::LimitReached, &text);
+            self.out.error(conn, ErrorCode::LimitReached, &text);
+            return false;
         }
+        true
+    }
+
+    /// An owner's address ban on a single server, with its timer.
+    fn ban_from_room(&mut self, room_name: &RoomName, address: IpAddr, ban: Ban) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
         if let Some(until) = ban.until {
             let timer = Timer::RoomBanExpiry {
                 room: room_name.clone(),
@@ -336,45 +389,53 @@ impl Server {
             };
             self.timers.schedule(until, timer);
         }
-        let reason = ban.reason.clone();
         if let Some(replaced) = room.bans.insert(address, ban) {
             self.cancel_room_ban_timer(room_name, address, &replaced);
         }
-        let by = self.nick_of(conn);
+    }
+
+    /// After a room banned an address: its members from there here are
+    /// put out, and the moderator, if here, is told.
+    pub(super) fn enforce_room_ban(&mut self, room_name: &RoomName, notice: &RoomBanNotice<'_>) {
+        if !self.rooms.contains_key(room_name) {
+            return;
+        }
         let victims: Vec<ConnId> = self
-            .sessions_at(address, Some(conn))
+            .sessions_at(notice.address, notice.moderator)
             .into_iter()
             .filter(|victim| self.rooms[room_name].has_member(*victim))
             .collect();
-        match target {
-            BanTarget::Ip(_) => self.out.send(
-                conn,
-                &Reply::BanSet {
-                    scope: Scope::Room(room_name),
-                    address,
-                    duration,
-                },
-            ),
-            BanTarget::Nick(nick) if victims.is_empty() => self.out.send(
-                conn,
-                &Reply::BannedFromRoom {
-                    room: room_name,
-                    nick,
-                    by: &by,
-                    duration,
-                    reason: reason.as_deref(),
-                },
-            ),
-            BanTarget::Nick(_) => {}
+        if let Some(moderator) = notice.moderator {
+            match notice.target {
+                None => self.out.send(
+                    moderator,
+                    &Reply::BanSet {
+                        scope: Scope::Room(room_name),
+                        address: notice.address,
+                        duration: notice.duration,
+                    },
+                ),
+                Some(nick) if victims.is_empty() => self.out.send(
+                    moderator,
+                    &Reply::BannedFromRoom {
+                        room: room_name,
+                        nick,
+                        by: &notice.by,
+                        duration: notice.duration,
+                        reason: notice.reason,
+                    },
+                ),
+                Some(_) => {}
+            }
         }
         for victim in victims {
             let nick = self.nick_of(victim);
             let reply = Reply::BannedFromRoom {
                 room: room_name,
                 nick: &nick,
-                by: &by,
-                duration,
-                reason: reason.as_deref(),
+                by: &notice.by,
+                duration: notice.duration,
+                reason: notice.reason,
             };
             self.broadcast_in(room_name, &reply, Priority::Urgent);
             self.put_out(victim, room_name, None);
@@ -397,6 +458,15 @@ impl Server {
                 address,
             };
             return self.out.send(conn, &reply);
+        }
+        let banned_here = self
+            .rooms
+            .get(&room_name)
+            .is_some_and(|room| room.bans.contains_key(&address));
+        // On a node of a cluster every node lifts it when the bus brings
+        // the change back (room_settings.rs).
+        if banned_here && self.settle_in_cluster(conn, &room_name, Setting::Unban { address }) {
+            return;
         }
         if let Some(room) = self.rooms.get_mut(&room_name) {
             // Account bans set with this address go with it.
@@ -750,4 +820,20 @@ impl Server {
             self.out.broadcast(&room.audiences(), None, reply, priority);
         }
     }
+}
+
+/// What a room's address ban tells, on the node that carries it out.
+pub(super) struct RoomBanNotice<'a> {
+    /// The moderator, if on this node.
+    pub(super) moderator: Option<ConnId>,
+    /// The moderator's nickname.
+    pub(super) by: Nick,
+    /// The nickname the moderator named, if any.
+    pub(super) target: Option<&'a Nick>,
+    /// The banned address.
+    pub(super) address: IpAddr,
+    /// For how long, as the moderator gave it.
+    pub(super) duration: Option<Duration>,
+    /// Why.
+    pub(super) reason: Option<&'a str>,
 }

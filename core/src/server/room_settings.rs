@@ -1,18 +1,24 @@
 //! A room's settings on a node of a cluster (docs/CLUSTER.md, "Room
-//! settings"). A change is checked here, goes to the bus, and is applied
-//! when it comes back: on every node, the changer's too, in the one order
-//! Redis ran the changes. Each node keeps every room's settings, so a room
-//! whose first member here joins it starts with them.
+//! settings"): its topic, IRC channel modes and address bans. A change is
+//! checked here, goes to the bus, and is applied when it comes back: on
+//! every node, the changer's too, in the one order Redis ran the changes.
+//! Each node keeps every room's settings, so a room whose first member
+//! here joins it starts with them.
+
+use std::time::{Duration, Instant};
 
 use crate::cluster::{BusFailure, BusRequest, RoomChange, RoomSettings, Setting};
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, RoomName};
 use crate::io::Priority;
-use crate::reply::Reply;
+use crate::reply::{Reply, Scope};
+use crate::timers::Timer;
 
 use super::Server;
 use super::cluster::{ForBus, UNAVAILABLE, speaker};
-use super::room::Room;
+use super::irc::modes::describe_room_modes;
+use super::moderation::RoomBanNotice;
+use super::room::{Ban, Room};
 
 impl Server {
     /// A change to a room's settings on a node of a cluster: to the bus,
@@ -25,6 +31,7 @@ impl Server {
         room: &RoomName,
         setting: Setting,
     ) -> bool {
+        let at_ms = self.out.scene.unix_ms;
         let (node, session) = match self.for_bus(conn, room) {
             ForBus::SingleServer => return false,
             ForBus::Refused => return true,
@@ -36,6 +43,7 @@ impl Server {
             by: speaker(session),
             node: node.clone(),
             conn,
+            at_ms,
         };
         self.bus(BusRequest::Settle(Box::new(change)));
         true
@@ -48,25 +56,29 @@ impl Server {
         if result.is_ok() {
             return;
         }
-        // Only if the connection is still the user who asked.
-        if self
-            .sessions
-            .get(&change.conn)
-            .is_some_and(|session| session.nick == change.by.nick)
-        {
+        if let Some(conn) = self.changer_here(change) {
             let chan = format!("#{}", change.room);
-            self.out.error_about(
-                change.conn,
-                ErrorCode::Unavailable,
-                Some(&chan),
-                UNAVAILABLE,
-            );
+            self.out
+                .error_about(conn, ErrorCode::Unavailable, Some(&chan), UNAVAILABLE);
         }
+    }
+
+    /// The changer's connection, if the change was made on this node and
+    /// the connection is still the user who made it.
+    fn changer_here(&self, change: &RoomChange) -> Option<ConnId> {
+        let cluster = self.cluster.as_ref()?;
+        let session = self.sessions.get(&change.conn)?;
+        (cluster.node == change.node && session.nick == change.by.nick).then_some(change.conn)
     }
 
     /// A room's settings after a change, from any node: kept, applied to
     /// the room here if it has members here, and told to them.
-    pub(super) fn room_settings_arrived(&mut self, settings: RoomSettings, change: &RoomChange) {
+    pub(super) fn room_settings_arrived(
+        &mut self,
+        now: Instant,
+        settings: RoomSettings,
+        change: &RoomChange,
+    ) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -74,21 +86,57 @@ impl Server {
         if settings == RoomSettings::default() {
             cluster.settings.remove(name);
         } else {
-            cluster.settings.insert(name.clone(), settings.clone());
+            cluster.settings.insert(name.clone(), settings);
         }
-        let Some(room) = self.rooms.get_mut(name) else {
+        if !self.rooms.contains_key(name) {
             return;
-        };
-        adopt(room, &settings);
+        }
+        self.adopt_settings(now, name);
+        let changer = self.changer_here(change);
+        let by = change.by.person();
         match &change.setting {
             Setting::Topic { topic } => {
                 let reply = Reply::TopicChanged {
                     room: name,
-                    by: change.by.person(),
+                    by,
                     topic: topic.as_deref().unwrap_or(""),
                 };
-                self.out
-                    .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+                self.broadcast_in(name, &reply, Priority::Normal);
+            }
+            Setting::Modes { modes } => {
+                self.announce_modes(name, by, &describe_room_modes(modes));
+            }
+            Setting::Ban {
+                address,
+                ban,
+                target,
+                for_ms,
+            } => {
+                if let (Some(_), Some(nick)) = (changer, target) {
+                    let ban = self.room_ban(now, ban);
+                    self.ban_account(now, name, nick, *address, ban);
+                }
+                let notice = RoomBanNotice {
+                    moderator: changer,
+                    by: change.by.nick,
+                    target: target.as_ref(),
+                    address: *address,
+                    duration: for_ms.map(Duration::from_millis),
+                    reason: ban.reason.as_deref(),
+                };
+                self.enforce_room_ban(name, &notice);
+            }
+            Setting::Unban { address } => {
+                if let Some(room) = self.rooms.get_mut(name) {
+                    room.account_bans.retain(|_, (banned, _)| banned != address);
+                }
+                if let Some(conn) = changer {
+                    let reply = Reply::Unbanned {
+                        scope: Scope::Room(name),
+                        address: *address,
+                    };
+                    self.out.send(conn, &reply);
+                }
             }
             // A room created anew on another node while members here were
             // still in an earlier one of its name: only possible in a race
@@ -100,7 +148,11 @@ impl Server {
     /// Every room's settings, read as the bus connected: they replace what
     /// this node knew (it may have missed changes while cut off), and the
     /// rooms here take them.
-    pub(super) fn all_settings_arrived(&mut self, all: Vec<(RoomName, RoomSettings)>) {
+    pub(super) fn all_settings_arrived(
+        &mut self,
+        now: Instant,
+        all: Vec<(RoomName, RoomSettings)>,
+    ) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -108,29 +160,24 @@ impl Server {
             .into_iter()
             .filter(|(_, settings)| *settings != RoomSettings::default())
             .collect();
-        for (name, room) in &mut self.rooms {
-            let settings = cluster.settings.get(name).cloned().unwrap_or_default();
-            adopt(room, &settings);
+        let names: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.adopt_settings(now, &name);
         }
     }
 
-    /// A room that exists on other nodes, for its first member here: with
-    /// the cluster's settings, and no owner (nobody here created it). A
-    /// private one keeps the invitations this node was sent for it, and
-    /// its history here starts at its first line shown here: what was
-    /// said before may belong to an earlier room of its name.
+    /// A room that exists on other nodes, for its first member here: no
+    /// owner (nobody here created it); the caller adopts the cluster's
+    /// settings once it is in place. A private one keeps the invitations
+    /// this node was sent for it, and its history here starts at its first
+    /// line shown here: what was said before may belong to an earlier room
+    /// of its name.
     pub(super) fn room_from_cluster(&self, name: &RoomName) -> Room {
         let private = self.private_elsewhere(name);
         let mut room = Room::new(None, private);
-        let Some(cluster) = self.cluster.as_ref() else {
-            return room;
-        };
-        if private {
+        if let (true, Some(cluster)) = (private, self.cluster.as_ref()) {
             room.first_id = u64::MAX;
             room.invites = cluster.invited.get(name).cloned().unwrap_or_default();
-        }
-        if let Some(settings) = cluster.settings.get(name) {
-            adopt(&mut room, settings);
         }
         room
     }
@@ -147,9 +194,70 @@ impl Server {
             self.settle_in_cluster(conn, name, Setting::Reset);
         }
     }
-}
 
-/// The shared settings, as the room here holds them.
-fn adopt(room: &mut Room, settings: &RoomSettings) {
-    room.topic = settings.topic.as_deref().map(Into::into);
+    /// Makes the room here hold the cluster's settings for it: topic,
+    /// modes, privacy if it was changed after creation, and the address
+    /// bans that still hold, each with its expiry timer.
+    pub(super) fn adopt_settings(&mut self, now: Instant, name: &RoomName) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let settings = cluster.settings.get(name).cloned().unwrap_or_default();
+        let bans = settings
+            .bans
+            .iter()
+            .filter_map(|(address, shared)| Some((*address, self.live_room_ban(now, shared)?)))
+            .collect();
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        room.topic = settings.topic.as_deref().map(Into::into);
+        room.modes.key = settings.key.as_deref().map(Into::into);
+        room.modes.limit = settings.limit.map(|limit| limit as usize);
+        room.modes.moderated = settings.moderated;
+        room.modes.no_outside = !settings.outside;
+        room.modes.secret = settings.secret;
+        room.modes.topic_locked = !settings.topic_open;
+        if let Some(private) = settings.private {
+            room.private = private;
+        }
+        room.modes.ban_masks = settings
+            .masks
+            .keys()
+            .map(|mask| mask.as_str().into())
+            .collect();
+        let before = std::mem::replace(&mut room.bans, bans);
+        let timed: Vec<_> = room
+            .bans
+            .iter()
+            .filter_map(|(address, ban)| Some((*address, ban.until?)))
+            .collect();
+        for (address, ban) in before {
+            self.cancel_room_ban_timer(name, address, &ban);
+        }
+        for (address, until) in timed {
+            let timer = Timer::RoomBanExpiry {
+                room: name.clone(),
+                address,
+            };
+            self.timers.schedule(until, timer);
+        }
+    }
+
+    /// A shared ban as this node times it, if it still holds.
+    fn live_room_ban(&self, now: Instant, shared: &crate::cluster::SharedRoomBan) -> Option<Ban> {
+        let now_ms = self.wall.unix_ms(now);
+        shared.holds_at(now_ms).then(|| self.room_ban(now, shared))
+    }
+
+    /// A shared ban as this node times it.
+    fn room_ban(&self, now: Instant, shared: &crate::cluster::SharedRoomBan) -> Ban {
+        let now_ms = self.wall.unix_ms(now);
+        Ban {
+            until: shared
+                .until_ms
+                .map(|until| now + Duration::from_millis(until.saturating_sub(now_ms))),
+            reason: shared.reason.as_deref().map(Into::into),
+        }
+    }
 }

@@ -65,7 +65,11 @@ impl Server {
             // created (nobody here owns it), with the cluster's settings.
             let room = self.room_from_cluster(&target);
             self.rooms.insert(target.clone(), room);
+            self.adopt_settings(now, &target);
         }
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
         let Some(room) = self.rooms.get(&target) else {
             return self.create(conn, target, false);
         };
@@ -94,7 +98,11 @@ impl Server {
                 ErrorCode::BadKey,
                 format!("{chan} needs the right key to join"),
             ))
-        } else if room.modes.limit.is_some_and(|limit| room.len() >= limit) {
+        } else if room
+            .modes
+            .limit
+            .is_some_and(|limit| room.len() + self.members_elsewhere(&target) >= limit)
+        {
             Some((ErrorCode::RoomFull, format!("{chan} is full")))
         } else {
             None

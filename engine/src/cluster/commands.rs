@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chatd_core::MessageId;
 use chatd_core::cluster::{
-    BusEvent, BusFailure, BusRequest, Envelope, NodeName, RoomSettings, keys,
+    BusEvent, BusFailure, BusRequest, Envelope, NodeName, RoomSettings, Setting, keys,
 };
 use chatd_core::ids::RoomName;
 use redis::Value;
@@ -528,11 +528,16 @@ impl Commands {
                     Ok(json) => json,
                     Err(error) => return Err((BusRequest::Settle(change), error)),
                 };
-                let (field, value) = match change.setting.field() {
-                    Some((field, value)) => (field, value.to_string()),
-                    None => ("", "null".to_owned()),
-                };
-                pipe.add_command(scripts.settle(&change.room, field, &value, &json));
+                let writes = change.setting.writes();
+                let writes: Vec<(&str, &str, String)> = writes
+                    .iter()
+                    .map(|write| {
+                        let entry = write.key.as_deref().unwrap_or("");
+                        (write.field, entry, write.value.to_string())
+                    })
+                    .collect();
+                let reset = change.setting == Setting::Reset;
+                pipe.add_command(scripts.settle(&change.room, &json, reset, change.at_ms, &writes));
                 Sent::Settle(change)
             }
             BusRequest::Announce(presence) => {

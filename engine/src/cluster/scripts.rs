@@ -117,25 +117,44 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 "#;
 
-/// settle(room, field, value, change): merges one change into the room's
-/// settings (a JSON object in the settings hash; `field` empty resets them
-/// all, a `null` value removes the field) and publishes
+/// settle(room, change, …writes): merges one change into the room's
+/// settings (a JSON object in the settings hash) and publishes
 /// `{"t":"settings","settings":…,"change":…}` to every node in the node
 /// set, this one too: every node applies the changes in the order this
-/// script ran them. Field by field, so concurrent changes of different
-/// settings both hold.
+/// script ran them. Each write sets one field, or one entry of a map
+/// field, and a `null` removes it (a map left empty goes too), so
+/// concurrent changes of different settings, or of different bans, all
+/// hold; a reset removes every field first. Address bans that ended by
+/// `now` (Unix ms) are dropped on the way, so ended bans do not pile up.
+/// The merge is [`chatd_core::cluster::RoomSettings::merged`]'s.
 ///
-/// KEYS: settings, nodes. ARGV: room, field, value JSON, change JSON,
-/// channel prefix.
+/// KEYS: settings, nodes. ARGV: room, change JSON, channel prefix, reset
+/// (`1` or empty), now, then (field, entry or empty, value JSON) for each
+/// write.
 const SETTLE: &str = r#"
 local settings = {}
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current then settings = cjson.decode(current) end
-if ARGV[2] == '' then
-    settings = {}
-else
-    local value = cjson.decode(ARGV[3])
-    if value == cjson.null then settings[ARGV[2]] = nil else settings[ARGV[2]] = value end
+if current and ARGV[4] ~= '1' then settings = cjson.decode(current) end
+for i = 6, #ARGV, 3 do
+    local field, entry, value = ARGV[i], ARGV[i + 1], cjson.decode(ARGV[i + 2])
+    if value == cjson.null then value = nil end
+    if entry == '' then
+        settings[field] = value
+    else
+        local entries = settings[field]
+        if type(entries) ~= 'table' then entries = {} end
+        entries[entry] = value
+        if next(entries) == nil then settings[field] = nil else settings[field] = entries end
+    end
+end
+if type(settings.bans) == 'table' then
+    local now = tonumber(ARGV[5])
+    for address, ban in pairs(settings.bans) do
+        if type(ban) == 'table' and type(ban.until_ms) == 'number' and ban.until_ms <= now then
+            settings.bans[address] = nil
+        end
+    end
+    if next(settings.bans) == nil then settings.bans = nil end
 end
 local encoded = '{}'
 if next(settings) == nil then
@@ -144,9 +163,9 @@ else
     encoded = cjson.encode(settings)
     redis.call('HSET', KEYS[1], ARGV[1], encoded)
 end
-local envelope = '{"t":"settings","settings":' .. encoded .. ',"change":' .. ARGV[4] .. '}'
+local envelope = '{"t":"settings","settings":' .. encoded .. ',"change":' .. ARGV[2] .. '}'
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    redis.call('PUBLISH', ARGV[5] .. node, envelope)
+    redis.call('PUBLISH', ARGV[3] .. node, envelope)
 end
 return 1
 "#;
@@ -366,13 +385,27 @@ impl Scripts {
         )
     }
 
-    /// `field` empty for a reset (see [`SETTLE`]).
-    pub(crate) fn settle(&self, room: &RoomName, field: &str, value: &str, change: &str) -> Cmd {
-        evalsha(
-            &self.settle,
-            &[keys::SETTINGS, keys::NODES],
-            &[room.as_str(), field, value, change, &self.channel_prefix],
-        )
+    /// See [`SETTLE`]: `writes` as (field, entry or empty, value JSON).
+    pub(crate) fn settle(
+        &self,
+        room: &RoomName,
+        change: &str,
+        reset: bool,
+        now_ms: u64,
+        writes: &[(&str, &str, String)],
+    ) -> Cmd {
+        let now = now_ms.to_string();
+        let mut args = vec![
+            room.as_str(),
+            change,
+            &self.channel_prefix,
+            if reset { "1" } else { "" },
+            &now,
+        ];
+        for (field, entry, value) in writes {
+            args.extend([*field, *entry, value.as_str()]);
+        }
+        evalsha(&self.settle, &[keys::SETTINGS, keys::NODES], &args)
     }
 
     pub(crate) fn renew(&self, node: &NodeName, token: &str, lease_ms: u64) -> Cmd {

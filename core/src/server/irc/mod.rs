@@ -14,7 +14,7 @@
 
 mod channels;
 mod history;
-mod modes;
+pub(super) mod modes;
 mod registration;
 mod sasl;
 mod users;

@@ -6,6 +6,10 @@
 //! masks ban beside the address bans of `#ban`. The owner is always an
 //! operator.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use crate::cluster::{ModeFlag, RoomMode, Setting};
 use crate::error::ErrorCode;
 use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
@@ -15,6 +19,7 @@ use crate::irc::render::{self as irc_render, channel};
 use crate::reply::Reply;
 
 use crate::server::Server;
+use crate::server::room::{ChannelModes, Room};
 
 /// Modes with a parameter one MODE line may change (ISUPPORT `MODES`).
 const MODES: usize = 4;
@@ -66,9 +71,12 @@ impl Server {
         if self.authority(conn, &name, "change modes").is_none() {
             return;
         }
+        let Some(mut draft) = self.rooms.get(&name).map(Draft::of) else {
+            return;
+        };
         let mut params = args[1..].iter().copied();
         let mut plus = true;
-        let mut changes = Vec::new();
+        let mut planned = Vec::new();
         let mut listed = false;
         // As announced (MODES=4): at most four modes with a parameter a
         // line; the rest are ignored, which keeps each answer one line.
@@ -85,8 +93,10 @@ impl Server {
                 '-' => plus = false,
                 'b' => match params.next() {
                     Some(mask_text) => {
-                        if let Some(change) = self.set_ban_mask(conn, &name, plus, mask_text) {
-                            changes.push(change);
+                        if let Some(mode) =
+                            self.plan_ban_mask(conn, &name, &mut draft, plus, mask_text)
+                        {
+                            planned.push(Planned::Room(mode));
                         }
                     }
                     // One listing per MODE line, however many `b`s.
@@ -101,84 +111,56 @@ impl Server {
                         continue;
                     };
                     if let Some(change) = self.set_member_mode(conn, &name, plus, letter, nick) {
-                        changes.push(change);
+                        planned.push(Planned::Member(change));
                     }
                 }
-                'k' => {
-                    let key = params.next();
-                    let Some(room) = self.rooms.get_mut(&name) else {
-                        return;
-                    };
-                    match (plus, key) {
-                        (true, Some(key)) if valid_key(key) => {
-                            room.modes.key = Some(key.into());
-                            changes.push(Change {
-                                plus,
-                                letter,
-                                param: Some(key.to_owned()),
-                            });
-                        }
-                        (true, None) => self.need_more_params(conn, "MODE"),
-                        (false, _) if room.modes.key.is_some() => {
-                            room.modes.key = None;
-                            changes.push(Change {
-                                plus,
-                                letter,
-                                param: Some("*".to_owned()),
-                            });
-                        }
-                        _ => {}
+                'k' => match (plus, params.next()) {
+                    (true, Some(key)) if valid_key(key) => {
+                        draft.modes.key = Some(key.into());
+                        planned.push(Planned::Room(RoomMode::Key {
+                            key: Some(key.to_owned()),
+                        }));
                     }
+                    (true, None) => self.need_more_params(conn, "MODE"),
+                    (false, _) if draft.modes.key.is_some() => {
+                        draft.modes.key = None;
+                        planned.push(Planned::Room(RoomMode::Key { key: None }));
+                    }
+                    _ => {}
+                },
+                'l' if plus => {
+                    let Some(given) = params.next() else {
+                        self.need_more_params(conn, "MODE");
+                        continue;
+                    };
+                    let Some(limit) = given.parse::<usize>().ok().filter(|l| *l >= 1) else {
+                        let chan = channel(&name);
+                        let why = "The limit must be a whole number of at least 1";
+                        self.numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "l", given, why]);
+                        continue;
+                    };
+                    // Beyond any room's reach anyway; the cluster keeps
+                    // limits as 32-bit numbers.
+                    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+                    draft.modes.limit = Some(limit as usize);
+                    planned.push(Planned::Room(RoomMode::Limit { limit: Some(limit) }));
                 }
                 'l' => {
-                    let Some(room) = self.rooms.get_mut(&name) else {
-                        return;
-                    };
-                    if plus {
-                        let Some(given) = params.next() else {
-                            self.need_more_params(conn, "MODE");
-                            continue;
-                        };
-                        let Some(limit) = given.parse::<usize>().ok().filter(|l| *l >= 1) else {
-                            let chan = channel(&name);
-                            let why = "The limit must be a whole number of at least 1";
-                            self.numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "l", given, why]);
-                            continue;
-                        };
-                        {
-                            room.modes.limit = Some(limit);
-                            changes.push(Change {
-                                plus,
-                                letter,
-                                param: Some(limit.to_string()),
-                            });
-                        }
-                    } else if room.modes.limit.take().is_some() {
-                        changes.push(Change {
-                            plus,
-                            letter,
-                            param: None,
-                        });
+                    if draft.modes.limit.take().is_some() {
+                        planned.push(Planned::Room(RoomMode::Limit { limit: None }));
                     }
                 }
                 'i' | 'm' | 'n' | 's' | 't' => {
-                    let Some(room) = self.rooms.get_mut(&name) else {
-                        return;
-                    };
                     let flag = match letter {
-                        'i' => &mut room.private,
-                        'm' => &mut room.modes.moderated,
-                        'n' => &mut room.modes.no_outside,
-                        's' => &mut room.modes.secret,
-                        _ => &mut room.modes.topic_locked,
+                        'i' => ModeFlag::Private,
+                        'm' => ModeFlag::Moderated,
+                        'n' => ModeFlag::NoOutside,
+                        's' => ModeFlag::Secret,
+                        _ => ModeFlag::TopicLocked,
                     };
-                    if *flag != plus {
-                        *flag = plus;
-                        changes.push(Change {
-                            plus,
-                            letter,
-                            param: None,
-                        });
+                    let mode = RoomMode::Flag { flag, on: plus };
+                    if draft.apply(&mode) {
+                        planned.push(Planned::Room(mode));
                     }
                 }
                 other => {
@@ -192,21 +174,92 @@ impl Server {
                 }
             }
         }
-        if changes.is_empty() {
+        let room_modes: Vec<RoomMode> = planned
+            .iter()
+            .filter_map(|planned| match planned {
+                Planned::Room(mode) => Some(mode.clone()),
+                Planned::Member(_) => None,
+            })
+            .collect();
+        // On a node of a cluster the room's own modes are the cluster's:
+        // every node sets and announces them when the bus brings the
+        // change back (room_settings.rs); member modes stay here.
+        let clustered = !room_modes.is_empty()
+            && self.settle_in_cluster(
+                conn,
+                &name,
+                Setting::Modes {
+                    modes: room_modes.clone(),
+                },
+            );
+        if clustered {
+            planned.retain(|planned| matches!(planned, Planned::Member(_)));
+        } else {
+            self.apply_room_modes(&name, &room_modes);
+        }
+        if planned.is_empty() {
             return;
         }
-        let text = describe(&changes);
-        let Some(me) = self.sessions.get(&conn) else {
+        let changes: Vec<Change> = planned.iter().map(Planned::change).collect();
+        let Some(me) = self
+            .sessions
+            .get(&conn)
+            .map(|me| crate::server::cluster::speaker(me))
+        else {
             return;
         };
+        self.announce_modes(&name, me.person(), &describe(&changes));
+    }
+
+    /// Tells a room's members here of mode changes (`changes` as
+    /// [`describe`] spells them).
+    pub(in crate::server) fn announce_modes(
+        &mut self,
+        name: &RoomName,
+        by: crate::reply::Person<'_>,
+        changes: &str,
+    ) {
         let reply = Reply::ModeChanged {
-            room: &name,
-            by: me.person(),
-            changes: &text,
+            room: name,
+            by,
+            changes,
         };
-        if let Some(room) = self.rooms.get_mut(&name) {
-            self.out
-                .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+        self.broadcast_in(name, &reply, Priority::Normal);
+    }
+
+    /// Room-wide modes set here: on a single server as they are made, on
+    /// no node of a cluster (which adopts its settings instead).
+    fn apply_room_modes(&mut self, name: &RoomName, modes: &[RoomMode]) {
+        for mode in modes {
+            let Some(room) = self.rooms.get_mut(name) else {
+                return;
+            };
+            let lifted = match mode {
+                RoomMode::Key { key } => {
+                    room.modes.key = key.as_deref().map(Into::into);
+                    None
+                }
+                RoomMode::Limit { limit } => {
+                    room.modes.limit = limit.map(|limit| limit as usize);
+                    None
+                }
+                RoomMode::Flag { flag, on } => {
+                    *flag_of(room, *flag) = *on;
+                    None
+                }
+                RoomMode::Mask { mask, on: true } => {
+                    room.modes.ban_masks.insert(mask.as_str().into());
+                    None
+                }
+                RoomMode::Mask { mask, on: false } => {
+                    room.modes.ban_masks.remove(mask.as_str());
+                    None
+                }
+                RoomMode::Unban { address } => room.bans.remove(address).map(|ban| (*address, ban)),
+            };
+            if let Some((address, ban)) = lifted {
+                self.cancel_room_ban_timer(name, address, &ban);
+            }
         }
     }
 
@@ -266,13 +319,16 @@ impl Server {
         );
     }
 
-    fn set_ban_mask(
+    /// `+b MASK` or `-b MASK` checked against the draft of the room's
+    /// modes (and made there), or refused.
+    fn plan_ban_mask(
         &mut self,
         conn: ConnId,
         name: &RoomName,
+        draft: &mut Draft,
         plus: bool,
         text: &str,
-    ) -> Option<Change> {
+    ) -> Option<RoomMode> {
         let limit = self.config.limits.bans_per_room;
         let canonical = mask::normalize_ban_mask(text);
         if canonical.len() > 200 || canonical.contains(' ') {
@@ -281,19 +337,23 @@ impl Server {
             self.numeric(conn, n::ERR_INVALIDMODEPARAM, &[&chan, "b", "*", why]);
             return None;
         }
-        let room = self.rooms.get_mut(name)?;
         if plus {
-            if room.modes.ban_masks.contains(canonical.as_str()) {
+            if draft.modes.ban_masks.contains(canonical.as_str()) {
                 return None;
             }
-            if room.bans.len() + room.modes.ban_masks.len() >= limit {
+            if draft.bans.len() + draft.modes.ban_masks.len() >= limit {
                 let text =
                     format!("#{name} holds {limit} bans, the most a room may; lift one first");
                 self.out.error(conn, ErrorCode::LimitReached, &text);
                 return None;
             }
-            room.modes.ban_masks.insert(canonical.clone().into());
-        } else if !room.modes.ban_masks.remove(canonical.as_str()) {
+        }
+        let mode = if plus || draft.modes.ban_masks.contains(canonical.as_str()) {
+            RoomMode::Mask {
+                mask: canonical,
+                on: plus,
+            }
+        } else {
             // An address ban of `#ban` is listed as `*!*@address`; that
             // mask lifts it.
             let address = canonical
@@ -305,16 +365,10 @@ impl Server {
                         .parse()
                         .ok()
                 })
-                .map(crate::address::canonical);
-            let lifted = address.and_then(|address| Some((address, room.bans.remove(&address)?)));
-            let (address, ban) = lifted?;
-            self.cancel_room_ban_timer(name, address, &ban);
-        }
-        Some(Change {
-            plus,
-            letter: 'b',
-            param: Some(canonical),
-        })
+                .map(crate::address::canonical)?;
+            RoomMode::Unban { address }
+        };
+        draft.apply(&mode).then_some(mode)
     }
 
     fn set_member_mode(
@@ -439,6 +493,100 @@ impl Server {
         if unknown {
             self.numeric(conn, n::ERR_UMODEUNKNOWNFLAG, &["Unknown MODE flag"]);
         }
+    }
+}
+
+/// One change of a MODE line, before it is made.
+enum Planned {
+    /// A member's `+o`/`+v`, made here at once.
+    Member(Change),
+    /// A change of the room's own modes.
+    Room(RoomMode),
+}
+
+impl Planned {
+    fn change(&self) -> Change {
+        match self {
+            Planned::Member(change) => Change {
+                plus: change.plus,
+                letter: change.letter,
+                param: change.param.clone(),
+            },
+            Planned::Room(mode) => change_of(mode),
+        }
+    }
+}
+
+/// How a room mode change is announced.
+fn change_of(mode: &RoomMode) -> Change {
+    let (plus, letter, param) = match mode {
+        RoomMode::Key { key: Some(key) } => (true, 'k', Some(key.clone())),
+        RoomMode::Key { key: None } => (false, 'k', Some("*".to_owned())),
+        RoomMode::Limit { limit: Some(limit) } => (true, 'l', Some(limit.to_string())),
+        RoomMode::Limit { limit: None } => (false, 'l', None),
+        RoomMode::Flag { flag, on } => (*on, flag.letter(), None),
+        RoomMode::Mask { mask, on } => (*on, 'b', Some(mask.clone())),
+        RoomMode::Unban { address } => (false, 'b', Some(format!("*!*@{address}"))),
+    };
+    Change {
+        plus,
+        letter,
+        param,
+    }
+}
+
+/// Room mode changes as MODE announces them (`+kl-b key 10 *!*@host`).
+pub(in crate::server) fn describe_room_modes(modes: &[RoomMode]) -> String {
+    describe(&modes.iter().map(change_of).collect::<Vec<_>>())
+}
+
+/// A room's modes as a MODE line changes them, letter by letter, before
+/// anything is made: each letter is checked against the ones before it.
+struct Draft {
+    private: bool,
+    modes: ChannelModes,
+    bans: BTreeSet<IpAddr>,
+}
+
+impl Draft {
+    fn of(room: &Room) -> Self {
+        Self {
+            private: room.private,
+            modes: room.modes.clone(),
+            bans: room.bans.keys().copied().collect(),
+        }
+    }
+
+    /// Makes a flag, mask or address change in the draft; whether it
+    /// changed anything.
+    fn apply(&mut self, mode: &RoomMode) -> bool {
+        match mode {
+            RoomMode::Flag { flag, on } => {
+                let value = match flag {
+                    ModeFlag::Private => &mut self.private,
+                    ModeFlag::Moderated => &mut self.modes.moderated,
+                    ModeFlag::NoOutside => &mut self.modes.no_outside,
+                    ModeFlag::Secret => &mut self.modes.secret,
+                    ModeFlag::TopicLocked => &mut self.modes.topic_locked,
+                };
+                std::mem::replace(value, *on) != *on
+            }
+            RoomMode::Mask { mask, on: true } => self.modes.ban_masks.insert(mask.as_str().into()),
+            RoomMode::Mask { mask, on: false } => self.modes.ban_masks.remove(mask.as_str()),
+            RoomMode::Unban { address } => self.bans.remove(address),
+            RoomMode::Key { .. } | RoomMode::Limit { .. } => true,
+        }
+    }
+}
+
+/// The room's field a flag sets.
+pub(in crate::server) fn flag_of(room: &mut Room, flag: ModeFlag) -> &mut bool {
+    match flag {
+        ModeFlag::Private => &mut room.private,
+        ModeFlag::Moderated => &mut room.modes.moderated,
+        ModeFlag::NoOutside => &mut room.modes.no_outside,
+        ModeFlag::Secret => &mut room.modes.secret,
+        ModeFlag::TopicLocked => &mut room.modes.topic_locked,
     }
 }
 
