@@ -195,6 +195,14 @@ impl MemoryDriver {
         &self.logs
     }
 
+    /// The server's invariants (`Server::check_invariants`); nothing to
+    /// check while it is stopped.
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        self.server
+            .as_ref()
+            .map_or(Ok(()), Server::check_invariants)
+    }
+
     fn server(&mut self) -> Result<&mut Server, DriverError> {
         self.server
             .as_mut()

@@ -155,6 +155,13 @@ impl MemoryClusterDriver {
                 }
             }
             if !moved {
+                // Every node's maps agree with each other once the
+                // cluster is quiet (the single server's invariants).
+                for (name, driver) in &mut self.nodes {
+                    if let Err(broken) = driver.check_invariants() {
+                        return Err(DriverError(format!("node {name}: {broken}")));
+                    }
+                }
                 return Ok(());
             }
         }

@@ -305,18 +305,19 @@ fn merge(object: &mut Map<String, Value>, write: FieldWrite) {
         }
         return;
     };
-    let entries = object
-        .entry(write.field)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(entries) = entries {
-        if write.value.is_null() {
-            entries.remove(&key);
-        } else {
-            entries.insert(key, write.value);
-        }
-        if entries.is_empty() {
-            object.remove(write.field);
-        }
+    // What is not a map (only in damaged data) starts over as one, as
+    // the script does.
+    let mut entries = match object.remove(write.field) {
+        Some(Value::Object(entries)) => entries,
+        _ => Map::new(),
+    };
+    if write.value.is_null() {
+        entries.remove(&key);
+    } else {
+        entries.insert(key, write.value);
+    }
+    if !entries.is_empty() {
+        object.insert(write.field.to_owned(), Value::Object(entries));
     }
 }
 

@@ -34,7 +34,7 @@ pub(super) struct ClusterState {
     /// This node.
     pub(super) node: NodeName,
     /// Whether the bus reaches the shared store now.
-    up: bool,
+    pub(super) up: bool,
     /// Every other node's users.
     pub(super) mirror: Mirror,
     /// Nickname claims in flight, by connection.
@@ -55,6 +55,9 @@ pub(super) struct ClusterState {
     /// Every room's shared settings that are not the defaults
     /// (room_settings.rs).
     pub(super) settings: BTreeMap<RoomName, RoomSettings>,
+    /// Rooms created here while the bus was down, over what the cluster
+    /// kept of an earlier room of their name: reset when it is back.
+    pub(super) reset_due: BTreeSet<RoomName>,
 }
 
 /// See [`Server::for_bus`].
@@ -97,6 +100,7 @@ impl ClusterState {
             invited: BTreeMap::new(),
             departure_announced: false,
             settings: BTreeMap::new(),
+            reset_due: BTreeSet::new(),
         }
     }
 }
@@ -696,6 +700,7 @@ impl Server {
         if self.cluster.as_ref().is_some_and(|c| !c.snapshot_due) {
             self.announce_snapshot(now, true);
         }
+        self.send_due_resets();
     }
 
     fn announce_snapshot(&mut self, now: Instant, reply: bool) {
@@ -1271,13 +1276,17 @@ impl Server {
         cluster
             .mirror
             .rooms()
-            .filter(|room| !self.rooms.contains_key(*room) && !cluster.mirror.is_private(room))
+            .filter(|room| {
+                let secret = cluster
+                    .settings
+                    .get(*room)
+                    .is_some_and(|settings| settings.secret);
+                !self.rooms.contains_key(*room) && !self.private_elsewhere(room) && !secret
+            })
             .cloned()
             .collect()
     }
 
-    /// Whether a room exists on another node (so joining it here joins
-    /// it, rather than creating a new room owned by the joiner).
     /// How many members a room has on other nodes (IRC `+l` counts the
     /// whole cluster's).
     pub(super) fn members_elsewhere(&self, room: &RoomName) -> usize {
@@ -1286,6 +1295,8 @@ impl Server {
             .map_or(0, |cluster| cluster.mirror.members(room).count())
     }
 
+    /// Whether a room exists on another node (so joining it here joins
+    /// it, rather than creating a new room owned by the joiner).
     pub(super) fn exists_elsewhere(&self, room: &RoomName) -> bool {
         self.cluster
             .as_ref()

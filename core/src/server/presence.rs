@@ -205,7 +205,7 @@ impl Server {
     /// invitation lists, and (if private) its history. A public room's
     /// history stays for whoever opens it again, counted against the
     /// history bounds and the first to go when they are exceeded.
-    fn forget_room(&mut self, name: &RoomName, room: Room) {
+    pub(super) fn forget_room(&mut self, name: &RoomName, room: Room) {
         if let Some((creator, group)) = room.created_by {
             if let Some(standing) = self
                 .sessions

@@ -312,7 +312,9 @@ impl Server {
         if self.private_elsewhere(name) {
             return Some(format!("#{name} is private"));
         }
-        let room = self.rooms.get(name)?;
+        let Some(room) = self.rooms.get(name) else {
+            return self.closed_elsewhere(now, session, name);
+        };
         if session.is_in(name) {
             return None;
         }

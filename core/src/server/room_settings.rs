@@ -19,6 +19,8 @@ use super::cluster::{ForBus, UNAVAILABLE, speaker};
 use super::irc::modes::describe_room_modes;
 use super::moderation::RoomBanNotice;
 use super::room::{Ban, Room};
+use super::rooms::masks_ban;
+use super::session::Session;
 
 impl Server {
     /// A change to a room's settings on a node of a cluster: to the bus,
@@ -93,19 +95,38 @@ impl Server {
         }
         self.adopt_settings(now, name);
         let changer = self.changer_here(change);
-        let by = change.by.person();
-        match &change.setting {
-            Setting::Topic { topic } => {
-                let reply = Reply::TopicChanged {
+        // The changer as their own node knows them (with their account,
+        // for IRC's account-tag), or as their node announced them.
+        let by = match changer.and_then(|conn| self.sessions.get(&conn)) {
+            Some(session) => session.person(),
+            None => change.by.person(),
+        };
+        let modes;
+        let told = match &change.setting {
+            Setting::Topic { topic } => Some(Reply::TopicChanged {
+                room: name,
+                by,
+                topic: topic.as_deref().unwrap_or(""),
+            }),
+            Setting::Modes { modes: changed } => {
+                modes = describe_room_modes(changed);
+                Some(Reply::ModeChanged {
                     room: name,
                     by,
-                    topic: topic.as_deref().unwrap_or(""),
-                };
-                self.broadcast_in(name, &reply, Priority::Normal);
+                    changes: &modes,
+                })
             }
-            Setting::Modes { modes } => {
-                self.announce_modes(name, by, &describe_room_modes(modes));
+            _ => None,
+        };
+        if let Some(reply) = told {
+            if let Some(room) = self.rooms.get_mut(name) {
+                self.out
+                    .broadcast(&room.audiences(), None, &reply, Priority::Normal);
             }
+            return;
+        }
+        match &change.setting {
+            Setting::Topic { .. } | Setting::Modes { .. } => {}
             Setting::Ban {
                 address,
                 ban,
@@ -156,9 +177,12 @@ impl Server {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
+        let reset_due = &cluster.reset_due;
         cluster.settings = all
             .into_iter()
-            .filter(|(_, settings)| *settings != RoomSettings::default())
+            .filter(|(name, settings)| {
+                *settings != RoomSettings::default() && !reset_due.contains(name)
+            })
             .collect();
         let names: Vec<RoomName> = self.rooms.keys().cloned().collect();
         for name in names {
@@ -184,14 +208,39 @@ impl Server {
 
     /// A room was created here, on no other node: what the cluster kept of
     /// an earlier room of its name is reset, as a single server forgets a
-    /// room's topic when its last member leaves.
+    /// room's topic, modes and bans when its last member leaves. The new
+    /// room starts from the defaults here at once; while the bus is down
+    /// the reset waits for it (and what it reads then is not adopted).
     pub(super) fn room_created_in_cluster(&mut self, conn: ConnId, name: &RoomName) {
-        let stale = self
-            .cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.settings.contains_key(name));
-        if stale {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.settings.remove(name).is_none() {
+            return;
+        }
+        if cluster.up {
             self.settle_in_cluster(conn, name, Setting::Reset);
+        } else {
+            cluster.reset_due.insert(name.clone());
+        }
+    }
+
+    /// The resets of rooms created while the bus was down, as it comes
+    /// back: each in the name of a member (the owner first), for a room
+    /// that still has one.
+    pub(super) fn send_due_resets(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let due = std::mem::take(&mut cluster.reset_due);
+        for name in due {
+            let member = self
+                .rooms
+                .get(&name)
+                .and_then(|room| room.owner.or_else(|| room.members().next()));
+            if let Some(conn) = member {
+                self.settle_in_cluster(conn, &name, Setting::Reset);
+            }
         }
     }
 
@@ -242,6 +291,32 @@ impl Server {
             };
             self.timers.schedule(until, timer);
         }
+    }
+
+    /// Why `session` may not read the lines of a room that has members
+    /// only on other nodes, by the cluster's settings for it: as
+    /// `closed_to` decides for a room here (a key, `+s`, or a ban keep
+    /// its lines to its members and operators).
+    pub(super) fn closed_elsewhere(
+        &self,
+        now: Instant,
+        session: &Session,
+        name: &RoomName,
+    ) -> Option<String> {
+        let settings = self.cluster.as_ref()?.settings.get(name)?;
+        if session.is_operator() {
+            return None;
+        }
+        if settings.key.is_some() || settings.secret {
+            return Some(format!("#{name} is closed"));
+        }
+        let now_ms = self.wall.unix_ms(now);
+        let banned = settings
+            .bans
+            .get(&session.peer)
+            .is_some_and(|ban| ban.holds_at(now_ms))
+            || masks_ban(settings.masks.keys().map(String::as_str), session);
+        banned.then(|| format!("you are banned from #{name}"))
     }
 
     /// A shared ban as this node times it, if it still holds.

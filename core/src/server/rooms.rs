@@ -51,7 +51,8 @@ impl Server {
                 .out
                 .error_about(conn, ErrorCode::InviteOnly, Some(&chan), &text);
         }
-        if !self.rooms.contains_key(&target) && self.exists_elsewhere(&target) {
+        let from_cluster = !self.rooms.contains_key(&target) && self.exists_elsewhere(&target);
+        if from_cluster {
             if self.rooms.len() >= self.config.max_rooms {
                 let text = format!(
                     "the server has reached its limit of {} rooms",
@@ -108,6 +109,11 @@ impl Server {
             None
         };
         if let Some((code, text)) = refusal {
+            // A room brought in from the cluster for this join goes again
+            // when the join is refused: it has nobody here.
+            if from_cluster && let Some(room) = self.rooms.remove(&target) {
+                self.forget_room(&target, room);
+            }
             return self.out.error_about(conn, code, Some(&chan), &text);
         }
         if native {
@@ -490,8 +496,6 @@ impl Paging {
     }
 }
 
-/// Whether one of a room's IRC ban masks matches the client's
-/// `nick!user@host`.
 /// A room as `#rooms` lists it, with `remote` members on other nodes.
 fn room_entry<'a>(name: &'a RoomName, room: &'a Room, remote: usize) -> RoomEntry<'a> {
     RoomEntry {
@@ -502,13 +506,18 @@ fn room_entry<'a>(name: &'a RoomName, room: &'a Room, remote: usize) -> RoomEntr
     }
 }
 
+/// Whether one of a room's IRC ban masks matches the client's
+/// `nick!user@host`.
 pub(super) fn mask_banned(room: &Room, session: &Session) -> bool {
-    if room.modes.ban_masks.is_empty() {
+    masks_ban(room.modes.ban_masks.iter().map(|mask| &**mask), session)
+}
+
+/// Whether one of `masks` matches the session's `nick!user@host`.
+pub(super) fn masks_ban<'a>(masks: impl Iterator<Item = &'a str>, session: &Session) -> bool {
+    let mut masks = masks.peekable();
+    if masks.peek().is_none() {
         return false;
     }
     let full = session.person().mask();
-    room.modes
-        .ban_masks
-        .iter()
-        .any(|mask| crate::irc::mask::matches(mask, &full))
+    masks.any(|mask| crate::irc::mask::matches(mask, &full))
 }

@@ -201,30 +201,19 @@ impl Server {
             return;
         }
         let changes: Vec<Change> = planned.iter().map(Planned::change).collect();
-        let Some(me) = self
-            .sessions
-            .get(&conn)
-            .map(|me| crate::server::cluster::speaker(me))
-        else {
+        let text = describe(&changes);
+        let Some(me) = self.sessions.get(&conn) else {
             return;
         };
-        self.announce_modes(&name, me.person(), &describe(&changes));
-    }
-
-    /// Tells a room's members here of mode changes (`changes` as
-    /// [`describe`] spells them).
-    pub(in crate::server) fn announce_modes(
-        &mut self,
-        name: &RoomName,
-        by: crate::reply::Person<'_>,
-        changes: &str,
-    ) {
         let reply = Reply::ModeChanged {
-            room: name,
-            by,
-            changes,
+            room: &name,
+            by: me.person(),
+            changes: &text,
         };
-        self.broadcast_in(name, &reply, Priority::Normal);
+        if let Some(room) = self.rooms.get_mut(&name) {
+            self.out
+                .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+        }
     }
 
     /// Room-wide modes set here: on a single server as they are made, on
