@@ -533,6 +533,69 @@ pub enum BusEvent {
     AllSettings(Vec<(RoomName, RoomSettings)>),
 }
 
+/// Several lines of one room posted in one step: ids `first`, `first +
+/// 1`, …, each line's previous id the one before it (`prev` for the
+/// first). The post script publishes this, tagged `"t":"lines"`, for a
+/// batch of more than one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineBatch {
+    /// The first line's id.
+    pub first: MessageId,
+    /// The id of the room's line before the first.
+    pub prev: u64,
+    /// The lines, in their order.
+    pub lines: Vec<BusLine>,
+}
+
+impl LineBatch {
+    /// Each line with its id and the id of the line before it.
+    pub fn chained(self) -> impl Iterator<Item = (MessageId, u64, BusLine)> {
+        let (first, prev) = (self.first.get(), self.prev);
+        self.lines.into_iter().zip(0u64..).map(move |(line, k)| {
+            let id = first.saturating_add(k);
+            let before = if k == 0 { prev } else { id - 1 };
+            (MessageId::new(id), before, line)
+        })
+    }
+}
+
+/// One message on a node's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives on the subscriber's stack for one message; boxing would cost an allocation a line"
+)]
+pub enum ChannelMessage {
+    /// Several lines of one room.
+    Batch(LineBatch),
+    /// Anything else, one line among them.
+    Envelope(Envelope),
+}
+
+impl ChannelMessage {
+    /// Reads a message. Room lines, nearly all the traffic, are read
+    /// straight into their fields: serde's internally tagged enums buffer
+    /// every field first, which cost the subscriber more than the JSON
+    /// itself. The scripts (and serde) write the tag first.
+    pub fn decode(bytes: &[u8]) -> serde_json::Result<Self> {
+        /// A line's fields (`t` is ignored).
+        #[derive(Deserialize)]
+        struct LineFields {
+            id: MessageId,
+            prev: u64,
+            line: BusLine,
+        }
+        if bytes.starts_with(br#"{"t":"lines","#) {
+            return serde_json::from_slice(bytes).map(ChannelMessage::Batch);
+        }
+        if bytes.starts_with(br#"{"t":"line","#) {
+            let LineFields { id, prev, line } = serde_json::from_slice(bytes)?;
+            return Ok(ChannelMessage::Envelope(Envelope::Line { id, prev, line }));
+        }
+        serde_json::from_slice(bytes).map(ChannelMessage::Envelope)
+    }
+}
+
 impl Envelope {
     /// The core's event for what arrived on a node's channel (lines still
     /// go through a [`Sequencer`] first).
@@ -736,6 +799,52 @@ mod tests {
             Verdict::Duplicate
         );
         assert_eq!(seq.offer(&room(), MessageId::new(12), 10), Verdict::Show);
+    }
+
+    #[test]
+    fn channel_messages_read_lines_batches_and_the_rest() {
+        let line = r#"{"record":{"id":0,"room":"rust","ts":5,"from":"alice","kind":"msg","text":"hi"},"user":"alice","host":"127.0.0.1","node":"n1","conn":3}"#;
+        let one = format!(r#"{{"t":"line","id":42,"prev":41,"line":{line}}}"#);
+        let ChannelMessage::Envelope(Envelope::Line {
+            id,
+            prev,
+            line: read,
+        }) = ChannelMessage::decode(one.as_bytes()).unwrap()
+        else {
+            panic!("not a line");
+        };
+        assert_eq!((id.get(), prev, read.record.text.as_str()), (42, 41, "hi"));
+        let batch = format!(r#"{{"t":"lines","first":7,"prev":3,"lines":[{line},{line},{line}]}}"#);
+        let ChannelMessage::Batch(batch) = ChannelMessage::decode(batch.as_bytes()).unwrap() else {
+            panic!("not a batch");
+        };
+        let chain: Vec<(u64, u64)> = batch
+            .chained()
+            .map(|(id, prev, _)| (id.get(), prev))
+            .collect();
+        assert_eq!(chain, [(7, 3), (8, 7), (9, 8)]);
+        let whisper = Envelope::Order {
+            order: BusOrder {
+                by: Speaker {
+                    nick: Nick::parse("op").unwrap(),
+                    user: "op".into(),
+                    host: "127.0.0.1".parse().unwrap(),
+                },
+                target: Nick::parse("bob").unwrap(),
+                action: OrderAction::Kick {
+                    room: room(),
+                    reason: None,
+                },
+                node: NodeName::parse("n1").unwrap(),
+                conn: ConnId::new(3),
+                by_owner: false,
+            },
+        };
+        let json = serde_json::to_vec(&whisper).unwrap();
+        assert_eq!(
+            ChannelMessage::decode(&json).unwrap(),
+            ChannelMessage::Envelope(whisper)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatd_core::cluster::{Envelope, keys};
+use chatd_core::cluster::{ChannelMessage, Envelope, keys};
 
 use super::link::{Link, TIMEOUT, connect};
 use super::{Shared, Stop};
@@ -85,22 +85,28 @@ fn serve(shared: &Shared, session: u64, reader: &mut Link) -> redis::RedisResult
             Err(error) => return Err(error),
         };
         quiet_since = Instant::now();
-        let envelope = match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
-            Ok(envelope) => envelope,
+        let message = match ChannelMessage::decode(message.get_payload_bytes()) {
+            Ok(message) => message,
             Err(error) => {
                 tracing::warn!(%error, "cluster: dropped a message that does not decode");
                 continue;
             }
         };
-        match envelope {
-            // A failed gap read stays open: the new session's catch-up
-            // reads it from the stream.
-            Envelope::Line { id, prev, line } => {
+        // A failed gap read stays open: the new session's catch-up reads
+        // it from the stream.
+        match message {
+            ChannelMessage::Batch(batch) => {
+                let mut rooms = shared.rooms();
+                for (id, prev, line) in batch.chained() {
+                    rooms.arrived(reader, id, prev, line, &shared.sink)?;
+                }
+            }
+            ChannelMessage::Envelope(Envelope::Line { id, prev, line }) => {
                 shared
                     .rooms()
-                    .arrived(reader, id, prev, line, &shared.sink)?
+                    .arrived(reader, id, prev, line, &shared.sink)?;
             }
-            other => shared.deliver(other.into_event()),
+            ChannelMessage::Envelope(other) => shared.deliver(other.into_event()),
         }
     }
 }
