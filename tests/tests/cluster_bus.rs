@@ -315,18 +315,23 @@ fn a_post_reaches_every_follower_in_order_with_chained_ids() {
     n2.follow("rust");
     wait_following(&redis, "rust", "n1");
     wait_following(&redis, "rust", "n2");
-    // One burst: queued together, sent as one pipeline.
-    for text in ["one", "two", "three"] {
+    // One burst: queued together, sent as one pipeline, its lines in one
+    // post call (a batch envelope) once the queue holds several.
+    let burst: Vec<String> = (1..=40).map(|k| format!("line {k}")).collect();
+    for text in &burst {
         n1.post("rust", text);
     }
     n2.post("rust", "four");
-    let seen = n1.lines(4);
-    assert_eq!(seen, n2.lines(4), "both nodes see one order");
+    let total = burst.len() + 1;
+    let seen = n1.lines(total);
+    assert_eq!(seen, n2.lines(total), "both nodes see one order");
     assert_increasing(&seen);
     // n1's burst keeps its order; n2's line falls anywhere around it.
     let ones: Vec<&str> = texts(&seen).into_iter().filter(|t| *t != "four").collect();
-    assert_eq!(ones, ["one", "two", "three"]);
-    let posted: Vec<u64> = (0..3).map(|_| n1.posted().unwrap().get()).collect();
+    assert_eq!(ones, burst);
+    let posted: Vec<u64> = (0..burst.len())
+        .map(|_| n1.posted().unwrap().get())
+        .collect();
     assert_eq!(
         posted,
         seen.iter()
@@ -334,19 +339,47 @@ fn a_post_reaches_every_follower_in_order_with_chained_ids() {
             .map(|(id, _)| *id)
             .collect::<Vec<_>>()
     );
-    let mut prev = 0;
-    for (id, _) in &seen {
+    // The envelopes, one line or a batch, chain every id to the one before.
+    let mut chained = Vec::new();
+    let mut batches = 0;
+    while chained.len() < seen.len() {
         let payload: String = pubsub.get_message().unwrap().get_payload().unwrap();
         let envelope: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        assert_eq!(envelope["t"], "line");
-        assert_eq!(envelope["id"], *id, "{payload}");
-        assert_eq!(envelope["prev"], prev, "{payload}");
-        assert_eq!(
-            envelope["line"]["record"]["id"], 0,
-            "the stored line says 0"
-        );
-        prev = *id;
+        let prev = envelope["prev"].as_u64().unwrap();
+        let lines = match envelope["t"].as_str() {
+            Some("line") => {
+                chained.push((envelope["id"].as_u64().unwrap(), prev));
+                vec![envelope["line"].clone()]
+            }
+            Some("lines") => {
+                batches += 1;
+                let first = envelope["first"].as_u64().unwrap();
+                let lines = envelope["lines"].as_array().unwrap().clone();
+                assert!(lines.len() > 1, "{payload}");
+                for k in 0..lines.len() as u64 {
+                    let before = if k == 0 { prev } else { first + k - 1 };
+                    chained.push((first + k, before));
+                }
+                lines
+            }
+            _ => panic!("not a line: {payload}"),
+        };
+        for line in lines {
+            assert_eq!(line["record"]["id"], 0, "the stored line says 0");
+        }
     }
+    let expected: Vec<(u64, u64)> = seen
+        .iter()
+        .scan(0, |before, (id, _)| {
+            Some((*id, std::mem::replace(before, *id)))
+        })
+        .collect();
+    assert_eq!(chained, expected);
+    assert!(
+        batches > 0,
+        "a burst of {} posts went as single lines",
+        burst.len()
+    );
 }
 
 #[test]

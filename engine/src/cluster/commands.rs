@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chatd_core::MessageId;
 use chatd_core::cluster::{
-    BusEvent, BusFailure, BusRequest, Envelope, NodeName, RoomSettings, Setting, keys,
+    BusEvent, BusFailure, BusLine, BusRequest, Envelope, NodeName, RoomSettings, Setting, keys,
 };
 use chatd_core::ids::RoomName;
 use redis::Value;
@@ -57,7 +57,8 @@ pub(crate) struct Commands {
 
 /// What a queued request becomes once its reply is in.
 enum Sent {
-    Post(Arc<chatd_core::cluster::BusLine>),
+    /// One room's lines, in order: the reply is the first one's id.
+    Posts(Vec<Arc<BusLine>>),
     Whisper(Box<chatd_core::cluster::BusWhisper>),
     Order(Box<chatd_core::cluster::BusOrder>),
     Claim {
@@ -362,12 +363,12 @@ impl Commands {
         pipe.ignore_errors();
         let mut sent = Vec::with_capacity(batch.len());
         let mut encode_failed = Vec::new();
-        for request in batch {
-            match self.encode(request, &mut pipe) {
+        for outgoing in group_posts(batch) {
+            match self.encode(outgoing, &mut pipe) {
                 Ok(one) => sent.push(one),
-                Err((request, error)) => {
+                Err((requests, error)) => {
                     tracing::error!(%error, "cluster: a request does not encode");
-                    encode_failed.push(request);
+                    encode_failed.extend(requests);
                 }
             }
         }
@@ -406,10 +407,13 @@ impl Commands {
                 }
             }
             match one {
-                Sent::Post(line) => shared.deliver(BusEvent::Posted {
-                    line,
-                    result: id_of(&id),
-                }),
+                Sent::Posts(lines) => {
+                    let first = id_of(&id);
+                    for (line, k) in lines.into_iter().zip(0u64..) {
+                        let result = first.map(|first| MessageId::new(first.get() + k));
+                        shared.deliver(BusEvent::Posted { line, result });
+                    }
+                }
                 Sent::Whisper(whisper) => {
                     let result = match &reply_code {
                         Ok(0) => Err(BusFailure::NoSuchNick),
@@ -469,28 +473,44 @@ impl Commands {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Adds one request's command to the pipeline.
+    /// Adds one command to the pipeline: a request's, or one for a room's
+    /// posts.
     fn encode(
         &self,
-        request: BusRequest,
+        outgoing: Outgoing,
         pipe: &mut redis::Pipeline,
-    ) -> Result<Sent, (BusRequest, serde_json::Error)> {
+    ) -> Result<Sent, (Vec<BusRequest>, serde_json::Error)> {
         let shared = &self.shared;
         let scripts = &shared.scripts;
         let node = &shared.node;
+        let request = match outgoing {
+            Outgoing::Posts(lines) => {
+                let jsons: Result<Vec<String>, _> = lines
+                    .iter()
+                    .map(|line| serde_json::to_string(&**line))
+                    .collect();
+                let jsons = match jsons {
+                    Ok(jsons) => jsons,
+                    Err(error) => {
+                        return Err((lines.into_iter().map(BusRequest::Post).collect(), error));
+                    }
+                };
+                let room = &lines[0].record.room;
+                pipe.add_command(scripts.post(room, &jsons, shared.history_size));
+                return Ok(Sent::Posts(lines));
+            }
+            Outgoing::One(request) => request,
+        };
         Ok(match request {
             BusRequest::Post(line) => {
-                let json = match serde_json::to_string(&*line) {
-                    Ok(json) => json,
-                    Err(error) => return Err((BusRequest::Post(line), error)),
-                };
-                pipe.add_command(scripts.post(&line.record.room, &json, shared.history_size));
-                Sent::Post(line)
+                // Posts come grouped (group_posts); one alone is a group
+                // of one.
+                return self.encode(Outgoing::Posts(vec![line]), pipe);
             }
             BusRequest::Whisper(whisper) => {
                 let json = match serde_json::to_string(&*whisper) {
                     Ok(json) => json,
-                    Err(error) => return Err((BusRequest::Whisper(whisper), error)),
+                    Err(error) => return Err((vec![BusRequest::Whisper(whisper)], error)),
                 };
                 pipe.add_command(scripts.whisper(&whisper.to, &json));
                 Sent::Whisper(whisper)
@@ -498,7 +518,7 @@ impl Commands {
             BusRequest::Order(order) => {
                 let json = match serde_json::to_string(&*order) {
                     Ok(json) => json,
-                    Err(error) => return Err((BusRequest::Order(order), error)),
+                    Err(error) => return Err((vec![BusRequest::Order(order)], error)),
                 };
                 pipe.add_command(scripts.order(&order.target, &json));
                 Sent::Order(order)
@@ -526,7 +546,7 @@ impl Commands {
             BusRequest::Settle(change) => {
                 let json = match serde_json::to_string(&*change) {
                     Ok(json) => json,
-                    Err(error) => return Err((BusRequest::Settle(change), error)),
+                    Err(error) => return Err((vec![BusRequest::Settle(change)], error)),
                 };
                 let writes = change.setting.writes();
                 let writes: Vec<(&str, &str, String)> = writes
@@ -551,7 +571,7 @@ impl Commands {
                         let Envelope::Presence { presence, .. } = envelope else {
                             unreachable!("built just above")
                         };
-                        return Err((BusRequest::Announce(presence), error));
+                        return Err((vec![BusRequest::Announce(presence)], error));
                     }
                 };
                 pipe.add_command(scripts.announce(node, &json));
@@ -658,11 +678,56 @@ impl Commands {
     }
 }
 
+/// The most lines of one room one post call carries: a few kilobytes a
+/// message, and a short script run.
+const POSTS_A_CALL: usize = 64;
+
+/// One command of a pipeline: a request, or one room's posts.
+enum Outgoing {
+    One(BusRequest),
+    Posts(Vec<Arc<BusLine>>),
+}
+
+/// The batch with each run of posts grouped by room, in the order each
+/// room first appears in the run, each room's lines in their order, at
+/// most [`POSTS_A_CALL`] a call. Anything else keeps its place between
+/// runs, so nothing moves past a request it could depend on (a follow,
+/// a settle).
+fn group_posts(batch: Vec<BusRequest>) -> Vec<Outgoing> {
+    let mut grouped = Vec::with_capacity(batch.len());
+    let mut run: Vec<Vec<Arc<BusLine>>> = Vec::new();
+    for request in batch {
+        match request {
+            BusRequest::Post(line) => {
+                let room = &line.record.room;
+                match run
+                    .iter_mut()
+                    .find(|posts| posts[0].record.room == *room && posts.len() < POSTS_A_CALL)
+                {
+                    Some(posts) => posts.push(line),
+                    None => run.push(vec![line]),
+                }
+            }
+            other => {
+                grouped.extend(run.drain(..).map(Outgoing::Posts));
+                grouped.push(Outgoing::One(other));
+            }
+        }
+    }
+    grouped.extend(run.into_iter().map(Outgoing::Posts));
+    grouped
+}
+
 /// A request whose pipeline failed: answered `Unavailable` (a follow stays
 /// wanted: the next session re-follows it).
 fn answer_failed(shared: &Shared, sent: Sent) {
     let request = match sent {
-        Sent::Post(line) => BusRequest::Post(line),
+        Sent::Posts(lines) => {
+            for line in lines {
+                shared.answer_unavailable(BusRequest::Post(line));
+            }
+            return;
+        }
         Sent::Whisper(whisper) => BusRequest::Whisper(whisper),
         Sent::Order(order) => BusRequest::Order(order),
         Sent::Claim { conn, nick } => BusRequest::Claim { conn, nick },
@@ -699,5 +764,75 @@ fn id_of(reply: &redis::RedisResult<u64>) -> Result<MessageId, BusFailure> {
     match reply {
         Ok(id) if *id > 0 => Ok(MessageId::new(*id)),
         _ => Err(BusFailure::Unavailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatd_core::cluster::{BusLine, NodeName};
+    use chatd_core::{ConnId, Nick, Record, RecordKind};
+
+    fn post(room: &str, text: &str) -> BusRequest {
+        let room = RoomName::parse(room).unwrap();
+        let from = Nick::parse("alice").unwrap();
+        let record = Record {
+            id: MessageId::new(0),
+            room,
+            ts: 0,
+            from,
+            kind: RecordKind::Msg,
+            text: text.to_owned(),
+            to: None,
+            private: false,
+        };
+        BusRequest::Post(Arc::new(BusLine {
+            record,
+            user: "alice".into(),
+            host: "127.0.0.1".parse().unwrap(),
+            notice: false,
+            node: NodeName::parse("n1").unwrap(),
+            conn: ConnId::from_raw(1),
+        }))
+    }
+
+    /// Each group as (room, texts), other requests as their kind.
+    fn shape(grouped: &[Outgoing]) -> Vec<String> {
+        grouped
+            .iter()
+            .map(|outgoing| match outgoing {
+                Outgoing::Posts(lines) => format!(
+                    "{}:{}",
+                    lines[0].record.room,
+                    lines
+                        .iter()
+                        .map(|line| line.record.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Outgoing::One(_) => "other".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn posts_group_by_room_within_runs_in_order_and_bounded() {
+        let batch = vec![
+            post("a", "1"),
+            post("b", "2"),
+            post("a", "3"),
+            BusRequest::Follow(RoomName::parse("a").unwrap()),
+            post("a", "4"),
+        ];
+        assert_eq!(shape(&group_posts(batch)), ["a:1,3", "b:2", "other", "a:4"]);
+        let many: Vec<BusRequest> = (0..POSTS_A_CALL + 1)
+            .map(|k| post("a", &k.to_string()))
+            .collect();
+        let grouped = group_posts(many);
+        assert_eq!(grouped.len(), 2);
+        assert!(
+            matches!(&grouped[1], Outgoing::Posts(lines) if lines.len() == 1
+            && lines[0].record.text == POSTS_A_CALL.to_string())
+        );
     }
 }

@@ -16,24 +16,38 @@ use chatd_core::cluster::{NodeName, keys};
 use chatd_core::ids::RoomName;
 use redis::{Cmd, Script};
 
-/// post(room, line, history size): the line's id, after appending it to
-/// the room's stream and publishing `{"t":"line","id":…,"prev":…,"line":…}`
-/// to every follower.
+/// post(room, history size, lines…): the first line's id, after
+/// appending the lines (one room's, in order) to the room's stream with
+/// consecutive ids, and publishing them to every follower in one message:
+/// `{"t":"line","id":…,"prev":…,"line":…}` for one line,
+/// `{"t":"lines","first":…,"prev":…,"lines":[…]}` for more. A batch costs
+/// Redis one call, one counter step, one tail update and one PUBLISH per
+/// follower, not one of each per line.
 ///
 /// KEYS: next-id, tails, the room's stream, the room's followers.
-/// ARGV: room, line JSON, history size, channel prefix.
+/// ARGV: room, history size, channel prefix, then each line's JSON.
 const POST: &str = r#"
-local id = redis.call('INCR', KEYS[1])
-local prev = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local sid = string.format('%d', id)
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], sid .. '-0', 'm', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], sid)
-local envelope = '{"t":"line","id":' .. sid .. ',"prev":' .. string.format('%d', prev)
-    .. ',"line":' .. ARGV[2] .. '}'
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    redis.call('PUBLISH', ARGV[4] .. node, envelope)
+local n = #ARGV - 3
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n + 1
+local prev = string.format('%d', tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0'))
+for i = 1, n do
+    local sid = string.format('%d', first + i - 1)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], sid .. '-0', 'm', ARGV[3 + i])
 end
-return id
+local sfirst = string.format('%d', first)
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', last))
+local envelope
+if n == 1 then
+    envelope = '{"t":"line","id":' .. sfirst .. ',"prev":' .. prev .. ',"line":' .. ARGV[4] .. '}'
+else
+    envelope = '{"t":"lines","first":' .. sfirst .. ',"prev":' .. prev .. ',"lines":['
+        .. table.concat(ARGV, ',', 4) .. ']}'
+end
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    redis.call('PUBLISH', ARGV[3] .. node, envelope)
+end
+return first
 "#;
 
 /// whisper(nick, message): the whisper's id after publishing
@@ -319,7 +333,11 @@ impl Scripts {
         ]
     }
 
-    pub(crate) fn post(&self, room: &RoomName, line_json: &str, history_size: usize) -> Cmd {
+    /// See [`POST`]: `lines` are one room's, in order, at least one.
+    pub(crate) fn post(&self, room: &RoomName, lines: &[String], history_size: usize) -> Cmd {
+        let size = history_size.max(1).to_string();
+        let mut args = vec![room.as_str(), &size, &self.channel_prefix];
+        args.extend(lines.iter().map(String::as_str));
         evalsha(
             &self.post,
             &[
@@ -328,12 +346,7 @@ impl Scripts {
                 &keys::room(room),
                 &keys::followers(room),
             ],
-            &[
-                room.as_str(),
-                line_json,
-                &history_size.max(1).to_string(),
-                &self.channel_prefix,
-            ],
+            &args,
         )
     }
 
