@@ -449,6 +449,10 @@ pub enum BusFailure {
     /// A whisper's recipient holds no nickname on any live node.
     #[error("no such nickname in the cluster")]
     NoSuchNick,
+    /// A change made from settings that changed meanwhile was not made
+    /// ([`Setting::condition`]).
+    #[error("the room changed meanwhile")]
+    Outdated,
 }
 
 /// What the bus tells the core.

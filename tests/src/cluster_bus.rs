@@ -428,11 +428,20 @@ impl MemoryBus {
     /// The **settle** script: the change merged into the room's settings,
     /// which are published to every node in `chatd:nodes` (this one too).
     fn settle(&mut self, node: &NodeName, change: Box<RoomChange>) -> Result<(), BusError> {
-        let settings = self
-            .settings
-            .remove(&change.room)
-            .unwrap_or_default()
-            .merged(&change.setting, change.at_ms);
+        let current = self.settings.remove(&change.room).unwrap_or_default();
+        if !current.admits(&change.setting) {
+            if current != RoomSettings::default() {
+                self.settings.insert(change.room.clone(), current);
+            }
+            return self.answer(
+                node,
+                BusEvent::Settled {
+                    change,
+                    result: Err(BusFailure::Outdated),
+                },
+            );
+        }
+        let settings = current.merged(&change.setting, change.at_ms);
         if settings != RoomSettings::default() {
             self.settings.insert(change.room.clone(), settings.clone());
         }

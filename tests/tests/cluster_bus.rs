@@ -697,6 +697,57 @@ fn room_settings_reach_every_node_and_are_read_when_a_bus_connects() {
         assert_eq!(settings_heard(&mut n1).0, model);
     }
     assert_eq!(model.private, Some(true), "-i is kept apart from never set");
+    // Ownership: a creation starts over with its owner; of two hand-offs
+    // from the same owner only the first is made, the second is answered
+    // Outdated and published to nobody.
+    let alice = Nick::parse("alice").unwrap();
+    let created = Setting::Created { owner: alice };
+    n1.submit(BusRequest::Settle(room_change(
+        &n1.name, "rust", created, now_ms,
+    )));
+    let owned = RoomSettings {
+        owner: Some(alice),
+        ..RoomSettings::default()
+    };
+    for node in [&mut n1, &mut n2, &mut n3] {
+        while settings_heard(node).0 != owned {}
+    }
+    let hand_off = |to: &str| Setting::Owner {
+        nick: Some(Nick::parse(to).unwrap()),
+        was: Some(alice),
+    };
+    n1.submit(BusRequest::Settle(room_change(
+        &n1.name,
+        "rust",
+        hand_off("bob"),
+        now_ms,
+    )));
+    let answer = |node: &mut Node, asked: &Setting| match node.expect(
+        "Settled",
+        PROMPT,
+        |e| matches!(e, BusEvent::Settled { change, .. } if change.setting == *asked),
+    ) {
+        BusEvent::Settled { result, .. } => result,
+        _ => unreachable!(),
+    };
+    assert_eq!(answer(&mut n1, &hand_off("bob")), Ok(()));
+    n2.submit(BusRequest::Settle(room_change(
+        &n2.name,
+        "rust",
+        hand_off("carol"),
+        now_ms,
+    )));
+    assert_eq!(
+        answer(&mut n2, &hand_off("carol")),
+        Err(BusFailure::Outdated)
+    );
+    let bobs = RoomSettings {
+        owner: Some(Nick::parse("bob").unwrap()),
+        ..RoomSettings::default()
+    };
+    for node in [&mut n1, &mut n2, &mut n3] {
+        assert_eq!(settings_heard(node).0, bobs);
+    }
     n2.submit(BusRequest::Settle(room_change(
         &n2.name,
         "rust",

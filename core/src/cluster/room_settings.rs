@@ -57,6 +57,10 @@ pub struct RoomSettings {
     /// Address bans set by the room's owner (or a channel operator).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bans: BTreeMap<IpAddr, SharedRoomBan>,
+    /// Who owns the room: a nickname, unique in the cluster, on whichever
+    /// node its user is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Nick>,
 }
 
 #[expect(
@@ -183,8 +187,29 @@ pub enum Setting {
         /// The address.
         address: IpAddr,
     },
-    /// Everything back to the defaults: the room was created anew, so
-    /// nothing of an earlier room of its name carries over.
+    /// The room passes to another owner (or to none), if `was` still
+    /// owns it: two nodes handing it on at once, only the first does.
+    Owner {
+        /// The new owner.
+        nick: Option<Nick>,
+        /// The owner the change was made from.
+        was: Option<Nick>,
+    },
+    /// The owner changed their nickname: the room stays theirs.
+    Renamed {
+        /// The owner's nickname before.
+        old: Nick,
+        /// And after.
+        new: Nick,
+    },
+    /// The room was created anew, owned by its creator: nothing of an
+    /// earlier room of its name carries over.
+    Created {
+        /// The creator.
+        owner: Nick,
+    },
+    /// Everything back to the defaults (a room created anew whose creator
+    /// is gone by the time the bus can be told).
     Reset,
 }
 
@@ -242,9 +267,34 @@ impl Setting {
                 serde_json::to_value(ban).unwrap_or(Value::Null),
             )],
             Setting::Unban { address } => vec![RoomMode::Unban { address: *address }.write()],
+            Setting::Owner { nick, .. } => {
+                vec![FieldWrite::whole("owner", nick_value(nick.as_ref()))]
+            }
+            Setting::Created { owner } => vec![FieldWrite::whole("owner", nick_value(Some(owner)))],
+            Setting::Renamed { new, .. } => vec![FieldWrite::whole("owner", nick_value(Some(new)))],
             Setting::Reset => Vec::new(),
         }
     }
+
+    /// Whether the change starts from the defaults (its writes then apply
+    /// to nothing of what was).
+    pub fn resets(&self) -> bool {
+        matches!(self, Setting::Created { .. } | Setting::Reset)
+    }
+
+    /// The field the change is made from, and the value it must still
+    /// hold for the change to be made (`null`: absent).
+    pub fn condition(&self) -> Option<(&'static str, Value)> {
+        match self {
+            Setting::Owner { was, .. } => Some(("owner", nick_value(was.as_ref()))),
+            Setting::Renamed { old, .. } => Some(("owner", nick_value(Some(old)))),
+            _ => None,
+        }
+    }
+}
+
+fn nick_value(nick: Option<&Nick>) -> Value {
+    nick.map_or(Value::Null, |nick| Value::from(nick.as_str()))
 }
 
 impl RoomMode {
@@ -277,13 +327,12 @@ impl RoomSettings {
     /// These settings after `setting`, merged as the Redis script merges
     /// it (field by field through the JSON), with address bans that ended
     /// by `now_ms` dropped, as the script drops them.
+    /// The caller checks [`RoomSettings::admits`] first, as the script
+    /// does.
     #[must_use]
     pub fn merged(&self, setting: &Setting, now_ms: u64) -> RoomSettings {
-        if *setting == Setting::Reset {
-            return RoomSettings::default();
-        }
         let mut object = match serde_json::to_value(self) {
-            Ok(Value::Object(object)) => object,
+            Ok(Value::Object(object)) if !setting.resets() => object,
             _ => Map::new(),
         };
         for write in setting.writes() {
@@ -293,6 +342,21 @@ impl RoomSettings {
             serde_json::from_value(Value::Object(object)).unwrap_or_default();
         settings.bans.retain(|_, ban| ban.holds_at(now_ms));
         settings
+    }
+}
+
+impl RoomSettings {
+    /// Whether `setting` may be made on these settings: the field it is
+    /// made from still holds what it was made from.
+    pub fn admits(&self, setting: &Setting) -> bool {
+        let Some((field, expected)) = setting.condition() else {
+            return true;
+        };
+        let object = match serde_json::to_value(self) {
+            Ok(Value::Object(object)) => object,
+            _ => Map::new(),
+        };
+        object.get(field).unwrap_or(&Value::Null) == &expected
     }
 }
 
@@ -364,6 +428,41 @@ mod tests {
         );
         assert_eq!(back, RoomSettings::default());
         assert_eq!(serde_json::to_string(&back).unwrap(), "{}");
+    }
+
+    #[test]
+    fn ownership_passes_only_from_the_owner_it_was_made_from() {
+        let nick = |name: &str| Nick::parse(name).unwrap();
+        let created = RoomSettings {
+            topic: Some("old".into()),
+            ..RoomSettings::default()
+        }
+        .merged(
+            &Setting::Created {
+                owner: nick("alice"),
+            },
+            0,
+        );
+        assert_eq!(created.topic, None, "a creation starts from nothing");
+        assert_eq!(created.owner, Some(nick("alice")));
+        let to_bob = Setting::Owner {
+            nick: Some(nick("bob")),
+            was: Some(nick("alice")),
+        };
+        let to_carol = Setting::Owner {
+            nick: Some(nick("carol")),
+            was: Some(nick("alice")),
+        };
+        assert!(created.admits(&to_bob) && created.admits(&to_carol));
+        let passed = created.merged(&to_bob, 0);
+        assert_eq!(passed.owner, Some(nick("bob")));
+        assert!(!passed.admits(&to_carol), "the second hand-off is stale");
+        let unowned = Setting::Owner {
+            nick: Some(nick("dave")),
+            was: None,
+        };
+        assert!(RoomSettings::default().admits(&unowned));
+        assert!(!passed.admits(&unowned));
     }
 
     #[test]

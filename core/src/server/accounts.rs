@@ -602,6 +602,17 @@ impl Server {
             if room.owner_account != Some(folded) || room.owner == Some(conn) {
                 continue;
             }
+            // On a node of a cluster the room passes when the bus brings
+            // the change back, from the owner this node knows.
+            if let Some(cluster) = &self.cluster {
+                let was = cluster.settings.get(&name).and_then(|s| s.owner);
+                let setting = crate::cluster::Setting::Owner {
+                    nick: Some(nick),
+                    was,
+                };
+                self.settle_in_cluster(conn, &name, setting);
+                continue;
+            }
             room.owner = Some(conn);
             let reply = Reply::OwnerChanged {
                 room: &name,

@@ -55,9 +55,10 @@ pub(super) struct ClusterState {
     /// Every room's shared settings that are not the defaults
     /// (room_settings.rs).
     pub(super) settings: BTreeMap<RoomName, RoomSettings>,
-    /// Rooms created here while the bus was down, over what the cluster
-    /// kept of an earlier room of their name: reset when it is back.
-    pub(super) reset_due: BTreeSet<RoomName>,
+    /// Rooms created here while the bus was down: the cluster learns of
+    /// them (their owner, and a reset of what it kept of an earlier room
+    /// of their name) when it is back.
+    pub(super) creations_due: BTreeSet<RoomName>,
 }
 
 /// See [`Server::for_bus`].
@@ -100,7 +101,7 @@ impl ClusterState {
             invited: BTreeMap::new(),
             departure_announced: false,
             settings: BTreeMap::new(),
-            reset_due: BTreeSet::new(),
+            creations_due: BTreeSet::new(),
         }
     }
 }
@@ -392,7 +393,8 @@ impl Server {
                 }
             }
             Err(BusFailure::NoSuchNick) => self.no_such_nick(conn, &whisper.to),
-            Err(BusFailure::Unavailable) => {
+            // Outdated is only a settle's answer.
+            Err(BusFailure::Unavailable | BusFailure::Outdated) => {
                 self.out.error_about(
                     conn,
                     ErrorCode::Unavailable,
@@ -556,6 +558,7 @@ impl Server {
         if self.cluster.is_none() {
             return;
         }
+        self.owner_renamed(&old, &new);
         self.bus(BusRequest::Announce(Presence::Renamed { old, new }));
         if old.folded() != new.folded() {
             self.release(old);
@@ -700,7 +703,7 @@ impl Server {
         if self.cluster.as_ref().is_some_and(|c| !c.snapshot_due) {
             self.announce_snapshot(now, true);
         }
-        self.send_due_resets();
+        self.send_due_creations();
     }
 
     fn announce_snapshot(&mut self, now: Instant, reply: bool) {
@@ -786,6 +789,7 @@ impl Server {
                     reason: reason.as_deref(),
                 };
                 self.tell_room(&room, &reply);
+                self.owner_departed(&nick, [&room]);
             }
             Presence::Kicked {
                 nick,
@@ -816,8 +820,10 @@ impl Server {
                     // Off the server: everyone who shared a room hears it.
                     let peers = self.local_members_of(&user.rooms);
                     self.out.broadcast_to(peers, None, &reply, Priority::Urgent);
+                    self.owner_departed(&nick, &user.rooms);
                 } else {
                     self.tell_room(&room, &reply);
+                    self.owner_departed(&nick, [&room]);
                 }
             }
             Presence::Muted {
@@ -848,6 +854,7 @@ impl Server {
             Presence::Quit { nick, message } => {
                 if let Some(user) = mirror.remove(&nick) {
                     self.tell_of_remote_quit(&user, message.as_deref());
+                    self.owner_departed(&nick, &user.rooms);
                 }
             }
         }
@@ -875,7 +882,10 @@ impl Server {
             .collect();
         for (key, old) in &before {
             match after.get(key) {
-                None => self.tell_of_remote_quit(old, None),
+                None => {
+                    self.tell_of_remote_quit(old, None);
+                    self.owner_departed(&old.who.nick, &old.rooms);
+                }
                 Some(new) => {
                     for room in old.rooms.difference(&new.rooms) {
                         let reply = Reply::Left {
@@ -885,6 +895,7 @@ impl Server {
                         };
                         self.tell_room(room, &reply);
                     }
+                    self.owner_departed(&old.who.nick, old.rooms.difference(&new.rooms));
                 }
             }
         }
@@ -929,6 +940,7 @@ impl Server {
         let message = format!("node {node} is gone");
         for user in &gone {
             self.tell_of_remote_quit(user, Some(&message));
+            self.owner_departed(&user.who.nick, &user.rooms);
         }
     }
 
@@ -1112,7 +1124,7 @@ impl Server {
                 }
             }
             Err(BusFailure::NoSuchNick) => self.no_such_nick(order.conn, &order.target),
-            Err(BusFailure::Unavailable) => self.out.error_about(
+            Err(BusFailure::Unavailable | BusFailure::Outdated) => self.out.error_about(
                 order.conn,
                 ErrorCode::Unavailable,
                 Some(order.target.as_str()),
@@ -1340,9 +1352,14 @@ pub(super) fn add_remote_members<'a>(
         return;
     };
     let before = entries.len();
+    let owner = cluster
+        .settings
+        .get(room)
+        .and_then(|settings| settings.owner.as_ref())
+        .map(Nick::folded);
     entries.extend(cluster.mirror.members(room).map(|user| WhoEntry {
         person: user.person(),
-        owner: false,
+        owner: owner == Some(user.who.nick.folded()),
         operator: false,
         voice: false,
         away: false,

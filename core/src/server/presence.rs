@@ -186,6 +186,14 @@ impl Server {
         if room.owner != Some(conn) {
             return;
         }
+        // On a node of a cluster every node hands it on when the bus
+        // brings the hand-off back (room_settings.rs).
+        if self.hand_on_in_cluster(name) {
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
         let heir = room.members().next();
         room.owner = heir;
         if let Some(heir) = room.owner

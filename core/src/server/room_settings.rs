@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{BusFailure, BusRequest, RoomChange, RoomSettings, Setting};
 use crate::error::ErrorCode;
-use crate::ids::{ConnId, RoomName};
+use crate::ids::{ConnId, Nick, RoomName};
 use crate::io::Priority;
 use crate::reply::{Reply, Scope};
 use crate::timers::Timer;
@@ -55,7 +55,8 @@ impl Server {
     /// (its settings arrive like everyone's); the changer is told when it
     /// could not be.
     pub(super) fn settled(&mut self, change: &RoomChange, result: Result<(), BusFailure>) {
-        if result.is_ok() {
+        // A stale hand-off of ownership lost to another: nobody to tell.
+        if matches!(result, Ok(()) | Err(BusFailure::Outdated)) {
             return;
         }
         if let Some(conn) = self.changer_here(change) {
@@ -126,7 +127,17 @@ impl Server {
             return;
         }
         match &change.setting {
-            Setting::Topic { .. } | Setting::Modes { .. } => {}
+            Setting::Topic { .. }
+            | Setting::Modes { .. }
+            | Setting::Created { .. }
+            | Setting::Renamed { .. } => {}
+            Setting::Owner {
+                nick: Some(nick), ..
+            } => {
+                let reply = Reply::OwnerChanged { room: name, nick };
+                self.broadcast_in(name, &reply, Priority::Normal);
+            }
+            Setting::Owner { nick: None, .. } => {}
             Setting::Ban {
                 address,
                 ban,
@@ -177,11 +188,11 @@ impl Server {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let reset_due = &cluster.reset_due;
+        let creations_due = &cluster.creations_due;
         cluster.settings = all
             .into_iter()
             .filter(|(name, settings)| {
-                *settings != RoomSettings::default() && !reset_due.contains(name)
+                *settings != RoomSettings::default() && !creations_due.contains(name)
             })
             .collect();
         let names: Vec<RoomName> = self.rooms.keys().cloned().collect();
@@ -190,12 +201,12 @@ impl Server {
         }
     }
 
-    /// A room that exists on other nodes, for its first member here: no
-    /// owner (nobody here created it); the caller adopts the cluster's
-    /// settings once it is in place. A private one keeps the invitations
-    /// this node was sent for it, and its history here starts at its first
-    /// line shown here: what was said before may belong to an earlier room
-    /// of its name.
+    /// A room that exists on other nodes, for its first member here: its
+    /// owner (if here, which it is not yet) and the rest of the cluster's
+    /// settings come when the caller adopts them, once it is in place. A
+    /// private one keeps the invitations this node was sent for it, and
+    /// its history here starts at its first line shown here: what was
+    /// said before may belong to an earlier room of its name.
     pub(super) fn room_from_cluster(&self, name: &RoomName) -> Room {
         let private = self.private_elsewhere(name);
         let mut room = Room::new(None, private);
@@ -206,41 +217,144 @@ impl Server {
         room
     }
 
-    /// A room was created here, on no other node: what the cluster kept of
-    /// an earlier room of its name is reset, as a single server forgets a
-    /// room's topic, modes and bans when its last member leaves. The new
-    /// room starts from the defaults here at once; while the bus is down
-    /// the reset waits for it (and what it reads then is not adopted).
+    /// A room was created here, on no other node: the cluster learns its
+    /// owner, and what it kept of an earlier room of its name is reset, as
+    /// a single server forgets a room's topic, modes and bans when its
+    /// last member leaves. The new room starts from the defaults here at
+    /// once; while the bus is down the creation waits for it (and what it
+    /// reads then is not adopted).
     pub(super) fn room_created_in_cluster(&mut self, conn: ConnId, name: &RoomName) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        if cluster.settings.remove(name).is_none() {
+        cluster.settings.remove(name);
+        if !cluster.up {
+            cluster.creations_due.insert(name.clone());
             return;
         }
-        if cluster.up {
-            self.settle_in_cluster(conn, name, Setting::Reset);
-        } else {
-            cluster.reset_due.insert(name.clone());
+        if let Some(owner) = self.sessions.get(&conn).map(|session| session.nick) {
+            self.settle_in_cluster(conn, name, Setting::Created { owner });
         }
     }
 
-    /// The resets of rooms created while the bus was down, as it comes
-    /// back: each in the name of a member (the owner first), for a room
-    /// that still has one.
-    pub(super) fn send_due_resets(&mut self) {
+    /// The creations of rooms made while the bus was down, as it comes
+    /// back: in the name of the owner (a reset, if the room has members
+    /// but no owner here any more).
+    pub(super) fn send_due_creations(&mut self) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let due = std::mem::take(&mut cluster.reset_due);
+        let due = std::mem::take(&mut cluster.creations_due);
         for name in due {
-            let member = self
-                .rooms
-                .get(&name)
-                .and_then(|room| room.owner.or_else(|| room.members().next()));
-            if let Some(conn) = member {
-                self.settle_in_cluster(conn, &name, Setting::Reset);
+            let Some(room) = self.rooms.get(&name) else {
+                continue;
+            };
+            let owner = room
+                .owner
+                .and_then(|conn| Some((conn, self.sessions.get(&conn)?.nick)));
+            let first = room.members().next();
+            match (owner, first) {
+                (Some((conn, owner)), _) => {
+                    self.settle_in_cluster(conn, &name, Setting::Created { owner });
+                }
+                (None, Some(member)) => {
+                    self.settle_in_cluster(member, &name, Setting::Reset);
+                }
+                (None, None) => {}
             }
+        }
+    }
+
+    /// The owner of rooms here left them (or the server) on a node of a
+    /// cluster: the room passes to its member here who came first, when
+    /// the bus brings the hand-off back to every node. Only the first
+    /// hand-off from this owner is made (another node may hand it on at
+    /// the same time). `true` when the cluster decides (the caller then
+    /// changes nothing itself).
+    pub(super) fn hand_on_in_cluster(&mut self, name: &RoomName) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let was = cluster
+            .settings
+            .get(name)
+            .and_then(|settings| settings.owner);
+        let Some(room) = self.rooms.get_mut(name) else {
+            return true;
+        };
+        room.owner = None;
+        let Some(heir) = room.members().next() else {
+            return true;
+        };
+        let Some(nick) = self.sessions.get(&heir).map(|session| session.nick) else {
+            return true;
+        };
+        let setting = Setting::Owner {
+            nick: Some(nick),
+            was,
+        };
+        self.settle_in_cluster(heir, name, setting);
+        true
+    }
+
+    /// A user of another node left these rooms (or the cluster): where
+    /// they owned one that has members here, this node hands it on too
+    /// (the owner's node may have no member left to hand it to; the first
+    /// hand-off Redis runs wins).
+    pub(super) fn owner_departed<'a>(
+        &mut self,
+        nick: &Nick,
+        rooms: impl IntoIterator<Item = &'a RoomName>,
+    ) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let owned: Vec<RoomName> = rooms
+            .into_iter()
+            .filter(|name| {
+                cluster
+                    .settings
+                    .get(*name)
+                    .and_then(|settings| settings.owner)
+                    .is_some_and(|owner| owner.folded() == nick.folded())
+            })
+            .cloned()
+            .collect();
+        for name in owned {
+            self.hand_on_in_cluster(&name);
+        }
+    }
+
+    /// A user of this node who owns rooms changed their nickname: the
+    /// cluster's owner follows.
+    pub(super) fn owner_renamed(&mut self, old: &Nick, new: &Nick) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let Some(conn) = self.conn_named(new) else {
+            return;
+        };
+        let owned: Vec<RoomName> = cluster
+            .settings
+            .iter()
+            .filter(|(_, settings)| {
+                settings
+                    .owner
+                    .is_some_and(|owner| owner.folded() == old.folded())
+            })
+            .map(|(name, _)| name.clone())
+            .filter(|name| {
+                self.rooms
+                    .get(name)
+                    .is_some_and(|room| room.owner == Some(conn))
+            })
+            .collect();
+        for name in owned {
+            let setting = Setting::Renamed {
+                old: *old,
+                new: *new,
+            };
+            self.settle_in_cluster(conn, &name, setting);
         }
     }
 
@@ -257,9 +371,15 @@ impl Server {
             .iter()
             .filter_map(|(address, shared)| Some((*address, self.live_room_ban(now, shared)?)))
             .collect();
+        // The owner, if on this node; one on another node moderates here
+        // through orders and settings from theirs.
+        let owner = settings.owner.map(|nick| self.conn_named(&nick));
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
+        if let Some(owner) = owner {
+            room.owner = owner.filter(|conn| room.has_member(*conn));
+        }
         room.topic = settings.topic.as_deref().map(Into::into);
         room.modes.key = settings.key.as_deref().map(Into::into);
         room.modes.limit = settings.limit.map(|limit| limit as usize);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chatd_core::MessageId;
 use chatd_core::cluster::{
-    BusEvent, BusFailure, BusLine, BusRequest, Envelope, NodeName, RoomSettings, Setting, keys,
+    BusEvent, BusFailure, BusLine, BusRequest, Envelope, NodeName, RoomSettings, keys,
 };
 use chatd_core::ids::RoomName;
 use redis::Value;
@@ -459,6 +459,7 @@ impl Commands {
                 Sent::Settle(change) => {
                     let result = match &reply_code {
                         Ok(1) => Ok(()),
+                        Ok(0) => Err(BusFailure::Outdated),
                         _ => Err(BusFailure::Unavailable),
                     };
                     shared.deliver(BusEvent::Settled { change, result });
@@ -556,8 +557,18 @@ impl Commands {
                         (write.field, entry, write.value.to_string())
                     })
                     .collect();
-                let reset = change.setting == Setting::Reset;
-                pipe.add_command(scripts.settle(&change.room, &json, reset, change.at_ms, &writes));
+                let condition = change
+                    .setting
+                    .condition()
+                    .map(|(field, value)| (field, value.to_string()));
+                pipe.add_command(scripts.settle(
+                    &change.room,
+                    &json,
+                    change.setting.resets(),
+                    change.at_ms,
+                    condition,
+                    &writes,
+                ));
                 Sent::Settle(change)
             }
             BusRequest::Announce(presence) => {

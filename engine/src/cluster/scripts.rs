@@ -142,14 +142,24 @@ return tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
 /// `now` (Unix ms) are dropped on the way, so ended bans do not pile up.
 /// The merge is [`chatd_core::cluster::RoomSettings::merged`]'s.
 ///
+/// A change made from a field's value (a hand-off of ownership from its
+/// owner) is made only if the field still holds it; else the script
+/// answers 0 and publishes nothing.
+///
 /// KEYS: settings, nodes. ARGV: room, change JSON, channel prefix, reset
-/// (`1` or empty), now, then (field, entry or empty, value JSON) for each
-/// write.
+/// (`1` or empty), now, condition field (or empty), its value JSON, then
+/// (field, entry or empty, value JSON) for each write.
 const SETTLE: &str = r#"
 local settings = {}
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and ARGV[4] ~= '1' then settings = cjson.decode(current) end
-for i = 6, #ARGV, 3 do
+if current then settings = cjson.decode(current) end
+if ARGV[6] ~= '' then
+    local expected = cjson.decode(ARGV[7])
+    if expected == cjson.null then expected = nil end
+    if settings[ARGV[6]] ~= expected then return 0 end
+end
+if ARGV[4] == '1' then settings = {} end
+for i = 8, #ARGV, 3 do
     local field, entry, value = ARGV[i], ARGV[i + 1], cjson.decode(ARGV[i + 2])
     if value == cjson.null then value = nil end
     if entry == '' then
@@ -398,22 +408,27 @@ impl Scripts {
         )
     }
 
-    /// See [`SETTLE`]: `writes` as (field, entry or empty, value JSON).
+    /// See [`SETTLE`]: `condition` as (field, value JSON), `writes` as
+    /// (field, entry or empty, value JSON).
     pub(crate) fn settle(
         &self,
         room: &RoomName,
         change: &str,
         reset: bool,
         now_ms: u64,
+        condition: Option<(&str, String)>,
         writes: &[(&str, &str, String)],
     ) -> Cmd {
         let now = now_ms.to_string();
+        let (field, value) = condition.unwrap_or(("", String::new()));
         let mut args = vec![
             room.as_str(),
             change,
             &self.channel_prefix,
             if reset { "1" } else { "" },
             &now,
+            field,
+            &value,
         ];
         for (field, entry, value) in writes {
             args.extend([*field, *entry, value.as_str()]);
