@@ -1,25 +1,28 @@
 //! One I/O thread: a compio runtime, the connections it owns, and a
 //! dispatcher task that runs the core's commands.
 //!
-//! Every connection has a reader task that keeps one receive in flight and
-//! hands what arrives to the core's thread. Output is written at the end
-//! of each dispatcher turn, once per connection that got lines in it. On
-//! Unix the dispatcher first sends without blocking, as a readiness
-//! backend does: what the kernel takes at once needs no operation and no
-//! task, which is nearly always all of it. A writer task exists only while
-//! output is left over (or always, on IOCP, which has no such send): it
-//! hands the kernel one whole buffer of the connection's queue at a time,
-//! moved rather than copied, and ends when the queue is empty. So an idle
-//! connection costs one task, and a burst of welcome lines to thousands of
+//! Every connection's input is read (see below) and handed to the core's
+//! thread. Output is written at the end of each dispatcher turn, once per
+//! connection that got lines in it. On Unix the dispatcher first sends
+//! without blocking, as a readiness backend does: what the kernel takes at
+//! once needs no operation and no task, which is nearly always all of it.
+//! A writer task exists only while output is left over (or always, on
+//! IOCP, which has no such send): it hands the kernel one whole buffer of
+//! the connection's queue at a time, moved rather than copied, and ends
+//! when the queue is empty. So a burst of welcome lines to thousands of
 //! new connections does not leave thousands of freed writer tasks in the
 //! heap (ARCHITECTURE.md, decision 75).
 //!
 //! Reads are where idle memory goes, since completion I/O owns a buffer
 //! for every receive in flight. On Unix drivers (io_uring, the polling
-//! fallback) the reader therefore waits with a one-shot poll operation,
-//! which owns no buffer, and then receives without blocking into the
-//! thread's one read buffer, copying out only what arrived: an idle
-//! connection holds a small task and a small operation, nothing else.
+//! fallback) a connection therefore waits for input without one: idle
+//! sockets sit in one epoll (kqueue) set per thread, level-triggered, and
+//! one task waits on that set with one poll operation, then receives from
+//! each ready socket without blocking into the thread's one read buffer,
+//! copying out only what arrived (decision 83). An idle connection holds
+//! no task and no operation of its own. A connection in a handshake (TLS,
+//! an HTTP request) waits with its own reader task, under the handshake's
+//! deadline, until the handshake is over.
 //! IOCP has no poll operation, so on Windows each connection reads into its
 //! own small buffer, which doubles while reads fill it and shrinks back
 //! when they do not (ARCHITECTURE.md, decision 18).
@@ -94,6 +97,10 @@ struct Conn {
     /// connection is let go or the server stops.
     writer: Cell<Option<Waker>>,
     reader: Cell<Option<JoinHandle<()>>>,
+    /// Registered in the thread's [`Watch`] (and read by its task, not a
+    /// reader of its own).
+    #[cfg(unix)]
+    watched: Cell<bool>,
     /// The core closed it: flush, shut down, then let go.
     closing: Cell<bool>,
     /// All written and shut down: waiting for the peer to hang up.
@@ -116,6 +123,10 @@ struct Local {
     /// The thread's one receive buffer (readiness reads).
     #[cfg(unix)]
     read_buffer: RefCell<Box<[u8]>>,
+    /// Where idle connections wait (none if it could not be made: each
+    /// connection then has a reader task, as on other drivers).
+    #[cfg(unix)]
+    watch: Option<Watch>,
     inbox: Arc<Inbox>,
     max_outbound: usize,
     /// The server is shutting down: connections let go without lingering.
@@ -131,6 +142,14 @@ impl Local {
     /// the reader itself asks, so it is not cancelled mid-poll.
     fn forget(&self, conn: &Conn, from_reader: bool) {
         conn.dead.set(true);
+        // Out of the watch before the socket can close.
+        #[cfg(unix)]
+        if conn.watched.replace(false)
+            && let Some(watch) = &self.watch
+            && let Err(error) = watch.poller.delete(&conn.stream)
+        {
+            tracing::debug!(conn = %conn.id, %error, "cannot unwatch socket");
+        }
         conn.wake_writer();
         if let Some(reader) = conn.reader.take() {
             if from_reader {
@@ -157,12 +176,18 @@ pub(crate) async fn run(mut context: ThreadContext) {
         conns: RefCell::new(AHashMap::new()),
         #[cfg(unix)]
         read_buffer: RefCell::new(vec![0; LARGE_READ].into_boxed_slice()),
+        #[cfg(unix)]
+        watch: Watch::new(),
         inbox: context.inbox.clone(),
         max_outbound: context.max_outbound,
         stopping: Cell::new(false),
         paused_readers: RefCell::new(Vec::new()),
         dirty: RefCell::new(Vec::new()),
     });
+    #[cfg(unix)]
+    if local.watch.is_some() {
+        compio::runtime::spawn(watch_loop(local.clone())).detach();
+    }
     let mut stop_deadline: Option<Instant> = None;
     // Commands were left in the mailbox at the end of the last turn.
     let mut backlog = false;
@@ -296,11 +321,19 @@ fn adopt(
         dirty: Cell::new(false),
         writer: Cell::new(None),
         reader: Cell::new(None),
+        #[cfg(unix)]
+        watched: Cell::new(false),
         closing: Cell::new(false),
         lingering: Cell::new(false),
         dead: Cell::new(false),
     });
     local.conns.borrow_mut().insert(id.get(), conn.clone());
+    // A connection in a handshake (TLS, an HTTP request) reads on its own,
+    // under the handshake's deadline, then joins the watch.
+    #[cfg(unix)]
+    if conn.transport.borrow().handshake_deadline().is_none() && local.watch_conn(&conn) {
+        return;
+    }
     #[cfg(unix)]
     let reader = compio::runtime::spawn(read_loop_ready(local.clone(), conn.clone()));
     #[cfg(not(unix))]
@@ -502,6 +535,128 @@ async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
         if !handle_read(&local, &conn, read) {
             return;
         }
+        // The handshake is over: the connection waits in the watch from
+        // now on, and this task ends.
+        if conn.transport.borrow().handshake_deadline().is_none() && local.watch_conn(&conn) {
+            if let Some(me) = conn.reader.take() {
+                me.detach();
+            }
+            return;
+        }
+    }
+}
+
+/// Where a thread's idle connections wait on Unix drivers (decision 83):
+/// one epoll (kqueue) set of their sockets, level-triggered, keyed by
+/// connection id, itself waited on with one poll operation by one task.
+/// A connection waiting with an operation and a task of its own cost
+/// about 350 bytes more (the task, its operation, its executor slot).
+#[cfg(unix)]
+struct Watch {
+    poller: Rc<polling::Poller>,
+    events: RefCell<polling::Events>,
+    /// The keys of one round of ready sockets (kept: no allocation a round).
+    ready: RefCell<Vec<usize>>,
+}
+
+#[cfg(unix)]
+impl Watch {
+    fn new() -> Option<Self> {
+        match polling::Poller::new() {
+            Ok(poller) => Some(Self {
+                poller: Rc::new(poller),
+                events: RefCell::new(polling::Events::new()),
+                ready: RefCell::new(Vec::new()),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, "no poller for idle sockets; each waits on its own");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Local {
+    /// Puts a connection in the watch; `false` if there is none or the
+    /// socket cannot join it (the caller gives it a reader of its own).
+    fn watch_conn(&self, conn: &Conn) -> bool {
+        let Some(watch) = &self.watch else {
+            return false;
+        };
+        let Ok(key) = usize::try_from(conn.id.get()) else {
+            return false;
+        };
+        // SAFETY: the socket stays open while registered: `forget`
+        // deletes it from the poller before the connection can be dropped.
+        #[allow(unsafe_code)]
+        let added = unsafe {
+            watch.poller.add_with_mode(
+                &conn.stream,
+                polling::Event::readable(key),
+                polling::PollMode::Level,
+            )
+        };
+        match added {
+            Ok(()) => {
+                conn.watched.set(true);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(conn = %conn.id, %error, "cannot watch socket; it reads on its own");
+                false
+            }
+        }
+    }
+}
+
+/// The watch's task: reads every ready socket once a round (a round ends
+/// with a yield, so a busy thread's other tasks run), and when none is
+/// ready waits for the set with one poll operation.
+#[cfg(unix)]
+async fn watch_loop(local: Rc<Local>) {
+    use compio::driver::op::{Interest, PollOnce};
+    let Some(watch) = &local.watch else {
+        return;
+    };
+    loop {
+        {
+            let mut events = watch.events.borrow_mut();
+            events.clear();
+            if let Err(error) = watch.poller.wait(&mut events, Some(Duration::ZERO))
+                && error.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(%error, "the idle-socket poller failed");
+            }
+            let mut ready = watch.ready.borrow_mut();
+            ready.clear();
+            ready.extend(events.iter().map(|event| event.key));
+        }
+        if watch.ready.borrow().is_empty() {
+            let poll = PollOnce::new(watch.poller.clone(), Interest::Readable);
+            let BufResult(waited, _) = compio::runtime::submit(poll).await;
+            if let Err(error) = waited {
+                tracing::error!(%error, "cannot wait for the idle-socket poller");
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+            continue;
+        }
+        let ready = std::mem::take(&mut *watch.ready.borrow_mut());
+        for &key in &ready {
+            room_in_inbox(&local).await;
+            let found = local.conns.borrow().get(&(key as u64)).cloned();
+            let Some(conn) = found.filter(|conn| conn.watched.get() && !conn.dead.get()) else {
+                continue;
+            };
+            match receive_now(&local, &conn.stream) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                read => {
+                    handle_read(&local, &conn, read);
+                }
+            }
+        }
+        *watch.ready.borrow_mut() = ready;
+        yield_now().await;
     }
 }
 
