@@ -41,15 +41,20 @@ use chatd_core::{ConnId, Priority};
 use chatd_engine::SHUTDOWN_FLUSH_LIMIT;
 use chatd_engine::closing::{self, Ending};
 use chatd_engine::hub::{COMMANDS_PER_TURN, Command, Event, Inbox, Mailbox, local_recipients};
-use chatd_engine::out_queue::{Batch, OutQueue};
+#[cfg(not(unix))]
+use chatd_engine::out_queue::Batch;
+use chatd_engine::out_queue::OutQueue;
 use chatd_engine::tls::TlsAcceptor;
 use chatd_engine::transport::{Transport, signal_event};
 use chatd_engine::web::WebSettings;
 use compio::BufResult;
+#[cfg(not(unix))]
 use compio::buf::{IntoInner, IoBuf};
 #[cfg(not(unix))]
 use compio::io::AsyncRead;
+#[cfg(not(unix))]
 use compio::io::{AsyncWrite, AsyncWriteExt};
+#[cfg(not(unix))]
 use compio::net::TcpStream;
 use compio::runtime::JoinHandle;
 
@@ -83,6 +88,12 @@ pub(crate) struct ThreadContext {
 
 struct Conn {
     id: ConnId,
+    /// On Unix the socket itself: it is read and written without blocking
+    /// as it is ready (compio's shared handle would cost 48 bytes more a
+    /// connection, and only its operations need one).
+    #[cfg(unix)]
+    stream: StdTcpStream,
+    #[cfg(not(unix))]
     stream: TcpStream,
     out: RefCell<OutQueue>,
     /// Plain, or TLS (the engine's session: this thread only moves bytes).
@@ -93,10 +104,6 @@ struct Conn {
     writing: Cell<bool>,
     /// Listed in [`Local::dirty`] for the end of this turn.
     dirty: Cell<bool>,
-    /// The writer, while a send is in flight or it lingers: woken when the
-    /// connection is let go or the server stops.
-    writer: Cell<Option<Waker>>,
-    reader: Cell<Option<JoinHandle<()>>>,
     /// Registered in the thread's [`Watch`] (and read by its task, not a
     /// reader of its own).
     #[cfg(unix)]
@@ -109,11 +116,12 @@ struct Conn {
     dead: Cell<bool>,
 }
 
-impl Conn {
-    fn wake_writer(&self) {
-        if let Some(waker) = self.writer.take() {
-            waker.wake();
-        }
+/// A connection's socket, for the poll operations that wait on it (which
+/// hold the connection while they wait).
+#[cfg(unix)]
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 }
 
@@ -135,6 +143,13 @@ struct Local {
     paused_readers: RefCell<Vec<Waker>>,
     /// Connections given output this turn, written at its end.
     dirty: RefCell<Vec<Rc<Conn>>>,
+    /// Each connection's reader task, while it has one (in a handshake;
+    /// always on IOCP): ended with the connection. Kept here, not in
+    /// [`Conn`], as most connections have none.
+    readers: RefCell<AHashMap<u64, JoinHandle<()>>>,
+    /// Each waiting writer's waker, while a send is in flight or it
+    /// lingers: woken when the connection is let go or the server stops.
+    writers: RefCell<AHashMap<u64, Waker>>,
 }
 
 impl Local {
@@ -150,8 +165,9 @@ impl Local {
         {
             tracing::debug!(conn = %conn.id, %error, "cannot unwatch socket");
         }
-        conn.wake_writer();
-        if let Some(reader) = conn.reader.take() {
+        self.wake_writer(conn.id);
+        let reader = self.readers.borrow_mut().remove(&conn.id.get());
+        if let Some(reader) = reader {
             if from_reader {
                 reader.detach();
             } else {
@@ -159,6 +175,24 @@ impl Local {
             }
         }
         self.conns.borrow_mut().remove(&conn.id.get());
+    }
+
+    /// Wakes the connection's writer, if one waits.
+    fn wake_writer(&self, id: ConnId) {
+        let waker = self.writers.borrow_mut().remove(&id.get());
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Waits until polled again on `waker` (or woken by `wake_writer`).
+    fn park_writer(&self, id: ConnId, waker: &Waker) {
+        self.writers.borrow_mut().insert(id.get(), waker.clone());
+    }
+
+    /// The writer is past its wait: no waker of its is kept.
+    fn unpark_writer(&self, id: ConnId) {
+        self.writers.borrow_mut().remove(&id.get());
     }
 
     /// The peer went away or the socket failed: tell the core.
@@ -183,6 +217,8 @@ pub(crate) async fn run(mut context: ThreadContext) {
         stopping: Cell::new(false),
         paused_readers: RefCell::new(Vec::new()),
         dirty: RefCell::new(Vec::new()),
+        readers: RefCell::new(AHashMap::new()),
+        writers: RefCell::new(AHashMap::new()),
     });
     #[cfg(unix)]
     if local.watch.is_some() {
@@ -247,7 +283,7 @@ pub(crate) async fn run(mut context: ThreadContext) {
                     for conn in all {
                         conn.closing.set(true);
                         // A lingering writer lets go now.
-                        conn.wake_writer();
+                        local.wake_writer(conn.id);
                         ensure_writer(&local, &conn);
                     }
                 }
@@ -300,6 +336,9 @@ fn adopt(
             return;
         }
     };
+    #[cfg(unix)]
+    let attached = stream.set_nodelay(true).map(|()| stream);
+    #[cfg(not(unix))]
     let attached = stream
         .set_nodelay(true)
         .and_then(|()| TcpStream::from_std(stream));
@@ -319,8 +358,6 @@ fn adopt(
         in_flight: Cell::new(0),
         writing: Cell::new(false),
         dirty: Cell::new(false),
-        writer: Cell::new(None),
-        reader: Cell::new(None),
         #[cfg(unix)]
         watched: Cell::new(false),
         closing: Cell::new(false),
@@ -338,7 +375,7 @@ fn adopt(
     let reader = compio::runtime::spawn(read_loop_ready(local.clone(), conn.clone()));
     #[cfg(not(unix))]
     let reader = compio::runtime::spawn(read_loop_own(local.clone(), conn.clone()));
-    conn.reader.set(Some(reader));
+    local.readers.borrow_mut().insert(id.get(), reader);
 }
 
 /// Makes sure a writer runs for `conn` (it ends when nothing is left).
@@ -481,7 +518,7 @@ fn send_now(local: &Rc<Local>, conn: &Rc<Conn>, from_reader: bool) -> bool {
 /// kernel cannot take now fails with `WouldBlock` (the socket itself may
 /// be in blocking mode under io_uring).
 #[cfg(unix)]
-struct SendNow<'a>(&'a TcpStream);
+struct SendNow<'a>(&'a StdTcpStream);
 
 #[cfg(unix)]
 impl io::Write for SendNow<'_> {
@@ -513,10 +550,9 @@ impl io::Write for SendNow<'_> {
 /// waiting), then receives without blocking into the thread's buffer.
 #[cfg(unix)]
 async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
-    use compio::driver::ToSharedFd;
     use compio::driver::op::{Interest, PollOnce};
     loop {
-        let poll = PollOnce::new(conn.stream.to_shared_fd(), Interest::Readable);
+        let poll = PollOnce::new(conn.clone(), Interest::Readable);
         let Some(BufResult(ready, _)) =
             within_handshake(&local, &conn, compio::runtime::submit(poll)).await
         else {
@@ -538,7 +574,8 @@ async fn read_loop_ready(local: Rc<Local>, conn: Rc<Conn>) {
         // The handshake is over: the connection waits in the watch from
         // now on, and this task ends.
         if conn.transport.borrow().handshake_deadline().is_none() && local.watch_conn(&conn) {
-            if let Some(me) = conn.reader.take() {
+            let me = local.readers.borrow_mut().remove(&conn.id.get());
+            if let Some(me) = me {
                 me.detach();
             }
             return;
@@ -663,7 +700,7 @@ async fn watch_loop(local: Rc<Local>) {
 /// One non-blocking receive into the thread's buffer; what arrived is
 /// copied out. `Ok(None)` is the end of the stream.
 #[cfg(unix)]
-fn receive_now(local: &Local, stream: &TcpStream) -> io::Result<Option<Vec<u8>>> {
+fn receive_now(local: &Local, stream: &StdTcpStream) -> io::Result<Option<Vec<u8>>> {
     use compio::driver::op::RecvFlags;
     let mut buffer = local.read_buffer.borrow_mut();
     loop {
@@ -836,6 +873,51 @@ async fn read_own(stream: &TcpStream, capacity: &mut usize) -> io::Result<Option
     Ok(Some(buffer))
 }
 
+/// The writer on Unix: what the dispatcher's send left over goes out as
+/// the socket takes it, the same way (`Transport::flush`, never blocking,
+/// through the layers), with one poll operation waiting for room between
+/// sends. It ends when all is written (lingering first, if closing).
+#[cfg(unix)]
+async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
+    use compio::driver::op::{Interest, PollOnce};
+    loop {
+        if conn.dead.get() {
+            return;
+        }
+        let flushed = conn.transport.borrow_mut().flush(
+            &mut conn.out.borrow_mut(),
+            &mut SendNow(&conn.stream),
+            conn.closing.get(),
+        );
+        match flushed {
+            // All written, or the rest waits for the handshake (the reader
+            // sends it once the handshake is done).
+            Ok(true) => {
+                if conn.closing.get() {
+                    linger_and_close(&local, &conn).await;
+                }
+                conn.writing.set(false);
+                return;
+            }
+            Ok(false) => {
+                let room = compio::runtime::submit(PollOnce::new(conn.clone(), Interest::Writable));
+                let Some(BufResult(ready, _)) = unless_dead(&local, &conn, room).await else {
+                    return;
+                };
+                if ready.is_err() {
+                    local.lose(&conn, false);
+                    return;
+                }
+            }
+            Err(_) => {
+                local.lose(&conn, false);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
 async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
     if !conn.transport.borrow().is_plain() {
         return write_loop_layered(local, conn).await;
@@ -857,7 +939,7 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
         let send = writer.write(batch.bytes.slice(start..));
         // A connection let go meanwhile (a slow consumer) ends the send:
         // dropping it cancels the operation, which releases the socket.
-        let Some(BufResult(result, sent)) = unless_dead(&conn, send).await else {
+        let Some(BufResult(result, sent)) = unless_dead(&local, &conn, send).await else {
             return;
         };
         conn.in_flight.set(0);
@@ -878,6 +960,7 @@ async fn write_loop(local: Rc<Local>, conn: Rc<Conn>) {
 /// The writer of a TLS or web connection: the engine's transport turns
 /// queued lines into wire bytes (ciphertext, WebSocket frames) one bounded
 /// chunk at a time, and each chunk is sent whole before the next is made.
+#[cfg(not(unix))]
 async fn write_loop_layered(local: Rc<Local>, conn: Rc<Conn>) {
     let mut buffer = Vec::new();
     loop {
@@ -904,7 +987,7 @@ async fn write_loop_layered(local: Rc<Local>, conn: Rc<Conn>) {
         }
         let mut writer = &conn.stream;
         let send = writer.write_all(std::mem::take(&mut buffer));
-        let Some(BufResult(result, sent)) = unless_dead(&conn, send).await else {
+        let Some(BufResult(result, sent)) = unless_dead(&local, &conn, send).await else {
             return;
         };
         if result.is_err() {
@@ -918,19 +1001,25 @@ async fn write_loop_layered(local: Rc<Local>, conn: Rc<Conn>) {
 
 /// Runs `operation` unless the connection is let go first (its writer is
 /// woken then); `None` in that case.
-async fn unless_dead<T>(conn: &Conn, operation: impl Future<Output = T>) -> Option<T> {
+async fn unless_dead<T>(
+    local: &Local,
+    conn: &Conn,
+    operation: impl Future<Output = T>,
+) -> Option<T> {
     let mut operation = std::pin::pin!(operation);
-    poll_fn(|cx| {
+    let done = poll_fn(|cx| {
         if conn.dead.get() {
             return Poll::Ready(None);
         }
         if let Poll::Ready(done) = operation.as_mut().poll(cx) {
             return Poll::Ready(Some(done));
         }
-        conn.writer.set(Some(cx.waker().clone()));
+        local.park_writer(conn.id, cx.waker());
         Poll::Pending
     })
-    .await
+    .await;
+    local.unpark_writer(conn.id);
+    done
 }
 
 /// The core closed the connection and everything is written: end our
@@ -955,10 +1044,11 @@ async fn linger_and_close(local: &Local, conn: &Conn) {
                 return Poll::Ready(());
             }
             waited = true;
-            conn.writer.set(Some(cx.waker().clone()));
+            local.park_writer(conn.id, cx.waker());
             Poll::Pending
         });
         let _ = compio::time::timeout(left, woken).await;
+        local.unpark_writer(conn.id);
     }
     if !conn.dead.get() {
         closing::discard_unread(&conn.stream);
