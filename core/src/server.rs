@@ -756,7 +756,7 @@ impl Server {
         };
         self.cluster_quit(conn, &session, message);
         for name in &session.rooms {
-            self.after_departure(name, conn);
+            self.after_departure(name, conn, session.nick);
         }
     }
 

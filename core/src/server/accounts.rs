@@ -605,6 +605,11 @@ impl Server {
             // On a node of a cluster the room passes when the bus brings
             // the change back, from the owner this node knows.
             if let Some(cluster) = &self.cluster {
+                // While the bus is down the room stays as the cluster has
+                // it; the account takes it back at its next login.
+                if !cluster.up {
+                    continue;
+                }
                 let was = cluster.settings.get(&name).and_then(|s| s.owner);
                 let setting = crate::cluster::Setting::Owner {
                     nick: Some(nick),

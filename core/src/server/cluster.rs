@@ -59,6 +59,9 @@ pub(super) struct ClusterState {
     /// them (their owner, and a reset of what it kept of an earlier room
     /// of their name) when it is back.
     pub(super) creations_due: BTreeSet<RoomName>,
+    /// Rooms whose owner here changed while the bus was down (or whose
+    /// change could not be made): told when it is back.
+    pub(super) owners_due: BTreeSet<RoomName>,
 }
 
 /// See [`Server::for_bus`].
@@ -102,6 +105,7 @@ impl ClusterState {
             departure_announced: false,
             settings: BTreeMap::new(),
             creations_due: BTreeSet::new(),
+            owners_due: BTreeSet::new(),
         }
     }
 }
@@ -704,6 +708,7 @@ impl Server {
             self.announce_snapshot(now, true);
         }
         self.send_due_creations();
+        self.send_due_owners();
     }
 
     fn announce_snapshot(&mut self, now: Instant, reply: bool) {

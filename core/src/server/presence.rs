@@ -167,13 +167,13 @@ impl Server {
         }
         let nick = session.nick;
         self.cluster_left(nick, name, reason);
-        self.after_departure(name, conn);
+        self.after_departure(name, conn, nick);
     }
 
     /// After `conn` left `name`: hand ownership on to the member who has
     /// been connected longest, or remove the room once it is empty
     /// (#general stays).
-    pub(super) fn after_departure(&mut self, name: &RoomName, conn: ConnId) {
+    pub(super) fn after_departure(&mut self, name: &RoomName, conn: ConnId, nick: Nick) {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
@@ -188,7 +188,7 @@ impl Server {
         }
         // On a node of a cluster every node hands it on when the bus
         // brings the hand-off back (room_settings.rs).
-        if self.hand_on_in_cluster(name) {
+        if self.hand_on_in_cluster(name, nick) {
             return;
         }
         let Some(room) = self.rooms.get_mut(name) else {

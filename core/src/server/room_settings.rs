@@ -59,6 +59,21 @@ impl Server {
         if matches!(result, Ok(()) | Err(BusFailure::Outdated)) {
             return;
         }
+        // What this node decided by itself is told again when the bus is
+        // back; nobody asked for it, so nobody is told it failed.
+        if let Some(cluster) = &mut self.cluster {
+            match &change.setting {
+                Setting::Created { .. } | Setting::Reset => {
+                    cluster.creations_due.insert(change.room.clone());
+                    return;
+                }
+                Setting::Owner { .. } | Setting::Renamed { .. } => {
+                    cluster.owners_due.insert(change.room.clone());
+                    return;
+                }
+                _ => {}
+            }
+        }
         if let Some(conn) = self.changer_here(change) {
             let chan = format!("#{}", change.room);
             self.out
@@ -91,10 +106,17 @@ impl Server {
         } else {
             cluster.settings.insert(name.clone(), settings);
         }
-        if !self.rooms.contains_key(name) {
+        let Some(owner_before) = self.rooms.get(name).map(|room| room.owner) else {
             return;
-        }
+        };
         self.adopt_settings(now, name);
+        self.owner_renamed_meanwhile(change);
+        // A hand-off made here while the bus was down was told here then.
+        let known_here = owner_before.is_some()
+            && self
+                .rooms
+                .get(name)
+                .is_some_and(|room| room.owner == owner_before);
         let changer = self.changer_here(change);
         // The changer as their own node knows them (with their account,
         // for IRC's account-tag), or as their node announced them.
@@ -133,10 +155,11 @@ impl Server {
             | Setting::Renamed { .. } => {}
             Setting::Owner {
                 nick: Some(nick), ..
-            } => {
+            } if !known_here => {
                 let reply = Reply::OwnerChanged { room: name, nick };
                 self.broadcast_in(name, &reply, Priority::Normal);
             }
+            Setting::Owner { nick: Some(_), .. } => {}
             Setting::Owner { nick: None, .. } => {}
             Setting::Ban {
                 address,
@@ -265,20 +288,22 @@ impl Server {
         }
     }
 
-    /// The owner of rooms here left them (or the server) on a node of a
+    /// The owner `was` left a room here (or the server) on a node of a
     /// cluster: the room passes to its member here who came first, when
     /// the bus brings the hand-off back to every node. Only the first
     /// hand-off from this owner is made (another node may hand it on at
     /// the same time). `true` when the cluster decides (the caller then
-    /// changes nothing itself).
-    pub(super) fn hand_on_in_cluster(&mut self, name: &RoomName) -> bool {
-        let Some(cluster) = &self.cluster else {
+    /// changes nothing itself); `false` on a single server, or while the
+    /// bus is down: the caller hands it on here, and the cluster hears of
+    /// it when the bus is back.
+    pub(super) fn hand_on_in_cluster(&mut self, name: &RoomName, was: Nick) -> bool {
+        let Some(cluster) = &mut self.cluster else {
             return false;
         };
-        let was = cluster
-            .settings
-            .get(name)
-            .and_then(|settings| settings.owner);
+        if !cluster.up {
+            cluster.owners_due.insert(name.clone());
+            return false;
+        }
         let Some(room) = self.rooms.get_mut(name) else {
             return true;
         };
@@ -291,10 +316,41 @@ impl Server {
         };
         let setting = Setting::Owner {
             nick: Some(nick),
-            was,
+            was: Some(was),
         };
         self.settle_in_cluster(heir, name, setting);
         true
+    }
+
+    /// Ownership changed here while the bus was down (or a change could
+    /// not be made): the cluster hears who owns each such room here now,
+    /// from the owner it knew.
+    pub(super) fn send_due_owners(&mut self) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let due = std::mem::take(&mut cluster.owners_due);
+        for name in due {
+            let was = self
+                .cluster
+                .as_ref()
+                .and_then(|cluster| cluster.settings.get(&name))
+                .and_then(|settings| settings.owner);
+            let owner = self
+                .rooms
+                .get(&name)
+                .and_then(|room| room.owner)
+                .and_then(|conn| Some((conn, self.sessions.get(&conn)?.nick)));
+            if let Some((conn, nick)) = owner
+                && was != Some(nick)
+            {
+                let setting = Setting::Owner {
+                    nick: Some(nick),
+                    was,
+                };
+                self.settle_in_cluster(conn, &name, setting);
+            }
+        }
     }
 
     /// A user of another node left these rooms (or the cluster): where
@@ -321,33 +377,27 @@ impl Server {
             .cloned()
             .collect();
         for name in owned {
-            self.hand_on_in_cluster(&name);
+            // Departures are heard through the bus, so it is up: the
+            // cluster decides.
+            self.hand_on_in_cluster(&name, *nick);
         }
     }
 
     /// A user of this node who owns rooms changed their nickname: the
-    /// cluster's owner follows.
+    /// cluster's owner follows (from the old nickname, so it comes after
+    /// a creation or hand-off to the old one still on its way).
     pub(super) fn owner_renamed(&mut self, old: &Nick, new: &Nick) {
-        let Some(cluster) = &self.cluster else {
+        if self.cluster.is_none() {
             return;
-        };
+        }
         let Some(conn) = self.conn_named(new) else {
             return;
         };
-        let owned: Vec<RoomName> = cluster
-            .settings
+        let owned: Vec<RoomName> = self
+            .rooms
             .iter()
-            .filter(|(_, settings)| {
-                settings
-                    .owner
-                    .is_some_and(|owner| owner.folded() == old.folded())
-            })
+            .filter(|(_, room)| room.owner == Some(conn))
             .map(|(name, _)| name.clone())
-            .filter(|name| {
-                self.rooms
-                    .get(name)
-                    .is_some_and(|room| room.owner == Some(conn))
-            })
             .collect();
         for name in owned {
             let setting = Setting::Renamed {
@@ -356,6 +406,43 @@ impl Server {
             };
             self.settle_in_cluster(conn, &name, setting);
         }
+    }
+
+    /// A creation or hand-off this node asked for came back naming a
+    /// nickname its user no longer holds (renamed while it was on its
+    /// way): the user still owns the room here, and the cluster follows.
+    fn owner_renamed_meanwhile(&mut self, change: &RoomChange) {
+        let written = match &change.setting {
+            Setting::Created { owner } => *owner,
+            Setting::Owner {
+                nick: Some(nick), ..
+            } => *nick,
+            _ => return,
+        };
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if cluster.node != change.node {
+            return;
+        }
+        let Some(current) = self.sessions.get(&change.conn).map(|session| session.nick) else {
+            return;
+        };
+        let member = self
+            .rooms
+            .get(&change.room)
+            .is_some_and(|room| room.has_member(change.conn));
+        if current == written || !member {
+            return;
+        }
+        if let Some(room) = self.rooms.get_mut(&change.room) {
+            room.owner = Some(change.conn);
+        }
+        let setting = Setting::Renamed {
+            old: written,
+            new: current,
+        };
+        self.settle_in_cluster(change.conn, &change.room, setting);
     }
 
     /// Makes the room here hold the cluster's settings for it: topic,
@@ -372,8 +459,12 @@ impl Server {
             .filter_map(|(address, shared)| Some((*address, self.live_room_ban(now, shared)?)))
             .collect();
         // The owner, if on this node; one on another node moderates here
-        // through orders and settings from theirs.
-        let owner = settings.owner.map(|nick| self.conn_named(&nick));
+        // through orders and settings from theirs. An owner this node
+        // chose while the bus was down stays until the cluster hears it.
+        let owner = settings
+            .owner
+            .filter(|_| !cluster.owners_due.contains(name))
+            .map(|nick| self.conn_named(&nick));
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };

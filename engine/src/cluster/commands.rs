@@ -699,33 +699,26 @@ enum Outgoing {
     Posts(Vec<Arc<BusLine>>),
 }
 
-/// The batch with each run of posts grouped by room, in the order each
-/// room first appears in the run, each room's lines in their order, at
-/// most [`POSTS_A_CALL`] a call. Anything else keeps its place between
-/// runs, so nothing moves past a request it could depend on (a follow,
-/// a settle).
+/// The batch with each run of consecutive posts to one room in one call
+/// (at most [`POSTS_A_CALL`]): every request keeps its place, so lines
+/// reach Redis, and get their ids, in the order the core asked, across
+/// rooms too (one speaker's lines to two channels stay in their order).
 fn group_posts(batch: Vec<BusRequest>) -> Vec<Outgoing> {
-    let mut grouped = Vec::with_capacity(batch.len());
-    let mut run: Vec<Vec<Arc<BusLine>>> = Vec::new();
+    let mut grouped: Vec<Outgoing> = Vec::with_capacity(batch.len());
     for request in batch {
-        match request {
-            BusRequest::Post(line) => {
-                let room = &line.record.room;
-                match run
-                    .iter_mut()
-                    .find(|posts| posts[0].record.room == *room && posts.len() < POSTS_A_CALL)
-                {
-                    Some(posts) => posts.push(line),
-                    None => run.push(vec![line]),
-                }
+        let BusRequest::Post(line) = request else {
+            grouped.push(Outgoing::One(request));
+            continue;
+        };
+        match grouped.last_mut() {
+            Some(Outgoing::Posts(posts))
+                if posts[0].record.room == line.record.room && posts.len() < POSTS_A_CALL =>
+            {
+                posts.push(line);
             }
-            other => {
-                grouped.extend(run.drain(..).map(Outgoing::Posts));
-                grouped.push(Outgoing::One(other));
-            }
+            _ => grouped.push(Outgoing::Posts(vec![line])),
         }
     }
-    grouped.extend(run.into_iter().map(Outgoing::Posts));
     grouped
 }
 
@@ -827,7 +820,7 @@ mod tests {
     }
 
     #[test]
-    fn posts_group_by_room_within_runs_in_order_and_bounded() {
+    fn consecutive_posts_to_one_room_group_in_order_and_bounded() {
         let batch = vec![
             post("a", "1"),
             post("b", "2"),
@@ -835,7 +828,17 @@ mod tests {
             BusRequest::Follow(RoomName::parse("a").unwrap()),
             post("a", "4"),
         ];
-        assert_eq!(shape(&group_posts(batch)), ["a:1,3", "b:2", "other", "a:4"]);
+        assert_eq!(
+            shape(&group_posts(batch)),
+            ["a:1", "b:2", "a:3", "other", "a:4"]
+        );
+        let runs = vec![
+            post("a", "1"),
+            post("a", "2"),
+            post("b", "3"),
+            post("b", "4"),
+        ];
+        assert_eq!(shape(&group_posts(runs)), ["a:1,2", "b:3,4"]);
         let many: Vec<BusRequest> = (0..POSTS_A_CALL + 1)
             .map(|k| post("a", &k.to_string()))
             .collect();

@@ -22,7 +22,10 @@ use redis::{Cmd, Script};
 /// `{"t":"line","id":…,"prev":…,"line":…}` for one line,
 /// `{"t":"lines","first":…,"prev":…,"lines":[…]}` for more. A batch costs
 /// Redis one call, one counter step, one tail update and one PUBLISH per
-/// follower, not one of each per line.
+/// follower, not one of each per line. The ids only grow within a batch,
+/// so a stream ahead of the counter (restored apart from it) fails the
+/// first XADD, before anything is written; Redis refuses a writing script
+/// up front when out of memory.
 ///
 /// KEYS: next-id, tails, the room's stream, the room's followers.
 /// ARGV: room, history size, channel prefix, then each line's JSON.
