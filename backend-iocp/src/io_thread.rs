@@ -112,6 +112,9 @@ struct Conn {
     closing: Cell<bool>,
     /// All written and shut down: waiting for the peer to hang up.
     lingering: Cell<bool>,
+    /// The peer ended its input: nothing more is read, and once the core
+    /// closes it and its output is written it goes without lingering.
+    input_ended: Cell<bool>,
     /// Gone: the tasks end.
     dead: Cell<bool>,
 }
@@ -159,12 +162,7 @@ impl Local {
         conn.dead.set(true);
         // Out of the watch before the socket can close.
         #[cfg(unix)]
-        if conn.watched.replace(false)
-            && let Some(watch) = &self.watch
-            && let Err(error) = watch.poller.delete(&conn.stream)
-        {
-            tracing::debug!(conn = %conn.id, %error, "cannot unwatch socket");
-        }
+        self.unwatch(conn);
         self.wake_writer(conn.id);
         let reader = self.readers.borrow_mut().remove(&conn.id.get());
         if let Some(reader) = reader {
@@ -193,6 +191,15 @@ impl Local {
     /// The writer is past its wait: no waker of its is kept.
     fn unpark_writer(&self, id: ConnId) {
         self.writers.borrow_mut().remove(&id.get());
+    }
+
+    /// The peer ended its input: the core hears it (and closes the
+    /// connection after its answers); nothing more is read.
+    fn end_input(&self, conn: &Conn) {
+        conn.input_ended.set(true);
+        #[cfg(unix)]
+        self.unwatch(conn);
+        self.inbox.send(Event::InputEnded { conn: conn.id });
     }
 
     /// The peer went away or the socket failed: tell the core.
@@ -362,6 +369,7 @@ fn adopt(
         watched: Cell::new(false),
         closing: Cell::new(false),
         lingering: Cell::new(false),
+        input_ended: Cell::new(false),
         dead: Cell::new(false),
     });
     local.conns.borrow_mut().insert(id.get(), conn.clone());
@@ -615,6 +623,16 @@ impl Watch {
 
 #[cfg(unix)]
 impl Local {
+    /// Takes a connection out of the watch, if it is in it.
+    fn unwatch(&self, conn: &Conn) {
+        if conn.watched.replace(false)
+            && let Some(watch) = &self.watch
+            && let Err(error) = watch.poller.delete(&conn.stream)
+        {
+            tracing::debug!(conn = %conn.id, %error, "cannot unwatch socket");
+        }
+    }
+
     /// Puts a connection in the watch; `false` if there is none or the
     /// socket cannot join it (the caller gives it a reader of its own).
     fn watch_conn(&self, conn: &Conn) -> bool {
@@ -806,7 +824,7 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
                         });
                     }
                     if received.peer_closed {
-                        local.lose(conn, true);
+                        local.end_input(conn);
                         return false;
                     }
                     if let Some(why) = received.ending {
@@ -849,7 +867,11 @@ fn handle_read(local: &Rc<Local>, conn: &Rc<Conn>, read: io::Result<Option<Vec<u
             local.forget(conn, true);
             return false;
         }
-        Ok(None) | Err(_) => {
+        Ok(None) => {
+            local.end_input(conn);
+            return false;
+        }
+        Err(_) => {
             local.lose(conn, true);
             return false;
         }
@@ -1029,6 +1051,12 @@ async fn unless_dead<T>(
 async fn linger_and_close(local: &Local, conn: &Conn) {
     conn.lingering.set(true);
     closing::finish(&conn.stream);
+    // A peer that ended its input already hung up its side: nothing to
+    // wait for.
+    if conn.input_ended.get() {
+        local.forget(conn, false);
+        return;
+    }
     let since = Instant::now();
     loop {
         let deadline = since + ending(local).linger();

@@ -57,6 +57,9 @@ struct Connection {
     want_write: bool,
     /// Readable interest is withdrawn: the hub's inbox is full.
     reads_paused: bool,
+    /// The peer ended its input: nothing more is read, and once the core
+    /// closes it and its output is written it goes without lingering.
+    input_ended: bool,
     /// Queued for a flush at the end of this turn.
     dirty: bool,
 }
@@ -346,7 +349,7 @@ impl IoLoop {
             };
             match conn.stream.read(&mut self.read_buffer) {
                 Ok(0) => {
-                    self.lose(key);
+                    self.end_input(key);
                     return true;
                 }
                 Ok(n) => {
@@ -382,7 +385,7 @@ impl IoLoop {
                         });
                     }
                     if received.peer_closed {
-                        self.lose(key);
+                        self.end_input(key);
                         return true;
                     }
                     if let Some(why) = received.ending {
@@ -438,6 +441,18 @@ impl IoLoop {
         }
         // More next turn: level-triggered readiness comes back.
         false
+    }
+
+    /// The peer ended its input: the core hears it (and closes the
+    /// connection after its answers), and the socket is no longer read,
+    /// as its end of stream would be reported again and again.
+    fn end_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        conn.input_ended = true;
+        self.inbox.push(Event::InputEnded { conn: conn_id(key) });
+        self.update_interest(key);
     }
 
     /// Drops lingering connections whose peer did not hang up in time.
@@ -598,6 +613,7 @@ impl IoLoop {
                 lingering: false,
                 want_write: false,
                 reads_paused: false,
+                input_ended: false,
                 dirty: false,
             },
         );
@@ -687,7 +703,9 @@ impl IoLoop {
             return;
         };
         closing::finish(&conn.stream);
-        if linger.is_zero() {
+        // A peer that ended its input already hung up its side: nothing to
+        // wait for.
+        if linger.is_zero() || conn.input_ended {
             closing::discard_unread(&conn.stream);
             self.drop_connection(key);
             return;
@@ -751,7 +769,8 @@ impl IoLoop {
         let Some(conn) = self.conns.get(&key) else {
             return;
         };
-        let interest = match (!conn.reads_paused, conn.want_write) {
+        let reading = !conn.reads_paused && !conn.input_ended;
+        let interest = match (reading, conn.want_write) {
             (true, true) => Interest::all(key),
             (true, false) => Interest::readable(key),
             (false, true) => Interest::writable(key),

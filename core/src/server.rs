@@ -517,6 +517,15 @@ impl Server {
         }
     }
 
+    /// The peer ended its input cleanly (it half-closed, or hung up): as
+    /// if it quit, and the connection is closed once what was said to it
+    /// before is written. So a client that sends its last lines and then
+    /// half-closes to wait for the answers gets them.
+    pub fn handle_input_ended(&mut self, now: Instant, conn: ConnId) {
+        self.handle_closed(now, conn);
+        self.out.close(conn, CloseReason::Quit);
+    }
+
     /// The driver could not deliver to this connection fast enough (its
     /// outbound queue passed [`Config::max_outbound_bytes`]): it is closed.
     pub fn handle_slow_consumer(&mut self, _now: Instant, conn: ConnId) {

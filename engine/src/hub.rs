@@ -75,6 +75,14 @@ pub enum Event {
         /// The connection.
         conn: ConnId,
     },
+    /// The peer ended its input cleanly (an end of stream, a TLS
+    /// close_notify): the I/O thread reads no more but keeps the
+    /// connection, so the answers to its last lines are still written
+    /// before the core's close.
+    InputEnded {
+        /// The connection.
+        conn: ConnId,
+    },
     /// The connection's outbound queue passed its limit; the I/O thread
     /// has already dropped the socket.
     SlowConsumer {
@@ -626,6 +634,7 @@ impl Hub {
             }
             Event::Received { conn, bytes } => self.server.handle(now, conn, &bytes),
             Event::Closed { conn } => self.server.handle_closed(now, conn),
+            Event::InputEnded { conn } => self.server.handle_input_ended(now, conn),
             Event::SlowConsumer { conn } => {
                 tracing::warn!(%conn, "disconnected a slow consumer");
                 self.server.handle_slow_consumer(now, conn);

@@ -30,6 +30,7 @@ on_both_backends!(
     history_timestamps_follow_a_corrected_system_clock,
     history_beyond_memory_without_persist_is_what_memory_holds,
     a_burst_the_socket_cannot_take_arrives_whole_once_the_client_reads,
+    a_client_that_half_closes_gets_the_answers_to_its_last_lines,
 );
 
 fn start(backend: &dyn Backend, dir: &std::path::Path, chat: Config) -> Running {
@@ -80,6 +81,41 @@ fn welcome(addr: SocketAddr, from: u8) -> LineClient {
         .wait_for(|line| line.starts_with("* welcome"))
         .expect("welcome");
     client
+}
+
+/// A client that sends its last lines and then half-closes, as
+/// `printf '#nick x\n' | nc -N` does, gets every answer before the server
+/// closes: the end of its input is a quit, not a reset.
+fn a_client_that_half_closes_gets_the_answers_to_its_last_lines(backend: &dyn Backend) {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut chat = Config::default();
+    chat.rate_limit.enabled = false;
+    let running = start(backend, dir.path(), chat);
+    let addr = running.local_addr();
+    for round in 0..50 {
+        let mut socket = std::net::TcpStream::connect(addr).expect("connects");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let nick = format!("half{round}");
+        socket
+            .write_all(format!("#nick {nick}\n#ping last{round}\n").as_bytes())
+            .expect("sends");
+        socket
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-closes");
+        let mut answers = String::new();
+        socket
+            .read_to_string(&mut answers)
+            .expect("reads to the server's end of stream");
+        assert!(
+            answers.contains(&format!("* you are now {nick}"))
+                && answers.contains(&format!("last{round}")),
+            "round {round}: {answers:?}"
+        );
+    }
+    stop(running);
 }
 
 fn slow_consumer_is_cut_off_while_the_others_keep_receiving(backend: &dyn Backend) {
