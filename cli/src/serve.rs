@@ -184,6 +184,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(manual) => Arc::new(manual.clone()),
         None => Arc::new(SystemClock),
     };
+    // Before the listeners: the handlers need a descriptor of their own,
+    // and clients accepted at once could take the last one (the process
+    // limit reached is a state the server survives, not a start-up error).
+    let signals = prepare_signals()?;
     let running = launch(&settings, backend.as_ref(), clock)?;
     let info = running.info();
     let history = if settings.server.persist {
@@ -223,7 +227,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("signal received; shutting down");
         handle.shutdown(STOP_REASON);
     };
-    handle_signals(stop, running.tls().cloned())?;
+    handle_signals(signals, stop, running.tls().cloned())?;
     if let Some(manual) = manual {
         control_from_stdin(manual, running.control_handle());
     }
@@ -232,17 +236,29 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The signal handlers, installed before anything is served.
+#[cfg(unix)]
+type Signals = signal_hook::iterator::Signals;
+
+/// Installs the handlers for SIGINT, SIGTERM and SIGHUP (signals that
+/// arrive before [`handle_signals`] wait for it).
+#[cfg(unix)]
+fn prepare_signals() -> anyhow::Result<Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the SIGINT/SIGTERM/SIGHUP handlers")
+}
+
 /// SIGINT and SIGTERM stop the server; SIGHUP re-reads the TLS
 /// certificate and key for new handshakes (a broken file is logged and
 /// the old certificate stays).
 #[cfg(unix)]
 fn handle_signals(
+    mut signals: Signals,
     stop: impl Fn() + Send + 'static,
     tls: Option<chatd_engine::tls::TlsAcceptor>,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("cannot install the SIGINT/SIGTERM/SIGHUP handlers")?;
+    use signal_hook::consts::SIGHUP;
     std::thread::Builder::new()
         .name("chatd-signals".into())
         .spawn(move || {
@@ -261,10 +277,22 @@ fn handle_signals(
     Ok(())
 }
 
+/// Nothing is installed ahead on Windows.
+#[cfg(not(unix))]
+struct Signals;
+
+/// Nothing to install ahead on Windows: the console handler takes no
+/// descriptor.
+#[cfg(not(unix))]
+fn prepare_signals() -> anyhow::Result<Signals> {
+    Ok(Signals)
+}
+
 /// Ctrl-C and console close stop the server. Windows has no SIGHUP: a new
 /// TLS certificate takes a restart there.
 #[cfg(not(unix))]
 fn handle_signals(
+    _signals: Signals,
     stop: impl Fn() + Send + 'static,
     _tls: Option<chatd_engine::tls::TlsAcceptor>,
 ) -> anyhow::Result<()> {

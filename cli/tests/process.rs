@@ -635,7 +635,12 @@ fn run_out_of_descriptors(backend: &str) {
     clients.drain(..60);
     let last = clients.last_mut().expect("a waiting client");
     last.wait_for(|line| line.starts_with("* welcome"))
-        .unwrap_or_else(|error| panic!("{backend}: never accepted: {error}"));
+        .unwrap_or_else(|error| {
+            panic!(
+                "{backend}: never accepted: {error}\nLOG:\n{}",
+                server.log_text()
+            )
+        });
     server.wait_for_log(Duration::from_secs(10), |line| {
         line.contains("accepting again")
     });
