@@ -124,43 +124,37 @@ impl Server {
             Some(session) => session.person(),
             None => change.by.person(),
         };
-        let modes;
-        let told = match &change.setting {
-            Setting::Topic { topic } => Some(Reply::TopicChanged {
-                room: name,
-                by,
-                topic: topic.as_deref().unwrap_or(""),
-            }),
-            Setting::Modes { modes: changed } => {
-                modes = describe_room_modes(changed);
-                Some(Reply::ModeChanged {
+        match &change.setting {
+            Setting::Topic { topic } => {
+                let reply = Reply::TopicChanged {
                     room: name,
                     by,
-                    changes: &modes,
-                })
+                    topic: topic.as_deref().unwrap_or(""),
+                };
+                if let Some(room) = self.rooms.get_mut(name) {
+                    self.out
+                        .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+                }
             }
-            _ => None,
-        };
-        if let Some(reply) = told {
-            if let Some(room) = self.rooms.get_mut(name) {
-                self.out
-                    .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+            Setting::Modes { modes } => {
+                let changes = describe_room_modes(modes);
+                let reply = Reply::ModeChanged {
+                    room: name,
+                    by,
+                    changes: &changes,
+                };
+                if let Some(room) = self.rooms.get_mut(name) {
+                    self.out
+                        .broadcast(&room.audiences(), None, &reply, Priority::Normal);
+                }
             }
-            return;
-        }
-        match &change.setting {
-            Setting::Topic { .. }
-            | Setting::Modes { .. }
-            | Setting::Created { .. }
-            | Setting::Renamed { .. } => {}
             Setting::Owner {
                 nick: Some(nick), ..
             } if !known_here => {
                 let reply = Reply::OwnerChanged { room: name, nick };
                 self.broadcast_in(name, &reply, Priority::Normal);
             }
-            Setting::Owner { nick: Some(_), .. } => {}
-            Setting::Owner { nick: None, .. } => {}
+            Setting::Owner { .. } | Setting::Created { .. } | Setting::Renamed { .. } => {}
             Setting::Ban {
                 address,
                 ban,

@@ -233,7 +233,7 @@ impl Server {
                     None
                 }
                 RoomMode::Flag { flag, on } => {
-                    *flag_of(room, *flag) = *on;
+                    *flag_in(&mut room.private, &mut room.modes, *flag) = *on;
                     None
                 }
                 RoomMode::Mask { mask, on: true } => {
@@ -551,13 +551,7 @@ impl Draft {
     fn apply(&mut self, mode: &RoomMode) -> bool {
         match mode {
             RoomMode::Flag { flag, on } => {
-                let value = match flag {
-                    ModeFlag::Private => &mut self.private,
-                    ModeFlag::Moderated => &mut self.modes.moderated,
-                    ModeFlag::NoOutside => &mut self.modes.no_outside,
-                    ModeFlag::Secret => &mut self.modes.secret,
-                    ModeFlag::TopicLocked => &mut self.modes.topic_locked,
-                };
+                let value = flag_in(&mut self.private, &mut self.modes, *flag);
                 std::mem::replace(value, *on) != *on
             }
             RoomMode::Mask { mask, on: true } => self.modes.ban_masks.insert(mask.as_str().into()),
@@ -568,14 +562,14 @@ impl Draft {
     }
 }
 
-/// The room's field a flag sets.
-pub(in crate::server) fn flag_of(room: &mut Room, flag: ModeFlag) -> &mut bool {
+/// The field a flag sets, in a room or in a draft of its modes.
+fn flag_in<'a>(private: &'a mut bool, modes: &'a mut ChannelModes, flag: ModeFlag) -> &'a mut bool {
     match flag {
-        ModeFlag::Private => &mut room.private,
-        ModeFlag::Moderated => &mut room.modes.moderated,
-        ModeFlag::NoOutside => &mut room.modes.no_outside,
-        ModeFlag::Secret => &mut room.modes.secret,
-        ModeFlag::TopicLocked => &mut room.modes.topic_locked,
+        ModeFlag::Private => private,
+        ModeFlag::Moderated => &mut modes.moderated,
+        ModeFlag::NoOutside => &mut modes.no_outside,
+        ModeFlag::Secret => &mut modes.secret,
+        ModeFlag::TopicLocked => &mut modes.topic_locked,
     }
 }
 
