@@ -794,9 +794,13 @@ impl IoLoop {
 
     /// The peer went away or the socket failed: tell the core.
     fn lose(&mut self, key: usize) {
-        if let Some(id) = self.drop_connection(key) {
-            self.inbox.push(Event::Closed { conn: id });
+        // The core hears of it before the socket closes: a client that
+        // sees the close and connects again at once is counted after it
+        // (per-address limits), as events reach the hub in order.
+        if self.conns.contains_key(&key) {
+            self.inbox.push(Event::Closed { conn: conn_id(key) });
         }
+        self.drop_connection(key);
     }
 
     fn drop_connection(&mut self, key: usize) -> Option<ConnId> {
